@@ -1,0 +1,3 @@
+"""rag-flamingo: retrieval-augmented few-shot in-context learning for Audio Flamingo."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""Dataset sources: manifest reading (the contract), plus the built-in `folder` and `demo` sources."""
+
+from .manifest import read_manifest, write_manifest  # noqa: F401

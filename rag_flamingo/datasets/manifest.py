@@ -1,0 +1,80 @@
+"""Manifest rows (JSON lines): the contract between datasets and everything downstream.
+
+Each row: ``id`` (unique in the dataset), ``path`` (relative to the dataset root, or absolute),
+optional ``start``/``end`` seconds, optional ``group`` (defaults to ``path``: rows sharing a group
+are one recording), and the targets a task needs: ``captions`` (list), ``label`` or ``labels``
+(list), ``question``, ``answer``. Extra keys are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import ManifestError
+
+REQUIRED_COLUMNS = ("id", "path")
+_MAX_LISTED = 10
+
+
+def read_manifest(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
+    """Read and validate a manifest; every problem is reported at once, before any work starts.
+
+    Raises ManifestError naming the file, the line numbers and the fix for: unreadable JSON,
+    missing required columns (``id``, ``path`` and ``required``), duplicate ids.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found (make it with the dataset's manifest maker)")
+    columns = tuple(REQUIRED_COLUMNS) + tuple(c for c in required if c not in REQUIRED_COLUMNS)
+    rows, problems, seen = [], [], {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"line {lineno}: not valid JSON ({exc.msg})")
+                continue
+            if not isinstance(row, dict):
+                problems.append(f"line {lineno}: expected a JSON object")
+                continue
+            missing = [c for c in columns if _absent(row, c)]
+            if missing:
+                problems.append(f"line {lineno}: missing column(s) {', '.join(missing)}")
+                continue
+            row["id"] = str(row["id"])
+            if row["id"] in seen:
+                problems.append(f"line {lineno}: duplicate id {row['id']!r} (first on line {seen[row['id']]})")
+                continue
+            seen[row["id"]] = lineno
+            row.setdefault("group", row["path"])
+            rows.append(row)
+    if problems:
+        listed = "\n  ".join(problems[:_MAX_LISTED])
+        more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+        raise ManifestError(f"{path}: {len(problems)} bad row(s); fix or remove them:\n  {listed}{more}")
+    if not rows:
+        raise ManifestError(f"{path}: manifest has no rows")
+    return rows
+
+
+def _absent(row: dict, column: str) -> bool:
+    if column == "label":  # a task needing a label accepts either form
+        return row.get("label") in (None, "") and not row.get("labels")
+    value = row.get(column)
+    return value is None or value == "" or value == []
+
+
+def write_manifest(rows: Iterable[dict], path: str | Path) -> Path:
+    """Write rows as JSON lines (atomically: a crash never leaves half a manifest)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
