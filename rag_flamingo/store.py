@@ -1,0 +1,358 @@
+"""The index store: one directory, written by `build_index`, read by retrieval. Its one owner.
+
+Layout::
+
+    <store>/
+      store.json          StoreInfo (written last: its presence marks a complete store)
+      index.faiss         FAISS index, CPU-readable; row i <-> items row i
+      items.parquet       one row per indexed item (manifest fields, see ITEM_COLUMNS)
+      shards/             embedding shards, the authoritative vectors, in row order:
+        000000.npy          float32 [n, dim]
+        000000.parquet      the n items of the shard (same columns as items.parquet)
+        000000.done         written after both files above: the shard is complete
+      features/<name>/    optional per-item model features aligned with the shards,
+        000000.safetensors  e.g. clapcap windows: "features" [n, W, D], "mask" [n, W]
+      rejected.jsonl      items skipped while building, with the reason
+
+The store refuses to be queried with an encoder other than the one it was built with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import StoreError
+
+FORMAT_VERSION = 1
+INFO_FILE = "store.json"
+INDEX_FILE = "index.faiss"
+ITEMS_FILE = "items.parquet"
+SHARDS_DIR = "shards"
+FEATURES_DIR = "features"
+REJECTED_FILE = "rejected.jsonl"
+
+# Manifest fields kept as typed columns; any other manifest key goes into the JSON column `meta`.
+ITEM_COLUMNS = {
+    "id": pa.string(),
+    "path": pa.string(),
+    "group": pa.string(),
+    "split": pa.string(),
+    "start": pa.float64(),
+    "end": pa.float64(),
+    "label": pa.string(),
+    "labels": pa.list_(pa.string()),
+    "captions": pa.list_(pa.string()),
+    "question": pa.string(),
+    "answer": pa.string(),
+    "meta": pa.string(),
+}
+ITEM_SCHEMA = pa.schema([(name, kind) for name, kind in ITEM_COLUMNS.items()])
+
+
+@dataclass
+class StoreInfo:
+    """Everything needed to trust and query a store (serialised as store.json)."""
+
+    encoder: dict  # the encoder fingerprint (name, checkpoint hash, preprocessing, crop policy)
+    dim: int
+    count: int
+    metric: str = "cosine"  # "cosine" (inner product on L2-normalised vectors) or "l2"
+    index: dict = field(default_factory=dict)  # type, factory, search_params, recall_at_10, ...
+    dataset: dict = field(default_factory=dict)  # name, split, manifest, manifest_sha256
+    features: dict = field(default_factory=dict)  # name -> {fingerprint, windows, dim, dtype}
+    versions: dict = field(default_factory=dict)
+    created: str = ""
+    format: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StoreInfo":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def library_versions() -> dict:
+    import torch
+
+    from . import __version__
+
+    return {"rag_flamingo": __version__, "faiss": faiss.__version__, "numpy": np.__version__,
+            "pyarrow": pa.__version__, "torch": torch.__version__}
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------- items
+
+
+def item_record(row: dict, split: str | None = None) -> dict:
+    """A manifest row as an items-table record (typed columns + JSON `meta` for the rest)."""
+    rec = {name: None for name in ITEM_COLUMNS}
+    extra = {}
+    for key, value in row.items():
+        if key in ITEM_COLUMNS and key != "meta":
+            rec[key] = value
+        else:
+            extra[key] = value
+    for key in ("id", "path", "group", "split", "question", "answer"):
+        if rec[key] is not None:
+            rec[key] = str(rec[key])
+    if rec["label"] is not None:
+        rec["label"] = str(rec["label"])
+    for key in ("labels", "captions"):
+        if rec[key] is not None:
+            value = rec[key]
+            rec[key] = [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+    for key in ("start", "end"):
+        if rec[key] is not None:
+            rec[key] = float(rec[key])
+    if rec["group"] is None:
+        rec["group"] = rec["path"]
+    if split is not None and rec["split"] is None:
+        rec["split"] = split
+    rec["meta"] = json.dumps(extra, sort_keys=True, ensure_ascii=False) if extra else None
+    return rec
+
+
+def items_table(records: Iterable[dict]) -> pa.Table:
+    return pa.Table.from_pylist(list(records), schema=ITEM_SCHEMA)
+
+
+def item_from_record(rec: dict) -> dict:
+    """Inverse of item_record: a plain dict with the manifest's keys (None fields dropped)."""
+    out = {k: v for k, v in rec.items() if k != "meta" and v is not None}
+    if rec.get("meta"):
+        out.update(json.loads(rec["meta"]))
+    return out
+
+
+def item_labels(item: dict) -> list[str]:
+    """The labels of an item: ``labels`` if present, else ``[label]``, else []."""
+    if item.get("labels"):
+        return list(item["labels"])
+    return [item["label"]] if item.get("label") not in (None, "") else []
+
+
+# ----------------------------------------------------------------------------- shards
+
+
+def shard_stem(root: Path, shard: int) -> Path:
+    return Path(root) / SHARDS_DIR / f"{shard:06d}"
+
+
+def write_shard(root: Path, shard: int, embeddings: np.ndarray, records: list[dict]) -> None:
+    """Write one shard atomically; the `.done` marker is written last."""
+    stem = shard_stem(root, shard)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    if len(records) != embeddings.shape[0]:
+        raise ValueError(f"shard {shard}: {len(records)} items but {embeddings.shape[0]} vectors")
+    _atomic(stem.with_suffix(".npy"), lambda p: np.save(p, np.ascontiguousarray(embeddings, np.float32)))
+    _atomic(stem.with_suffix(".parquet"), lambda p: pq.write_table(items_table(records), p))
+    _atomic(stem.with_suffix(".done"), lambda p: Path(p).write_text(str(len(records))))
+
+
+def done_shards(root: Path) -> list[int]:
+    folder = Path(root) / SHARDS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.stem) for p in folder.glob("*.done"))
+
+
+def read_shard(root: Path, shard: int) -> tuple[np.ndarray, pa.Table]:
+    stem = shard_stem(root, shard)
+    return np.load(stem.with_suffix(".npy")), pq.read_table(stem.with_suffix(".parquet"))
+
+
+def read_all_shards(root: Path) -> tuple[np.ndarray, pa.Table]:
+    """All complete shards in order: (embeddings [N, dim], items table)."""
+    shards = done_shards(root)
+    if not shards:
+        raise StoreError(f"{root}: no complete embedding shards under {SHARDS_DIR}/")
+    parts = [read_shard(root, s) for s in shards]
+    return np.concatenate([e for e, _ in parts]), pa.concat_tables([t for _, t in parts])
+
+
+def features_path(root: Path, name: str, shard: int) -> Path:
+    return Path(root) / FEATURES_DIR / name / f"{shard:06d}.safetensors"
+
+
+def write_features(root: Path, name: str, shard: int, features: np.ndarray, mask: np.ndarray) -> None:
+    """Per-item model features of one shard (e.g. clapcap windows [n, W, D] + mask [n, W])."""
+    from safetensors.numpy import save_file
+
+    path = features_path(root, name, shard)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {"features": np.ascontiguousarray(features), "mask": np.ascontiguousarray(mask, np.float32)}
+    _atomic(path, lambda p: save_file(tensors, p))
+
+
+class FeatureCache:
+    """Read-only access to ``features/<name>/`` by store row, memory-mapped per shard."""
+
+    def __init__(self, root: Path, name: str):
+        from safetensors import safe_open
+
+        self.name = name
+        shards = done_shards(root)
+        self._files, self._starts, start = [], [], 0
+        for shard in shards:
+            path = features_path(root, name, shard)
+            if not path.is_file():
+                raise StoreError(f"{root}: no '{name}' features for shard {shard}; rebuild with "
+                                 f"`build_index ... features={name}` (existing embeddings are reused)")
+            handle = safe_open(str(path), framework="numpy")
+            self._files.append(handle)
+            self._starts.append(start)
+            start += handle.get_slice("mask").get_shape()[0]
+        self.count = start
+
+    def get(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """(features [n, W, D], mask [n, W]) for store rows ``rows``."""
+        feats, masks = [], []
+        for row in rows:
+            shard = int(np.searchsorted(self._starts, row, side="right") - 1)
+            off = int(row) - self._starts[shard]
+            handle = self._files[shard]
+            feats.append(handle.get_slice("features")[off : off + 1])
+            masks.append(handle.get_slice("mask")[off : off + 1])
+        return np.concatenate(feats), np.concatenate(masks)
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp" + path.suffix)  # keep the suffix: np.save appends .npy
+    write(str(tmp))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def apply_search_params(index: faiss.Index, params: dict) -> None:
+    """Set nprobe / efSearch (must be set again after every read_index)."""
+    if params:
+        space = faiss.ParameterSpace()
+        for name, value in params.items():
+            space.set_index_parameter(index, name, value)
+
+
+def write_store(root: Path, info: StoreInfo, index: faiss.Index, records: list[dict]) -> None:
+    """Write index, items and store.json (last) into ``root``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if index.ntotal != len(records) or info.count != len(records):
+        raise StoreError(f"{root}: index has {index.ntotal} vectors, items {len(records)}, "
+                         f"info.count {info.count}; they must agree")
+    info.created = info.created or now_utc()
+    info.versions = info.versions or library_versions()
+    _atomic(root / INDEX_FILE, lambda p: faiss.write_index(index, p))
+    _atomic(root / ITEMS_FILE, lambda p: pq.write_table(items_table(records), p))
+    _atomic(root / INFO_FILE, lambda p: Path(p).write_text(info.to_json()))
+
+
+class IndexStore:
+    """A complete store opened for querying."""
+
+    def __init__(self, root: Path, info: StoreInfo, index: faiss.Index, items: pa.Table):
+        self.root, self.info, self.index, self._table = Path(root), info, index, items
+        self._items = [item_from_record(r) for r in items.to_pylist()]
+        apply_search_params(self.index, info.index.get("search_params", {}))
+
+    @classmethod
+    def open(cls, root: str | Path) -> "IndexStore":
+        root = Path(root)
+        info_path = root / INFO_FILE
+        if not info_path.is_file():
+            raise StoreError(f"{root}: not a complete index store (no {INFO_FILE}); build it with "
+                             f"`build_index ... output={root}` (an interrupted build resumes)")
+        info = StoreInfo.from_dict(json.loads(info_path.read_text()))
+        if info.format != FORMAT_VERSION:
+            raise StoreError(f"{root}: store format {info.format}, this version reads {FORMAT_VERSION}; rebuild it")
+        for name in (INDEX_FILE, ITEMS_FILE):
+            if not (root / name).is_file():
+                raise StoreError(f"{root}: {name} is missing; rebuild the store with build_index")
+        index = faiss.read_index(str(root / INDEX_FILE))
+        items = pq.read_table(root / ITEMS_FILE)
+        if index.ntotal != items.num_rows or index.ntotal != info.count:
+            raise StoreError(f"{root}: index ({index.ntotal}), items ({items.num_rows}) and store.json "
+                             f"({info.count}) disagree; rebuild the store with build_index")
+        return cls(root, info, index, items)
+
+    def __len__(self) -> int:
+        return self.info.count
+
+    @property
+    def items(self) -> list[dict]:
+        return self._items
+
+    def item(self, row: int) -> dict:
+        return self._items[row]
+
+    @property
+    def table(self) -> pa.Table:
+        return self._table
+
+    def label_set(self) -> list[str]:
+        """Sorted distinct labels of the indexed items (the option set for classification)."""
+        return sorted({lab for it in self._items for lab in item_labels(it)})
+
+    def embeddings(self) -> np.ndarray:
+        """The stored vectors [N, dim] in row order (from the shards)."""
+        emb, _ = read_all_shards(self.root)
+        if emb.shape[0] != self.info.count:
+            raise StoreError(f"{self.root}: shards hold {emb.shape[0]} vectors, store {self.info.count}")
+        return emb
+
+    def features(self, name: str = "clapcap") -> FeatureCache:
+        """Cached per-item model features written by ``build_index ... features=<name>``."""
+        if name not in self.info.features:
+            raise StoreError(f"{self.root}: no '{name}' features in this store; add them with "
+                             f"`build_index ... output={self.root} features={name}`")
+        return FeatureCache(self.root, name)
+
+    def check_encoder(self, fingerprint: dict) -> None:
+        """Raise StoreError unless ``fingerprint`` is the encoder this store was built with."""
+        built = self.info.encoder
+        if _comparable(built) != _comparable(fingerprint):
+            diff = sorted(k for k in set(built) | set(fingerprint) if built.get(k) != fingerprint.get(k))
+            raise StoreError(
+                f"{self.root}: built with encoder {built.get('name')!r} but queried with "
+                f"{fingerprint.get('name')!r} (differs in: {', '.join(diff)}); query with "
+                f"encoder={built.get('name')} and the same checkpoint, or rebuild the store")
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows) for float32 queries [Q, dim]; rows are -1 where fewer exist."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if queries.shape[1] != self.info.dim:
+            raise StoreError(f"{self.root}: query dim {queries.shape[1]} != store dim {self.info.dim}")
+        if self.info.metric == "cosine":
+            queries = normalize_rows(queries)
+        scores, rows = self.index.search(queries, min(k, self.info.count))
+        if self.info.metric == "l2":
+            scores = -scores  # larger is always better for callers
+        return scores, rows
+
+
+def _comparable(fingerprint: dict) -> dict:
+    # Device and batch size do not change embeddings beyond float tolerance.
+    return {k: v for k, v in fingerprint.items() if k not in ("device", "batch_size", "dtype")}
