@@ -1,0 +1,177 @@
+"""One entry point from a ``dataset`` config to a split's manifest: ``resolve_split``.
+
+``build_index`` asks for the index split, ``evaluate`` for the query split; both get
+``(manifest_path, audio_root)``: a JSONL manifest (see ``manifest.py``) whose relative ``path``
+values are relative to ``audio_root``.
+
+Where the manifest comes from, in order:
+1. ``dataset.manifest`` set: the user's own JSONL. A string (``{split}`` in it is replaced by the
+   split name; without it the one file serves every split) or a mapping ``split -> path``.
+   Audio root: ``dataset.root`` when set, else the manifest's folder.
+2. source ``demo``: generated once (deterministic) into ``paths.cache_root()/datasets/demo``.
+3. source ``folder``: ``dataset.root`` is scanned (see ``folder.py``); the manifest is written to
+   ``paths.cache_root()/datasets/folder/<hash of the folder path>/<split>.jsonl``.
+4. an official dataset: ``<root>/manifests/<split>.jsonl``, else the repository's
+   ``data_manifests/<name>/<split>.jsonl``; when neither exists, a ManifestError gives the
+   ``python -m index_builder.manifests`` command that makes it.
+
+The source is ``dataset.source`` when set, else ``demo``/``folder`` by name, else ``official``.
+``split`` may be a split name or a role, ``index`` / ``query``, looked up in ``dataset.splits``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .. import paths
+from ..errors import ConfigError, ManifestError
+from . import demo, folder
+from .manifest import write_manifest
+
+logger = logging.getLogger(__name__)
+
+OFFICIAL_DATASETS = ("clotho", "audiocaps", "esc50", "us8k", "gtzan", "medley_solos_db", "nsynth",
+                     "fsd50k", "cochlscene")
+ROLES = ("index", "query")
+REPO_MANIFESTS = Path(__file__).resolve().parents[2] / "data_manifests"
+
+
+def resolve_split(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
+    """``(manifest_path, audio_root)`` for one split of a dataset config (dict or DictConfig)."""
+    name = _get(dataset_cfg, "name")
+    if not name:
+        raise ConfigError("dataset.name is not set (pick a dataset, e.g. dataset=demo or dataset=folder)")
+    split = split_name(dataset_cfg, split)
+    if _get(dataset_cfg, "manifest"):
+        return _user_manifest(dataset_cfg, split)
+    source = source_of(dataset_cfg)
+    if source == "demo":
+        return _demo(dataset_cfg, split)
+    if source == "folder":
+        return _folder(dataset_cfg, split)
+    if source == "official":
+        return _official(dataset_cfg, split)
+    raise ConfigError(f"dataset.source={source!r} is unknown; use demo, folder or official")
+
+
+def source_of(dataset_cfg: Mapping[str, Any]) -> str:
+    name = _get(dataset_cfg, "name")
+    return _get(dataset_cfg, "source") or (name if name in ("demo", "folder") else "official")
+
+
+def split_name(dataset_cfg: Mapping[str, Any], split: str) -> str:
+    """A split name; the roles ``index``/``query`` map through ``dataset.splits``."""
+    if split not in ROLES:
+        return split
+    splits = _get(dataset_cfg, "splits") or {}
+    name = _get(splits, split)
+    if not name:
+        raise ConfigError(f"dataset {_get(dataset_cfg, 'name')!r}: dataset.splits.{split} is not set "
+                          f"(name the split that serves as the {split} split)")
+    return str(name)
+
+
+def dataset_root(dataset_cfg: Mapping[str, Any]) -> Path:
+    """``dataset.root``, defaulting to ``paths.data_root()/<name>``."""
+    root = _get(dataset_cfg, "root")
+    return Path(root).expanduser() if root else paths.data_root() / _get(dataset_cfg, "name")
+
+
+def label_set(rows: list[dict]) -> list[str]:
+    """Sorted class names of rows (``label`` and ``labels``): the option set for prompts."""
+    labels = {r["label"] for r in rows if r.get("label") not in (None, "")}
+    labels.update(lab for r in rows for lab in r.get("labels") or ())
+    return sorted(labels)
+
+
+def collapse_groups(rows: list[dict]) -> list[dict]:
+    """One row per ``group`` (first row's fields), captions of all its rows merged in order.
+
+    For query splits whose captions are spread over several rows of one recording (AudioCaps):
+    evaluate each recording once against all its reference captions.
+    """
+    merged: dict[str, dict] = {}
+    for row in rows:
+        group = row.get("group", row["path"])
+        if group not in merged:
+            merged[group] = dict(row, captions=list(row.get("captions") or []))
+        else:
+            merged[group]["captions"].extend(row.get("captions") or [])
+    out = list(merged.values())
+    for row in out:
+        if not row["captions"]:
+            del row["captions"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _get(cfg: Any, key: str) -> Any:
+    return cfg.get(key) if cfg is not None else None
+
+
+def _check_split(dataset_cfg: Mapping[str, Any], split: str, available: list[str]) -> None:
+    if split not in available:
+        raise ConfigError(f"dataset {_get(dataset_cfg, 'name')!r} has no split {split!r}; "
+                          f"available: {', '.join(available)}")
+
+
+def _user_manifest(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
+    spec = _get(dataset_cfg, "manifest")
+    if isinstance(spec, Mapping):
+        if split not in spec:
+            raise ConfigError(f"dataset.manifest has no entry for split {split!r} "
+                              f"(has: {', '.join(map(str, spec))})")
+        spec = spec[split]
+    path = Path(str(spec).replace("{split}", split)).expanduser()
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found (dataset.manifest={spec})")
+    root = _get(dataset_cfg, "root")
+    return path, Path(root).expanduser() if root else path.parent
+
+
+def _demo(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
+    _check_split(dataset_cfg, split, list(demo.SPLIT_SIZES))
+    root = demo.ensure_demo(_get(dataset_cfg, "root") or None)
+    return root / f"{split}.jsonl", root
+
+
+def _folder(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
+    if not _get(dataset_cfg, "root"):
+        raise ConfigError("dataset.root is not set: point it at a folder of audio files "
+                          "(dataset=folder dataset.root=/path/to/audio), or set dataset.manifest")
+    root = dataset_root(dataset_cfg).resolve()
+    splits = folder.scan_folder(root)
+    _check_split(dataset_cfg, split, list(splits))
+    key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
+    out = paths.cache_root() / "datasets" / "folder" / key
+    manifest = out / f"{split}.jsonl"
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in splits[split])
+    if not manifest.is_file() or manifest.read_text(encoding="utf-8") != text:
+        write_manifest(splits[split], manifest)  # rewritten only when the folder changed
+        (out / "source.json").write_text(json.dumps({"root": str(root)}) + "\n")
+    logger.info("folder %s: split %s has %d files", root, split, len(splits[split]))
+    return manifest, root
+
+
+def _official(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
+    name = _get(dataset_cfg, "name")
+    root = dataset_root(dataset_cfg)
+    available = _get(_get(dataset_cfg, "splits") or {}, "available")
+    if available:
+        _check_split(dataset_cfg, split, [str(s) for s in available])
+    candidates = [root / "manifests" / f"{split}.jsonl", REPO_MANIFESTS / name / f"{split}.jsonl"]
+    for path in candidates:
+        if path.is_file():
+            return path, root
+    looked = "\n  ".join(str(p) for p in candidates)
+    maker = ""
+    if name in OFFICIAL_DATASETS:
+        maker = (f"\nMake it from the official metadata (see data_manifests/{name}/README.md):\n"
+                 f"  python -m index_builder.manifests {name} --metadata {root} --out {root / 'manifests'}")
+    raise ManifestError(f"dataset {name!r}: no manifest for split {split!r}; looked for:\n  {looked}{maker}")
