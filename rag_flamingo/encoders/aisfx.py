@@ -1,0 +1,267 @@
+"""``aisfx``: the pretrained sound-effects embedder shipped inside the ``aisfx`` PyPI wheel.
+
+Model: "X-Sequential-CE" from *Representation Learning for the Automatic Indexing of Sound Effects
+Libraries* (ISMIR 2022; weights CC-BY-4.0), a 9-layer CNN (DCASE cross-task baseline) over 96-band
+log-mel blocks of 100 frames, trained with nine dataset-specific classification heads. We rebuild
+the architecture here (the package's own loader uses ``torch.load`` without ``weights_only`` and
+fails on torch >= 2.6) and load the wheel's checkpoint strictly, heads included.
+
+Preprocessing (the package's librosa path, ``aisfx/spectrogram/spectrogram_librosa.py``):
+- mono 44.1 kHz, peak-normalised (divide by max |x|);
+- power mel spectrogram: n_fft 2048, hop 1024, 96 htk bands with norm 1, 0-22050 Hz, centred;
+- ``log10(1e4 * S + 1) / 9.4578`` (the paper's min/max normalisation), frames as rows [T, 96]
+  (the package's helper returns [96, T]; its model reads [T, 96]);
+- blocks of 100 frames (~2.3 s) at 50 % hop, an incomplete last block dropped (the package
+  default ``drop_partial_block=True``); a clip shorter than one block is zero-padded to one block
+  (the package asserts on clips under ~1.2 s; we pad those the same way);
+- one 512-d embedding per block (max over time of the mean over frequency), mean-pooled per clip,
+  then L2-normalised (cosine retrieval).
+
+Crop policy (deterministic): the first ``max_seconds`` seconds of the clip (or of its manifest
+segment); the pipeline reads only those seconds from disk.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import librosa
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError
+from .base import autocast_dtype, best_device, file_sha256, register_encoder
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_IN_WHEEL = "models/checkpoint.pth"
+
+
+@dataclass(frozen=True)
+class AisfxConfig:
+    sample_rate: int = 44100
+    n_fft: int = 2048
+    hop_length: int = 1024
+    n_mels: int = 96
+    fmin: float = 0.0
+    fmax: float = 22050.0
+    log_scale: float = 10000.0
+    spec_max: float = 9.457798957824707  # the paper's normalisation constant (min 0)
+    block_frames: int = 100
+    block_hop: int = 50
+    base_channels: int = 64
+    dim: int = 512
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class AisfxConvBlock(nn.Module):
+    """Two 3x3 conv + BN + ReLU, then pooling (names match the checkpoint)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor, pool: tuple[int, int]) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return F.max_pool2d(x, kernel_size=pool) if pool != (1, 1) else x
+
+
+class AisfxEmbeddingNet(nn.Module):
+    """[B, frames, mels] -> [B, 8*base]: four conv blocks, mean over frequency, max over time."""
+
+    def __init__(self, config: AisfxConfig):
+        super().__init__()
+        c = config.base_channels
+        self.conv_block1 = AisfxConvBlock(1, c)
+        self.conv_block2 = AisfxConvBlock(c, 2 * c)
+        self.conv_block3 = AisfxConvBlock(2 * c, 4 * c)
+        self.conv_block4 = AisfxConvBlock(4 * c, 8 * c)
+
+    def forward(self, blocks: torch.Tensor) -> torch.Tensor:
+        x = blocks[:, None]
+        x = self.conv_block1(x, (2, 2))
+        x = self.conv_block2(x, (2, 2))
+        x = self.conv_block3(x, (2, 2))
+        x = self.conv_block4(x, (1, 1))
+        return x.mean(dim=3).amax(dim=2)
+
+
+class AisfxModel(nn.Module):
+    """The checkpoint's CrossNet: the embedding net plus one classification head per training set.
+
+    The heads are kept only so the released state dict loads strictly; embedding uses
+    ``embedding_net`` alone.
+    """
+
+    def __init__(self, config: AisfxConfig, head_classes: list[int]):
+        super().__init__()
+        self.config = config
+        self.embedding_net = AisfxEmbeddingNet(config)
+        d = 8 * config.base_channels
+        self.fc = nn.ModuleList(
+            nn.Sequential(nn.Linear(d, d // 2), nn.ReLU(), nn.Linear(d // 2, d // 4), nn.ReLU(),
+                          nn.Linear(d // 4, n))
+            for n in head_classes
+        )
+
+    def forward(self, blocks: torch.Tensor) -> torch.Tensor:
+        return self.embedding_net(blocks)
+
+
+def default_checkpoint() -> Path:
+    """The checkpoint inside the installed aisfx wheel (found without importing the package)."""
+    spec = importlib.util.find_spec("aisfx")
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError("the aisfx checkpoint ships in the aisfx wheel, which is not installed: "
+                              "run `pip install --no-deps aisfx==0.1.2`, or set "
+                              "encoder.checkpoint=/path/to/checkpoint.pth")
+    return Path(list(spec.submodule_search_locations)[0]) / CHECKPOINT_IN_WHEEL
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """``(state_dict, ds_dict)`` from an aisfx checkpoint, with ``weights_only=True``.
+
+    The file pickles numpy scalars in ``ds_dict``; only numpy's scalar reconstructor and dtype
+    classes are allowed in addition to tensors (under the numpy-1 module name it was saved with).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: aisfx checkpoint not found (reinstall aisfx or fix encoder.checkpoint)")
+    from numpy._core.multiarray import scalar
+
+    allowed = [(scalar, "numpy.core.multiarray.scalar"), np.dtype]
+    allowed += sorted({type(np.dtype(t)) for t in (np.int64, np.int32, np.float64, np.float32)}, key=str)
+    try:
+        with torch.serialization.safe_globals(allowed):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a loadable aisfx checkpoint ({exc})") from exc
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[0], dict)):
+        raise CheckpointError(f"{path}: expected the aisfx (state_dict, ds_dict) tuple")
+    return obj[0], obj[1]
+
+
+def load_model(path: str | Path, config: AisfxConfig = AisfxConfig()) -> AisfxModel:
+    state, ds_dict = load_checkpoint(path)
+    heads = [int(n) for _, n in sorted(((int(i), n) for i, n in ds_dict.values()))]
+    model = AisfxModel(config, heads)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"{path}: does not match the aisfx architecture; missing keys "
+                              f"{result.missing_keys[:5]}, unexpected keys {result.unexpected_keys[:5]}")
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- frontend
+
+
+class AisfxFrontend:
+    """Waveform -> normalised log-mel frames [T, 96] -> blocks [n, 100, 96] (librosa, float32)."""
+
+    def __init__(self, config: AisfxConfig):
+        self.config = config
+
+    def log_mel(self, wave: np.ndarray) -> np.ndarray:
+        c = self.config
+        peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+        y = wave / (peak if peak > 0 else 1.0)
+        spec = librosa.feature.melspectrogram(
+            y=y.astype(np.float32), sr=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length,
+            win_length=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax, htk=True, norm=1.0,
+            power=2.0)
+        return (np.log10(spec * c.log_scale + 1.0) / c.spec_max).T.astype(np.float32)
+
+    def blocks(self, frames: np.ndarray) -> np.ndarray:
+        """The package's ``blocking`` with drop_partial_block=True, padding short clips."""
+        c = self.config
+        n = frames.shape[0]
+        count = int(np.ceil((n - c.block_frames) / c.block_hop + 1))
+        if (n - c.block_frames) % c.block_hop != 0:
+            count -= 1
+        count = max(count, 1)
+        padded = np.concatenate([frames, np.zeros((c.block_frames, frames.shape[1]), np.float32)])
+        return np.stack([padded[i * c.block_hop : i * c.block_hop + c.block_frames] for i in range(count)])
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        return self.blocks(self.log_mel(wave))
+
+
+# ----------------------------------------------------------------------------- encoder
+
+
+class AisfxEncoder:
+    """The ``AudioEncoder`` for aisfx: 512-d L2-normalised clip embeddings."""
+
+    name = "aisfx"
+    normalized = True
+
+    def __init__(self, checkpoint: str | Path | None = None, max_seconds: float | None = 10.0,
+                 device: str | None = None, max_blocks: int = 64, config: AisfxConfig = AisfxConfig()):
+        self.config = config
+        self.sample_rate = config.sample_rate
+        self.dim = config.dim
+        self.max_seconds = float(max_seconds) if max_seconds else None
+        self.max_blocks = int(max_blocks)
+        self.checkpoint = Path(checkpoint).expanduser() if checkpoint else default_checkpoint()
+        self.device = best_device(device)
+        self.dtype = autocast_dtype(self.device)
+        self.model = load_model(self.checkpoint, config).to(self.device)
+        if self.device.type == "cpu":  # oneDNN convs are markedly faster channels-last on CPU
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.frontend = AisfxFrontend(config)
+        self._sha256: str | None = None
+
+    def crop(self, wave: np.ndarray) -> np.ndarray:
+        """The deterministic crop: the first ``max_seconds`` seconds."""
+        if self.max_seconds is None:
+            return wave
+        return wave[: int(round(self.max_seconds * self.sample_rate))]
+
+    @torch.inference_mode()
+    def embed(self, waveforms: list[np.ndarray]) -> np.ndarray:
+        if not waveforms:
+            return np.zeros((0, self.dim), np.float32)
+        blocks = [self.frontend(self.crop(np.asarray(w, np.float32))) for w in waveforms]
+        counts = [b.shape[0] for b in blocks]
+        stacked = torch.from_numpy(np.concatenate(blocks))
+        outs = []
+        for start in range(0, stacked.shape[0], self.max_blocks):
+            chunk = stacked[start : start + self.max_blocks].to(self.device)
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.device.type == "cuda"):
+                outs.append(self.model(chunk).float().cpu())
+        per_block = torch.cat(outs)
+        clips = torch.stack([part.mean(0) for part in torch.split(per_block, counts)])
+        return F.normalize(clips, dim=1).numpy().astype(np.float32)
+
+    def fingerprint(self) -> dict:
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.checkpoint)
+        return {
+            "name": self.name,
+            "checkpoint_sha256": self._sha256,
+            "sample_rate": self.sample_rate,
+            "dim": self.dim,
+            "normalized": self.normalized,
+            "preprocessing": asdict(self.config),
+            "crop": f"first {self.max_seconds} s" if self.max_seconds else "whole clip",
+            "max_seconds": self.max_seconds,
+            "pooling": "mean over 100-frame blocks (50% hop, partial last block dropped)",
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+        }
+
+
+@register_encoder("aisfx")
+def build_aisfx(**options) -> AisfxEncoder:
+    return AisfxEncoder(**options)
