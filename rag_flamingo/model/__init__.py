@@ -1,0 +1,51 @@
+"""Audio Flamingo v1: architecture, strict checkpoint loading, tokenizer, decoding, chat.
+
+Public API (names are stable; the engine builds on them):
+
+- ``AudioFlamingoConfig``: dataclass of hyper-parameters; ``AudioFlamingoConfig.from_json(path)``
+  accepts the af1_tiny ``config.json`` layout; ``AudioFlamingoConfig.foundation(lm=None)`` is the
+  released size (``lm="facebook/opt-iml-max-1.3b"`` reads the OPT config from the hub/cache).
+- ``AudioFlamingo``: the model (``nn.Module``).
+  ``AudioFlamingo.from_checkpoint(checkpoint, config=None, tokenizer=None, dtype=None, device=None)``
+  loads ``foundation.pt`` / ``chat.pt`` / the five ``*_partN.pt`` / hub names ``"foundation"``,
+  ``"chat"`` / a converted ``.safetensors``, strictly (`loading`).
+  ``model(input_ids, audio_features, audio_mask, attention_mask)`` -> ``.logits`` (teacher forcing).
+  ``model.generate(input_ids, attention_mask, audio_features, audio_mask, max_new_tokens=128,
+  num_beams=1, do_sample=False, top_k=50, top_p=1.0, temperature=1.0, eos_token_id=<model's </s>>,
+  use_cache=True, reference_cache_quirk=False, audios=None, audio_encoder=None, num_slots=None)``
+  -> ``GenerationOutput`` (``.sequences``, ``.new_tokens``, ``.scores``).
+- ``load_af1_tokenizer(name_or_path="facebook/opt-iml-max-1.3b")``, ``tokenize_prompts``,
+  ``postprocess_output(text)`` (reference post-processing), ``af1_token_ids``.
+- ``encode_prompt_audios`` / ``pack_window_features``: raw audio (via any ``WindowFeatureEncoder``,
+  e.g. clapcap) -> (B, L, D) features + (B, L) mask.
+- ``chat_prompt``, ``ChatSession``: the chat model's multi-turn template (up to 4 rounds).
+"""
+
+from .chat import ChatSession, chat_prompt
+from .config import AudioFlamingoConfig
+from .generation import GenerationOutput, generate
+from .loading import af1_key_layout, load_audio_flamingo, resolve_checkpoint
+from .media import WindowFeatureEncoder, encode_prompt_audios, pack_window_features, silence_features
+from .modeling import AudioFlamingo, AudioFlamingoOutput
+from .tokenizer import af1_token_ids, load_af1_tokenizer, postprocess_output, tokenize_prompts
+
+__all__ = [
+    "AudioFlamingo",
+    "AudioFlamingoConfig",
+    "AudioFlamingoOutput",
+    "ChatSession",
+    "GenerationOutput",
+    "WindowFeatureEncoder",
+    "af1_key_layout",
+    "af1_token_ids",
+    "chat_prompt",
+    "encode_prompt_audios",
+    "generate",
+    "load_af1_tokenizer",
+    "load_audio_flamingo",
+    "pack_window_features",
+    "postprocess_output",
+    "resolve_checkpoint",
+    "silence_features",
+    "tokenize_prompts",
+]

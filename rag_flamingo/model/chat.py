@@ -1,0 +1,55 @@
+"""Multi-turn chat with the AF1 chat model (reference §4.5, inference template).
+
+Prompt: ``</s>the task is dialog.<audio>`` then, per round, ``user: {u} \\nassistant: <SEP>``;
+an answered round continues with ``{a}<|endofchunk|></s>\\n``. Rounds are generated one at a time,
+feeding the model's previous answers back (the reference's ``inference_examples.py``). The released
+chat model was trained with up to 4 rounds, so `ChatSession` refuses a 5th.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from .tokenizer import EOC_TOKEN, MEDIA_TOKEN, SEP_TOKEN, postprocess_output, tokenize_prompts
+
+CHAT_PREFIX = "the task is dialog."
+MAX_ROUNDS = 4
+
+
+def chat_prompt(rounds: list[tuple[str, str | None]]) -> str:
+    """The reference chat string for ``[(user, answer or None), ...]``; only the last may be open."""
+    text = f"</s>{CHAT_PREFIX}{MEDIA_TOKEN}"
+    for i, (user, answer) in enumerate(rounds):
+        text += f"user: {user} \nassistant: {SEP_TOKEN}"
+        if answer is not None:
+            text += f"{answer}{EOC_TOKEN}</s>\n"
+        elif i != len(rounds) - 1:
+            raise ValueError("only the last round may be unanswered")
+    return text
+
+
+@dataclass
+class ChatSession:
+    """One audio, up to ``max_rounds`` user turns; ``ask`` returns the post-processed answer."""
+
+    model: Any  # AudioFlamingo
+    tokenizer: Any
+    audio_features: torch.Tensor  # (1, L, D): one audio packed into the chat model's slots
+    audio_mask: torch.Tensor  # (1, L)
+    generation_kwargs: dict = field(default_factory=lambda: dict(max_new_tokens=128, do_sample=True, top_k=50, top_p=0.95))
+    max_rounds: int = MAX_ROUNDS
+    history: list[tuple[str, str]] = field(default_factory=list)
+
+    def ask(self, user: str) -> str:
+        if len(self.history) >= self.max_rounds:
+            raise ConfigError(f"the AF1 chat model supports up to {self.max_rounds} rounds; start a new ChatSession")
+        prompt = chat_prompt([*self.history, (user, None)])
+        ids, mask = tokenize_prompts(self.tokenizer, [prompt])
+        out = self.model.generate(ids, mask, self.audio_features, self.audio_mask, **self.generation_kwargs)
+        answer = postprocess_output(self.tokenizer.decode(out.new_tokens[0], skip_special_tokens=False))
+        self.history.append((user, answer))
+        return answer

@@ -1,0 +1,272 @@
+"""Decoding for `AudioFlamingo`: greedy, beam search, sampling (top-k / top-p / temperature).
+
+Why our own loop instead of ``transformers.GenerationMixin``: the cross-attention needs per-row
+state that HF's loop does not carry (how many ``<audio>`` tokens each sequence has seen, the
+per-layer audio keys/values computed once per prompt, and the reference's cache quirk as an
+option), and the model is not a ``PreTrainedModel``. The loop below follows HF's algorithms
+(the beam search is a compact port of transformers 5's vectorised ``_beam_search``, with the same
+``length_penalty`` / ``early_stopping`` semantics; the samplers are HF's own LogitsProcessor
+classes) so tokens match HF's OPT generation when the gates are zero (tested).
+
+Note on beam search vs the reference (transformers 4.27): finished hypotheses are normalised by
+the generated length (transformers >= 4.36), the reference divided by prompt + generated length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from .media import WindowFeatureEncoder, encode_prompt_audios
+from .modeling import AudioFlamingo, MediaKV
+from .xattn import quirk_xattn_mask
+
+
+@dataclass
+class GenerationOutput:
+    sequences: torch.Tensor  # (N, T + n): the (left-padded) prompt then new tokens; pad after eos
+    prompt_length: int
+    scores: list[torch.Tensor] | None = None  # greedy/sampling: per step (N, V) processed logits
+    sequences_scores: torch.Tensor | None = None  # beam search: final (length-normalised) scores
+
+    @property
+    def new_tokens(self) -> torch.Tensor:
+        return self.sequences[:, self.prompt_length :]
+
+
+class _Stepper:
+    """Runs the model for each decoding step; owns the KV cache and the media counts."""
+
+    def __init__(self, model: AudioFlamingo, media_kv: MediaKV, audio_mask, use_cache: bool, quirk: bool):
+        self.model, self.media_kv, self.audio_mask = model, media_kv, audio_mask
+        self.use_cache, self.quirk = use_cache, quirk and use_cache
+        self.cache = None
+        self.counts = None
+
+    def __call__(self, seqs: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """Logits (N, V) for the next token after ``seqs`` (N, S); attn (N, S)."""
+        m = self.model
+        if not self.use_cache:
+            out = m(seqs, attention_mask=attn, media_kv=self.media_kv, audio_mask=self.audio_mask)
+            return out.logits[:, -1].float()
+        if self.cache is None:  # prefill: the whole prompt, correct media mask
+            out = m(seqs, attention_mask=attn, media_kv=self.media_kv, audio_mask=self.audio_mask, use_cache=True)
+        else:
+            override = quirk_xattn_mask(1, self.audio_mask, m.config.windows_per_audio) if self.quirk else None
+            out = m(
+                seqs[:, -1:], attention_mask=attn, media_kv=self.media_kv, audio_mask=self.audio_mask,
+                past_key_values=self.cache, prior_counts=self.counts, xattn_mask_override=override, use_cache=True,
+            )
+        self.cache, self.counts = out.past_key_values, out.media_counts
+        return out.logits[:, -1].float()
+
+    def reorder(self, idx: torch.Tensor) -> None:
+        if self.cache is not None:
+            self.cache.reorder_cache(idx)
+            self.counts = self.counts[idx]
+
+
+def _eos_list(eos_token_id) -> list[int]:
+    if eos_token_id is None:
+        return []
+    return [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(e) for e in eos_token_id]
+
+
+def _warpers(do_sample, top_k, top_p, temperature) -> LogitsProcessorList:
+    procs = LogitsProcessorList()
+    if not do_sample:
+        return procs
+    if temperature is not None and temperature != 1.0:
+        if temperature <= 0:
+            raise ValueError("temperature must be > 0 when sampling")
+        procs.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        procs.append(TopKLogitsWarper(top_k))
+    if top_p is not None and top_p < 1.0:
+        procs.append(TopPLogitsWarper(top_p))
+    return procs
+
+
+@torch.inference_mode()
+def generate(
+    model: AudioFlamingo,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    audio_features: torch.Tensor | None = None,
+    audio_mask: torch.Tensor | None = None,
+    *,
+    audios: Sequence[Sequence[np.ndarray]] | None = None,
+    audio_encoder: WindowFeatureEncoder | None = None,
+    num_slots: int | None = None,
+    max_new_tokens: int = 128,
+    num_beams: int = 1,
+    do_sample: bool = False,
+    top_k: int | None = 50,
+    top_p: float | None = 1.0,
+    temperature: float | None = 1.0,
+    length_penalty: float = 1.0,
+    early_stopping: bool | str = False,
+    num_return_sequences: int = 1,
+    eos_token_id: int | Sequence[int] | None = -1,
+    pad_token_id: int | None = None,
+    use_cache: bool = True,
+    reference_cache_quirk: bool = False,
+    generator: torch.Generator | None = None,
+) -> GenerationOutput:
+    """Generate continuations of ``input_ids`` (B, T) (left-padded, with ``attention_mask``).
+
+    Audio: ``audio_features`` (B, L, D) + ``audio_mask`` (B, L), or raw ``audios`` (per prompt, a
+    list of mono waveforms in prompt order) with an ``audio_encoder`` implementing
+    `media.WindowFeatureEncoder`; every audio is encoded once, the audio transformer and the
+    cross-attention keys/values run once per prompt (never per beam or per step).
+
+    Decoding (HF semantics): greedy (default), ``num_beams > 1`` beam search, ``do_sample`` with
+    ``temperature`` / ``top_k`` (HF default 50) / ``top_p``. Stops at ``eos_token_id`` (default:
+    the model's ``</s>``; pass ``[]`` or None to never stop). ``use_cache=False`` re-runs the whole
+    sequence each step. ``reference_cache_quirk=True`` (with the cache) reproduces the reference:
+    after the first step new tokens see only audio 0's windows.
+    """
+    cfg = model.config
+    eos = _eos_list(cfg.eos_token_id if eos_token_id == -1 else eos_token_id)
+    pad = cfg.pad_token_id if pad_token_id is None else pad_token_id
+    if audios is not None:
+        if audio_encoder is None:
+            raise ValueError("raw `audios` need an `audio_encoder` with window_features()")
+        audio_features, audio_mask = encode_prompt_audios(audio_encoder, audios, num_slots)
+    if audio_features is None or audio_mask is None:
+        raise ValueError("pass audio_features and audio_mask, or audios and audio_encoder")
+    device = model.device
+    input_ids = input_ids.to(device)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    attention_mask = attention_mask.to(device).long()
+    audio_mask = audio_mask.to(device)
+
+    expand = num_beams if num_beams > 1 else num_return_sequences
+    if num_beams > 1 and num_return_sequences > num_beams:
+        raise ValueError("num_return_sequences must be <= num_beams")
+    if num_beams > 1 and do_sample:
+        raise ValueError("beam sampling is not supported; use num_beams=1 with do_sample=True")
+    audio_states = model.encode_audio(audio_features)
+    media_kv = [
+        None if kv is None else tuple(t.repeat_interleave(expand, dim=0) for t in kv)
+        for kv in model.project_audio(audio_states)
+    ]
+    stepper = _Stepper(model, media_kv, audio_mask.repeat_interleave(expand, dim=0), use_cache, reference_cache_quirk)
+    ids = input_ids.repeat_interleave(expand, dim=0)
+    attn = attention_mask.repeat_interleave(expand, dim=0)
+    if num_beams > 1:
+        return _beam_search(stepper, ids, attn, num_beams, max_new_tokens, eos, pad, length_penalty,
+                            early_stopping, num_return_sequences)
+    return _sample_or_greedy(stepper, ids, attn, max_new_tokens, eos, pad,
+                             _warpers(do_sample, top_k, top_p, temperature), do_sample, generator)
+
+
+def _sample_or_greedy(step, seqs, attn, max_new_tokens, eos, pad, warpers, do_sample, generator):
+    prompt_len = seqs.shape[1]
+    eos_t = torch.tensor(eos, device=seqs.device, dtype=torch.long)
+    unfinished = torch.ones(seqs.shape[0], dtype=torch.bool, device=seqs.device)
+    scores = []
+    for _ in range(max_new_tokens):
+        logits = step(seqs, attn)
+        processed = warpers(seqs, logits)
+        scores.append(processed)
+        if do_sample:
+            nxt = torch.multinomial(processed.softmax(dim=-1), num_samples=1, generator=generator).squeeze(1)
+        else:
+            nxt = processed.argmax(dim=-1)
+        if eos:
+            nxt = torch.where(unfinished, nxt, torch.full_like(nxt, pad))
+        seqs = torch.cat([seqs, nxt[:, None]], dim=1)
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
+        if eos:
+            unfinished &= ~torch.isin(nxt, eos_t)
+            if not unfinished.any():
+                break
+    return GenerationOutput(seqs, prompt_len, scores=scores)
+
+
+def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t (B, K, ...) gathered along dim 1 with idx (B, K')."""
+    while idx.dim() < t.dim():
+        idx = idx.unsqueeze(-1)
+    return torch.take_along_dim(t, idx, dim=1)
+
+
+def _beam_search(step, ids, attn, nb, max_new_tokens, eos, pad, length_penalty, early_stopping, nrs):
+    """Port of transformers 5 ``GenerationMixin._beam_search`` (same stopping heuristics)."""
+    dev = ids.device
+    n, prompt_len = ids.shape
+    b = n // nb
+    max_len = prompt_len + max_new_tokens
+    eos_t = torch.tensor(eos, device=dev, dtype=torch.long)
+    keep = max(2, 1 + len(eos)) * nb
+    top_nb_mask = torch.arange(keep, device=dev) < nb
+    fill = pad if pad is not None else (eos[0] if eos else -1)
+
+    running = torch.full((b, nb, max_len), fill, dtype=torch.long, device=dev)
+    running[:, :, :prompt_len] = ids.view(b, nb, prompt_len)
+    finished = running.clone()
+    running_scores = torch.zeros(b, nb, device=dev)
+    running_scores[:, 1:] = -1e9
+    finished_scores = torch.full((b, nb), -1e9, device=dev)
+    is_finished = torch.zeros(b, nb, dtype=torch.bool, device=dev)
+    can_improve = torch.ones(b, 1, dtype=torch.bool, device=dev)
+    running_bi = torch.full((b, nb, max_new_tokens), -1, dtype=torch.long, device=dev)
+    finished_bi = running_bi.clone()
+
+    cur = prompt_len
+    while cur < max_len:
+        logits = step(running.view(n, max_len)[:, :cur], attn)
+        vocab = logits.shape[-1]
+        logp = torch.log_softmax(logits, dim=-1).view(b, nb, vocab) + running_scores[:, :, None]
+        top_lp, top_idx = torch.topk(logp.view(b, -1), k=keep)
+        src_beam = top_idx // vocab
+        tok = top_idx % vocab
+        cand = _gather(running, src_beam)
+        cand[:, :, cur] = tok
+        cand_bi = _gather(running_bi, src_beam)
+        cand_bi[:, :, cur - prompt_len] = src_beam + torch.arange(b, device=dev)[:, None] * nb
+        hits = torch.isin(tok, eos_t) if eos else torch.zeros_like(tok, dtype=torch.bool)
+        if cur + 1 >= max_len:
+            hits = torch.ones_like(hits)
+
+        # the best num_beams unfinished continuations run on
+        run_lp = top_lp + hits.float() * -1e9
+        nxt = torch.topk(run_lp, k=nb)[1]
+        running, running_scores, running_bi = _gather(cand, nxt), _gather(run_lp, nxt), _gather(cand_bi, nxt)
+
+        # finished hypotheses among the top num_beams candidates compete for the final slots
+        just = hits & top_nb_mask[None, :]
+        fin_lp = top_lp / ((cur + 1 - prompt_len) ** length_penalty)
+        full = is_finished.all(dim=-1, keepdim=True) & (early_stopping is True)
+        fin_lp = fin_lp + full.float() * -1e9 + (~can_improve).float() * -1e9 + (~just).float() * -1e9
+        m_seq = torch.cat([finished, cand], 1)
+        m_sc = torch.cat([finished_scores, fin_lp], 1)
+        m_bi = torch.cat([finished_bi, cand_bi], 1)
+        m_fin = torch.cat([is_finished, just], 1)
+        best = torch.topk(m_sc, k=nb)[1]
+        finished, finished_scores = _gather(m_seq, best), _gather(m_sc, best)
+        finished_bi, is_finished = _gather(m_bi, best), _gather(m_fin, best)
+
+        step.reorder(running_bi[:, :, cur - prompt_len].reshape(-1))
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
+        cur += 1
+
+        best_len = (max_len if early_stopping == "never" and length_penalty > 0.0 else cur) - prompt_len
+        best_possible = running_scores[:, :1] / (best_len**length_penalty)
+        worst = torch.where(is_finished, finished_scores.min(dim=1, keepdim=True)[0], -1.0e9)
+        can_improve = can_improve & (best_possible > worst).any(dim=-1, keepdim=True)
+        open_beam = ~(is_finished.all() & (early_stopping is True))
+        if not (can_improve.any() and open_beam and not hits.all()):
+            break
+
+    seqs = finished[:, :nrs].reshape(b * nrs, max_len)
+    bi = finished_bi[:, :nrs].reshape(b * nrs, max_new_tokens)
+    gen_len = int((bi + 1).bool().sum(dim=1).max())
+    return GenerationOutput(seqs[:, : prompt_len + gen_len], prompt_len,
+                            sequences_scores=finished_scores[:, :nrs].reshape(-1))

@@ -1,0 +1,53 @@
+"""Hugging Face hub access for the model: downloads through the cache, fail fast offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from ..errors import CheckpointError
+
+T = TypeVar("T")
+
+
+def _offline_help(repo_id: str, filename: str | None) -> str:
+    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    what = f"{repo_id}/{filename}" if filename else repo_id
+    cmd = f"huggingface-cli download {repo_id}" + (f" {filename}" if filename else "")
+    return (
+        f"'{what}' is not available locally and the hub cannot be reached (HF_HUB_OFFLINE="
+        f"{os.environ.get('HF_HUB_OFFLINE', '0')}). Fix: on a machine with internet run `{cmd}` "
+        f"(it lands in the Hugging Face cache {cache}; copy that cache here), or download the file "
+        f"and pass its local path instead of the hub id."
+    )
+
+
+def hub_call(fn: Callable[[], T], what: str, repo_id: str, filename: str | None = None) -> T:
+    """Run a hub-backed loader; turn 'not in cache and offline/unreachable' into a CheckpointError."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    try:
+        return fn()
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError, ValueError) as e:
+        if isinstance(e, (FileNotFoundError, IsADirectoryError)) and not _looks_like_hub_id(repo_id):
+            raise CheckpointError(f"{repo_id}: {e}") from e
+        raise CheckpointError(f"cannot load {what}: {_offline_help(repo_id, filename)} [{type(e).__name__}: {e}]") from e
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return not Path(name).exists() and name.count("/") == 1 and not name.startswith((".", "/"))
+
+
+def hf_download(repo_id: str, filename: str, cache_dir: str | None = None) -> Path:
+    """`hf_hub_download` through the cache, or a CheckpointError saying what to download and where."""
+    from huggingface_hub import hf_hub_download
+
+    return Path(
+        hub_call(
+            lambda: hf_hub_download(repo_id, filename, cache_dir=cache_dir),
+            what=f"{filename} from {repo_id}",
+            repo_id=repo_id,
+            filename=filename,
+        )
+    )

@@ -1,0 +1,288 @@
+"""Loading released AF1 checkpoints strictly, and our converted safetensors files.
+
+Key map (one function, `af1_key_layout`): every key of our module has one *primary* key in the
+released layout, and some have aliases that the reference saves twice (reference §3.2, §3.4):
+
+  ours                                    released primary                                   aliases
+  audio_transformer.*                     audio_transformer.*                                -
+  decoder.embed_tokens.weight             lang_encoder.model.decoder.embed_tokens.weight     lang_encoder.lm_head.weight (tied head)
+  decoder.embed_positions.weight          lang_encoder.model.decoder.embed_positions.weight  -
+  decoder.final_layer_norm.*              lang_encoder.model.decoder.final_layer_norm.*      -
+  decoder.layers.{i}.gated_cross_attn_layer.*  lang_encoder.model.decoder.layers.{i}.gated_cross_attn_layer.*  lang_encoder.gated_cross_attn_layers.{i}.*
+  decoder.layers.{i}.decoder_layer.*      lang_encoder.model.decoder.layers.{i}.decoder_layer.*  lang_encoder.old_decoder_blocks.{i}.*
+
+Rules: the checkpoint must hold exactly these keys with these shapes (missing / unexpected /
+mis-shaped keys are reported by name as a CheckpointError). Aliases must be ``torch.equal`` to
+their primary, else CheckpointError naming both; the one exception is the tied head: if
+``lm_head.weight`` differs from ``embed_tokens.weight`` the reference's load order lets
+``lm_head.weight`` win (it is loaded last into the shared parameter), so we use it for both and
+log a warning. A ``module.`` prefix is accepted only as an exact prefix on every key.
+
+Sources: a local ``.pt`` (``{'model_state_dict': ...}`` or a flat dict), the five
+``*_part{1..5}.pt`` files (a directory or a list), a hub file (``hf://nvidia/audio-flamingo/foundation.pt``,
+``{"repo_id":..., "filename":...}`` or the names ``foundation`` / ``chat``), or a ``.safetensors``
+written by ``scripts/convert_checkpoint.py`` (our keys, no aliases). ``.pt`` files are always read
+with ``torch.load(weights_only=True, mmap=True)``; the model is built on the meta device and the
+tensors are assigned, so loading costs about one model's worth of memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from ..errors import CheckpointError
+from .config import AF1_LM_ID, AudioFlamingoConfig
+from .modeling import AudioFlamingo
+
+log = logging.getLogger(__name__)
+
+AF1_HUB_REPO = "nvidia/audio-flamingo"
+AF1_HUB_FILES = {"foundation": "foundation.pt", "chat": "chat.pt"}
+CONVERTED_FORMAT = "rag_flamingo.af1.v1"
+_LM = "lang_encoder."
+_DEC = "lang_encoder.model.decoder."
+_PART_RE = re.compile(r"_part(\d+)\.pt$")
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    checkpoint_key: str
+    our_key: str
+    shape: tuple[int, ...]
+    role: str  # "primary" | "alias" | "tied_head"
+
+
+def af1_key_layout(model: AudioFlamingo) -> list[KeySpec]:
+    """Every released-checkpoint key with our key, expected shape and role (works on meta)."""
+    specs: list[KeySpec] = []
+    for our, t in model.state_dict(keep_vars=True).items():
+        shape = tuple(t.shape)
+        if our.startswith("audio_transformer."):
+            specs.append(KeySpec(our, our, shape, "primary"))
+            continue
+        rest = our.removeprefix("decoder.")
+        specs.append(KeySpec(_DEC + rest, our, shape, "primary"))
+        if rest == "embed_tokens.weight":
+            specs.append(KeySpec(_LM + "lm_head.weight", our, shape, "tied_head"))
+        elif m := re.match(r"layers\.(\d+)\.(gated_cross_attn_layer|decoder_layer)\.(.+)$", rest):
+            i, part, suffix = m.groups()
+            group = "gated_cross_attn_layers" if part == "gated_cross_attn_layer" else "old_decoder_blocks"
+            specs.append(KeySpec(f"{_LM}{group}.{i}.{suffix}", our, shape, "alias"))
+    return specs
+
+
+# ---------------------------------------------------------------------- sources
+def resolve_checkpoint(checkpoint: Any, cache_dir: str | None = None) -> list[Path]:
+    """Local file(s) for a checkpoint spec (see module docstring); downloads hub files."""
+    from .hub import hf_download
+
+    if isinstance(checkpoint, Mapping):
+        return [hf_download(checkpoint["repo_id"], checkpoint["filename"], cache_dir)]
+    if isinstance(checkpoint, (list, tuple)):
+        return _ordered_parts([Path(p) for p in checkpoint])
+    spec = str(checkpoint)
+    if spec in AF1_HUB_FILES:
+        return [hf_download(AF1_HUB_REPO, AF1_HUB_FILES[spec], cache_dir)]
+    if spec.startswith("hf://"):
+        repo, _, filename = spec[5:].rpartition("/")
+        return [hf_download(repo, filename, cache_dir)]
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        parts = sorted(path.glob("*_part*.pt"))
+        if not parts:
+            raise CheckpointError(f"{path}: directory holds no *_partN.pt files; pass the checkpoint file itself")
+        return _ordered_parts(parts)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: checkpoint not found. Pass a local .pt/.safetensors path, a directory with the "
+            f"five *_partN.pt files, or 'foundation'/'chat' to download from {AF1_HUB_REPO}."
+        )
+    return [path]
+
+
+def _ordered_parts(paths: list[Path]) -> list[Path]:
+    numbered = []
+    for p in paths:
+        m = _PART_RE.search(p.name)
+        if not m:
+            raise CheckpointError(f"{p}: not a *_partN.pt file")
+        if not p.is_file():
+            raise CheckpointError(f"{p}: checkpoint part not found")
+        numbered.append((int(m.group(1)), p))
+    numbered.sort()
+    if [n for n, _ in numbered] != list(range(1, len(numbered) + 1)):
+        raise CheckpointError(f"checkpoint parts must be numbered 1..N without gaps, got {[str(p) for _, p in numbered]}")
+    return [p for _, p in numbered]
+
+
+def _torch_load(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # pickle/zip errors of many kinds
+        raise CheckpointError(f"{path}: cannot read as a torch checkpoint with weights_only=True ({e})") from e
+    if isinstance(obj, Mapping) and "model_state_dict" in obj:
+        obj = obj["model_state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected {{'model_state_dict': {{name: tensor}}}} or a flat state dict")
+    return dict(obj)
+
+
+def read_released_state_dict(paths: Iterable[Path]) -> dict[str, torch.Tensor]:
+    """Merged (mmap-backed) state dict of one released file or its parts; duplicate keys across parts fail."""
+    merged: dict[str, torch.Tensor] = {}
+    for p in paths:
+        sd = _torch_load(p)
+        if dup := sorted(set(sd) & set(merged)):
+            raise CheckpointError(f"{p}: keys already present in an earlier part: {dup[:5]}")
+        merged.update(sd)
+    return strip_module_prefix(merged)
+
+
+def strip_module_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop a DDP/FSDP ``module.`` prefix only when every key starts with exactly that."""
+    if sd and all(k.startswith("module.") for k in sd):
+        return {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
+
+
+# ---------------------------------------------------------------------- mapping
+def map_released_state_dict(
+    sd: Mapping[str, torch.Tensor], layout: list[KeySpec], source: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
+    """Released keys -> our keys, strictly (see module docstring for the rules)."""
+    expected = {s.checkpoint_key: s for s in layout}
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    bad_shape = [
+        f"{k}: expected {list(s.shape)}, found {list(sd[k].shape)}"
+        for k, s in expected.items()
+        if k in sd and tuple(sd[k].shape) != s.shape
+    ]
+    if missing or unexpected or bad_shape:
+        raise CheckpointError(_mismatch_message(source, missing, unexpected, bad_shape, len(expected)))
+
+    primary_of = {s.our_key: s.checkpoint_key for s in layout if s.role == "primary"}
+    ours: dict[str, torch.Tensor] = {our: sd[key] for our, key in primary_of.items()}
+    unequal = []
+    for s in layout:
+        if s.role == "primary":
+            continue
+        primary_key = primary_of[s.our_key]
+        if torch.equal(sd[s.checkpoint_key], sd[primary_key]):
+            continue
+        if s.role == "tied_head":
+            log.warning(
+                "%s: %s differs from %s; using %s for the tied embedding (the reference loads it last)",
+                source, s.checkpoint_key, primary_key, s.checkpoint_key,
+            )
+            ours[s.our_key] = sd[s.checkpoint_key]
+        else:
+            unequal.append(f"{s.checkpoint_key} != {primary_key}")
+    if unequal:
+        raise CheckpointError(
+            f"{source}: {len(unequal)} alias keys differ from the keys they duplicate (a corrupted or "
+            f"hand-edited checkpoint; re-download it): " + "; ".join(unequal[:10])
+        )
+    return ours
+
+
+def _mismatch_message(source, missing, unexpected, bad_shape, n_expected) -> str:
+    lines = [f"{source}: does not match the AF1 layout for this config ({n_expected} keys expected)."]
+    for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", bad_shape)):
+        if items:
+            shown = ", ".join(items[:8]) + (f", ... ({len(items) - 8} more)" if len(items) > 8 else "")
+            lines.append(f"  {len(items)} {title}: {shown}")
+    lines.append("  Fix: pass the model config that matches this checkpoint (e.g. AudioFlamingoConfig.foundation()), "
+                 "or the released foundation.pt / chat.pt.")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- converted (safetensors)
+def read_converted(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format_name") != CONVERTED_FORMAT:
+                raise CheckpointError(
+                    f"{path}: not written by scripts/convert_checkpoint.py (metadata format_name="
+                    f"{meta.get('format_name')!r}); convert the released .pt with that script"
+                )
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from e
+
+
+def check_converted(sd: Mapping[str, torch.Tensor], model: AudioFlamingo, source: str) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    bad = [f"{k}: expected {list(s)}, found {list(sd[k].shape)}" for k, s in expected.items() if k in sd and tuple(sd[k].shape) != s]
+    if missing or unexpected or bad:
+        raise CheckpointError(_mismatch_message(source, missing, unexpected, bad, len(expected)))
+
+
+# ---------------------------------------------------------------------- entry point
+def build_meta_model(config: AudioFlamingoConfig) -> AudioFlamingo:
+    with torch.device("meta"):
+        return AudioFlamingo(config)
+
+
+def load_audio_flamingo(
+    checkpoint: Any,
+    config: AudioFlamingoConfig | str | Path | Mapping | None = None,
+    tokenizer=None,
+    *,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    cache_dir: str | None = None,
+) -> AudioFlamingo:
+    """`AudioFlamingo.from_checkpoint`: resolve, read, map strictly, assign into a meta-built model.
+
+    ``config``: an `AudioFlamingoConfig`, a JSON path (af1_tiny format or ours), a dict, or None
+    (the config stored in a converted file, else the foundation preset with the OPT config read
+    from ``facebook/opt-iml-max-1.3b``). ``tokenizer``: if given, its special-token ids and size
+    are checked against the config. ``dtype``/``device``: cast/move after loading (e.g. bf16 on GPU).
+    """
+    paths = resolve_checkpoint(checkpoint, cache_dir)
+    source = ", ".join(str(p) for p in paths)
+    converted = len(paths) == 1 and paths[0].suffix == ".safetensors"
+    if converted:
+        sd, meta = read_converted(paths[0])
+        if config is None and "config" in meta:
+            config = AudioFlamingoConfig.from_dict(json.loads(meta["config"]))
+    config = _as_config(config)
+    if tokenizer is not None:
+        from .tokenizer import check_tokenizer
+
+        check_tokenizer(tokenizer, config)
+    model = build_meta_model(config)
+    if converted:
+        check_converted(sd, model, source)
+    else:
+        sd = map_released_state_dict(read_released_state_dict(paths), af1_key_layout(model), source)
+    model.load_state_dict(sd, strict=True, assign=True)
+    model.eval()
+    if dtype is not None or device is not None:
+        model.to(device=device, dtype=dtype)
+    return model
+
+
+def _as_config(config) -> AudioFlamingoConfig:
+    if config is None:
+        return AudioFlamingoConfig.foundation(lm=AF1_LM_ID)
+    if isinstance(config, AudioFlamingoConfig):
+        return config
+    if isinstance(config, Mapping):
+        return AudioFlamingoConfig.from_dict(dict(config))
+    return AudioFlamingoConfig.from_json(config)
