@@ -1,0 +1,286 @@
+"""Retrieval of in-context shots from an index store, with Audio Flamingo's hygiene (reference §5).
+
+For each query the retriever
+
+1. over-fetches ``k + overfetch`` neighbours (AF1 searches ``n_samples + 50``),
+2. drops rows that fail the ``filters`` (split, label subset, any item field),
+3. drops every row of the query's own ``group`` (AF1: the query's own file),
+4. keeps one row per ``group`` (AF1: one random manifest row per neighbour file, picked among the
+   hits of that file; several captions of one recording are several rows of one group),
+5. optionally drops near-duplicates: a candidate whose inner product with the query, or with a
+   shot already kept, is >= ``near_duplicate_threshold`` (clip-retrieval uses 0.94),
+6. keeps the ``k`` nearest and, if ``shuffle``, shuffles their order (AF1 ``np.random.shuffle``).
+
+If fewer than ``k`` rows survive, the search is widened (the fetch size doubles) until ``k`` shots
+are found or the store is exhausted. Randomness (row within a group, shuffling, random mode) is
+seeded per query from ``(seed, query id)`` so a query's shots do not depend on the batch it is in;
+without a query id the query embedding's bytes stand in for it.
+
+``mode="random"`` reproduces AF1's "random examples": ``k`` random groups of the store (one random
+row each), excluding the query's group, after the filters. The prompt builder then says
+``Here are random examples. `` (the reference's ``interleaved_random`` wording, ``data.py``:
+``f"Here are {item['interleaved']} examples. "`` with ``interleaved`` = ``similar`` | ``random``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ConfigError, StoreError
+from .store import IndexStore, item_labels, normalize_rows
+
+logger = logging.getLogger(__name__)
+
+MODES = ("knn", "random")
+
+
+@dataclass
+class Shot:
+    """One retrieved in-context example: store row, item id, similarity (larger = nearer), item."""
+
+    row: int
+    id: str
+    score: float
+    item: dict = field(repr=False)
+
+
+def query_seed(seed: int, query_id: str) -> int:
+    """A stable 64-bit seed for one query (independent of batch composition and of PYTHONHASHSEED)."""
+    digest = hashlib.sha256(f"{seed}\x00{query_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def _embedding_key(vector: np.ndarray) -> str:
+    return "emb:" + hashlib.sha256(np.ascontiguousarray(vector, np.float32).tobytes()).hexdigest()[:32]
+
+
+def _as_set(value: Any) -> set[str]:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return {str(v) for v in value}
+    return {str(value)}
+
+
+class ItemFilter:
+    """Which store rows may be shots. ``filters`` keys:
+
+    - ``split``: a split name or a list of them;
+    - ``labels``: a label subset; an item passes if any of its labels is in it;
+    - ``exclude_ids``: item ids never to return;
+    - any other item field: a value or a list of accepted values (compared as strings).
+    """
+
+    def __init__(self, store: IndexStore, filters: dict | None):
+        self.filters = dict(filters or {})
+        self._allowed: np.ndarray | None = None
+        if self.filters:
+            self._allowed = np.array([self._passes(item) for item in store.items], dtype=bool)
+
+    def _passes(self, item: dict) -> bool:
+        for key, want in self.filters.items():
+            if key == "labels":
+                if not set(item_labels(item)) & _as_set(want):
+                    return False
+            elif key == "exclude_ids":
+                if str(item.get("id")) in _as_set(want):
+                    return False
+            else:
+                value = item.get(key)
+                if value is None or str(value) not in _as_set(want):
+                    return False
+        return True
+
+    def allows(self, row: int) -> bool:
+        return self._allowed is None or bool(self._allowed[row])
+
+    def allowed_rows(self, count: int) -> np.ndarray:
+        return np.arange(count) if self._allowed is None else np.flatnonzero(self._allowed)
+
+
+class Retriever:
+    """Shots for queries from one index store (see the module docstring for the procedure)."""
+
+    def __init__(self, store: IndexStore, encoder=None, overfetch: int = 50,
+                 near_duplicate_threshold: float | None = None, shuffle: bool = True, seed: int = 0,
+                 mode: str = "knn"):
+        if mode not in MODES:
+            raise ConfigError(f"retrieval mode {mode!r} is unknown; use one of {', '.join(MODES)}")
+        if overfetch < 0:
+            raise ConfigError(f"overfetch must be >= 0, got {overfetch}")
+        if encoder is not None:
+            store.check_encoder(encoder.fingerprint())
+        self.store, self.encoder, self.overfetch = store, encoder, int(overfetch)
+        self.near_duplicate_threshold = near_duplicate_threshold
+        self.shuffle, self.seed, self.mode = shuffle, int(seed), mode
+        self._groups = [str(item.get("group") or item.get("path") or item.get("id")) for item in store.items]
+        self._vectors: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ public API
+
+    def search(self, query_embeddings: np.ndarray | None, k: int,
+               exclude_groups: Sequence[str | None] | None = None,
+               query_ids: Sequence[str] | None = None, filters: dict | None = None) -> list[list[Shot]]:
+        """Shots for each query, in prompt order (nearest-first, then shuffled if ``shuffle``).
+
+        ``query_embeddings`` [Q, dim] (may be None in random mode when ``query_ids`` are given);
+        ``exclude_groups[i]``: the group of query i when it comes from the indexed dataset (its
+        rows are never returned); ``query_ids[i]``: seeds query i's randomness.
+        """
+        if k < 0:
+            raise ConfigError(f"k must be >= 0, got {k}")
+        queries = self._queries(query_embeddings, query_ids)
+        count = len(queries) if queries is not None else len(query_ids or [])
+        exclude = list(exclude_groups) if exclude_groups is not None else [None] * count
+        if len(exclude) != count or (query_ids is not None and len(query_ids) != count):
+            raise ConfigError(f"{count} queries but {len(exclude)} exclude_groups and "
+                              f"{len(query_ids) if query_ids is not None else count} query_ids")
+        keys = [str(query_ids[i]) if query_ids is not None else _embedding_key(queries[i]) for i in range(count)]
+        rngs = [np.random.default_rng(query_seed(self.seed, key)) for key in keys]
+        if k == 0 or count == 0:
+            return [[] for _ in range(count)]
+        allowed = ItemFilter(self.store, filters)
+        if self.mode == "random":
+            rows = [self._random_rows(k, exclude[i], allowed, rngs[i], queries, i) for i in range(count)]
+        else:
+            rows = self._knn_rows(queries, k, exclude, allowed, rngs)
+        out = []
+        for i, picked in enumerate(rows):
+            if self.shuffle and self.mode == "knn":
+                picked = [picked[j] for j in rngs[i].permutation(len(picked))]
+            out.append([self._shot(row, score) for row, score in picked])
+            if len(picked) < k:
+                logger.warning("query %s: only %d of %d shots available in %s after filtering",
+                               keys[i], len(picked), k, self.store.root)
+        return out
+
+    def search_audio(self, waveforms: list[np.ndarray], k: int, **kwargs) -> list[list[Shot]]:
+        """Embed ``waveforms`` (mono, at the encoder's rate) with the store's encoder, then search."""
+        if self.encoder is None:
+            raise ConfigError("search_audio needs the store's encoder: Retriever(store, encoder=...)")
+        return self.search(np.asarray(self.encoder.embed(list(waveforms)), np.float32), k, **kwargs)
+
+    # ------------------------------------------------------------------ k-NN
+
+    def _queries(self, query_embeddings, query_ids) -> np.ndarray | None:
+        if query_embeddings is None:
+            if self.mode == "knn":
+                raise ConfigError("k-NN retrieval needs query embeddings")
+            if query_ids is None:
+                raise ConfigError("random retrieval needs query embeddings or query_ids to seed it")
+            return None
+        queries = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
+        if queries.shape[1] != self.store.info.dim:
+            raise StoreError(f"{self.store.root}: query dim {queries.shape[1]} != store dim "
+                             f"{self.store.info.dim}; embed queries with the store's encoder "
+                             f"{self.store.info.encoder.get('name')!r}")
+        if self.store.info.metric == "cosine":
+            queries = normalize_rows(queries)
+        return queries
+
+    def _knn_rows(self, queries, k, exclude, allowed, rngs) -> list[list[tuple[int, float]]]:
+        total = len(self.store)
+        results: list[list[tuple[int, float]] | None] = [None] * len(queries)
+        pending = list(range(len(queries)))
+        fetch = min(k + self.overfetch, total)
+        while pending:
+            scores, rows = self.store.search(queries[pending], fetch)
+            still = []
+            for j, qi in enumerate(pending):
+                picked = self._select(rows[j], scores[j], k, exclude[qi], allowed, rngs[qi], queries[qi])
+                results[qi] = picked
+                if len(picked) < k and fetch < total:
+                    still.append(qi)
+            if still:
+                logger.debug("widening search for %d queries: %d -> %d", len(still), fetch, min(2 * fetch, total))
+            pending, fetch = still, min(2 * fetch, total)
+        return results  # type: ignore[return-value]
+
+    def _select(self, rows, scores, k, exclude_group, allowed, rng, query) -> list[tuple[int, float]]:
+        """Filter, drop own group, one row per group (random among its hits), near-dups, top k."""
+        hits: dict[str, list[tuple[int, float]]] = {}
+        for row, score in zip(rows.tolist(), scores.tolist()):
+            if row < 0 or not allowed.allows(row):
+                continue
+            group = self._groups[row]
+            if exclude_group is not None and group == str(exclude_group):
+                continue
+            hits.setdefault(group, []).append((row, float(score)))
+        # dicts keep insertion order: groups come nearest-first, as in AF1's `unique_indices`
+        ranked = [(members[int(rng.integers(len(members)))][0], members[0][1]) for members in hits.values()]
+        if self.near_duplicate_threshold is None:
+            return ranked[:k]
+        return self._drop_near_duplicates(ranked, k, query)
+
+    # ------------------------------------------------------------------ near duplicates
+
+    def _vectors_of(self, rows: list[int]) -> np.ndarray:
+        """Stored vectors (normalised when the store's metric is cosine) for ``rows``."""
+        index = self.store.index
+        try:
+            vectors = index.reconstruct_batch(np.asarray(rows, dtype=np.int64))
+        except RuntimeError:  # IVF without a direct map, PQ codes, ...: use the shards
+            if self._vectors is None:
+                self._vectors = self.store.embeddings()
+            vectors = self._vectors[np.asarray(rows)]
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return normalize_rows(vectors) if self.store.info.metric == "cosine" else vectors
+
+    def _drop_near_duplicates(self, ranked, k, query) -> list[tuple[int, float]]:
+        threshold = float(self.near_duplicate_threshold)
+        if not ranked:
+            return []
+        vectors = self._vectors_of([row for row, _ in ranked])
+        to_query = vectors @ query if query is not None else np.full(len(ranked), -np.inf)
+        kept: list[int] = []
+        for j in range(len(ranked)):
+            if to_query[j] >= threshold:
+                continue
+            if kept and float(np.max(vectors[kept] @ vectors[j])) >= threshold:
+                continue
+            kept.append(j)
+            if len(kept) == k:
+                break
+        return [ranked[j] for j in kept]
+
+    # ------------------------------------------------------------------ random mode
+
+    def _random_rows(self, k, exclude_group, allowed, rng, queries, qi) -> list[tuple[int, float]]:
+        rows = allowed.allowed_rows(len(self.store))
+        by_group: dict[str, list[int]] = {}
+        for row in rows.tolist():
+            group = self._groups[row]
+            if exclude_group is None or group != str(exclude_group):
+                by_group.setdefault(group, []).append(row)
+        groups = sorted(by_group)
+        chosen = [groups[g] for g in rng.permutation(len(groups))]
+        query = queries[qi] if queries is not None else None
+        picked: list[int] = []
+        vectors: list[np.ndarray] = []
+        for group in chosen:
+            members = by_group[group]
+            row = members[int(rng.integers(len(members)))]
+            if self.near_duplicate_threshold is not None:
+                vec = self._vectors_of([row])[0]
+                near = query is not None and float(vec @ query) >= self.near_duplicate_threshold
+                if near or any(float(vec @ v) >= self.near_duplicate_threshold for v in vectors):
+                    continue
+                vectors.append(vec)
+            picked.append(row)
+            if len(picked) == k:
+                break
+        if query is None:
+            return [(row, float("nan")) for row in picked]
+        scores = self._vectors_of(picked) @ query if picked else np.zeros(0)
+        if self.store.info.metric == "l2" and picked:
+            scores = -np.sum((self._vectors_of(picked) - query) ** 2, axis=1)
+        return list(zip(picked, scores.tolist()))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _shot(self, row: int, score: float) -> Shot:
+        item = self.store.item(row)
+        return Shot(row=int(row), id=str(item.get("id")), score=float(score), item=item)
