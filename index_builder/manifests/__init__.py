@@ -1,0 +1,83 @@
+"""Manifest makers: each dataset's official metadata -> our JSONL manifests, one file per split.
+
+``make_manifests(name, metadata_dir, out_dir)`` runs one maker and writes ``<out>/<split>.jsonl``;
+``python -m index_builder.manifests <dataset> --metadata DIR --out DIR`` is the command line.
+``metadata_dir`` is the dataset root as extracted (see ``data_manifests/<name>/README.md``): the
+rows' ``path`` values are relative to it, so the same folder is the dataset's ``root`` later.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rag_flamingo.datasets.manifest import write_manifest
+from rag_flamingo.errors import ConfigError, ManifestError
+
+logger = logging.getLogger(__name__)
+
+DATASETS = ("clotho", "audiocaps", "esc50", "us8k", "gtzan", "medley_solos_db", "nsynth", "fsd50k",
+            "cochlscene")
+
+
+@dataclass
+class MakerResult:
+    """What a maker wrote: split -> manifest path and row count, and rows left out (missing audio)."""
+
+    manifests: dict[str, Path] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)
+
+
+def maker(name: str):
+    """The ``make(metadata, **options) -> {split: rows}`` function of a dataset."""
+    if name not in DATASETS:
+        raise ConfigError(f"no manifest maker for {name!r}; available: {', '.join(DATASETS)}")
+    return importlib.import_module(f"{__name__}.{name}").make
+
+
+def make_manifests(name: str, metadata: str | Path, out: str | Path, check_audio: bool = False,
+                   **options) -> MakerResult:
+    """Run ``name``'s maker on ``metadata`` and write ``out/<split>.jsonl`` for every split.
+
+    ``check_audio``: rows whose audio file is not under ``metadata`` are left out of the manifest
+    and listed, with the reason, in ``out/<split>.missing.jsonl`` (e.g. AudioCaps clips whose
+    YouTube video is gone). ``options`` are the maker's keyword options (strings are fine).
+    """
+    metadata, out = Path(metadata), Path(out)
+    if not metadata.is_dir():
+        raise ManifestError(f"{metadata}: metadata folder not found")
+    make = maker(name)
+    known = set(inspect.signature(make).parameters) - {"metadata"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"{name}: unknown option(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(known)) or '(none)'}")
+    result = MakerResult()
+    for split, rows in make(metadata, **options).items():
+        if check_audio:
+            rows = _drop_missing(metadata, rows, out / f"{split}.missing.jsonl", result, split)
+        if not rows:
+            logger.warning("%s/%s: no rows, no manifest written", name, split)
+            continue
+        result.manifests[split] = write_manifest(rows, out / f"{split}.jsonl")
+        result.counts[split] = len(rows)
+        logger.info("%s/%s: %d rows -> %s", name, split, len(rows), result.manifests[split])
+    return result
+
+
+def _drop_missing(metadata: Path, rows: list[dict], report: Path, result: MakerResult, split: str) -> list[dict]:
+    present, absent = [], []
+    for row in rows:
+        (present if (metadata / row["path"]).is_file() else absent).append(row)
+    if absent:
+        write_manifest([dict(r, reason="audio file not found") for r in absent], report)
+        result.missing[split] = len(absent)
+        logger.warning("%s: %d of %d rows have no audio file; listed in %s",
+                       split, len(absent), len(rows), report)
+    elif report.exists():
+        report.unlink()
+    return present

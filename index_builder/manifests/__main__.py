@@ -1,0 +1,52 @@
+"""``python -m index_builder.manifests <dataset> --metadata DIR --out DIR [--check-audio] [--option K=V]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rag_flamingo.errors import RagFlamingoError
+
+from . import DATASETS, make_manifests
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m index_builder.manifests",
+        description="Turn a dataset's official metadata into JSONL manifests (one per split).")
+    parser.add_argument("dataset", choices=DATASETS)
+    parser.add_argument("--metadata", required=True,
+                        help="the dataset root as extracted (see data_manifests/<dataset>/README.md); "
+                             "manifest paths are relative to it")
+    parser.add_argument("--out", required=True, help="folder for <split>.jsonl (e.g. <root>/manifests)")
+    parser.add_argument("--check-audio", action="store_true",
+                        help="leave out rows whose audio file is missing (listed in <split>.missing.jsonl)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a maker option, e.g. query_fold=1 (esc50/us8k) or audio_pattern=... (audiocaps)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: --option {item!r} is not KEY=VALUE", file=sys.stderr)
+            return 2
+        options[key.strip()] = value
+    try:
+        result = make_manifests(args.dataset, args.metadata, args.out, check_audio=args.check_audio, **options)
+    except RagFlamingoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for split, path in result.manifests.items():
+        missing = f" ({result.missing[split]} without audio left out)" if split in result.missing else ""
+        print(f"{split}: {result.counts[split]} rows -> {path}{missing}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Helpers shared by the manifest makers: finding official files, reading CSVs, naming labels."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Iterable
+
+from rag_flamingo.audio import AUDIO_EXTENSIONS
+from rag_flamingo.errors import ManifestError
+
+Splits = dict[str, list[dict]]
+
+
+def find_file(root: Path, name: str, subdirs: Iterable[str] = ()) -> Path:
+    """``root/<subdir>/name`` for the first subdir where it exists (``root/name`` is tried first)."""
+    candidates = [root / name] + [root / d / name for d in subdirs]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ManifestError(f"{name} not found; looked for: {', '.join(str(p) for p in candidates)} "
+                        f"(point --metadata at the extracted dataset, see its data_manifests README)")
+
+
+def find_dir(root: Path, names: Iterable[str]) -> Path:
+    """The first existing folder among ``root/<name>`` (``.`` means root itself)."""
+    names = list(names)
+    for name in names:
+        path = root / name
+        if path.is_dir():
+            return path
+    raise ManifestError(f"none of {', '.join(str(root / n) for n in names)} exists "
+                        f"(point --metadata at the extracted dataset, see its data_manifests README)")
+
+
+def read_csv(path: Path, columns: Iterable[str], header: bool = True,
+             delimiter: str = ",") -> list[dict[str, str]]:
+    """Rows of a CSV as dicts; ManifestError naming the file when a required column is missing.
+
+    ``header=False``: the file has no header line; ``columns`` names its columns in order.
+    """
+    columns = list(columns)
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f, fieldnames=None if header else columns, delimiter=delimiter)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ManifestError(f"{path}: missing column(s) {', '.join(missing)} "
+                                f"(found: {', '.join(reader.fieldnames or [])}); is this the official file?")
+        rows = []
+        for lineno, row in enumerate(reader, 2 if header else 1):
+            if None in row or any(row.get(c) is None for c in columns):
+                raise ManifestError(f"{path}: line {lineno} has the wrong number of fields")
+            rows.append(row)
+    if not rows:
+        raise ManifestError(f"{path}: no rows")
+    return rows
+
+
+def read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+
+
+def readable(name: str) -> str:
+    """An official class name as answer text: underscores become spaces (``dog_bark`` -> ``dog bark``)."""
+    return " ".join(name.replace("_", " ").split())
+
+
+def to_int(value: str, path: Path, column: str) -> int:
+    try:
+        return int(float(value))
+    except ValueError as exc:
+        raise ManifestError(f"{path}: column {column} has {value!r}, expected a number") from exc
+
+
+def audio_files(folder: Path) -> list[Path]:
+    """Audio files directly in ``folder`` (sorted), by ``rag_flamingo.audio.AUDIO_EXTENSIONS`` (+ .au)."""
+    extensions = {e.lower() for e in AUDIO_EXTENSIONS} | {".au"}
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions)
+
+
+def fold_splits(rows: list[dict], folds: Iterable[int], query_fold: int) -> Splits:
+    """``fold<k>`` for every fold, plus ``train`` (all other folds) and ``test`` (``query_fold``)."""
+    splits: Splits = {f"fold{k}": [r for r in rows if r["fold"] == k] for k in folds}
+    splits["train"] = [r for r in rows if r["fold"] != query_fold]
+    splits["test"] = list(splits[f"fold{query_fold}"])
+    return splits
