@@ -52,6 +52,11 @@ def test_clotho(tmp_path):
                      "captions": captions, "group": "development/Distorted AM Radio noise.wav"}
     assert second["captions"] == ["birds sing", "birds chirp, loudly", "a bird", "morning birds"]
     assert splits["eval"][0]["path"] == "evaluation/rain.wav"
+    per_caption = _made("clotho", tmp_path, tmp_path / "out2", rows_per_caption="true")["dev"]
+    assert [r["id"] for r in per_caption[5:]] == ["birds, morning (2)#1", "birds, morning (2)#2",
+                                                  "birds, morning (2)#3", "birds, morning (2)#4"]
+    assert per_caption[6]["captions"] == ["birds chirp, loudly"]
+    assert {r["group"] for r in per_caption[5:]} == {"development/birds, morning (2).wav"}
 
 
 def test_clotho_wrong_columns(tmp_path):
