@@ -32,6 +32,7 @@ class GenerationOutput:
     prompt_length: int
     scores: list[torch.Tensor] | None = None  # greedy/sampling: per step (N, V) processed logits
     sequences_scores: torch.Tensor | None = None  # beam search: final (length-normalised) scores
+    xattn_masks: list[torch.Tensor] | None = None  # per step (N, L): windows the predicting position saw
 
     @property
     def new_tokens(self) -> torch.Tensor:
@@ -46,12 +47,14 @@ class _Stepper:
         self.use_cache, self.quirk = use_cache, quirk and use_cache
         self.cache = None
         self.counts = None
+        self.masks: list[torch.Tensor] = []
 
     def __call__(self, seqs: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         """Logits (N, V) for the next token after ``seqs`` (N, S); attn (N, S)."""
         m = self.model
         if not self.use_cache:
             out = m(seqs, attention_mask=attn, media_kv=self.media_kv, audio_mask=self.audio_mask)
+            self.masks.append(out.xattn_mask[:, -1])
             return out.logits[:, -1].float()
         if self.cache is None:  # prefill: the whole prompt, correct media mask
             out = m(seqs, attention_mask=attn, media_kv=self.media_kv, audio_mask=self.audio_mask, use_cache=True)
@@ -62,6 +65,7 @@ class _Stepper:
                 past_key_values=self.cache, prior_counts=self.counts, xattn_mask_override=override, use_cache=True,
             )
         self.cache, self.counts = out.past_key_values, out.media_counts
+        self.masks.append(out.xattn_mask[:, -1])
         return out.logits[:, -1].float()
 
     def reorder(self, idx: torch.Tensor) -> None:
@@ -187,7 +191,7 @@ def _sample_or_greedy(step, seqs, attn, max_new_tokens, eos, pad, warpers, do_sa
             unfinished &= ~torch.isin(nxt, eos_t)
             if not unfinished.any():
                 break
-    return GenerationOutput(seqs, prompt_len, scores=scores)
+    return GenerationOutput(seqs, prompt_len, scores=scores, xattn_masks=step.masks)
 
 
 def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,10 @@ class WindowFeatureEncoder(Protocol):
 
 
 def silence_features(encoder: WindowFeatureEncoder) -> torch.Tensor:
-    """(W, D) features of an all-silent audio: the padding feature, one row per window."""
+    """(D,) or (W, D) padding feature: the encoder's ``zero_window_feature()`` when it has one
+    (clapcap), else the features of one second of silence (every window = encoder(zero clip))."""
+    if callable(getattr(encoder, "zero_window_feature", None)):
+        return encoder.zero_window_feature()
     feats, _ = encoder.window_features([np.zeros(encoder.sample_rate, dtype=np.float32)])
     return feats[0]
 
@@ -73,6 +76,5 @@ def encode_prompt_audios(
     for prompt in audios:
         per_prompt.append(list(range(start, start + len(prompt))))
         start += len(prompt)
-    feats, masks = encoder.window_features(flat + [np.zeros(encoder.sample_rate, dtype=np.float32)])
-    pad_window = feats[-1]  # silent audio: every window is CLAP(zeros)
-    return pack_window_features(per_prompt, feats[:-1], masks[:-1], pad_window, num_slots)
+    feats, masks = encoder.window_features(flat)
+    return pack_window_features(per_prompt, feats, masks, silence_features(encoder), num_slots)
