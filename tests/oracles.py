@@ -117,3 +117,76 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 fan_in = t[0].numel() if t.dim() > 1 else 1
                 t.copy_(torch.randn(t.shape, generator=g) / max(fan_in, 1) ** 0.5)
     return module
+
+
+_CORPUS = [
+    "a dog barks loudly in the park", "rain falls on a tin roof", "birds sing! a car passes by",
+    "people talk and laugh in a busy cafe", "an engine starts and idles", "water drips into a sink",
+]
+
+
+def make_text_tower_dir(root: str | Path, kind: str, hidden: int = 768, seed: int = 0) -> Path:
+    """A local Hugging Face model dir with a tiny random GPT-2 / BERT of the real classes (hidden size
+    ``hidden``, one layer) and a tokenizer trained here (byte-level BPE with '!' = id 0 as in GPT-2, or
+    WordPiece with [PAD] = 0). The dir name contains 'gpt'/'bert', as msclap dispatches on it."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast, GPT2Config, GPT2Model, GPT2TokenizerFast
+
+    out = Path(root) / ("tiny-gpt2" if kind == "gpt2" else "tiny-bert-uncased")
+    if (out / "config.json").is_file():
+        return out
+    torch.manual_seed(seed)
+    if kind == "gpt2":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.train_from_iterator(_CORPUS * 4, trainers.BpeTrainer(
+            vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+        tokenizer = GPT2TokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
+                                      eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+        model = GPT2Model(GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=hidden, n_layer=1,
+                                     n_head=12, bos_token_id=len(tokenizer) - 1, eos_token_id=len(tokenizer) - 1))
+    else:
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.train_from_iterator(_CORPUS * 4, trainers.WordPieceTrainer(
+            vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False))
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        tokenizer = BertTokenizerFast(tokenizer_object=tok)
+        model = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=1,
+                                     num_attention_heads=12, intermediate_size=256, max_position_embeddings=128))
+    randomize_(model, seed)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def msclap_wrapper(clap_model, version: str, text_dir: str | Path):
+    """A ``msclap.CLAPWrapper`` around an already-built oracle model (its __init__ would download
+    weights). Only what its preprocessing/embedding methods read is set. transformers 5 removed
+    ``encode_plus``; the instance gets one that forwards to ``__call__`` with the same arguments."""
+    import argparse
+    import re
+
+    import yaml
+    from transformers import AutoTokenizer
+
+    msclap = import_msclap()
+    cfg = yaml.safe_load((Path(msclap.__file__).parent / "configs" / f"config_{version}.yml").read_text())
+    cfg["text_model"] = str(text_dir)
+    w = object.__new__(msclap.CLAP)
+    w.args = argparse.Namespace(**cfg)
+    w.clap = clap_model
+    w.use_cuda = False
+    w.np_str_obj_array_pattern = re.compile(r"[SaUO]")
+    w.default_collate_err_msg_format = "default_collate: {}"
+    w.token_keys = ["input_ids", "attention_mask"] if "gpt" in str(text_dir) else \
+        ["input_ids", "token_type_ids", "attention_mask"]
+    tok = AutoTokenizer.from_pretrained(str(text_dir))
+    if "gpt" in str(text_dir):
+        tok.add_special_tokens({"pad_token": "!"})
+    tok.encode_plus = lambda text, **kw: tok(text, **kw)
+    w.tokenizer = tok
+    return w

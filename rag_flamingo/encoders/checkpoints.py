@@ -1,0 +1,158 @@
+"""Finding and loading released checkpoint files, strictly.
+
+- ``resolve_checkpoint``: a local path, or a Hugging Face hub id + filename fetched through
+  ``huggingface_hub`` into its cache. Offline (``HF_HUB_OFFLINE=1`` or no network) and not cached ->
+  ``CheckpointError`` saying exactly what to download and where to put it.
+- ``read_state_dict``: ``torch.load(weights_only=True)``, unwrapping ``{'model': ...}`` as the
+  MS-CLAP/clapcap releases store it.
+- ``load_strict``: like ``load_state_dict(strict=True)`` but with explicit, named exceptions for keys
+  that the released files carry and we deliberately do not use (``known_unused``: regexes) — everything
+  else missing, unexpected or mis-shaped is an error that lists the keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from ..paths import cache_root
+from .base import file_sha256
+
+log = logging.getLogger(__name__)
+
+_MAX_LISTED = 25
+
+
+@dataclass(frozen=True)
+class CheckpointSource:
+    """Where a checkpoint comes from: ``path`` (local file) wins over ``repo_id`` + ``filename``."""
+
+    path: str | None = None
+    repo_id: str | None = None
+    filename: str | None = None
+    revision: str | None = None
+
+    def describe(self) -> str:
+        if self.path:
+            return str(self.path)
+        return f"hf://{self.repo_id}/{self.filename}" + (f"@{self.revision}" if self.revision else "")
+
+
+def resolve_checkpoint(source: CheckpointSource, what: str = "checkpoint") -> Path:
+    """Return a local file for ``source``; raise CheckpointError with the fix when it is unavailable."""
+    if source.path:
+        path = Path(os.path.expanduser(str(source.path)))
+        if not path.is_file():
+            hint = (f" It is released as {source.repo_id}/{source.filename} on the Hugging Face hub: "
+                    f"`hf download {source.repo_id} {source.filename} --local-dir {path.parent}`"
+                    if source.repo_id and source.filename else "")
+            raise CheckpointError(f"{what}: file not found: {path}.{hint}")
+        return path
+    if not (source.repo_id and source.filename):
+        raise CheckpointError(f"{what}: give either a local checkpoint path or a hub repo_id + filename")
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(source.repo_id, source.filename, revision=source.revision,
+                                    local_files_only=bool(constants.HF_HUB_OFFLINE)))
+    except (LocalEntryNotFoundError, OSError) as exc:
+        raise CheckpointError(_download_instructions(source, what, exc)) from exc
+    except Exception as exc:  # network/HTTP errors: same fix
+        raise CheckpointError(_download_instructions(source, what, exc)) from exc
+
+
+def _download_instructions(source: CheckpointSource, what: str, exc: Exception) -> str:
+    from huggingface_hub import constants
+
+    return (
+        f"{what}: {source.describe()} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and could "
+        f"not be downloaded ({type(exc).__name__}; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). "
+        f"Fix: on a machine with network run `hf download {source.repo_id} {source.filename}` "
+        f"(fills the cache; copy {constants.HF_HUB_CACHE} over, or set HF_HUB_CACHE), or download "
+        f"https://huggingface.co/{source.repo_id}/resolve/{source.revision or 'main'}/{source.filename} "
+        "and pass its local path as `checkpoint=`."
+    )
+
+
+def read_state_dict(path: str | Path, inner_key: str | None = "model") -> dict[str, torch.Tensor]:
+    """Load a torch checkpoint safely and unwrap ``{inner_key: state_dict}`` when present."""
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint with weights_only=True ({exc}); "
+                              "is it the released file, fully downloaded?") from exc
+    if inner_key and isinstance(obj, Mapping) and inner_key in obj and isinstance(obj[inner_key], Mapping):
+        obj = obj[inner_key]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: not a state dict (expected {{'{inner_key}': {{name: tensor}}}})")
+    return dict(obj)
+
+
+def _listing(title: str, keys: Iterable[str]) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:_MAX_LISTED])
+    more = f" ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
+    return f"{title} ({len(keys)}): {shown}{more}"
+
+
+def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
+                known_unused: Iterable[str] = ()) -> list[str]:
+    """Load ``state_dict`` into ``module`` with every key accounted for.
+
+    ``known_unused``: regexes (full match) for keys present in the released file that this module
+    deliberately does not hold (e.g. clapcap's GPT-2 decoder). Returns the list of such keys.
+    Raises CheckpointError listing missing, unexpected and mis-shaped keys.
+    """
+    patterns = [re.compile(p) for p in known_unused]
+    expected = module.state_dict()
+    unused = [k for k in state_dict if k not in expected and any(p.fullmatch(k) for p in patterns)]
+    unexpected = [k for k in state_dict if k not in expected and k not in unused]
+    missing = [k for k in expected if k not in state_dict]
+    shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state_dict and state_dict[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = [f"{source}: checkpoint keys do not match {type(module).__name__}"]
+        if missing:
+            parts.append(_listing("missing", missing))
+        if unexpected:
+            parts.append(_listing("unexpected", unexpected))
+        if shapes:
+            parts.append(_listing("shape mismatch (file vs model)", shapes))
+        parts.append("Is this the right file for this encoder (version/config)?")
+        raise CheckpointError("\n".join(parts))
+    module.load_state_dict({k: state_dict[k] for k in expected}, strict=True)
+    if unused:
+        log.info("%s: %d known unused keys not loaded (%s ...)", source, len(unused), sorted(unused)[0])
+    return unused
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """sha256 of a checkpoint file, cached by (real path, size, mtime) under the cache root."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    store = cache_root() / "checkpoint_sha256.json"
+    try:
+        table = json.loads(store.read_text())
+    except (OSError, ValueError):
+        table = {}
+    if key not in table:
+        table[key] = file_sha256(path)
+        try:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            tmp = store.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(table, indent=0))
+            tmp.replace(store)
+        except OSError:  # read-only cache: hash again next time
+            pass
+    return table[key]

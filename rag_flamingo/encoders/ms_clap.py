@@ -1,0 +1,356 @@
+"""Microsoft CLAP (Elizalde et al. 2022/2023) audio and text embedders, loading the released
+``microsoft/msclap`` checkpoints strictly, without the ``msclap`` package (which pins numpy<2 and
+transformers<5 and needs torchaudio).
+
+Key layout = the original ``msclap.models.clap.CLAP``: ``audio_encoder.base.*`` (CNN14 for 2022,
+``.htsat.*`` HTS-AT for 2023), ``audio_encoder.projection.*``, ``caption_encoder.base.*`` (a
+``transformers`` BertModel (2022) / GPT2Model (2023); config + tokenizer from ``bert-base-uncased`` /
+``gpt2`` or a local dir, weights from the checkpoint), ``caption_encoder.projection.*``, ``logit_scale``.
+Legacy buffers that old transformers versions saved (GPT-2 ``attn.bias``/``attn.masked_bias``, BERT
+``embeddings.position_ids``) are accepted as known-unused keys; anything else must match exactly.
+
+Audio (``msclap.CLAPWrapper.load_audio_into_tensor`` except where it is random):
+- mono float32 at 44.1 kHz, no normalisation (as the original);
+- up to ``duration`` (5 s 2022 / 7 s 2023): repeat-tiled and cut to exactly ``duration`` (original);
+- longer (policy ``long_audio='mean'``, recorded in the fingerprint): consecutive ``duration``
+  windows starting at 0, the last one aligned to the end of the clip; the embedding is the mean of the
+  L2-normalised window embeddings, re-normalised. ``'head'``: the first ``duration`` only. The
+  original takes one random crop (``random.randrange``), so its embeddings of long files vary per call.
+``embed``/``embed_text`` return L2-normalised float32 (the original returns unnormalised vectors;
+``audio_projections``/``text_projections`` give those). Forward passes run in fixed-size micro-batches
+(the last padded by repeating its last row), so an item's embedding does not depend on what else is in
+the call; CUDA runs under fp16/bf16 autocast (log-mel frontend and bn0 in fp32), CPU in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from .base import autocast_dtype, best_device, register_encoder
+from .checkpoints import CheckpointSource, checkpoint_sha256, load_strict, read_state_dict, resolve_checkpoint
+from .cnn14 import Cnn14, Cnn14Config
+from .htsat import HTSAT, HTSAT_TINY
+
+logger = logging.getLogger(__name__)
+
+HUB_REPO = "microsoft/msclap"
+SAMPLE_RATE = 44100
+
+# Buffers that transformers < 4.31 wrote into state dicts and current versions no longer hold.
+LEGACY_TEXT_BUFFERS = (
+    r"caption_encoder\.base\.h\.\d+\.attn\.(bias|masked_bias)",
+    r"caption_encoder\.base\.embeddings\.position_ids",
+)
+
+
+@dataclass(frozen=True)
+class MSClapConfig:
+    """One released MS-CLAP model (values from msclap's ``configs/config_<version>.yml``)."""
+
+    version: str
+    filename: str
+    audio_backbone: str  # "cnn14" | "htsat"
+    duration: int  # seconds per clip
+    text_model: str  # hub id or local dir: config + tokenizer of the text tower
+    text_len: int
+    out_emb: int
+    fmax: float = 14000.0  # CNN14 only: MS-CLAP's HTSAT uses HTS-AT's own frontend config
+    sample_rate: int = SAMPLE_RATE
+    transformer_embed_dim: int = 768
+    d_proj: int = 1024
+
+    @property
+    def clip_samples(self) -> int:
+        return self.duration * self.sample_rate
+
+
+MSCLAP_2022 = MSClapConfig("2022", "CLAP_weights_2022.pth", "cnn14", 5, "bert-base-uncased", 100, 2048)
+MSCLAP_2023 = MSClapConfig("2023", "CLAP_weights_2023.pth", "htsat", 7, "gpt2", 77, 768)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class Projection(nn.Module):
+    """linear1 -> GELU -> linear2 (+ residual of linear1) -> LayerNorm (dropout is eval-off)."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.linear1 = nn.Linear(d_in, d_out, bias=False)
+        self.linear2 = nn.Linear(d_out, d_out, bias=False)
+        self.layer_norm = nn.LayerNorm(d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        embed1 = self.linear1(x)
+        return self.layer_norm(embed1 + self.linear2(F.gelu(embed1)))
+
+
+class HTSATWrapper(nn.Module):
+    """msclap's ``HTSATWrapper``: holds the backbone under ``htsat``; returns the 768-d embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.htsat = HTSAT(HTSAT_TINY)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.htsat(waveform)["embedding"]
+
+
+class Cnn14Wrapper(Cnn14):
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(waveform)["embedding"]
+
+
+class MSClapAudioEncoder(nn.Module):
+    """waveform [B, clip_samples] at 44.1 kHz -> projected embedding [B, d_proj] (not normalised)."""
+
+    def __init__(self, config: MSClapConfig):
+        super().__init__()
+        if config.audio_backbone == "htsat":
+            self.base: nn.Module = HTSATWrapper()
+        else:
+            self.base = Cnn14Wrapper(Cnn14Config(sample_rate=config.sample_rate, fmax=config.fmax,
+                                                 out_emb=config.out_emb))
+        self.projection = Projection(config.out_emb, config.d_proj)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.base(waveform))
+
+
+class MSClapTextEncoder(nn.Module):
+    """Text tower + projection. Pooling as msclap: GPT-2 -> hidden state at the last token whose id is
+    not 0 (msclap counts ``input_ids != 0``; id 0 is the pad token '!'), BERT -> the [CLS] state."""
+
+    def __init__(self, text_config, d_proj: int):
+        super().__init__()
+        from transformers import AutoModel
+
+        self.kind = "gpt" if text_config.model_type == "gpt2" else "cls"
+        self.base = AutoModel.from_config(text_config)
+        self.projection = Projection(text_config.hidden_size, d_proj)
+
+    def forward(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = self.base(**tokens)[0]
+        if self.kind == "gpt":
+            last = torch.ne(tokens["input_ids"], 0).sum(-1) - 1
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        else:
+            pooled = hidden[:, 0, :]
+        return self.projection(pooled)
+
+
+class MSClapModel(nn.Module):
+    def __init__(self, config: MSClapConfig, text_config=None):
+        super().__init__()
+        self.config = config
+        self.audio_encoder = MSClapAudioEncoder(config)
+        self.caption_encoder = MSClapTextEncoder(text_config, config.d_proj) if text_config is not None else None
+        self.logit_scale = nn.Parameter(torch.ones([]) * np.log(1 / 0.07))
+
+
+# ----------------------------------------------------------------------------- text side
+
+
+def load_text_side(text_model: str):
+    """(config, tokenizer) of the text tower from a hub id or a local dir; CheckpointError if offline."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(text_model)
+        tokenizer = AutoTokenizer.from_pretrained(text_model)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"text model '{text_model}': config/tokenizer not available ({exc}). Fix: on a machine with "
+            f"network run `hf download {text_model} config.json tokenizer_config.json tokenizer.json "
+            "vocab.json merges.txt vocab.txt` (whichever exist) to fill the HF cache, or point "
+            "text_model at a local dir holding them; or build the encoder with with_text=False."
+        ) from exc
+    if config.model_type == "gpt2":
+        tokenizer.add_special_tokens({"pad_token": "!"})
+    return config, tokenizer
+
+
+# ----------------------------------------------------------------------------- windows and batches
+
+
+def repeat_pad(wave: np.ndarray, length: int) -> np.ndarray:
+    """msclap: tile ``ceil(length/len)`` times and cut to ``length`` (for len <= length)."""
+    reps = int(np.ceil(length / wave.shape[0]))
+    return np.tile(wave, reps)[:length]
+
+
+def crop_starts(num_samples: int, length: int, policy: str) -> list[int]:
+    """Start samples of the ``length`` crops taken from a clip longer than ``length``."""
+    if policy == "head":
+        return [0]
+    if policy != "mean":
+        raise ConfigError(f"long_audio must be 'mean' or 'head', got {policy!r}")
+    starts = list(range(0, num_samples - length, length))
+    return starts + [num_samples - length] if starts[-1] != num_samples - length else starts
+
+
+def clip_crops(wave: np.ndarray, length: int, policy: str) -> list[np.ndarray]:
+    wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+    if wave.shape[0] == 0:
+        raise ConfigError("cannot embed an empty waveform")
+    if wave.shape[0] <= length:
+        return [repeat_pad(wave, length)]
+    return [wave[s:s + length] for s in crop_starts(wave.shape[0], length, policy)]
+
+
+def fixed_batches(n: int, size: int) -> Iterator[tuple[list[int], int]]:
+    """Row indices of micro-batches of exactly ``size`` (the last padded by repeating its last row),
+    with the count of real rows. Fixed shapes keep each row's result independent of the others."""
+    for start in range(0, n, size):
+        rows = list(range(start, min(start + size, n)))
+        real = len(rows)
+        yield rows + [rows[-1]] * (size - real), real
+
+
+def run_batched(fn, items: list[np.ndarray], batch_size: int, device: torch.device,
+                autocast: torch.dtype | None) -> torch.Tensor:
+    """Apply ``fn`` (tensor [b, ...] -> [b, d]) over equal-shape numpy items in fixed micro-batches."""
+    outs = []
+    for rows, real in fixed_batches(len(items), batch_size):
+        x = torch.from_numpy(np.stack([items[i] for i in rows])).to(device)
+        ctx = torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
+            outs.append(fn(x)[:real].float().cpu())
+    return torch.cat(outs)
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> torch.dtype | None:
+    """None = no autocast (fp32). 'auto': fp16 autocast on CUDA, fp32 on CPU."""
+    if precision in (None, "auto"):
+        dtype = autocast_dtype(device)
+    else:
+        table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+        if precision not in table:
+            raise ConfigError(f"precision must be auto/fp32/fp16/bf16, got {precision!r}")
+        dtype = table[precision]
+    return None if dtype == torch.float32 else dtype
+
+
+# ----------------------------------------------------------------------------- encoder
+
+
+class MSClapEncoder:
+    """Retrieval encoder over an ``MSClapModel`` (see the module docstring for the policies)."""
+
+    normalized = True
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, config: MSClapConfig, checkpoint: str | None = None, hub_repo: str = HUB_REPO,
+                 filename: str | None = None, text_model: str | None = None, with_text: bool = True,
+                 long_audio: str = "mean", batch_size: int = 16, device: str | None = None,
+                 precision: str | None = "auto", name: str | None = None):
+        if text_model:
+            config = replace(config, text_model=text_model)
+        self.config = config
+        self.name = name or f"ms_clap_{config.version}"
+        self.dim = config.d_proj
+        self.long_audio = long_audio
+        crop_starts(2, 1, long_audio)  # validate the policy early
+        self.batch_size = int(batch_size)
+        self.source = CheckpointSource(checkpoint, hub_repo, filename or config.filename)
+        self.checkpoint_path = resolve_checkpoint(self.source, f"MS-CLAP {config.version} checkpoint")
+        text_config, self.tokenizer = load_text_side(config.text_model) if with_text else (None, None)
+        self.model = MSClapModel(config, text_config)
+        unused = [] if with_text else [r"caption_encoder\..*"]
+        load_strict(self.model, read_state_dict(self.checkpoint_path), str(self.checkpoint_path),
+                    known_unused=(*LEGACY_TEXT_BUFFERS, *unused))
+        self.device = best_device(device)
+        self.autocast = resolve_precision(precision, self.device)
+        self.model.eval().to(self.device)
+        self._sha256: str | None = None
+
+    # -- audio
+    def audio_projections(self, waveforms: list[np.ndarray]) -> torch.Tensor:
+        """The original's (unnormalised) projected embedding per clip crop, [total crops, d_proj],
+        plus nothing else; use ``crop_counts`` to map rows back to clips."""
+        crops = [c for w in waveforms for c in clip_crops(w, self.config.clip_samples, self.long_audio)]
+        return run_batched(self.model.audio_encoder, crops, self.batch_size, self.device, self.autocast)
+
+    def embed(self, waveforms: list[np.ndarray]) -> np.ndarray:
+        """float32 [N, d_proj], L2-normalised; long clips pooled by ``long_audio``."""
+        if not waveforms:
+            return np.zeros((0, self.dim), np.float32)
+        counts = [len(clip_crops(w, self.config.clip_samples, self.long_audio)) for w in waveforms]
+        crops = F.normalize(self.audio_projections(waveforms), dim=-1)
+        pooled = torch.stack([part.mean(0) for part in torch.split(crops, counts)])
+        return F.normalize(pooled, dim=-1).numpy().astype(np.float32)
+
+    # -- text
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """msclap ``preprocess_text``: GPT-2 texts get ' <|endoftext|>' appended; padded to text_len
+        (truncated there too: the original fails on longer texts)."""
+        if self.tokenizer is None:
+            raise ConfigError(f"{self.name} was built with with_text=False")
+        if self.model.caption_encoder.kind == "gpt":
+            texts = [t + " <|endoftext|>" for t in texts]
+        tok = self.tokenizer(texts, add_special_tokens=True, max_length=self.config.text_len,
+                             padding="max_length", truncation=True, return_tensors="pt")
+        keys = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in tok else [])
+        return {k: tok[k] for k in keys}
+
+    def text_projections(self, texts: list[str]) -> torch.Tensor:
+        """The original's (unnormalised) text embeddings [N, d_proj]."""
+        tok = self.tokenize(texts)
+        n = tok["input_ids"].shape[0]
+        rows = [{k: v[i] for k, v in tok.items()} for i in range(n)]
+        outs = []
+        for idx, real in fixed_batches(n, self.batch_size):
+            batch = {k: torch.stack([rows[i][k] for i in idx]).to(self.device) for k in tok}
+            ctx = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
+            with torch.inference_mode(), ctx:
+                outs.append(self.model.caption_encoder(batch)[:real].float().cpu())
+        return torch.cat(outs) if outs else torch.zeros((0, self.dim))
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        return F.normalize(self.text_projections(list(texts)), dim=-1).numpy().astype(np.float32)
+
+    # -- identity
+    def fingerprint(self) -> dict:
+        if self._sha256 is None:
+            self._sha256 = checkpoint_sha256(self.checkpoint_path)
+        c = self.config
+        return {
+            "name": self.name,
+            "family": "ms_clap",
+            "version": c.version,
+            "checkpoint": self.source.describe(),
+            "checkpoint_sha256": self._sha256,
+            "dim": self.dim,
+            "sample_rate": c.sample_rate,
+            "clip_seconds": c.duration,
+            "short_audio": "repeat-tile to clip_seconds (msclap)",
+            "long_audio": {"mean": "mean of L2-normalised consecutive clip_seconds windows (last aligned "
+                                   "to the end), re-normalised",
+                           "head": "first clip_seconds"}[self.long_audio],
+            "normalization": "none (float32 as decoded); output L2-normalised",
+            "audio_backbone": c.audio_backbone,
+            "text_model": c.text_model,
+            "text_len": c.text_len,
+            "precision": str(self.autocast or torch.float32),
+        }
+
+
+def _factory(config: MSClapConfig):
+    def build(**options) -> MSClapEncoder:
+        return MSClapEncoder(config, **options)
+
+    return build
+
+
+register_encoder("ms_clap_2022")(_factory(MSCLAP_2022))
+register_encoder("ms_clap_2023")(_factory(MSCLAP_2023))

@@ -1,0 +1,182 @@
+"""MS-CLAP 2022/2023 and clapcap encoders vs the original msclap package (test-only oracle).
+
+The oracle models are built at their real architecture with random weights (text towers: one-layer
+GPT-2/BERT of the real classes, hidden 768, saved in a local dir), saved in the released format
+``{'model': state_dict}``, loaded by our encoders strictly, and compared on real audio files.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from oracles import build_msclap_clap, make_text_tower_dir, msclap_wrapper, randomize_, require_msclap
+from rag_flamingo.audio import load_audio
+from rag_flamingo.encoders import available_encoders, build_encoder
+from rag_flamingo.encoders.clapcap import ClapcapEncoder
+from rag_flamingo.encoders.ms_clap import MSCLAP_2022, MSCLAP_2023, MSClapEncoder, crop_starts
+from rag_flamingo.errors import CheckpointError
+
+SR = 44100
+TEXTS = ["a dog barks loudly in the park", "rain on a roof", "birds sing while a car passes by"]
+
+
+def assert_close(ours: torch.Tensor, ref: torch.Tensor, what: str) -> None:
+    ours, ref = torch.as_tensor(ours).double(), torch.as_tensor(ref).double()
+    assert ours.shape == ref.shape, what
+    cos = torch.nn.functional.cosine_similarity(ours, ref, dim=-1)
+    diff = (ours - ref).abs().max().item()
+    assert cos.min().item() >= 0.9999, f"{what}: cosine {cos.min().item():.6f}"
+    assert diff <= 1e-4, f"{what}: max abs diff {diff:.2e}"
+
+
+def write_wave(path, seconds: float, sr: int = SR, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * sr))) / sr
+    f0 = 200 + 300 * seed
+    wave = 0.4 * np.sin(2 * np.pi * (f0 + 150 * t) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.7 * t))
+    wave = wave + 0.05 * rng.standard_normal(t.shape)
+    sf.write(str(path), wave.astype(np.float32), sr, subtype="FLOAT")
+    return path
+
+
+@pytest.fixture(scope="module")
+def audio_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("audio")
+    return {
+        "short": write_wave(d / "short.wav", 2.3, seed=1),
+        "exact": write_wave(d / "exact.wav", 7.0, seed=2),
+        "long": write_wave(d / "long.wav", 16.3, seed=3),
+        "resampled": write_wave(d / "resampled.wav", 4.1, sr=48000, seed=4),
+        "five": write_wave(d / "five.wav", 5.0, seed=5),
+    }
+
+
+def _oracle_checkpoint(tmp_path_factory, version: str):
+    require_msclap()
+    d = tmp_path_factory.mktemp(f"msclap_{version}")
+    text_dir = make_text_tower_dir(d, "gpt2" if version in ("2023", "clapcap") else "bert")
+    oracle = randomize_(build_msclap_clap("2023" if version == "clapcap" else version, text_dir), seed=7)
+    return d, text_dir, oracle
+
+
+@pytest.fixture(scope="module")
+def msclap_2023(tmp_path_factory):
+    d, text_dir, oracle = _oracle_checkpoint(tmp_path_factory, "2023")
+    ckpt = d / "CLAP_weights_2023.pth"
+    torch.save({"model": oracle.state_dict()}, ckpt)
+    ours = MSClapEncoder(MSCLAP_2023, checkpoint=str(ckpt), text_model=str(text_dir), batch_size=2, device="cpu")
+    return oracle, msclap_wrapper(oracle, "2023", text_dir), ours, ckpt, text_dir
+
+
+@pytest.fixture(scope="module")
+def msclap_2022(tmp_path_factory):
+    d, text_dir, oracle = _oracle_checkpoint(tmp_path_factory, "2022")
+    ckpt = d / "CLAP_weights_2022.pth"
+    torch.save({"model": oracle.state_dict()}, ckpt)
+    ours = MSClapEncoder(MSCLAP_2022, checkpoint=str(ckpt), text_model=str(text_dir), batch_size=2, device="cpu")
+    return oracle, msclap_wrapper(oracle, "2022", text_dir), ours, ckpt, text_dir
+
+
+def _oracle_file_embedding(wrapper, path, monkeypatch, ours: MSClapEncoder) -> torch.Tensor:
+    """The original file API; for a long file, one call per crop of our policy (random.randrange
+    pinned to each start), combined as our policy documents."""
+    wave = load_audio(path, SR)
+    length = ours.config.clip_samples
+    if wave.shape[0] <= length:
+        return wrapper.get_audio_embeddings([str(path)])[0]
+    units = []
+    for start in crop_starts(wave.shape[0], length, "mean"):
+        monkeypatch.setattr(random, "randrange", lambda n, s=start: s)
+        units.append(torch.nn.functional.normalize(wrapper.get_audio_embeddings([str(path)])[0], dim=-1))
+    return torch.nn.functional.normalize(torch.stack(units).mean(0), dim=-1)
+
+
+@pytest.mark.parametrize("fixture", ["msclap_2023", "msclap_2022"])
+def test_audio_parity_with_original_file_api(fixture, request, audio_files, monkeypatch):
+    oracle, wrapper, ours, _, _ = request.getfixturevalue(fixture)
+    longer = 0
+    for key in ("short", "exact", "resampled", "five", "long"):
+        wave = load_audio(audio_files[key], SR)
+        ref = _oracle_file_embedding(wrapper, audio_files[key], monkeypatch, ours)
+        if wave.shape[0] <= ours.config.clip_samples:  # one (repeat-padded) clip: the raw projection
+            got = ours.audio_projections([wave])[0]
+        else:  # several crops: our documented pooling
+            longer += 1
+            got = torch.from_numpy(ours.embed([wave])[0])
+        assert_close(got, ref, f"{fixture} {key}")
+    assert longer >= 1
+
+
+@pytest.mark.parametrize("fixture", ["msclap_2023", "msclap_2022"])
+def test_text_parity_with_original(fixture, request):
+    oracle, wrapper, ours, _, _ = request.getfixturevalue(fixture)
+    with torch.no_grad():
+        ref = wrapper.get_text_embeddings(TEXTS)
+    assert_close(ours.text_projections(TEXTS), ref, f"{fixture} text")
+    emb = ours.embed_text(TEXTS)
+    assert emb.dtype == np.float32 and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_bit_identical_across_runs_and_batch_composition(msclap_2023, audio_files):
+    _, _, ours, _, _ = msclap_2023
+    waves = {k: load_audio(p, SR) for k, p in audio_files.items()}
+    alone = ours.embed([waves["short"]])
+    again = ours.embed([waves["short"]])
+    mixed = ours.embed([waves["long"], waves["exact"], waves["short"], waves["five"]])
+    assert np.array_equal(alone[0], again[0])
+    assert np.array_equal(alone[0], mixed[2])
+    assert np.array_equal(ours.embed([waves["long"]])[0], mixed[0])
+    t_alone = ours.embed_text(TEXTS[:1])
+    t_mixed = ours.embed_text([TEXTS[2], TEXTS[1], TEXTS[0]])
+    assert np.array_equal(t_alone[0], t_mixed[2])
+
+
+def test_registry_and_fingerprint(msclap_2023):
+    _, _, _, ckpt, text_dir = msclap_2023
+    assert {"ms_clap_2022", "ms_clap_2023", "clapcap"} <= set(available_encoders())
+    enc = build_encoder("ms_clap_2023", checkpoint=str(ckpt), text_model=str(text_dir), with_text=False,
+                        long_audio="head", device="cpu")
+    fp = enc.fingerprint()
+    assert fp["checkpoint_sha256"] and "first" in fp["long_audio"] and fp["dim"] == 1024
+    assert fp != build_encoder("ms_clap_2023", checkpoint=str(ckpt), with_text=False, device="cpu").fingerprint()
+
+
+def test_wrong_keys_are_listed(msclap_2023, tmp_path):
+    oracle, _, _, _, text_dir = msclap_2023
+    sd = dict(oracle.state_dict())
+    sd.pop("audio_encoder.projection.linear2.weight")
+    sd["audio_encoder.base.htsat.extra_head.weight"] = torch.zeros(3)
+    sd["caption_encoder.base.h.0.attn.masked_bias"] = torch.tensor(-1e4)  # legacy buffer: accepted
+    bad = tmp_path / "bad.pth"
+    torch.save({"model": sd}, bad)
+    with pytest.raises(CheckpointError) as err:
+        MSClapEncoder(MSCLAP_2023, checkpoint=str(bad), text_model=str(text_dir), device="cpu")
+    msg = str(err.value)
+    assert "missing (1): audio_encoder.projection.linear2.weight" in msg
+    assert "unexpected (1): audio_encoder.base.htsat.extra_head.weight" in msg
+    # A 2022 file given to the 2023 encoder: shapes/keys differ, named in the message.
+    with pytest.raises(CheckpointError, match="missing"):
+        torch.save({"model": {k: v for k, v in sd.items() if "htsat" not in k}}, bad)
+        MSClapEncoder(MSCLAP_2023, checkpoint=str(bad), with_text=False, device="cpu")
+
+
+def test_hub_checkpoint_offline_fails_fast(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    t0 = time.monotonic()
+    with pytest.raises(CheckpointError) as err:
+        MSClapEncoder(MSCLAP_2023, checkpoint=None, with_text=False, device="cpu")
+    assert time.monotonic() - t0 < 10
+    assert "hf download microsoft/msclap CLAP_weights_2023.pth" in str(err.value)
+    with pytest.raises(CheckpointError, match="clapcap_weights_2023.pth"):
+        ClapcapEncoder(checkpoint=None, device="cpu")
+    with pytest.raises(CheckpointError, match="file not found"):
+        ClapcapEncoder(checkpoint=str(tmp_path / "nope.pth"), device="cpu")
