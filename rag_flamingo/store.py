@@ -9,7 +9,8 @@ Layout::
       shards/             embedding shards, the authoritative vectors, in row order:
         000000.npy          float32 [n, dim]
         000000.parquet      the n items of the shard (same columns as items.parquet)
-        000000.done         written after both files above: the shard is complete
+        000000.rejected.jsonl  the shard's skipped items with reasons (optional)
+        000000.done         written after the files above: the shard is complete
       features/<name>/    optional per-item model features aligned with the shards,
         000000.safetensors  e.g. clapcap windows: "features" [n, W, D], "mask" [n, W]
       rejected.jsonl      items skipped while building, with the reason
@@ -70,6 +71,7 @@ class StoreInfo:
     index: dict = field(default_factory=dict)  # type, factory, search_params, recall_at_10, ...
     dataset: dict = field(default_factory=dict)  # name, split, manifest, manifest_sha256
     features: dict = field(default_factory=dict)  # name -> {fingerprint, windows, dim, dtype}
+    build: dict = field(default_factory=dict)  # shard_size, shards, sources (row ranges), rejected
     versions: dict = field(default_factory=dict)
     created: str = ""
     format: int = FORMAT_VERSION
@@ -154,15 +156,35 @@ def shard_stem(root: Path, shard: int) -> Path:
     return Path(root) / SHARDS_DIR / f"{shard:06d}"
 
 
-def write_shard(root: Path, shard: int, embeddings: np.ndarray, records: list[dict]) -> None:
-    """Write one shard atomically; the `.done` marker is written last."""
+def write_shard(root: Path, shard: int, embeddings: np.ndarray, records: list[dict],
+                rejected: list[dict] | None = None) -> None:
+    """Write one shard atomically; the `.done` marker is written last.
+
+    ``rejected`` (items skipped in this shard, each with a ``reason``) is kept with the shard, so
+    a resumed build neither retries nor duplicates them.
+    """
     stem = shard_stem(root, shard)
     stem.parent.mkdir(parents=True, exist_ok=True)
     if len(records) != embeddings.shape[0]:
         raise ValueError(f"shard {shard}: {len(records)} items but {embeddings.shape[0]} vectors")
     _atomic(stem.with_suffix(".npy"), lambda p: np.save(p, np.ascontiguousarray(embeddings, np.float32)))
     _atomic(stem.with_suffix(".parquet"), lambda p: pq.write_table(items_table(records), p))
+    if rejected:
+        text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rejected)
+        _atomic(shard_rejected_path(root, shard), lambda p: Path(p).write_text(text, encoding="utf-8"))
     _atomic(stem.with_suffix(".done"), lambda p: Path(p).write_text(str(len(records))))
+
+
+def shard_rejected_path(root: Path, shard: int) -> Path:
+    return shard_stem(root, shard).with_suffix(".rejected.jsonl")
+
+
+def read_shard_rejected(root: Path, shard: int) -> list[dict]:
+    """The rejected items recorded with a complete shard ([] when it had none)."""
+    path = shard_rejected_path(root, shard)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def done_shards(root: Path) -> list[int]:
@@ -268,6 +290,17 @@ def write_store(root: Path, info: StoreInfo, index: faiss.Index, records: list[d
     _atomic(root / INDEX_FILE, lambda p: faiss.write_index(index, p))
     _atomic(root / ITEMS_FILE, lambda p: pq.write_table(items_table(records), p))
     _atomic(root / INFO_FILE, lambda p: Path(p).write_text(info.to_json()))
+
+
+def write_info(root: Path, info: StoreInfo) -> None:
+    """Rewrite store.json alone (e.g. after adding a feature cache to a complete store)."""
+    _atomic(Path(root) / INFO_FILE, lambda p: Path(p).write_text(info.to_json()))
+
+
+def read_info(root: Path) -> StoreInfo | None:
+    """store.json of a complete store, or None when ``root`` holds none."""
+    path = Path(root) / INFO_FILE
+    return StoreInfo.from_dict(json.loads(path.read_text())) if path.is_file() else None
 
 
 class IndexStore:

@@ -1,0 +1,8 @@
+"""The offline index builder behind ``build_index``: manifest -> decode -> embed -> shards -> FAISS.
+
+Modules, in the order data flows through them (clip-retrieval's reader -> mapper -> writer):
+``plan`` (which items go in which shard, resume bookkeeping), ``reader`` (parallel decoding),
+``embedder`` (batched embedding, shard writing), ``faiss_index`` (index choice, training, recall
+tuning), ``features`` (cached model features), ``distributed`` (torchrun ranks), ``pipeline``
+(the build / append / features runs), ``cli`` (the Hydra entry point).
+"""

@@ -1,0 +1,6 @@
+"""``python -m index_builder ...`` (and ``torchrun -m index_builder ...``) == ``build_index ...``."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""torchrun support: rank r embeds shards r, r+N, ...; rank 0 waits (gloo barrier), then merges.
+
+Only the environment torchrun sets is read (RANK, WORLD_SIZE, LOCAL_RANK); a plain run is rank 0
+of 1 and never touches torch.distributed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def owns(self, shard: int) -> bool:
+        return shard % self.world == self.rank
+
+
+def setup(timeout_hours: float = 24.0) -> Ranks:
+    """Read torchrun's environment; join a gloo group when there is more than one rank."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks()
+    ranks = Ranks(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        # gloo works on CPU and GPU hosts; only barriers travel through it. The timeout is long
+        # because rank 0 may wait for the slowest rank's shards.
+        dist.init_process_group("gloo", timeout=timedelta(hours=timeout_hours))
+    # Share the cores between ranks instead of every rank using all of them.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    return ranks
+
+
+def barrier(ranks: Ranks) -> None:
+    if ranks.world > 1:
+        dist.barrier()
+
+
+def teardown(ranks: Ranks) -> None:
+    if ranks.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()

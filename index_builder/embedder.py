@@ -1,0 +1,79 @@
+"""Batched embedding of decoded chunks, written shard by shard with done markers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from rag_flamingo.encoders.base import AudioEncoder
+from rag_flamingo.store import item_record, write_shard
+
+from .plan import BuildPlan
+from .reader import DecodeSpec, decode_loader
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedStats:
+    shards: int = 0
+    embedded: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    rejected_examples: list[str] = field(default_factory=list)
+
+
+def decode_spec(encoder: AudioEncoder, min_seconds: float = 0.1) -> DecodeSpec:
+    """The encoder's rate and crop; only ``max_seconds`` of each clip is read from disk."""
+    return DecodeSpec(int(encoder.sample_rate), getattr(encoder, "max_seconds", None), min_seconds)
+
+
+def rejection(item: dict, reason: str, shard: int) -> dict:
+    return {"id": item["id"], "path": item["path"], "reason": reason, "shard": shard}
+
+
+def embed_shards(plan: BuildPlan, shards: list[int], root: Path, encoder: AudioEncoder,
+                 audio_root: Path, batch_size: int, num_workers: int, min_seconds: float = 0.1,
+                 progress: bool = True, desc: str = "embedding") -> EmbedStats:
+    """Decode, embed and write ``shards`` of ``plan`` into ``root`` (each with its done marker)."""
+    import time
+
+    stats = EmbedStats()
+    work = [(s, plan.shard_items(s)) for s in shards]
+    total = sum(len(items) for _, items in work)
+    if not total and not work:
+        return stats
+    loader = decode_loader(work, audio_root, decode_spec(encoder, min_seconds), batch_size, num_workers)
+    split = plan.source.split
+    vectors: list[np.ndarray] = []
+    records: list[dict] = []
+    rejected: list[dict] = []
+    start = time.perf_counter()
+    bar = tqdm(total=total, unit="clip", desc=desc, disable=not progress, dynamic_ncols=True)
+    for chunk, decoded in loader:
+        if chunk.first:
+            vectors, records, rejected = [], [], []
+        usable = [(item, wave) for item, wave, _ in decoded if wave is not None]
+        for item, _, reason in decoded:
+            if reason is not None:
+                rejected.append(rejection(item, reason, chunk.shard))
+                if len(stats.rejected_examples) < 5:
+                    stats.rejected_examples.append(f"{item['id']}: {reason}")
+        if usable:
+            vectors.append(np.asarray(encoder.embed([w.numpy() for _, w in usable]), np.float32))
+            records.extend(item_record(item, split) for item, _ in usable)
+        bar.update(len(decoded))
+        if chunk.last:
+            emb = np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32)
+            write_shard(root, chunk.shard, emb, records, rejected)
+            stats.shards += 1
+            stats.embedded += len(records)
+            stats.rejected += len(rejected)
+            bar.set_postfix(shard=chunk.shard, rejected=stats.rejected)
+    bar.close()
+    stats.seconds = time.perf_counter() - start
+    return stats

@@ -1,0 +1,303 @@
+"""The runs behind ``build_index``: ``mode=build`` (resumable), ``mode=append``, ``mode=features``.
+
+build:    plan (manifest order -> fixed shards) -> decode/embed/write the shards not yet done
+          (this rank's share) -> barrier -> rank 0 merges the shards, builds + tunes the FAISS
+          index, writes items/index/rejected/store.json -> optional feature cache -> summary.
+append:   the same for the manifest rows whose ids the store does not hold yet, in new shards
+          after the existing ones; the index is rebuilt from all shards (existing vectors are
+          read back, never re-embedded), so the result equals a build over the union.
+features: add ``features/<name>/`` to a complete store (nothing is re-embedded).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rag_flamingo.datasets.manifest import read_manifest
+from rag_flamingo.datasets.sources import resolve_split, split_name
+from rag_flamingo.encoders.base import build_encoder
+from rag_flamingo.errors import ConfigError, StoreError
+from rag_flamingo.store import (REJECTED_FILE, IndexStore, StoreInfo, _atomic, done_shards, read_all_shards,
+                                read_info, read_shard_rejected, write_info, write_store)
+
+from . import distributed
+from .embedder import EmbedStats, embed_shards
+from .faiss_index import IndexOptions, build_index
+from .features import write_feature_shards
+from .plan import BuildPlan, Source, comparable_fingerprint
+
+logger = logging.getLogger(__name__)
+MODES = ("build", "append", "features")
+
+
+@dataclass
+class BuildConfig:
+    output: Path
+    dataset: dict
+    encoder: dict
+    index: IndexOptions
+    split: str = "index"
+    mode: str = "build"
+    features: str | None = None
+    features_encoder: dict = field(default_factory=dict)
+    shard_size: int = 1000
+    batch_size: int = 32
+    num_workers: int = 2
+    device: str | None = None
+    min_seconds: float = 0.1
+    progress: bool = True
+
+
+@dataclass
+class Summary:
+    output: Path
+    status: str  # built | appended | complete | features | nothing-new
+    count: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    embedded: int = 0
+    embed_seconds: float = 0.0
+    index: dict = field(default_factory=dict)
+    encoder: str = ""
+    features: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        idx = self.index
+        params = ", ".join(f"{k}={v}" for k, v in (idx.get("search_params") or {}).items()) or "exact"
+        rate = f" ({self.embedded / self.embed_seconds:.1f} clips/s)" if self.embed_seconds > 0 else ""
+        lines = [
+            f"build_index: {self.status} {self.output}",
+            f"  items     {self.count} indexed, {self.rejected} rejected"
+            + (f" (reasons in {self.output / REJECTED_FILE})" if self.rejected else "")
+            + (f", {self.skipped} skipped (already in the store)" if self.skipped else ""),
+            f"  encoder   {self.encoder}; embedded {self.embedded} clips this run in {self.embed_seconds:.1f} s{rate}",
+            f"  index     {idx.get('factory')} ({idx.get('type')}, {idx.get('metric')}), search {params}, "
+            f"recall@10 {idx.get('recall_at_10', 0):.4f} on {idx.get('recall_queries')} queries"
+            + ("" if idx.get("reached_target", True) else f" (below the {idx.get('recall_target')} target)"),
+        ]
+        if self.features:
+            lines.append(f"  features  {', '.join(self.features)}")
+        return "\n".join(lines)
+
+
+def run(cfg: BuildConfig) -> Summary | None:
+    """Run one build; returns the summary on rank 0 (None on other ranks)."""
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode={cfg.mode!r}; use one of {', '.join(MODES)}")
+    if cfg.shard_size < 1 or cfg.batch_size < 1:
+        raise ConfigError("shard_size and batch_size must be >= 1")
+    ranks = distributed.setup()
+    try:
+        if cfg.mode == "features":
+            return _features_only(cfg) if ranks.is_main else None
+        return _build(cfg, ranks)
+    finally:
+        distributed.teardown(ranks)
+
+
+# ----------------------------------------------------------------------------- build / append
+
+
+def _build(cfg: BuildConfig, ranks: distributed.Ranks) -> Summary | None:
+    root = Path(cfg.output)
+    source, rows = _read_source(cfg, ranks)
+    encoder = _encoder(cfg.encoder, cfg.device)
+    fingerprint = encoder.fingerprint()
+    existing = read_info(root)
+    skipped: list[str] = []
+    if cfg.mode == "build":
+        if existing is not None:
+            _check_complete_store(root, existing, source, fingerprint, cfg.shard_size)
+            return _finish_complete(cfg, root, existing, ranks)
+        first_shard, items = 0, rows
+    else:
+        if existing is None:
+            raise StoreError(f"{root}: no complete store to append to; build it first with "
+                             f"`build_index ... output={root}` (mode=build)")
+        IndexStore.open(root).check_encoder(fingerprint)
+        known = _known_ids(root, existing)
+        items = [r for r in rows if r["id"] not in known]
+        skipped = [r["id"] for r in rows if r["id"] in known]
+        if skipped:
+            logger.info("append: %d ids already in the store are skipped (e.g. %s)", len(skipped),
+                        ", ".join(skipped[:5]))
+        first_shard = int(existing.build.get("shards", len(done_shards(root))))
+        if not items:
+            summary = _summary(root, existing, "nothing-new", EmbedStats(), len(skipped))
+            return summary if ranks.is_main else None
+    source.rows = len(items)
+    plan = BuildPlan(cfg.mode, source, comparable_fingerprint(fingerprint), cfg.shard_size, first_shard, items)
+    if ranks.is_main:
+        plan.claim(root)
+    distributed.barrier(ranks)
+    if not ranks.is_main:
+        plan.claim(root)
+    mine = [s for s in plan.pending(root) if ranks.owns(s)]
+    logger.info("rank %d/%d: %d of %d shards to embed", ranks.rank, ranks.world, len(mine), plan.shard_count)
+    stats = embed_shards(plan, mine, root, encoder, Path(source.audio_root), cfg.batch_size,
+                         cfg.num_workers, cfg.min_seconds, cfg.progress and ranks.is_main,
+                         desc=f"embedding (rank {ranks.rank})" if ranks.world > 1 else "embedding")
+    distributed.barrier(ranks)
+    if not ranks.is_main:
+        return None
+    missing = plan.pending(root)
+    if missing:
+        raise StoreError(f"{root}: shards {missing[:5]} were not written (a rank failed?); rerun the "
+                         f"same command to finish them")
+    info = _finalize(cfg, root, plan, fingerprint, existing)
+    BuildPlan.release(root)
+    if cfg.features:
+        _add_features(cfg, root, info)
+    return _summary(root, info, "built" if cfg.mode == "build" else "appended", stats, len(skipped))
+
+
+def _read_source(cfg: BuildConfig, ranks: distributed.Ranks) -> tuple[Source, list[dict]]:
+    """Resolve and validate the manifest (rank 0 first: a generated dataset is made once)."""
+    if not ranks.is_main:
+        distributed.barrier(ranks)
+    manifest, audio_root = resolve_split(cfg.dataset, cfg.split)
+    if ranks.is_main:
+        distributed.barrier(ranks)
+    rows = read_manifest(manifest)
+    name = str(cfg.dataset.get("name") or Path(manifest).stem)
+    return Source.from_manifest(name, split_name(cfg.dataset, cfg.split), manifest, audio_root), rows
+
+
+def _encoder(options: dict, device: str | None):
+    options = dict(options)
+    name = options.pop("name", None)
+    if not name:
+        raise ConfigError("encoder.name is not set (pick one, e.g. encoder=aisfx)")
+    if device and device != "auto" and not options.get("device"):
+        options["device"] = device
+    return build_encoder(name, **options)
+
+
+def _known_ids(root: Path, info: StoreInfo) -> set[str]:
+    store = IndexStore.open(root)
+    known = {str(it["id"]) for it in store.items}
+    path = root / REJECTED_FILE
+    if path.is_file():
+        known |= {json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    return known
+
+
+def _check_complete_store(root: Path, info: StoreInfo, source: Source, fingerprint: dict, shard_size: int) -> None:
+    sources = info.build.get("sources") or []
+    same = (len(sources) >= 1 and sources[0].get("manifest_sha256") == source.manifest_sha256
+            and comparable_fingerprint(info.encoder) == comparable_fingerprint(fingerprint)
+            and info.build.get("shard_size") == shard_size)
+    if not same:
+        raise StoreError(f"{root}: already holds a complete store built from another manifest, encoder "
+                         f"or shard_size; pick another output=, delete it, or add items with mode=append")
+
+
+def _finalize(cfg: BuildConfig, root: Path, plan: BuildPlan, fingerprint: dict,
+              existing: StoreInfo | None) -> StoreInfo:
+    vectors, table = read_all_shards(root)
+    start = time.perf_counter()
+    index, report = build_index(vectors, cfg.index)
+    logger.info("index built in %.1f s", time.perf_counter() - start)
+    rejected = [r for s in done_shards(root) for r in read_shard_rejected(root, s)]
+    text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rejected)
+    _atomic(root / REJECTED_FILE, lambda p: Path(p).write_text(text, encoding="utf-8"))
+    sources = list(existing.build.get("sources", [])) if existing else []
+    sources.append(dict(asdict(plan.source), first_shard=plan.first_shard,
+                        end_shard=plan.first_shard + plan.shard_count))
+    first = sources[0]
+    info = StoreInfo(
+        encoder=fingerprint, dim=int(vectors.shape[1]), count=int(vectors.shape[0]), metric=cfg.index.metric,
+        index=report.to_dict(),
+        dataset={"name": first["name"], "split": first["split"], "manifest": first["manifest"],
+                 "manifest_sha256": first["manifest_sha256"], "audio_root": first["audio_root"]},
+        features=dict(existing.features) if existing else {},
+        build={"shard_size": plan.shard_size, "shards": plan.first_shard + plan.shard_count,
+               "sources": sources, "rejected": len(rejected)},
+    )
+    if existing and existing.features:
+        info.features = {}  # new shards have no features yet; re-add them below when requested
+        logger.warning("appended items have no cached features; rerun with features=%s to add them",
+                       ",".join(existing.features))
+    write_store(root, info, index, table.to_pylist())
+    return info
+
+
+def _finish_complete(cfg: BuildConfig, root: Path, info: StoreInfo, ranks: distributed.Ranks) -> Summary | None:
+    if not ranks.is_main:
+        return None
+    logger.info("%s is already a complete store for this dataset and encoder", root)
+    if cfg.features:
+        _add_features(cfg, root, info)
+    return _summary(root, info, "complete", EmbedStats(), 0)
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def _features_only(cfg: BuildConfig) -> Summary:
+    root = Path(cfg.output)
+    info = read_info(root)
+    if info is None:
+        raise StoreError(f"{root}: no complete store; build it first (build_index ... output={root})")
+    if not cfg.features:
+        raise ConfigError("mode=features needs features=<name> (e.g. features=clapcap)")
+    _add_features(cfg, root, info)
+    return _summary(root, info, "features", EmbedStats(), 0)
+
+
+def _add_features(cfg: BuildConfig, root: Path, info: StoreInfo) -> None:
+    names = [cfg.features] if isinstance(cfg.features, str) else list(cfg.features)
+    shard_roots = _shard_roots(root, info)
+    for name in names:
+        options = dict(cfg.features_encoder or {})
+        encoder = _encoder({"name": name, **options}, cfg.device)
+        if not hasattr(encoder, "window_features"):
+            raise ConfigError(f"features={name}: encoder {name!r} has no window_features()")
+        described = write_feature_shards(root, name, encoder, shard_roots, cfg.batch_size, cfg.num_workers,
+                                         cfg.progress)
+        info.features[name] = described
+    write_info(root, info)
+
+
+def _shard_roots(root: Path, info: StoreInfo) -> dict[int, Path]:
+    roots = {}
+    for src in info.build.get("sources", []):
+        for shard in range(int(src["first_shard"]), int(src["end_shard"])):
+            roots[shard] = Path(src["audio_root"])
+    missing = [s for s in done_shards(root) if s not in roots]
+    if missing:
+        raise StoreError(f"{root}: store.json does not say where the audio of shards {missing[:5]} lives; rebuild it")
+    return roots
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _summary(root: Path, info: StoreInfo, status: str, stats: EmbedStats, skipped: int) -> Summary:
+    return Summary(output=root, status=status, count=info.count, rejected=int(info.build.get("rejected", 0)),
+                   skipped=skipped, embedded=stats.embedded, embed_seconds=stats.seconds, index=info.index,
+                   encoder=f"{info.encoder.get('name')} (dim {info.dim}, {info.metric})",
+                   features=sorted(info.features))
+
+
+def config_from_dict(cfg: dict[str, Any]) -> BuildConfig:
+    """A BuildConfig from the composed Hydra config (as a plain dict)."""
+    if not cfg.get("output"):
+        raise ConfigError("output is not set")
+    features = cfg.get("features")
+    return BuildConfig(
+        output=Path(cfg["output"]).expanduser(), dataset=dict(cfg["dataset"]), encoder=dict(cfg["encoder"]),
+        index=IndexOptions.from_config(cfg.get("index") or {}), split=str(cfg.get("split") or "index"),
+        mode=str(cfg.get("mode") or "build"), features=features or None,
+        features_encoder=dict(cfg.get("features_encoder") or {}), shard_size=int(cfg.get("shard_size", 1000)),
+        batch_size=int(cfg.get("batch_size", 32)), num_workers=int(cfg.get("num_workers", 2)),
+        device=cfg.get("device"), min_seconds=float(cfg.get("min_seconds", 0.1)),
+        progress=bool(cfg.get("progress", True)))
+
+
+__all__ = ["BuildConfig", "Summary", "run", "config_from_dict"]
