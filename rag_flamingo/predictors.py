@@ -1,0 +1,224 @@
+"""Predictors: what turns a query (its audio, embedding and retrieved shots) into an answer.
+
+Reported side by side so users see what in-context learning adds (peers §4):
+
+- ``flamingo``: Audio Flamingo with the retrieved shots in its prompt (`RagFlamingo`);
+- ``knn``: a similarity-weighted vote of the same retrieved shots (AF1's own retrieval with a
+  vote instead of the language model; for captioning: the nearest shot's caption);
+- ``prototype``: class centroids of the whole support set (``store.embeddings()``), nearest by
+  cosine (Taylor & Mack's prototype baseline);
+- ``zero_shot``: CLAP text embeddings of the label names, ``"this is a sound of {label}"``,
+  nearest by cosine (CLAP encoders only: the encoder needs ``embed_text``).
+
+Every predictor sees the same `Query` records: the retrieved shots for ``k`` (``shots`` of the
+evaluation), the retrieval embedding (from the store's encoder) and the decoded audio.
+Label predictors return ``label_scores`` over the option set so ranking metrics (mAP) can use them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from .errors import ConfigError
+from .prompts import TaskSpec, answer_text, get_task
+from .retrieval import Shot
+from .store import item_labels
+
+logger = logging.getLogger(__name__)
+
+ZERO_SHOT_TEMPLATE = "this is a sound of {label}"
+LABEL_FAMILIES = ("classification", "tagging")
+
+
+@dataclass
+class Query:
+    """One query as every predictor sees it."""
+
+    id: str
+    item: dict  # the manifest row; predictors read only its inputs (question, group)
+    waves: dict[int, np.ndarray]  # decoded audio per sample rate
+    embedding: np.ndarray  # retrieval embedding (the store's encoder)
+    shots: list[Shot] = field(default_factory=list)  # retrieved for the current k, prompt order
+
+
+@dataclass
+class Prediction:
+    output: str  # the answer text (a label for label predictors; tags joined by ", ")
+    score: float | None = None  # confidence of ``output`` (vote share, cosine, CLAP score)
+    label_scores: dict[str, float] | None = None  # every option's score (label predictors)
+    shots: list[Shot] = field(default_factory=list)  # the shots that informed the answer
+    prompt: str | None = None  # flamingo only
+    dropped: int = 0  # flamingo: shots the prompt budget dropped
+    samples: list[tuple[str, float]] = field(default_factory=list)  # flamingo + CLAP filter
+
+
+class Predictor(Protocol):
+    name: str
+    uses_shots: bool  # False: the answer does not depend on k (reported once)
+
+    def predict(self, queries: Sequence[Query], task: TaskSpec | str,
+                options: Sequence[str] | None) -> list[Prediction]:
+        ...
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _require_labels(name: str, task: TaskSpec) -> None:
+    if task.family not in LABEL_FAMILIES:
+        raise ConfigError(f"predictor {name} answers classification/tagging tasks, not {task.name} "
+                          f"({task.family}); use predictor=flamingo{' or knn' if task.family == 'captioning' else ''}")
+
+
+def labels_from_scores(task: TaskSpec, scores: dict[str, float], n_tags: int = 1) -> Prediction:
+    """The answer of a label predictor: the best label, or for tagging the ``n_tags`` best."""
+    ranked = sorted(scores, key=lambda lab: (-scores[lab], lab))
+    if not ranked:
+        return Prediction(output="", score=None, label_scores={})
+    top = ranked[: max(1, n_tags)] if task.family == "tagging" else ranked[:1]
+    return Prediction(output=", ".join(top), score=float(scores[top[0]]), label_scores=dict(scores))
+
+
+def typical_tag_count(items: Sequence[dict]) -> int:
+    """How many labels a tagging answer gives: the support set's mean labels per item, rounded."""
+    counts = [len(item_labels(it)) for it in items if item_labels(it)]
+    return max(1, int(round(float(np.mean(counts))))) if counts else 1
+
+
+class KnnPredictor:
+    """Similarity-weighted vote of the retrieved shots.
+
+    Each shot votes for its labels with weight ``exp((s - s_max) / temperature)`` (``s``: its
+    retrieval similarity); a label's score is its share of the total weight (in [0, 1]). Ties break
+    alphabetically. Captioning: the caption of the most similar shot (a retrieval baseline).
+    """
+
+    name = "knn"
+    uses_shots = True
+
+    def __init__(self, temperature: float = 0.1, n_tags: int = 1):
+        if temperature <= 0:
+            raise ConfigError(f"knn temperature must be > 0, got {temperature}")
+        self.temperature, self.n_tags = float(temperature), int(n_tags)
+
+    def vote(self, shots: Sequence[Shot]) -> dict[str, float]:
+        if not shots:
+            return {}
+        sims = np.array([s.score for s in shots], np.float64)
+        weights = np.exp((sims - sims.max()) / self.temperature)
+        totals: dict[str, float] = {}
+        for w, shot in zip(weights, shots):
+            for lab in item_labels(shot.item):
+                totals[lab] = totals.get(lab, 0.0) + float(w)
+        norm = float(weights.sum())
+        return {lab: v / norm for lab, v in totals.items()}
+
+    def predict(self, queries, task, options):
+        task = get_task(task)
+        if task.family == "captioning":
+            out = []
+            for q in queries:
+                best = max(q.shots, key=lambda s: s.score) if q.shots else None
+                out.append(Prediction(answer_text(task, best.item) if best else "",
+                                      float(best.score) if best else None, shots=list(q.shots)))
+            return out
+        _require_labels(self.name, task)
+        preds = []
+        for q in queries:
+            votes = self.vote(q.shots)
+            scores = {lab: votes.get(lab, 0.0) for lab in options} if options else votes
+            pred = labels_from_scores(task, scores, self.n_tags)
+            pred.shots = list(q.shots)
+            preds.append(pred)
+        return preds
+
+
+class PrototypePredictor:
+    """Nearest class centroid: the mean of the (L2-normalised) store embeddings of each label."""
+
+    name = "prototype"
+    uses_shots = False
+
+    def __init__(self, store, n_tags: int | None = None):
+        self.store = store
+        emb = _unit(store.embeddings())
+        by_label: dict[str, list[int]] = {}
+        for row, item in enumerate(store.items):
+            for lab in item_labels(item):
+                by_label.setdefault(lab, []).append(row)
+        if not by_label:
+            raise ConfigError(f"{store.root}: no labelled items, so no prototypes; index a labelled "
+                              f"dataset (manifest 'label'/'labels', or sub-folders for dataset=folder)")
+        self.labels = sorted(by_label)
+        self.centroids = _unit(np.stack([emb[by_label[lab]].mean(0) for lab in self.labels]))
+        self.counts = {lab: len(by_label[lab]) for lab in self.labels}
+        self.n_tags = n_tags or typical_tag_count(store.items)
+
+    def predict(self, queries, task, options):
+        task = get_task(task)
+        _require_labels(self.name, task)
+        sims = _unit(np.stack([q.embedding for q in queries])) @ self.centroids.T
+        keep = [i for i, lab in enumerate(self.labels) if not options or lab in set(options)]
+        return [labels_from_scores(task, {self.labels[i]: float(row[i]) for i in keep}, self.n_tags) for row in sims]
+
+
+class ZeroShotPredictor:
+    """CLAP zero-shot: cosine between the query's audio embedding and ``template`` per label."""
+
+    name = "zero_shot"
+    uses_shots = False
+
+    def __init__(self, encoder, labels: Sequence[str], template: str = ZERO_SHOT_TEMPLATE, n_tags: int = 1):
+        if not hasattr(encoder, "embed_text"):
+            raise ConfigError(f"predictor zero_shot needs a CLAP encoder with text embeddings; the store's "
+                              f"encoder {getattr(encoder, 'name', type(encoder).__name__)!r} has none "
+                              f"(build the index with encoder=laion_clap or encoder=ms_clap_2023)")
+        if not labels:
+            raise ConfigError("predictor zero_shot needs label names (the store has no labels)")
+        self.labels = list(labels)
+        self.template = template
+        self.text = _unit(np.asarray(encoder.embed_text([template.format(label=lab) for lab in self.labels])))
+        self.n_tags = n_tags
+
+    def predict(self, queries, task, options):
+        task = get_task(task)
+        _require_labels(self.name, task)
+        sims = _unit(np.stack([q.embedding for q in queries])) @ self.text.T
+        keep = [i for i, lab in enumerate(self.labels) if not options or lab in set(options)]
+        return [labels_from_scores(task, {self.labels[i]: float(row[i]) for i in keep}, self.n_tags) for row in sims]
+
+
+class FlamingoPredictor:
+    """Audio Flamingo with the retrieved shots in context (see `rag_flamingo.engine`)."""
+
+    name = "flamingo"
+    uses_shots = True
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def predict(self, queries, task, options):
+        task = get_task(task)
+        if queries and len(queries[0].shots) > self.engine.max_shots:
+            raise ConfigError(f"{len(queries[0].shots)} shots do not fit the model's {self.engine.audio_slots} "
+                              f"audio slots; use shots <= {self.engine.max_shots}")
+        inputs = [_query_inputs(q) for q in queries]
+        answers = self.engine.generate(task, inputs, [q.shots for q in queries], [q.waves for q in queries],
+                                       options if task.options else None)
+        return [Prediction(a.output, a.score, shots=a.shots, prompt=a.prompt, dropped=a.dropped,
+                           samples=a.samples) for a in answers]
+
+
+def _query_inputs(q: Query) -> dict:
+    """The query fields a prompt may use (never its targets)."""
+    keep = ("id", "group", "question", "start", "end")
+    return {k: q.item[k] for k in keep if q.item.get(k) is not None}
+
+
+PREDICTORS = ("flamingo", "knn", "prototype", "zero_shot")
