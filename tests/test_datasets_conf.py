@@ -39,3 +39,9 @@ def test_demo_config_resolves(monkeypatch, tmp_path):
     cfg = OmegaConf.load(CONF / "demo.yaml")
     manifest, root = resolve_split(cfg, "query")
     assert len(read_manifest(manifest, required=("label", "captions"))) == 48 and root.is_dir()
+
+
+def test_official_root_follows_a_data_root_key_of_the_primary_config(monkeypatch, tmp_path):
+    monkeypatch.setenv("RAG_FLAMINGO_DATA_ROOT", str(tmp_path / "env"))
+    cfg = OmegaConf.merge({"data_root": str(tmp_path / "cfg")}, {"dataset": OmegaConf.load(CONF / "us8k.yaml")})
+    assert Path(cfg.dataset.root) == tmp_path / "cfg" / "us8k"
