@@ -286,3 +286,43 @@ def _as_config(config) -> AudioFlamingoConfig:
     if isinstance(config, Mapping):
         return AudioFlamingoConfig.from_dict(dict(config))
     return AudioFlamingoConfig.from_json(config)
+
+
+# ---------------------------------------------------------------------- conversion
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "fp16": torch.float16, "float16": torch.float16}
+
+
+def convert_released_checkpoint(
+    checkpoint: Any, out: str | Path, config: AudioFlamingoConfig | str | Path | Mapping | None = None,
+    dtype: str | torch.dtype | None = None, cache_dir: str | None = None,
+) -> Path:
+    """Released AF1 ``.pt`` (or parts) -> one safetensors file with our keys, no aliases.
+
+    The same strict mapping as loading (aliases checked, ``lm_head`` wins). The file carries the
+    model config in its metadata, so ``AudioFlamingo.from_checkpoint(out)`` needs nothing else.
+    ``dtype``: keep (None/fp32) or cast to bf16/fp16 (halves the file).
+    """
+    from safetensors.torch import save_file
+
+    config = _as_config(config) if config is not None else AudioFlamingoConfig.foundation()
+    target = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+    paths = resolve_checkpoint(checkpoint, cache_dir)
+    model = build_meta_model(config)
+    sd = map_released_state_dict(read_released_state_dict(paths), af1_key_layout(model), ", ".join(map(str, paths)))
+    sd = {k: (v.to(target) if target is not None and v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format_name": CONVERTED_FORMAT, "config": json.dumps(config.to_dict()),
+            "source": ", ".join(p.name for p in paths), "dtype": str(next(iter(sd.values())).dtype)}
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    save_file(sd, str(tmp), metadata=meta)
+    tmp.replace(out)
+    return out
+
+
+def released_state_dict(model: AudioFlamingo) -> dict[str, torch.Tensor]:
+    """Our weights in the released AF1 layout, aliases included as separate copies (as the
+    reference saves them). For tests and benchmarks that need a file in the original format."""
+    ours = model.state_dict()
+    return {s.checkpoint_key: ours[s.our_key].detach().clone() for s in af1_key_layout(model)}
