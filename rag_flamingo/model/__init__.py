@@ -18,11 +18,14 @@ Public API (names are stable; the engine builds on them):
   ``postprocess_output(text)`` (reference post-processing), ``af1_token_ids``.
 - ``encode_prompt_audios`` / ``pack_window_features``: raw audio (via any ``WindowFeatureEncoder``,
   e.g. clapcap) -> (B, L, D) features + (B, L) mask.
+- ``load_model(cfg)`` -> (model, tokenizer) from a Hydra ``model`` config (``conf/model/*.yaml``);
+  ``generation_kwargs(cfg)`` -> the config's decoding kwargs for ``generate``.
 - ``chat_prompt``, ``ChatSession``: the chat model's multi-turn template (up to 4 rounds).
 """
 
 from .chat import ChatSession, chat_prompt
 from .config import AudioFlamingoConfig
+from .factory import generation_kwargs, load_model
 from .generation import GenerationOutput, generate
 from .loading import af1_key_layout, load_audio_flamingo, resolve_checkpoint
 from .media import WindowFeatureEncoder, encode_prompt_audios, pack_window_features, silence_features
@@ -41,6 +44,8 @@ __all__ = [
     "chat_prompt",
     "encode_prompt_audios",
     "generate",
+    "generation_kwargs",
+    "load_model",
     "load_af1_tokenizer",
     "load_audio_flamingo",
     "pack_window_features",

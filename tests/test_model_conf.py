@@ -1,0 +1,48 @@
+"""The Hydra ``model`` group: configs compose, and the tiny one loads a working model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
+
+from rag_flamingo.errors import ConfigError
+from rag_flamingo.model.factory import checkpoint_spec, generation_kwargs, load_model
+from rag_flamingo.paths import conf_dir
+
+
+def _model_cfg(name):
+    with initialize_config_dir(config_dir=str(conf_dir() / "model"), version_base="1.3"):
+        return compose(config_name=name)
+
+
+def test_foundation_and_chat_configs_name_the_released_files():
+    f, c = _model_cfg("foundation"), _model_cfg("chat")
+    assert checkpoint_spec(f) == {"repo_id": "nvidia/audio-flamingo", "filename": "foundation.pt"}
+    assert checkpoint_spec(c) == {"repo_id": "nvidia/audio-flamingo", "filename": "chat.pt"}
+    assert f.lm == f.tokenizer == "facebook/opt-iml-max-1.3b"
+    assert f.audio_encoder.repo_id == "microsoft/msclap" and f.audio_encoder.filename == "clapcap_weights_2023.pth"
+    assert generation_kwargs(f)["num_beams"] == 3 and f.num_slots == 8
+    assert generation_kwargs(c)["do_sample"] is True and c.num_slots == 4 and c.max_rounds == 4
+
+
+def test_tiny_config_loads_a_working_model():
+    cfg = _model_cfg("tiny")
+    model, tok = load_model(cfg)
+    fix = Path(__file__).parent / "fixtures" / "af1_tiny"
+    arr = load_file(str(fix / "cases.safetensors"))
+    n = "caption_single"
+    out = model.generate(arr[f"{n}/input_ids"], None, arr[f"{n}/audio_x"], arr[f"{n}/audio_x_mask"],
+                         **dict(generation_kwargs(cfg), eos_token_id=None))
+    assert out.new_tokens[0].tolist() == arr[f"{n}/gen_nocache_tokens"].tolist()
+    assert len(tok) == model.config.vocab_size
+
+
+def test_bad_generation_key_is_rejected():
+    cfg = {"generation": {"num_beam": 3}}
+    with pytest.raises(ConfigError, match="num_beam"):
+        generation_kwargs(cfg)
+    with pytest.raises(ConfigError):
+        checkpoint_spec({"checkpoint": {}})
