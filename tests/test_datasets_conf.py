@@ -34,8 +34,7 @@ def test_official_root_default_follows_cache_root(monkeypatch, tmp_path):
     assert Path(OmegaConf.load(CONF / "esc50.yaml").root) == paths.data_root() / "esc50" == tmp_path / "data" / "esc50"
 
 
-def test_demo_config_resolves(monkeypatch, tmp_path):
-    monkeypatch.setenv("RAG_FLAMINGO_CACHE_ROOT", str(tmp_path))
+def test_demo_config_resolves():
     cfg = OmegaConf.load(CONF / "demo.yaml")
     manifest, root = resolve_split(cfg, "query")
     assert len(read_manifest(manifest, required=("label", "captions"))) == 48 and root.is_dir()

@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 from omegaconf import OmegaConf
 
+from rag_flamingo import paths
 from rag_flamingo.datasets import sources
 from rag_flamingo.datasets.manifest import read_manifest, write_manifest
 from rag_flamingo.errors import ConfigError, ManifestError
@@ -18,11 +19,11 @@ def _wav(path: Path) -> None:
     sf.write(path, np.full(1600, 0.1, dtype=np.float32), 16000)
 
 
-def test_demo_roles_and_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("RAG_FLAMINGO_CACHE_ROOT", str(tmp_path))
+def test_demo_roles_and_cache():
+    # the session's cache root (tests/conftest.py): the demo is generated once for the whole run
     cfg = OmegaConf.create({"name": "demo", "root": None, "splits": {"index": "train", "query": "test"}})
     manifest, root = sources.resolve_split(cfg, "index")
-    assert manifest == tmp_path / "datasets" / "demo" / "train.jsonl" and root == manifest.parent
+    assert manifest == paths.cache_root() / "datasets" / "demo" / "train.jsonl" and root == manifest.parent
     query, _ = sources.resolve_split(cfg, "query")
     rows = read_manifest(query, required=("label",))
     assert all((root / r["path"]).is_file() for r in rows)
