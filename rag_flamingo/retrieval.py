@@ -7,8 +7,9 @@ For each query the retriever
 3. drops every row of the query's own ``group`` (AF1: the query's own file),
 4. keeps one row per ``group`` (AF1: one random manifest row per neighbour file, picked among the
    hits of that file; several captions of one recording are several rows of one group),
-5. optionally drops near-duplicates: a candidate whose inner product with the query, or with a
-   shot already kept, is >= ``near_duplicate_threshold`` (clip-retrieval uses 0.94),
+5. optionally drops near-duplicates: a candidate whose cosine similarity (inner product of the
+   L2-normalised vectors) with the query, or with a shot already kept, is >=
+   ``near_duplicate_threshold`` (clip-retrieval uses 0.94 on normalised CLIP embeddings),
 6. keeps the ``k`` nearest and, if ``shuffle``, shuffles their order (AF1 ``np.random.shuffle``).
 
 If fewer than ``k`` rows survive, the search is widened (the fetch size doubles) until ``k`` shots
@@ -25,6 +26,7 @@ row each), excluding the query's group, after the filters. The prompt builder th
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -118,6 +120,8 @@ class Retriever:
         self.shuffle, self.seed, self.mode = shuffle, int(seed), mode
         self._groups = [str(item.get("group") or item.get("path") or item.get("id")) for item in store.items]
         self._vectors: np.ndarray | None = None
+        self._filters: dict[str, ItemFilter] = {}  # filter key -> ItemFilter (computed once)
+        self._group_rows: dict[str, dict[str, list[int]]] = {}  # filter key -> group -> allowed rows
 
     # ------------------------------------------------------------------ public API
 
@@ -142,9 +146,13 @@ class Retriever:
         rngs = [np.random.default_rng(query_seed(self.seed, key)) for key in keys]
         if k == 0 or count == 0:
             return [[] for _ in range(count)]
-        allowed = ItemFilter(self.store, filters)
+        key = json.dumps(filters or {}, sort_keys=True, default=str)
+        if key not in self._filters:
+            self._filters[key] = ItemFilter(self.store, filters)
+        allowed = self._filters[key]
         if self.mode == "random":
-            rows = [self._random_rows(k, exclude[i], allowed, rngs[i], queries, i) for i in range(count)]
+            by_group = self._groups_allowed(key, allowed)
+            rows = [self._random_rows(k, exclude[i], by_group, rngs[i], queries, i) for i in range(count)]
         else:
             rows = self._knn_rows(queries, k, exclude, allowed, rngs)
         out = []
@@ -217,24 +225,26 @@ class Retriever:
 
     # ------------------------------------------------------------------ near duplicates
 
-    def _vectors_of(self, rows: list[int]) -> np.ndarray:
-        """Stored vectors (normalised when the store's metric is cosine) for ``rows``."""
-        index = self.store.index
+    def _raw_vectors(self, rows: list[int]) -> np.ndarray:
+        """Stored vectors of ``rows``: from the index when it can reconstruct, else the shards."""
         try:
-            vectors = index.reconstruct_batch(np.asarray(rows, dtype=np.int64))
+            vectors = self.store.index.reconstruct_batch(np.asarray(rows, dtype=np.int64))
         except RuntimeError:  # IVF without a direct map, PQ codes, ...: use the shards
             if self._vectors is None:
                 self._vectors = self.store.embeddings()
             vectors = self._vectors[np.asarray(rows)]
-        vectors = np.asarray(vectors, dtype=np.float32)
-        return normalize_rows(vectors) if self.store.info.metric == "cosine" else vectors
+        return np.asarray(vectors, dtype=np.float32)
+
+    def _vectors_of(self, rows: list[int]) -> np.ndarray:
+        """L2-normalised stored vectors: near-duplicates are judged by cosine similarity."""
+        return normalize_rows(self._raw_vectors(rows))
 
     def _drop_near_duplicates(self, ranked, k, query) -> list[tuple[int, float]]:
         threshold = float(self.near_duplicate_threshold)
         if not ranked:
             return []
         vectors = self._vectors_of([row for row, _ in ranked])
-        to_query = vectors @ query if query is not None else np.full(len(ranked), -np.inf)
+        to_query = vectors @ normalize_rows(query[None])[0]
         kept: list[int] = []
         for j in range(len(ranked)):
             if to_query[j] >= threshold:
@@ -248,35 +258,41 @@ class Retriever:
 
     # ------------------------------------------------------------------ random mode
 
-    def _random_rows(self, k, exclude_group, allowed, rng, queries, qi) -> list[tuple[int, float]]:
-        rows = allowed.allowed_rows(len(self.store))
-        by_group: dict[str, list[int]] = {}
-        for row in rows.tolist():
-            group = self._groups[row]
-            if exclude_group is None or group != str(exclude_group):
-                by_group.setdefault(group, []).append(row)
-        groups = sorted(by_group)
-        chosen = [groups[g] for g in rng.permutation(len(groups))]
+    def _groups_allowed(self, key: str, allowed: ItemFilter) -> dict[str, list[int]]:
+        if key not in self._group_rows:
+            by_group: dict[str, list[int]] = {}
+            for row in allowed.allowed_rows(len(self.store)).tolist():
+                by_group.setdefault(self._groups[row], []).append(row)
+            self._group_rows[key] = dict(sorted(by_group.items()))
+        return self._group_rows[key]
+
+    def _random_rows(self, k, exclude_group, by_group, rng, queries, qi) -> list[tuple[int, float]]:
+        groups = list(by_group)
         query = queries[qi] if queries is not None else None
         picked: list[int] = []
         vectors: list[np.ndarray] = []
-        for group in chosen:
+        for g in rng.permutation(len(groups)).tolist():
+            group = groups[g]
+            if exclude_group is not None and group == str(exclude_group):
+                continue
             members = by_group[group]
             row = members[int(rng.integers(len(members)))]
             if self.near_duplicate_threshold is not None:
                 vec = self._vectors_of([row])[0]
-                near = query is not None and float(vec @ query) >= self.near_duplicate_threshold
+                near = query is not None and float(vec @ normalize_rows(query[None])[0]) >= self.near_duplicate_threshold
                 if near or any(float(vec @ v) >= self.near_duplicate_threshold for v in vectors):
                     continue
                 vectors.append(vec)
             picked.append(row)
             if len(picked) == k:
                 break
-        if query is None:
+        if query is None or not picked:
             return [(row, float("nan")) for row in picked]
-        scores = self._vectors_of(picked) @ query if picked else np.zeros(0)
-        if self.store.info.metric == "l2" and picked:
-            scores = -np.sum((self._vectors_of(picked) - query) ** 2, axis=1)
+        vectors = self._raw_vectors(picked)
+        if self.store.info.metric == "l2":  # the store's convention: larger is nearer
+            scores = -np.sum((vectors - query) ** 2, axis=1)
+        else:
+            scores = vectors @ query
         return list(zip(picked, scores.tolist()))
 
     # ------------------------------------------------------------------ helpers

@@ -266,3 +266,22 @@ def test_search_audio_with_the_store_encoder_and_mismatch_refused(tmp_path):
     assert "tone0" not in [s.id for s in shots[1]]
     with pytest.raises(StoreError, match="built with encoder"):
         Retriever(store, encoder=BandEnergyEncoder(dim=DIM, sample_rate=8000))
+
+
+def test_l2_store_and_field_filters(tmp_path):
+    vectors, rows = corpus(seed=7, n_groups=30)
+    store = make_store(tmp_path, vectors * 3.0, rows, metric="l2")  # unnormalised vectors, exact L2
+    retriever = Retriever(store, shuffle=False)
+    shots = retriever.search(vectors[:1] * 3.0, k=5, exclude_groups=["audio/0.wav"])[0]
+    scores = [s.score for s in shots]
+    assert scores == sorted(scores, reverse=True) and all(s < 0 for s in scores)  # -squared distance
+    sims = (vectors[::ROWS_PER_GROUP] @ vectors[0])[1:]
+    assert groups(shots)[0] == f"audio/{int(np.argmax(sims)) + 1}.wav"
+    dedup = Retriever(store, shuffle=False, near_duplicate_threshold=0.999).search(vectors[:1] * 3.0, k=5)[0]
+    assert "audio/0.wav" not in groups(dedup)  # the query's own vector, found by cosine on an L2 store
+    only = retriever.search(vectors[:1], k=3, filters={"path": ["audio/4.wav", "audio/9.wav"],
+                                                        "exclude_ids": ["g4_c0", "g4_c1"]})[0]
+    assert len(only) == 2 and {s.item["path"] for s in only} == {"audio/4.wav", "audio/9.wav"}
+    assert "g4_c2" in [s.id for s in only]  # the only row of group 4 left by exclude_ids
+    rand = Retriever(store, mode="random").search(vectors[:1] * 3.0, k=4, exclude_groups=["audio/0.wav"])[0]
+    assert all(s.score < 0 for s in rand)
