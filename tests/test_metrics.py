@@ -141,6 +141,12 @@ def test_identical_candidates_score_high():
     assert out["cider_d"] > AAC_METRICS["cider_d"][0]
 
 
+def test_single_item_reports_cider_unavailable():
+    out = captioning_metrics(["a dog barks"], [["a dog barks"]])
+    assert out["cider_d"] is None and "at least 2" in out["unavailable"]["cider_d"]
+    assert out["rouge_l"] == pytest.approx(1.0)
+
+
 def test_spice_reported_unavailable_or_computed():
     out = captioning_metrics(CANDS, REFS)
     if out["spice"] is None:

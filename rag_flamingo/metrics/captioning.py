@@ -212,15 +212,20 @@ def captioning_metrics(candidates: Sequence[str], mult_references: Sequence[Sequ
 
     Returns ``{"n", "cider_d", "bleu_4", "rouge_l", "spice", "spider", "unavailable", "per_item"}``;
     ``spice``/``spider`` are None and ``unavailable`` names the reason when SPICE cannot run
-    (``use_spice="auto"``), or always when ``use_spice=False``.
+    (``use_spice="auto"``), or always when ``use_spice=False``; with fewer than 2 items CIDEr-D
+    (and so SPIDEr) is None too.
     """
     _check(candidates, mult_references)
-    cider, cider_items = cider_d(candidates, mult_references)
     bleu4, bleu_items = bleu(candidates, mult_references)
     rouge, rouge_items = rouge_l(candidates, mult_references)
-    out = {"n": len(candidates), "cider_d": cider, "bleu_4": bleu4, "rouge_l": rouge, "spice": None,
-           "spider": None, "unavailable": {},
-           "per_item": {"cider_d": cider_items, "bleu_4": bleu_items, "rouge_l": rouge_items}}
+    out = {"n": len(candidates), "cider_d": None, "bleu_4": bleu4, "rouge_l": rouge, "spice": None,
+           "spider": None, "unavailable": {}, "per_item": {"bleu_4": bleu_items, "rouge_l": rouge_items}}
+    if len(candidates) < 2:  # CIDEr-D's IDF needs a corpus; SPIDEr needs CIDEr-D
+        reason = f"CIDEr-D needs at least 2 items (got {len(candidates)})"
+        out["unavailable"] = {"cider_d": reason, "spice": reason, "spider": reason}
+        return out
+    cider, cider_items = cider_d(candidates, mult_references)
+    out["cider_d"], out["per_item"]["cider_d"] = cider, cider_items
     reason = "disabled (use_spice=False)" if use_spice is False else spice_unavailable_reason()
     if reason is None:
         try:
