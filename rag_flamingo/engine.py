@@ -185,14 +185,17 @@ class RagFlamingo:
 
     # ------------------------------------------------------------------ the model step
     def prompts(self, task: str, items: Sequence[dict], shots: Sequence[Sequence[Shot]],
-                options: Sequence[str] | None = None) -> list:
-        """One `Prompt` per query (shots beyond the token/window budget are dropped by the builder)."""
+                options: Sequence[str] | None = None,
+                query_options: Sequence[Sequence[str] | None] | None = None) -> list:
+        """One `Prompt` per query (shots beyond the token/window budget are dropped by the builder).
+        ``options``: one option list for every query; ``query_options``: one per query."""
+        per_query = list(query_options) if query_options is not None else [options] * len(items)
         count = token_counter(self.tokenizer)
         # every audio takes a full slot of W windows in the packed media (the reference's padding)
-        return [build_prompt(task, item, list(s), options, template=self.template,
+        return [build_prompt(task, item, list(s), opts, template=self.template,
                              default_windows=self.windows, max_windows=self.audio_slots * self.windows,
                              max_tokens=self.max_tokens, count_tokens=count, mode=self.retriever.mode)
-                for item, s in zip(items, shots)]
+                for item, s, opts in zip(items, shots, per_query)]
 
     def media(self, prompts: Sequence, query_waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, slots*W, D) features + (B, slots*W) mask: cached shot windows, then the query's."""
@@ -211,9 +214,10 @@ class RagFlamingo:
 
     @torch.inference_mode()
     def generate(self, task: str, items: Sequence[dict], shots: Sequence[Sequence[Shot]],
-                 waves: Sequence[dict[int, np.ndarray]], options: Sequence[str] | None = None) -> list[Answer]:
+                 waves: Sequence[dict[int, np.ndarray]], options: Sequence[str] | None = None,
+                 query_options: Sequence[Sequence[str] | None] | None = None) -> list[Answer]:
         """Answers for a batch of queries whose shots are already retrieved."""
-        prompts = self.prompts(task, items, shots, options)
+        prompts = self.prompts(task, items, shots, options, query_options)
         sr = int(self.window_encoder.sample_rate)
         feats, mask = self.media(prompts, [w[sr] for w in waves])
         ids, attn = tokenize_prompts(self.tokenizer, [p.text for p in prompts])

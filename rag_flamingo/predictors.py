@@ -43,6 +43,7 @@ class Query:
     waves: dict[int, np.ndarray]  # decoded audio per sample rate
     embedding: np.ndarray  # retrieval embedding (the store's encoder)
     shots: list[Shot] = field(default_factory=list)  # retrieved for the current k, prompt order
+    options: list[str] | None = None  # the answer set offered (labels; yes/no for AQA), or None
 
 
 @dataclass
@@ -60,8 +61,7 @@ class Predictor(Protocol):
     name: str
     uses_shots: bool  # False: the answer does not depend on k (reported once)
 
-    def predict(self, queries: Sequence[Query], task: TaskSpec | str,
-                options: Sequence[str] | None) -> list[Prediction]:
+    def predict(self, queries: Sequence[Query], task: TaskSpec | str) -> list[Prediction]:
         ...
 
 
@@ -82,7 +82,8 @@ def labels_from_scores(task: TaskSpec, scores: dict[str, float], n_tags: int = 1
     if not ranked:
         return Prediction(output="", score=None, label_scores={})
     top = ranked[: max(1, n_tags)] if task.family == "tagging" else ranked[:1]
-    return Prediction(output=", ".join(top), score=float(scores[top[0]]), label_scores=dict(scores))
+    named = [task.label_map.get(lab.lower(), lab) if task.label_map else lab for lab in top]  # e.g. joy -> happy
+    return Prediction(output=", ".join(named), score=float(scores[top[0]]), label_scores=dict(scores))
 
 
 def typical_tag_count(items: Sequence[dict]) -> int:
@@ -119,7 +120,7 @@ class KnnPredictor:
         norm = float(weights.sum())
         return {lab: v / norm for lab, v in totals.items()}
 
-    def predict(self, queries, task, options):
+    def predict(self, queries, task):
         task = get_task(task)
         if task.family == "captioning":
             out = []
@@ -132,7 +133,7 @@ class KnnPredictor:
         preds = []
         for q in queries:
             votes = self.vote(q.shots)
-            scores = {lab: votes.get(lab, 0.0) for lab in options} if options else votes
+            scores = {lab: votes.get(lab, 0.0) for lab in q.options} if q.options else votes
             pred = labels_from_scores(task, scores, self.n_tags)
             pred.shots = list(q.shots)
             preds.append(pred)
@@ -160,12 +161,11 @@ class PrototypePredictor:
         self.counts = {lab: len(by_label[lab]) for lab in self.labels}
         self.n_tags = n_tags or typical_tag_count(store.items)
 
-    def predict(self, queries, task, options):
+    def predict(self, queries, task):
         task = get_task(task)
         _require_labels(self.name, task)
         sims = _unit(np.stack([q.embedding for q in queries])) @ self.centroids.T
-        keep = [i for i, lab in enumerate(self.labels) if not options or lab in set(options)]
-        return [labels_from_scores(task, {self.labels[i]: float(row[i]) for i in keep}, self.n_tags) for row in sims]
+        return [_restricted(task, self.labels, row, q.options, self.n_tags) for q, row in zip(queries, sims)]
 
 
 class ZeroShotPredictor:
@@ -186,12 +186,11 @@ class ZeroShotPredictor:
         self.text = _unit(np.asarray(encoder.embed_text([template.format(label=lab) for lab in self.labels])))
         self.n_tags = n_tags
 
-    def predict(self, queries, task, options):
+    def predict(self, queries, task):
         task = get_task(task)
         _require_labels(self.name, task)
         sims = _unit(np.stack([q.embedding for q in queries])) @ self.text.T
-        keep = [i for i, lab in enumerate(self.labels) if not options or lab in set(options)]
-        return [labels_from_scores(task, {self.labels[i]: float(row[i]) for i in keep}, self.n_tags) for row in sims]
+        return [_restricted(task, self.labels, row, q.options, self.n_tags) for q, row in zip(queries, sims)]
 
 
 class FlamingoPredictor:
@@ -203,16 +202,23 @@ class FlamingoPredictor:
     def __init__(self, engine):
         self.engine = engine
 
-    def predict(self, queries, task, options):
+    def predict(self, queries, task):
         task = get_task(task)
         if queries and len(queries[0].shots) > self.engine.max_shots:
             raise ConfigError(f"{len(queries[0].shots)} shots do not fit the model's {self.engine.audio_slots} "
                               f"audio slots; use shots <= {self.engine.max_shots}")
         inputs = [_query_inputs(q) for q in queries]
         answers = self.engine.generate(task, inputs, [q.shots for q in queries], [q.waves for q in queries],
-                                       options if task.options else None)
+                                       query_options=[q.options if task.options else None for q in queries])
         return [Prediction(a.output, a.score, shots=a.shots, prompt=a.prompt, dropped=a.dropped,
                            samples=a.samples) for a in answers]
+
+
+def _restricted(task: TaskSpec, labels: list[str], sims: np.ndarray, options, n_tags: int) -> Prediction:
+    """Scores of the labels offered (all known labels when no options are given)."""
+    offered = set(options) if options else None
+    return labels_from_scores(task, {lab: float(s) for lab, s in zip(labels, sims)
+                                     if offered is None or lab in offered}, n_tags)
 
 
 def _query_inputs(q: Query) -> dict:

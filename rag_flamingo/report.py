@@ -1,0 +1,152 @@
+"""Scores, tables and plots of an evaluation folder (``evaluate`` writes them; sweeps reuse them).
+
+- `score_predictions`: predictions.jsonl records -> one result per (predictor, shots) with the
+  task family's metrics (`rag_flamingo.metrics`);
+- `markdown_table`: those results as a markdown table (printed and written to results.md);
+- `plot_metric_vs_shots`: the family's main metric against the number of shots, one line per
+  predictor that uses shots, a dashed level per predictor that does not (matplotlib, Agg).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import metrics as M
+
+# family -> (main metric, columns of the table)
+COLUMNS = {
+    "classification": ("accuracy", ["accuracy", "macro_f1", "unmatched"]),
+    "tagging": ("mAP", ["mAP", "micro_f1", "macro_f1", "unmatched"]),
+    "captioning": ("cider_d", ["cider_d", "bleu_4", "rouge_l", "spider"]),
+    "aqa": ("accuracy", ["accuracy", "unmatched"]),
+}
+
+
+def _groups(records: Sequence[dict]) -> dict[tuple[str, int | None], list[dict]]:
+    out: dict[tuple[str, int | None], list[dict]] = {}
+    for r in records:
+        out.setdefault((r["predictor"], r["shots"]), []).append(r)
+    return out
+
+
+def _mapped(task, label: str) -> str:
+    return task.label_map.get(label.lower(), label) if task.label_map else label
+
+
+def score_group(records: list[dict], task, labels: Sequence[str]) -> dict:
+    """The family's metrics for one (predictor, shots) group of prediction records."""
+    outputs = [r["output"] or "" for r in records]
+    family = task.family
+    if family == "classification":
+        options = sorted({_mapped(task, lab) for lab in labels} | {r["target"] for r in records})
+        res = M.classification_metrics(outputs, [r["target"] for r in records], options)
+        return {"n": res.n, "accuracy": res.accuracy, "macro_f1": res.macro_f1, "unmatched": res.unmatched}
+    if family == "tagging":
+        vocab = sorted(set(labels) | {lab for r in records for lab in r["target"]})
+        scores = None
+        if all(r.get("label_scores") is not None for r in records):
+            scores = np.array([[r["label_scores"].get(lab, 0.0) for lab in vocab] for r in records])
+        res = M.multilabel_metrics(outputs, [r["target"] for r in records], vocab, scores=scores)
+        return {"n": res.n, "mAP": res.mAP, "micro_f1": res.micro_f1, "macro_f1": res.macro_f1,
+                "unmatched": res.unmatched}
+    if family == "captioning":
+        res = M.captioning_metrics(outputs, [r["target"] for r in records])
+        return {"n": res["n"], **{k: res[k] for k in ("cider_d", "bleu_4", "rouge_l", "spider")}}
+    res = M.aqa_accuracy(outputs, [r["target"] for r in records])
+    return {"n": res.n, "accuracy": res.accuracy, "unmatched": res.unmatched}
+
+
+def score_predictions(records: Sequence[dict], task, labels: Sequence[str]) -> list[dict]:
+    """One result per (predictor, shots), sorted by predictor then shots (shot-free first)."""
+    results = []
+    for (name, shots), group in _groups(records).items():
+        results.append({"predictor": name, "shots": shots, **score_group(group, task, labels)})
+    results.sort(key=lambda r: (r["predictor"], -1 if r["shots"] is None else r["shots"]))
+    for r in results:
+        r["family"] = task.family
+    return results
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def markdown_table(results: Sequence[dict]) -> str:
+    if not results:
+        return "(no predictions)"
+    family = results[0].get("family", "classification")
+    cols = [c for c in COLUMNS.get(family, COLUMNS["classification"])[1]
+            if any(r.get(c) is not None for r in results)]
+    head = ["predictor", "shots", "n", *cols]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    for r in results:
+        cells = [r["predictor"], "–" if r["shots"] is None else str(r["shots"]), str(r["n"]),
+                 *(_fmt(r.get(c)) for c in cols)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_metric_vs_shots(results: Sequence[dict], path: Path, title: str = "") -> Path | None:
+    """Main metric vs shots; None (no file) unless some predictor has two or more shot counts."""
+    if not results:
+        return None
+    family = results[0].get("family", "classification")
+    metric = COLUMNS.get(family, COLUMNS["classification"])[0]
+    lines: dict[str, list[tuple[int, float]]] = {}
+    levels: dict[str, float] = {}
+    for r in results:
+        value = r.get(metric)
+        if value is None:
+            continue
+        if r["shots"] is None:
+            levels[r["predictor"]] = float(value)
+        else:
+            lines.setdefault(r["predictor"], []).append((int(r["shots"]), float(value)))
+    if not any(len(points) > 1 for points in lines.values()):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    xs = sorted({x for points in lines.values() for x, _ in points})
+    for name, points in sorted(lines.items()):
+        points.sort()
+        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=name)
+    for name, level in sorted(levels.items()):
+        ax.axhline(level, linestyle="--", linewidth=1, label=f"{name} (no shots)", color=f"C{len(lines) + len(ax.lines) % 7}")
+    ax.set_xticks(xs)
+    ax.set_xlabel("shots (retrieved in-context examples)")
+    ax.set_ylabel(metric)
+    ax.set_title(title or f"{metric} vs shots")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(root: Path, summary: dict) -> None:
+    """metrics.json, results.md and (for several shot counts) metric_vs_shots.png in ``root``."""
+    root = Path(root)
+    title = f"{summary['dataset']} / {summary['task']} ({summary['query_split']})"
+    plot = plot_metric_vs_shots(summary["results"], root / "metric_vs_shots.png", title)
+    summary["plot"] = str(plot) if plot else None
+    (root / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    text = (f"# {title}\n\nstore: `{summary['store']}` (encoder {summary['encoder']}); "
+            f"{summary['queries']} queries, {summary['rejected']} rejected\n\n{markdown_table(summary['results'])}\n")
+    if plot:
+        text += f"\n![metric vs shots]({plot.name})\n"
+    (root / "results.md").write_text(text)
