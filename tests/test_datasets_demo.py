@@ -97,11 +97,13 @@ def test_ensure_demo_caches_and_regenerates_stale(tmp_path, monkeypatch):
     marker = root / "demo.json"
     mtime = marker.stat().st_mtime_ns
     assert demo.ensure_demo() == root and marker.stat().st_mtime_ns == mtime  # cached: untouched
+    (root / "audio" / "train" / "rain_03.wav").unlink()  # a file lost: no longer complete
+    assert not demo._is_complete(root, demo.DEMO_SEED)
     stale = json.loads(marker.read_text())
     stale["version"] = -1
     marker.write_text(json.dumps(stale))
     (root / "audio" / "test" / "bell_00.wav").unlink()
     demo.ensure_demo()
-    assert (root / "audio" / "test" / "bell_00.wav").is_file()
+    assert (root / "audio" / "test" / "bell_00.wav").is_file() and (root / "audio" / "train" / "rain_03.wav").is_file()
     assert json.loads(marker.read_text())["version"] == demo.GENERATOR_VERSION
     assert not list(tmp_path.glob("datasets/demo.*"))  # no temporary folders left behind

@@ -146,6 +146,13 @@ def test_gtzan_default_and_filtered_splits(tmp_path):
     assert [r["id"] for r in splits["test"]] == ["jazz.00069"]  # jazz.00054 listed but absent: skipped
 
 
+def test_duplicate_ids_are_refused(tmp_path):
+    _touch_wav(tmp_path / "genres" / "blues" / "blues.00001.au")
+    _touch_wav(tmp_path / "genres" / "blues" / "blues.00001.wav")
+    with pytest.raises(ManifestError, match=r"gtzan/all: id 'blues.00001' is used by genres/blues/blues.00001.au"):
+        make_manifests("gtzan", tmp_path, tmp_path / "out")
+
+
 def test_medley_solos_db(tmp_path):
     _csv(tmp_path / "Medley-solos-DB_metadata.csv", ["subset", "instrument", "instrument_id", "song_id", "uuid4"],
          [["training", "clarinet", 0, 0, "0e4371ac-1c6a-51ab-fdb7-f8abd5fbf1a3"],

@@ -58,6 +58,7 @@ def make_manifests(name: str, metadata: str | Path, out: str | Path, check_audio
                           f"known: {', '.join(sorted(known)) or '(none)'}")
     result = MakerResult()
     for split, rows in make(metadata, **options).items():
+        _check_unique(name, split, rows)
         if check_audio:
             rows = _drop_missing(metadata, rows, out / f"{split}.missing.jsonl", result, split)
         if not rows:
@@ -67,6 +68,15 @@ def make_manifests(name: str, metadata: str | Path, out: str | Path, check_audio
         result.counts[split] = len(rows)
         logger.info("%s/%s: %d rows -> %s", name, split, len(rows), result.manifests[split])
     return result
+
+
+def _check_unique(name: str, split: str, rows: list[dict]) -> None:
+    seen: dict[str, str] = {}
+    for row in rows:
+        if row["id"] in seen:
+            raise ManifestError(f"{name}/{split}: id {row['id']!r} is used by {seen[row['id']]} and "
+                                f"{row['path']}; remove the duplicate file or metadata row")
+        seen[row["id"]] = row["path"]
 
 
 def _drop_missing(metadata: Path, rows: list[dict], report: Path, result: MakerResult, split: str) -> list[dict]:

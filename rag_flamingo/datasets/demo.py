@@ -264,10 +264,16 @@ def _marker(seed: int) -> dict:
 
 
 def _is_complete(root: Path, seed: int) -> bool:
+    """The marker matches this generator and seed, and every file is there."""
     try:
-        return json.loads((root / "demo.json").read_text()) == json.loads(json.dumps(_marker(seed)))
+        marker = json.loads((root / "demo.json").read_text())
     except (OSError, ValueError):
         return False
+    if marker != json.loads(json.dumps(_marker(seed))):
+        return False
+    expected = [f"{split}.jsonl" for split in SPLIT_SIZES]
+    expected += [row["path"] for split in SPLIT_SIZES for row in demo_rows(split)]
+    return all((root / p).is_file() for p in expected)
 
 
 def demo_root() -> Path:

@@ -2,8 +2,8 @@
 
 Rules (deterministic; rows sorted by path):
 - every file whose extension is in ``rag_flamingo.audio.AUDIO_EXTENSIONS`` (case-insensitive),
-  found recursively; hidden files and folders (name starting with ``.``) are skipped, other
-  files ignored;
+  found recursively (symlinked folders are not followed); hidden files and folders (name
+  starting with ``.``) are skipped, other files ignored;
 - ``id`` = path relative to the folder, without extension (``dog/bark_01``); ``path`` = path
   relative to the folder (the folder is the audio root);
 - ``label`` = the first-level sub-folder the file is in (no label for files at the top level);
