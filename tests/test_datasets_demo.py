@@ -107,3 +107,13 @@ def test_ensure_demo_caches_and_regenerates_stale(tmp_path, monkeypatch):
     assert (root / "audio" / "test" / "bell_00.wav").is_file() and (root / "audio" / "train" / "rain_03.wav").is_file()
     assert json.loads(marker.read_text())["version"] == demo.GENERATOR_VERSION
     assert not list(tmp_path.glob("datasets/demo.*"))  # no temporary folders left behind
+
+
+def test_demo_files_pass_the_project_audio_checks(demo_dir):
+    from rag_flamingo.audio import check_usable, load_audio
+
+    for split in demo.SPLIT_SIZES:
+        for row in read_manifest(demo_dir / f"{split}.jsonl"):
+            wave = load_audio(demo_dir / row["path"], 44100)
+            check_usable(wave, 44100, row["path"], min_seconds=1.0)
+            assert 0.25 < float(np.abs(wave).max()) < 0.95  # the level varies, never clips
