@@ -39,7 +39,7 @@ def setup(timeout_hours: float = 24.0) -> Ranks:
         # because rank 0 may wait for the slowest rank's shards.
         dist.init_process_group("gloo", timeout=timedelta(hours=timeout_hours))
     # Share the cores between ranks instead of every rank using all of them.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # (bitwise results depend on it)
     return ranks
 
 

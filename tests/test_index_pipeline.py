@@ -1,0 +1,242 @@
+"""build_index end to end: real audio files on disk, the real aisfx encoder, real FAISS."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from index_builder.cli import main
+from rag_flamingo.errors import ManifestError, StoreError
+from rag_flamingo.store import IndexStore, done_shards, read_all_shards
+
+FAST = ["encoder.max_seconds=1.5", "num_workers=0", "progress=false", "batch_size=3"]
+
+
+def tone(seconds: float, sr: int, freq: float, kind: str = "sine", channels: int = 1, seed: int = 0) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(seed)
+    if kind == "sine":
+        x = 0.4 * np.sin(2 * np.pi * freq * t)
+    elif kind == "noise":
+        x = 0.2 * rng.standard_normal(t.size)
+    else:  # clicks
+        x = 0.5 * (np.sin(2 * np.pi * freq * t) > 0.995) * rng.standard_normal(t.size)
+    x = x.astype(np.float32)
+    return np.stack([x * (1 - 0.1 * c) for c in range(channels)], axis=1) if channels > 1 else x
+
+
+def make_folder(root: Path, per_class: int = 3, classes=("sine", "noise", "clicks")) -> Path:
+    for ci, kind in enumerate(classes):
+        for j in range(per_class):
+            path = root / kind / f"{kind}_{j}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, tone(1.0 + 0.3 * j, 16000, 200 + 150 * j + 40 * ci, kind, seed=j), 16000)
+    return root
+
+
+def write_manifest(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def manifest_rows(root: Path) -> list[dict]:
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.wav"))
+    return [{"id": f.rsplit(".", 1)[0], "path": f, "label": f.split("/")[0]} for f in files]
+
+
+def store_bytes(root: Path) -> dict[str, bytes]:
+    names = ["index.faiss", "items.parquet", "rejected.jsonl"] + [
+        f"shards/{p.name}" for p in sorted((root / "shards").iterdir()) if p.suffix in (".npy", ".parquet", ".jsonl")]
+    return {n: (root / n).read_bytes() for n in names}
+
+
+def run_cli(args: list[str]) -> None:
+    assert main(args) == 0
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def test_folder_with_hard_files(tmp_path, capsys, monkeypatch):
+    """Acceptance: labelled sub-folders with a corrupt, an empty, a 1-hour, a 96 kHz 6-channel
+    and an 8 kHz mp3 file; only the needed segment of the long file is read."""
+    root = make_folder(tmp_path / "audio", per_class=2)
+    (root / "sine" / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage" * 10)
+    (root / "noise" / "empty.flac").write_bytes(b"")
+    sf.write(root / "noise" / "silent.wav", np.zeros(16000, np.float32), 16000)
+    sf.write(root / "clicks" / "tiny.wav", tone(0.02, 16000, 300), 16000)
+    sf.write(root / "sine" / "surround96k.wav", tone(1.2, 96000, 500, channels=6), 96000)
+    sf.write(root / "sine" / "phone8k.mp3", tone(1.5, 8000, 300), 8000, format="MP3")
+    long_sr, hour = 8000, 3600
+    with sf.SoundFile(root / "noise" / "one_hour.wav", "w", long_sr, 1, subtype="PCM_16") as f:
+        block = (0.01 * np.sin(2 * np.pi * 100 * np.arange(long_sr * 60) / long_sr)).astype(np.float32)
+        for _ in range(hour // 60):
+            f.write(block)
+
+    import rag_flamingo.audio as audio
+
+    frames_read = []
+    real_read = audio.sf.read
+
+    def recording_read(path, *args, **kwargs):  # observe (not replace) what is read from disk
+        frames_read.append((Path(path).name, kwargs.get("stop", 0) - kwargs.get("start", 0)))
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(audio.sf, "read", recording_read)
+    out = tmp_path / "store"
+    t0 = time.perf_counter()
+    run_cli(["dataset=folder", f"dataset.root={root}", "encoder=aisfx", f"output={out}", *FAST])
+    assert time.perf_counter() - t0 < 60
+    long_reads = [n for name, n in frames_read if name == "one_hour.wav"]
+    assert long_reads and max(long_reads) <= 1.5 * long_sr  # max_seconds of a 1-hour file
+
+    store = IndexStore.open(out)
+    ids = {it["id"] for it in store.items}
+    assert {"sine/surround96k", "sine/phone8k", "noise/one_hour", "sine/sine_0"} <= ids
+    rejected = {r["id"]: r["reason"] for r in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
+    assert set(rejected) == {"sine/corrupt", "noise/empty", "noise/silent", "clicks/tiny"}
+    assert "decode" in rejected["sine/corrupt"] and "silent" in rejected["noise/silent"]
+    assert "too short" in rejected["clicks/tiny"]
+    assert len(store) == 6 + 3 and store.info.build["rejected"] == 4
+    assert store.label_set() == ["clicks", "noise", "sine"]
+    assert store.info.encoder["name"] == "aisfx" and store.info.encoder["max_seconds"] == 1.5
+    assert store.info.index["type"] == "flat" and store.info.index["recall_at_10"] == 1.0
+    # a clip is its own nearest neighbour; same-class neighbours dominate for these clear classes
+    scores, rows = store.search(store.embeddings(), 2)
+    assert (rows[:, 0] == np.arange(len(store))).all()
+    printed = capsys.readouterr().out
+    assert "9 indexed, 4 rejected" in printed and "recall@10 1.0000" in printed and str(out) in printed
+    # rerunning the same command finds the complete store and changes nothing
+    before = store_bytes(out)
+    run_cli(["dataset=folder", f"dataset.root={root}", "encoder=aisfx", f"output={out}", *FAST])
+    assert store_bytes(out) == before and "complete" in capsys.readouterr().out
+
+
+def test_manifest_errors_before_any_work(tmp_path):
+    root = make_folder(tmp_path / "audio", per_class=1)
+    rows = manifest_rows(root)
+    bad = write_manifest(tmp_path / "dup.jsonl", rows + [dict(rows[0])])
+    out = tmp_path / "store"
+    with pytest.raises(ManifestError, match="duplicate id"):
+        from index_builder.cli import load_config
+        from index_builder.pipeline import config_from_dict, run
+
+        run(config_from_dict(load_config([f"dataset.manifest={bad}", f"dataset.root={root}", f"output={out}", *FAST])))
+    assert not out.exists()
+    missing = write_manifest(tmp_path / "missing.jsonl", [{"id": "a"}])
+    code = subprocess.run([sys.executable, "-m", "index_builder", f"dataset.manifest={missing}",
+                           f"output={out}", *FAST], capture_output=True, text=True)
+    assert code.returncode == 2 and "missing column(s) path" in code.stderr and not out.exists()
+
+
+def test_append_equals_rebuild_on_union(tmp_path, capsys):
+    root = make_folder(tmp_path / "audio", per_class=3, classes=("sine", "noise", "clicks", "buzz"))
+    rows = manifest_rows(root)
+    old = [r for r in rows if r["label"] != "buzz"]
+    new = [r for r in rows if r["label"] == "buzz"]
+    first = write_manifest(tmp_path / "first.jsonl", old)
+    second = write_manifest(tmp_path / "second.jsonl", new + old[:2])  # 2 ids already indexed
+    union = write_manifest(tmp_path / "union.jsonl", old + new)
+    common = [f"dataset.root={root}", "shard_size=4", *FAST]
+    appended, rebuilt = tmp_path / "appended", tmp_path / "rebuilt"
+    run_cli([f"dataset.manifest={first}", f"output={appended}", *common])
+    emb_before = IndexStore.open(appended).embeddings()
+    capsys.readouterr()
+    run_cli([f"dataset.manifest={second}", f"output={appended}", "mode=append", *common])
+    printed = capsys.readouterr().out
+    assert "appended" in printed and "2 skipped" in printed and "embedded 3 clips" in printed
+    run_cli([f"dataset.manifest={union}", f"output={rebuilt}", *common])
+    a, b = IndexStore.open(appended), IndexStore.open(rebuilt)
+    assert a.items == b.items and len(a) == len(rows)
+    np.testing.assert_array_equal(a.embeddings()[: len(emb_before)], emb_before)  # not re-embedded
+    np.testing.assert_allclose(a.embeddings(), b.embeddings(), atol=1e-6)
+    assert (a.index.reconstruct_n(0, len(a)) == a.embeddings()).all()  # index rows == item rows
+    assert [s["manifest"] for s in a.info.build["sources"]] == [str(first.resolve()), str(second.resolve())]
+    # appending with another encoder configuration is refused
+    with pytest.raises(StoreError, match="built with encoder"):
+        from index_builder.cli import load_config
+        from index_builder.pipeline import config_from_dict, run
+
+        run(config_from_dict(load_config([f"dataset.manifest={second}", f"output={appended}", "mode=append",
+                                          *common, "encoder.max_seconds=1.0"])))
+
+
+@pytest.mark.slow
+def test_resume_after_kill_is_identical(tmp_path):
+    root = make_folder(tmp_path / "audio", per_class=4)
+    manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(root))
+    args = [f"dataset.manifest={manifest}", f"dataset.root={root}", "shard_size=3", "batch_size=2",
+            "encoder.max_seconds=2", "num_workers=1", "progress=false"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    run_cli([*args, f"output={whole}"])
+    proc = subprocess.Popen([sys.executable, "-m", "index_builder", *args, f"output={killed}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "shards" / "000000.done").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done_at_kill = done_shards(killed)
+    assert 1 <= len(done_at_kill) < 4 and not (killed / "store.json").exists()
+    first_mtime = (killed / "shards" / "000000.npy").stat().st_mtime_ns
+    run_cli([*args, f"output={killed}"])
+    assert (killed / "shards" / "000000.npy").stat().st_mtime_ns == first_mtime  # not redone
+    assert store_bytes(killed) == store_bytes(whole)
+    assert not (killed / "build_plan.json").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_rank_torchrun_equals_one_rank(tmp_path):
+    root = make_folder(tmp_path / "audio", per_class=3)
+    (root / "noise" / "broken.wav").write_bytes(b"not audio at all")
+    manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(root))
+    args = [f"dataset.manifest={manifest}", f"dataset.root={root}", "shard_size=2", *FAST]
+    one, two = tmp_path / "one", tmp_path / "two"
+    # Bitwise equality needs the same thread count per process (oneDNN/BLAS reductions depend on
+    # it): each of the 2 ranks uses 1 thread on this 2-core machine, so the 1-rank run does too.
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    single = subprocess.run([sys.executable, "-m", "index_builder", *args, f"output={one}"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={_free_port()}", "-m", "index_builder", *args, f"output={two}"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("build_index: built") == 1  # rank 0 alone reports
+    assert store_bytes(two) == store_bytes(one)
+    emb, table = read_all_shards(two)
+    assert emb.shape[0] == table.num_rows == 9 and "noise/broken" in (two / "rejected.jsonl").read_text()
+
+
+def test_features_need_a_window_encoder(tmp_path):
+    root = make_folder(tmp_path / "audio", per_class=1)
+    out = tmp_path / "store"
+    run_cli(["dataset=folder", f"dataset.root={root}", f"output={out}", *FAST])
+    from rag_flamingo.errors import ConfigError
+
+    from index_builder.cli import load_config
+    from index_builder.pipeline import config_from_dict, run
+
+    with pytest.raises(ConfigError, match="window_features"):
+        run(config_from_dict(load_config(["dataset=folder", f"dataset.root={root}", f"output={out}",
+                                          "mode=features", "features=aisfx", *FAST])))
+    assert pq.read_table(out / "items.parquet").num_rows == 3
