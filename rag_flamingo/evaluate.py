@@ -59,7 +59,7 @@ CONFIG_NAME = "evaluate"
 LIST_KEYS = ("predictor", "shots")  # swept inside one run
 # keys that never change an answer: left out of the output folder's hash
 NOT_HASHED = ("predictor", "shots", "output_dir", "batch_size", "device", "progress", "num_workers",
-              "cache_root", "data_root")
+              "cache_root", "data_root", "limit")
 
 
 # ----------------------------------------------------------------------------- config
@@ -187,7 +187,10 @@ def _append_jsonl(path: Path, records: list[dict]) -> None:
     if not records:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
+    cut = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
     with open(path, "a", encoding="utf-8") as f:
+        if cut:  # a line cut by an interruption: end it so the new records start on their own lines
+            f.write("\n")
         f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         f.flush()
         os.fsync(f.fileno())
