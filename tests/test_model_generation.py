@@ -235,9 +235,40 @@ def test_raw_audio_encoded_once_and_packed(tiny):
     assert torch.equal(out.sequences, ref.sequences)
 
 
-def test_clapcap_integration_if_available(tiny):
+@pytest.mark.slow
+def test_clapcap_integration(tmp_path):
+    """Raw 44.1 kHz audio -> the real clapcap encoder (random weights, released file format) ->
+    a small AF1 with 1024-d audio input; equals feeding the packed features by hand."""
     clapcap = pytest.importorskip("rag_flamingo.encoders.clapcap")
-    pytest.skip(f"clapcap landed ({clapcap.__name__}); integration with a tiny random clapcap is not written yet")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "clapcap_weights_2023.pth"
+    torch.save({"model": clapcap.ClapcapAudioModel().state_dict()}, ckpt)
+    enc = clapcap.ClapcapEncoder(checkpoint=str(ckpt), device="cpu", precision="fp32")
+    cfg = AudioFlamingoConfig.from_json(FIX / "config.json")
+    cfg.audio_embed_dim, cfg.windows_per_audio, cfg.max_num_media = 1024, 16, 32
+    cfg.at_n_layers, cfg.at_d_inner = 1, 64
+    model = AudioFlamingo(cfg).eval()
+    with torch.no_grad():
+        for layer in model.decoder.layers:
+            layer.gated_cross_attn_layer.attn_gate.fill_(1.0)
+    tok = load_af1_tokenizer(str(FIX / "tokenizer"))
+    rng = np.random.default_rng(0)
+    short, long = (rng.uniform(-0.5, 0.5, int(s * 44100)).astype(np.float32) for s in (2.0, 8.0))
+    prompt = "</s>Here are similar examples. <audio>describe the sound.\nanswer:<SEP>rain.<|endofchunk|><audio>describe the sound.\nanswer:<SEP>"
+    ids, attn = tokenize_prompts(tok, [prompt])
+    out = model.generate(ids, attn, audios=[[short, long]], audio_encoder=enc, num_slots=2, max_new_tokens=3)
+    feats, masks = enc.window_features([short, long])
+    assert masks.sum(1).tolist() == [1.0, 2.0]
+    x, xm = pack_window_features([[0, 1]], feats, masks, enc.zero_window_feature(), num_slots=2)
+    ref = model.generate(ids, attn, x, xm, max_new_tokens=3)
+    assert torch.equal(out.sequences, ref.sequences)
+    with torch.no_grad():
+        a = model(ids, x, xm, attention_mask=attn).logits
+        xm_wrong = xm.clone()
+        xm_wrong[0, 16:] = 0  # hide the second audio: the logits after its <audio> must change
+        b = model(ids, x, xm_wrong, attention_mask=attn).logits
+    second = int((ids[0] == cfg.media_token_id).nonzero()[1])
+    assert torch.allclose(a[0, :second], b[0, :second]) and not torch.allclose(a[0, second:], b[0, second:])
 
 
 # ------------------------------------------------------------------ chat + post-processing
