@@ -113,10 +113,11 @@ def build_components(cfg: dict, store: IndexStore, encoder=None, engine=None):
     return encoder, retriever, predictor
 
 
-def classify(cfg: dict, encoder=None, engine=None, stream=sys.stdout) -> list[dict]:
+def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
     """Label every file of ``cfg['audio']``; returns the records (also printed / written to ``out``)."""
     from .engine import load_waveform
 
+    stream = stream or sys.stdout
     task = get_task(cfg.get("task") or "classification")
     if task.family not in ("classification", "tagging"):
         raise ConfigError(f"rag_classify labels audio (task=classification or tagging), not {task.name}")
