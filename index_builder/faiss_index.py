@@ -157,6 +157,9 @@ def build_index(vectors: np.ndarray, opts: IndexOptions) -> tuple[faiss.Index, I
     index = faiss.index_factory(dim, factory, metric)
     if kind == "hnsw":
         index.hnsw.efConstruction = opts.ef_construction
+    if kind == "ivf_pq":
+        # Polysemous training only serves Hamming-threshold search (unused here) and is very slow.
+        index.do_polysemous_training = False
     use_gpu = kind != "hnsw" and gpu_available(opts)  # faiss has no GPU HNSW
     work = index
     if use_gpu:
