@@ -130,6 +130,8 @@ def test_sampling_equals_hf_with_same_seed(opt_pair):
     assert torch.equal(greedy.sequences, k1.sequences)
     with pytest.raises(ValueError):
         ours.generate(ids, mask, x, xm, max_new_tokens=2, do_sample=True, temperature=0.0)
+    with pytest.raises(ConfigError, match="positions"):
+        ours.generate(ids, mask, x, xm, max_new_tokens=60)  # 9 + 60 > 64 positions
 
 
 # ------------------------------------------------------------------ the real tiny AF1 (open gates)

@@ -201,6 +201,8 @@ def test_convert_script_round_trip(tmp_path, reference_model):
         ref = reference_model(ids, x, xm).logits
         got = bf16(ids, x, xm).logits.float()
     assert (got - ref).abs().max() < 0.1 * ref.abs().max()
+    beams = bf16.generate(ids, None, x, xm, max_new_tokens=3, num_beams=2, eos_token_id=None)
+    assert beams.new_tokens.shape == (1, 3)
 
 
 def test_converted_file_is_checked(tmp_path):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+from ..errors import ConfigError
 from .media import WindowFeatureEncoder, encode_prompt_audios
 from .modeling import AudioFlamingo, MediaKV
 from .xattn import quirk_xattn_mask
@@ -149,6 +150,12 @@ def generate(
         attention_mask = torch.ones_like(input_ids)
     attention_mask = attention_mask.to(device).long()
     audio_mask = audio_mask.to(device)
+    longest = int(attention_mask.sum(dim=1).max())
+    if longest + max_new_tokens > cfg.opt["max_position_embeddings"]:
+        raise ConfigError(
+            f"prompt of {longest} tokens + max_new_tokens={max_new_tokens} exceeds the model's "
+            f"{cfg.opt['max_position_embeddings']} positions; use fewer shots or fewer new tokens"
+        )
 
     expand = num_beams if num_beams > 1 else num_return_sequences
     if num_beams > 1 and num_return_sequences > num_beams:
