@@ -12,8 +12,9 @@ For each query the retriever
    ``near_duplicate_threshold`` (clip-retrieval uses 0.94 on normalised CLIP embeddings),
 6. keeps the ``k`` nearest and, if ``shuffle``, shuffles their order (AF1 ``np.random.shuffle``).
 
-If fewer than ``k`` rows survive, the search is widened (the fetch size doubles) until ``k`` shots
-are found or the store is exhausted. Randomness (row within a group, shuffling, random mode) is
+With filters, the first fetch is scaled by (store size / rows passing the filters). If fewer than
+``k`` rows survive, the search is widened (the fetch size doubles) until ``k`` shots are found or
+the store is exhausted. Randomness (row within a group, shuffling, random mode) is
 seeded per query from ``(seed, query id)`` so a query's shots do not depend on the batch it is in;
 without a query id the query embedding's bytes stand in for it.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -98,6 +100,9 @@ class ItemFilter:
 
     def allows(self, row: int) -> bool:
         return self._allowed is None or bool(self._allowed[row])
+
+    def count(self, total: int) -> int:
+        return total if self._allowed is None else int(self._allowed.sum())
 
     def allowed_rows(self, count: int) -> np.ndarray:
         return np.arange(count) if self._allowed is None else np.flatnonzero(self._allowed)
@@ -193,7 +198,11 @@ class Retriever:
         total = len(self.store)
         results: list[list[tuple[int, float]] | None] = [None] * len(queries)
         pending = list(range(len(queries)))
-        fetch = min(k + self.overfetch, total)
+        fetch = k + self.overfetch
+        n_allowed = allowed.count(total)
+        if 0 < n_allowed < total:  # filters: scale the first fetch by the allowed fraction (fewer widenings)
+            fetch = math.ceil(fetch * total / n_allowed)
+        fetch = min(fetch, total)
         while pending:
             scores, rows = self.store.search(queries[pending], fetch)
             still = []

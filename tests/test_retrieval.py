@@ -145,8 +145,13 @@ def test_filters_split_and_labels(store, vectors):
 def test_widening_finds_far_rows_and_stops_when_exhausted(store, vectors, caplog):
     # only 12 val groups; with overfetch 0 the first fetch (k rows) holds few of them
     retriever = Retriever(store, overfetch=0, shuffle=False)
-    shots = retriever.search(vectors[3:4], k=10, filters={"split": "val"}, exclude_groups=["audio/1.wav"])[0]
+    with caplog.at_level(logging.DEBUG, logger="rag_flamingo.retrieval"):
+        shots = retriever.search(vectors[3:4], k=10, filters={"split": "val"}, exclude_groups=["audio/1.wav"])[0]
+    assert "widening search" in caplog.text
     assert len(shots) == 10 and all(s.item["split"] == "val" for s in shots)
+    val_groups = vectors[::ROWS_PER_GROUP][::5]  # groups 0, 5, 10, ... are the val split
+    nearest = [f"audio/{5 * g}.wav" for g in np.argsort(-(val_groups @ vectors[3]))]
+    assert groups(shots) == [g for g in nearest if g != "audio/1.wav"][:10]
     with caplog.at_level(logging.WARNING, logger="rag_flamingo.retrieval"):
         shots = retriever.search(vectors[3:4], k=20, filters={"split": "val"}, query_ids=["q"])[0]
     assert len(shots) == 12  # every val group, once
