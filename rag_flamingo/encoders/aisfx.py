@@ -140,7 +140,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: aisfx checkpoint not found (reinstall aisfx or fix encoder.checkpoint)")
     from numpy._core.multiarray import scalar
 
-    allowed = [(scalar, "numpy.core.multiarray.scalar"), np.dtype]
+    allowed = [(scalar, "numpy.core.multiarray.scalar"), scalar, np.dtype]  # numpy 1 and 2 names
     allowed += sorted({type(np.dtype(t)) for t in (np.int64, np.int32, np.float64, np.float32)}, key=str)
     try:
         with torch.serialization.safe_globals(allowed):
