@@ -302,9 +302,9 @@ class Prompt:
     template: str = "eval"
 
     def full_text(self, answer: str) -> str:
-        """The reference's complete sample: prompt + answer + ``<|endofchunk|></s>``."""
-        answer = answer.strip().lower() if self.template != "train" else answer.lower().strip()
-        return f"{self.text}{answer}{EOC_TOKEN}{EOS}"
+        """The reference's complete sample: prompt + answer (stripped, lowercased as in every
+        layout) + ``<|endofchunk|></s>``; e.g. for teacher-forced scoring of a reference answer."""
+        return f"{self.text}{answer.strip().lower()}{EOC_TOKEN}{EOS}"
 
 
 def token_counter(tokenizer) -> Callable[[str], int]:
