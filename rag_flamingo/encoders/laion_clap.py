@@ -1,0 +1,431 @@
+"""LAION-CLAP (Wu et al., ICASSP 2023) audio/text embedder: HTSAT-tiny/base + RoBERTa, 512-d, 48 kHz.
+
+Loads the *original released checkpoints* (``lukewys/laion_clap`` on the hub: ``630k-audioset-best.pt``,
+``630k-audioset-fusion-best.pt`` (Audio Flamingo 1's retrieval model), ``630k-best.pt``,
+``630k-fusion-best.pt``, and the HTSAT-base ``music_*`` files) strictly, without the ``laion_clap``
+package (which pins numpy<2, imports torchvision and crops at random). Key layout = the original
+``clap_module.model.CLAP``: ``audio_branch.*`` (HTSAT), ``audio_projection.{0,2}``, ``text_branch.*``
+(a ``transformers.RobertaModel``; its tokenizer/config come from ``roberta-base`` or a local dir, its
+weights from the checkpoint), ``text_projection.{0,2}``, ``logit_scale_{a,t}``.
+
+Preprocessing, as the original file-list API (``CLAP_Module.get_audio_embedding_from_filelist``) except
+where it is random:
+- mono float32 at 48 kHz, int16 round-trip (``rag_flamingo.audio.int16_roundtrip``);
+- shorter than 10 s: repeat-pad then zero-pad to 480,000 samples (as the original);
+- longer than 10 s, non-fusion (``long_audio``): ``mean`` (default) = mean of the normalised embeddings
+  of consecutive 10 s windows, the last one aligned to the end of the clip, re-normalised;
+  ``head`` = the first 10 s; ``center`` = the centred 10 s. The original takes a random 10 s crop.
+- longer than 10 s, fusion: ``fusion`` (default) = the original 4-channel fusion input with the
+  chunks chosen deterministically (first / centred / last 10 s, see ``laion_fusion.chunk_starts``);
+  ``head`` = the first 10 s only (what Audio Flamingo 1's retrieval script feeds the fusion model).
+Forward passes run in fixed-size micro-batches (the last one padded by repeating its last row), so a
+clip's embedding is bit-identical whatever else is in the call; CUDA runs under fp16/bf16 autocast
+(frontend and batch norm in fp32), CPU in fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..audio import int16_roundtrip
+from ..errors import CheckpointError, ConfigError
+from .base import autocast_dtype, best_device, register_encoder
+from .checkpoints import CheckpointSource, checkpoint_sha256, load_strict, resolve_checkpoint
+from .htsat import HTSAT, HTSATConfig
+from .laion_fusion import FusionMelConfig, FusionPatchEmbed, HTKLogMel, fusion_input, repeat_pad
+
+logger = logging.getLogger(__name__)
+
+HUB_REPO = "lukewys/laion_clap"
+SAMPLE_RATE = 48000
+WINDOW_SAMPLES = 480000  # 10 s
+TEXT_MAX_LENGTH = 77
+
+# The original ``model_configs/HTSAT-{tiny,base}.json`` audio settings (48 kHz, hop 480, fmax 14 kHz).
+_LAION_AUDIO = dict(sample_rate=SAMPLE_RATE, window_size=1024, hop_size=480, mel_bins=64, fmin=50.0, fmax=14000.0)
+AMODELS: dict[str, HTSATConfig] = {
+    "HTSAT-tiny": HTSATConfig(**_LAION_AUDIO),
+    "HTSAT-base": HTSATConfig(**_LAION_AUDIO, embed_dim=128, depths=(2, 2, 12, 2)),
+}
+LONG_AUDIO_POLICIES = {False: ("mean", "head", "center"), True: ("fusion", "head")}
+
+# Checkpoint keys that are not part of the embedding model, by explicit rule (never strict=False):
+# the training-only MLPs applied after normalisation for the contrastive loss.
+KNOWN_UNUSED = (r"audio_transform\..*", r"text_transform\..*")
+# transformers < 4.31 stored RoBERTa's position_ids buffer; newer versions recompute it. Checked, then dropped.
+POSITION_IDS_KEY = "text_branch.embeddings.position_ids"
+
+
+@dataclass(frozen=True)
+class LaionClapConfig:
+    amodel: str = "HTSAT-tiny"
+    enable_fusion: bool = False
+    joint_dim: int = 512
+    text_model: str = "roberta-base"  # hub id or local dir with config.json + tokenizer files
+    long_audio: str = "mean"
+    shrink_antialias: bool = False  # fusion: antialias of the global-channel shrink (see laion_fusion)
+
+    def __post_init__(self):
+        if self.amodel not in AMODELS:
+            raise ConfigError(f"unknown LAION-CLAP amodel '{self.amodel}'; use one of {sorted(AMODELS)}")
+        if self.long_audio not in LONG_AUDIO_POLICIES[self.enable_fusion]:
+            raise ConfigError(f"long_audio='{self.long_audio}' is not valid for a "
+                              f"{'fusion' if self.enable_fusion else 'non-fusion'} model; use one of "
+                              f"{LONG_AUDIO_POLICIES[self.enable_fusion]}")
+
+    @property
+    def htsat(self) -> HTSATConfig:
+        return AMODELS[self.amodel]
+
+    @property
+    def fusion_mel(self) -> FusionMelConfig:
+        return FusionMelConfig(shrink_antialias=self.shrink_antialias)
+
+
+def _projection(in_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim))
+
+
+class LaionClapModel(nn.Module):
+    """The embedding part of the original ``clap_module.model.CLAP`` (same submodule names)."""
+
+    def __init__(self, config: LaionClapConfig, text_config):
+        super().__init__()
+        from transformers import RobertaModel
+
+        self.config = config
+        h = config.htsat
+        patch_embed = (FusionPatchEmbed(h.spec_size, h.patch_size, h.patch_stride, h.embed_dim)
+                       if config.enable_fusion else None)
+        self.audio_branch = HTSAT(h, patch_embed=patch_embed)
+        self.audio_projection = _projection(h.num_features, config.joint_dim)
+        self.text_branch = RobertaModel(text_config, add_pooling_layer=True)
+        self.text_projection = _projection(text_config.hidden_size, config.joint_dim)
+        self.logit_scale_a = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.logit_scale_t = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.fusion_mel = HTKLogMel(config.fusion_mel) if config.enable_fusion else None
+
+    def embed_waveforms(self, waves: torch.Tensor) -> torch.Tensor:
+        """Non-fusion: [B, 480000] -> normalised [B, joint_dim]."""
+        return F.normalize(self.audio_projection(self.audio_branch(waves)["embedding"]).float(), dim=-1)
+
+    def embed_fusion(self, mel: torch.Tensor, longer: torch.Tensor) -> torch.Tensor:
+        """Fusion: mel [B, 4, 1001, 64] (before bn0), longer [B] -> normalised [B, joint_dim]."""
+        bn0 = self.audio_branch.bn0
+        with torch.autocast(device_type=mel.device.type, enabled=False):
+            mel = bn0(mel.float().transpose(1, 3)).transpose(1, 3)
+        out = self.audio_branch.forward_mel(mel, longer=longer)
+        return F.normalize(self.audio_projection(out["embedding"]).float(), dim=-1)
+
+    def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = self.text_branch(input_ids=input_ids, attention_mask=attention_mask)["pooler_output"]
+        return F.normalize(self.text_projection(pooled).float(), dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# checkpoint files
+
+
+def _numpy_safe_globals() -> list:
+    """What the released pickles may reference besides tensors: numpy scalars and dtypes
+    (under their numpy 1.x module path too)."""
+    scalar = np._core.multiarray.scalar
+    dtypes = {type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDGUSO"}
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *sorted(dtypes, key=str)]
+
+
+def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of an original LAION-CLAP checkpoint, ``module.`` prefix removed.
+
+    Loaded with ``torch.load(weights_only=True)``: the pickle may hold numpy scalars, which are
+    allowed by name; anything else is refused with a CheckpointError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot be read as a LAION-CLAP checkpoint with weights_only=True "
+                              f"({str(exc).splitlines()[0][:300]}); use an original *.pt file from "
+                              f"https://huggingface.co/{HUB_REPO}") from exc
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: no tensor 'state_dict' inside; not a LAION-CLAP checkpoint")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _hint(model: LaionClapModel, state: dict[str, torch.Tensor]) -> str:
+    """What the usual wrong-file mistakes look like, as advice appended to the key listing."""
+    in_file = any(".patch_embed.mel_conv2d." in k for k in state)
+    if in_file and not model.config.enable_fusion:
+        return "\nIt is a fusion checkpoint: use encoder 'laion_clap_fusion' (enable_fusion=true)."
+    if model.config.enable_fusion and not in_file:
+        return "\nIt is a non-fusion checkpoint: use encoder 'laion_clap' (enable_fusion=false)."
+    width = state.get("audio_branch.patch_embed.proj.weight")
+    if width is not None and width.shape[0] != model.config.htsat.embed_dim:
+        amodel = {96: "HTSAT-tiny", 128: "HTSAT-base"}.get(int(width.shape[0]), f"width {width.shape[0]}")
+        return f"\nIts audio branch is {amodel}: set amodel='{amodel}' (music_* files are HTSAT-base)."
+    return ""
+
+
+def load_checkpoint_into(model: LaionClapModel, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load with the explicit LAION-CLAP key rules; CheckpointError lists every problem key."""
+    state = dict(state)
+    pos = state.pop(POSITION_IDS_KEY, None)
+    if pos is not None and not torch.equal(pos.flatten(), torch.arange(pos.numel(), dtype=pos.dtype)):
+        raise CheckpointError(f"{source}: {POSITION_IDS_KEY} is not 0..{pos.numel() - 1}; the text branch "
+                              "was trained with custom positions, which this loader does not support")
+    try:
+        load_strict(model, state, source, known_unused=KNOWN_UNUSED)
+    except CheckpointError as exc:
+        raise CheckpointError(str(exc) + _hint(model, state)) from None
+
+
+def load_text_side(text_model: str):
+    """(RobertaTokenizer, RobertaConfig) from a hub id or local dir; CheckpointError when unavailable."""
+    from transformers import RobertaConfig, RobertaTokenizer
+
+    try:
+        return RobertaTokenizer.from_pretrained(text_model), RobertaConfig.from_pretrained(text_model)
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot load the RoBERTa tokenizer/config '{text_model}' ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}). With internet: `hf download roberta-base config.json "
+            f"vocab.json merges.txt tokenizer.json`; or set text_model to a local dir holding them "
+            f"(only the tokenizer and config are used: the weights come from the CLAP checkpoint).") from exc
+
+
+# ----------------------------------------------------------------------------------------------------
+# the encoder
+
+
+def _windows(wave: np.ndarray, policy: str) -> list[np.ndarray]:
+    """Non-fusion long-audio policy: the 10 s windows whose embeddings make the clip's embedding."""
+    n = wave.shape[0]
+    if n <= WINDOW_SAMPLES:
+        return [wave]
+    if policy == "head":
+        return [wave[:WINDOW_SAMPLES]]
+    if policy == "center":
+        start = (n - WINDOW_SAMPLES) // 2
+        return [wave[start:start + WINDOW_SAMPLES]]
+    starts = list(range(0, n - WINDOW_SAMPLES + 1, WINDOW_SAMPLES))
+    if starts[-1] + WINDOW_SAMPLES < n:
+        starts.append(n - WINDOW_SAMPLES)  # last window aligned to the end of the clip
+    return [wave[s:s + WINDOW_SAMPLES] for s in starts]
+
+
+def _fixed_batches(n: int, size: int) -> Iterator[tuple[list[int], int]]:
+    """Row indices of each micro-batch, padded to ``size`` by repeating the last row; yields (rows, real)."""
+    for start in range(0, n, size):
+        rows = list(range(start, min(start + size, n)))
+        yield rows + [rows[-1]] * (size - len(rows)), len(rows)
+
+
+@dataclass
+class LaionClapEncoder:
+    """Retrieval embedder over a LAION-CLAP checkpoint (see module docstring for the policies)."""
+
+    name: str
+    config: LaionClapConfig
+    checkpoint_path: Path
+    device: torch.device
+    dtype: torch.dtype
+    batch_size: int
+    model: LaionClapModel = field(repr=False)
+    tokenizer: object = field(repr=False)
+    sample_rate: int = SAMPLE_RATE
+    dim: int = 512
+    normalized: bool = True
+    _sha256: str | None = field(default=None, repr=False)
+
+    # -- audio ---------------------------------------------------------------------------------------
+
+    def _preprocess(self, waveforms: list[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for i, w in enumerate(waveforms):
+            w = np.asarray(w, dtype=np.float32)
+            if w.ndim != 1 or w.shape[0] == 0:
+                raise ValueError(f"waveform {i}: expected a non-empty mono 1-D array, got shape {w.shape}")
+            out.append(int16_roundtrip(w))
+        return out
+
+    def _autocast(self):
+        enabled = self.dtype != torch.float32
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=enabled)
+
+    @torch.inference_mode()
+    def _embed_windows(self, windows: list[np.ndarray]) -> torch.Tensor:
+        out = torch.empty(len(windows), self.dim)
+        for rows, real in _fixed_batches(len(windows), self.batch_size):
+            batch = torch.stack([repeat_pad(torch.from_numpy(windows[r]), WINDOW_SAMPLES) for r in rows])
+            with self._autocast():
+                emb = self.model.embed_waveforms(batch.to(self.device))
+            out[rows[0]:rows[0] + real] = emb[:real].float().cpu()
+        return out
+
+    @torch.inference_mode()
+    def _embed_fusion(self, waves: list[np.ndarray]) -> torch.Tensor:
+        out = torch.empty(len(waves), self.dim)
+        mel_fn = self.model.fusion_mel
+        for rows, real in _fixed_batches(len(waves), self.batch_size):
+            items = [fusion_input(torch.from_numpy(waves[r]).to(self.device), mel_fn) for r in rows[:real]]
+            items += [items[-1]] * (len(rows) - real)
+            mel = torch.stack([m for m, _ in items])
+            longer = torch.tensor([lg for _, lg in items], device=self.device)
+            with self._autocast():
+                emb = self.model.embed_fusion(mel, longer)
+            out[rows[0]:rows[0] + real] = emb[:real].float().cpu()
+        return out
+
+    def embed(self, waveforms: list[np.ndarray]) -> np.ndarray:
+        """float32 [N, 512], L2-normalised, for mono 48 kHz waveforms of any length."""
+        if not waveforms:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        waves = self._preprocess(waveforms)
+        if self.config.enable_fusion:
+            if self.config.long_audio == "head":
+                waves = [w[:WINDOW_SAMPLES] for w in waves]
+            return self._embed_fusion(waves).numpy()
+        owners, windows = [], []
+        for i, w in enumerate(waves):
+            for win in _windows(w, self.config.long_audio):
+                owners.append(i)
+                windows.append(win)
+        emb = self._embed_windows(windows).double()
+        owner = torch.tensor(owners)
+        summed = torch.zeros(len(waves), self.dim, dtype=torch.float64).index_add_(0, owner, emb)
+        return F.normalize(summed, dim=-1).float().numpy()
+
+    # -- text ----------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """float32 [N, 512], L2-normalised, in the audio embedding space (RoBERTa, 77 tokens)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        tok = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=TEXT_MAX_LENGTH,
+                             return_tensors="pt")
+        out = torch.empty(len(texts), self.dim)
+        for rows, real in _fixed_batches(len(texts), self.batch_size):
+            idx = torch.tensor(rows)
+            with self._autocast():
+                emb = self.model.embed_tokens(tok["input_ids"][idx].to(self.device),
+                                              tok["attention_mask"][idx].to(self.device))
+            out[rows[0]:rows[0] + real] = emb[:real].float().cpu()
+        return out.numpy()
+
+    # -- identity ------------------------------------------------------------------------------------
+
+    def fingerprint(self) -> dict:
+        if self._sha256 is None:
+            self._sha256 = checkpoint_sha256(self.checkpoint_path)
+        c = self.config
+        long_audio = {"mean": "mean of normalised embeddings of 10 s windows at hop 10 s, last window "
+                              "end-aligned, re-normalised",
+                      "head": "first 10 s",
+                      "center": "centred 10 s",
+                      "fusion": "fusion: global shrink + chunks at first/middle/last start of each third"}
+        fp = {
+            "name": self.name,
+            "family": "laion_clap",
+            "checkpoint": self.checkpoint_path.name,
+            "checkpoint_sha256": self._sha256,
+            "amodel": c.amodel,
+            "enable_fusion": c.enable_fusion,
+            "text_model": os.path.basename(str(c.text_model).rstrip("/")),
+            "sample_rate": self.sample_rate,
+            "window_samples": WINDOW_SAMPLES,
+            "int16_roundtrip": True,
+            "short_audio": "repeat-pad then zero-pad to 10 s",
+            "long_audio": f"{c.long_audio}: {long_audio[c.long_audio]}",
+            "mel": self.model.audio_branch.config.describe() | {"frontend": "torchlibrosa (slaney)"},
+            "dim": self.dim,
+            "normalized": True,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "batch_size": self.batch_size,
+        }
+        if c.enable_fusion:
+            fp["fusion_mel"] = c.fusion_mel.describe() | {"frontend": "torchaudio-style (htk, no norm)"}
+        return fp
+
+
+def _resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    if dtype in (None, "auto"):
+        return autocast_dtype(device)
+    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype not in table:
+        raise ConfigError(f"dtype '{dtype}' not understood; use auto, fp32, fp16 or bf16")
+    if device.type == "cpu" and table[dtype] == torch.float16:
+        raise ConfigError("dtype fp16 is not supported on CPU; use fp32 (default) or bf16")
+    return table[dtype]
+
+
+def load_laion_clap(
+    name: str = "laion_clap",
+    *,
+    checkpoint: str | None = None,
+    hub_repo: str = HUB_REPO,
+    hub_filename: str = "630k-audioset-best.pt",
+    amodel: str = "HTSAT-tiny",
+    enable_fusion: bool = False,
+    text_model: str = "roberta-base",
+    long_audio: str | None = None,
+    shrink_antialias: bool = False,
+    device: str | None = None,
+    dtype: str | None = None,
+    batch_size: int | None = None,
+) -> LaionClapEncoder:
+    """Build the encoder and load the checkpoint strictly (CheckpointError lists key problems)."""
+    config = LaionClapConfig(amodel=amodel, enable_fusion=enable_fusion, text_model=text_model,
+                             long_audio=long_audio or ("fusion" if enable_fusion else "mean"),
+                             shrink_antialias=shrink_antialias)
+    dev = best_device(device)
+    path = resolve_checkpoint(CheckpointSource(path=checkpoint, repo_id=hub_repo, filename=hub_filename),
+                              what=f"LAION-CLAP checkpoint ({name})")
+    tokenizer, text_config = load_text_side(text_model)
+    model = LaionClapModel(config, text_config)
+    load_checkpoint_into(model, load_original_state_dict(path), str(path))
+    model.eval().to(dev)
+    size = int(batch_size or (32 if dev.type == "cuda" else 1))
+    if size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {size}")
+    return LaionClapEncoder(name=name, config=config, checkpoint_path=path, device=dev,
+                            dtype=_resolve_dtype(dtype, dev), batch_size=size, model=model, tokenizer=tokenizer)
+
+
+@register_encoder("laion_clap")
+def _laion_clap(**options) -> LaionClapEncoder:
+    """HTSAT-tiny non-fusion, ``630k-audioset-best.pt``."""
+    return load_laion_clap(**({"name": "laion_clap"} | options))
+
+
+@register_encoder("laion_clap_fusion")
+def _laion_clap_fusion(**options) -> LaionClapEncoder:
+    """HTSAT-tiny fusion, ``630k-audioset-fusion-best.pt`` (Audio Flamingo 1's retrieval model)."""
+    defaults = {"name": "laion_clap_fusion", "hub_filename": "630k-audioset-fusion-best.pt", "enable_fusion": True}
+    return load_laion_clap(**(defaults | options))
+
+
+@register_encoder("laion_clap_music")
+def _laion_clap_music(**options) -> LaionClapEncoder:
+    """HTSAT-base non-fusion, ``music_audioset_epoch_15_esc_90.14.pt`` (also: music_speech_*)."""
+    defaults = {"name": "laion_clap_music", "hub_filename": "music_audioset_epoch_15_esc_90.14.pt",
+                "amodel": "HTSAT-base"}
+    return load_laion_clap(**(defaults | options))
