@@ -226,8 +226,9 @@ class Retriever:
             if exclude_group is not None and group == str(exclude_group):
                 continue
             hits.setdefault(group, []).append((row, float(score)))
-        # dicts keep insertion order: groups come nearest-first, as in AF1's `unique_indices`
-        ranked = [(members[int(rng.integers(len(members)))][0], members[0][1]) for members in hits.values()]
+        # dicts keep insertion order: groups come nearest-first, as in AF1's `unique_indices`;
+        # the row picked keeps its own score (rows of one recording usually share one vector)
+        ranked = [members[int(rng.integers(len(members)))] for members in hits.values()]
         if self.near_duplicate_threshold is None:
             return ranked[:k]
         return self._drop_near_duplicates(ranked, k, query)
