@@ -152,6 +152,25 @@ def test_registry_and_fingerprint(msclap_2023):
     assert fp != build_encoder("ms_clap_2023", checkpoint=str(ckpt), with_text=False, device="cpu").fingerprint()
 
 
+def test_hydra_encoder_configs_build(msclap_2023, audio_files):
+    import os
+
+    from hydra import compose, initialize_config_dir
+
+    _, _, _, ckpt, text_dir = msclap_2023
+    conf = os.path.join(os.path.dirname(__file__), "..", "conf")
+    with initialize_config_dir(config_dir=os.path.abspath(conf), version_base=None):
+        cfg = compose("build_index", overrides=["encoder=ms_clap_2023"])
+    options = dict(cfg.encoder)
+    name = options.pop("name")
+    options.update(checkpoint=str(ckpt), text_model=str(text_dir), max_seconds=8.0, device="cpu")
+    enc = build_encoder(name, **options)
+    assert enc.fingerprint()["max_seconds"] == 8.0
+    wave = load_audio(audio_files["long"], SR)  # 10.3 s: only 8 s used -> crops at 0 s and 1 s
+    crops = enc.crops(wave)
+    assert len(crops) == 2 and np.array_equal(crops[1], wave[SR: 8 * SR])
+
+
 def test_wrong_keys_are_listed(msclap_2023, tmp_path):
     oracle, _, _, _, text_dir = msclap_2023
     sd = dict(oracle.state_dict())

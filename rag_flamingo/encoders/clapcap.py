@@ -72,6 +72,7 @@ class ClapcapEncoder:
                  batch_size: int = 16, device: str | None = None, precision: str | None = "auto",
                  scheme: WindowScheme = AF1_WINDOWS):
         self.scheme = scheme
+        self.max_seconds = scheme.max_seconds  # 33.25 s: the index builder reads only that much
         if scheme.sample_rate != self.sample_rate or scheme.window != MSCLAP_2023.clip_samples:
             raise ValueError("clapcap needs 7 s windows at 44.1 kHz")
         self.batch_size = int(batch_size)

@@ -252,8 +252,8 @@ class MSClapEncoder:
 
     def __init__(self, config: MSClapConfig, checkpoint: str | None = None, hub_repo: str = HUB_REPO,
                  filename: str | None = None, text_model: str | None = None, with_text: bool = True,
-                 long_audio: str = "mean", batch_size: int = 16, device: str | None = None,
-                 precision: str | None = "auto", name: str | None = None):
+                 long_audio: str = "mean", max_seconds: float | None = None, batch_size: int = 16,
+                 device: str | None = None, precision: str | None = "auto", name: str | None = None):
         if text_model:
             config = replace(config, text_model=text_model)
         self.config = config
@@ -261,6 +261,8 @@ class MSClapEncoder:
         self.dim = config.d_proj
         self.long_audio = long_audio
         crop_starts(2, 1, long_audio)  # validate the policy early
+        # audio after max_seconds is not used (None: all of it); the index builder reads only that much
+        self.max_seconds = float(max_seconds) if max_seconds else None
         self.batch_size = int(batch_size)
         self.source = CheckpointSource(checkpoint, hub_repo, filename or config.filename)
         self.checkpoint_path = resolve_checkpoint(self.source, f"MS-CLAP {config.version} checkpoint")
@@ -275,17 +277,23 @@ class MSClapEncoder:
         self._sha256: str | None = None
 
     # -- audio
+    def crops(self, wave: np.ndarray) -> list[np.ndarray]:
+        """The ``clip_seconds`` crops embedded for one waveform (repeat-padded or policy windows)."""
+        if self.max_seconds:
+            wave = np.asarray(wave).reshape(-1)[: int(round(self.max_seconds * self.sample_rate))]
+        return clip_crops(wave, self.config.clip_samples, self.long_audio)
+
     def audio_projections(self, waveforms: list[np.ndarray]) -> torch.Tensor:
-        """The original's (unnormalised) projected embedding per clip crop, [total crops, d_proj],
-        plus nothing else; use ``crop_counts`` to map rows back to clips."""
-        crops = [c for w in waveforms for c in clip_crops(w, self.config.clip_samples, self.long_audio)]
+        """The original's (unnormalised) projected embedding of every crop, [total crops, d_proj]
+        (``crops(w)`` per waveform, in order)."""
+        crops = [c for w in waveforms for c in self.crops(w)]
         return run_batched(self.model.audio_encoder, crops, self.batch_size, self.device, self.autocast)
 
     def embed(self, waveforms: list[np.ndarray]) -> np.ndarray:
         """float32 [N, d_proj], L2-normalised; long clips pooled by ``long_audio``."""
         if not waveforms:
             return np.zeros((0, self.dim), np.float32)
-        counts = [len(clip_crops(w, self.config.clip_samples, self.long_audio)) for w in waveforms]
+        counts = [len(self.crops(w)) for w in waveforms]
         crops = F.normalize(self.audio_projections(waveforms), dim=-1)
         pooled = torch.stack([part.mean(0) for part in torch.split(crops, counts)])
         return F.normalize(pooled, dim=-1).numpy().astype(np.float32)
@@ -337,6 +345,7 @@ class MSClapEncoder:
             "long_audio": {"mean": "mean of L2-normalised consecutive clip_seconds windows (last aligned "
                                    "to the end), re-normalised",
                            "head": "first clip_seconds"}[self.long_audio],
+            "max_seconds": self.max_seconds,
             "normalization": "none (float32 as decoded); output L2-normalised",
             "audio_backbone": c.audio_backbone,
             "text_model": c.text_model,
