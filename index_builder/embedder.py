@@ -1,4 +1,4 @@
-"""Batched embedding of decoded chunks, written shard by shard with done markers."""
+"""Batched embedding of decoded items, written shard by shard with done markers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rag_flamingo.encoders.base import AudioEncoder
 from rag_flamingo.store import item_record, write_shard
 
 from .plan import BuildPlan
-from .reader import DecodeSpec, decode_loader
+from .reader import DecodeSpec, decode_loader, plan_entries
 
 logger = logging.getLogger(__name__)
 
@@ -45,35 +45,41 @@ def embed_shards(plan: BuildPlan, shards: list[int], root: Path, encoder: AudioE
     stats = EmbedStats()
     work = [(s, plan.shard_items(s)) for s in shards]
     total = sum(len(items) for _, items in work)
-    if not total and not work:
+    if not total:
         return stats
-    loader = decode_loader(work, audio_root, decode_spec(encoder, min_seconds), batch_size, num_workers)
+    entries = plan_entries(work, batch_size)
+    loader = decode_loader(entries, audio_root, decode_spec(encoder, min_seconds), batch_size, num_workers)
     split = plan.source.split
     vectors: list[np.ndarray] = []
     records: list[dict] = []
     rejected: list[dict] = []
+    batch: list[tuple[dict, np.ndarray]] = []
     start = time.perf_counter()
     bar = tqdm(total=total, unit="clip", desc=desc, disable=not progress, dynamic_ncols=True)
-    for chunk, decoded in loader:
-        if chunk.first:
-            vectors, records, rejected = [], [], []
-        usable = [(item, wave) for item, wave, _ in decoded if wave is not None]
-        for item, _, reason in decoded:
-            if reason is not None:
-                rejected.append(rejection(item, reason, chunk.shard))
-                if len(stats.rejected_examples) < 5:
-                    stats.rejected_examples.append(f"{item['id']}: {reason}")
-        if usable:
-            vectors.append(np.asarray(encoder.embed([w.numpy() for _, w in usable]), np.float32))
-            records.extend(item_record(item, split) for item, _ in usable)
-        bar.update(len(decoded))
-        if chunk.last:
+    for i, wave, reason in loader:
+        entry = entries[i]
+        if entry.shard_start:
+            vectors, records, rejected, batch = [], [], [], []
+        if reason is not None:
+            rejected.append(rejection(entry.item, reason, entry.shard))
+            if len(stats.rejected_examples) < 5:
+                stats.rejected_examples.append(f"{entry.item['id']}: {reason}")
+        else:
+            batch.append((entry.item, wave.numpy()))
+        if entry.batch_end and batch:
+            vectors.append(np.asarray(encoder.embed([w for _, w in batch]), np.float32))
+            records.extend(item_record(item, split) for item, _ in batch)
+            bar.update(len(batch))
+            batch = []
+        if reason is not None:
+            bar.update(1)
+        if entry.shard_end:
             emb = np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32)
-            write_shard(root, chunk.shard, emb, records, rejected)
+            write_shard(root, entry.shard, emb, records, rejected)
             stats.shards += 1
             stats.embedded += len(records)
             stats.rejected += len(rejected)
-            bar.set_postfix(shard=chunk.shard, rejected=stats.rejected)
+            bar.set_postfix(shard=entry.shard, rejected=stats.rejected)
     bar.close()
     stats.seconds = time.perf_counter() - start
     return stats

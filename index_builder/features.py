@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from rag_flamingo.store import done_shards, features_path, item_from_record, read_shard, write_features
 
-from .reader import DecodeSpec, decode_loader
+from .reader import DecodeSpec, decode_loader, plan_entries
 
 logger = logging.getLogger(__name__)
 
@@ -38,22 +38,31 @@ def write_feature_shards(root: Path, name: str, encoder, shard_roots: dict[int, 
         by_root.setdefault(shard_roots[shard], []).append((shard, [item_from_record(r) for r in table.to_pylist()]))
     total = sum(len(items) for groups in by_root.values() for _, items in groups)
     bar = tqdm(total=total, unit="clip", desc=f"features {name}", disable=not progress, dynamic_ncols=True)
+    for shards in by_root.values():
+        for shard, items in shards:
+            if not items:  # every item of the shard was rejected: an empty, aligned features file
+                f, m = _window_features(encoder, [])
+                write_features(root, name, shard, f[:0], m[:0])
     for audio_root, shards in by_root.items():
-        loader = decode_loader(shards, audio_root, feature_spec(encoder), batch_size, num_workers)
+        entries = plan_entries(shards, batch_size)
+        loader = decode_loader(entries, audio_root, feature_spec(encoder), batch_size, num_workers)
         feats: list[np.ndarray] = []
         masks: list[np.ndarray] = []
-        for chunk, decoded in loader:
-            if chunk.first:
-                feats, masks = [], []
-            if decoded:
-                f, m = _window_features(encoder, decoded)
+        batch: list = []
+        for i, wave, reason in loader:
+            entry = entries[i]
+            if entry.shard_start:
+                feats, masks, batch = [], [], []
+            batch.append((entry.item, wave, reason))
+            if entry.batch_end:
+                f, m = _window_features(encoder, batch)
                 feats.append(f)
                 masks.append(m)
-            bar.update(len(decoded))
-            if chunk.last:
-                f = np.concatenate(feats) if feats else np.zeros((0, 1, 1), np.float32)
-                m = np.concatenate(masks) if masks else np.zeros((0, 1), np.float32)
-                write_features(root, name, chunk.shard, f, m)
+                bar.update(len(batch))
+                batch = []
+            if entry.shard_end:
+                f, m = np.concatenate(feats), np.concatenate(masks)
+                write_features(root, name, entry.shard, f, m)
                 described = {"windows": int(f.shape[1]), "dim": int(f.shape[2]), "dtype": str(f.dtype)}
     bar.close()
     if not described and done_shards(root):
@@ -73,6 +82,9 @@ def _window_features(encoder, decoded) -> tuple[np.ndarray, np.ndarray]:
         if w is None:
             logger.warning("features: %s cannot be decoded (%s); its windows are masked out", item["id"], reason)
     probe = waves or [np.zeros(int(encoder.sample_rate), np.float32)]  # for the shapes only
+    if not decoded:
+        f, m = encoder.window_features(probe)
+        return _numpy(f).astype(np.float32)[:0], _numpy(m).astype(np.float32)[:0]
     f, m = encoder.window_features(probe)
     f, m = _numpy(f).astype(np.float32), _numpy(m).astype(np.float32)
     out_f, out_m, j = [], [], 0

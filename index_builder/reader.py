@@ -1,10 +1,10 @@
 """Parallel decoding: manifest items -> mono float32 waveforms at the encoder's rate.
 
-A torch DataLoader runs ``num_workers`` processes; each decodes one *chunk* (up to ``batch_size``
-consecutive items of one shard) with ``rag_flamingo.audio.load_audio``, reading only the segment
-the encoder's crop needs (``max_seconds``), and checks it with ``check_usable``. Chunks never span
-two shards and arrive in order, so the embedding batches (and thus the vectors, bit for bit) are
-the same however the run is interrupted, resumed or split across ranks.
+A torch DataLoader runs ``num_workers`` processes that decode items (about one batch ahead of the
+encoder) with ``rag_flamingo.audio.load_audio``, reading only the segment the encoder's crop needs
+(``max_seconds``), and check them with ``check_usable``. Items arrive in order; embedding batches
+are fixed runs of ``batch_size`` items inside one shard, so the batches (and thus the vectors, bit
+for bit) are the same however the run is interrupted, resumed or split across ranks.
 """
 
 from __future__ import annotations
@@ -30,10 +30,14 @@ class DecodeSpec:
 
 
 @dataclass(frozen=True)
-class Chunk:
+class Entry:
+    """One item in decoding order, with the batch/shard boundaries it closes."""
+
     shard: int
-    first: bool  # first chunk of its shard
-    last: bool  # last chunk of its shard
+    item: dict
+    shard_start: bool  # first item of its shard
+    batch_end: bool  # last item of its embedding batch (batches never cross a shard)
+    shard_end: bool  # last item of its shard
 
 
 def resolve_path(item: dict, audio_root: Path) -> Path:
@@ -50,48 +54,44 @@ def decode_item(item: dict, audio_root: Path, spec: DecodeSpec) -> np.ndarray:
     return wave
 
 
-class ChunkDataset(Dataset):
-    """Element i = chunk i: a list of (item, waveform or None, rejection reason or None)."""
+class DecodeDataset(Dataset):
+    """Element i = (i, waveform tensor or None, rejection reason or None) for entry i."""
 
-    def __init__(self, chunks: list[tuple[Chunk, list[dict]]], audio_root: Path, spec: DecodeSpec):
-        self.chunks, self.audio_root, self.spec = chunks, Path(audio_root), spec
+    def __init__(self, entries: list[Entry], audio_root: Path, spec: DecodeSpec):
+        self.entries, self.audio_root, self.spec = entries, Path(audio_root), spec
 
     def __len__(self) -> int:
-        return len(self.chunks)
+        return len(self.entries)
 
     def __getitem__(self, i: int):
-        chunk, items = self.chunks[i]
-        decoded = []
-        for item in items:
-            try:
-                wave = torch.from_numpy(decode_item(item, self.audio_root, self.spec))
-                decoded.append((item, wave, None))
-            except AudioError as exc:
-                decoded.append((item, None, exc.reason))
-        return chunk, decoded
+        try:
+            return i, torch.from_numpy(decode_item(self.entries[i].item, self.audio_root, self.spec)), None
+        except AudioError as exc:
+            return i, None, exc.reason
 
 
-def chunk_shards(shards: list[tuple[int, list[dict]]], batch_size: int) -> list[tuple[Chunk, list[dict]]]:
-    """Split each shard's items into consecutive chunks of ``batch_size`` (a shard may be empty)."""
-    chunks = []
+def plan_entries(shards: list[tuple[int, list[dict]]], batch_size: int) -> list[Entry]:
+    """Items of each shard in order, cut into consecutive batches of ``batch_size``."""
+    entries = []
     for shard, items in shards:
-        parts = [items[i : i + batch_size] for i in range(0, len(items), batch_size)] or [[]]
-        for j, part in enumerate(parts):
-            chunks.append((Chunk(shard, j == 0, j == len(parts) - 1), part))
-    return chunks
+        for j, item in enumerate(items):
+            last = j == len(items) - 1
+            entries.append(Entry(shard, item, j == 0, last or (j + 1) % batch_size == 0, last))
+    return entries
 
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decoding is single-threaded; leave the cores to the encoder
 
 
-def decode_loader(shards: list[tuple[int, list[dict]]], audio_root: Path, spec: DecodeSpec,
-                  batch_size: int, num_workers: int) -> DataLoader:
-    """Ordered chunks of decoded items, decoded ``num_workers`` at a time."""
-    dataset = ChunkDataset(chunk_shards(shards, batch_size), audio_root, spec)
-    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-                      collate_fn=_identity, worker_init_fn=_worker_init if num_workers else None,
-                      prefetch_factor=2 if num_workers else None, persistent_workers=False)
+def decode_loader(entries: list[Entry], audio_root: Path, spec: DecodeSpec, batch_size: int,
+                  num_workers: int) -> DataLoader:
+    """Decoded entries in order, ``num_workers`` processes decoding about one batch ahead."""
+    ahead = max(2, -(-batch_size // max(1, num_workers)))
+    return DataLoader(DecodeDataset(entries, audio_root, spec), batch_size=None, shuffle=False,
+                      num_workers=num_workers, collate_fn=_identity,
+                      worker_init_fn=_worker_init if num_workers else None,
+                      prefetch_factor=ahead if num_workers else None, persistent_workers=False)
 
 
 def _identity(x):
