@@ -54,16 +54,18 @@ class _Stepper:
         """Logits (N, V) for the next token after ``seqs`` (N, S); attn (N, S)."""
         m = self.model
         if not self.use_cache:
-            out = m(seqs, attention_mask=attn, media_kv=self.media_kv, audio_mask=self.audio_mask)
+            out = m(seqs, attention_mask=attn, media_kv=self.media_kv, audio_mask=self.audio_mask, last_logits_only=True)
             self.masks.append(out.xattn_mask[:, -1])
             return out.logits[:, -1].float()
         if self.cache is None:  # prefill: the whole prompt, correct media mask
-            out = m(seqs, attention_mask=attn, media_kv=self.media_kv, audio_mask=self.audio_mask, use_cache=True)
+            out = m(seqs, attention_mask=attn, media_kv=self.media_kv, audio_mask=self.audio_mask, use_cache=True,
+                    last_logits_only=True)
         else:
             override = quirk_xattn_mask(1, self.audio_mask, m.config.windows_per_audio) if self.quirk else None
             out = m(
                 seqs[:, -1:], attention_mask=attn, media_kv=self.media_kv, audio_mask=self.audio_mask,
                 past_key_values=self.cache, prior_counts=self.counts, xattn_mask_override=override, use_cache=True,
+                last_logits_only=True,
             )
         self.cache, self.counts = out.past_key_values, out.media_counts
         self.masks.append(out.xattn_mask[:, -1])

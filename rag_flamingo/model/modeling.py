@@ -138,6 +138,7 @@ class AudioFlamingo(nn.Module):
         prior_counts: torch.Tensor | None = None,
         xattn_mask_override: torch.Tensor | None = None,
         use_cache: bool = False,
+        last_logits_only: bool = False,
     ) -> AudioFlamingoOutput:
         """Logits for ``input_ids`` (B, T).
 
@@ -146,7 +147,7 @@ class AudioFlamingo(nn.Module):
         ``attention_mask`` (B, past+T) covers cached + new tokens (left padding: 0). When
         continuing from ``past_key_values``, pass the ``prior_counts`` of the earlier tokens so the
         media mask stays correct; ``xattn_mask_override`` replaces the computed mask (used by
-        ``reference_cache_quirk``).
+        ``reference_cache_quirk``). ``last_logits_only``: logits of the last position only (decoding).
         """
         if audio_mask is None:
             raise ValueError("audio_mask (B, L) is required")
@@ -174,6 +175,8 @@ class AudioFlamingo(nn.Module):
         cmask = causal_mask(attention_mask, t, hidden.dtype)
         for layer, kv in zip(dec.layers, media_kv):
             hidden = layer(hidden, kv, xmask, cmask, past_key_values)
+        if last_logits_only:
+            hidden = hidden[:, -1:]
         logits = self.logits(dec.final_layer_norm(hidden))
         return AudioFlamingoOutput(logits, past_key_values if use_cache else None, counts[:, -1], xmask)
 
