@@ -1,0 +1,215 @@
+#!/usr/bin/env python
+"""Throughput of every registered encoder (clips/s, files on disk -> embeddings), next to the original
+package's file-list API on the same weights and files where an oracle exists.
+
+    python scripts/bench_encoders.py [--clips 24] [--seconds 5] [--batch-size 8] [--encoders a,b]
+
+Released weights cannot be downloaded here, so encoders whose checkpoint is not available offline
+get a *bench builder* below: the original model built at its real architecture with random weights,
+saved in the released format and loaded by our encoder (same compute as the real weights). Encoders
+without a builder are built with ``build_encoder(name)`` (works when the checkpoint is local, e.g.
+aisfx); otherwise the row says why it was skipped. To add an encoder: write a function
+``(workdir, args) -> BenchCase`` and decorate it with ``@bench_builder("<registered name>")``.
+
+Both sides decode the same files (ours: ``rag_flamingo.audio.load_audio``; the originals: their own
+loaders — msclap's ``torchaudio.load`` is served by the test shim in tests/oracles.py, i.e. soundfile)
+and run in batches of ``--batch-size``. Wall and process CPU time are reported (the CPU is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # test-only oracle helpers
+
+from rag_flamingo.audio import load_audio  # noqa: E402
+from rag_flamingo.encoders import available_encoders, build_encoder  # noqa: E402
+
+log = logging.getLogger("bench_encoders")
+
+
+@dataclass
+class BenchCase:
+    encoder: Any  # ours: .embed(list[np.ndarray]), .sample_rate
+    baseline: Callable[[list[Path], int], None] | None = None  # (files, batch_size) -> None
+    baseline_name: str = ""
+    note: str = ""
+
+
+BENCH_BUILDERS: dict[str, Callable[[Path, argparse.Namespace], BenchCase]] = {}
+
+
+def bench_builder(name: str):
+    def wrap(fn):
+        BENCH_BUILDERS[name] = fn
+        return fn
+
+    return wrap
+
+
+# ----------------------------------------------------------------------------- MS-CLAP builders
+
+
+def _msclap_case(workdir: Path, args, version: str) -> BenchCase:
+    from oracles import build_msclap_clap, import_msclap, make_text_tower_dir, msclap_wrapper, randomize_
+    from rag_flamingo.encoders.ms_clap import MSCLAP_2022, MSCLAP_2023, MSClapEncoder
+
+    import_msclap()
+    text_dir = make_text_tower_dir(workdir, "gpt2" if version == "2023" else "bert")
+    oracle = randomize_(build_msclap_clap(version, text_dir))
+    ckpt = workdir / f"CLAP_weights_{version}.pth"
+    torch.save({"model": oracle.state_dict()}, ckpt)
+    ours = MSClapEncoder(MSCLAP_2023 if version == "2023" else MSCLAP_2022, checkpoint=str(ckpt),
+                         with_text=False, batch_size=args.batch_size, device="cpu")
+    wrapper = msclap_wrapper(oracle, version, text_dir)
+
+    def baseline(files: list[Path], batch_size: int) -> None:
+        with torch.no_grad():
+            for _ in wrapper.get_audio_embeddings_per_batch([str(f) for f in files], batch_size):
+                pass
+
+    return BenchCase(ours, baseline, "msclap 1.3.4 CLAP.get_audio_embeddings_per_batch",
+                     "random weights, real architecture; text tower not built")
+
+
+@bench_builder("ms_clap_2023")
+def _ms_clap_2023(workdir: Path, args) -> BenchCase:
+    return _msclap_case(workdir, args, "2023")
+
+
+@bench_builder("ms_clap_2022")
+def _ms_clap_2022(workdir: Path, args) -> BenchCase:
+    return _msclap_case(workdir, args, "2022")
+
+
+@bench_builder("clapcap")
+def _clapcap(workdir: Path, args) -> BenchCase:
+    """Baseline: AF1's pipeline (reference data.py windowing re-implemented in the tests, from the spec)
+    through the original clapcap audio encoder on all 16 windows per clip, as AF1 runs it."""
+    from oracles import build_msclap_clap, import_msclap, make_text_tower_dir, randomize_
+    from test_encoders_msclap_clapcap import reference_af1_clips
+
+    from rag_flamingo.encoders.clapcap import ClapcapEncoder
+
+    msclap = import_msclap()
+    text_dir = make_text_tower_dir(workdir, "gpt2")
+    oracle = msclap.models.mapper.ClapCaptionModel(build_msclap_clap("clapcap", text_dir), str(text_dir), 40, 40,
+                                                   1024, 8, True, "transformer", True, True)
+    randomize_(oracle).eval()
+    ckpt = workdir / "clapcap_weights_2023.pth"
+    torch.save({"model": oracle.state_dict()}, ckpt)
+    ours = ClapcapEncoder(checkpoint=str(ckpt), batch_size=args.batch_size, device="cpu")
+
+    def baseline(files: list[Path], batch_size: int) -> None:
+        clips = np.concatenate([reference_af1_clips(load_audio(f, 44100))[0] for f in files])
+        with torch.no_grad():
+            for i in range(0, len(clips), batch_size):
+                oracle.clap(torch.from_numpy(clips[i:i + batch_size]))
+
+    return BenchCase(ours, baseline, "AF1 reference pipeline (16 windows/clip) on msclap's clapcap encoder",
+                     "ours: only real windows + one cached zero-window output")
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+def make_files(workdir: Path, n: int, seconds: float, sr: int = 44100) -> list[Path]:
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(n):
+        t = np.arange(int(seconds * sr)) / sr
+        wave = 0.3 * np.sin(2 * np.pi * (200 + 37 * i) * t) + 0.05 * rng.standard_normal(t.shape)
+        path = workdir / f"clip{i:03d}.wav"
+        sf.write(str(path), wave.astype(np.float32), sr)
+        files.append(path)
+    return files
+
+
+def timed(fn) -> tuple[float, float]:
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def run_ours(case: BenchCase, files: list[Path], batch_size: int) -> None:
+    enc = case.encoder
+    max_seconds = getattr(enc, "max_seconds", None)
+    for i in range(0, len(files), batch_size):
+        enc.embed([load_audio(f, enc.sample_rate, max_seconds=max_seconds) for f in files[i:i + batch_size]])
+
+
+def bench_one(name: str, workdir: Path, files: list[Path], args) -> dict:
+    try:
+        if name in BENCH_BUILDERS:
+            (workdir / name).mkdir(exist_ok=True)
+            case = BENCH_BUILDERS[name](workdir / name, args)
+        else:
+            case = BenchCase(build_encoder(name, device="cpu"), note="released weights (local)")
+    except Exception as exc:  # a missing checkpoint or oracle: report, keep going
+        return {"encoder": name, "skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
+    row = {"encoder": name, "note": case.note, "baseline_name": case.baseline_name}
+    run_ours(case, files[: args.batch_size], args.batch_size)  # warm-up
+    wall, cpu = min((timed(lambda: run_ours(case, files, args.batch_size)) for _ in range(args.repeats)))
+    row.update(ours_cps=len(files) / wall, ours_cpu=cpu / len(files))
+    if case.baseline is not None:
+        case.baseline(files[: args.batch_size], args.batch_size)
+        bwall, bcpu = min((timed(lambda: case.baseline(files, args.batch_size)) for _ in range(args.repeats)))
+        row.update(base_cps=len(files) / bwall, base_cpu=bcpu / len(files))
+    return row
+
+
+def markdown(rows: list[dict], args) -> str:
+    out = [f"{args.clips} wav files of {args.seconds} s at 44.1 kHz mono, batch {args.batch_size}, "
+           f"torch threads {torch.get_num_threads()}, best of {args.repeats}.", "",
+           "| encoder | ours clips/s (wall) | ours CPU s/clip | original clips/s (wall) | original CPU s/clip "
+           "| speed-up (CPU) | original | note |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        if "skipped" in r:
+            out.append(f"| {r['encoder']} | skipped | | | | | | {r['skipped']} |")
+            continue
+        base = ("", "", "")
+        if "base_cps" in r:
+            base = (f"{r['base_cps']:.2f}", f"{r['base_cpu']:.3f}", f"{r['base_cpu'] / r['ours_cpu']:.2f}x")
+        out.append(f"| {r['encoder']} | {r['ours_cps']:.2f} | {r['ours_cpu']:.3f} | {base[0]} | {base[1]} | "
+                   f"{base[2]} | {r.get('baseline_name', '')} | {r.get('note', '')} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--clips", type=int, default=24)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--encoders", default="", help="comma-separated names (default: all registered)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    names = [n for n in args.encoders.split(",") if n] or available_encoders()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_encoders_") as tmp:
+        workdir = Path(tmp)
+        files = make_files(workdir, args.clips, args.seconds)
+        for name in names:
+            print(f"# {name} ...", file=sys.stderr, flush=True)
+            rows.append(bench_one(name, workdir, files, args))
+            print(markdown(rows[-1:], args).splitlines()[-1], file=sys.stderr, flush=True)
+    print(markdown(rows, args))
+
+
+if __name__ == "__main__":
+    main()
