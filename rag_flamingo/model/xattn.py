@@ -6,6 +6,11 @@ window blocks of audios ``0 .. max(c, 1) - 1``: text after the i-th ``<audio>`` 
 text before the first ``<audio>`` sees audio 0. Audio ``i`` owns windows ``[i*W, (i+1)*W)``.
 Combined with the per-window padding mask. Because the count is carried across decoding steps
 (``prior_counts``), a token generated after a prompt with k audios sees all k of them.
+
+One deliberate difference from the reference: a sequence with *no* ``<audio>`` token at all gets
+no window in the reference's mask, so its softmax becomes uniform over all L windows, padding
+included; here it attends audio 0 (the "before the first ``<audio>``" rule). AF1 prompts always
+contain ``<audio>``, so the fixtures and real use are unaffected.
 """
 
 from __future__ import annotations
