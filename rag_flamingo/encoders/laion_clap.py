@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -246,11 +247,12 @@ class LaionClapEncoder:
     device: torch.device
     dtype: torch.dtype
     batch_size: int
-    model: LaionClapModel = field(repr=False)
+    model: nn.Module = field(repr=False)  # LaionClapModel, or HFClapBackend for transformers conversions
     tokenizer: object = field(repr=False)
     sample_rate: int = SAMPLE_RATE
     dim: int = 512
     normalized: bool = True
+    family: str = "laion_clap"  # "hf_clap": transformers.ClapModel weights, our frontend
     _sha256: str | None = field(default=None, repr=False)
 
     # -- audio ---------------------------------------------------------------------------------------
@@ -342,7 +344,7 @@ class LaionClapEncoder:
                       "fusion": "fusion: global shrink + chunks at first/middle/last start of each third"}
         fp = {
             "name": self.name,
-            "family": "laion_clap",
+            "family": self.family,
             "checkpoint": self.checkpoint_path.name,
             "checkpoint_sha256": self._sha256,
             "amodel": c.amodel,
@@ -353,7 +355,7 @@ class LaionClapEncoder:
             "int16_roundtrip": True,
             "short_audio": "repeat-pad then zero-pad to 10 s",
             "long_audio": f"{c.long_audio}: {long_audio[c.long_audio]}",
-            "mel": self.model.audio_branch.config.describe() | {"frontend": "torchlibrosa (slaney)"},
+            "mel": {k: v for k, v in _LAION_AUDIO.items()} | {"frontend": "torchlibrosa (slaney)"},
             "dim": self.dim,
             "normalized": True,
             "device": str(self.device),
@@ -429,3 +431,160 @@ def _laion_clap_music(**options) -> LaionClapEncoder:
     defaults = {"name": "laion_clap_music", "hub_filename": "music_audioset_epoch_15_esc_90.14.pt",
                 "amodel": "HTSAT-base"}
     return load_laion_clap(**(defaults | options))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Hugging Face conversions (transformers.ClapModel): laion/clap-htsat-fused, laion/clap-htsat-unfused
+#
+# The model is transformers' port; the audio frontend is ours (the original's torchlibrosa mel for
+# non-fusion, the torchaudio-style mel and deterministic chunks for fusion), because the HF numpy
+# feature extractor crops/chunks at random and its mel differs in details from the original (measured
+# in tests/test_encoders_laion_hf.py). So hf_clap_* embeddings follow the same policies as laion_clap*.
+
+HF_REPOS = {"hf_clap_fused": "laion/clap-htsat-fused", "hf_clap_unfused": "laion/clap-htsat-unfused"}
+
+
+class HFClapBackend(nn.Module):
+    """``transformers.ClapModel`` behind the same three calls as ``LaionClapModel``."""
+
+    def __init__(self, clap):
+        super().__init__()
+        from .mel import LogMel, LogMelConfig
+
+        self.clap = clap
+        self.enable_fusion = bool(clap.config.audio_config.enable_fusion)
+        self.logmel = LogMel(LogMelConfig(sample_rate=SAMPLE_RATE, n_fft=1024, hop_length=480, n_mels=64,
+                                          fmin=50.0, fmax=14000.0))
+        self.fusion_mel = HTKLogMel(FusionMelConfig()) if self.enable_fusion else None
+
+    def embed_waveforms(self, waves: torch.Tensor) -> torch.Tensor:
+        """Non-fusion models: [B, 480000] -> normalised [B, 512]."""
+        return self.clap.get_audio_features(input_features=self.logmel(waves)).pooler_output.float()
+
+    def embed_fusion(self, mel: torch.Tensor, longer: torch.Tensor) -> torch.Tensor:
+        return self.clap.get_audio_features(input_features=mel.float(), is_longer=longer[:, None]).pooler_output.float()
+
+    def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.clap.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output.float()
+
+
+_HF_RENAMES = (("text_branch", "text_model"), ("audio_branch", "audio_model.audio_encoder"),
+               ("attn", "attention.self"), ("self.proj", "output.dense"), ("mlp.fc1", "intermediate.dense"),
+               ("mlp.fc2", "output.dense"), ("norm1", "layernorm_before"), ("norm2", "layernorm_after"),
+               ("bn0", "batch_norm"), ("_projection.0.", "_projection.linear1."),
+               ("_projection.2.", "_projection.linear2."))
+# Original keys with no counterpart in transformers.ClapModel, by rule: the torchlibrosa frontend
+# matrices (the port computes features outside the model), the token-semantic head, the derived
+# shifted-window masks and the training-only MLPs.
+_HF_DROPPED = re.compile(r"audio_branch\.(spectrogram_extractor|logmel_extractor|tscam_conv|head)\..*"
+                         r"|.*\.attn_mask|(audio|text)_transform\..*")
+# ClapModel buffers that the original file does not hold: derived, taken from the fresh model.
+_HF_DERIVED = ("text_model.embeddings.position_ids", "text_model.embeddings.token_type_ids")
+
+
+def hf_clap_config(amodel: str, enable_fusion: bool, text_config):
+    """The ``transformers.ClapConfig`` of an original LAION-CLAP model."""
+    from transformers import ClapConfig
+
+    h = AMODELS[amodel]
+    text = {k: getattr(text_config, k) for k in ("vocab_size", "hidden_size", "num_hidden_layers",
+                                                  "num_attention_heads", "intermediate_size",
+                                                  "max_position_embeddings", "type_vocab_size",
+                                                  "layer_norm_eps", "pad_token_id", "bos_token_id",
+                                                  "eos_token_id", "hidden_act")}
+    audio = dict(patch_embeds_hidden_size=h.embed_dim, depths=list(h.depths), num_attention_heads=list(h.num_heads),
+                 hidden_size=h.num_features, enable_fusion=enable_fusion,
+                 fusion_type="aff_2d" if enable_fusion else None)
+    return ClapConfig(text_config=text, audio_config=audio, projection_dim=512)
+
+
+def convert_original_to_transformers(checkpoint: str | Path, text_model: str = "roberta-base",
+                                     amodel: str = "HTSAT-tiny", enable_fusion: bool = False):
+    """An original LAION-CLAP ``*.pt`` as a ``transformers.ClapModel`` (strict: every key accounted for).
+
+    Same renaming as transformers' own conversion script, which however loads with ``strict=False``.
+    Save the result with ``model.save_pretrained(dir)`` (and the RoBERTa tokenizer next to it).
+    """
+    from transformers import ClapModel
+
+    _, text_config = load_text_side(text_model)
+    model = ClapModel(hf_clap_config(amodel, enable_fusion, text_config)).eval()
+    original = load_original_state_dict(checkpoint)
+    original.pop(POSITION_IDS_KEY, None)
+    state: dict[str, torch.Tensor] = {}
+    for key, value in original.items():
+        if _HF_DROPPED.fullmatch(key):
+            continue
+        for old, new in _HF_RENAMES:
+            key = key.replace(old, new)
+        key = key.replace("attention.self_mask", "attn_mask")
+        if ".qkv." in key:
+            for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0)):
+                state[key.replace("qkv", name)] = part
+        else:
+            state[key] = value
+    fresh = model.state_dict()
+    state.update({k: fresh[k] for k in _HF_DERIVED if k in fresh})
+    load_strict(model, state, str(checkpoint))
+    return model
+
+
+def _hf_weights_file(source: str) -> Path:
+    local = Path(os.path.expanduser(source))
+    names = ("model.safetensors", "pytorch_model.bin")
+    if local.is_dir():
+        for name in names:
+            if (local / name).is_file():
+                return local / name
+        raise CheckpointError(f"{local}: no model.safetensors or pytorch_model.bin (save_pretrained output expected)")
+    last: Exception | None = None
+    for name in names:
+        try:
+            return resolve_checkpoint(CheckpointSource(repo_id=source, filename=name), what=f"CLAP model {source}")
+        except CheckpointError as exc:
+            last = exc
+    raise CheckpointError(f"{last} (hf_clap: `hf download {source}` fetches the whole model folder)")
+
+
+def load_hf_clap(name: str = "hf_clap_unfused", *, model: str | None = None, long_audio: str | None = None,
+                 shrink_antialias: bool = False, device: str | None = None, dtype: str | None = None,
+                 batch_size: int | None = None) -> LaionClapEncoder:
+    """A LAION-CLAP conversion in ``transformers`` format (hub id or local ``save_pretrained`` dir)."""
+    from transformers import AutoTokenizer, ClapModel
+
+    source = model or HF_REPOS.get(name, HF_REPOS["hf_clap_unfused"])
+    weights = _hf_weights_file(source)
+    try:
+        clap = ClapModel.from_pretrained(str(weights.parent))
+        tokenizer = AutoTokenizer.from_pretrained(str(weights.parent))
+    except Exception as exc:
+        raise CheckpointError(f"{weights.parent}: cannot load a transformers ClapModel + tokenizer "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                              f"`hf download {source}` fetches the complete folder") from exc
+    fusion = bool(clap.config.audio_config.enable_fusion)
+    widths = {v.embed_dim: k for k, v in AMODELS.items()}
+    amodel = widths.get(clap.config.audio_config.patch_embeds_hidden_size, "HTSAT-tiny")
+    config = LaionClapConfig(amodel=amodel, enable_fusion=fusion, text_model=source,
+                             long_audio=long_audio or ("fusion" if fusion else "mean"),
+                             shrink_antialias=shrink_antialias)
+    backend = HFClapBackend(clap)
+    if backend.fusion_mel is not None:
+        backend.fusion_mel = HTKLogMel(config.fusion_mel)
+    dev = best_device(device)
+    backend.eval().to(dev)
+    size = int(batch_size or (32 if dev.type == "cuda" else 1))
+    return LaionClapEncoder(name=name, config=config, checkpoint_path=weights, device=dev,
+                            dtype=_resolve_dtype(dtype, dev), batch_size=size, model=backend,
+                            tokenizer=tokenizer, family="hf_clap")
+
+
+@register_encoder("hf_clap_fused")
+def _hf_clap_fused(**options) -> LaionClapEncoder:
+    """``laion/clap-htsat-fused`` through transformers.ClapModel."""
+    return load_hf_clap(**({"name": "hf_clap_fused"} | options))
+
+
+@register_encoder("hf_clap_unfused")
+def _hf_clap_unfused(**options) -> LaionClapEncoder:
+    """``laion/clap-htsat-unfused`` through transformers.ClapModel."""
+    return load_hf_clap(**({"name": "hf_clap_unfused"} | options))
