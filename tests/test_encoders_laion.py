@@ -369,3 +369,27 @@ def int16(w: np.ndarray) -> np.ndarray:
     from rag_flamingo.audio import int16_roundtrip
 
     return int16_roundtrip(w)
+
+
+def test_hydra_configs_build(tiny, fusion, standins):
+    """conf/encoder/*.yaml options are accepted as written (checkpoint/text_model pointed at test files)."""
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "encoder"
+    for name, path in (("laion_clap", tiny[1]), ("laion_clap_fusion", fusion[1])):
+        options = OmegaConf.to_container(OmegaConf.load(conf / f"{name}.yaml"))
+        assert options.pop("name") == name
+        options.update(checkpoint=str(path), text_model=str(standins / "roberta-base"))
+        enc = build_encoder(name, **options)
+        assert enc.fingerprint()["max_seconds"] == 60.0
+    for name in ("laion_clap_music", "hf_clap_fused", "hf_clap_unfused"):
+        assert OmegaConf.load(conf / f"{name}.yaml").name == name
+
+
+def test_hf_hub_model_offline_fails_fast(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty_hub"))
+    with pytest.raises(CheckpointError, match="hf download laion/clap-htsat-unfused"):
+        build_encoder("hf_clap_unfused")

@@ -51,6 +51,7 @@ HUB_REPO = "lukewys/laion_clap"
 SAMPLE_RATE = 48000
 WINDOW_SAMPLES = 480000  # 10 s
 TEXT_MAX_LENGTH = 77
+DEFAULT_MAX_SECONDS = 60.0  # audio after this is not used (None: all of it)
 
 # The original ``model_configs/HTSAT-{tiny,base}.json`` audio settings (48 kHz, hop 480, fmax 14 kHz).
 _LAION_AUDIO = dict(sample_rate=SAMPLE_RATE, window_size=1024, hop_size=480, mel_bins=64, fmin=50.0, fmax=14000.0)
@@ -253,6 +254,7 @@ class LaionClapEncoder:
     dim: int = 512
     normalized: bool = True
     family: str = "laion_clap"  # "hf_clap": transformers.ClapModel weights, our frontend
+    max_seconds: float | None = None  # audio after this is not used (the index builder reads no more)
     _sha256: str | None = field(default=None, repr=False)
 
     # -- audio ---------------------------------------------------------------------------------------
@@ -299,6 +301,8 @@ class LaionClapEncoder:
         if not waveforms:
             return np.zeros((0, self.dim), dtype=np.float32)
         waves = self._preprocess(waveforms)
+        if self.max_seconds:
+            waves = [w[: int(round(self.max_seconds * self.sample_rate))] for w in waves]
         if self.config.enable_fusion:
             if self.config.long_audio == "head":
                 waves = [w[:WINDOW_SAMPLES] for w in waves]
@@ -354,6 +358,7 @@ class LaionClapEncoder:
             "window_samples": WINDOW_SAMPLES,
             "int16_roundtrip": True,
             "short_audio": "repeat-pad then zero-pad to 10 s",
+            "max_seconds": self.max_seconds,
             "long_audio": f"{c.long_audio}: {long_audio[c.long_audio]}",
             "mel": {k: v for k, v in _LAION_AUDIO.items()} | {"frontend": "torchlibrosa (slaney)"},
             "dim": self.dim,
@@ -367,15 +372,21 @@ class LaionClapEncoder:
         return fp
 
 
+def _max_seconds(value: float | None) -> float | None:
+    if value is not None and float(value) < WINDOW_SAMPLES / SAMPLE_RATE:
+        raise ConfigError(f"max_seconds={value} is shorter than the 10 s encoder window; use >= 10 or null")
+    return None if value is None else float(value)
+
+
 def _resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     if dtype in (None, "auto"):
         return autocast_dtype(device)
     table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
              "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
     if dtype not in table:
-        raise ConfigError(f"dtype '{dtype}' not understood; use auto, fp32, fp16 or bf16")
+        raise ConfigError(f"precision '{dtype}' not understood; use auto, fp32, fp16 or bf16")
     if device.type == "cpu" and table[dtype] == torch.float16:
-        raise ConfigError("dtype fp16 is not supported on CPU; use fp32 (default) or bf16")
+        raise ConfigError("precision fp16 is not supported on CPU; use fp32 (default) or bf16")
     return table[dtype]
 
 
@@ -384,14 +395,15 @@ def load_laion_clap(
     *,
     checkpoint: str | None = None,
     hub_repo: str = HUB_REPO,
-    hub_filename: str = "630k-audioset-best.pt",
+    filename: str = "630k-audioset-best.pt",
     amodel: str = "HTSAT-tiny",
     enable_fusion: bool = False,
     text_model: str = "roberta-base",
     long_audio: str | None = None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
     shrink_antialias: bool = False,
     device: str | None = None,
-    dtype: str | None = None,
+    precision: str | None = None,
     batch_size: int | None = None,
 ) -> LaionClapEncoder:
     """Build the encoder and load the checkpoint strictly (CheckpointError lists key problems)."""
@@ -399,7 +411,7 @@ def load_laion_clap(
                              long_audio=long_audio or ("fusion" if enable_fusion else "mean"),
                              shrink_antialias=shrink_antialias)
     dev = best_device(device)
-    path = resolve_checkpoint(CheckpointSource(path=checkpoint, repo_id=hub_repo, filename=hub_filename),
+    path = resolve_checkpoint(CheckpointSource(path=checkpoint, repo_id=hub_repo, filename=filename),
                               what=f"LAION-CLAP checkpoint ({name})")
     tokenizer, text_config = load_text_side(text_model)
     model = LaionClapModel(config, text_config)
@@ -409,7 +421,8 @@ def load_laion_clap(
     if size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {size}")
     return LaionClapEncoder(name=name, config=config, checkpoint_path=path, device=dev,
-                            dtype=_resolve_dtype(dtype, dev), batch_size=size, model=model, tokenizer=tokenizer)
+                            dtype=_resolve_dtype(precision, dev), batch_size=size, model=model, tokenizer=tokenizer,
+                            max_seconds=_max_seconds(max_seconds))
 
 
 @register_encoder("laion_clap")
@@ -421,14 +434,14 @@ def _laion_clap(**options) -> LaionClapEncoder:
 @register_encoder("laion_clap_fusion")
 def _laion_clap_fusion(**options) -> LaionClapEncoder:
     """HTSAT-tiny fusion, ``630k-audioset-fusion-best.pt`` (Audio Flamingo 1's retrieval model)."""
-    defaults = {"name": "laion_clap_fusion", "hub_filename": "630k-audioset-fusion-best.pt", "enable_fusion": True}
+    defaults = {"name": "laion_clap_fusion", "filename": "630k-audioset-fusion-best.pt", "enable_fusion": True}
     return load_laion_clap(**(defaults | options))
 
 
 @register_encoder("laion_clap_music")
 def _laion_clap_music(**options) -> LaionClapEncoder:
     """HTSAT-base non-fusion, ``music_audioset_epoch_15_esc_90.14.pt`` (also: music_speech_*)."""
-    defaults = {"name": "laion_clap_music", "hub_filename": "music_audioset_epoch_15_esc_90.14.pt",
+    defaults = {"name": "laion_clap_music", "filename": "music_audioset_epoch_15_esc_90.14.pt",
                 "amodel": "HTSAT-base"}
     return load_laion_clap(**(defaults | options))
 
@@ -547,7 +560,8 @@ def _hf_weights_file(source: str) -> Path:
 
 
 def load_hf_clap(name: str = "hf_clap_unfused", *, model: str | None = None, long_audio: str | None = None,
-                 shrink_antialias: bool = False, device: str | None = None, dtype: str | None = None,
+                 max_seconds: float | None = DEFAULT_MAX_SECONDS, shrink_antialias: bool = False,
+                 device: str | None = None, precision: str | None = None,
                  batch_size: int | None = None) -> LaionClapEncoder:
     """A LAION-CLAP conversion in ``transformers`` format (hub id or local ``save_pretrained`` dir)."""
     from transformers import AutoTokenizer, ClapModel
@@ -574,8 +588,8 @@ def load_hf_clap(name: str = "hf_clap_unfused", *, model: str | None = None, lon
     backend.eval().to(dev)
     size = int(batch_size or (32 if dev.type == "cuda" else 1))
     return LaionClapEncoder(name=name, config=config, checkpoint_path=weights, device=dev,
-                            dtype=_resolve_dtype(dtype, dev), batch_size=size, model=backend,
-                            tokenizer=tokenizer, family="hf_clap")
+                            dtype=_resolve_dtype(precision, dev), batch_size=size, model=backend,
+                            tokenizer=tokenizer, family="hf_clap", max_seconds=_max_seconds(max_seconds))
 
 
 @register_encoder("hf_clap_fused")
