@@ -126,3 +126,14 @@ def test_first_eos_stop(model, arrays):
         step = c["generation"]["nocache"]["first_eos_step"]
         expected = arrays[f"{c['name']}/gen_nocache_tokens"].tolist()
         assert out.new_tokens[0].tolist() == (expected if step is None else expected[: step + 1])
+
+
+def test_eager_attention_matches_too(arrays):
+    """The OPT layers' kernel is configurable (sdpa default, eager = the reference's math)."""
+    cfg = AudioFlamingoConfig.from_json(FIX / "config.json")
+    cfg.attn_implementation = "eager"
+    model = AudioFlamingo.from_checkpoint(FIX / "checkpoint.pt", cfg)
+    ids, x, xm = _inputs(arrays, "icl_caption_3audio")
+    with torch.no_grad():
+        out = model(ids, x, xm)
+    assert (out.logits - arrays["icl_caption_3audio/logits"]).abs().max() <= TOL
