@@ -89,6 +89,11 @@ class ClapReranker:
         return int(np.argmax(scores)), scores
 
 
+def _comparable(fingerprint: dict) -> dict:
+    # run-time settings that do not change features beyond float tolerance
+    return {k: v for k, v in fingerprint.items() if k not in ("device", "batch_size", "dtype", "precision")}
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
@@ -156,6 +161,12 @@ class RagFlamingo:
 
     def _check_features(self, store, name: str) -> None:
         meta = store.info.features.get(name, {})
+        built, ours = meta.get("fingerprint"), getattr(self.window_encoder, "fingerprint", None)
+        if built and ours is not None and _comparable(built) != _comparable(ours()):
+            raise StoreError(f"{store.root}: the cached '{name}' shot features were made by another window encoder "
+                             f"({built.get('name')}, {built.get('checkpoint_sha256', '')[:12]}) than the query's "
+                             f"({ours().get('name')}); use the same checkpoint, or rebuild the features with "
+                             f"`build_index ... mode=features features={name}`")
         windows, dim = meta.get("windows"), meta.get("dim")
         if windows is not None and int(windows) != self.windows or dim is not None and int(dim) != self.model.config.audio_embed_dim:
             raise StoreError(f"{store.root}: cached '{name}' features are {windows} windows x {dim} dims but the "

@@ -141,31 +141,56 @@ class KnnPredictor:
 
 
 class PrototypePredictor:
-    """Nearest class centroid: the mean of the (L2-normalised) store embeddings of each label."""
+    """Nearest class centroid: the mean of the (L2-normalised) store embeddings of each label.
+
+    A query from the indexed dataset itself (its ``group`` is in the store: leave-one-out
+    evaluation) is scored against centroids without its own rows, as retrieval never returns them.
+    """
 
     name = "prototype"
     uses_shots = False
 
     def __init__(self, store, n_tags: int | None = None):
         self.store = store
-        emb = _unit(store.embeddings())
+        self.emb = _unit(store.embeddings())
         by_label: dict[str, list[int]] = {}
+        self.group_rows: dict[str, list[int]] = {}
         for row, item in enumerate(store.items):
             for lab in item_labels(item):
                 by_label.setdefault(lab, []).append(row)
+            self.group_rows.setdefault(str(item.get("group") or item.get("path")), []).append(row)
         if not by_label:
             raise ConfigError(f"{store.root}: no labelled items, so no prototypes; index a labelled "
                               f"dataset (manifest 'label'/'labels', or sub-folders for dataset=folder)")
         self.labels = sorted(by_label)
-        self.centroids = _unit(np.stack([emb[by_label[lab]].mean(0) for lab in self.labels]))
-        self.counts = {lab: len(by_label[lab]) for lab in self.labels}
+        self.sums = np.stack([self.emb[by_label[lab]].sum(0) for lab in self.labels])
+        self.counts = np.array([len(by_label[lab]) for lab in self.labels])
+        self.centroids = _unit(self.sums)
         self.n_tags = n_tags or typical_tag_count(store.items)
+        self._label_index = {lab: i for i, lab in enumerate(self.labels)}
+
+    def centroids_without(self, group: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """(centroids, usable label mask) with the rows of ``group`` left out."""
+        rows = self.group_rows.get(str(group), []) if group is not None else []
+        if not rows:
+            return self.centroids, np.ones(len(self.labels), bool)
+        sums, counts = self.sums.copy(), self.counts.copy()
+        for row in rows:
+            for lab in item_labels(self.store.item(row)):
+                sums[self._label_index[lab]] -= self.emb[row]
+                counts[self._label_index[lab]] -= 1
+        return _unit(sums), counts > 0
 
     def predict(self, queries, task):
         task = get_task(task)
         _require_labels(self.name, task)
-        sims = _unit(np.stack([q.embedding for q in queries])) @ self.centroids.T
-        return [_restricted(task, self.labels, row, q.options, self.n_tags) for q, row in zip(queries, sims)]
+        preds = []
+        for q in queries:
+            centroids, usable = self.centroids_without(q.item.get("group"))
+            sims = centroids @ _unit(q.embedding[None])[0]
+            labels = [lab for lab, ok in zip(self.labels, usable) if ok]
+            preds.append(_restricted(task, labels, sims[usable], q.options, self.n_tags))
+        return preds
 
 
 class ZeroShotPredictor:

@@ -111,6 +111,13 @@ def test_too_many_shots_and_missing_features_are_user_errors(parts, tmp_path):
                              parts["enc"].fingerprint(), windows=3)
     with pytest.raises(StoreError, match="rebuild"):
         RagFlamingo(mismatched, parts["model"], parts["tok"], parts["enc"], parts["enc"])
+    other = build_store(tmp_path / "other", parts["train"][:8], np.eye(8, 32, dtype=np.float32),
+                        parts["enc"].fingerprint())
+    other.info.features["clapcap"]["fingerprint"] = TinyWindowEncoder(seed=1).fingerprint()
+    with pytest.raises(StoreError, match="another window encoder"):
+        RagFlamingo(other, parts["model"], parts["tok"], parts["enc"], parts["enc"])
+    other.info.features["clapcap"]["fingerprint"] = dict(parts["enc"].fingerprint(), device="cuda:0")
+    RagFlamingo(other, parts["model"], parts["tok"], parts["enc"], parts["enc"])  # same encoder elsewhere: fine
 
 
 def test_bad_query_audio_raises_audio_error(parts, tmp_path):

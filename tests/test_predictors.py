@@ -91,3 +91,15 @@ def test_knn_and_prototype_far_above_chance_on_demo_with_aisfx(tmp_path, capsys)
     for r in results:
         assert r["n"] == 48 and r["accuracy"] >= 0.75 > 5 * chance, r
     assert (out / "metric_vs_shots.png").is_file() and (out / "results.md").is_file()
+
+
+def test_prototype_leaves_the_querys_own_recording_out(tmp_path):
+    rows = [{"id": "a0", "path": "a0.wav", "label": "a"}, {"id": "a1", "path": "a1.wav", "label": "a"},
+            {"id": "b0", "path": "b0.wav", "label": "b"}, {"id": "b1", "path": "b1.wav", "label": "b"}]
+    emb = np.array([[1, 0, 0], [0, 0.6, 0.8], [0.6, 0.8, 0], [0.6, 0.8, 0]], np.float32)
+    proto = PrototypePredictor(build_store(tmp_path / "s", rows, emb, {"name": "toy"}, features=False))
+    outside = Query("new", {"id": "new"}, {}, np.array([1.0, 0, 0]))
+    inside = Query("a0", {"id": "a0", "group": "a0.wav"}, {}, np.array([1.0, 0, 0]))
+    assert proto.predict([outside], "classification")[0].output == "a"  # a0 itself pulls 'a' close
+    held_out = proto.predict([inside], "classification")[0]
+    assert held_out.output == "b" and held_out.label_scores["a"] == pytest.approx(0.0, abs=1e-6)
