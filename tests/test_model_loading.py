@@ -164,6 +164,14 @@ def test_offline_without_files_fails_fast_with_instructions(tmp_path, monkeypatc
         AudioFlamingo.from_checkpoint("foundation", CFG, cache_dir=str(tmp_path / "hub"))
     with pytest.raises(CheckpointError, match=r"facebook/opt-iml-max-1\.3b"):
         load_af1_tokenizer("facebook/opt-iml-max-1.3b", cache_dir=str(tmp_path / "hub"))
+    # no config given: the OPT config is read from the hub id, which is not cached here either
+    with pytest.raises(CheckpointError, match=r"huggingface-cli download facebook/opt-iml-max-1\.3b config\.json"):
+        AudioFlamingo.from_checkpoint(TINY / "checkpoint.pt")
+
+
+def test_local_tokenizer_dir_error_names_the_path(tmp_path):
+    with pytest.raises(CheckpointError, match=str(tmp_path)):
+        load_af1_tokenizer(str(tmp_path))  # exists, but holds no tokenizer
 
 
 def test_tokenizer_mismatch_is_reported():

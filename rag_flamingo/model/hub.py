@@ -30,8 +30,8 @@ def hub_call(fn: Callable[[], T], what: str, repo_id: str, filename: str | None 
     try:
         return fn()
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError, ValueError) as e:
-        if isinstance(e, (FileNotFoundError, IsADirectoryError)) and not _looks_like_hub_id(repo_id):
-            raise CheckpointError(f"{repo_id}: {e}") from e
+        if not _looks_like_hub_id(repo_id):  # a local path (or a typo of one): no hub advice
+            raise CheckpointError(f"{repo_id}: cannot load {what} from this path ({type(e).__name__}: {e})") from e
         raise CheckpointError(f"cannot load {what}: {_offline_help(repo_id, filename)} [{type(e).__name__}: {e}]") from e
 
 
