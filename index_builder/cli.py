@@ -29,8 +29,6 @@ from omegaconf.errors import OmegaConfBaseException
 from rag_flamingo import paths
 from rag_flamingo.errors import RagFlamingoError
 
-from .pipeline import config_from_dict, run
-
 CONFIG_NAME = "build_index"
 
 
@@ -56,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         if show:
             print(OmegaConf.to_yaml(cfg))
             return 0
+        from .pipeline import config_from_dict, run  # heavy imports (torch, faiss) only when running
+
         # Config wins over the environment for everything downstream (dataset sources read these).
         os.environ["RAG_FLAMINGO_DATA_ROOT"] = str(cfg["data_root"])
         os.environ["RAG_FLAMINGO_CACHE_ROOT"] = str(cfg["cache_root"])

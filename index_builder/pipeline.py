@@ -106,7 +106,7 @@ def run(cfg: BuildConfig) -> Summary | None:
 def _build(cfg: BuildConfig, ranks: distributed.Ranks) -> Summary | None:
     root = Path(cfg.output)
     source, rows = _read_source(cfg, ranks)
-    encoder = _encoder(cfg.encoder, cfg.device)
+    encoder = _encoder(cfg.encoder, _rank_device(cfg.device, ranks))
     fingerprint = encoder.fingerprint()
     existing = read_info(root)
     skipped: list[str] = []
@@ -178,6 +178,15 @@ def _encoder(options: dict, device: str | None):
     return build_encoder(name, **options)
 
 
+def _rank_device(device: str | None, ranks: distributed.Ranks) -> str | None:
+    """Under torchrun on a GPU host, rank r uses GPU ``local_rank`` (unless a device is forced)."""
+    import torch
+
+    if ranks.world > 1 and device in (None, "auto") and torch.cuda.is_available():
+        return f"cuda:{ranks.local_rank % torch.cuda.device_count()}"
+    return device
+
+
 def _known_ids(root: Path, info: StoreInfo) -> set[str]:
     store = IndexStore.open(root)
     known = {str(it["id"]) for it in store.items}
@@ -231,9 +240,20 @@ def _finish_complete(cfg: BuildConfig, root: Path, info: StoreInfo, ranks: distr
     if not ranks.is_main:
         return None
     logger.info("%s is already a complete store for this dataset and encoder", root)
+    wanted = cfg.index.type
+    if (wanted != "auto" and wanted != info.index.get("type")) or cfg.index.metric != info.metric:
+        info = _reindex(cfg, root, info)  # another index over the stored vectors; nothing re-embedded
     if cfg.features:
         _add_features(cfg, root, info)
     return _summary(root, info, "complete", EmbedStats(), 0)
+
+
+def _reindex(cfg: BuildConfig, root: Path, info: StoreInfo) -> StoreInfo:
+    vectors, table = read_all_shards(root)
+    index, report = build_index(vectors, cfg.index)
+    info.index, info.metric = report.to_dict(), cfg.index.metric
+    write_store(root, info, index, table.to_pylist())
+    return info
 
 
 # ----------------------------------------------------------------------------- features
