@@ -167,6 +167,8 @@ def test_batched_prompts_with_different_audio_counts(tiny):
         with torch.no_grad():
             one = model(one_ids, x[b : b + 1], xm[b : b + 1]).logits[0]
         assert (logits[b, -one.shape[0] :] - one).abs().max() < 1e-4
+    with pytest.raises(ConfigError, match=r"rows \[0\] hold \[3\] <audio> tokens but only \[1\]"):
+        model.generate(ids, attn, x[:, :4], xm[:, :4], max_new_tokens=1)
     # the 3-audio row keeps seeing all three audios while decoding
     assert [int(m[0].sum()) for m in batched.xattn_masks] == [12] * 8
     assert [int(m[1].sum()) for m in batched.xattn_masks] == [4] * 8

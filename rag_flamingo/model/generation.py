@@ -77,6 +77,21 @@ class _Stepper:
             self.counts = self.counts[idx]
 
 
+def _check_audio_count(input_ids: torch.Tensor, audio_mask: torch.Tensor, cfg) -> None:
+    """Every ``<audio>`` token needs its own slot of W windows with at least one real window."""
+    w = cfg.windows_per_audio
+    if audio_mask.shape[1] % w:
+        raise ConfigError(f"audio_mask has {audio_mask.shape[1]} windows, not a multiple of {w} per audio")
+    n_tokens = (input_ids == cfg.media_token_id).sum(dim=1)
+    n_audios = (audio_mask.view(audio_mask.shape[0], -1, w) != 0).any(dim=-1).sum(dim=1)
+    bad = [b for b in range(len(n_tokens)) if int(n_tokens[b]) > int(n_audios[b])]
+    if bad:
+        raise ConfigError(
+            f"prompt rows {bad} hold {[int(n_tokens[b]) for b in bad]} <audio> tokens but only "
+            f"{[int(n_audios[b]) for b in bad]} audios with real windows; pack one audio per <audio> token"
+        )
+
+
 def _eos_list(eos_token_id) -> list[int]:
     if eos_token_id is None:
         return []
@@ -152,6 +167,7 @@ def generate(
         attention_mask = torch.ones_like(input_ids)
     attention_mask = attention_mask.to(device).long()
     audio_mask = audio_mask.to(device)
+    _check_audio_count(input_ids, audio_mask, cfg)
     longest = int(attention_mask.sum(dim=1).max())
     if longest + max_new_tokens > cfg.opt["max_position_embeddings"]:
         raise ConfigError(
