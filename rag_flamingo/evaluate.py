@@ -166,6 +166,13 @@ class Ranks:
 
             dist.barrier()
 
+    def teardown(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
 
 # ----------------------------------------------------------------------------- outputs
 
@@ -515,9 +522,16 @@ def _predict_batch(ev: Evaluation, rows, waves, todo_combos, done, labels) -> li
 
 def evaluate(cfg: dict, encoder=None, engine=None, progress: bool | None = None) -> dict | None:
     """Run one evaluation; rank 0 returns the metrics (None on other ranks)."""
+    ranks = Ranks.from_env()
+    try:
+        return _evaluate(cfg, ranks, encoder, engine, progress)
+    finally:
+        ranks.teardown()
+
+
+def _evaluate(cfg: dict, ranks: Ranks, encoder, engine, progress: bool | None) -> dict | None:
     from .report import score_predictions, write_report
 
-    ranks = Ranks.from_env()
     ev = prepare(cfg, encoder=encoder, engine=engine)
     _, _, query_split = query_rows(cfg, ev.task)
     out = Outputs(output_dir(cfg, query_split), ranks.rank)
