@@ -318,9 +318,25 @@ def build_encoder_from_cfg(cfg: dict, store: IndexStore):
     return encoder
 
 
+def encoder_from_options(options: dict):
+    """``{name: <registered encoder>, ...options}``, or ``{_target_: module.Class, ...}`` for your own
+    (``_target_`` wins over ``name``: ``+flamingo.window_encoder._target_=my_pkg.MyEncoder``)."""
+    from .encoders import build_encoder
+
+    options = dict(options)
+    if options.get("_target_"):
+        from hydra.utils import instantiate
+
+        options.pop("name", None)
+        return instantiate(options)
+    name = options.pop("name", None)
+    if not name:
+        raise ConfigError(f"encoder options {options} name no encoder: give name=<registered encoder> or _target_")
+    return build_encoder(name, **options)
+
+
 def build_engine_from_cfg(cfg: dict, store: IndexStore, encoder, retriever):
     """`RagFlamingo` from the ``flamingo`` section (checkpoint, tokenizer, window encoder, decoding)."""
-    from .encoders import build_encoder
     from .engine import ClapReranker, GenerationConfig, RagFlamingo
     from .model import AudioFlamingo, load_af1_tokenizer
 
@@ -337,13 +353,12 @@ def build_engine_from_cfg(cfg: dict, store: IndexStore, encoder, retriever):
     dev = best_device(device)
     dtype = getattr(torch, fc["dtype"]) if fc.get("dtype") else None
     model = AudioFlamingo.from_checkpoint(fc["checkpoint"], fc.get("config"), tokenizer, dtype=dtype, device=dev)
-    wopts = dict(fc.get("window_encoder") or {"name": "clapcap"})
-    window_encoder = build_encoder(wopts.pop("name"), **wopts)
+    window_encoder = encoder_from_options(fc.get("window_encoder") or {"name": "clapcap"})
     clap = fc.get("clap_filter") or {}
     reranker = None
     if int(clap.get("samples") or 1) > 1:
-        ropts = dict(clap.get("encoder") or {})
-        reranker = ClapReranker(build_encoder(ropts.pop("name"), **ropts) if ropts.get("name") else encoder)
+        ropts = clap.get("encoder") or {}
+        reranker = ClapReranker(encoder_from_options(ropts) if ropts else encoder)
     gen = dict(fc.get("generation") or {})
     if reranker is not None:
         gen.update(do_sample=True, num_samples=int(clap["samples"]))

@@ -139,3 +139,20 @@ def test_overrides_expand_grid_in_one_run_and_other_sweeps_per_run():
         ["predictor=[knn,prototype]", "shots=[1,4,8]", "dataset=demo"]]
     runs = expand_overrides(["retrieval=knn,random", "shots=1,4"])
     assert runs == [["shots=[1,4]", "retrieval=knn"], ["shots=[1,4]", "retrieval=random"]]
+
+
+def test_flamingo_built_from_the_config(setup, tmp_path):
+    """The config path: checkpoint + config + tokenizer files, a window encoder named by _target_."""
+    from test_engine_support import AF1_TINY
+
+    cfg = config(setup, tmp_path, "predictor=flamingo", "shots=1", "limit=2",
+                 f"flamingo.checkpoint={AF1_TINY / 'checkpoint.pt'}", f"flamingo.config={AF1_TINY / 'config.json'}",
+                 f"flamingo.tokenizer={AF1_TINY / 'tokenizer'}", "flamingo.generation.max_new_tokens=3",
+                 "+flamingo.window_encoder._target_=test_engine_support.TinyWindowEncoder")
+    summary = evaluate(cfg, encoder=setup["enc"])
+    assert summary["results"][0]["predictor"] == "flamingo" and summary["results"][0]["n"] == 2
+    records = lines(tmp_path / "eval" / "predictions.jsonl")
+    assert all(r["prompt"].count("<audio>") == 2 and isinstance(r["output"], str) for r in records)
+    with pytest.raises(Exception, match="flamingo.checkpoint"):
+        evaluate(config(setup, tmp_path, "predictor=flamingo", "output_dir=" + str(tmp_path / "x")),
+                 encoder=setup["enc"])
