@@ -156,3 +156,18 @@ def test_flamingo_built_from_the_config(setup, tmp_path):
     with pytest.raises(Exception, match="flamingo.checkpoint"):
         evaluate(config(setup, tmp_path, "predictor=flamingo", "output_dir=" + str(tmp_path / "x")),
                  encoder=setup["enc"])
+
+
+def test_rag_classify_with_flamingo(setup, tmp_path, capsys):
+    from rag_flamingo.classify import classify, load_config as classify_config
+
+    audio = tmp_path / "in"
+    audio.mkdir()
+    for r in read_manifest(setup["root"] / "test.jsonl")[:2]:
+        shutil.copy(setup["root"] / r["path"], audio / r["path"].rsplit("/", 1)[-1])
+    cfg = classify_config([f"index={setup['store'].root}", f"audio={audio}", "predictor=flamingo", "k=2",
+                           f"out={tmp_path / 'labels.jsonl'}"])
+    records = classify(cfg, encoder=setup["enc"], engine=engine_for(setup))
+    assert len(records) == 2 and all(len(r["shots"]) == 2 and isinstance(r["label"], str) for r in records)
+    assert lines(tmp_path / "labels.jsonl") == records
+    assert capsys.readouterr().out.count("\n") == 2
