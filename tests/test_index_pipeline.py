@@ -121,6 +121,15 @@ def test_folder_with_hard_files(tmp_path, capsys, monkeypatch):
     before = store_bytes(out)
     run_cli(["dataset=folder", f"dataset.root={root}", "encoder=aisfx", f"output={out}", *FAST])
     assert store_bytes(out) == before and "complete" in capsys.readouterr().out
+    # asking for another index type re-indexes the stored vectors; nothing is re-embedded
+    run_cli(["dataset=folder", f"dataset.root={root}", "encoder=aisfx", f"output={out}", "index=hnsw", *FAST])
+    hnsw = IndexStore.open(out)
+    assert hnsw.info.index["type"] == "hnsw" and hnsw.info.index["recall_at_10"] >= 0.99
+    assert "efSearch" in hnsw.info.index["search_params"]
+    after = store_bytes(out)
+    assert {k: v for k, v in after.items() if k.startswith("shards/")} == {
+        k: v for k, v in before.items() if k.startswith("shards/")}
+    assert after["items.parquet"] == before["items.parquet"] and after["index.faiss"] != before["index.faiss"]
 
 
 def test_manifest_errors_before_any_work(tmp_path):
