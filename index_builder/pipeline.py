@@ -209,12 +209,15 @@ def _check_complete_store(root: Path, info: StoreInfo, source: Source, fingerpri
 def _finalize(cfg: BuildConfig, root: Path, plan: BuildPlan, fingerprint: dict,
               existing: StoreInfo | None) -> StoreInfo:
     vectors, table = read_all_shards(root)
-    start = time.perf_counter()
-    index, report = build_index(vectors, cfg.index)
-    logger.info("index built in %.1f s", time.perf_counter() - start)
     rejected = [r for s in done_shards(root) for r in read_shard_rejected(root, s)]
     text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rejected)
     _atomic(root / REJECTED_FILE, lambda p: Path(p).write_text(text, encoding="utf-8"))
+    if vectors.shape[0] == 0:
+        raise StoreError(f"{root}: none of the {len(rejected)} items could be used; the reasons are in "
+                         f"{root / REJECTED_FILE}")
+    start = time.perf_counter()
+    index, report = build_index(vectors, cfg.index)
+    logger.info("index built in %.1f s", time.perf_counter() - start)
     sources = list(existing.build.get("sources", [])) if existing else []
     sources.append(dict(asdict(plan.source), first_shard=plan.first_shard,
                         end_shard=plan.first_shard + plan.shard_count))

@@ -281,3 +281,16 @@ def test_features_added_to_an_existing_store_without_re_embedding(tmp_path):
     want_f, want_m = encoder.window_features([load_audio(root / "sine" / "long.wav", 44100, max_seconds=33.25)])
     np.testing.assert_array_equal(mask[row], want_m.numpy()[0])
     np.testing.assert_allclose(feats[row], want_f.numpy()[0], atol=1e-5)
+
+
+def test_no_usable_item_is_a_clear_error(tmp_path):
+    root = tmp_path / "audio"
+    (root / "x").mkdir(parents=True)
+    (root / "x" / "a.wav").write_bytes(b"junk")
+    sf.write(root / "x" / "b.wav", np.zeros(8000, np.float32), 8000)
+    from index_builder.cli import load_config
+    from index_builder.pipeline import config_from_dict, run
+
+    with pytest.raises(StoreError, match="none of the 2 items"):
+        run(config_from_dict(load_config(["dataset=folder", f"dataset.root={root}", f"output={tmp_path / 's'}", *FAST])))
+    assert len((tmp_path / "s" / "rejected.jsonl").read_text().splitlines()) == 2
