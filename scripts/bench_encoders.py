@@ -123,6 +123,65 @@ def _clapcap(workdir: Path, args) -> BenchCase:
                      "ours: only real windows + one cached zero-window output")
 
 
+# ----------------------------------------------------------------------------- LAION-CLAP builders
+
+
+def _laion_case(workdir: Path, args, amodel: str, enable_fusion: bool, hf: bool = False) -> BenchCase:
+    """Stock laion_clap.CLAP_Module at its real architecture (random weights; RoBERTa of 1 layer),
+    saved as a released .pt and loaded by ours; baseline = its get_audio_embedding_from_filelist."""
+    import laion_oracle as lo
+
+    from rag_flamingo.encoders.laion_clap import convert_original_to_transformers, load_hf_clap, load_laion_clap
+
+    standins = lo.make_hub_standins(workdir / "hub")
+    module = lo.build_clap_module(standins, amodel=amodel, enable_fusion=enable_fusion)
+    ckpt = lo.save_original_checkpoint(module, workdir / "laion_clap_random.pt")
+    text_dir = str(standins / "roberta-base")
+    if hf:
+        from transformers import RobertaTokenizer
+
+        out = workdir / "hf"
+        convert_original_to_transformers(ckpt, text_dir, amodel, enable_fusion).save_pretrained(str(out))
+        RobertaTokenizer.from_pretrained(text_dir).save_pretrained(str(out))
+        ours = load_hf_clap("hf_clap_fused" if enable_fusion else "hf_clap_unfused", model=str(out), device="cpu")
+    else:
+        ours = load_laion_clap(checkpoint=str(ckpt), text_model=text_dir, amodel=amodel,
+                               enable_fusion=enable_fusion, device="cpu")
+
+    def baseline(files: list[Path], batch_size: int) -> None:
+        with torch.no_grad():
+            for i in range(0, len(files), batch_size):
+                module.get_audio_embedding_from_filelist([str(f) for f in files[i:i + batch_size]])
+
+    note = "random weights, real architecture; same files, batches of --batch-size"
+    return BenchCase(ours, baseline, "laion_clap 1.1.7 CLAP_Module.get_audio_embedding_from_filelist", note)
+
+
+@bench_builder("laion_clap")
+def _laion_clap(workdir: Path, args) -> BenchCase:
+    return _laion_case(workdir, args, "HTSAT-tiny", False)
+
+
+@bench_builder("laion_clap_fusion")
+def _laion_clap_fusion(workdir: Path, args) -> BenchCase:
+    return _laion_case(workdir, args, "HTSAT-tiny", True)
+
+
+@bench_builder("laion_clap_music")
+def _laion_clap_music(workdir: Path, args) -> BenchCase:
+    return _laion_case(workdir, args, "HTSAT-base", False)
+
+
+@bench_builder("hf_clap_unfused")
+def _hf_clap_unfused(workdir: Path, args) -> BenchCase:
+    return _laion_case(workdir, args, "HTSAT-tiny", False, hf=True)
+
+
+@bench_builder("hf_clap_fused")
+def _hf_clap_fused(workdir: Path, args) -> BenchCase:
+    return _laion_case(workdir, args, "HTSAT-tiny", True, hf=True)
+
+
 # ----------------------------------------------------------------------------- measurement
 
 

@@ -43,7 +43,7 @@ from ..errors import CheckpointError, ConfigError
 from .base import autocast_dtype, best_device, register_encoder
 from .checkpoints import CheckpointSource, checkpoint_sha256, load_strict, resolve_checkpoint
 from .htsat import HTSAT, HTSATConfig
-from .laion_fusion import FusionMelConfig, FusionPatchEmbed, HTKLogMel, fusion_input, repeat_pad
+from .laion_fusion import FusionMelConfig, FusionPatchEmbed, HTKLogMel, fusion_input, repeat_pad, rowwise
 
 logger = logging.getLogger(__name__)
 
@@ -117,9 +117,11 @@ class LaionClapModel(nn.Module):
         self.logit_scale_t = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.fusion_mel = HTKLogMel(config.fusion_mel) if config.enable_fusion else None
 
+    needs_fixed_batches = False  # batch-invariant as is (small-M steps run row-wise)
+
     def embed_waveforms(self, waves: torch.Tensor) -> torch.Tensor:
         """Non-fusion: [B, 480000] -> normalised [B, joint_dim]."""
-        return F.normalize(self.audio_projection(self.audio_branch(waves)["embedding"]).float(), dim=-1)
+        return F.normalize(rowwise(self.audio_projection, self.audio_branch(waves)["embedding"]).float(), dim=-1)
 
     def embed_fusion(self, mel: torch.Tensor, longer: torch.Tensor) -> torch.Tensor:
         """Fusion: mel [B, 4, 1001, 64] (before bn0), longer [B] -> normalised [B, joint_dim]."""
@@ -127,11 +129,12 @@ class LaionClapModel(nn.Module):
         with torch.autocast(device_type=mel.device.type, enabled=False):
             mel = bn0(mel.float().transpose(1, 3)).transpose(1, 3)
         out = self.audio_branch.forward_mel(mel, longer=longer)
-        return F.normalize(self.audio_projection(out["embedding"]).float(), dim=-1)
+        return F.normalize(rowwise(self.audio_projection, out["embedding"]).float(), dim=-1)
 
     def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        pooled = self.text_branch(input_ids=input_ids, attention_mask=attention_mask)["pooler_output"]
-        return F.normalize(self.text_projection(pooled).float(), dim=-1)
+        hidden = self.text_branch(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = rowwise(self.text_branch.pooler, hidden)  # RoBERTa pooler: tanh(dense(first token))
+        return F.normalize(rowwise(self.text_projection, pooled).float(), dim=-1)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -231,11 +234,13 @@ def _windows(wave: np.ndarray, policy: str) -> list[np.ndarray]:
     return [wave[s:s + WINDOW_SAMPLES] for s in starts]
 
 
-def _fixed_batches(n: int, size: int) -> Iterator[tuple[list[int], int]]:
-    """Row indices of each micro-batch, padded to ``size`` by repeating the last row; yields (rows, real)."""
+def _micro_batches(n: int, size: int, pad: bool) -> Iterator[tuple[list[int], int]]:
+    """Row indices of each micro-batch; with ``pad`` the last one is padded to ``size`` by repeating its
+    last row (fixed shapes: what keeps CUDA kernels, chosen by shape, bit-reproducible whatever the
+    batch composition). Yields (rows, number of real rows)."""
     for start in range(0, n, size):
         rows = list(range(start, min(start + size, n)))
-        yield rows + [rows[-1]] * (size - len(rows)), len(rows)
+        yield (rows + [rows[-1]] * (size - len(rows)) if pad else rows), len(rows)
 
 
 @dataclass
@@ -268,6 +273,10 @@ class LaionClapEncoder:
             out.append(int16_roundtrip(w))
         return out
 
+    @property
+    def _pad(self) -> bool:
+        return self.device.type != "cpu" or bool(getattr(self.model, "needs_fixed_batches", True))
+
     def _autocast(self):
         enabled = self.dtype != torch.float32
         return torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=enabled)
@@ -275,7 +284,7 @@ class LaionClapEncoder:
     @torch.inference_mode()
     def _embed_windows(self, windows: list[np.ndarray]) -> torch.Tensor:
         out = torch.empty(len(windows), self.dim)
-        for rows, real in _fixed_batches(len(windows), self.batch_size):
+        for rows, real in _micro_batches(len(windows), self.batch_size, self._pad):
             batch = torch.stack([repeat_pad(torch.from_numpy(windows[r]), WINDOW_SAMPLES) for r in rows])
             with self._autocast():
                 emb = self.model.embed_waveforms(batch.to(self.device))
@@ -286,7 +295,7 @@ class LaionClapEncoder:
     def _embed_fusion(self, waves: list[np.ndarray]) -> torch.Tensor:
         out = torch.empty(len(waves), self.dim)
         mel_fn = self.model.fusion_mel
-        for rows, real in _fixed_batches(len(waves), self.batch_size):
+        for rows, real in _micro_batches(len(waves), self.batch_size, self._pad):
             items = [fusion_input(torch.from_numpy(waves[r]).to(self.device), mel_fn) for r in rows[:real]]
             items += [items[-1]] * (len(rows) - real)
             mel = torch.stack([m for m, _ in items])
@@ -327,7 +336,7 @@ class LaionClapEncoder:
         tok = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=TEXT_MAX_LENGTH,
                              return_tensors="pt")
         out = torch.empty(len(texts), self.dim)
-        for rows, real in _fixed_batches(len(texts), self.batch_size):
+        for rows, real in _micro_batches(len(texts), self.batch_size, self._pad):
             idx = torch.tensor(rows)
             with self._autocast():
                 emb = self.model.embed_tokens(tok["input_ids"][idx].to(self.device),
@@ -417,7 +426,7 @@ def load_laion_clap(
     model = LaionClapModel(config, text_config)
     load_checkpoint_into(model, load_original_state_dict(path), str(path))
     model.eval().to(dev)
-    size = int(batch_size or (32 if dev.type == "cuda" else 1))
+    size = int(batch_size or (32 if dev.type == "cuda" else 8))
     if size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {size}")
     return LaionClapEncoder(name=name, config=config, checkpoint_path=path, device=dev,
@@ -459,6 +468,8 @@ HF_REPOS = {"hf_clap_fused": "laion/clap-htsat-fused", "hf_clap_unfused": "laion
 
 class HFClapBackend(nn.Module):
     """``transformers.ClapModel`` behind the same three calls as ``LaionClapModel``."""
+
+    needs_fixed_batches = True  # the port's fusion and heads run over the whole batch: pad to fixed shapes
 
     def __init__(self, clap):
         super().__init__()
@@ -586,7 +597,7 @@ def load_hf_clap(name: str = "hf_clap_unfused", *, model: str | None = None, lon
         backend.fusion_mel = HTKLogMel(config.fusion_mel)
     dev = best_device(device)
     backend.eval().to(dev)
-    size = int(batch_size or (32 if dev.type == "cuda" else 1))
+    size = int(batch_size or (32 if dev.type == "cuda" else 8))
     return LaionClapEncoder(name=name, config=config, checkpoint_path=weights, device=dev,
                             dtype=_resolve_dtype(precision, dev), batch_size=size, model=backend,
                             tokenizer=tokenizer, family="hf_clap", max_seconds=_max_seconds(max_seconds))

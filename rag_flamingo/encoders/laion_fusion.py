@@ -106,6 +106,14 @@ def fusion_input(wave: torch.Tensor, mel: HTKLogMel) -> tuple[torch.Tensor, bool
     return torch.stack([shrink, *chunks]), True
 
 
+def rowwise(fn, *xs: torch.Tensor) -> torch.Tensor:
+    """``fn`` applied to one row at a time. For the small-M steps (projection heads, poolers, AFF
+    gates): a BLAS matmul over M=B rows picks different kernels for different B, so a row's low bits
+    would depend on how many other clips share the call; one row at a time they never do. The large
+    steps (HTSAT, RoBERTa layers: M = B x tokens) are batch-invariant as they are (tested)."""
+    return torch.cat([fn(*(x[i:i + 1] for x in xs)) for i in range(xs[0].shape[0])])
+
+
 def _attention_branch(channels: int, inter: int, pooled: bool) -> nn.Sequential:
     layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1)] if pooled else []
     layers += [nn.Conv2d(channels, inter, 1), nn.BatchNorm2d(inter), nn.ReLU(inplace=True),
@@ -131,9 +139,9 @@ class FusionPatchEmbed(nn.Module):
     """HTSAT patch embed with AFF fusion of the three local chunks (``PatchEmbed``, ``aff_2d``).
 
     Called by ``HTSAT.forward_features(x, longer=mask)`` with x [B, 4, spec, spec]. The local branch is
-    computed for the whole batch and selected per row with ``longer`` (the original computes it on the
-    longer rows only: same values in eval mode, but a fixed shape keeps results independent of the
-    batch composition).
+    computed for every row and selected with ``longer``, the AFF one row at a time (the original
+    computes them on the longer rows only: same values in eval mode, but this way a clip's result does
+    not depend on the other clips of the batch).
     """
 
     def __init__(self, img_size: int, patch_size: int, patch_stride: tuple[int, int], embed_dim: int):
@@ -154,6 +162,6 @@ class FusionPatchEmbed(nn.Module):
             local = local.view(b, c, *local.shape[1:]).permute(0, 2, 3, 1, 4).flatten(3)
             tw = global_x.shape[-1]
             local = F.pad(local, (0, tw - local.shape[-1])) if local.shape[-1] < tw else local[..., :tw]
-            fused = self.fusion_model(global_x, local)
+            fused = rowwise(self.fusion_model, global_x, local)
             global_x = torch.where(longer.view(-1, 1, 1, 1), fused, global_x)
         return self.norm(global_x.flatten(2).transpose(1, 2))
