@@ -115,7 +115,7 @@ def build_components(cfg: dict, store: IndexStore, encoder=None, engine=None):
 
 def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
     """Label every file of ``cfg['audio']``; returns the records (also printed / written to ``out``)."""
-    from .engine import load_waveform
+    from .engine import crop_seconds, load_waveform
 
     stream = stream or sys.stdout
     task = get_task(cfg.get("task") or "classification")
@@ -133,7 +133,7 @@ def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
         load = lambda path: predictor.engine.load(path)  # noqa: E731
     else:
         sr = int(encoder.sample_rate)
-        load = lambda path: {sr: load_waveform(path, sr, max_seconds=getattr(encoder, "max_seconds", None))}  # noqa: E731
+        load = lambda path: {sr: load_waveform(path, sr, max_seconds=crop_seconds(encoder))}  # noqa: E731
     out_path = Path(cfg["out"]).expanduser() if cfg.get("out") else None
     if out_path:
         out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,11 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def crop_seconds(encoder) -> float | None:
+    """Seconds of audio an encoder uses from the segment start (None: all), as build_index reads them."""
+    return getattr(encoder, "max_seconds", None) or getattr(getattr(encoder, "scheme", None), "max_seconds", None)
+
+
 def load_waveform(source: AudioSource, sample_rate: int, *, start: float | None = None,
                   end: float | None = None, max_seconds: float | None = None) -> np.ndarray:
     """A query's audio at ``sample_rate``: a file path, a waveform at that rate, or ``(wave, sr)``.
@@ -181,7 +186,7 @@ class RagFlamingo:
         for enc in (self.window_encoder, self.retrieval_encoder, self.reranker.encoder if self.reranker else None):
             if enc is None:
                 continue
-            sr, most = int(enc.sample_rate), getattr(enc, "max_seconds", None)
+            sr, most = int(enc.sample_rate), crop_seconds(enc)
             # read only what the encoders use: the longest crop among the encoders at this rate
             rates[sr] = None if sr in rates and rates[sr] is None or not most else max(most, rates.get(sr) or 0)
         return {sr: load_waveform(source, sr, start=item.get("start"), end=item.get("end"), max_seconds=most)

@@ -459,7 +459,7 @@ def _load_queries(ev: Evaluation, rows: list[dict], engine_loader) -> tuple[list
 
 def _loader(ev: Evaluation):
     """Decode a query once per sample rate the run needs (retrieval encoder, flamingo's encoders)."""
-    from .engine import load_waveform
+    from .engine import crop_seconds, load_waveform
 
     flamingo = ev.predictors.get("flamingo")
     if flamingo is not None:
@@ -468,7 +468,7 @@ def _loader(ev: Evaluation):
 
     def load(source, item):
         wave = load_waveform(source, int(enc.sample_rate), start=item.get("start"), end=item.get("end"),
-                             max_seconds=getattr(enc, "max_seconds", None))
+                             max_seconds=crop_seconds(enc))
         return {int(enc.sample_rate): wave}
 
     return load
