@@ -45,7 +45,6 @@ from rag_flamingo.audio import load_audio  # noqa: E402
 from rag_flamingo.engine import GenerationConfig, RagFlamingo  # noqa: E402
 from rag_flamingo.model import (AudioFlamingo, AudioFlamingoConfig, encode_prompt_audios,  # noqa: E402
                                 load_af1_tokenizer, postprocess_output, tokenize_prompts)
-from rag_flamingo.prompts import get_task  # noqa: E402
 from rag_flamingo.store import IndexStore  # noqa: E402
 
 TOKENIZER = ROOT / "tests" / "fixtures" / "af1_tiny" / "tokenizer"

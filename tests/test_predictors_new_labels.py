@@ -57,7 +57,7 @@ def test_new_labels_from_a_folder_of_clips(tmp_path, capsys):
         write_class(clips / kind, kind, 4, seed0=100 * n)
         write_class(new, kind, 2, seed0=100 * n + 50)  # unseen clips of the same classes
     (new / "broken.wav").write_bytes(b"not audio at all")
-    base = [f"dataset=folder", f"dataset.root={clips}", f"output={index}", "progress=false", "num_workers=0"]
+    base = ["dataset=folder", f"dataset.root={clips}", f"output={index}", "progress=false", "num_workers=0"]
     build_index(base)
     assert IndexStore.open(index).label_set() == ["clicks", "hum", "whistle"]
 
