@@ -123,8 +123,8 @@ def plot_metric_vs_shots(results: Sequence[dict], path: Path, title: str = "") -
     for name, points in sorted(lines.items()):
         points.sort()
         ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=name)
-    for name, level in sorted(levels.items()):
-        ax.axhline(level, linestyle="--", linewidth=1, label=f"{name} (no shots)", color=f"C{len(lines) + len(ax.lines) % 7}")
+    for i, (name, level) in enumerate(sorted(levels.items())):
+        ax.axhline(level, linestyle="--", linewidth=1, label=f"{name} (no shots)", color=f"C{(len(lines) + i) % 10}")
     ax.set_xticks(xs)
     ax.set_xlabel("shots (retrieved in-context examples)")
     ax.set_ylabel(metric)
