@@ -220,7 +220,8 @@ def _finalize(cfg: BuildConfig, root: Path, plan: BuildPlan, fingerprint: dict,
     logger.info("index built in %.1f s", time.perf_counter() - start)
     sources = list(existing.build.get("sources", [])) if existing else []
     sources.append(dict(asdict(plan.source), first_shard=plan.first_shard,
-                        end_shard=plan.first_shard + plan.shard_count))
+                        end_shard=plan.first_shard + plan.shard_count,
+                        first_row=existing.count if existing else 0, end_row=int(vectors.shape[0])))
     first = sources[0]
     info = StoreInfo(
         encoder=fingerprint, dim=int(vectors.shape[1]), count=int(vectors.shape[0]), metric=cfg.index.metric,

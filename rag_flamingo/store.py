@@ -356,6 +356,16 @@ class IndexStore:
             raise StoreError(f"{self.root}: shards hold {emb.shape[0]} vectors, store {self.info.count}")
         return emb
 
+    def audio_path(self, row: int) -> Path:
+        """The audio file of store row ``row``: its manifest path under its source's audio root."""
+        path = Path(self._items[row]["path"])
+        if path.is_absolute():
+            return path
+        for src in self.info.build.get("sources", []):
+            if src.get("first_row", 0) <= row < src.get("end_row", self.info.count):
+                return Path(src["audio_root"]) / path
+        return Path(self.info.dataset.get("audio_root", ".")) / path
+
     def features(self, name: str = "clapcap") -> FeatureCache:
         """Cached per-item model features written by ``build_index ... features=<name>``."""
         if name not in self.info.features:

@@ -172,6 +172,8 @@ def test_append_equals_rebuild_on_union(tmp_path, capsys):
     np.testing.assert_allclose(a.embeddings(), b.embeddings(), atol=1e-6)
     assert (a.index.reconstruct_n(0, len(a)) == a.embeddings()).all()  # index rows == item rows
     assert [s["manifest"] for s in a.info.build["sources"]] == [str(first.resolve()), str(second.resolve())]
+    assert [(s["first_row"], s["end_row"]) for s in a.info.build["sources"]] == [(0, 9), (9, 12)]
+    assert all(a.audio_path(r) == root / a.item(r)["path"] for r in range(len(a)))
     # appending with another encoder configuration is refused
     with pytest.raises(StoreError, match="built with encoder"):
         from index_builder.cli import load_config
