@@ -51,3 +51,12 @@ def barrier(ranks: Ranks) -> None:
 def teardown(ranks: Ranks) -> None:
     if ranks.world > 1 and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def sum_over_ranks(ranks: Ranks, values: list[int]) -> list[int]:
+    """Element-wise sum of ``values`` over all ranks (the values themselves on a single rank)."""
+    if ranks.world == 1:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.int64)
+    dist.all_reduce(tensor)
+    return [int(v) for v in tensor.tolist()]

@@ -142,6 +142,7 @@ def _build(cfg: BuildConfig, ranks: distributed.Ranks) -> Summary | None:
     stats = embed_shards(plan, mine, root, encoder, Path(source.audio_root), cfg.batch_size,
                          cfg.num_workers, cfg.min_seconds, cfg.progress and ranks.is_main,
                          desc=f"embedding (rank {ranks.rank})" if ranks.world > 1 else "embedding")
+    stats.embedded, stats.rejected = distributed.sum_over_ranks(ranks, [stats.embedded, stats.rejected])
     distributed.barrier(ranks)
     if not ranks.is_main:
         return None
