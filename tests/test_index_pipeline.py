@@ -232,7 +232,8 @@ def test_two_rank_torchrun_equals_one_rank(tmp_path):
                            f"--master_port={_free_port()}", "-m", "index_builder", *args, f"output={two}"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("build_index: built") == 1  # rank 0 alone reports
+    assert proc.stdout.count("build_index: built") == 1  # rank 0 alone reports, for all ranks
+    assert "9 indexed, 1 rejected" in proc.stdout and "embedded 9 clips" in proc.stdout
     assert store_bytes(two) == store_bytes(one)
     emb, table = read_all_shards(two)
     assert emb.shape[0] == table.num_rows == 9 and "noise/broken" in (two / "rejected.jsonl").read_text()
