@@ -83,6 +83,22 @@ def msclap_2022(tmp_path_factory):
     return oracle, msclap_wrapper(oracle, "2022", text_dir), ours, ckpt, text_dir
 
 
+@pytest.fixture(scope="module")
+def own_2023(tmp_path_factory):
+    """A 2023-layout checkpoint written from our own model (random weights): the tests that do not
+    compare with the original run without the oracle installed."""
+    from transformers import AutoConfig
+
+    from rag_flamingo.encoders.ms_clap import MSClapModel
+
+    d = tmp_path_factory.mktemp("own_2023")
+    text_dir = make_text_tower_dir(d, "gpt2")
+    model = randomize_(MSClapModel(MSCLAP_2023, AutoConfig.from_pretrained(text_dir)), seed=3)
+    ckpt = d / "CLAP_weights_2023.pth"
+    torch.save({"model": model.state_dict()}, ckpt)
+    return ckpt, text_dir
+
+
 def _oracle_file_embedding(wrapper, path, monkeypatch, ours: MSClapEncoder) -> torch.Tensor:
     """The original file API; for a long file, one call per crop of our policy (random.randrange
     pinned to each start), combined as our policy documents."""
@@ -126,8 +142,8 @@ def test_text_parity_with_original(fixture, request):
     assert emb.dtype == np.float32 and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
 
-def test_bit_identical_across_runs_and_batch_composition(msclap_2023, audio_files):
-    _, _, _, ckpt, text_dir = msclap_2023
+def test_bit_identical_across_runs_and_batch_composition(own_2023, audio_files):
+    ckpt, text_dir = own_2023
     ours = MSClapEncoder(MSCLAP_2023, checkpoint=str(ckpt), text_model=str(text_dir), batch_size=2, device="cpu")
     waves = {k: load_audio(p, SR) for k, p in audio_files.items()}
     alone = ours.embed([waves["short"]])
@@ -142,8 +158,8 @@ def test_bit_identical_across_runs_and_batch_composition(msclap_2023, audio_file
     assert np.array_equal(t_alone[0], t_mixed[2])
 
 
-def test_registry_and_fingerprint(msclap_2023):
-    _, _, _, ckpt, text_dir = msclap_2023
+def test_registry_and_fingerprint(own_2023):
+    ckpt, text_dir = own_2023
     assert {"ms_clap_2022", "ms_clap_2023", "clapcap"} <= set(available_encoders())
     enc = build_encoder("ms_clap_2023", checkpoint=str(ckpt), text_model=str(text_dir), with_text=False,
                         long_audio="head", device="cpu")
@@ -152,12 +168,12 @@ def test_registry_and_fingerprint(msclap_2023):
     assert fp != build_encoder("ms_clap_2023", checkpoint=str(ckpt), with_text=False, device="cpu").fingerprint()
 
 
-def test_hydra_encoder_configs_build(msclap_2023, audio_files):
+def test_hydra_encoder_configs_build(own_2023, audio_files):
     import os
 
     from hydra import compose, initialize_config_dir
 
-    _, _, _, ckpt, text_dir = msclap_2023
+    ckpt, text_dir = own_2023
     conf = os.path.join(os.path.dirname(__file__), "..", "conf")
     with initialize_config_dir(config_dir=os.path.abspath(conf), version_base=None):
         cfg = compose("build_index", overrides=["encoder=ms_clap_2023"])
@@ -206,13 +222,25 @@ def test_hub_checkpoint_offline_fails_fast(tmp_path, monkeypatch):
         ClapcapEncoder(checkpoint=str(tmp_path / "nope.pth"), device="cpu")
 
 
-def test_reduced_precision_autocast_path(msclap_2023, audio_files):
+def test_reduced_precision_autocast_path(own_2023, audio_files):
     """The mixed-precision path (fp16 on CUDA; here bf16 autocast on CPU): frontend in fp32, output
     float32 and close to the fp32 embedding."""
-    _, _, ours, ckpt, _ = msclap_2023
+    ckpt, _ = own_2023
+    ours = MSClapEncoder(MSCLAP_2023, checkpoint=str(ckpt), with_text=False, batch_size=1, device="cpu")
     half = MSClapEncoder(MSCLAP_2023, checkpoint=str(ckpt), with_text=False, batch_size=1, device="cpu",
                          precision="bf16")
     wave = load_audio(audio_files["short"], SR)
     got, ref = half.embed([wave]), ours.embed([wave])
     assert got.dtype == np.float32 and "bfloat16" in half.fingerprint()["precision"]
     assert float(got[0] @ ref[0]) > 0.99
+
+
+def test_unreadable_checkpoint_is_a_checkpoint_error(tmp_path):
+    from rag_flamingo.encoders.checkpoints import read_state_dict
+
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pth"):
+        read_state_dict(tmp_path / "junk.pth")
+    torch.save({"model": [1, 2, 3]}, tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match="not a state dict"):
+        read_state_dict(tmp_path / "list.pth")
