@@ -109,6 +109,8 @@ def _build(cfg: BuildConfig, ranks: distributed.Ranks) -> Summary | None:
     encoder = _encoder(cfg.encoder, _rank_device(cfg.device, ranks))
     fingerprint = encoder.fingerprint()
     existing = read_info(root)
+    if existing is not None:
+        BuildPlan.drop_committed(root, int(existing.build.get("shards", 0)))
     skipped: list[str] = []
     if cfg.mode == "build":
         if existing is not None:

@@ -92,6 +92,13 @@ class BuildPlan:
         os.replace(tmp, path)
 
     @staticmethod
+    def drop_committed(root: Path, committed_shards: int) -> None:
+        """Remove a plan whose shards are already in store.json (a kill after the store was written)."""
+        path = Path(root) / PLAN_FILE
+        if path.is_file() and json.loads(path.read_text()).get("first_shard", 0) < committed_shards:
+            path.unlink(missing_ok=True)
+
+    @staticmethod
     def release(root: Path) -> None:
         """Forget the plan once the store is complete (store.json now describes the shards)."""
         (Path(root) / PLAN_FILE).unlink(missing_ok=True)

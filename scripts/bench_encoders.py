@@ -221,11 +221,17 @@ def bench_one(name: str, workdir: Path, files: list[Path], args) -> dict:
         return {"encoder": name, "skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
     row = {"encoder": name, "note": case.note, "baseline_name": case.baseline_name}
     run_ours(case, files[: args.batch_size], args.batch_size)  # warm-up
-    wall, cpu = min((timed(lambda: run_ours(case, files, args.batch_size)) for _ in range(args.repeats)))
-    row.update(ours_cps=len(files) / wall, ours_cpu=cpu / len(files))
     if case.baseline is not None:
         case.baseline(files[: args.batch_size], args.batch_size)
-        bwall, bcpu = min((timed(lambda: case.baseline(files, args.batch_size)) for _ in range(args.repeats)))
+    ours, base = [], []
+    for _ in range(args.repeats):  # interleaved, so both sides see the same load on a shared CPU
+        ours.append(timed(lambda: run_ours(case, files, args.batch_size)))
+        if case.baseline is not None:
+            base.append(timed(lambda: case.baseline(files, args.batch_size)))
+    wall, cpu = min(ours)
+    row.update(ours_cps=len(files) / wall, ours_cpu=cpu / len(files))
+    if base:
+        bwall, bcpu = min(base)
         row.update(base_cps=len(files) / bwall, base_cpu=bcpu / len(files))
     return row
 

@@ -393,3 +393,16 @@ def test_hf_hub_model_offline_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty_hub"))
     with pytest.raises(CheckpointError, match="hf download laion/clap-htsat-unfused"):
         build_encoder("hf_clap_unfused")
+
+
+def test_bf16_autocast_path_close_to_fp32(tiny, standins):
+    """The reduced-precision path (fp16 on CUDA by default; bf16 is the one a CPU can run) stays close."""
+    _, path = tiny
+    wave = [_signal(4.0, 60)]
+    fp32 = _ours(standins, path).embed(wave)
+    enc = _ours(standins, path, precision="bf16")
+    assert enc.fingerprint()["dtype"] == "bfloat16"
+    low = enc.embed(wave)
+    assert low.dtype == np.float32 and float((low * fp32).sum()) > 0.98
+    with pytest.raises(ConfigError, match="fp16"):
+        _ours(standins, path, precision="fp16")

@@ -161,6 +161,8 @@ def test_append_equals_rebuild_on_union(tmp_path, capsys):
     appended, rebuilt = tmp_path / "appended", tmp_path / "rebuilt"
     run_cli([f"dataset.manifest={first}", f"output={appended}", *common])
     emb_before = IndexStore.open(appended).embeddings()
+    # a kill after store.json was written leaves the build's plan behind; it must not block appends
+    (appended / "build_plan.json").write_text(json.dumps({"mode": "build", "first_shard": 0}))
     capsys.readouterr()
     run_cli([f"dataset.manifest={second}", f"output={appended}", "mode=append", *common])
     printed = capsys.readouterr().out

@@ -18,9 +18,11 @@ where it is random:
 - longer than 10 s, fusion: ``fusion`` (default) = the original 4-channel fusion input with the
   chunks chosen deterministically (first / centred / last 10 s, see ``laion_fusion.chunk_starts``);
   ``head`` = the first 10 s only (what Audio Flamingo 1's retrieval script feeds the fusion model).
-Forward passes run in fixed-size micro-batches (the last one padded by repeating its last row), so a
-clip's embedding is bit-identical whatever else is in the call; CUDA runs under fp16/bf16 autocast
-(frontend and batch norm in fp32), CPU in fp32.
+A clip's embedding is bit-identical across runs and whatever else is in the call: on CPU the large
+steps are batch-invariant and the small-M ones (heads, poolers, AFF) run row by row; on CUDA (and for
+the transformers port) micro-batches have a fixed size, the last one padded by repeating its last row.
+CUDA runs under fp16 autocast by default (``precision``: fp16/bf16/fp32; frontend and batch norm stay
+fp32), CPU in fp32.
 """
 
 from __future__ import annotations
