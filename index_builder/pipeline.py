@@ -22,14 +22,15 @@ from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.datasets.sources import resolve_split, split_name
 from rag_flamingo.encoders.base import build_encoder
 from rag_flamingo.errors import ConfigError, StoreError
-from rag_flamingo.store import (REJECTED_FILE, IndexStore, StoreInfo, _atomic, done_shards, read_all_shards,
-                                read_info, read_shard_rejected, write_info, write_store)
+from rag_flamingo.store import (REJECTED_FILE, IndexStore, StoreInfo, _atomic, done_shards, item_from_record,
+                                read_all_shards, read_info, read_shard_rejected, write_info, write_store)
 
 from . import distributed
 from .embedder import EmbedStats, embed_shards
 from .faiss_index import IndexOptions, build_index
 from .features import write_feature_shards
 from .plan import BuildPlan, Source, comparable_fingerprint
+from .quality import label_precision
 
 logger = logging.getLogger(__name__)
 MODES = ("build", "append", "features")
@@ -65,6 +66,7 @@ class Summary:
     index: dict = field(default_factory=dict)
     encoder: str = ""
     features: list[str] = field(default_factory=list)
+    quality: dict | None = None
 
     def text(self) -> str:
         idx = self.index
@@ -80,6 +82,11 @@ class Summary:
             f"recall@10 {idx.get('recall_at_10', 0):.4f} on {idx.get('recall_queries')} queries"
             + ("" if idx.get("reached_target", True) else f" (below the {idx.get('recall_target')} target)"),
         ]
+        if self.quality:
+            q = self.quality
+            lines.append(f"  quality   label precision@{q['k']} {q['precision']:.3f} (chance {q['chance']:.3f}): "
+                         f"share of each item's {q['k']} nearest neighbours with one of its labels, own "
+                         f"recording left out, over {q['queries']} items")
         if self.features:
             lines.append(f"  features  {', '.join(self.features)}")
         return "\n".join(lines)
@@ -233,7 +240,8 @@ def _finalize(cfg: BuildConfig, root: Path, plan: BuildPlan, fingerprint: dict,
                  "manifest_sha256": first["manifest_sha256"], "audio_root": first["audio_root"]},
         features=dict(existing.features) if existing else {},
         build={"shard_size": plan.shard_size, "shards": plan.first_shard + plan.shard_count,
-               "sources": sources, "rejected": len(rejected)},
+               "sources": sources, "rejected": len(rejected),
+               "label_precision": label_precision(vectors, [item_from_record(r) for r in table.to_pylist()])},
     )
     if existing and existing.features:
         info.features = {}  # new shards have no features yet; re-add them below when requested
@@ -309,7 +317,7 @@ def _summary(root: Path, info: StoreInfo, status: str, stats: EmbedStats, skippe
     return Summary(output=root, status=status, count=info.count, rejected=int(info.build.get("rejected", 0)),
                    skipped=skipped, embedded=stats.embedded, embed_seconds=stats.seconds, index=info.index,
                    encoder=f"{info.encoder.get('name')} (dim {info.dim}, {info.metric})",
-                   features=sorted(info.features))
+                   features=sorted(info.features), quality=info.build.get("label_precision"))
 
 
 def config_from_dict(cfg: dict[str, Any]) -> BuildConfig:

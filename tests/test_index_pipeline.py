@@ -117,6 +117,8 @@ def test_folder_with_hard_files(tmp_path, capsys, monkeypatch):
     assert (rows[:, 0] == np.arange(len(store))).all()
     printed = capsys.readouterr().out
     assert "9 indexed, 4 rejected" in printed and "recall@10 1.0000" in printed and str(out) in printed
+    quality = store.info.build["label_precision"]
+    assert quality["queries"] == 9 and f"label precision@5 {quality['precision']:.3f}" in printed
     # rerunning the same command finds the complete store and changes nothing
     before = store_bytes(out)
     run_cli(["dataset=folder", f"dataset.root={root}", "encoder=aisfx", f"output={out}", *FAST])
