@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -29,7 +28,8 @@ from omegaconf import OmegaConf
 
 from . import paths
 from .audio import AUDIO_EXTENSIONS
-from .errors import AudioError, ConfigError, RagFlamingoError
+from .cli import run_main
+from .errors import AudioError, ConfigError
 from .predictors import Query
 from .prompts import get_task
 from .store import IndexStore
@@ -172,18 +172,10 @@ def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
-    logging.basicConfig(level=os.environ.get("RAG_FLAMINGO_LOG", "WARNING"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        classify(load_config(argv))
-    except RagFlamingoError as exc:
-        print(f"rag_classify: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    def body(args: list[str]) -> None:
+        classify(load_config(args))
+
+    return run_main("rag_classify", __doc__, body, argv, log_level="WARNING")
 
 
 if __name__ == "__main__":

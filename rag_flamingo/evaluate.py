@@ -47,7 +47,8 @@ import numpy as np
 from tqdm import tqdm
 
 from . import paths
-from .errors import AudioError, ConfigError, ManifestError, RagFlamingoError
+from .cli import compose_config, export_roots, run_main
+from .errors import AudioError, ConfigError, ManifestError
 from .predictors import (PREDICTORS, FlamingoPredictor, KnnPredictor, Prediction, PrototypePredictor, Query,
                          ZeroShotPredictor, typical_tag_count)
 from .prompts import answer_text, default_options, get_task
@@ -67,13 +68,7 @@ NOT_HASHED = ("predictor", "shots", "output_dir", "batch_size", "device", "progr
 
 def load_config(overrides: list[str]) -> dict:
     """The composed, resolved ``evaluate`` config as a plain dict."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(config_dir=str(paths.conf_dir().resolve()), version_base="1.3", job_name=CONFIG_NAME):
-        cfg = compose(config_name=CONFIG_NAME, overrides=overrides)
-    OmegaConf.resolve(cfg)
-    return OmegaConf.to_container(cfg)
+    return compose_config(CONFIG_NAME, overrides)
 
 
 def expand_overrides(argv: Sequence[str]) -> list[list[str]]:
@@ -572,33 +567,22 @@ def _evaluate(cfg: dict, ranks: Ranks, encoder, engine, progress: bool | None) -
 # ----------------------------------------------------------------------------- CLI
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
-    logging.basicConfig(level=os.environ.get("RAG_FLAMINGO_LOG", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
+def _run(argv: list[str]) -> None:
     from .report import markdown_table
 
-    try:
-        for overrides in expand_overrides(argv):
-            cfg = load_config(overrides)
-            os.environ["RAG_FLAMINGO_DATA_ROOT"] = str(cfg["data_root"])
-            os.environ["RAG_FLAMINGO_CACHE_ROOT"] = str(cfg["cache_root"])
-            summary = evaluate(cfg)
-            if summary is not None:
-                print(f"\n{summary['dataset']} / {summary['task']} ({summary['queries']} queries, "
-                      f"{summary['rejected']} rejected), store {summary['store']}")
-                print(markdown_table(summary["results"]))
-                print(f"outputs: {summary['output_dir']}", flush=True)
-    except (RagFlamingoError, HydraException, OmegaConfBaseException) as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    for overrides in expand_overrides(argv):
+        cfg = load_config(overrides)
+        export_roots(cfg)
+        summary = evaluate(cfg)
+        if summary is not None:
+            print(f"\n{summary['dataset']} / {summary['task']} ({summary['queries']} queries, "
+                  f"{summary['rejected']} rejected), store {summary['store']}")
+            print(markdown_table(summary["results"]))
+            print(f"outputs: {summary['output_dir']}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("evaluate", __doc__, _run, argv)
 
 
 if __name__ == "__main__":
