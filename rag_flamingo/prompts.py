@@ -49,14 +49,10 @@ from typing import Callable, Sequence
 from .errors import ConfigError, ManifestError
 from .retrieval import Shot
 from .store import item_labels
+from .tokens import BOS, EOC_TOKEN, EOS, MEDIA_TOKEN, SEP_TOKEN
 
 logger = logging.getLogger(__name__)
 
-BOS = "</s>"  # written at the start of every sample; the tokenizer prepends another (ids [2, 2, ...])
-EOS = "</s>"
-MEDIA_TOKEN = "<audio>"
-EOC_TOKEN = "<|endofchunk|>"
-SEP_TOKEN = "<SEP>"
 ICL_HEADERS = {"knn": "Here are similar examples. ", "random": "Here are random examples. "}
 TEMPLATES = ("eval", "train", "inference")
 

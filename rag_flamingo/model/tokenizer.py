@@ -13,11 +13,8 @@ import re
 import torch
 
 from ..errors import CheckpointError, ConfigError
+from ..tokens import EOC_TOKEN, MEDIA_TOKEN, SEP_TOKEN
 from .config import AF1_LM_ID, AudioFlamingoConfig
-
-MEDIA_TOKEN = "<audio>"
-EOC_TOKEN = "<|endofchunk|>"
-SEP_TOKEN = "<SEP>"
 
 
 def load_af1_tokenizer(name_or_path: str = AF1_LM_ID, cache_dir: str | None = None):

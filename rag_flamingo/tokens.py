@@ -1,0 +1,7 @@
+"""AF1's special strings (reference §2), shared by the prompt builder and the model's tokenizer."""
+
+BOS = "</s>"  # written at the start of every sample; the tokenizer prepends another (ids [2, 2, ...])
+EOS = "</s>"
+MEDIA_TOKEN = "<audio>"
+EOC_TOKEN = "<|endofchunk|>"
+SEP_TOKEN = "<SEP>"
