@@ -47,6 +47,7 @@ def run_main(prog: str, doc: str | None, body: Callable[[list[str]], int | None]
         return 0
     logging.basicConfig(level=os.environ.get("RAG_FLAMINGO_LOG", log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build it found: noise here
     try:
         return body(argv) or 0
     except (RagFlamingoError, HydraException, OmegaConfBaseException) as exc:

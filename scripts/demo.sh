@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up .venv, then run the main job on the embedded demo set (nothing to download):
+#   1. build_index: generate the demo audio (12 classes of synthetic sound events, 96 train + 48 test
+#      clips), embed the train split with the offline aisfx encoder, build the FAISS index, and print
+#      what it built plus label precision@5 of the embeddings against chance;
+#   2. evaluate: few-shot classification of the 48 test clips with the training-free predictors
+#      (knn, prototype) at 1, 4 and 8 shots retrieved from that index; prints the table and writes
+#      predictions, metrics and the metric-vs-shots plot under outputs/evaluate/.
+# With an Audio Flamingo checkpoint (RAG_FLAMINGO_CHECKPOINT=/path/foundation.pt or =foundation for
+# the hub; needs the released clapcap weights too) the flamingo predictor runs alongside.
+# Everything lands under ${RAG_FLAMINGO_CACHE_ROOT:-~/.cache/rag_flamingo}; reruns reuse it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+. .venv/bin/activate
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+
+predictors=knn,prototype
+build_extra=() eval_extra=()
+if [ -n "${RAG_FLAMINGO_CHECKPOINT:-}" ]; then
+  predictors=knn,prototype,flamingo
+  build_extra=(features=clapcap)
+  eval_extra=("flamingo.checkpoint=${RAG_FLAMINGO_CHECKPOINT}")
+fi
+
+echo "== build_index (demo set, aisfx encoder)"
+build_index dataset=demo progress=false "${build_extra[@]}"
+
+echo
+echo "== evaluate (few-shot classification of the demo test split)"
+evaluate dataset=demo task=classification predictor="$predictors" shots=1,4,8 progress=false "${eval_extra[@]}"
