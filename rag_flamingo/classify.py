@@ -4,7 +4,8 @@ Usage (``key=value`` arguments)::
 
     rag_classify index=my_index audio=clip.wav                      # knn over 4 shots
     rag_classify index=my_index audio=dir/ predictor=prototype out=labels.jsonl
-    rag_classify index=my_index audio=dir/ predictor=flamingo flamingo.checkpoint=foundation k=7
+    rag_classify index=my_index audio=dir/ predictor=flamingo k=7              # model=foundation (hub)
+    rag_classify index=my_index audio=dir/ predictor=flamingo model.checkpoint.path=/ckpt/foundation.pt
 
 ``index``: a store directory (``build_index ... output=my_index``) or a name under
 ``${cache_root}/indices``. The option set is the store's labels (``store.label_set()``), so a
@@ -12,7 +13,7 @@ folder of a few labelled clips per new class (``build_index dataset=folder datas
 output=my_index``, grown later with ``mode=append``) defines the classes. ``audio``: a file or a
 folder (searched recursively). Prints ``path<TAB>label<TAB>score`` per file; ``out=`` also writes
 JSON lines (path, label, score, shots). Unusable files are reported, never fatal.
-Defaults for ``encoder``, ``predictors`` and ``flamingo`` come from ``conf/evaluate.yaml``; the
+Defaults for ``predictors``, ``flamingo`` and ``model`` (a group: ``model=chat``) come from ``conf/evaluate.yaml``; the
 encoder is the one the store was built with (``encoder.name`` from its store.json).
 """
 
@@ -28,7 +29,7 @@ from omegaconf import OmegaConf
 
 from . import paths
 from .audio import AUDIO_EXTENSIONS
-from .cli import run_main
+from .cli import compose_config, run_main
 from .errors import AudioError, ConfigError
 from .predictors import Query
 from .prompts import get_task
@@ -50,17 +51,19 @@ DEFAULTS = {
 }
 
 
+GROUPS = ("model",)  # conf groups taken by name (model=chat); other arguments are key=value settings
+
+
 def load_config(argv: list[str]) -> dict:
-    """Defaults (+ ``predictors``/``flamingo`` of conf/evaluate.yaml) merged with ``key=value`` args."""
-    base = OmegaConf.create(DEFAULTS)
-    evaluate_yaml = paths.conf_dir() / "evaluate.yaml"
-    if evaluate_yaml.is_file():
-        shared = OmegaConf.load(evaluate_yaml)
-        base = OmegaConf.merge(base, {k: shared[k] for k in ("predictors", "flamingo", "cache_root") if k in shared})
+    """Defaults + ``predictors``/``flamingo``/``model`` of conf/evaluate.yaml, then ``key=value`` args."""
     bad = [a for a in argv if "=" not in a]
     if bad:
         raise ConfigError(f"arguments are key=value pairs; got {bad} (e.g. rag_classify index=my_index audio=clip.wav)")
-    cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(argv))
+    groups = [a for a in argv if a.split("=", 1)[0] in GROUPS]
+    shared = compose_config("evaluate", groups)
+    base = OmegaConf.merge(OmegaConf.create(DEFAULTS),
+                           {k: shared[k] for k in ("predictors", "flamingo", "model", "cache_root")})
+    cfg = OmegaConf.merge(base, OmegaConf.from_dotlist([a for a in argv if a not in groups]))
     return OmegaConf.to_container(cfg, resolve=True)
 
 

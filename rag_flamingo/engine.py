@@ -46,6 +46,8 @@ class GenerationConfig:
     top_k: int = 50
     top_p: float = 1.0
     temperature: float = 1.0
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
     num_samples: int = 1  # > 1 with do_sample: CLAP-filter reranking (needs a reranker)
     use_cache: bool = True
     reference_cache_quirk: bool = False
@@ -243,7 +245,7 @@ class RagFlamingo:
         out = self.model.generate(
             ids, attn, feats, mask, max_new_tokens=g.max_new_tokens, num_beams=g.num_beams,
             do_sample=g.do_sample, top_k=g.top_k, top_p=g.top_p, temperature=g.temperature,
-            num_return_sequences=n, use_cache=g.use_cache, reference_cache_quirk=g.reference_cache_quirk,
+            length_penalty=g.length_penalty, early_stopping=g.early_stopping, num_return_sequences=n, use_cache=g.use_cache, reference_cache_quirk=g.reference_cache_quirk,
             generator=gen)
         texts = [postprocess_output(t).strip()
                  for t in self.tokenizer.batch_decode(out.new_tokens, skip_special_tokens=False)]

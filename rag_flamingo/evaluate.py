@@ -5,7 +5,8 @@ Usage (Hydra overrides; the config is ``conf/evaluate.yaml`` + ``dataset/``, ``t
 
     evaluate dataset=demo task=classification predictor=knn shots=4
     evaluate dataset=demo predictor=knn,prototype shots=1,4,8          # one run, the whole grid
-    evaluate dataset=esc50 predictor=flamingo flamingo.checkpoint=foundation -m shots=0,1,4,7
+    evaluate dataset=esc50 predictor=flamingo -m shots=0,1,4,7        # model=foundation: hub weights
+    evaluate dataset=esc50 predictor=flamingo model.checkpoint.path=/ckpt/foundation.pt shots=4
     evaluate store=/path/to/my_index dataset=folder dataset.root=clips/ predictor=prototype
     torchrun --nproc_per_node=4 -m rag_flamingo.evaluate dataset=esc50 predictor=flamingo ...
 
@@ -315,7 +316,7 @@ def build_encoder_from_cfg(cfg: dict, store: IndexStore):
 
 def encoder_from_options(options: dict):
     """``{name: <registered encoder>, ...options}``, or ``{_target_: module.Class, ...}`` for your own
-    (``_target_`` wins over ``name``: ``+flamingo.window_encoder._target_=my_pkg.MyEncoder``)."""
+    (``_target_`` wins over ``name``: ``model.audio_encoder={_target_:my_pkg.MyEncoder}``)."""
     from .encoders import build_encoder
 
     options = dict(options)
@@ -331,35 +332,33 @@ def encoder_from_options(options: dict):
 
 
 def build_engine_from_cfg(cfg: dict, store: IndexStore, encoder, retriever):
-    """`RagFlamingo` from the ``flamingo`` section (checkpoint, tokenizer, window encoder, decoding)."""
+    """`RagFlamingo` from the ``model`` group (checkpoint, tokenizer, audio encoder, decoding; see
+    `rag_flamingo.model.load_model`) and the ``flamingo`` section (how the engine uses it)."""
     from .engine import ClapReranker, GenerationConfig, RagFlamingo
-    from .model import AudioFlamingo, load_af1_tokenizer
+    from .model import load_model
 
+    mc = dict(cfg.get("model") or {})
+    if not mc:
+        raise ConfigError("predictor=flamingo needs a model config (model=foundation, model=chat, or "
+                          "model.checkpoint.path=/path/to/foundation.pt)")
+    if cfg.get("device") not in (None, "auto") and mc.get("device") in (None, "auto"):
+        mc["device"] = cfg["device"]
+    model, tokenizer = load_model(mc)
+    if not mc.get("audio_encoder"):
+        raise ConfigError("predictor=flamingo needs model.audio_encoder (e.g. {name: clapcap})")
+    window_encoder = encoder_from_options(mc["audio_encoder"])
     fc = cfg.get("flamingo") or {}
-    if not fc.get("checkpoint"):
-        raise ConfigError("predictor=flamingo needs flamingo.checkpoint= (a released foundation.pt / chat.pt, "
-                          "the hub name 'foundation', or a converted .safetensors)")
-    tokenizer = load_af1_tokenizer(fc.get("tokenizer") or "facebook/opt-iml-max-1.3b")
-    device = None if cfg.get("device") in (None, "auto") else cfg["device"]
-    import torch
-
-    from .encoders import best_device
-
-    dev = best_device(device)
-    dtype = getattr(torch, fc["dtype"]) if fc.get("dtype") else None
-    model = AudioFlamingo.from_checkpoint(fc["checkpoint"], fc.get("config"), tokenizer, dtype=dtype, device=dev)
-    window_encoder = encoder_from_options(fc.get("window_encoder") or {"name": "clapcap"})
     clap = fc.get("clap_filter") or {}
     reranker = None
     if int(clap.get("samples") or 1) > 1:
         ropts = clap.get("encoder") or {}
         reranker = ClapReranker(encoder_from_options(ropts) if ropts else encoder)
-    gen = dict(fc.get("generation") or {})
+    gen = dict(mc.get("generation") or {})
     if reranker is not None:
         gen.update(do_sample=True, num_samples=int(clap["samples"]))
     return RagFlamingo(store, model, tokenizer, window_encoder, encoder, retriever=retriever,
                        generation=GenerationConfig(**gen), feature_name=fc.get("features") or "clapcap",
-                       audio_slots=fc.get("audio_slots"), template=fc.get("template") or "eval",
+                       audio_slots=fc.get("audio_slots") or mc.get("num_slots"), template=fc.get("template") or "eval",
                        reranker=reranker)
 
 

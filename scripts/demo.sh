@@ -6,8 +6,9 @@
 #   2. evaluate: few-shot classification of the 48 test clips with the training-free predictors
 #      (knn, prototype) at 1, 4 and 8 shots retrieved from that index; prints the table and writes
 #      predictions, metrics and the metric-vs-shots plot under outputs/evaluate/.
-# With an Audio Flamingo checkpoint (RAG_FLAMINGO_CHECKPOINT=/path/foundation.pt or =foundation for
-# the hub; needs the released clapcap weights too) the flamingo predictor runs alongside.
+# RAG_FLAMINGO_CHECKPOINT=/path/foundation.pt (or a converted .safetensors, or =hub for the released
+# nvidia/audio-flamingo file through the Hugging Face cache) adds the flamingo predictor; it also
+# needs the released clapcap weights (microsoft/msclap) for the shot features and the query.
 # Everything lands under ${RAG_FLAMINGO_CACHE_ROOT:-~/.cache/rag_flamingo}; reruns reuse it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ build_extra=() eval_extra=()
 if [ -n "${RAG_FLAMINGO_CHECKPOINT:-}" ]; then
   predictors=knn,prototype,flamingo
   build_extra=(features=clapcap)
-  eval_extra=("flamingo.checkpoint=${RAG_FLAMINGO_CHECKPOINT}")
+  [ "$RAG_FLAMINGO_CHECKPOINT" = hub ] || eval_extra=("model.checkpoint.path=${RAG_FLAMINGO_CHECKPOINT}")
 fi
 
 echo "== build_index (demo set, aisfx encoder)"

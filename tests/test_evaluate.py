@@ -142,18 +142,17 @@ def test_overrides_expand_grid_in_one_run_and_other_sweeps_per_run():
 
 
 def test_flamingo_built_from_the_config(setup, tmp_path):
-    """The config path: checkpoint + config + tokenizer files, a window encoder named by _target_."""
-    from test_engine_support import AF1_TINY
-
-    cfg = config(setup, tmp_path, "predictor=flamingo", "shots=1", "limit=2",
-                 f"flamingo.checkpoint={AF1_TINY / 'checkpoint.pt'}", f"flamingo.config={AF1_TINY / 'config.json'}",
-                 f"flamingo.tokenizer={AF1_TINY / 'tokenizer'}", "flamingo.generation.max_new_tokens=3",
-                 "+flamingo.window_encoder._target_=test_engine_support.TinyWindowEncoder")
+    """The config path: the `model` group (conf/model/tiny.yaml: checkpoint + config + tokenizer files),
+    a window encoder named by _target_, decoding from model.generation."""
+    cfg = config(setup, tmp_path, "predictor=flamingo", "shots=1", "limit=2", "model=tiny",
+                 "model.generation.max_new_tokens=3",
+                 "model.audio_encoder={_target_:test_engine_support.TinyWindowEncoder}")
     summary = evaluate(cfg, encoder=setup["enc"])
     assert summary["results"][0]["predictor"] == "flamingo" and summary["results"][0]["n"] == 2
     records = lines(tmp_path / "eval" / "predictions.jsonl")
     assert all(r["prompt"].count("<audio>") == 2 and isinstance(r["output"], str) for r in records)
-    with pytest.raises(Exception, match="flamingo.checkpoint"):
+    # the default model (foundation, hub weights) offline: a clear error with what to download
+    with pytest.raises(Exception, match="download"):
         evaluate(config(setup, tmp_path, "predictor=flamingo", "output_dir=" + str(tmp_path / "x")),
                  encoder=setup["enc"])
 
@@ -171,3 +170,7 @@ def test_rag_classify_with_flamingo(setup, tmp_path, capsys):
     assert len(records) == 2 and all(len(r["shots"]) == 2 and isinstance(r["label"], str) for r in records)
     assert lines(tmp_path / "labels.jsonl") == records
     assert capsys.readouterr().out.count("\n") == 2
+    # the model is the evaluate config's `model` group, chosen by name, then key=value settings
+    chosen = classify_config(["index=x", "audio=y", "model=tiny", "model.generation.max_new_tokens=2"])["model"]
+    assert chosen["name"] == "af1_tiny" and chosen["generation"]["max_new_tokens"] == 2
+    assert classify_config(["index=x", "audio=y"])["model"]["name"] == "af1_foundation"

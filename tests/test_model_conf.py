@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
@@ -23,7 +24,9 @@ def test_foundation_and_chat_configs_name_the_released_files():
     assert checkpoint_spec(f) == {"repo_id": "nvidia/audio-flamingo", "filename": "foundation.pt"}
     assert checkpoint_spec(c) == {"repo_id": "nvidia/audio-flamingo", "filename": "chat.pt"}
     assert f.lm == f.tokenizer == "facebook/opt-iml-max-1.3b"
-    assert f.audio_encoder.repo_id == "microsoft/msclap" and f.audio_encoder.filename == "clapcap_weights_2023.pth"
+    assert f.audio_encoder.hub_repo == "microsoft/msclap" and f.audio_encoder.filename == "clapcap_weights_2023.pth"
+    # the audio encoder is named with the encoder's own options (what build_encoder("clapcap", ...) takes)
+    assert set(f.audio_encoder) <= set(OmegaConf.load(conf_dir() / "encoder" / "clapcap.yaml"))
     assert generation_kwargs(f)["num_beams"] == 3 and f.num_slots == 8
     assert generation_kwargs(c)["do_sample"] is True and c.num_slots == 4 and c.max_rounds == 4
 

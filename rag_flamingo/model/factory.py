@@ -15,9 +15,10 @@ from .loading import _DTYPES, load_audio_flamingo
 from .modeling import AudioFlamingo
 from .tokenizer import load_af1_tokenizer
 
+# what a ``model.generation`` config may hold (= the fields of `rag_flamingo.engine.GenerationConfig`)
 GENERATION_KEYS = (
     "max_new_tokens", "num_beams", "do_sample", "top_k", "top_p", "temperature", "length_penalty",
-    "early_stopping", "num_return_sequences", "use_cache", "reference_cache_quirk",
+    "early_stopping", "use_cache", "reference_cache_quirk", "seed",
 )
 
 
@@ -69,11 +70,15 @@ def load_model(cfg: Mapping[str, Any]) -> tuple[AudioFlamingo, Any]:
 
 
 def generation_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    gen = _plain(cfg).get("generation") or {}
+    """``model.generation`` as keyword arguments of ``AudioFlamingo.generate`` (``seed`` -> ``generator``)."""
+    gen = dict(_plain(cfg).get("generation") or {})
     unknown = set(gen) - set(GENERATION_KEYS)
     if unknown:
         raise ConfigError(f"model.generation: unknown keys {sorted(unknown)}; known: {GENERATION_KEYS}")
-    return dict(gen)
+    seed = gen.pop("seed", None)
+    if seed is not None:
+        gen["generator"] = torch.Generator().manual_seed(int(seed))
+    return gen
 
 
 def _plain(cfg) -> dict:
