@@ -160,12 +160,12 @@ def test_offline_without_files_fails_fast_with_instructions(tmp_path, monkeypatc
 
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(CheckpointError, match=r"huggingface-cli download nvidia/audio-flamingo foundation\.pt"):
+    with pytest.raises(CheckpointError, match=r"hf download nvidia/audio-flamingo foundation\.pt"):
         AudioFlamingo.from_checkpoint("foundation", CFG, cache_dir=str(tmp_path / "hub"))
     with pytest.raises(CheckpointError, match=r"facebook/opt-iml-max-1\.3b"):
         load_af1_tokenizer("facebook/opt-iml-max-1.3b", cache_dir=str(tmp_path / "hub"))
     # no config given: the OPT config is read from the hub id, which is not cached here either
-    with pytest.raises(CheckpointError, match=r"huggingface-cli download facebook/opt-iml-max-1\.3b config\.json"):
+    with pytest.raises(CheckpointError, match=r"hf download facebook/opt-iml-max-1\.3b config\.json"):
         AudioFlamingo.from_checkpoint(TINY / "checkpoint.pt")
 
 

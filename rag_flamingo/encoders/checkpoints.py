@@ -59,29 +59,12 @@ def resolve_checkpoint(source: CheckpointSource, what: str = "checkpoint") -> Pa
         return path
     if not (source.repo_id and source.filename):
         raise CheckpointError(f"{what}: give either a local checkpoint path or a hub repo_id + filename")
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from ..hub import hf_download
 
     try:
-        return Path(hf_hub_download(source.repo_id, source.filename, revision=source.revision,
-                                    local_files_only=bool(constants.HF_HUB_OFFLINE)))
-    except (LocalEntryNotFoundError, OSError) as exc:
-        raise CheckpointError(_download_instructions(source, what, exc)) from exc
-    except Exception as exc:  # network/HTTP errors: same fix
-        raise CheckpointError(_download_instructions(source, what, exc)) from exc
-
-
-def _download_instructions(source: CheckpointSource, what: str, exc: Exception) -> str:
-    from huggingface_hub import constants
-
-    return (
-        f"{what}: {source.describe()} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and could "
-        f"not be downloaded ({type(exc).__name__}; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). "
-        f"Fix: on a machine with network run `hf download {source.repo_id} {source.filename}` "
-        f"(fills the cache; copy {constants.HF_HUB_CACHE} over, or set HF_HUB_CACHE), or download "
-        f"https://huggingface.co/{source.repo_id}/resolve/{source.revision or 'main'}/{source.filename} "
-        "and pass its local path as `checkpoint=`."
-    )
+        return hf_download(source.repo_id, source.filename, revision=source.revision)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{what}: {exc}; the local path goes in `checkpoint=`") from exc.__cause__
 
 
 def read_state_dict(path: str | Path, inner_key: str | None = "model") -> dict[str, torch.Tensor]:

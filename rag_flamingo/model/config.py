@@ -158,7 +158,7 @@ class AudioFlamingoConfig:
 
 def _opt_dict_from_pretrained(lm: str) -> dict[str, Any]:
     """The OPT config of ``lm`` (hub id or dir) in our ``opt`` dict form, vocab resized for AF1."""
-    from .hub import hub_call
+    from ..hub import hub_call
 
     cfg = hub_call(lambda: OPTConfig.from_pretrained(lm), what=f"OPT config of {lm}", repo_id=lm, filename="config.json")
     opt = {k: getattr(cfg, k) for k in _OPT_IML_MAX_1_3B if hasattr(cfg, k)}

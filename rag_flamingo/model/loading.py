@@ -81,7 +81,7 @@ def af1_key_layout(model: AudioFlamingo) -> list[KeySpec]:
 # ---------------------------------------------------------------------- sources
 def resolve_checkpoint(checkpoint: Any, cache_dir: str | None = None) -> list[Path]:
     """Local file(s) for a checkpoint spec (see module docstring); downloads hub files."""
-    from .hub import hf_download
+    from ..hub import hf_download
 
     if isinstance(checkpoint, Mapping):
         return [hf_download(checkpoint["repo_id"], checkpoint["filename"], cache_dir)]

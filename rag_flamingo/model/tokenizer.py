@@ -21,7 +21,7 @@ def load_af1_tokenizer(name_or_path: str = AF1_LM_ID, cache_dir: str | None = No
     """AutoTokenizer from a local dir or hub id with AF1's three tokens added (idempotent)."""
     from transformers import AutoTokenizer
 
-    from .hub import hub_call
+    from ..hub import hub_call
 
     tok = hub_call(
         lambda: AutoTokenizer.from_pretrained(name_or_path, cache_dir=cache_dir),
