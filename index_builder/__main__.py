@@ -1,6 +1,8 @@
 """``python -m index_builder ...`` (and ``torchrun -m index_builder ...``) == ``build_index ...``."""
 
+import sys
+
 from .cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
