@@ -95,22 +95,14 @@ def open_store(index: str | None, cache_root: str | None = None) -> IndexStore:
 
 def build_components(cfg: dict, store: IndexStore, encoder=None, engine=None):
     """(encoder, retriever, predictor) for ``cfg`` against ``store``."""
-    from .encoders import build_encoder
-    from .evaluate import build_predictors
+    from .evaluate import build_encoder_from_cfg, build_predictors
     from .retrieval import Retriever
 
     if encoder is None:
-        options = dict(cfg.get("encoder") or {})
-        name = options.pop("name", None) or store.info.encoder.get("name")
-        if cfg.get("device") not in (None, "auto") and not options.get("device"):
-            options["device"] = cfg["device"]
-        encoder = build_encoder(name, **options)
-    store.check_encoder(encoder.fingerprint())
-    rc = dict(cfg.get("retrieval") or {})
-    retriever = Retriever(store, encoder, overfetch=int(rc.get("overfetch", 50)),
-                          near_duplicate_threshold=rc.get("near_duplicate_threshold"),
-                          shuffle=bool(rc.get("shuffle", True)), seed=int(rc.get("seed", 0)),
-                          mode=str(rc.get("mode", "knn")))
+        encoder = build_encoder_from_cfg(cfg, store)
+    else:
+        store.check_encoder(encoder.fingerprint())
+    retriever = Retriever.from_config(store, encoder, cfg.get("retrieval"))
     name = str(cfg.get("predictor") or "knn")
     predictor = build_predictors(cfg, [name], store, encoder, retriever, get_task(cfg["task"]), engine)[name]
     return encoder, retriever, predictor

@@ -301,13 +301,15 @@ def options_of(task, item: dict, labels: list[str] | None) -> list[str] | None:
 
 
 def build_encoder_from_cfg(cfg: dict, store: IndexStore):
+    """The retrieval encoder of ``cfg['encoder']`` (default: the one named in the store's store.json),
+    checked against the store."""
     from .encoders import build_encoder
 
-    options = dict(cfg["encoder"])
-    name = options.pop("name", None)
+    options = dict(cfg.get("encoder") or {})
+    name = options.pop("name", None) or store.info.encoder.get("name")
     if not name:
         raise ConfigError("encoder.name is not set (use the encoder the store was built with, e.g. encoder=aisfx)")
-    if cfg.get("device") and cfg["device"] != "auto" and not options.get("device"):
+    if cfg.get("device") not in (None, "auto") and not options.get("device"):
         options["device"] = cfg["device"]
     encoder = build_encoder(name, **options)
     store.check_encoder(encoder.fingerprint())
@@ -395,11 +397,7 @@ def prepare(cfg: dict, encoder=None, engine=None) -> Evaluation:
         encoder = build_encoder_from_cfg(cfg, store)
     else:
         store.check_encoder(encoder.fingerprint())
-    rc = dict(cfg.get("retrieval") or {})
-    retriever = Retriever(store, encoder, overfetch=int(rc.get("overfetch", 50)),
-                          near_duplicate_threshold=rc.get("near_duplicate_threshold"),
-                          shuffle=bool(rc.get("shuffle", True)), seed=int(rc.get("seed", 0)),
-                          mode=str(rc.get("mode", "knn")))
+    retriever = Retriever.from_config(store, encoder, cfg.get("retrieval"))
     names = [str(p) for p in as_list(cfg.get("predictor"))]
     if not names:
         raise ConfigError(f"predictor is empty; use one or more of {', '.join(PREDICTORS)}")

@@ -130,6 +130,14 @@ class Retriever:
 
     # ------------------------------------------------------------------ public API
 
+    @classmethod
+    def from_config(cls, store: IndexStore, encoder, options: dict | None) -> "Retriever":
+        """From a ``retrieval`` config section (``conf/retrieval/*.yaml``); absent keys keep the defaults."""
+        o = dict(options or {})
+        return cls(store, encoder, overfetch=int(o.get("overfetch", 50)),
+                   near_duplicate_threshold=o.get("near_duplicate_threshold"), shuffle=bool(o.get("shuffle", True)),
+                   seed=int(o.get("seed", 0)), mode=str(o.get("mode", "knn")))
+
     def search(self, query_embeddings: np.ndarray | None, k: int,
                exclude_groups: Sequence[str | None] | None = None,
                query_ids: Sequence[str] | None = None, filters: dict | None = None) -> list[list[Shot]]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
