@@ -64,7 +64,8 @@ def resolve_checkpoint(source: CheckpointSource, what: str = "checkpoint") -> Pa
     try:
         return hf_download(source.repo_id, source.filename, revision=source.revision)
     except CheckpointError as exc:
-        raise CheckpointError(f"{what}: {exc}; the local path goes in `checkpoint=`") from exc.__cause__
+        raise CheckpointError(f"{what}: {exc} (a local file goes in the encoder option `checkpoint`, "
+                              f"e.g. encoder.checkpoint=/path/to/{source.filename})") from exc.__cause__
 
 
 def read_state_dict(path: str | Path, inner_key: str | None = "model") -> dict[str, torch.Tensor]:
