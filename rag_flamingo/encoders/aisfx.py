@@ -36,6 +36,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from .base import autocast_dtype, best_device, file_sha256, register_encoder
+from .checkpoints import load_strict
 
 logger = logging.getLogger(__name__)
 
@@ -156,10 +157,7 @@ def load_model(path: str | Path, config: AisfxConfig = AisfxConfig()) -> AisfxMo
     state, ds_dict = load_checkpoint(path)
     heads = [int(n) for _, n in sorted(((int(i), n) for i, n in ds_dict.values()))]
     model = AisfxModel(config, heads)
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"{path}: does not match the aisfx architecture; missing keys "
-                              f"{result.missing_keys[:5]}, unexpected keys {result.unexpected_keys[:5]}")
+    load_strict(model, state, str(path))
     return model.eval()
 
 

@@ -63,7 +63,7 @@ AMODELS: dict[str, HTSATConfig] = {
 }
 LONG_AUDIO_POLICIES = {False: ("mean", "head", "center"), True: ("fusion", "head")}
 
-# Checkpoint keys that are not part of the embedding model, by explicit rule (never strict=False):
+# Checkpoint keys that are not part of the embedding model, by explicit rule (never a non-strict load):
 # the training-only MLPs applied after normalisation for the contrastive loss.
 KNOWN_UNUSED = (r"audio_transform\..*", r"text_transform\..*")
 # transformers < 4.31 stored RoBERTa's position_ids buffer; newer versions recompute it. Checked, then dropped.
@@ -528,7 +528,7 @@ def convert_original_to_transformers(checkpoint: str | Path, text_model: str = "
                                      amodel: str = "HTSAT-tiny", enable_fusion: bool = False):
     """An original LAION-CLAP ``*.pt`` as a ``transformers.ClapModel`` (strict: every key accounted for).
 
-    Same renaming as transformers' own conversion script, which however loads with ``strict=False``.
+    Same renaming as transformers' own conversion script, which however loads non-strictly.
     Save the result with ``model.save_pretrained(dir)`` (and the RoBERTa tokenizer next to it).
     """
     from transformers import ClapModel
