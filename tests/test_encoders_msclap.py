@@ -65,22 +65,23 @@ def _oracle_checkpoint(tmp_path_factory, version: str):
     return d, text_dir, oracle
 
 
+def _released(tmp_path_factory, version: str, config):
+    """(oracle, msclap wrapper, our encoder, checkpoint, text dir) for a released-format checkpoint."""
+    d, text_dir, oracle = _oracle_checkpoint(tmp_path_factory, version)
+    ckpt = d / f"CLAP_weights_{version}.pth"
+    torch.save({"model": oracle.state_dict()}, ckpt)
+    ours = MSClapEncoder(config, checkpoint=str(ckpt), text_model=str(text_dir), batch_size=1, device="cpu")
+    return oracle, msclap_wrapper(oracle, version, text_dir), ours, ckpt, text_dir
+
+
 @pytest.fixture(scope="module")
 def msclap_2023(tmp_path_factory):
-    d, text_dir, oracle = _oracle_checkpoint(tmp_path_factory, "2023")
-    ckpt = d / "CLAP_weights_2023.pth"
-    torch.save({"model": oracle.state_dict()}, ckpt)
-    ours = MSClapEncoder(MSCLAP_2023, checkpoint=str(ckpt), text_model=str(text_dir), batch_size=1, device="cpu")
-    return oracle, msclap_wrapper(oracle, "2023", text_dir), ours, ckpt, text_dir
+    return _released(tmp_path_factory, "2023", MSCLAP_2023)
 
 
 @pytest.fixture(scope="module")
 def msclap_2022(tmp_path_factory):
-    d, text_dir, oracle = _oracle_checkpoint(tmp_path_factory, "2022")
-    ckpt = d / "CLAP_weights_2022.pth"
-    torch.save({"model": oracle.state_dict()}, ckpt)
-    ours = MSClapEncoder(MSCLAP_2022, checkpoint=str(ckpt), text_model=str(text_dir), batch_size=1, device="cpu")
-    return oracle, msclap_wrapper(oracle, "2022", text_dir), ours, ckpt, text_dir
+    return _released(tmp_path_factory, "2022", MSCLAP_2022)
 
 
 @pytest.fixture(scope="module")
