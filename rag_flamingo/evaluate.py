@@ -537,7 +537,7 @@ def evaluate(cfg: dict, encoder=None, engine=None, progress: bool | None = None)
 
 
 def _evaluate(cfg: dict, ranks: Ranks, encoder, engine, progress: bool | None) -> dict | None:
-    from .report import score_predictions, write_report
+    from .report import chance_level, score_predictions, write_report
 
     ev = prepare(cfg, encoder=encoder, engine=engine)
     _, _, query_split = query_rows(cfg, ev.task)
@@ -553,10 +553,11 @@ def _evaluate(cfg: dict, ranks: Ranks, encoder, engine, progress: bool | None) -
     order = {r["id"]: i for i, r in enumerate(ev.rows)}
     preds, rejected = out.merge(order)
     metrics = score_predictions(preds, ev.task, ev.store.label_set())
+    chance = chance_level(preds, ev.task, ev.store.label_set())
     summary = {"dataset": cfg["dataset"]["name"], "task": ev.task.name, "query_split": query_split,
                "store": str(ev.store.root), "encoder": ev.store.info.encoder.get("name"),
                "queries": len(ev.rows), "rejected": len(rejected), "output_dir": str(out.root),
-               "results": metrics}
+               "results": metrics, "chance": chance}
     write_report(out.root, summary)
     return summary
 
@@ -565,7 +566,7 @@ def _evaluate(cfg: dict, ranks: Ranks, encoder, engine, progress: bool | None) -
 
 
 def _run(argv: list[str]) -> None:
-    from .report import markdown_table
+    from .report import chance_text, markdown_table
 
     for overrides in expand_overrides(argv):
         cfg = load_config(overrides)
@@ -575,6 +576,8 @@ def _run(argv: list[str]) -> None:
             print(f"\n{summary['dataset']} / {summary['task']} ({summary['queries']} queries, "
                   f"{summary['rejected']} rejected), store {summary['store']}")
             print(markdown_table(summary["results"]))
+            if summary.get("chance"):
+                print(chance_text(summary["chance"]))
             print(f"outputs: {summary['output_dir']}", flush=True)
 
 

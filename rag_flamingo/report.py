@@ -2,6 +2,8 @@
 
 - `score_predictions`: predictions.jsonl records -> one result per (predictor, shots) with the
   task family's metrics (`rag_flamingo.metrics`);
+- `chance_level`: what guessing scores on single-label classification (uniform over the options,
+  and always answering the most frequent target), printed and plotted next to the results;
 - `markdown_table`: those results as a markdown table (printed and written to results.md);
 - `plot_metric_vs_shots`: the family's main metric against the number of shots, one line per
   predictor that uses shots, a dashed level per predictor that does not (matplotlib, Agg).
@@ -38,12 +40,36 @@ def _mapped(task, label: str) -> str:
     return task.label_map.get(label.lower(), label) if task.label_map else label
 
 
+def _options(records: Sequence[dict], task, labels: Sequence[str]) -> list[str]:
+    return sorted({_mapped(task, lab) for lab in labels} | {r["target"] for r in records})
+
+
+def chance_level(records: Sequence[dict], task, labels: Sequence[str]) -> dict | None:
+    """``{"uniform", "majority", "options"}`` accuracy of guessing, for single-label classification."""
+    if task.family != "classification" or not records:
+        return None
+    targets = list({r["id"]: r["target"] for r in records}.values())  # one per query
+    counts: dict[str, int] = {}
+    for t in targets:
+        counts[t] = counts.get(t, 0) + 1
+    options = _options(records, task, labels)
+    return {"uniform": 1.0 / len(options), "majority": max(counts.values()) / len(targets),
+            "options": len(options)}
+
+
+def chance_text(chance: dict | None) -> str:
+    if not chance:
+        return ""
+    return (f"chance: {chance['uniform']:.4f} (uniform over {chance['options']} options), "
+            f"{chance['majority']:.4f} (always the most frequent label)")
+
+
 def score_group(records: list[dict], task, labels: Sequence[str]) -> dict:
     """The family's metrics for one (predictor, shots) group of prediction records."""
     outputs = [r["output"] or "" for r in records]
     family = task.family
     if family == "classification":
-        options = sorted({_mapped(task, lab) for lab in labels} | {r["target"] for r in records})
+        options = _options(records, task, labels)
         res = M.classification_metrics(outputs, [r["target"] for r in records], options)
         return {"n": res.n, "accuracy": res.accuracy, "macro_f1": res.macro_f1, "unmatched": res.unmatched}
     if family == "tagging":
@@ -95,7 +121,8 @@ def markdown_table(results: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_metric_vs_shots(results: Sequence[dict], path: Path, title: str = "") -> Path | None:
+def plot_metric_vs_shots(results: Sequence[dict], path: Path, title: str = "",
+                         chance: float | None = None) -> Path | None:
     """Main metric vs shots; None (no file) unless some predictor has two or more shot counts."""
     if not results:
         return None
@@ -125,6 +152,8 @@ def plot_metric_vs_shots(results: Sequence[dict], path: Path, title: str = "") -
         ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=name)
     for i, (name, level) in enumerate(sorted(levels.items())):
         ax.axhline(level, linestyle="--", linewidth=1, label=f"{name} (no shots)", color=f"C{(len(lines) + i) % 10}")
+    if chance is not None:
+        ax.axhline(chance, linestyle=":", color="grey", linewidth=1, label="chance")
     ax.set_xticks(xs)
     ax.set_xlabel("shots (retrieved in-context examples)")
     ax.set_ylabel(metric)
@@ -142,11 +171,15 @@ def write_report(root: Path, summary: dict) -> None:
     """metrics.json, results.md and (for several shot counts) metric_vs_shots.png in ``root``."""
     root = Path(root)
     title = f"{summary['dataset']} / {summary['task']} ({summary['query_split']})"
-    plot = plot_metric_vs_shots(summary["results"], root / "metric_vs_shots.png", title)
+    chance = summary.get("chance")
+    plot = plot_metric_vs_shots(summary["results"], root / "metric_vs_shots.png", title,
+                                chance=max(chance["uniform"], chance["majority"]) if chance else None)
     summary["plot"] = str(plot) if plot else None
     (root / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
     text = (f"# {title}\n\nstore: `{summary['store']}` (encoder {summary['encoder']}); "
             f"{summary['queries']} queries, {summary['rejected']} rejected\n\n{markdown_table(summary['results'])}\n")
+    if chance:
+        text += f"\n{chance_text(chance)}\n"
     if plot:
         text += f"\n![metric vs shots]({plot.name})\n"
     (root / "results.md").write_text(text)

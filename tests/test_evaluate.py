@@ -61,6 +61,11 @@ def test_flamingo_and_baselines_end_to_end(setup, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["results"]) == 4
     assert "| flamingo | 2 | 12 |" in (out / "results.md").read_text()
+    # chance next to the results: 12 demo labels; majority = the most frequent target of the 12 queries
+    targets = [r["target"] for r in preds if r["predictor"] == "knn"]
+    majority = max(targets.count(t) for t in targets) / len(targets)
+    assert metrics["chance"] == {"uniform": 1 / 12, "majority": majority, "options": 12}
+    assert f"chance: {1 / 12:.4f} (uniform over 12 options)" in (out / "results.md").read_text()
     assert (out / "metric_vs_shots.png").stat().st_size > 1000  # two shot counts for flamingo
 
 
