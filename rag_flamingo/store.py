@@ -375,9 +375,9 @@ class IndexStore:
 
     def check_encoder(self, fingerprint: dict) -> None:
         """Raise StoreError unless ``fingerprint`` is the encoder this store was built with."""
-        built = self.info.encoder
-        if _comparable(built) != _comparable(fingerprint):
-            diff = sorted(k for k in set(built) | set(fingerprint) if built.get(k) != fingerprint.get(k))
+        built, ours = _comparable(self.info.encoder), _comparable(fingerprint)
+        if built != ours:
+            diff = sorted(k for k in set(built) | set(ours) if built.get(k) != ours.get(k))
             raise StoreError(
                 f"{self.root}: built with encoder {built.get('name')!r} but queried with "
                 f"{fingerprint.get('name')!r} (differs in: {', '.join(diff)}); query with "
@@ -397,5 +397,6 @@ class IndexStore:
 
 
 def _comparable(fingerprint: dict) -> dict:
-    # Device and batch size do not change embeddings beyond float tolerance.
-    return {k: v for k, v in fingerprint.items() if k not in ("device", "batch_size", "dtype")}
+    # Run-time settings (device, batch size, dtype / autocast precision) do not change embeddings
+    # beyond float tolerance.
+    return {k: v for k, v in fingerprint.items() if k not in ("device", "batch_size", "dtype", "precision")}

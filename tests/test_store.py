@@ -88,6 +88,17 @@ def test_encoder_check(tmp_path):
         store.check_encoder({"name": "enc", "checkpoint_sha256": "y"})
 
 
+def test_encoder_check_ignores_precision_and_names_only_real_differences(tmp_path):
+    # MS-CLAP/clapcap record their autocast precision: fp16 on the GPU that built the store, fp32 on
+    # the CPU that queries it; like dtype and device it does not make the embeddings incomparable.
+    built = {"name": "ms_clap_2023", "checkpoint_sha256": "x", "precision": "torch.float16", "device": "cuda"}
+    make_store(tmp_path, encoder=built)
+    store = IndexStore.open(tmp_path)
+    store.check_encoder(dict(built, precision="torch.float32", device="cpu"))
+    with pytest.raises(StoreError, match=r"differs in: checkpoint_sha256\)"):
+        store.check_encoder(dict(built, checkpoint_sha256="y", device="cpu"))
+
+
 def test_incomplete_or_inconsistent_stores_are_refused(tmp_path):
     with pytest.raises(StoreError, match="not a complete index store"):
         IndexStore.open(tmp_path)
