@@ -22,14 +22,15 @@ from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.datasets.sources import resolve_split, split_name
 from rag_flamingo.encoders.base import build_encoder
 from rag_flamingo.errors import ConfigError, StoreError
-from rag_flamingo.store import (REJECTED_FILE, IndexStore, StoreInfo, _atomic, done_shards, item_from_record,
-                                read_all_shards, read_info, read_shard_rejected, write_info, write_store)
+from rag_flamingo.store import (REJECTED_FILE, IndexStore, StoreInfo, _atomic, comparable_fingerprint, done_shards,
+                                item_from_record, read_all_shards, read_info, read_shard_rejected, write_info,
+                                write_store)
 
 from . import distributed
 from .embedder import EmbedStats, embed_shards
 from .faiss_index import IndexOptions, build_index
 from .features import write_feature_shards
-from .plan import BuildPlan, Source, comparable_fingerprint
+from .plan import BuildPlan, Source
 from .quality import label_precision
 
 logger = logging.getLogger(__name__)

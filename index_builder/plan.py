@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rag_flamingo.encoders.base import file_sha256
 from rag_flamingo.errors import StoreError
-from rag_flamingo.store import _comparable, done_shards
+from rag_flamingo.store import done_shards
 
 PLAN_FILE = "build_plan.json"
 
@@ -102,10 +102,6 @@ class BuildPlan:
     def release(root: Path) -> None:
         """Forget the plan once the store is complete (store.json now describes the shards)."""
         (Path(root) / PLAN_FILE).unlink(missing_ok=True)
-
-
-def comparable_fingerprint(fingerprint: dict) -> dict:
-    return _comparable(fingerprint)
 
 
 def _plan_diff(theirs: dict, mine: dict) -> list[str]:

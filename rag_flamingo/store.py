@@ -375,7 +375,7 @@ class IndexStore:
 
     def check_encoder(self, fingerprint: dict) -> None:
         """Raise StoreError unless ``fingerprint`` is the encoder this store was built with."""
-        built, ours = _comparable(self.info.encoder), _comparable(fingerprint)
+        built, ours = comparable_fingerprint(self.info.encoder), comparable_fingerprint(fingerprint)
         if built != ours:
             diff = sorted(k for k in set(built) | set(ours) if built.get(k) != ours.get(k))
             raise StoreError(
@@ -396,7 +396,8 @@ class IndexStore:
         return scores, rows
 
 
-def _comparable(fingerprint: dict) -> dict:
+def comparable_fingerprint(fingerprint: dict) -> dict:
+    """The fingerprint without run-time settings: equal ones make interchangeable embeddings."""
     # Run-time settings (device, batch size, dtype / autocast precision) do not change embeddings
     # beyond float tolerance.
     return {k: v for k, v in fingerprint.items() if k not in ("device", "batch_size", "dtype", "precision")}
