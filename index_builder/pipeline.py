@@ -11,7 +11,6 @@ features: add ``features/<name>/`` to a complete store (nothing is re-embedded).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,9 +21,9 @@ from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.datasets.sources import resolve_split, split_name
 from rag_flamingo.encoders.base import build_encoder
 from rag_flamingo.errors import ConfigError, StoreError
-from rag_flamingo.store import (REJECTED_FILE, IndexStore, StoreInfo, _atomic, comparable_fingerprint, done_shards,
-                                item_from_record, read_all_shards, read_info, read_shard_rejected, write_info,
-                                write_store)
+from rag_flamingo.store import (REJECTED_FILE, IndexStore, StoreInfo, comparable_fingerprint, done_shards,
+                                item_from_record, read_all_shards, read_info, read_rejected, read_shard_rejected,
+                                write_info, write_rejected, write_store)
 
 from . import distributed
 from .embedder import EmbedStats, embed_shards
@@ -129,8 +128,9 @@ def _build(cfg: BuildConfig, ranks: distributed.Ranks) -> Summary | None:
         if existing is None:
             raise StoreError(f"{root}: no complete store to append to; build it first with "
                              f"`build_index ... output={root}` (mode=build)")
-        IndexStore.open(root).check_encoder(fingerprint)
-        known = _known_ids(root, existing)
+        store = IndexStore.open(root)
+        store.check_encoder(fingerprint)
+        known = _known_ids(store)
         items = [r for r in rows if r["id"] not in known]
         skipped = [r["id"] for r in rows if r["id"] in known]
         if skipped:
@@ -198,13 +198,9 @@ def _rank_device(device: str | None, ranks: distributed.Ranks) -> str | None:
     return device
 
 
-def _known_ids(root: Path, info: StoreInfo) -> set[str]:
-    store = IndexStore.open(root)
-    known = {str(it["id"]) for it in store.items}
-    path = root / REJECTED_FILE
-    if path.is_file():
-        known |= {json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
-    return known
+def _known_ids(store: IndexStore) -> set[str]:
+    """Ids the store already holds: indexed or rejected (an append neither re-embeds nor retries them)."""
+    return {str(it["id"]) for it in store.items} | {r["id"] for r in read_rejected(store.root)}
 
 
 def _check_complete_store(root: Path, info: StoreInfo, source: Source, fingerprint: dict, shard_size: int) -> None:
@@ -221,8 +217,7 @@ def _finalize(cfg: BuildConfig, root: Path, plan: BuildPlan, fingerprint: dict,
               existing: StoreInfo | None) -> StoreInfo:
     vectors, table = read_all_shards(root)
     rejected = [r for s in done_shards(root) for r in read_shard_rejected(root, s)]
-    text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rejected)
-    _atomic(root / REJECTED_FILE, lambda p: Path(p).write_text(text, encoding="utf-8"))
+    write_rejected(root, rejected)
     if vectors.shape[0] == 0:
         raise StoreError(f"{root}: none of the {len(rejected)} items could be used; the reasons are in "
                          f"{root / REJECTED_FILE}")

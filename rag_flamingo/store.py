@@ -170,8 +170,7 @@ def write_shard(root: Path, shard: int, embeddings: np.ndarray, records: list[di
     _atomic(stem.with_suffix(".npy"), lambda p: np.save(p, np.ascontiguousarray(embeddings, np.float32)))
     _atomic(stem.with_suffix(".parquet"), lambda p: pq.write_table(items_table(records), p))
     if rejected:
-        text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rejected)
-        _atomic(shard_rejected_path(root, shard), lambda p: Path(p).write_text(text, encoding="utf-8"))
+        _write_jsonl(shard_rejected_path(root, shard), rejected)
     _atomic(stem.with_suffix(".done"), lambda p: Path(p).write_text(str(len(records))))
 
 
@@ -181,10 +180,17 @@ def shard_rejected_path(root: Path, shard: int) -> Path:
 
 def read_shard_rejected(root: Path, shard: int) -> list[dict]:
     """The rejected items recorded with a complete shard ([] when it had none)."""
-    path = shard_rejected_path(root, shard)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return _read_jsonl(shard_rejected_path(root, shard))
+
+
+def write_rejected(root: Path, rejected: list[dict]) -> None:
+    """``rejected.jsonl``: the items skipped by the whole build, with their reasons."""
+    _write_jsonl(Path(root) / REJECTED_FILE, rejected)
+
+
+def read_rejected(root: Path) -> list[dict]:
+    """The items of ``rejected.jsonl`` ([] when there is none)."""
+    return _read_jsonl(Path(root) / REJECTED_FILE)
 
 
 def done_shards(root: Path) -> list[int]:
@@ -259,6 +265,17 @@ def _atomic(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp" + path.suffix)  # keep the suffix: np.save appends .npy
     write(str(tmp))
     os.replace(tmp, path)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+    _atomic(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 # ----------------------------------------------------------------------------- the store

@@ -10,8 +10,8 @@ import pytest
 
 from rag_flamingo.errors import StoreError
 from rag_flamingo.store import (INFO_FILE, IndexStore, StoreInfo, done_shards, item_from_record, item_record,
-                                normalize_rows, read_all_shards, read_info, read_shard_rejected, write_features,
-                                write_info, write_shard, write_store)
+                                normalize_rows, read_all_shards, read_info, read_rejected, read_shard_rejected,
+                                write_features, write_info, write_rejected, write_shard, write_store)
 
 ROWS = [
     {"id": "a", "path": "dog/a.wav", "label": "dog", "captions": ["a dog barks"], "extra": 1},
@@ -50,6 +50,9 @@ def test_shards_done_markers_and_rejected(tmp_path):
     emb = make_store(tmp_path)
     assert done_shards(tmp_path) == [0, 1]
     assert read_shard_rejected(tmp_path, 1) == [{"id": "bad1", "reason": "silent"}]
+    assert read_rejected(tmp_path) == []  # written when the build is finalised
+    write_rejected(tmp_path, [r for s in done_shards(tmp_path) for r in read_shard_rejected(tmp_path, s)])
+    assert [r["id"] for r in read_rejected(tmp_path)] == ["bad0", "bad1"]
     all_emb, table = read_all_shards(tmp_path)
     np.testing.assert_array_equal(all_emb, emb)
     assert table.column("id").to_pylist() == ["a0", "b0", "c0", "a1", "b1", "c1"]
