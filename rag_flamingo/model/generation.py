@@ -45,29 +45,26 @@ class _Stepper:
 
     def __init__(self, model: AudioFlamingo, media_kv: MediaKV, audio_mask, use_cache: bool, quirk: bool):
         self.model, self.media_kv, self.audio_mask = model, media_kv, audio_mask
-        self.use_cache, self.quirk = use_cache, quirk and use_cache
+        self.use_cache = use_cache
+        # the reference's mask for cached steps after the prefill: the same every step, built once
+        self.quirk_mask = (quirk_xattn_mask(1, audio_mask, model.config.windows_per_audio)
+                           if quirk and use_cache else None)
         self.cache = None
         self.counts = None
         self.masks: list[torch.Tensor] = []
 
     def __call__(self, seqs: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         """Logits (N, V) for the next token after ``seqs`` (N, S); attn (N, S)."""
-        m = self.model
+        common = dict(attention_mask=attn, media_kv=self.media_kv, audio_mask=self.audio_mask, last_logits_only=True)
         if not self.use_cache:
-            out = m(seqs, attention_mask=attn, media_kv=self.media_kv, audio_mask=self.audio_mask, last_logits_only=True)
-            self.masks.append(out.xattn_mask[:, -1])
-            return out.logits[:, -1].float()
-        if self.cache is None:  # prefill: the whole prompt, correct media mask
-            out = m(seqs, attention_mask=attn, media_kv=self.media_kv, audio_mask=self.audio_mask, use_cache=True,
-                    last_logits_only=True)
+            out = self.model(seqs, **common)
+        elif self.cache is None:  # prefill: the whole prompt, correct media mask
+            out = self.model(seqs, use_cache=True, **common)
         else:
-            override = quirk_xattn_mask(1, self.audio_mask, m.config.windows_per_audio) if self.quirk else None
-            out = m(
-                seqs[:, -1:], attention_mask=attn, media_kv=self.media_kv, audio_mask=self.audio_mask,
-                past_key_values=self.cache, prior_counts=self.counts, xattn_mask_override=override, use_cache=True,
-                last_logits_only=True,
-            )
-        self.cache, self.counts = out.past_key_values, out.media_counts
+            out = self.model(seqs[:, -1:], past_key_values=self.cache, prior_counts=self.counts,
+                             xattn_mask_override=self.quirk_mask, use_cache=True, **common)
+        if self.use_cache:
+            self.cache, self.counts = out.past_key_values, out.media_counts
         self.masks.append(out.xattn_mask[:, -1])
         return out.logits[:, -1].float()
 
