@@ -30,6 +30,7 @@ from .model import postprocess_output, silence_features, tokenize_prompts
 from .model.media import pack_window_features
 from .prompts import build_prompt, token_counter
 from .retrieval import Retriever, Shot
+from .store import normalize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ class ClapReranker:
         self.sample_rate = int(encoder.sample_rate)
 
     def scores(self, audio_embedding: np.ndarray, texts: list[str]) -> np.ndarray:
-        text_emb = _unit(np.asarray(self.encoder.embed_text(texts), np.float32))
-        return text_emb @ _unit(np.asarray(audio_embedding, np.float32)[None])[0]
+        text_emb = normalize_rows(self.encoder.embed_text(texts))
+        return text_emb @ normalize_rows(np.asarray(audio_embedding)[None])[0]
 
     def pick(self, wave: np.ndarray, texts: list[str]) -> tuple[int, np.ndarray]:
         emb = np.asarray(self.encoder.embed([wave]), np.float32)[0]
@@ -94,10 +95,6 @@ class ClapReranker:
 def _comparable(fingerprint: dict) -> dict:
     # run-time settings that do not change features beyond float tolerance
     return {k: v for k, v in fingerprint.items() if k not in ("device", "batch_size", "dtype", "precision")}
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def crop_seconds(encoder) -> float | None:

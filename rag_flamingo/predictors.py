@@ -26,7 +26,7 @@ import numpy as np
 from .errors import ConfigError
 from .prompts import TaskSpec, answer_text, get_task
 from .retrieval import Shot
-from .store import item_labels
+from .store import item_labels, normalize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +63,6 @@ class Predictor(Protocol):
 
     def predict(self, queries: Sequence[Query], task: TaskSpec | str) -> list[Prediction]:
         ...
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _require_labels(name: str, task: TaskSpec) -> None:
@@ -152,7 +147,7 @@ class PrototypePredictor:
 
     def __init__(self, store, n_tags: int | None = None):
         self.store = store
-        self.emb = _unit(store.embeddings())
+        self.emb = normalize_rows(store.embeddings())
         by_label: dict[str, list[int]] = {}
         self.group_rows: dict[str, list[int]] = {}
         for row, item in enumerate(store.items):
@@ -165,7 +160,7 @@ class PrototypePredictor:
         self.labels = sorted(by_label)
         self.sums = np.stack([self.emb[by_label[lab]].sum(0) for lab in self.labels])
         self.counts = np.array([len(by_label[lab]) for lab in self.labels])
-        self.centroids = _unit(self.sums)
+        self.centroids = normalize_rows(self.sums)
         self.n_tags = n_tags or typical_tag_count(store.items)
         self._label_index = {lab: i for i, lab in enumerate(self.labels)}
 
@@ -179,7 +174,7 @@ class PrototypePredictor:
             for lab in item_labels(self.store.item(row)):
                 sums[self._label_index[lab]] -= self.emb[row]
                 counts[self._label_index[lab]] -= 1
-        return _unit(sums), counts > 0
+        return normalize_rows(sums), counts > 0
 
     def predict(self, queries, task):
         task = get_task(task)
@@ -187,7 +182,7 @@ class PrototypePredictor:
         preds = []
         for q in queries:
             centroids, usable = self.centroids_without(q.item.get("group"))
-            sims = centroids @ _unit(q.embedding[None])[0]
+            sims = centroids @ normalize_rows(q.embedding[None])[0]
             labels = [lab for lab, ok in zip(self.labels, usable) if ok]
             preds.append(_restricted(task, labels, sims[usable], q.options, self.n_tags))
         return preds
@@ -208,13 +203,13 @@ class ZeroShotPredictor:
             raise ConfigError("predictor zero_shot needs label names (the store has no labels)")
         self.labels = list(labels)
         self.template = template
-        self.text = _unit(np.asarray(encoder.embed_text([template.format(label=lab) for lab in self.labels])))
+        self.text = normalize_rows(encoder.embed_text([template.format(label=lab) for lab in self.labels]))
         self.n_tags = n_tags
 
     def predict(self, queries, task):
         task = get_task(task)
         _require_labels(self.name, task)
-        sims = _unit(np.stack([q.embedding for q in queries])) @ self.text.T
+        sims = normalize_rows(np.stack([q.embedding for q in queries])) @ self.text.T
         return [_restricted(task, self.labels, row, q.options, self.n_tags) for q, row in zip(queries, sims)]
 
 
