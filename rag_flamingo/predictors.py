@@ -77,8 +77,8 @@ def labels_from_scores(task: TaskSpec, scores: dict[str, float], n_tags: int = 1
     if not ranked:
         return Prediction(output="", score=None, label_scores={})
     top = ranked[: max(1, n_tags)] if task.family == "tagging" else ranked[:1]
-    named = [task.label_map.get(lab.lower(), lab) if task.label_map else lab for lab in top]  # e.g. joy -> happy
-    return Prediction(output=", ".join(named), score=float(scores[top[0]]), label_scores=dict(scores))
+    return Prediction(output=", ".join(task.map_label(lab) for lab in top),  # e.g. joy -> happy
+                      score=float(scores[top[0]]), label_scores=dict(scores))
 
 
 def typical_tag_count(items: Sequence[dict]) -> int:

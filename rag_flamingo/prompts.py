@@ -97,6 +97,10 @@ class TaskSpec:
     def prefix(self) -> str:
         return f"The task is {self.prefix_task}. "
 
+    def map_label(self, label: str) -> str:
+        """The name the reference gives ``label`` (emotion tasks: ``joy`` -> ``happy``)."""
+        return self.label_map.get(label.lower(), label) if self.label_map else label
+
 
 def _task(name, family, prefix_task, prompt, options, **kw) -> TaskSpec:
     return TaskSpec(name, family, prefix_task, prompt, options, **kw)
@@ -143,10 +147,6 @@ def _item_name(item: dict) -> str:
     return str(item.get("id", item.get("path", "?")))
 
 
-def _map_label(task: TaskSpec, label: str) -> str:
-    return task.label_map.get(label.lower(), label) if task.label_map else label
-
-
 def answer_text(task: TaskSpec | str, item: dict) -> str:
     """The target text of ``item`` for ``task``.
 
@@ -175,7 +175,7 @@ def answer_text(task: TaskSpec | str, item: dict) -> str:
         if len(labels) != 1:
             raise ManifestError(f"item {_item_name(item)}: {len(labels)} labels {labels} for the "
                                 f"single-label task {task.name}; use a tagging task or one label")
-        return _map_label(task, str(labels[0]).strip())
+        return task.map_label(str(labels[0]).strip())
     text = ", ".join(str(label).strip() for label in labels)
     return text[:-1] if text.endswith(".") else text
 
