@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .prompts import TaskSpec, answer_text, get_task
-from .retrieval import Shot
+from .retrieval import Shot, item_group
 from .store import item_labels, normalize_rows
 
 logger = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class PrototypePredictor:
         for row, item in enumerate(store.items):
             for lab in item_labels(item):
                 by_label.setdefault(lab, []).append(row)
-            self.group_rows.setdefault(str(item.get("group") or item.get("path")), []).append(row)
+            self.group_rows.setdefault(item_group(item), []).append(row)
         if not by_label:
             raise ConfigError(f"{store.root}: no labelled items, so no prototypes; index a labelled "
                               f"dataset (manifest 'label'/'labels', or sub-folders for dataset=folder)")

@@ -63,6 +63,12 @@ def _embedding_key(vector: np.ndarray) -> str:
     return "emb:" + hashlib.sha256(np.ascontiguousarray(vector, np.float32).tobytes()).hexdigest()[:32]
 
 
+def item_group(item: dict) -> str:
+    """The recording an item belongs to (its ``group``, else its file): retrieval returns one row
+    per group and never the query's own group."""
+    return str(item.get("group") or item.get("path") or item.get("id"))
+
+
 def _as_set(value: Any) -> set[str]:
     if isinstance(value, (list, tuple, set, frozenset)):
         return {str(v) for v in value}
@@ -123,7 +129,7 @@ class Retriever:
         self.store, self.encoder, self.overfetch = store, encoder, int(overfetch)
         self.near_duplicate_threshold = near_duplicate_threshold
         self.shuffle, self.seed, self.mode = shuffle, int(seed), mode
-        self._groups = [str(item.get("group") or item.get("path") or item.get("id")) for item in store.items]
+        self._groups = [item_group(item) for item in store.items]
         self._vectors: np.ndarray | None = None
         self._filters: dict[str, ItemFilter] = {}  # filter key -> ItemFilter (computed once)
         self._group_rows: dict[str, dict[str, list[int]]] = {}  # filter key -> group -> allowed rows
