@@ -229,21 +229,20 @@ def _finalize(cfg: BuildConfig, root: Path, plan: BuildPlan, fingerprint: dict,
                         end_shard=plan.first_shard + plan.shard_count,
                         first_row=existing.count if existing else 0, end_row=int(vectors.shape[0])))
     first = sources[0]
+    records = table.to_pylist()
     info = StoreInfo(
         encoder=fingerprint, dim=int(vectors.shape[1]), count=int(vectors.shape[0]), metric=cfg.index.metric,
         index=report.to_dict(),
         dataset={"name": first["name"], "split": first["split"], "manifest": first["manifest"],
                  "manifest_sha256": first["manifest_sha256"], "audio_root": first["audio_root"]},
-        features=dict(existing.features) if existing else {},
         build={"shard_size": plan.shard_size, "shards": plan.first_shard + plan.shard_count,
                "sources": sources, "rejected": len(rejected),
-               "label_precision": label_precision(vectors, [item_from_record(r) for r in table.to_pylist()])},
-    )
+               "label_precision": label_precision(vectors, [item_from_record(r) for r in records])},
+    )  # no features: appended shards have none yet (re-added below when requested)
     if existing and existing.features:
-        info.features = {}  # new shards have no features yet; re-add them below when requested
         logger.warning("appended items have no cached features; rerun with features=%s to add them",
                        ",".join(existing.features))
-    write_store(root, info, index, table.to_pylist())
+    write_store(root, info, index, records)
     return info
 
 
