@@ -30,7 +30,7 @@ from .model import postprocess_output, silence_features, tokenize_prompts
 from .model.media import pack_window_features
 from .prompts import build_prompt, token_counter
 from .retrieval import Retriever, Shot
-from .store import normalize_rows
+from .store import comparable_fingerprint, normalize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +90,6 @@ class ClapReranker:
         emb = np.asarray(self.encoder.embed([wave]), np.float32)[0]
         scores = self.scores(emb, texts)
         return int(np.argmax(scores)), scores
-
-
-def _comparable(fingerprint: dict) -> dict:
-    # run-time settings that do not change features beyond float tolerance
-    return {k: v for k, v in fingerprint.items() if k not in ("device", "batch_size", "dtype", "precision")}
 
 
 def crop_seconds(encoder) -> float | None:
@@ -165,11 +160,12 @@ class RagFlamingo:
 
     def _check_features(self, store, name: str) -> None:
         meta = store.info.features.get(name, {})
-        built, ours = meta.get("fingerprint"), getattr(self.window_encoder, "fingerprint", None)
-        if built and ours is not None and _comparable(built) != _comparable(ours()):
+        built, fingerprint = meta.get("fingerprint"), getattr(self.window_encoder, "fingerprint", None)
+        ours = fingerprint() if built and fingerprint is not None else None
+        if ours is not None and comparable_fingerprint(built) != comparable_fingerprint(ours):
             raise StoreError(f"{store.root}: the cached '{name}' shot features were made by another window encoder "
                              f"({built.get('name')}, {built.get('checkpoint_sha256', '')[:12]}) than the query's "
-                             f"({ours().get('name')}); use the same checkpoint, or rebuild the features with "
+                             f"({ours.get('name')}); use the same checkpoint, or rebuild the features with "
                              f"`build_index ... mode=features features={name}`")
         windows, dim = meta.get("windows"), meta.get("dim")
         if windows is not None and int(windows) != self.windows or dim is not None and int(dim) != self.model.config.audio_embed_dim:
