@@ -13,7 +13,7 @@ from rag_flamingo.encoders.base import AudioEncoder
 from rag_flamingo.store import item_record, write_shard
 
 from .plan import BuildPlan
-from .reader import DecodeSpec, decode_loader, plan_entries
+from .reader import decode_loader, decode_spec, plan_entries
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +25,6 @@ class EmbedStats:
     rejected: int = 0
     seconds: float = 0.0
     rejected_examples: list[str] = field(default_factory=list)
-
-
-def decode_spec(encoder: AudioEncoder, min_seconds: float = 0.1) -> DecodeSpec:
-    """The encoder's rate and crop; only ``max_seconds`` of each clip is read from disk."""
-    return DecodeSpec(int(encoder.sample_rate), getattr(encoder, "max_seconds", None), min_seconds)
 
 
 def rejection(item: dict, reason: str, shard: int) -> dict:

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rag_flamingo.audio import check_usable, load_audio
+from rag_flamingo.encoders.base import AudioEncoder
 from rag_flamingo.errors import AudioError
 
 
@@ -38,6 +39,11 @@ class Entry:
     shard_start: bool  # first item of its shard
     batch_end: bool  # last item of its embedding batch (batches never cross a shard)
     shard_end: bool  # last item of its shard
+
+
+def decode_spec(encoder: AudioEncoder, min_seconds: float = 0.1) -> DecodeSpec:
+    """The encoder's rate and crop; only ``max_seconds`` of each clip is read from disk."""
+    return DecodeSpec(int(encoder.sample_rate), getattr(encoder, "max_seconds", None), min_seconds)
 
 
 def resolve_path(item: dict, audio_root: Path) -> Path:

@@ -201,8 +201,12 @@ def done_shards(root: Path) -> list[int]:
 
 
 def read_shard(root: Path, shard: int) -> tuple[np.ndarray, pa.Table]:
-    stem = shard_stem(root, shard)
-    return np.load(stem.with_suffix(".npy")), pq.read_table(stem.with_suffix(".parquet"))
+    return np.load(shard_stem(root, shard).with_suffix(".npy")), read_shard_items(root, shard)
+
+
+def read_shard_items(root: Path, shard: int) -> pa.Table:
+    """The items table of one shard (without reading its vectors)."""
+    return pq.read_table(shard_stem(root, shard).with_suffix(".parquet"))
 
 
 def read_all_shards(root: Path) -> tuple[np.ndarray, pa.Table]:
