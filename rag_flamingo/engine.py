@@ -177,13 +177,14 @@ class RagFlamingo:
     def load(self, source: AudioSource, item: dict | None = None) -> dict[int, np.ndarray]:
         """The query decoded once per rate the pipeline needs: ``{sample_rate: wave}``."""
         item = item or {}
-        rates: dict[int, float | None] = {}
+        rates: dict[int, float | None] = {}  # sample rate -> seconds to read (None: all)
         for enc in (self.window_encoder, self.retrieval_encoder, self.reranker.encoder if self.reranker else None):
             if enc is None:
                 continue
-            sr, most = int(enc.sample_rate), crop_seconds(enc)
             # read only what the encoders use: the longest crop among the encoders at this rate
-            rates[sr] = None if sr in rates and rates[sr] is None or not most else max(most, rates.get(sr) or 0)
+            sr, most = int(enc.sample_rate), crop_seconds(enc)
+            seen = rates.get(sr, 0.0)  # 0: no encoder at this rate yet
+            rates[sr] = None if seen is None or not most else max(most, seen)
         return {sr: load_waveform(source, sr, start=item.get("start"), end=item.get("end"), max_seconds=most)
                 for sr, most in rates.items()}
 
