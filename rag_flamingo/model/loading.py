@@ -157,17 +157,7 @@ def map_released_state_dict(
     sd: Mapping[str, torch.Tensor], layout: list[KeySpec], source: str = "checkpoint"
 ) -> dict[str, torch.Tensor]:
     """Released keys -> our keys, strictly (see module docstring for the rules)."""
-    expected = {s.checkpoint_key: s for s in layout}
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    bad_shape = [
-        f"{k}: expected {list(s.shape)}, found {list(sd[k].shape)}"
-        for k, s in expected.items()
-        if k in sd and tuple(sd[k].shape) != s.shape
-    ]
-    if missing or unexpected or bad_shape:
-        raise CheckpointError(_mismatch_message(source, missing, unexpected, bad_shape, len(expected)))
-
+    check_keys(sd, {s.checkpoint_key: s.shape for s in layout}, source)
     primary_of = {s.our_key: s.checkpoint_key for s in layout if s.role == "primary"}
     ours: dict[str, torch.Tensor] = {our: sd[key] for our, key in primary_of.items()}
     unequal = []
@@ -191,6 +181,16 @@ def map_released_state_dict(
             f"hand-edited checkpoint; re-download it): " + "; ".join(unequal[:10])
         )
     return ours
+
+
+def check_keys(sd: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], source: str) -> None:
+    """CheckpointError listing missing, unexpected and mis-shaped keys unless ``sd`` has exactly ``expected``."""
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    bad_shape = [f"{k}: expected {list(shape)}, found {list(sd[k].shape)}"
+                 for k, shape in expected.items() if k in sd and tuple(sd[k].shape) != shape]
+    if missing or unexpected or bad_shape:
+        raise CheckpointError(_mismatch_message(source, missing, unexpected, bad_shape, len(expected)))
 
 
 def _mismatch_message(source, missing, unexpected, bad_shape, n_expected) -> str:
@@ -221,15 +221,6 @@ def read_converted(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]
         raise
     except Exception as e:
         raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from e
-
-
-def check_converted(sd: Mapping[str, torch.Tensor], model: AudioFlamingo, source: str) -> None:
-    expected = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    bad = [f"{k}: expected {list(s)}, found {list(sd[k].shape)}" for k, s in expected.items() if k in sd and tuple(sd[k].shape) != s]
-    if missing or unexpected or bad:
-        raise CheckpointError(_mismatch_message(source, missing, unexpected, bad, len(expected)))
 
 
 # ---------------------------------------------------------------------- entry point
@@ -267,8 +258,8 @@ def load_audio_flamingo(
 
         check_tokenizer(tokenizer, config)
     model = build_meta_model(config)
-    if converted:
-        check_converted(sd, model, source)
+    if converted:  # our keys, no aliases
+        check_keys(sd, {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}, source)
     else:
         sd = map_released_state_dict(read_released_state_dict(paths), af1_key_layout(model), source)
     model.load_state_dict(sd, strict=True, assign=True)
