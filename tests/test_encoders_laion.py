@@ -320,8 +320,10 @@ def _hf_dir(standins: Path, path: Path, out: Path, enable_fusion: bool) -> Path:
 
 def test_hf_unfused_conversion_parity(tiny, standins, tmp_path, monkeypatch):
     module, path = tiny
-    enc = build_encoder("hf_clap_unfused", model=str(_hf_dir(standins, path, tmp_path / "hf", False)),
-                        long_audio="head", batch_size=2)
+    hf_dir = _hf_dir(standins, path, tmp_path / "hf", False)
+    with pytest.raises(ConfigError, match="batch_size"):  # was accepted, then embedded nothing (torch.empty)
+        build_encoder("hf_clap_unfused", model=str(hf_dir), batch_size=-1)
+    enc = build_encoder("hf_clap_unfused", model=str(hf_dir), long_audio="head", batch_size=2)
     assert enc.fingerprint()["family"] == "hf_clap"
     waves = [_signal(3.0, 50), _signal(13.0, 51)]
     lo.PinnedRandom(monkeypatch, crop="head")

@@ -20,7 +20,7 @@ from rag_flamingo.audio import load_audio
 from rag_flamingo.encoders import available_encoders, build_encoder
 from rag_flamingo.encoders.clapcap import ClapcapEncoder
 from rag_flamingo.encoders.ms_clap import MSCLAP_2022, MSCLAP_2023, MSClapEncoder, crop_starts
-from rag_flamingo.errors import CheckpointError
+from rag_flamingo.errors import CheckpointError, ConfigError
 
 SR = 44100
 TEXTS = ["a dog barks loudly in the park", "rain on a roof", "birds sing while a car passes by"]
@@ -167,6 +167,10 @@ def test_registry_and_fingerprint(own_2023):
     fp = enc.fingerprint()
     assert fp["checkpoint_sha256"] and "first" in fp["long_audio"] and fp["dim"] == 1024
     assert fp != build_encoder("ms_clap_2023", checkpoint=str(ckpt), with_text=False, device="cpu").fingerprint()
+    with pytest.raises(ConfigError, match="batch_size"):  # refused when built, not on the first embed
+        build_encoder("ms_clap_2023", checkpoint=str(ckpt), with_text=False, batch_size=0, device="cpu")
+    with pytest.raises(ConfigError, match="batch_size"):
+        build_encoder("clapcap", checkpoint=str(ckpt), batch_size=-1, device="cpu")
 
 
 def test_hydra_encoder_configs_build(own_2023, audio_files):

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError
-from .base import autocast_dtype, best_device, file_sha256, register_encoder
+from .base import autocast, autocast_dtype, best_device, file_sha256, register_encoder
 from .checkpoints import load_strict
 
 logger = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ class AisfxEncoder:
         outs = []
         for start in range(0, stacked.shape[0], self.max_blocks):
             chunk = stacked[start : start + self.max_blocks].to(self.device)
-            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.device.type == "cuda"):
+            with autocast(self.device, self.dtype):
                 outs.append(self.model(chunk).float().cpu())
         per_block = torch.cat(outs)
         clips = torch.stack([part.mean(0) for part in torch.split(per_block, counts)])

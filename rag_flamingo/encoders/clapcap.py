@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio import int16_roundtrip, peak_normalize
-from .base import best_device, register_encoder
+from .base import best_device, check_batch_size, register_encoder, resolve_precision
 from .checkpoints import CheckpointSource, checkpoint_sha256, load_strict, read_state_dict, resolve_checkpoint
-from .ms_clap import HUB_REPO, MSCLAP_2023, MSClapAudioEncoder, resolve_precision, run_batched
+from .ms_clap import HUB_REPO, MSCLAP_2023, MSClapAudioEncoder, run_batched
 from .windows import AF1_WINDOWS, WindowScheme
 
 logger = logging.getLogger(__name__)
@@ -75,14 +75,14 @@ class ClapcapEncoder:
         self.max_seconds = scheme.max_seconds  # 33.25 s: the index builder reads only that much
         if scheme.sample_rate != self.sample_rate or scheme.window != MSCLAP_2023.clip_samples:
             raise ValueError("clapcap needs 7 s windows at 44.1 kHz")
-        self.batch_size = int(batch_size)
+        self.batch_size = check_batch_size(batch_size)
         self.source = CheckpointSource(checkpoint, hub_repo, filename)
         self.checkpoint_path = resolve_checkpoint(self.source, "clapcap checkpoint")
         self.model = ClapcapAudioModel()
         load_strict(self.model, read_state_dict(self.checkpoint_path), str(self.checkpoint_path),
                     known_unused=CLAPCAP_UNUSED)
         self.device = best_device(device)
-        self.autocast = resolve_precision(precision, self.device)
+        self.dtype = resolve_precision(precision, self.device)
         self.model.eval().to(self.device)
         self._zero_feature: torch.Tensor | None = None
         self._sha256: str | None = None
@@ -93,7 +93,7 @@ class ClapcapEncoder:
         return int16_roundtrip(self.scheme.split(peak_normalize(wave)))
 
     def _encode(self, windows: list[np.ndarray]) -> torch.Tensor:
-        return run_batched(self.model, windows, self.batch_size, self.device, self.autocast)
+        return run_batched(self.model, windows, self.batch_size, self.device, self.dtype)
 
     def zero_window_feature(self) -> torch.Tensor:
         """The encoder output of an all-zero 7 s clip (AF1's padding windows), [1024]."""
@@ -140,7 +140,7 @@ class ClapcapEncoder:
             "preprocessing": "first 33.25 s, AF1 peak normalisation, zero-pad, int16 round-trip",
             "long_audio": "AF1 windows; audio after 33.25 s is not used",
             "pooling": "mean of L2-normalised valid window features, re-normalised",
-            "precision": str(self.autocast or torch.float32),
+            "precision": str(self.dtype),
         }
 
 

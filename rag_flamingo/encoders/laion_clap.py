@@ -33,7 +33,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -42,7 +41,7 @@ from torch import nn
 
 from ..audio import int16_roundtrip
 from ..errors import CheckpointError, ConfigError
-from .base import autocast_dtype, best_device, register_encoder
+from .base import autocast, best_device, check_batch_size, micro_batches, register_encoder, resolve_precision
 from .checkpoints import CheckpointSource, checkpoint_sha256, load_strict, resolve_checkpoint
 from .htsat import HTSAT, HTSATConfig
 from .laion_fusion import FusionMelConfig, FusionPatchEmbed, HTKLogMel, fusion_input, repeat_pad, rowwise
@@ -236,15 +235,6 @@ def _windows(wave: np.ndarray, policy: str) -> list[np.ndarray]:
     return [wave[s:s + WINDOW_SAMPLES] for s in starts]
 
 
-def _micro_batches(n: int, size: int, pad: bool) -> Iterator[tuple[list[int], int]]:
-    """Row indices of each micro-batch; with ``pad`` the last one is padded to ``size`` by repeating its
-    last row (fixed shapes: what keeps CUDA kernels, chosen by shape, bit-reproducible whatever the
-    batch composition). Yields (rows, number of real rows)."""
-    for start in range(0, n, size):
-        rows = list(range(start, min(start + size, n)))
-        yield (rows + [rows[-1]] * (size - len(rows)) if pad else rows), len(rows)
-
-
 @dataclass
 class LaionClapEncoder:
     """Retrieval embedder over a LAION-CLAP checkpoint (see module docstring for the policies)."""
@@ -279,16 +269,12 @@ class LaionClapEncoder:
     def _pad(self) -> bool:
         return self.device.type != "cpu" or bool(getattr(self.model, "needs_fixed_batches", True))
 
-    def _autocast(self):
-        enabled = self.dtype != torch.float32
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=enabled)
-
     @torch.inference_mode()
     def _embed_windows(self, windows: list[np.ndarray]) -> torch.Tensor:
         out = torch.empty(len(windows), self.dim)
-        for rows, real in _micro_batches(len(windows), self.batch_size, self._pad):
+        for rows, real in micro_batches(len(windows), self.batch_size, self._pad):
             batch = torch.stack([repeat_pad(torch.from_numpy(windows[r]), WINDOW_SAMPLES) for r in rows])
-            with self._autocast():
+            with autocast(self.device, self.dtype):
                 emb = self.model.embed_waveforms(batch.to(self.device))
             out[rows[0]:rows[0] + real] = emb[:real].float().cpu()
         return out
@@ -297,12 +283,12 @@ class LaionClapEncoder:
     def _embed_fusion(self, waves: list[np.ndarray]) -> torch.Tensor:
         out = torch.empty(len(waves), self.dim)
         mel_fn = self.model.fusion_mel
-        for rows, real in _micro_batches(len(waves), self.batch_size, self._pad):
+        for rows, real in micro_batches(len(waves), self.batch_size, self._pad):
             items = [fusion_input(torch.from_numpy(waves[r]).to(self.device), mel_fn) for r in rows[:real]]
             items += [items[-1]] * (len(rows) - real)
             mel = torch.stack([m for m, _ in items])
             longer = torch.tensor([lg for _, lg in items], device=self.device)
-            with self._autocast():
+            with autocast(self.device, self.dtype):
                 emb = self.model.embed_fusion(mel, longer)
             out[rows[0]:rows[0] + real] = emb[:real].float().cpu()
         return out
@@ -338,9 +324,9 @@ class LaionClapEncoder:
         tok = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=TEXT_MAX_LENGTH,
                              return_tensors="pt")
         out = torch.empty(len(texts), self.dim)
-        for rows, real in _micro_batches(len(texts), self.batch_size, self._pad):
+        for rows, real in micro_batches(len(texts), self.batch_size, self._pad):
             idx = torch.tensor(rows)
-            with self._autocast():
+            with autocast(self.device, self.dtype):
                 emb = self.model.embed_tokens(tok["input_ids"][idx].to(self.device),
                                               tok["attention_mask"][idx].to(self.device))
             out[rows[0]:rows[0] + real] = emb[:real].float().cpu()
@@ -389,16 +375,15 @@ def _max_seconds(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    if dtype in (None, "auto"):
-        return autocast_dtype(device)
-    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-    if dtype not in table:
-        raise ConfigError(f"precision '{dtype}' not understood; use auto, fp32, fp16 or bf16")
-    if device.type == "cpu" and table[dtype] == torch.float16:
+def _precision(precision: str | None, device: torch.device) -> torch.dtype:
+    dtype = resolve_precision(precision, device)
+    if device.type == "cpu" and dtype == torch.float16:
         raise ConfigError("precision fp16 is not supported on CPU; use fp32 (default) or bf16")
-    return table[dtype]
+    return dtype
+
+
+def _batch_size(batch_size: int | None, device: torch.device) -> int:
+    return check_batch_size(batch_size or (32 if device.type == "cuda" else 8))
 
 
 def load_laion_clap(
@@ -422,17 +407,15 @@ def load_laion_clap(
                              long_audio=long_audio or ("fusion" if enable_fusion else "mean"),
                              shrink_antialias=shrink_antialias)
     dev = best_device(device)
+    dtype, size = _precision(precision, dev), _batch_size(batch_size, dev)
     path = resolve_checkpoint(CheckpointSource(path=checkpoint, repo_id=hub_repo, filename=filename),
                               what=f"LAION-CLAP checkpoint ({name})")
     tokenizer, text_config = load_text_side(text_model)
     model = LaionClapModel(config, text_config)
     load_checkpoint_into(model, load_original_state_dict(path), str(path))
     model.eval().to(dev)
-    size = int(batch_size or (32 if dev.type == "cuda" else 8))
-    if size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {size}")
     return LaionClapEncoder(name=name, config=config, checkpoint_path=path, device=dev,
-                            dtype=_resolve_dtype(precision, dev), batch_size=size, model=model, tokenizer=tokenizer,
+                            dtype=dtype, batch_size=size, model=model, tokenizer=tokenizer,
                             max_seconds=_max_seconds(max_seconds))
 
 
@@ -579,6 +562,8 @@ def load_hf_clap(name: str = "hf_clap_unfused", *, model: str | None = None, lon
     """A LAION-CLAP conversion in ``transformers`` format (hub id or local ``save_pretrained`` dir)."""
     from transformers import AutoTokenizer, ClapModel
 
+    dev = best_device(device)
+    dtype, size = _precision(precision, dev), _batch_size(batch_size, dev)
     source = model or HF_REPOS.get(name, HF_REPOS["hf_clap_unfused"])
     weights = _hf_weights_file(source)
     try:
@@ -597,11 +582,9 @@ def load_hf_clap(name: str = "hf_clap_unfused", *, model: str | None = None, lon
     backend = HFClapBackend(clap)
     if backend.fusion_mel is not None:
         backend.fusion_mel = HTKLogMel(config.fusion_mel)
-    dev = best_device(device)
     backend.eval().to(dev)
-    size = int(batch_size or (32 if dev.type == "cuda" else 8))
     return LaionClapEncoder(name=name, config=config, checkpoint_path=weights, device=dev,
-                            dtype=_resolve_dtype(precision, dev), batch_size=size, model=backend,
+                            dtype=dtype, batch_size=size, model=backend,
                             tokenizer=tokenizer, family="hf_clap", max_seconds=_max_seconds(max_seconds))
 
 

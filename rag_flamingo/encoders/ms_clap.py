@@ -24,10 +24,8 @@ the call; CUDA runs under fp16/bf16 autocast (log-mel frontend and bn0 in fp32),
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -35,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from .base import autocast_dtype, best_device, register_encoder
+from .base import autocast, best_device, check_batch_size, micro_batches, register_encoder, resolve_precision
 from .checkpoints import CheckpointSource, checkpoint_sha256, load_strict, read_state_dict, resolve_checkpoint
 from .cnn14 import Cnn14, Cnn14Config
 from .htsat import HTSAT, HTSAT_TINY
@@ -207,37 +205,16 @@ def clip_crops(wave: np.ndarray, length: int, policy: str) -> list[np.ndarray]:
     return [wave[s:s + length] for s in crop_starts(wave.shape[0], length, policy)]
 
 
-def fixed_batches(n: int, size: int) -> Iterator[tuple[list[int], int]]:
-    """Row indices of micro-batches of exactly ``size`` (the last padded by repeating its last row),
-    with the count of real rows. Fixed shapes keep each row's result independent of the others."""
-    for start in range(0, n, size):
-        rows = list(range(start, min(start + size, n)))
-        real = len(rows)
-        yield rows + [rows[-1]] * (size - real), real
-
-
 def run_batched(fn, items: list[np.ndarray], batch_size: int, device: torch.device,
-                autocast: torch.dtype | None) -> torch.Tensor:
-    """Apply ``fn`` (tensor [b, ...] -> [b, d]) over equal-shape numpy items in fixed micro-batches."""
+                dtype: torch.dtype) -> torch.Tensor:
+    """Apply ``fn`` (tensor [b, ...] -> [b, d]) over equal-shape numpy items in fixed-size micro-batches
+    (``base.micro_batches``), under autocast to ``dtype``."""
     outs = []
-    for rows, real in fixed_batches(len(items), batch_size):
+    for rows, real in micro_batches(len(items), batch_size):
         x = torch.from_numpy(np.stack([items[i] for i in rows])).to(device)
-        ctx = torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
-        with torch.inference_mode(), ctx:
+        with torch.inference_mode(), autocast(device, dtype):
             outs.append(fn(x)[:real].float().cpu())
     return torch.cat(outs)
-
-
-def resolve_precision(precision: str | None, device: torch.device) -> torch.dtype | None:
-    """None = no autocast (fp32). 'auto': fp16 autocast on CUDA, fp32 on CPU."""
-    if precision in (None, "auto"):
-        dtype = autocast_dtype(device)
-    else:
-        table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-        if precision not in table:
-            raise ConfigError(f"precision must be auto/fp32/fp16/bf16, got {precision!r}")
-        dtype = table[precision]
-    return None if dtype == torch.float32 else dtype
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -262,7 +239,7 @@ class MSClapEncoder:
         crop_starts(2, 1, long_audio)  # validate the policy early
         # audio after max_seconds is not used (None: all of it); the index builder reads only that much
         self.max_seconds = float(max_seconds) if max_seconds else None
-        self.batch_size = int(batch_size)
+        self.batch_size = check_batch_size(batch_size)
         self.source = CheckpointSource(checkpoint, hub_repo, filename or config.filename)
         self.checkpoint_path = resolve_checkpoint(self.source, f"MS-CLAP {config.version} checkpoint")
         text_config, self.tokenizer = load_text_side(config.text_model) if with_text else (None, None)
@@ -271,7 +248,7 @@ class MSClapEncoder:
         load_strict(self.model, read_state_dict(self.checkpoint_path), str(self.checkpoint_path),
                     known_unused=(*LEGACY_TEXT_BUFFERS, *unused))
         self.device = best_device(device)
-        self.autocast = resolve_precision(precision, self.device)
+        self.dtype = resolve_precision(precision, self.device)
         self.model.eval().to(self.device)
         self._sha256: str | None = None
 
@@ -285,16 +262,18 @@ class MSClapEncoder:
     def audio_projections(self, waveforms: list[np.ndarray]) -> torch.Tensor:
         """The original's (unnormalised) projected embedding of every crop, [total crops, d_proj]
         (``crops(w)`` per waveform, in order)."""
-        crops = [c for w in waveforms for c in self.crops(w)]
-        return run_batched(self.model.audio_encoder, crops, self.batch_size, self.device, self.autocast)
+        return self._project([c for w in waveforms for c in self.crops(w)])
+
+    def _project(self, crops: list[np.ndarray]) -> torch.Tensor:
+        return run_batched(self.model.audio_encoder, crops, self.batch_size, self.device, self.dtype)
 
     def embed(self, waveforms: list[np.ndarray]) -> np.ndarray:
         """float32 [N, d_proj], L2-normalised; long clips pooled by ``long_audio``."""
         if not waveforms:
             return np.zeros((0, self.dim), np.float32)
-        counts = [len(self.crops(w)) for w in waveforms]
-        crops = F.normalize(self.audio_projections(waveforms), dim=-1)
-        pooled = torch.stack([part.mean(0) for part in torch.split(crops, counts)])
+        per_clip = [self.crops(w) for w in waveforms]
+        crops = F.normalize(self._project([c for clip in per_clip for c in clip]), dim=-1)
+        pooled = torch.stack([part.mean(0) for part in torch.split(crops, [len(c) for c in per_clip])])
         return F.normalize(pooled, dim=-1).numpy().astype(np.float32)
 
     # -- text
@@ -313,13 +292,11 @@ class MSClapEncoder:
     def text_projections(self, texts: list[str]) -> torch.Tensor:
         """The original's (unnormalised) text embeddings [N, d_proj]."""
         tok = self.tokenize(texts)
-        n = tok["input_ids"].shape[0]
-        rows = [{k: v[i] for k, v in tok.items()} for i in range(n)]
         outs = []
-        for idx, real in fixed_batches(n, self.batch_size):
-            batch = {k: torch.stack([rows[i][k] for i in idx]).to(self.device) for k in tok}
-            ctx = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
-            with torch.inference_mode(), ctx:
+        for rows, real in micro_batches(len(texts), self.batch_size):
+            idx = torch.tensor(rows)
+            batch = {k: v[idx].to(self.device) for k, v in tok.items()}
+            with torch.inference_mode(), autocast(self.device, self.dtype):
                 outs.append(self.model.caption_encoder(batch)[:real].float().cpu())
         return torch.cat(outs) if outs else torch.zeros((0, self.dim))
 
@@ -349,7 +326,7 @@ class MSClapEncoder:
             "audio_backbone": c.audio_backbone,
             "text_model": c.text_model,
             "text_len": c.text_len,
-            "precision": str(self.autocast or torch.float32),
+            "precision": str(self.dtype),
         }
 
 
