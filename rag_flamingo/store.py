@@ -310,7 +310,7 @@ def write_store(root: Path, info: StoreInfo, index: faiss.Index, records: list[d
     info.versions = info.versions or library_versions()
     _atomic(root / INDEX_FILE, lambda p: faiss.write_index(index, p))
     _atomic(root / ITEMS_FILE, lambda p: pq.write_table(items_table(records), p))
-    _atomic(root / INFO_FILE, lambda p: Path(p).write_text(info.to_json()))
+    write_info(root, info)
 
 
 def write_info(root: Path, info: StoreInfo) -> None:
@@ -335,11 +335,10 @@ class IndexStore:
     @classmethod
     def open(cls, root: str | Path) -> "IndexStore":
         root = Path(root)
-        info_path = root / INFO_FILE
-        if not info_path.is_file():
+        info = read_info(root)
+        if info is None:
             raise StoreError(f"{root}: not a complete index store (no {INFO_FILE}); build it with "
                              f"`build_index ... output={root}` (an interrupted build resumes)")
-        info = StoreInfo.from_dict(json.loads(info_path.read_text()))
         if info.format != FORMAT_VERSION:
             raise StoreError(f"{root}: store format {info.format}, this version reads {FORMAT_VERSION}; rebuild it")
         for name in (INDEX_FILE, ITEMS_FILE):
