@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from .tokenizer import EOC_TOKEN, MEDIA_TOKEN, SEP_TOKEN, postprocess_output, tokenize_prompts
+from ..tokens import BOS, EOC_TOKEN, EOS, MEDIA_TOKEN, SEP_TOKEN
+from .tokenizer import postprocess_output, tokenize_prompts
 
 CHAT_PREFIX = "the task is dialog."
 MAX_ROUNDS = 4
@@ -22,11 +23,11 @@ MAX_ROUNDS = 4
 
 def chat_prompt(rounds: list[tuple[str, str | None]]) -> str:
     """The reference chat string for ``[(user, answer or None), ...]``; only the last may be open."""
-    text = f"</s>{CHAT_PREFIX}{MEDIA_TOKEN}"
+    text = f"{BOS}{CHAT_PREFIX}{MEDIA_TOKEN}"
     for i, (user, answer) in enumerate(rounds):
         text += f"user: {user} \nassistant: {SEP_TOKEN}"
         if answer is not None:
-            text += f"{answer}{EOC_TOKEN}</s>\n"
+            text += f"{answer}{EOC_TOKEN}{EOS}\n"
         elif i != len(rounds) - 1:
             raise ValueError("only the last round may be unanswered")
     return text

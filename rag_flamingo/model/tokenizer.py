@@ -13,7 +13,7 @@ import re
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..tokens import EOC_TOKEN, MEDIA_TOKEN, SEP_TOKEN
+from ..tokens import EOC_TOKEN, EOS, MEDIA_TOKEN, SEP_TOKEN
 from .config import AF1_LM_ID, AudioFlamingoConfig
 
 
@@ -80,7 +80,7 @@ def tokenize_prompts(tokenizer, prompts: list[str], max_length: int | None = Non
     return enc["input_ids"], enc["attention_mask"]
 
 
-_REMOVE = ("</s>", "<pad>", EOC_TOKEN)
+_REMOVE = (EOS, "<pad>", EOC_TOKEN)
 
 
 def postprocess_output(text: str) -> str:
