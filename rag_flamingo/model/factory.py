@@ -55,16 +55,15 @@ def load_model(cfg: Mapping[str, Any]) -> tuple[AudioFlamingo, Any]:
     device = best_device(cfg.get("device"))
     cache_dir = cfg.get("cache_dir")
     tokenizer = load_af1_tokenizer(_local(cfg.get("tokenizer")) or "facebook/opt-iml-max-1.3b", cache_dir=cache_dir)
+    spec = checkpoint_spec(cfg)
     config = cfg.get("config")
-    if config is None:
-        spec = checkpoint_spec(cfg)
+    if config is None:  # a converted file carries its config; a released .pt has the foundation sizes
         converted = isinstance(spec, str) and spec.endswith(".safetensors")
         config = None if converted else AudioFlamingoConfig.foundation(lm=cfg.get("lm"))
     else:
         config = _local(config)
     model = load_audio_flamingo(
-        checkpoint_spec(cfg), config, tokenizer, dtype=resolve_dtype(cfg.get("dtype"), device),
-        device=device, cache_dir=cache_dir,
+        spec, config, tokenizer, dtype=resolve_dtype(cfg.get("dtype"), device), device=device, cache_dir=cache_dir,
     )
     return model, tokenizer
 
