@@ -200,8 +200,9 @@ def done_shards(root: Path) -> list[int]:
     return sorted(int(p.stem) for p in folder.glob("*.done"))
 
 
-def read_shard(root: Path, shard: int) -> tuple[np.ndarray, pa.Table]:
-    return np.load(shard_stem(root, shard).with_suffix(".npy")), read_shard_items(root, shard)
+def read_shard_vectors(root: Path, shard: int) -> np.ndarray:
+    """The embeddings of one shard (without reading its items)."""
+    return np.load(shard_stem(root, shard).with_suffix(".npy"))
 
 
 def read_shard_items(root: Path, shard: int) -> pa.Table:
@@ -211,11 +212,21 @@ def read_shard_items(root: Path, shard: int) -> pa.Table:
 
 def read_all_shards(root: Path) -> tuple[np.ndarray, pa.Table]:
     """All complete shards in order: (embeddings [N, dim], items table)."""
+    shards = _complete_shards(root)
+    return (np.concatenate([read_shard_vectors(root, s) for s in shards]),
+            pa.concat_tables([read_shard_items(root, s) for s in shards]))
+
+
+def read_all_vectors(root: Path) -> np.ndarray:
+    """The embeddings [N, dim] of all complete shards in order (their items are not read)."""
+    return np.concatenate([read_shard_vectors(root, s) for s in _complete_shards(root)])
+
+
+def _complete_shards(root: Path) -> list[int]:
     shards = done_shards(root)
     if not shards:
         raise StoreError(f"{root}: no complete embedding shards under {SHARDS_DIR}/")
-    parts = [read_shard(root, s) for s in shards]
-    return np.concatenate([e for e, _ in parts]), pa.concat_tables([t for _, t in parts])
+    return shards
 
 
 def features_path(root: Path, name: str, shard: int) -> Path:
@@ -371,7 +382,7 @@ class IndexStore:
 
     def embeddings(self) -> np.ndarray:
         """The stored vectors [N, dim] in row order (from the shards)."""
-        emb, _ = read_all_shards(self.root)
+        emb = read_all_vectors(self.root)
         if emb.shape[0] != self.info.count:
             raise StoreError(f"{self.root}: shards hold {emb.shape[0]} vectors, store {self.info.count}")
         return emb
