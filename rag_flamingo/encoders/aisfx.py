@@ -36,7 +36,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from .base import autocast, autocast_dtype, best_device, file_sha256, register_encoder
-from .checkpoints import load_strict
+from .checkpoints import load_strict, numpy_safe_globals
 
 logger = logging.getLogger(__name__)
 
@@ -134,17 +134,13 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
     """``(state_dict, ds_dict)`` from an aisfx checkpoint, with ``weights_only=True``.
 
     The file pickles numpy scalars in ``ds_dict``; only numpy's scalar reconstructor and dtype
-    classes are allowed in addition to tensors (under the numpy-1 module name it was saved with).
+    classes are allowed in addition to tensors (``checkpoints.numpy_safe_globals``).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: aisfx checkpoint not found (reinstall aisfx or fix encoder.checkpoint)")
-    from numpy._core.multiarray import scalar
-
-    allowed = [(scalar, "numpy.core.multiarray.scalar"), scalar, np.dtype]  # numpy 1 and 2 names
-    allowed += sorted({type(np.dtype(t)) for t in (np.int64, np.int32, np.float64, np.float32)}, key=str)
     try:
-        with torch.serialization.safe_globals(allowed):
+        with torch.serialization.safe_globals(numpy_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: not a loadable aisfx checkpoint ({exc})") from exc

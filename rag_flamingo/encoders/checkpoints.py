@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -80,6 +81,14 @@ def read_state_dict(path: str | Path, inner_key: str | None = "model") -> dict[s
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: not a state dict (expected {{'{inner_key}': {{name: tensor}}}})")
     return dict(obj)
+
+
+def numpy_safe_globals() -> list:
+    """What released pickles (LAION-CLAP, aisfx) may reference besides tensors, for
+    ``torch.serialization.safe_globals``: numpy scalars (also under their numpy 1.x module path) and dtypes."""
+    scalar = np._core.multiarray.scalar
+    dtypes = {type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDGUSO"}
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *sorted(dtypes, key=str)]
 
 
 def _listing(title: str, keys: Iterable[str]) -> str:

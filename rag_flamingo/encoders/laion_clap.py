@@ -42,7 +42,7 @@ from torch import nn
 from ..audio import int16_roundtrip
 from ..errors import CheckpointError, ConfigError
 from .base import autocast, best_device, check_batch_size, micro_batches, register_encoder, resolve_precision
-from .checkpoints import CheckpointSource, checkpoint_sha256, load_strict, resolve_checkpoint
+from .checkpoints import CheckpointSource, checkpoint_sha256, load_strict, numpy_safe_globals, resolve_checkpoint
 from .htsat import HTSAT, HTSATConfig
 from .laion_fusion import FusionMelConfig, FusionPatchEmbed, HTKLogMel, fusion_input, repeat_pad, rowwise
 
@@ -142,14 +142,6 @@ class LaionClapModel(nn.Module):
 # checkpoint files
 
 
-def _numpy_safe_globals() -> list:
-    """What the released pickles may reference besides tensors: numpy scalars and dtypes
-    (under their numpy 1.x module path too)."""
-    scalar = np._core.multiarray.scalar
-    dtypes = {type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDGUSO"}
-    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *sorted(dtypes, key=str)]
-
-
 def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The ``state_dict`` of an original LAION-CLAP checkpoint, ``module.`` prefix removed.
 
@@ -160,7 +152,7 @@ def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
+        with torch.serialization.safe_globals(numpy_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot be read as a LAION-CLAP checkpoint with weights_only=True "
