@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping, TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from ..paths import cache_root
 from .base import file_sha256
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _MAX_LISTED = 25
 
@@ -81,6 +82,23 @@ def read_state_dict(path: str | Path, inner_key: str | None = "model") -> dict[s
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: not a state dict (expected {{'{inner_key}': {{name: tensor}}}})")
     return dict(obj)
+
+
+def load_text_tower(text_model: str, load: Callable[[str], T], hub_id: str, note: str = "") -> T:
+    """``load(text_model)``: the tokenizer/config of a CLAP text tower from a hub id or a local dir (its
+    weights come from the CLAP checkpoint). Unavailable -> CheckpointError saying how to get them;
+    ``hub_id``: the released text model, named in the fix when ``text_model`` is a local path."""
+    try:
+        return load(text_model)
+    except Exception as exc:
+        local = text_model.startswith((os.sep, ".", "~"))
+        fetch = f"hf download {hub_id if local else text_model} --include '*.json' --include '*.txt'"
+        fetch += f" --local-dir {text_model}" if local else ""
+        raise CheckpointError(
+            f"text model '{text_model}': tokenizer/config not available ({type(exc).__name__}: "
+            f"{str(exc).strip().split(chr(10))[0][:200]}). Fix: on a machine with network run `{fetch}`, or "
+            f"set text_model to a local dir holding them (only the tokenizer and config are read: the weights "
+            f"come from the CLAP checkpoint){note}.") from exc
 
 
 def numpy_safe_globals() -> list:

@@ -42,7 +42,8 @@ from torch import nn
 from ..audio import int16_roundtrip
 from ..errors import CheckpointError, ConfigError
 from .base import autocast, best_device, check_batch_size, micro_batches, register_encoder, resolve_precision
-from .checkpoints import CheckpointSource, checkpoint_sha256, load_strict, numpy_safe_globals, resolve_checkpoint
+from .checkpoints import (CheckpointSource, checkpoint_sha256, load_strict, load_text_tower, numpy_safe_globals,
+                          resolve_checkpoint)
 from .htsat import HTSAT, HTSATConfig
 from .laion_fusion import FusionMelConfig, FusionPatchEmbed, HTKLogMel, fusion_input, repeat_pad, rowwise
 
@@ -197,14 +198,8 @@ def load_text_side(text_model: str):
     """(RobertaTokenizer, RobertaConfig) from a hub id or local dir; CheckpointError when unavailable."""
     from transformers import RobertaConfig, RobertaTokenizer
 
-    try:
-        return RobertaTokenizer.from_pretrained(text_model), RobertaConfig.from_pretrained(text_model)
-    except Exception as exc:
-        raise CheckpointError(
-            f"cannot load the RoBERTa tokenizer/config '{text_model}' ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}). With internet: `hf download roberta-base config.json "
-            f"vocab.json merges.txt tokenizer.json`; or set text_model to a local dir holding them "
-            f"(only the tokenizer and config are used: the weights come from the CLAP checkpoint).") from exc
+    return load_text_tower(text_model, lambda m: (RobertaTokenizer.from_pretrained(m),
+                                                  RobertaConfig.from_pretrained(m)), hub_id="roberta-base")
 
 
 # ----------------------------------------------------------------------------------------------------

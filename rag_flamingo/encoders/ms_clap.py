@@ -32,9 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from .base import autocast, best_device, check_batch_size, micro_batches, register_encoder, resolve_precision
-from .checkpoints import CheckpointSource, checkpoint_sha256, load_strict, read_state_dict, resolve_checkpoint
+from .checkpoints import (CheckpointSource, checkpoint_sha256, load_strict, load_text_tower, read_state_dict,
+                          resolve_checkpoint)
 from .cnn14 import Cnn14, Cnn14Config
 from .htsat import HTSAT, HTSAT_TINY
 
@@ -158,20 +159,14 @@ class MSClapModel(nn.Module):
 # ----------------------------------------------------------------------------- text side
 
 
-def load_text_side(text_model: str):
-    """(config, tokenizer) of the text tower from a hub id or a local dir; CheckpointError if offline."""
+def text_config_and_tokenizer(text_model: str, hub_id: str):
+    """(config, tokenizer) of the text tower from a hub id or a local dir (``hub_id``: the released one);
+    CheckpointError with the fix when unavailable."""
     from transformers import AutoConfig, AutoTokenizer
 
-    try:
-        config = AutoConfig.from_pretrained(text_model)
-        tokenizer = AutoTokenizer.from_pretrained(text_model)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"text model '{text_model}': config/tokenizer not available ({exc}). Fix: on a machine with "
-            f"network run `hf download {text_model} config.json tokenizer_config.json tokenizer.json "
-            "vocab.json merges.txt vocab.txt` (whichever exist) to fill the HF cache, or point "
-            "text_model at a local dir holding them; or build the encoder with with_text=False."
-        ) from exc
+    config, tokenizer = load_text_tower(
+        text_model, lambda m: (AutoConfig.from_pretrained(m), AutoTokenizer.from_pretrained(m)), hub_id,
+        note="; or build the encoder with with_text=False")
     if config.model_type == "gpt2":
         tokenizer.add_special_tokens({"pad_token": "!"})
     return config, tokenizer
@@ -230,6 +225,7 @@ class MSClapEncoder:
                  filename: str | None = None, text_model: str | None = None, with_text: bool = True,
                  long_audio: str = "mean", max_seconds: float | None = None, batch_size: int = 16,
                  device: str | None = None, precision: str | None = "auto", name: str | None = None):
+        released_text_model = config.text_model
         if text_model:
             config = replace(config, text_model=text_model)
         self.config = config
@@ -242,7 +238,8 @@ class MSClapEncoder:
         self.batch_size = check_batch_size(batch_size)
         self.source = CheckpointSource(checkpoint, hub_repo, filename or config.filename)
         self.checkpoint_path = resolve_checkpoint(self.source, f"MS-CLAP {config.version} checkpoint")
-        text_config, self.tokenizer = load_text_side(config.text_model) if with_text else (None, None)
+        text_config, self.tokenizer = (text_config_and_tokenizer(config.text_model, released_text_model)
+                                       if with_text else (None, None))
         self.model = MSClapModel(config, text_config)
         unused = [] if with_text else [r"caption_encoder\..*"]
         load_strict(self.model, read_state_dict(self.checkpoint_path), str(self.checkpoint_path),
