@@ -27,10 +27,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from index_builder.embedder import decode_spec
 from index_builder.faiss_index import IndexOptions
 from index_builder.pipeline import BuildConfig, run
-from index_builder.reader import decode_item
+from index_builder.reader import decode_item, decode_spec
 from rag_flamingo.encoders import build_encoder
 
 
