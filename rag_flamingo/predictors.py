@@ -224,8 +224,9 @@ class FlamingoPredictor:
 
     def predict(self, queries, task):
         task = get_task(task)
-        if queries and len(queries[0].shots) > self.engine.max_shots:
-            raise ConfigError(f"{len(queries[0].shots)} shots do not fit the model's {self.engine.audio_slots} "
+        most = max((len(q.shots) for q in queries), default=0)
+        if most > self.engine.max_shots:
+            raise ConfigError(f"{most} shots do not fit the model's {self.engine.audio_slots} "
                               f"audio slots; use shots <= {self.engine.max_shots}")
         inputs = [_query_inputs(q) for q in queries]
         answers = self.engine.generate(task, inputs, [q.shots for q in queries], [q.waves for q in queries],

@@ -12,6 +12,7 @@ from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.engine import GenerationConfig, RagFlamingo, load_waveform
 from rag_flamingo.errors import AudioError, ConfigError, StoreError
 from rag_flamingo.model import postprocess_output, tokenize_prompts
+from rag_flamingo.predictors import FlamingoPredictor, Query
 from test_engine_support import TinyWindowEncoder, build_store, embed_rows, tiny_flamingo
 
 
@@ -118,6 +119,20 @@ def test_too_many_shots_and_missing_features_are_user_errors(parts, tmp_path):
         RagFlamingo(other, parts["model"], parts["tok"], parts["enc"], parts["enc"])
     other.info.features["clapcap"]["fingerprint"] = dict(parts["enc"].fingerprint(), device="cuda:0")
     RagFlamingo(other, parts["model"], parts["tok"], parts["enc"], parts["enc"])  # same encoder elsewhere: fine
+
+
+def test_flamingo_predictor_checks_every_query_for_too_many_shots(parts):
+    """A batch whose first query has few shots must not hide a later query with too many."""
+    eng = make_engine(parts)
+    rows = parts["test"][:2]
+    waves = [eng.load(parts["root"] / r["path"]) for r in rows]
+    emb = eng.embed(waves)
+    many = eng.retriever.search(emb[1:], eng.max_shots + 1, query_ids=[rows[1]["id"]])[0]
+    assert len(many) == eng.max_shots + 1
+    queries = [Query(rows[0]["id"], {"id": rows[0]["id"]}, waves[0], emb[0], shots=many[:1]),
+               Query(rows[1]["id"], {"id": rows[1]["id"]}, waves[1], emb[1], shots=many)]
+    with pytest.raises(ConfigError, match="audio slots"):
+        FlamingoPredictor(eng).predict(queries, "captioning")
 
 
 def test_bad_query_audio_raises_audio_error(parts, tmp_path):
