@@ -293,6 +293,7 @@ class Retriever:
     def _random_rows(self, k, exclude_group, by_group, rng, queries, qi) -> list[tuple[int, float]]:
         groups = list(by_group)
         query = queries[qi] if queries is not None else None
+        unit_query = normalize_rows(query[None])[0] if query is not None else None
         picked: list[int] = []
         vectors: list[np.ndarray] = []
         for g in rng.permutation(len(groups)).tolist():
@@ -303,7 +304,7 @@ class Retriever:
             row = members[int(rng.integers(len(members)))]
             if self.near_duplicate_threshold is not None:
                 vec = self._vectors_of([row])[0]
-                near = query is not None and float(vec @ normalize_rows(query[None])[0]) >= self.near_duplicate_threshold
+                near = unit_query is not None and float(vec @ unit_query) >= self.near_duplicate_threshold
                 if near or any(float(vec @ v) >= self.near_duplicate_threshold for v in vectors):
                     continue
                 vectors.append(vec)
