@@ -293,9 +293,12 @@ class Prompt:
     text: str
     shots: list[Shot]
     dropped: list[Shot]
-    num_audios: int
     windows: list[int] = field(default_factory=list)  # windows of each audio, prompt order
     template: str = "eval"
+
+    @property
+    def num_audios(self) -> int:
+        return len(self.shots) + 1
 
     def full_text(self, answer: str) -> str:
         """The reference's complete sample: prompt + answer (stripped, lowercased as in every
@@ -368,5 +371,4 @@ def build_prompt(task: TaskSpec | str, query_item: dict, shots: Sequence[Shot], 
         logger.warning("query %s: dropped %d of %d shots to fit the prompt budget (lowest scores first)",
                        _item_name(query_item), len(dropped), len(shots))
     return Prompt(text=text_of(kept), shots=[shots[i] for i in kept], dropped=dropped,
-                  num_audios=len(kept) + 1, windows=[windows[i] for i in kept] + [windows[-1]],
-                  template=template)
+                  windows=[windows[i] for i in kept] + [windows[-1]], template=template)
