@@ -15,7 +15,8 @@ from .loading import _DTYPES, load_audio_flamingo
 from .modeling import AudioFlamingo
 from .tokenizer import load_af1_tokenizer
 
-# what a ``model.generation`` config may hold (= the fields of `rag_flamingo.engine.GenerationConfig`)
+# what a ``model.generation`` config may hold: the fields of `rag_flamingo.engine.GenerationConfig`
+# except the engine's own ``num_samples`` (CLAP filter); ``seed`` becomes ``generate``'s ``generator``
 GENERATION_KEYS = (
     "max_new_tokens", "num_beams", "do_sample", "top_k", "top_p", "temperature", "length_penalty",
     "early_stopping", "use_cache", "reference_cache_quirk", "seed",
