@@ -46,6 +46,7 @@ from .checkpoints import (CheckpointSource, checkpoint_sha256, load_strict, load
                           resolve_checkpoint)
 from .htsat import HTSAT, HTSATConfig
 from .laion_fusion import FusionMelConfig, FusionPatchEmbed, HTKLogMel, fusion_input, repeat_pad, rowwise
+from .windows import end_aligned_starts
 
 logger = logging.getLogger(__name__)
 
@@ -212,13 +213,11 @@ def _windows(wave: np.ndarray, policy: str) -> list[np.ndarray]:
     if n <= WINDOW_SAMPLES:
         return [wave]
     if policy == "head":
-        return [wave[:WINDOW_SAMPLES]]
-    if policy == "center":
-        start = (n - WINDOW_SAMPLES) // 2
-        return [wave[start:start + WINDOW_SAMPLES]]
-    starts = list(range(0, n - WINDOW_SAMPLES + 1, WINDOW_SAMPLES))
-    if starts[-1] + WINDOW_SAMPLES < n:
-        starts.append(n - WINDOW_SAMPLES)  # last window aligned to the end of the clip
+        starts = [0]
+    elif policy == "center":
+        starts = [(n - WINDOW_SAMPLES) // 2]
+    else:
+        starts = end_aligned_starts(n, WINDOW_SAMPLES)
     return [wave[s:s + WINDOW_SAMPLES] for s in starts]
 
 

@@ -38,6 +38,7 @@ from .checkpoints import (CheckpointSource, checkpoint_sha256, load_strict, load
                           resolve_checkpoint)
 from .cnn14 import Cnn14, Cnn14Config
 from .htsat import HTSAT, HTSAT_TINY
+from .windows import end_aligned_starts
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +188,7 @@ def crop_starts(num_samples: int, length: int, policy: str) -> list[int]:
         return [0]
     if policy != "mean":
         raise ConfigError(f"long_audio must be 'mean' or 'head', got {policy!r}")
-    starts = list(range(0, num_samples - length, length))
-    return starts + [num_samples - length] if starts[-1] != num_samples - length else starts
+    return end_aligned_starts(num_samples, length)
 
 
 def clip_crops(wave: np.ndarray, length: int, policy: str) -> list[np.ndarray]:

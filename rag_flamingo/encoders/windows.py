@@ -8,6 +8,9 @@ windows, so at most 33.25 s of audio per clip.
   n*7 s - (n-1)*5.25 s.
 Unused windows up to 16 are all-zero clips with mask 0 (the reference still runs CLAP on them).
 Integer sample arithmetic throughout (the reference's seconds-based formula gives the same counts).
+
+Also here: ``end_aligned_starts``, the non-overlapping windows of the CLAP encoders' ``long_audio='mean'``
+policy (MS-CLAP, LAION-CLAP).
 """
 
 from __future__ import annotations
@@ -70,3 +73,9 @@ class WindowScheme:
 
 
 AF1_WINDOWS = WindowScheme()
+
+
+def end_aligned_starts(num_samples: int, length: int) -> list[int]:
+    """Starts of consecutive ``length`` windows over ``num_samples`` (>= ``length``): 0, length,
+    2*length, ..., the last one aligned to the end of the clip (it may overlap the one before)."""
+    return list(range(0, num_samples - length, length)) + [num_samples - length]
