@@ -46,6 +46,7 @@ from .checkpoints import (CheckpointSource, checkpoint_sha256, load_strict, load
                           resolve_checkpoint)
 from .htsat import HTSAT, HTSATConfig
 from .laion_fusion import FusionMelConfig, FusionPatchEmbed, HTKLogMel, fusion_input, repeat_pad, rowwise
+from .mel import LogMel, LogMelConfig
 from .windows import end_aligned_starts
 
 logger = logging.getLogger(__name__)
@@ -243,12 +244,14 @@ class LaionClapEncoder:
     # -- audio ---------------------------------------------------------------------------------------
 
     def _preprocess(self, waveforms: list[np.ndarray]) -> list[np.ndarray]:
+        """Checked, cut to ``max_seconds``, int16 round-tripped."""
+        keep = int(round(self.max_seconds * self.sample_rate)) if self.max_seconds else None
         out = []
         for i, w in enumerate(waveforms):
             w = np.asarray(w, dtype=np.float32)
             if w.ndim != 1 or w.shape[0] == 0:
                 raise ValueError(f"waveform {i}: expected a non-empty mono 1-D array, got shape {w.shape}")
-            out.append(int16_roundtrip(w))
+            out.append(int16_roundtrip(w[:keep]))
         return out
 
     @property
@@ -284,8 +287,6 @@ class LaionClapEncoder:
         if not waveforms:
             return np.zeros((0, self.dim), dtype=np.float32)
         waves = self._preprocess(waveforms)
-        if self.max_seconds:
-            waves = [w[: int(round(self.max_seconds * self.sample_rate))] for w in waves]
         if self.config.enable_fusion:
             if self.config.long_audio == "head":
                 waves = [w[:WINDOW_SAMPLES] for w in waves]
@@ -442,15 +443,15 @@ class HFClapBackend(nn.Module):
 
     needs_fixed_batches = True  # the port's fusion and heads run over the whole batch: pad to fixed shapes
 
-    def __init__(self, clap):
+    def __init__(self, clap, fusion_mel: FusionMelConfig = FusionMelConfig()):
         super().__init__()
-        from .mel import LogMel, LogMelConfig
-
+        a = _LAION_AUDIO
         self.clap = clap
         self.enable_fusion = bool(clap.config.audio_config.enable_fusion)
-        self.logmel = LogMel(LogMelConfig(sample_rate=SAMPLE_RATE, n_fft=1024, hop_length=480, n_mels=64,
-                                          fmin=50.0, fmax=14000.0))
-        self.fusion_mel = HTKLogMel(FusionMelConfig()) if self.enable_fusion else None
+        self.logmel = LogMel(LogMelConfig(sample_rate=a["sample_rate"], n_fft=a["window_size"],
+                                          hop_length=a["hop_size"], n_mels=a["mel_bins"], fmin=a["fmin"],
+                                          fmax=a["fmax"]))
+        self.fusion_mel = HTKLogMel(fusion_mel) if self.enable_fusion else None
 
     def embed_waveforms(self, waves: torch.Tensor) -> torch.Tensor:
         """Non-fusion models: [B, 480000] -> normalised [B, 512]."""
@@ -565,9 +566,7 @@ def load_hf_clap(name: str = "hf_clap_unfused", *, model: str | None = None, lon
     config = LaionClapConfig(amodel=amodel, enable_fusion=fusion, text_model=source,
                              long_audio=long_audio or ("fusion" if fusion else "mean"),
                              shrink_antialias=shrink_antialias)
-    backend = HFClapBackend(clap)
-    if backend.fusion_mel is not None:
-        backend.fusion_mel = HTKLogMel(config.fusion_mel)
+    backend = HFClapBackend(clap, config.fusion_mel)
     backend.eval().to(dev)
     return LaionClapEncoder(name=name, config=config, checkpoint_path=weights, device=dev,
                             dtype=dtype, batch_size=size, model=backend,
