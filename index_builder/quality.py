@@ -11,14 +11,14 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from rag_flamingo.store import item_labels
+from rag_flamingo.store import item_group, item_labels
 
 
 def label_precision(vectors: np.ndarray, items: list[dict], k: int = 5, sample: int = 2000,
                     seed: int = 0) -> dict | None:
     """``{"k", "queries", "precision", "chance"}`` over labelled items; None when fewer than two groups are labelled."""
     labels = [set(item_labels(it)) for it in items]
-    groups = np.array([str(it.get("group") or it.get("id")) for it in items])
+    groups = np.array([item_group(it) for it in items])
     labelled = np.flatnonzero([bool(ls) for ls in labels])
     if len(labelled) < 2 or len(set(groups[labelled])) < 2:
         return None

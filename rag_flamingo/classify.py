@@ -110,7 +110,7 @@ def build_components(cfg: dict, store: IndexStore, encoder=None, engine=None):
 
 def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
     """Label every file of ``cfg['audio']``; returns the records (also printed / written to ``out``)."""
-    from .engine import crop_seconds, load_waveform
+    from .engine import load_for_encoders
 
     stream = stream or sys.stdout
     task = get_task(cfg.get("task") or "classification")
@@ -124,11 +124,8 @@ def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
     encoder, retriever, predictor = build_components(cfg, store, encoder, engine)
     k = int(cfg.get("k", 4))
     files = audio_files(cfg.get("audio") or "")
-    if getattr(predictor, "engine", None) is not None:
-        load = lambda path: predictor.engine.load(path)  # noqa: E731
-    else:
-        sr = int(encoder.sample_rate)
-        load = lambda path: {sr: load_waveform(path, sr, max_seconds=crop_seconds(encoder))}  # noqa: E731
+    engine = getattr(predictor, "engine", None)
+    load = engine.load if engine is not None else (lambda path: load_for_encoders(path, [encoder]))
     out_path = Path(cfg["out"]).expanduser() if cfg.get("out") else None
     if out_path:
         out_path.parent.mkdir(parents=True, exist_ok=True)

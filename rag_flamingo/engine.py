@@ -120,6 +120,21 @@ def load_waveform(source: AudioSource, sample_rate: int, *, start: float | None 
     return wave
 
 
+def load_for_encoders(source: AudioSource, encoders: Sequence, item: dict | None = None) -> dict[int, np.ndarray]:
+    """``source`` decoded once per sample rate of ``encoders`` (None entries ignored), reading only the
+    seconds they use (the longest crop among the encoders at a rate); ``item`` may give start/end."""
+    item = item or {}
+    rates: dict[int, float | None] = {}  # sample rate -> seconds to read (None: all)
+    for enc in encoders:
+        if enc is None:
+            continue
+        sr, most = int(enc.sample_rate), crop_seconds(enc)
+        seen = rates.get(sr, 0.0)  # 0: no encoder at this rate yet
+        rates[sr] = None if seen is None or not most else max(most, seen)
+    return {sr: load_waveform(source, sr, start=item.get("start"), end=item.get("end"), max_seconds=most)
+            for sr, most in rates.items()}
+
+
 class RagFlamingo:
     """Retrieval-augmented few-shot Audio Flamingo.
 
@@ -176,17 +191,8 @@ class RagFlamingo:
     # ------------------------------------------------------------------ audio
     def load(self, source: AudioSource, item: dict | None = None) -> dict[int, np.ndarray]:
         """The query decoded once per rate the pipeline needs: ``{sample_rate: wave}``."""
-        item = item or {}
-        rates: dict[int, float | None] = {}  # sample rate -> seconds to read (None: all)
-        for enc in (self.window_encoder, self.retrieval_encoder, self.reranker.encoder if self.reranker else None):
-            if enc is None:
-                continue
-            # read only what the encoders use: the longest crop among the encoders at this rate
-            sr, most = int(enc.sample_rate), crop_seconds(enc)
-            seen = rates.get(sr, 0.0)  # 0: no encoder at this rate yet
-            rates[sr] = None if seen is None or not most else max(most, seen)
-        return {sr: load_waveform(source, sr, start=item.get("start"), end=item.get("end"), max_seconds=most)
-                for sr, most in rates.items()}
+        encoders = [self.window_encoder, self.retrieval_encoder, self.reranker.encoder if self.reranker else None]
+        return load_for_encoders(source, encoders, item)
 
     def embed(self, waves: Sequence[dict[int, np.ndarray]]) -> np.ndarray:
         """Retrieval embeddings [Q, dim] of loaded queries (the store's encoder)."""

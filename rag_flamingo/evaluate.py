@@ -338,6 +338,7 @@ def build_engine_from_cfg(cfg: dict, store: IndexStore, encoder, retriever):
     `rag_flamingo.model.load_model`) and the ``flamingo`` section (how the engine uses it)."""
     from .engine import ClapReranker, GenerationConfig, RagFlamingo
     from .model import load_model
+    from .model.factory import generation_settings
 
     mc = dict(cfg.get("model") or {})
     if not mc:
@@ -355,7 +356,7 @@ def build_engine_from_cfg(cfg: dict, store: IndexStore, encoder, retriever):
     if int(clap.get("samples") or 1) > 1:
         ropts = clap.get("encoder") or {}
         reranker = ClapReranker(encoder_from_options(ropts) if ropts else encoder)
-    gen = dict(mc.get("generation") or {})
+    gen = generation_settings(mc)
     if reranker is not None:
         gen.update(do_sample=True, num_samples=int(clap["samples"]))
     return RagFlamingo(store, model, tokenizer, window_encoder, encoder, retriever=retriever,
@@ -451,19 +452,12 @@ def _load_queries(ev: Evaluation, rows: list[dict], engine_loader) -> tuple[list
 
 def _loader(ev: Evaluation):
     """Decode a query once per sample rate the run needs (retrieval encoder, flamingo's encoders)."""
-    from .engine import crop_seconds, load_waveform
+    from .engine import load_for_encoders
 
     flamingo = ev.predictors.get("flamingo")
     if flamingo is not None:
         return flamingo.engine.load
-    enc = ev.encoder
-
-    def load(source, item):
-        wave = load_waveform(source, int(enc.sample_rate), start=item.get("start"), end=item.get("end"),
-                             max_seconds=crop_seconds(enc))
-        return {int(enc.sample_rate): wave}
-
-    return load
+    return lambda source, item: load_for_encoders(source, [ev.encoder], item)
 
 
 def _record(name: str, k: int | None, row: dict, pred: Prediction, target) -> dict:

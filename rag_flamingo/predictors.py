@@ -25,8 +25,8 @@ import numpy as np
 
 from .errors import ConfigError
 from .prompts import TaskSpec, answer_text, get_task
-from .retrieval import Shot, item_group
-from .store import item_labels, normalize_rows
+from .retrieval import Shot
+from .store import item_group, item_labels, normalize_rows
 
 logger = logging.getLogger(__name__)
 

@@ -36,12 +36,8 @@ def _groups(records: Sequence[dict]) -> dict[tuple[str, int | None], list[dict]]
     return out
 
 
-def _mapped(task, label: str) -> str:
-    return task.label_map.get(label.lower(), label) if task.label_map else label
-
-
 def _options(records: Sequence[dict], task, labels: Sequence[str]) -> list[str]:
-    return sorted({_mapped(task, lab) for lab in labels} | {r["target"] for r in records})
+    return sorted({task.map_label(lab) for lab in labels} | {r["target"] for r in records})
 
 
 def chance_level(records: Sequence[dict], task, labels: Sequence[str]) -> dict | None:

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import ConfigError, StoreError
-from .store import IndexStore, item_labels, normalize_rows
+from .store import IndexStore, item_group, item_labels, normalize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +61,6 @@ def query_seed(seed: int, query_id: str) -> int:
 
 def _embedding_key(vector: np.ndarray) -> str:
     return "emb:" + hashlib.sha256(np.ascontiguousarray(vector, np.float32).tobytes()).hexdigest()[:32]
-
-
-def item_group(item: dict) -> str:
-    """The recording an item belongs to (its ``group``, else its file): retrieval returns one row
-    per group and never the query's own group."""
-    return str(item.get("group") or item.get("path") or item.get("id"))
 
 
 def _as_set(value: Any) -> set[str]:

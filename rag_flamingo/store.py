@@ -142,6 +142,12 @@ def item_from_record(rec: dict) -> dict:
     return out
 
 
+def item_group(item: dict) -> str:
+    """The recording an item belongs to (its ``group``, else its file): retrieval returns one row
+    per group and never the query's own group."""
+    return str(item.get("group") or item.get("path") or item.get("id"))
+
+
 def item_labels(item: dict) -> list[str]:
     """The labels of an item: ``labels`` if present, else ``[label]``, else []."""
     if item.get("labels"):

@@ -12,6 +12,7 @@ import soundfile as sf
 from rag_flamingo.datasets import demo
 from rag_flamingo.datasets.manifest import read_manifest, write_manifest
 from rag_flamingo.engine import GenerationConfig, RagFlamingo
+from rag_flamingo.errors import ConfigError
 from rag_flamingo.evaluate import (Outputs, Ranks, evaluate, expand_overrides, load_config, prepare,
                                    run_queries)
 from test_engine_support import TinyWindowEncoder, build_store, embed_rows, tiny_flamingo
@@ -156,6 +157,12 @@ def test_flamingo_built_from_the_config(setup, tmp_path):
     assert summary["results"][0]["predictor"] == "flamingo" and summary["results"][0]["n"] == 2
     records = lines(tmp_path / "eval" / "predictions.jsonl")
     assert all(r["prompt"].count("<audio>") == 2 and isinstance(r["output"], str) for r in records)
+    # a misspelt decoding setting is a config error naming it, not a TypeError
+    with pytest.raises(ConfigError, match="num_beam"):
+        evaluate(config(setup, tmp_path, "predictor=flamingo", "shots=1", "limit=1", "model=tiny",
+                        "+model.generation.num_beam=3", "output_dir=" + str(tmp_path / "y"),
+                        "model.audio_encoder={_target_:test_engine_support.TinyWindowEncoder}"),
+                 encoder=setup["enc"])
     # the default model (foundation, hub weights) offline: a clear error with what to download
     with pytest.raises(Exception, match="download"):
         evaluate(config(setup, tmp_path, "predictor=flamingo", "output_dir=" + str(tmp_path / "x")),

@@ -69,12 +69,18 @@ def load_model(cfg: Mapping[str, Any]) -> tuple[AudioFlamingo, Any]:
     return model, tokenizer
 
 
-def generation_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """``model.generation`` as keyword arguments of ``AudioFlamingo.generate`` (``seed`` -> ``generator``)."""
+def generation_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``model.generation`` checked against `GENERATION_KEYS` (an unknown key is a ConfigError naming it)."""
     gen = dict(_plain(cfg).get("generation") or {})
     unknown = set(gen) - set(GENERATION_KEYS)
     if unknown:
         raise ConfigError(f"model.generation: unknown keys {sorted(unknown)}; known: {GENERATION_KEYS}")
+    return gen
+
+
+def generation_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``model.generation`` as keyword arguments of ``AudioFlamingo.generate`` (``seed`` -> ``generator``)."""
+    gen = generation_settings(cfg)
     seed = gen.pop("seed", None)
     if seed is not None:
         gen["generator"] = torch.Generator().manual_seed(int(seed))
