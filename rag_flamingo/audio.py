@@ -58,8 +58,13 @@ def load_audio(
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.all(np.isfinite(wave)):
         raise AudioError(path, "contains NaN/inf samples")
-    if sr_in != sample_rate:
-        wave = soxr.resample(wave, sr_in, sample_rate, quality="HQ")
+    return resample(wave, sr_in, sample_rate)
+
+
+def resample(wave: np.ndarray, sr_in: int, sample_rate: int) -> np.ndarray:
+    """Mono float32 ``wave`` from ``sr_in`` to ``sample_rate`` (soxr HQ: deterministic)."""
+    if int(sr_in) != int(sample_rate):
+        wave = soxr.resample(wave, int(sr_in), int(sample_rate), quality="HQ")
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 

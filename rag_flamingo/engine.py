@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import soxr
 import torch
 
-from .audio import check_usable, load_audio
+from .audio import check_usable, load_audio, resample
 from .errors import ConfigError, StoreError
 from .model import postprocess_output, silence_features, tokenize_prompts
 from .model.media import pack_window_features
@@ -112,7 +111,7 @@ def load_waveform(source: AudioSource, sample_rate: int, *, start: float | None 
         if wave.ndim != 1:
             raise ConfigError(f"a query waveform must be mono 1-D, got shape {wave.shape}")
         if int(sr) != sample_rate:
-            wave = soxr.resample(wave, int(sr), sample_rate, quality="HQ").astype(np.float32)
+            wave = resample(wave, int(sr), sample_rate)
         if max_seconds:
             wave = wave[: int(round(max_seconds * sample_rate))]
         name = "<waveform>"
