@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError
-from .base import autocast, autocast_dtype, best_device, file_sha256, register_encoder
-from .checkpoints import load_strict, numpy_safe_globals
+from .base import autocast, autocast_dtype, best_device, register_encoder
+from .checkpoints import checkpoint_sha256, load_strict, numpy_safe_globals
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ class AisfxEncoder:
 
     def fingerprint(self) -> dict:
         if self._sha256 is None:
-            self._sha256 = file_sha256(self.checkpoint)
+            self._sha256 = checkpoint_sha256(self.checkpoint)
         return {
             "name": self.name,
             "checkpoint_sha256": self._sha256,
