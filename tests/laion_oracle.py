@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.machinery
-import os
 import sys
 import types
 from pathlib import Path
@@ -131,20 +130,10 @@ def make_hub_standins(root: Path, text_layers: int = 1, seed: int = 0) -> Path:
     return root
 
 
-@contextlib.contextmanager
-def in_dir(path: Path):
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
 def import_laion_clap(standins: Path):
     """The ``laion_clap`` package with the stand-ins above, or raise ImportError."""
     _install_torchvision_shim()
-    with in_dir(standins):
+    with contextlib.chdir(standins):
         import laion_clap
         import laion_clap.training.data as data
     data.torchaudio = _librosa_torchaudio()
@@ -164,7 +153,7 @@ def require_laion_clap(standins: Path):
 def build_clap_module(standins: Path, amodel: str = "HTSAT-tiny", enable_fusion: bool = False, seed: int = 0):
     """The stock ``laion_clap.CLAP_Module`` with every weight random (BatchNorm statistics included)."""
     laion_clap = import_laion_clap(standins)
-    with in_dir(standins):
+    with contextlib.chdir(standins):
         module = laion_clap.CLAP_Module(enable_fusion=enable_fusion, amodel=amodel, device="cpu")
     randomize_clap_(module.model, seed=seed)
     return module.eval()

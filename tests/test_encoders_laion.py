@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 
 import laion_oracle as lo
-from rag_flamingo.audio import load_audio
+from rag_flamingo.audio import int16_roundtrip, load_audio
 from rag_flamingo.encoders import build_encoder
 from rag_flamingo.encoders.laion_clap import load_laion_clap
 from rag_flamingo.errors import CheckpointError, ConfigError
@@ -352,7 +352,7 @@ def test_hf_fused_conversion_parity_and_feature_extractor_drift(fusion, standins
     # as the hub preprocessor_config.json of laion/clap-htsat-* sets it (the class default fmin is 0)
     fe = ClapFeatureExtractor(truncation="fusion", padding="repeatpad", frequency_min=50, frequency_max=14000)
     short = [w for w in waves if w.size <= 480000]  # no random chunks: a like-for-like comparison
-    feats = fe([int16(w) for w in short], sampling_rate=SR, return_tensors="pt")
+    feats = fe([int16_roundtrip(w) for w in short], sampling_rate=SR, return_tensors="pt")
     # the extractor marks a random clip 'longer' when none is (a training-time rule): measure both
     assert bool(feats["is_longer"].any())
     for label, is_longer in (("as shipped", feats["is_longer"]), ("is_longer=False", None)):
@@ -365,12 +365,6 @@ def test_hf_fused_conversion_parity_and_feature_extractor_drift(fusion, standins
               f"min cos {cos:.6f}, max abs {float(np.abs(hf - ref[: len(short)]).max()):.2e}")
         if is_longer is None:  # the mel itself agrees (with fmin 50); the random 'longer' flag does not
             _assert_parity(hf, ref[: len(short)])
-
-
-def int16(w: np.ndarray) -> np.ndarray:
-    from rag_flamingo.audio import int16_roundtrip
-
-    return int16_roundtrip(w)
 
 
 def test_hydra_configs_build(tiny, fusion, standins):
