@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 
 from rag_flamingo.errors import ConfigError
-from rag_flamingo.store import apply_search_params
+from rag_flamingo.store import apply_search_params, normalize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,12 @@ def gpu_available(opts: IndexOptions) -> bool:
 def build_index(vectors: np.ndarray, opts: IndexOptions) -> tuple[faiss.Index, IndexReport]:
     """A trained, filled, tuned CPU index over ``vectors`` (row i = id i) and its report."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if opts.metric == "cosine" and len(vectors):
+        norms = np.linalg.norm(vectors, axis=1)
+        if np.abs(norms - 1.0).max() > 1e-3:  # an encoder that does not L2-normalise: cosine needs it
+            logger.warning("metric=cosine: vectors are not unit length (norms %.3g-%.3g); normalising them "
+                           "for the index", norms.min(), norms.max())
+            vectors = normalize_rows(vectors)
     n, dim = vectors.shape
     kind, factory = choose_index(n, dim, opts)
     metric = faiss.METRIC_INNER_PRODUCT if opts.metric == "cosine" else faiss.METRIC_L2

@@ -91,3 +91,12 @@ def test_l2_metric_and_exact_neighbours():
     assert index.metric_type == faiss.METRIC_L2 and report.recall_at_10 == 1.0
     truth = exact_neighbours(vectors, np.arange(5), 3, "l2")
     assert (truth[:, 0] == np.arange(5)).all()
+
+
+def test_cosine_normalises_vectors_of_an_encoder_that_does_not():
+    """metric=cosine over vectors that are not unit length: the index holds their unit versions."""
+    raw = clustered(200, 16) * np.linspace(0.5, 4.0, 200, dtype=np.float32)[:, None]
+    index, _ = build_index(raw, IndexOptions(type="flat", metric="cosine"))
+    stored = index.reconstruct_n(0, index.ntotal)
+    assert np.allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(stored, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
