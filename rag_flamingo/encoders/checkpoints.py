@@ -70,10 +70,11 @@ def resolve_checkpoint(source: CheckpointSource, what: str = "checkpoint") -> Pa
                               f"e.g. encoder.checkpoint=/path/to/{source.filename})") from exc.__cause__
 
 
-def read_state_dict(path: str | Path, inner_key: str | None = "model") -> dict[str, torch.Tensor]:
-    """Load a torch checkpoint safely and unwrap ``{inner_key: state_dict}`` when present."""
+def read_state_dict(path: str | Path, inner_key: str | None = "model", mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Load a torch checkpoint safely and unwrap ``{inner_key: state_dict}`` when present
+    (``mmap``: tensors stay backed by the file until used, for large checkpoints)."""
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot be read as a torch checkpoint with weights_only=True ({exc}); "
                               "is it the released file, fully downloaded?") from exc
@@ -116,6 +117,17 @@ def _listing(title: str, keys: Iterable[str]) -> str:
     return f"{title} ({len(keys)}): {shown}{more}"
 
 
+def key_mismatch(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]]
+                 ) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, wrong-shape) keys of ``state_dict`` against ``expected`` key -> shape;
+    wrong-shape entries read ``key: expected [..], found [..]``. All empty: an exact match."""
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [f"{k}: expected {list(shape)}, found {list(state_dict[k].shape)}"
+              for k, shape in expected.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(shape)]
+    return missing, unexpected, shapes
+
+
 def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
                 known_unused: Iterable[str] = ()) -> list[str]:
     """Load ``state_dict`` into ``module`` with every key accounted for.
@@ -127,10 +139,8 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     patterns = [re.compile(p) for p in known_unused]
     expected = module.state_dict()
     unused = [k for k in state_dict if k not in expected and any(p.fullmatch(k) for p in patterns)]
-    unexpected = [k for k in state_dict if k not in expected and k not in unused]
-    missing = [k for k in expected if k not in state_dict]
-    shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in state_dict and state_dict[k].shape != v.shape]
+    missing, unexpected, shapes = key_mismatch({k: v for k, v in state_dict.items() if k not in unused},
+                                               {k: tuple(v.shape) for k, v in expected.items()})
     if missing or unexpected or shapes:
         parts = [f"{source}: checkpoint keys do not match {type(module).__name__}"]
         if missing:
@@ -138,7 +148,7 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
         if unexpected:
             parts.append(_listing("unexpected", unexpected))
         if shapes:
-            parts.append(_listing("shape mismatch (file vs model)", shapes))
+            parts.append(_listing("wrong shape", shapes))
         parts.append("Is this the right file for this encoder (version/config)?")
         raise CheckpointError("\n".join(parts))
     module.load_state_dict({k: state_dict[k] for k in expected}, strict=True)

@@ -37,6 +37,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from ..encoders.checkpoints import key_mismatch, read_state_dict
 from ..errors import CheckpointError
 from .config import AF1_LM_ID, AudioFlamingoConfig
 from .modeling import AudioFlamingo
@@ -122,23 +123,11 @@ def _ordered_parts(paths: list[Path]) -> list[Path]:
     return [p for _, p in numbered]
 
 
-def _torch_load(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # pickle/zip errors of many kinds
-        raise CheckpointError(f"{path}: cannot read as a torch checkpoint with weights_only=True ({e})") from e
-    if isinstance(obj, Mapping) and "model_state_dict" in obj:
-        obj = obj["model_state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected {{'model_state_dict': {{name: tensor}}}} or a flat state dict")
-    return dict(obj)
-
-
 def read_released_state_dict(paths: Iterable[Path]) -> dict[str, torch.Tensor]:
     """Merged (mmap-backed) state dict of one released file or its parts; duplicate keys across parts fail."""
     merged: dict[str, torch.Tensor] = {}
     for p in paths:
-        sd = _torch_load(p)
+        sd = read_state_dict(p, inner_key="model_state_dict", mmap=True)
         if dup := sorted(set(sd) & set(merged)):
             raise CheckpointError(f"{p}: keys already present in an earlier part: {dup[:5]}")
         merged.update(sd)
@@ -185,10 +174,7 @@ def map_released_state_dict(
 
 def check_keys(sd: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], source: str) -> None:
     """CheckpointError listing missing, unexpected and mis-shaped keys unless ``sd`` has exactly ``expected``."""
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    bad_shape = [f"{k}: expected {list(shape)}, found {list(sd[k].shape)}"
-                 for k, shape in expected.items() if k in sd and tuple(sd[k].shape) != shape]
+    missing, unexpected, bad_shape = key_mismatch(sd, expected)
     if missing or unexpected or bad_shape:
         raise CheckpointError(_mismatch_message(source, missing, unexpected, bad_shape, len(expected)))
 
