@@ -128,8 +128,10 @@ def test_sampling_equals_hf_with_same_seed(opt_pair):
     k1 = ours.generate(ids, mask, x, xm, max_new_tokens=8, eos_token_id=None, do_sample=True, top_k=1,
                        generator=torch.Generator().manual_seed(5))
     assert torch.equal(greedy.sequences, k1.sequences)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="temperature"):
         ours.generate(ids, mask, x, xm, max_new_tokens=2, do_sample=True, temperature=0.0)
+    with pytest.raises(ConfigError, match="beam sampling"):
+        ours.generate(ids, mask, x, xm, max_new_tokens=2, do_sample=True, num_beams=2)
     with pytest.raises(ConfigError, match="positions"):
         ours.generate(ids, mask, x, xm, max_new_tokens=60)  # 9 + 60 > 64 positions
 

@@ -101,7 +101,7 @@ def _warpers(do_sample, top_k, top_p, temperature) -> LogitsProcessorList:
         return procs
     if temperature is not None and temperature != 1.0:
         if temperature <= 0:
-            raise ValueError("temperature must be > 0 when sampling")
+            raise ConfigError(f"temperature={temperature}: must be > 0 when sampling (model.generation.temperature)")
         procs.append(TemperatureLogitsWarper(temperature))
     if top_k:
         procs.append(TopKLogitsWarper(top_k))
@@ -174,9 +174,10 @@ def generate(
 
     expand = num_beams if num_beams > 1 else num_return_sequences
     if num_beams > 1 and num_return_sequences > num_beams:
-        raise ValueError("num_return_sequences must be <= num_beams")
+        raise ConfigError(f"num_return_sequences={num_return_sequences} must be <= num_beams={num_beams}")
     if num_beams > 1 and do_sample:
-        raise ValueError("beam sampling is not supported; use num_beams=1 with do_sample=True")
+        raise ConfigError("beam sampling is not supported: use num_beams=1 with do_sample=true, or do_sample=false "
+                          "(model.generation)")
     audio_states = model.encode_audio(audio_features)
     media_kv = [
         None if kv is None else tuple(t.repeat_interleave(expand, dim=0) for t in kv)
