@@ -250,7 +250,7 @@ class LaionClapEncoder:
         for i, w in enumerate(waveforms):
             w = np.asarray(w, dtype=np.float32)
             if w.ndim != 1 or w.shape[0] == 0:
-                raise ValueError(f"waveform {i}: expected a non-empty mono 1-D array, got shape {w.shape}")
+                raise ConfigError(f"waveform {i}: expected a non-empty mono 1-D array, got shape {w.shape}")
             out.append(int16_roundtrip(w[:keep]))
         return out
 
