@@ -82,13 +82,6 @@ def dataset_root(dataset_cfg: Mapping[str, Any]) -> Path:
     return Path(root).expanduser() if root else paths.data_root() / _get(dataset_cfg, "name")
 
 
-def label_set(rows: list[dict]) -> list[str]:
-    """Sorted class names of rows (``label`` and ``labels``): the option set for prompts."""
-    labels = {r["label"] for r in rows if r.get("label") not in (None, "")}
-    labels.update(lab for r in rows for lab in r.get("labels") or ())
-    return sorted(labels)
-
-
 def collapse_groups(rows: list[dict]) -> list[dict]:
     """One row per ``group`` (first row's fields), captions of all its rows merged in order.
 
