@@ -36,7 +36,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from .base import autocast, autocast_dtype, best_device, register_encoder
-from .checkpoints import checkpoint_sha256, load_strict, numpy_safe_globals
+from .checkpoints import checkpoint_sha256, load_strict, load_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -136,14 +136,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
     The file pickles numpy scalars in ``ds_dict``; only numpy's scalar reconstructor and dtype
     classes are allowed in addition to tensors (``checkpoints.numpy_safe_globals``).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: aisfx checkpoint not found (reinstall aisfx or fix encoder.checkpoint)")
-    try:
-        with torch.serialization.safe_globals(numpy_safe_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a loadable aisfx checkpoint ({exc})") from exc
+    obj = load_torch_file(path, "aisfx checkpoint", " (reinstall aisfx or fix encoder.checkpoint)",
+                          allow_numpy=True)
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[0], dict)):
         raise CheckpointError(f"{path}: expected the aisfx (state_dict, ds_dict) tuple")
     return obj[0], obj[1]

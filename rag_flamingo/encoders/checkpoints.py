@@ -70,14 +70,26 @@ def resolve_checkpoint(source: CheckpointSource, what: str = "checkpoint") -> Pa
                               f"e.g. encoder.checkpoint=/path/to/{source.filename})") from exc.__cause__
 
 
+def load_torch_file(path: str | Path, what: str = "torch checkpoint", hint: str = "", allow_numpy: bool = False,
+                    mmap: bool = False):
+    """``torch.load(weights_only=True)`` of a user-supplied file; ``allow_numpy`` also admits the numpy
+    scalars some releases pickle (`numpy_safe_globals`). CheckpointError naming the file, plus ``hint``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {what} not found{hint}")
+    try:
+        with torch.serialization.safe_globals(numpy_safe_globals() if allow_numpy else []):
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a loadable {what} (torch.load with weights_only=True: "
+                              f"{str(exc).splitlines()[0][:300]}){hint or '; is it the released file, fully downloaded?'}"
+                              ) from exc
+
+
 def read_state_dict(path: str | Path, inner_key: str | None = "model", mmap: bool = False) -> dict[str, torch.Tensor]:
     """Load a torch checkpoint safely and unwrap ``{inner_key: state_dict}`` when present
     (``mmap``: tensors stay backed by the file until used, for large checkpoints)."""
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint with weights_only=True ({exc}); "
-                              "is it the released file, fully downloaded?") from exc
+    obj = load_torch_file(path, mmap=mmap)
     if inner_key and isinstance(obj, Mapping) and inner_key in obj and isinstance(obj[inner_key], Mapping):
         obj = obj[inner_key]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -42,7 +42,7 @@ from torch import nn
 from ..audio import int16_roundtrip
 from ..errors import CheckpointError, ConfigError
 from .base import autocast, best_device, check_batch_size, micro_batches, register_encoder, resolve_precision
-from .checkpoints import (CheckpointSource, checkpoint_sha256, load_strict, load_text_tower, numpy_safe_globals,
+from .checkpoints import (CheckpointSource, checkpoint_sha256, load_strict, load_text_tower, load_torch_file,
                           resolve_checkpoint)
 from .htsat import HTSAT, HTSATConfig
 from .laion_fusion import FusionMelConfig, FusionPatchEmbed, HTKLogMel, fusion_input, repeat_pad, rowwise
@@ -151,16 +151,8 @@ def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Loaded with ``torch.load(weights_only=True)``: the pickle may hold numpy scalars, which are
     allowed by name; anything else is refused with a CheckpointError.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        with torch.serialization.safe_globals(numpy_safe_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot be read as a LAION-CLAP checkpoint with weights_only=True "
-                              f"({str(exc).splitlines()[0][:300]}); use an original *.pt file from "
-                              f"https://huggingface.co/{HUB_REPO}") from exc
+    obj = load_torch_file(path, "LAION-CLAP checkpoint",
+                          f"; use an original *.pt file from https://huggingface.co/{HUB_REPO}", allow_numpy=True)
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: no tensor 'state_dict' inside; not a LAION-CLAP checkpoint")
