@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag_flamingo import distributed
 from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.datasets.sources import resolve_split, split_name
 from rag_flamingo.encoders.base import build_encoder
@@ -25,7 +26,6 @@ from rag_flamingo.store import (REJECTED_FILE, IndexStore, StoreInfo, comparable
                                 item_from_record, read_all_shards, read_info, read_rejected, read_shard_rejected,
                                 write_info, write_rejected, write_store)
 
-from . import distributed
 from .embedder import EmbedStats, embed_shards
 from .faiss_index import IndexOptions, build_index
 from .features import write_feature_shards

@@ -1,4 +1,7 @@
-"""torchrun support: rank r embeds shards r, r+N, ...; rank 0 waits (gloo barrier), then merges.
+"""torchrun ranks, shared by ``build_index`` and the evaluation side.
+
+Work unit ``u`` (an index shard, a query batch) belongs to rank ``u % world``; rank 0 waits for the
+others at a gloo barrier, then merges.
 
 Only the environment torchrun sets is read (RANK, WORLD_SIZE, LOCAL_RANK); a plain run is rank 0
 of 1 and never touches torch.distributed.
