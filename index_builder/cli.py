@@ -1,4 +1,4 @@
-"""``build_index`` console script: compose ``conf/build_index.yaml`` with Hydra and run the pipeline.
+"""``build_index`` console script: compose ``rag_flamingo/conf/build_index.yaml`` with Hydra and run the pipeline.
 
 Usage (Hydra overrides)::
 

@@ -13,8 +13,8 @@ folder of a few labelled clips per new class (``build_index dataset=folder datas
 output=my_index``, grown later with ``mode=append``) defines the classes. ``audio``: a file or a
 folder (searched recursively). Prints ``path<TAB>label<TAB>score`` per file; ``out=`` also writes
 JSON lines (path, label, score, shots). Unusable files are reported, never fatal.
-Defaults for ``predictors``, ``flamingo`` and ``model`` (a group: ``model=chat``) come from ``conf/evaluate.yaml``; the
-encoder is the one the store was built with (``encoder.name`` from its store.json).
+Defaults for ``predictors``, ``flamingo`` and ``model`` (a group: ``model=chat``) come from
+``rag_flamingo/conf/evaluate.yaml``; the encoder is the one the store was built with (``encoder.name`` from its store.json).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ GROUPS = ("model",)  # conf groups taken by name (model=chat); other arguments a
 
 
 def load_config(argv: list[str]) -> dict:
-    """Defaults + ``predictors``/``flamingo``/``model`` of conf/evaluate.yaml, then ``key=value`` args."""
+    """Defaults + ``predictors``/``flamingo``/``model`` of rag_flamingo/conf/evaluate.yaml, then ``key=value`` args."""
     bad = [a for a in argv if "=" not in a]
     if bad:
         raise ConfigError(f"arguments are key=value pairs; got {bad} (e.g. rag_classify index=my_index audio=clip.wav)")

@@ -2,8 +2,9 @@
 ``--help`` / logging / error-exit contract, and handing the config's roots to the environment.
 
 The Hydra compose API is used instead of ``@hydra.main`` so that a run has no side effects beyond
-its output folder (no ``outputs/`` dirs, no logging reconfiguration), and ``conf/`` is found through
-``rag_flamingo.paths.conf_dir()`` wherever the console script is installed from.
+its output folder (no ``outputs/`` dirs, no logging reconfiguration), and the configs
+(``rag_flamingo/conf``, shipped in the package) are found through ``rag_flamingo.paths.conf_dir()``
+wherever the console script is installed from, plus the user folders of ``paths.user_conf_dirs()``.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from .errors import RagFlamingoError
 
 
 def compose_config(config_name: str, overrides: list[str]) -> dict:
-    """``conf/<config_name>.yaml`` composed with Hydra overrides, resolved, as a plain dict."""
+    """``rag_flamingo/conf/<config_name>.yaml`` composed with Hydra overrides, resolved, as a plain dict."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(paths.conf_dir().resolve()), version_base="1.3", job_name=config_name):
-        cfg = compose(config_name=config_name, overrides=overrides)
+        cfg = compose(config_name=config_name, overrides=paths.with_user_conf(overrides))
     OmegaConf.resolve(cfg)
     return OmegaConf.to_container(cfg)
 

@@ -1,6 +1,6 @@
 """``evaluate``: few-shot evaluation of the predictors on a dataset's query split.
 
-Usage (Hydra overrides; the config is ``conf/evaluate.yaml`` + ``dataset/``, ``task/``,
+Usage (Hydra overrides; the config is ``rag_flamingo/conf/evaluate.yaml`` + ``dataset/``, ``task/``,
 ``encoder/``, ``retrieval/``)::
 
     evaluate dataset=demo task=classification predictor=knn shots=4

@@ -1,14 +1,30 @@
-"""Where things live: the Hydra config folder, the data root and the cache root.
+"""Where things live: the Hydra config folders, the data root and the cache root.
 
 Nothing in source files is ever edited to point at data: the roots come from config, and these
 environment variables override the defaults:
-  RAG_FLAMINGO_DATA_ROOT   where datasets live        (default: ~/.cache/rag_flamingo/data)
-  RAG_FLAMINGO_CACHE_ROOT  generated data, indices     (default: ~/.cache/rag_flamingo)
-  RAG_FLAMINGO_CONF        the Hydra config folder     (default: <repo>/conf)
+  RAG_FLAMINGO_DATA_ROOT   where datasets live          (default: ~/.cache/rag_flamingo/data)
+  RAG_FLAMINGO_CACHE_ROOT  generated data, indices       (default: ~/.cache/rag_flamingo)
+  RAG_FLAMINGO_CONF        replaces the Hydra config folder (default: the ``conf`` folder shipped
+                           inside this package, so a wheel install composes configs too)
+  RAG_FLAMINGO_CONF_PATH   extra config folders, separated by ``os.pathsep`` (``:`` on Linux), with
+                           the same layout: ``<folder>/dataset/mine.yaml`` adds ``dataset=mine``.
+                           The main folder is searched first, so an extra file with a shipped name
+                           is not used: give it a new name (it may extend the shipped one through
+                           its own ``defaults: [esc50, _self_]``).
+A ``hydra.searchpath=[file:///a/folder]`` override on the command line does the same as
+RAG_FLAMINGO_CONF_PATH and replaces it.
 """
+
+from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from .errors import ConfigError
+
+CONF_ENV = "RAG_FLAMINGO_CONF"
+CONF_PATH_ENV = "RAG_FLAMINGO_CONF_PATH"
+SEARCHPATH_KEY = "hydra.searchpath"
 
 
 def cache_root() -> Path:
@@ -20,4 +36,32 @@ def data_root() -> Path:
 
 
 def conf_dir() -> Path:
-    return Path(os.environ.get("RAG_FLAMINGO_CONF", Path(__file__).resolve().parents[1] / "conf"))
+    """The main Hydra config folder: ``$RAG_FLAMINGO_CONF``, else the package's own ``conf``."""
+    return Path(os.environ.get(CONF_ENV, Path(__file__).resolve().parent / "conf"))
+
+
+def source_root() -> Path:
+    """The folder that holds the ``rag_flamingo`` package: the repository root in a checkout,
+    ``site-packages`` in a wheel install."""
+    return Path(__file__).resolve().parents[1]
+
+
+def user_conf_dirs() -> list[Path]:
+    """The extra config folders named by ``$RAG_FLAMINGO_CONF_PATH``, in order; each must exist."""
+    folders = [Path(p).expanduser().resolve() for p in os.environ.get(CONF_PATH_ENV, "").split(os.pathsep) if p]
+    for folder in folders:
+        if not folder.is_dir():
+            raise ConfigError(f"{CONF_PATH_ENV} names {folder}, which is not a folder; create it "
+                              f"(with e.g. dataset/<name>.yaml inside) or remove it from {CONF_PATH_ENV}")
+    return folders
+
+
+def with_user_conf(overrides: list[str]) -> list[str]:
+    """``overrides`` plus a ``hydra.searchpath`` for ``user_conf_dirs()``; one already given wins."""
+    if any(o.lstrip("+~").startswith(SEARCHPATH_KEY + "=") for o in overrides):
+        return list(overrides)
+    folders = user_conf_dirs()
+    if not folders:
+        return list(overrides)
+    searchpath = ",".join(f"file://{folder.as_posix()}" for folder in folders)
+    return [f"{SEARCHPATH_KEY}=[{searchpath}]", *overrides]

@@ -132,7 +132,7 @@ class Retriever:
 
     @classmethod
     def from_config(cls, store: IndexStore, encoder, options: dict | None) -> "Retriever":
-        """From a ``retrieval`` config section (``conf/retrieval/*.yaml``); absent keys keep the defaults."""
+        """From a ``retrieval`` config section (``rag_flamingo/conf/retrieval/``); absent keys keep the defaults."""
         o = dict(options or {})
         return cls(store, encoder, overfetch=int(o.get("overfetch", 50)),
                    near_duplicate_threshold=o.get("near_duplicate_threshold"), shuffle=bool(o.get("shuffle", True)),

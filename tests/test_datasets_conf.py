@@ -1,4 +1,4 @@
-"""conf/dataset/*.yaml: every dataset has a config whose roots, splits and tasks are usable."""
+"""rag_flamingo/conf/dataset/*.yaml: every dataset has a config whose roots, splits and tasks are usable."""
 
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.datasets.sources import resolve_split
 from rag_flamingo.prompts import TASKS
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
+CONF = Path(__file__).resolve().parents[1] / "rag_flamingo" / "conf" / "dataset"
 REPO_MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
 
 

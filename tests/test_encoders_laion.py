@@ -368,10 +368,10 @@ def test_hf_fused_conversion_parity_and_feature_extractor_drift(fusion, standins
 
 
 def test_hydra_configs_build(tiny, fusion, standins):
-    """conf/encoder/*.yaml options are accepted as written (checkpoint/text_model pointed at test files)."""
+    """rag_flamingo/conf/encoder/ options are accepted as written (checkpoint/text_model pointed at test files)."""
     from omegaconf import OmegaConf
 
-    conf = Path(__file__).resolve().parents[1] / "conf" / "encoder"
+    conf = Path(__file__).resolve().parents[1] / "rag_flamingo" / "conf" / "encoder"
     for name, path in (("laion_clap", tiny[1]), ("laion_clap_fusion", fusion[1])):
         options = OmegaConf.to_container(OmegaConf.load(conf / f"{name}.yaml"))
         assert options.pop("name") == name

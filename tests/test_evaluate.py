@@ -148,7 +148,7 @@ def test_overrides_expand_grid_in_one_run_and_other_sweeps_per_run():
 
 
 def test_flamingo_built_from_the_config(setup, tmp_path):
-    """The config path: the `model` group (conf/model/tiny.yaml: checkpoint + config + tokenizer files),
+    """The config path: the `model` group (rag_flamingo/conf/model/tiny.yaml: checkpoint + config + tokenizer files),
     a window encoder named by _target_, decoding from model.generation."""
     cfg = config(setup, tmp_path, "predictor=flamingo", "shots=1", "limit=2", "model=tiny",
                  "model.generation.max_new_tokens=3",

@@ -1,4 +1,4 @@
-"""conf/build_index.yaml composition: defaults, overrides, environment roots, the console script."""
+"""rag_flamingo/conf/build_index.yaml composition: defaults, overrides, environment roots, the console script."""
 
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ Where the manifest comes from, in order:
 2. source ``demo``: generated once (deterministic) into ``paths.cache_root()/datasets/demo``.
 3. source ``folder``: ``dataset.root`` is scanned (see ``folder.py``); the manifest is written to
    ``paths.cache_root()/datasets/folder/<hash of the folder path>/<split>.jsonl``.
-4. an official dataset: ``<root>/manifests/<split>.jsonl``, else the repository's
-   ``data_manifests/<name>/<split>.jsonl``; when neither exists, a ManifestError gives the
-   ``python -m index_builder.manifests`` command that makes it.
+4. an official dataset: ``<root>/manifests/<split>.jsonl``; when it does not exist, a ManifestError
+   gives the ``python -m index_builder.manifests`` command that makes it. (The repository's
+   ``data_manifests/`` holds only the datasets' READMEs; nothing is looked up there, so an installed
+   package finds the same manifests as a checkout.)
 
 The source is ``dataset.source`` when set, else ``demo``/``folder`` by name, else ``official``.
 ``split`` may be a split name or a role, ``index`` / ``query``, looked up in ``dataset.splits``.
@@ -38,7 +39,6 @@ logger = logging.getLogger(__name__)
 OFFICIAL_DATASETS = ("clotho", "audiocaps", "esc50", "us8k", "gtzan", "medley_solos_db", "nsynth",
                      "fsd50k", "cochlscene")
 ROLES = ("index", "query")
-REPO_MANIFESTS = Path(__file__).resolve().parents[2] / "data_manifests"
 
 
 def resolve_split(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
@@ -158,13 +158,12 @@ def _official(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
     available = _get(_get(dataset_cfg, "splits") or {}, "available")
     if available:
         _check_split(dataset_cfg, split, [str(s) for s in available])
-    candidates = [root / "manifests" / f"{split}.jsonl", REPO_MANIFESTS / name / f"{split}.jsonl"]
-    for path in candidates:
-        if path.is_file():
-            return path, root
-    looked = "\n  ".join(str(p) for p in candidates)
+    path = root / "manifests" / f"{split}.jsonl"
+    if path.is_file():
+        return path, root
     maker = ""
     if name in OFFICIAL_DATASETS:
-        maker = (f"\nMake it from the official metadata (see data_manifests/{name}/README.md):\n"
+        maker = (f"\nMake it from the official metadata (see data_manifests/{name}/README.md in the "
+                 f"rag-flamingo repository):\n"
                  f"  python -m index_builder.manifests {name} --metadata {root} --out {root / 'manifests'}")
-    raise ManifestError(f"dataset {name!r}: no manifest for split {split!r}; looked for:\n  {looked}{maker}")
+    raise ManifestError(f"dataset {name!r}: no manifest for split {split!r}; looked for:\n  {path}{maker}")

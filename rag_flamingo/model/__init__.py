@@ -18,7 +18,7 @@ Public API (names are stable; the engine builds on them):
   ``postprocess_output(text)`` (reference post-processing), ``af1_token_ids``.
 - ``encode_prompt_audios`` / ``pack_window_features``: raw audio (via any ``WindowFeatureEncoder``,
   e.g. clapcap) -> (B, L, D) features + (B, L) mask.
-- ``load_model(cfg)`` -> (model, tokenizer) from a Hydra ``model`` config (``conf/model/*.yaml``);
+- ``load_model(cfg)`` -> (model, tokenizer) from a Hydra ``model`` config (``rag_flamingo/conf/model/*.yaml``);
   ``generation_kwargs(cfg)`` -> the config's decoding kwargs for ``generate``.
 - ``chat_prompt``, ``ChatSession``: the chat model's multi-turn template (up to 4 rounds).
 """

@@ -1,4 +1,4 @@
-"""Build model + tokenizer from a Hydra ``model`` group config (``conf/model/*.yaml``)."""
+"""Build model + tokenizer from a Hydra ``model`` group config (``rag_flamingo/conf/model/*.yaml``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from ..encoders.base import best_device
 from ..errors import ConfigError
-from ..paths import conf_dir
+from ..paths import source_root
 from .config import AudioFlamingoConfig
 from .loading import _DTYPES, load_audio_flamingo
 from .modeling import AudioFlamingo
@@ -24,12 +24,12 @@ GENERATION_KEYS = (
 
 
 def _local(p: str | None) -> str | None:
-    """Relative paths in configs are relative to the repository root (the parent of conf/)."""
+    """Relative paths in configs: from the working directory, else from the repository root."""
     if p is None:
         return None
     path = Path(str(p)).expanduser()
-    if not path.is_absolute() and not path.exists() and (conf_dir().parent / path).exists():
-        return str(conf_dir().parent / path)
+    if not path.is_absolute() and not path.exists() and (source_root() / path).exists():
+        return str(source_root() / path)
     return str(path) if path.exists() else str(p)
 
 
