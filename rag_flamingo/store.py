@@ -5,42 +5,62 @@ Layout::
     <store>/
       store.json          StoreInfo (written last: its presence marks a complete store)
       index.faiss         FAISS index, CPU-readable; row i <-> items row i
-      items.parquet       one row per indexed item (manifest fields, see ITEM_COLUMNS)
+      items.parquet       one row per indexed item (manifest fields + ``content``, see ITEM_COLUMNS)
       shards/             embedding shards, the authoritative vectors, in row order:
-        000000.npy          float32 [n, dim]
+        000000.npy          float32 [n, dim] (a plain array: object arrays are refused)
         000000.parquet      the n items of the shard (same columns as items.parquet)
         000000.rejected.jsonl  the shard's skipped items with reasons (optional)
-        000000.done         written after the files above: the shard is complete
+        000000.done         written after the files above: the shard is complete; JSON with the
+                            item count, the size and sha256 of each file above, and the shard's key
+                            (a digest of the encoder and the shard's item ids)
       features/<name>/    optional per-item model features aligned with the shards,
         000000.safetensors  e.g. clapcap windows: "features" [n, W, D], "mask" [n, W]
       rejected.jsonl      items skipped while building, with the reason
+      build.lock          held (fcntl.flock) by the one build_index writing the store
 
-The store refuses to be queried with an encoder other than the one it was built with.
+Integrity: store.json records the size and sha256 of every other file (``StoreInfo.files``).
+``IndexStore.open`` checks that each is present with its size (and its checksum with
+``verify=True``); a corrupted store.json, a missing, truncated or unreadable file is a StoreError
+naming the file, never a traceback. Rerunning the same ``build_index`` command repairs a store: the
+final files are rebuilt from intact shards, a damaged shard alone is re-embedded. A store of another
+format version is refused (format 1 predates the ``content`` column: rebuild it).
+
+Identity: ``content`` is a digest of the item's audio bytes (``content_key``); ``recording_key``
+names the recording an item is across sources (see there). The store refuses to be queried with an
+encoder other than the one it was built with.
 """
-
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import StoreError
+from .errors import AudioError, StoreError
 
-FORMAT_VERSION = 1
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2  # 2: items carry a ``content`` digest; store.json records file sizes/checksums
 INFO_FILE = "store.json"
 INDEX_FILE = "index.faiss"
 ITEMS_FILE = "items.parquet"
 SHARDS_DIR = "shards"
 FEATURES_DIR = "features"
 REJECTED_FILE = "rejected.jsonl"
+LOCK_FILE = "build.lock"
+REPAIR_HINT = "rerun the same build_index command: it repairs the store from its shards"
 
 # Manifest fields kept as typed columns; any other manifest key goes into the JSON column `meta`.
 ITEM_COLUMNS = {
@@ -55,6 +75,7 @@ ITEM_COLUMNS = {
     "captions": pa.list_(pa.string()),
     "question": pa.string(),
     "answer": pa.string(),
+    "content": pa.string(),  # content_key of the item's audio (segment), computed when indexed
     "meta": pa.string(),
 }
 ITEM_SCHEMA = pa.schema([(name, kind) for name, kind in ITEM_COLUMNS.items()])
@@ -72,6 +93,7 @@ class StoreInfo:
     dataset: dict = field(default_factory=dict)  # name, split, manifest, manifest_sha256
     features: dict = field(default_factory=dict)  # name -> {fingerprint, windows, dim, dtype}
     build: dict = field(default_factory=dict)  # shard_size, shards, sources (row ranges), rejected
+    files: dict = field(default_factory=dict)  # relative path -> {"size", "sha256"} of every store file
     versions: dict = field(default_factory=dict)
     created: str = ""
     format: int = FORMAT_VERSION
@@ -83,6 +105,13 @@ class StoreInfo:
     def from_dict(cls, data: dict) -> "StoreInfo":
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
+
+    def source_of_row(self, row: int) -> dict:
+        """The source (manifest, ``audio_root``, row range) that holds store row ``row``."""
+        for src in self.build.get("sources", []):
+            if src.get("first_row", 0) <= row < src.get("end_row", self.count):
+                return src
+        return {"audio_root": self.dataset.get("audio_root", ".")}
 
 
 def library_versions() -> dict:
@@ -148,6 +177,61 @@ def item_group(item: dict) -> str:
     return str(item.get("group") or item.get("path") or item.get("id"))
 
 
+def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 (hex) of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def content_key(path: str | Path, start: float | None = None, end: float | None = None) -> str:
+    """The identity of an audio file's content: 32 hex digits of the sha256 of its bytes, with
+    ``@start-end`` (seconds) appended when a segment is given, so two segments of one file differ
+    and a copy of a file under another name is the same content."""
+    try:
+        digest = file_digest(path)[:32]
+    except OSError as exc:
+        raise AudioError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    if start is None and end is None:
+        return digest
+    return f"{digest}@{_seconds(start)}-{_seconds(end)}"
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def recording_key(item: dict, audio_root: str | Path) -> str:
+    """The recording an item is, across sources (datasets, folders, manifests).
+
+    A source is identified by its resolved audio root: the same relative path under the same root
+    is the same file whichever manifest lists it, while ``dog/1.wav`` under ``train/`` and under
+    ``test/`` are two recordings. An item without an explicit ``group`` (a stored item's group
+    defaults to its path) whose path is absolute is its resolved file; any other item is
+    ``"<resolved audio_root>::<item_group(item)>"``.
+    """
+    path = item.get("path")
+    explicit_group = item.get("group") not in (None, "", path)
+    if path is not None and not explicit_group:
+        file = Path(str(path)).expanduser()
+        if file.is_absolute():
+            return str(file.resolve())
+    return f"{Path(audio_root).expanduser().resolve()}::{item_group(item)}"
+
+
+def row_recording_keys(info: StoreInfo, items: list[dict]) -> list[str]:
+    """The recording key of each store row, under the audio root of the source that holds it."""
+    roots: dict[str, Path] = {}
+    keys = []
+    for row, item in enumerate(items):
+        root = str(info.source_of_row(row).get("audio_root", "."))
+        resolved = roots.setdefault(root, Path(root).expanduser().resolve())
+        keys.append(recording_key(item, resolved))
+    return keys
+
+
 def item_labels(item: dict) -> list[str]:
     """The labels of an item: ``labels`` if present, else ``[label]``, else []."""
     if item.get("labels"):
@@ -163,21 +247,58 @@ def shard_stem(root: Path, shard: int) -> Path:
 
 
 def write_shard(root: Path, shard: int, embeddings: np.ndarray, records: list[dict],
-                rejected: list[dict] | None = None) -> None:
+                rejected: list[dict] | None = None, key: str = "") -> None:
     """Write one shard atomically; the `.done` marker is written last.
 
     ``rejected`` (items skipped in this shard, each with a ``reason``) is kept with the shard, so
-    a resumed build neither retries nor duplicates them.
+    a resumed build neither retries nor duplicates them. The marker records the size and sha256 of
+    each file and ``key`` (what the shard was built from), so a damaged shard is found and redone.
     """
     stem = shard_stem(root, shard)
     stem.parent.mkdir(parents=True, exist_ok=True)
     if len(records) != embeddings.shape[0]:
         raise ValueError(f"shard {shard}: {len(records)} items but {embeddings.shape[0]} vectors")
-    _atomic(stem.with_suffix(".npy"), lambda p: np.save(p, np.ascontiguousarray(embeddings, np.float32)))
-    _atomic(stem.with_suffix(".parquet"), lambda p: pq.write_table(items_table(records), p))
+    paths = [stem.with_suffix(".npy"), stem.with_suffix(".parquet")]
+    _atomic(paths[0], lambda p: np.save(p, np.ascontiguousarray(embeddings, np.float32)))
+    _atomic(paths[1], lambda p: pq.write_table(items_table(records), p))
     if rejected:
-        _write_jsonl(shard_rejected_path(root, shard), rejected)
-    _atomic(stem.with_suffix(".done"), lambda p: Path(p).write_text(str(len(records))))
+        paths.append(shard_rejected_path(root, shard))
+        _write_jsonl(paths[-1], rejected)
+    else:
+        shard_rejected_path(root, shard).unlink(missing_ok=True)
+    marker = {"count": len(records), "key": key, "files": {_relative(root, p): file_record(p) for p in paths}}
+    _atomic(stem.with_suffix(".done"), lambda p: Path(p).write_text(json.dumps(marker, sort_keys=True)))
+
+
+def shard_marker(root: Path, shard: int) -> dict | None:
+    """The `.done` record of a complete shard (None when it is missing or unreadable)."""
+    try:
+        marker = json.loads(shard_stem(root, shard).with_suffix(".done").read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and isinstance(marker.get("files"), dict) else None
+
+
+def shard_problem(root: Path, shard: int, verify: bool = True) -> str | None:
+    """Why complete shard ``shard`` cannot be trusted (None when it is intact)."""
+    marker = shard_marker(root, shard)
+    if marker is None:
+        return f"{SHARDS_DIR}/{shard:06d}.done is unreadable"
+    problem = next(iter(file_problems(root, marker["files"], verify)), None)
+    if problem is None:
+        try:
+            read_shard_vectors(root, shard)
+        except StoreError as exc:
+            problem = str(exc)
+    return problem
+
+
+def drop_shard(root: Path, shard: int) -> None:
+    """Forget a shard (its marker first), so the resume path embeds it again."""
+    stem = shard_stem(root, shard)
+    for path in (stem.with_suffix(".done"), stem.with_suffix(".npy"), stem.with_suffix(".parquet"),
+                 shard_rejected_path(root, shard)):
+        path.unlink(missing_ok=True)
 
 
 def shard_rejected_path(root: Path, shard: int) -> Path:
@@ -207,13 +328,28 @@ def done_shards(root: Path) -> list[int]:
 
 
 def read_shard_vectors(root: Path, shard: int) -> np.ndarray:
-    """The embeddings of one shard (without reading its items)."""
-    return np.load(shard_stem(root, shard).with_suffix(".npy"))
+    """The embeddings of one shard (without reading its items); never unpickles anything."""
+    path = shard_stem(root, shard).with_suffix(".npy")
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise StoreError(f"{path}: not a plain float array ({exc}); {REPAIR_HINT}") from exc
+    if vectors.ndim != 2 or vectors.dtype != np.float32:
+        raise StoreError(f"{path}: holds {vectors.dtype} {vectors.shape}, not float32 [n, dim]; {REPAIR_HINT}")
+    return vectors
 
 
 def read_shard_items(root: Path, shard: int) -> pa.Table:
     """The items table of one shard (without reading its vectors)."""
-    return pq.read_table(shard_stem(root, shard).with_suffix(".parquet"))
+    return read_parquet(shard_stem(root, shard).with_suffix(".parquet"))
+
+
+def read_parquet(path: Path) -> pa.Table:
+    """A store's parquet table, or StoreError naming the file when it cannot be read."""
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise StoreError(f"{path}: unreadable ({exc}); {REPAIR_HINT}") from exc
 
 
 def read_all_shards(root: Path) -> tuple[np.ndarray, pa.Table]:
@@ -263,7 +399,10 @@ class FeatureCache:
             if not path.is_file():
                 raise StoreError(f"{root}: no '{name}' features for shard {shard}; rebuild with "
                                  f"`build_index ... features={name}` (existing embeddings are reused)")
-            handle = safe_open(str(path), framework="numpy")
+            try:
+                handle = safe_open(str(path), framework="numpy")
+            except Exception as exc:  # safetensors raises its own SafetensorError
+                raise StoreError(f"{path}: unreadable ({exc}); {REPAIR_HINT} (with features={name})") from exc
             self._files.append(handle)
             self._starts.append(start)
             start += handle.get_slice("mask").get_shape()[0]
@@ -279,6 +418,48 @@ class FeatureCache:
             feats.append(handle.get_slice("features")[off : off + 1])
             masks.append(handle.get_slice("mask")[off : off + 1])
         return np.concatenate(feats), np.concatenate(masks)
+
+
+def file_record(path: Path) -> dict:
+    """``{"size", "sha256"}`` of one store file."""
+    return {"size": Path(path).stat().st_size, "sha256": file_digest(path)}
+
+
+def file_problems(root: Path, files: dict, verify: bool = False) -> list[str]:
+    """What is wrong with recorded files under ``root``: missing, another size, or (``verify``)
+    another checksum. Empty when all are intact."""
+    problems = []
+    for rel, want in sorted(files.items()):
+        path = Path(root) / rel
+        if not path.is_file():
+            problems.append(f"{rel} is missing")
+        elif path.stat().st_size != want.get("size"):
+            problems.append(f"{rel} has {path.stat().st_size} bytes, store.json records {want.get('size')} "
+                            f"(truncated or overwritten)")
+        elif verify and file_digest(path) != want.get("sha256"):
+            problems.append(f"{rel} is damaged (its sha256 differs from the one store.json records)")
+    return problems
+
+
+def store_files(root: Path) -> dict:
+    """Size and sha256 of every file of the store (shards from their markers, the rest hashed)."""
+    root = Path(root)
+    files = {}
+    for shard in done_shards(root):
+        marker = shard_marker(root, shard)
+        if marker is None:
+            raise StoreError(f"{root}: {SHARDS_DIR}/{shard:06d}.done is unreadable; {REPAIR_HINT}")
+        files.update(marker["files"])
+    for name in (INDEX_FILE, ITEMS_FILE, REJECTED_FILE):
+        if (root / name).is_file():
+            files[name] = file_record(root / name)
+    for path in sorted((root / FEATURES_DIR).glob("*/*.safetensors")):
+        files[_relative(root, path)] = file_record(path)
+    return files
+
+
+def _relative(root: Path, path: Path) -> str:
+    return Path(path).relative_to(root).as_posix()
 
 
 def _atomic(path: Path, write) -> None:
@@ -331,14 +512,59 @@ def write_store(root: Path, info: StoreInfo, index: faiss.Index, records: list[d
 
 
 def write_info(root: Path, info: StoreInfo) -> None:
-    """Rewrite store.json alone (e.g. after adding a feature cache to a complete store)."""
+    """Rewrite store.json (e.g. after adding a feature cache), recording every store file."""
+    info.files = store_files(root)
     _atomic(Path(root) / INFO_FILE, lambda p: Path(p).write_text(info.to_json()))
 
 
 def read_info(root: Path) -> StoreInfo | None:
-    """store.json of a complete store, or None when ``root`` holds none."""
+    """store.json of a complete store, or None when ``root`` holds none; StoreError when corrupted."""
     path = Path(root) / INFO_FILE
-    return StoreInfo.from_dict(json.loads(path.read_text())) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        return StoreInfo.from_dict(data)
+    except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise StoreError(f"{path}: corrupted ({str(exc)[:120]}); {REPAIR_HINT}") from exc
+
+
+def check_format(root: Path, info: StoreInfo) -> None:
+    """StoreError unless the store has the format this version reads."""
+    if info.format == FORMAT_VERSION:
+        return
+    if isinstance(info.format, int) and info.format < FORMAT_VERSION:
+        raise StoreError(f"{root}: store format {info.format} predates content hashes of the audio; delete "
+                         f"the folder and rerun the same build_index command")
+    raise StoreError(f"{root}: store format {info.format} is newer than this rag_flamingo reads "
+                     f"({FORMAT_VERSION}); upgrade rag_flamingo")
+
+
+@contextlib.contextmanager
+def build_lock(root: Path) -> Iterator[None]:
+    """Hold the store's write lock (fcntl.flock: a killed holder leaves no stale lock) or refuse."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(f"{root}: another build_index is writing this store ({LOCK_FILE} is locked); "
+                             f"wait for it to finish or pick another output=") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read_index(path: Path) -> faiss.Index:
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as exc:  # faiss reports every read failure as RuntimeError
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "unreadable"
+        raise StoreError(f"{path}: unreadable FAISS index ({first}); {REPAIR_HINT}") from exc
 
 
 class IndexStore:
@@ -350,22 +576,27 @@ class IndexStore:
         apply_search_params(self.index, info.index.get("search_params", {}))
 
     @classmethod
-    def open(cls, root: str | Path) -> "IndexStore":
+    def open(cls, root: str | Path, verify: bool = False) -> "IndexStore":
+        """Open a complete store. Presence and size of every recorded file are always checked, their
+        sha256 too with ``verify=True``; anything broken is a StoreError naming the file."""
         root = Path(root)
         info = read_info(root)
         if info is None:
             raise StoreError(f"{root}: not a complete index store (no {INFO_FILE}); build it with "
                              f"`build_index ... output={root}` (an interrupted build resumes)")
-        if info.format != FORMAT_VERSION:
-            raise StoreError(f"{root}: store format {info.format}, this version reads {FORMAT_VERSION}; rebuild it")
-        for name in (INDEX_FILE, ITEMS_FILE):
-            if not (root / name).is_file():
-                raise StoreError(f"{root}: {name} is missing; rebuild the store with build_index")
-        index = faiss.read_index(str(root / INDEX_FILE))
-        items = pq.read_table(root / ITEMS_FILE)
+        check_format(root, info)
+        problems = [f"{name} is missing" for name in (INDEX_FILE, ITEMS_FILE) if name not in info.files
+                    and not (root / name).is_file()] + file_problems(root, info.files, verify)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise StoreError(f"{root}: {problems[0]}{more}; {REPAIR_HINT}")
+        index = _read_index(root / INDEX_FILE)
+        items = read_parquet(root / ITEMS_FILE)
         if index.ntotal != items.num_rows or index.ntotal != info.count:
             raise StoreError(f"{root}: index ({index.ntotal}), items ({items.num_rows}) and store.json "
-                             f"({info.count}) disagree; rebuild the store with build_index")
+                             f"({info.count}) disagree; {REPAIR_HINT}")
+        if "content" not in items.column_names:
+            raise StoreError(f"{root / ITEMS_FILE}: has no content column; {REPAIR_HINT}")
         return cls(root, info, index, items)
 
     def __len__(self) -> int:
@@ -393,15 +624,33 @@ class IndexStore:
             raise StoreError(f"{self.root}: shards hold {emb.shape[0]} vectors, store {self.info.count}")
         return emb
 
+    def source_of_row(self, row: int) -> dict:
+        """The source (manifest, ``audio_root``, row range) that holds row ``row``."""
+        return self.info.source_of_row(row)
+
     def audio_path(self, row: int) -> Path:
         """The audio file of store row ``row``: its manifest path under its source's audio root."""
         path = Path(self._items[row]["path"])
-        if path.is_absolute():
-            return path
-        for src in self.info.build.get("sources", []):
-            if src.get("first_row", 0) <= row < src.get("end_row", self.info.count):
-                return Path(src["audio_root"]) / path
-        return Path(self.info.dataset.get("audio_root", ".")) / path
+        return path if path.is_absolute() else Path(self.source_of_row(row)["audio_root"]) / path
+
+    @cached_property
+    def recording_keys(self) -> list[str]:
+        """``recording_key`` of each row, under the audio root of the source that holds it."""
+        return row_recording_keys(self.info, self._items)
+
+    @cached_property
+    def content_keys(self) -> list[str | None]:
+        """``content_key`` of each row's audio, recorded when it was indexed."""
+        return self._table.column("content").to_pylist()
+
+    def fingerprint(self) -> str:
+        """16 hex digits naming what the store contains: encoder, metric, count, index and the
+        checksums of its files. Equal across reopening; changed by an append or a rebuild."""
+        content = {"encoder": comparable_fingerprint(self.info.encoder), "metric": self.info.metric,
+                   "count": self.info.count, "dim": self.info.dim,
+                   "index": {k: self.info.index.get(k) for k in ("type", "factory", "search_params")},
+                   "files": {rel: rec.get("sha256") for rel, rec in sorted(self.info.files.items())}}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def features(self, name: str = "clapcap") -> FeatureCache:
         """Cached per-item model features written by ``build_index ... features=<name>``."""
