@@ -51,8 +51,10 @@ def user_conf_dirs() -> list[Path]:
     folders = [Path(p).expanduser().resolve() for p in os.environ.get(CONF_PATH_ENV, "").split(os.pathsep) if p]
     for folder in folders:
         if not folder.is_dir():
-            raise ConfigError(f"{CONF_PATH_ENV} names {folder}, which is not a folder; create it "
-                              f"(with e.g. dataset/<name>.yaml inside) or remove it from {CONF_PATH_ENV}")
+            raise ConfigError(
+                f"{CONF_PATH_ENV} names {folder}, which is not a folder; create it "
+                f"(with e.g. dataset/<name>.yaml inside) or remove it from {CONF_PATH_ENV}"
+            )
     return folders
 
 
@@ -65,3 +67,19 @@ def with_user_conf(overrides: list[str]) -> list[str]:
         return list(overrides)
     searchpath = ",".join(f"file://{folder.as_posix()}" for folder in folders)
     return [f"{SEARCHPATH_KEY}=[{searchpath}]", *overrides]
+
+
+def default_store(cache: str | Path, dataset: str, split: str, encoder: str) -> Path:
+    """Where ``build_index`` writes a dataset split's store by default, and where ``evaluate`` looks
+    for it: ``<cache root>/indices/<dataset>-<split>-<encoder>``."""
+    return Path(cache).expanduser() / "indices" / f"{dataset}-{split}-{encoder}"
+
+
+def find_store(given: str, cache: str | Path | None = None) -> Path:
+    """A ``store=`` value: a path, or the name of a store under ``<cache root>/indices``."""
+    path = Path(given).expanduser()
+    if not path.exists() and not path.is_absolute():
+        named = Path(cache or cache_root()).expanduser() / "indices" / path
+        if named.exists():
+            return named
+    return path

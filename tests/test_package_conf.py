@@ -20,7 +20,8 @@ PACKAGE_CONF = Path(rag_flamingo.__file__).resolve().parent / "conf"
 def _user_dataset(folder: Path, name: str) -> Path:
     (folder / "dataset").mkdir(parents=True)
     (folder / "dataset" / f"{name}.yaml").write_text(
-        f"defaults:\n  - folder\n  - _self_\nname: {name}\nroot: /my/sounds\n")
+        f"defaults:\n  - folder\n  - _self_\nname: {name}\nroot: /my/sounds\n"
+    )
     return folder
 
 

@@ -16,8 +16,20 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # what a wheel is built from: the sources, never the checkout's environments, caches or tests
-NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "tests",
-                                     "outputs", "multirun", ".cache", ".pytest_cache", "runs")
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    "tests",
+    "outputs",
+    "multirun",
+    ".cache",
+    ".pytest_cache",
+    "runs",
+)
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 300) -> str:
@@ -30,8 +42,10 @@ def build_wheel(tmp: Path) -> Path:
     """``pip wheel`` of a copy of the working tree (the build writes nothing into the checkout)."""
     src = tmp / "src"
     shutil.copytree(REPO, src, ignore=NOT_SOURCES)
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp / "dist", src],
-         cwd=tmp)
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp / "dist", src],
+        cwd=tmp,
+    )
     (wheel,) = (tmp / "dist").glob("rag_flamingo-*.whl")
     return wheel
 
@@ -64,12 +78,15 @@ def test_wheel_installs_and_builds_the_demo_index(tmp_path):
 
     python = fresh_venv_with_current_deps(tmp_path / "venv")
     env = clean_env(RAG_FLAMINGO_CACHE_ROOT=str(tmp_path / "cache"))
-    _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed", wheel],
-         cwd=tmp_path, env=env)
+    _run(
+        [python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed", wheel],
+        cwd=tmp_path,
+        env=env,
+    )
     work = tmp_path / "elsewhere"
     work.mkdir()
-    installed = _run([python, "-c", "import rag_flamingo, index_builder; print(rag_flamingo.__file__, index_builder.__file__)"],
-                     cwd=work, env=env)
+    where = "import rag_flamingo, index_builder; print(rag_flamingo.__file__, index_builder.__file__)"
+    installed = _run([python, "-c", where], cwd=work, env=env)
     assert all(Path(p).is_relative_to(tmp_path / "venv") for p in installed.split()), installed
 
     build_index = tmp_path / "venv" / "bin" / "build_index"
