@@ -43,15 +43,16 @@ def embed_shards(plan: BuildPlan, shards: list[int], root: Path, encoder: AudioE
     if not total:
         return stats
     entries = plan_entries(work, batch_size)
-    loader = decode_loader(entries, audio_root, decode_spec(encoder, min_seconds), batch_size, num_workers)
+    loader = decode_loader(entries, audio_root, decode_spec(encoder, min_seconds), batch_size, num_workers,
+                           with_content=True)
     split = plan.source.split
     vectors: list[np.ndarray] = []
     records: list[dict] = []
     rejected: list[dict] = []
-    batch: list[tuple[dict, np.ndarray]] = []
+    batch: list[tuple[dict, np.ndarray]] = []  # (item with its content key, waveform)
     start = time.perf_counter()
     bar = tqdm(total=total, unit="clip", desc=desc, disable=not progress, dynamic_ncols=True)
-    for i, wave, reason in loader:
+    for i, wave, reason, content in loader:
         entry = entries[i]
         if entry.shard_start:
             vectors, records, rejected, batch = [], [], [], []
@@ -60,7 +61,7 @@ def embed_shards(plan: BuildPlan, shards: list[int], root: Path, encoder: AudioE
             if len(stats.rejected_examples) < 5:
                 stats.rejected_examples.append(f"{entry.item['id']}: {reason}")
         else:
-            batch.append((entry.item, wave.numpy()))
+            batch.append((dict(entry.item, content=content), wave.numpy()))
         if entry.batch_end and batch:
             vectors.append(np.asarray(encoder.embed([w for _, w in batch]), np.float32))
             records.extend(item_record(item, split) for item, _ in batch)
@@ -70,7 +71,7 @@ def embed_shards(plan: BuildPlan, shards: list[int], root: Path, encoder: AudioE
             bar.update(1)
         if entry.shard_end:
             emb = np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32)
-            write_shard(root, entry.shard, emb, records, rejected)
+            write_shard(root, entry.shard, emb, records, rejected, key=plan.shard_key(entry.shard))
             stats.shards += 1
             stats.embedded += len(records)
             stats.rejected += len(rejected)

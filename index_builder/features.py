@@ -43,7 +43,7 @@ def write_feature_shards(root: Path, name: str, encoder, shard_roots: dict[int, 
         feats: list[np.ndarray] = []
         masks: list[np.ndarray] = []
         batch: list = []
-        for i, wave, reason in decode_loader(entries, audio_root, spec, batch_size, num_workers):
+        for i, wave, reason, _ in decode_loader(entries, audio_root, spec, batch_size, num_workers):
             entry = entries[i]
             if entry.shard_start:
                 feats, masks, batch = [], [], []

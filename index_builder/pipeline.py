@@ -1,8 +1,13 @@
 """The runs behind ``build_index``: ``mode=build`` (resumable), ``mode=append``, ``mode=features``.
 
+Every run holds the store's write lock (rank 0 under torchrun): a second build of the same store
+refuses at once.
 build:    plan (manifest order -> fixed shards) -> decode/embed/write the shards not yet done
           (this rank's share) -> barrier -> rank 0 merges the shards, builds + tunes the FAISS
           index, writes items/index/rejected/store.json -> optional feature cache -> summary.
+          On a complete store it checks every file against store.json: final files that are
+          missing or damaged are rebuilt from the shards, a damaged shard is re-embedded alone
+          (status "repaired"); a corrupted store.json is rebuilt from the shards.
 append:   the same for the manifest rows whose ids the store does not hold yet, in new shards
           after the existing ones; the index is rebuilt from all shards (existing vectors are
           read back, never re-embedded), so the result equals a build over the union.
@@ -22,9 +27,11 @@ from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.datasets.sources import resolve_split, split_name
 from rag_flamingo.encoders.base import build_encoder
 from rag_flamingo.errors import ConfigError, StoreError
-from rag_flamingo.store import (REJECTED_FILE, IndexStore, StoreInfo, comparable_fingerprint, done_shards,
-                                item_from_record, read_all_shards, read_info, read_rejected, read_shard_rejected,
-                                write_info, write_rejected, write_store)
+from rag_flamingo.store import (FEATURES_DIR, INFO_FILE, REJECTED_FILE, SHARDS_DIR, IndexStore, StoreInfo,
+                                build_lock, check_format, comparable_fingerprint, done_shards, drop_shard,
+                                file_problems, item_from_record, read_all_shards, read_info, read_rejected,
+                                read_shard_rejected, row_recording_keys, shard_problem, write_info,
+                                write_rejected, write_store)
 
 from .embedder import EmbedStats, embed_shards
 from .faiss_index import IndexOptions, build_index
@@ -57,7 +64,7 @@ class BuildConfig:
 @dataclass
 class Summary:
     output: Path
-    status: str  # built | appended | complete | features | nothing-new
+    status: str  # built | appended | complete | repaired | features | nothing-new
     count: int = 0
     rejected: int = 0
     skipped: int = 0
@@ -67,6 +74,7 @@ class Summary:
     encoder: str = ""
     features: list[str] = field(default_factory=list)
     quality: dict | None = None
+    repaired: list[str] = field(default_factory=list)  # what was found broken and rebuilt
 
     def text(self) -> str:
         idx = self.index
@@ -89,6 +97,7 @@ class Summary:
                          f"recording left out, over {q['queries']} items")
         if self.features:
             lines.append(f"  features  {', '.join(self.features)}")
+        lines += [f"  repaired  {problem}" for problem in self.repaired]
         return "\n".join(lines)
 
 
@@ -101,7 +110,10 @@ def run(cfg: BuildConfig) -> Summary | None:
     ranks = distributed.setup()
     try:
         if cfg.mode == "features":
-            return _features_only(cfg) if ranks.is_main else None
+            if not ranks.is_main:
+                return None
+            with build_lock(cfg.output):
+                return _features_only(cfg)
         return _build(cfg, ranks)
     finally:
         distributed.teardown(ranks)
@@ -111,18 +123,28 @@ def run(cfg: BuildConfig) -> Summary | None:
 
 
 def _build(cfg: BuildConfig, ranks: distributed.Ranks) -> Summary | None:
-    root = Path(cfg.output)
     source, rows = _read_source(cfg, ranks)
+    if not ranks.is_main:
+        return _build_source(cfg, ranks, source, rows)
+    with build_lock(cfg.output):
+        return _build_source(cfg, ranks, source, rows)
+
+
+def _build_source(cfg: BuildConfig, ranks: distributed.Ranks, source: Source, rows: list[dict]) -> Summary | None:
+    root = Path(cfg.output)
     encoder = _encoder(cfg.encoder, _rank_device(cfg.device, ranks))
     fingerprint = encoder.fingerprint()
-    existing = read_info(root)
+    existing, repaired = _existing_info(root, cfg.mode, ranks)
     if existing is not None:
+        check_format(root, existing)
         BuildPlan.drop_committed(root, int(existing.build.get("shards", 0)))
     skipped: list[str] = []
     if cfg.mode == "build":
         if existing is not None:
+            if not ranks.is_main:
+                return None
             _check_complete_store(root, existing, source, fingerprint, cfg.shard_size)
-            return _finish_complete(cfg, root, existing, ranks)
+            return _check_or_repair(cfg, root, existing, source, rows, encoder, fingerprint)
         first_shard, items = 0, rows
     else:
         if existing is None:
@@ -143,17 +165,12 @@ def _build(cfg: BuildConfig, ranks: distributed.Ranks) -> Summary | None:
     source.rows = len(items)
     plan = BuildPlan(cfg.mode, source, comparable_fingerprint(fingerprint), cfg.shard_size, first_shard, items)
     if ranks.is_main:
+        repaired += _drop_damaged_shards(root, plan.shards).values()
         plan.claim(root)
     distributed.barrier(ranks)
     if not ranks.is_main:
         plan.claim(root)
-    mine = [s for s in plan.pending(root) if ranks.owns(s)]
-    logger.info("rank %d/%d: %d of %d shards to embed", ranks.rank, ranks.world, len(mine), plan.shard_count)
-    stats = embed_shards(plan, mine, root, encoder, Path(source.audio_root), cfg.batch_size,
-                         cfg.num_workers, cfg.min_seconds, cfg.progress and ranks.is_main,
-                         desc=f"embedding (rank {ranks.rank})" if ranks.world > 1 else "embedding")
-    stats.embedded, stats.rejected = distributed.sum_over_ranks(ranks, [stats.embedded, stats.rejected])
-    distributed.barrier(ranks)
+    stats = _embed_pending(cfg, ranks, root, plan, encoder)
     if not ranks.is_main:
         return None
     missing = plan.pending(root)
@@ -164,7 +181,100 @@ def _build(cfg: BuildConfig, ranks: distributed.Ranks) -> Summary | None:
     BuildPlan.release(root)
     if cfg.features:
         _add_features(cfg, root, info)
-    return _summary(root, info, "built" if cfg.mode == "build" else "appended", stats, len(skipped))
+    status = "repaired" if repaired else "built" if cfg.mode == "build" else "appended"
+    return _summary(root, info, status, stats, len(skipped), repaired)
+
+
+def _embed_pending(cfg: BuildConfig, ranks: distributed.Ranks, root: Path, plan: BuildPlan, encoder) -> EmbedStats:
+    """Embed this rank's share of the plan's shards not yet done; the counts are summed over ranks."""
+    mine = [s for s in plan.pending(root) if ranks.owns(s)]
+    logger.info("rank %d/%d: %d of %d shards to embed", ranks.rank, ranks.world, len(mine), plan.shard_count)
+    stats = embed_shards(plan, mine, root, encoder, Path(plan.source.audio_root), cfg.batch_size,
+                         cfg.num_workers, cfg.min_seconds, cfg.progress and ranks.is_main,
+                         desc=f"embedding (rank {ranks.rank})" if ranks.world > 1 else "embedding")
+    stats.embedded, stats.rejected = distributed.sum_over_ranks(ranks, [stats.embedded, stats.rejected])
+    distributed.barrier(ranks)
+    return stats
+
+
+def _existing_info(root: Path, mode: str, ranks: distributed.Ranks) -> tuple[StoreInfo | None, list[str]]:
+    """store.json of the output, if any. A corrupted one, on a build, is set aside (rank 0 removes
+    it) so the store is rebuilt from its shards; an append needs it intact."""
+    try:
+        return read_info(root), []
+    except StoreError as exc:
+        if mode != "build":
+            raise
+        if ranks.is_main:
+            logger.warning("%s; rebuilding it from the shards", exc)
+            (root / INFO_FILE).unlink(missing_ok=True)
+        return None, [f"{INFO_FILE} was corrupted"]
+
+
+def _drop_damaged_shards(root: Path, shards) -> dict[int, str]:
+    """Forget the complete shards among ``shards`` that fail their checksums or cannot be read;
+    returns what was wrong with each."""
+    problems = {}
+    done = set(done_shards(root))
+    for shard in shards:
+        problem = shard_problem(root, shard) if shard in done else None
+        if problem:
+            logger.warning("%s: shard %d is damaged (%s); it is embedded again", root, shard, problem)
+            drop_shard(root, shard)
+            problems[shard] = f"shard {shard} re-embedded ({problem})"
+    return problems
+
+
+def _check_or_repair(cfg: BuildConfig, root: Path, info: StoreInfo, source: Source, rows: list[dict],
+                     encoder, fingerprint: dict) -> Summary:
+    """A complete store for this command: verify every file; rebuild what is missing or damaged."""
+    final = {rel: rec for rel, rec in info.files.items() if not rel.startswith(f"{SHARDS_DIR}/")}
+    problems = file_problems(root, final, verify=True)
+    expected = range(int(info.build.get("shards", 0)))
+    damaged = _drop_damaged_shards(root, expected)
+    missing = [s for s in expected if s not in set(done_shards(root))]
+    problems += [damaged.get(s, f"shard {s} re-embedded (its done marker is missing)") for s in missing]
+    if not problems:
+        return _finish_complete(cfg, root, info)
+    for problem in problems:
+        logger.warning("%s: %s", root, problem)
+    plan = BuildPlan("build", source, comparable_fingerprint(fingerprint), cfg.shard_size, 0, rows)
+    foreign = [s for s in missing if s not in plan.shards]
+    if foreign:
+        raise StoreError(f"{root}: shards {foreign[:5]} of an appended manifest are damaged; delete {root} "
+                         f"and rerun the build and append commands")
+    stats = embed_shards(plan, missing, root, encoder, Path(source.audio_root), cfg.batch_size,
+                         cfg.num_workers, cfg.min_seconds, cfg.progress)
+    features = _intact_features(cfg, root, info, problems)
+    info = _merge_shards(cfg, root, list(info.build["sources"]), info.encoder, features)
+    if cfg.features:
+        _add_features(cfg, root, info)
+    return _summary(root, info, "repaired", stats, 0, problems)
+
+
+def _intact_features(cfg: BuildConfig, root: Path, info: StoreInfo, problems: list[str]) -> dict:
+    """The feature caches to keep after a repair; a damaged feature file is removed (regenerated
+    when the command names its features, otherwise its cache is dropped with a warning)."""
+    keep = {}
+    wanted = [cfg.features] if isinstance(cfg.features, str) else list(cfg.features or [])
+    for name, described in info.features.items():
+        damaged = [p.split(" ")[0] for p in problems if p.startswith(f"{FEATURES_DIR}/{name}/")]
+        for rel in damaged:
+            (root / rel).unlink(missing_ok=True)
+        if damaged and name not in wanted:
+            logger.warning("%s: features/%s was damaged and is dropped; add it again with features=%s",
+                           root, name, name)
+            problems.append(f"features/{name} dropped (damaged); add it again with features={name}")
+            _remove_tree(root / FEATURES_DIR / name)
+        else:
+            keep[name] = described
+    return keep
+
+
+def _remove_tree(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _read_source(cfg: BuildConfig, ranks: distributed.Ranks) -> tuple[Source, list[dict]]:
@@ -215,6 +325,19 @@ def _check_complete_store(root: Path, info: StoreInfo, source: Source, fingerpri
 
 def _finalize(cfg: BuildConfig, root: Path, plan: BuildPlan, fingerprint: dict,
               existing: StoreInfo | None) -> StoreInfo:
+    sources = list(existing.build.get("sources", [])) if existing else []
+    sources.append(dict(asdict(plan.source), first_shard=plan.first_shard,
+                        end_shard=plan.first_shard + plan.shard_count,
+                        first_row=existing.count if existing else 0))  # end_row: set by the merge
+    if existing and existing.features:
+        logger.warning("appended items have no cached features; rerun with features=%s to add them",
+                       ",".join(existing.features))
+    # no features: appended shards have none yet (re-added by the caller when requested)
+    return _merge_shards(cfg, root, sources, fingerprint, {})
+
+
+def _merge_shards(cfg: BuildConfig, root: Path, sources: list[dict], fingerprint: dict, features: dict) -> StoreInfo:
+    """Index all complete shards and write items/index/rejected/store.json for ``sources``."""
     vectors, table = read_all_shards(root)
     rejected = [r for s in done_shards(root) for r in read_shard_rejected(root, s)]
     write_rejected(root, rejected)
@@ -224,31 +347,24 @@ def _finalize(cfg: BuildConfig, root: Path, plan: BuildPlan, fingerprint: dict,
     start = time.perf_counter()
     index, report = build_index(vectors, cfg.index)
     logger.info("index built in %.1f s", time.perf_counter() - start)
-    sources = list(existing.build.get("sources", [])) if existing else []
-    sources.append(dict(asdict(plan.source), first_shard=plan.first_shard,
-                        end_shard=plan.first_shard + plan.shard_count,
-                        first_row=existing.count if existing else 0, end_row=int(vectors.shape[0])))
+    sources[-1].setdefault("end_row", int(vectors.shape[0]))
     first = sources[0]
     records = table.to_pylist()
     info = StoreInfo(
         encoder=fingerprint, dim=int(vectors.shape[1]), count=int(vectors.shape[0]), metric=cfg.index.metric,
-        index=report.to_dict(),
+        index=report.to_dict(), features=features,
         dataset={"name": first["name"], "split": first["split"], "manifest": first["manifest"],
                  "manifest_sha256": first["manifest_sha256"], "audio_root": first["audio_root"]},
-        build={"shard_size": plan.shard_size, "shards": plan.first_shard + plan.shard_count,
-               "sources": sources, "rejected": len(rejected),
-               "label_precision": label_precision(vectors, [item_from_record(r) for r in records])},
-    )  # no features: appended shards have none yet (re-added below when requested)
-    if existing and existing.features:
-        logger.warning("appended items have no cached features; rerun with features=%s to add them",
-                       ",".join(existing.features))
+        build={"shard_size": cfg.shard_size, "shards": int(sources[-1]["end_shard"]), "sources": sources,
+               "rejected": len(rejected)},
+    )
+    items = [item_from_record(r) for r in records]
+    info.build["label_precision"] = label_precision(vectors, items, row_recording_keys(info, items))
     write_store(root, info, index, records)
     return info
 
 
-def _finish_complete(cfg: BuildConfig, root: Path, info: StoreInfo, ranks: distributed.Ranks) -> Summary | None:
-    if not ranks.is_main:
-        return None
+def _finish_complete(cfg: BuildConfig, root: Path, info: StoreInfo) -> Summary:
     logger.info("%s is already a complete store for this dataset and encoder", root)
     wanted = cfg.index.type
     if (wanted != "auto" and wanted != info.index.get("type")) or cfg.index.metric != info.metric:
@@ -308,11 +424,13 @@ def _shard_roots(root: Path, info: StoreInfo) -> dict[int, Path]:
 # ----------------------------------------------------------------------------- summary
 
 
-def _summary(root: Path, info: StoreInfo, status: str, stats: EmbedStats, skipped: int) -> Summary:
+def _summary(root: Path, info: StoreInfo, status: str, stats: EmbedStats, skipped: int,
+             repaired: list[str] | None = None) -> Summary:
     return Summary(output=root, status=status, count=info.count, rejected=int(info.build.get("rejected", 0)),
                    skipped=skipped, embedded=stats.embedded, embed_seconds=stats.seconds, index=info.index,
                    encoder=f"{info.encoder.get('name')} (dim {info.dim}, {info.metric})",
-                   features=sorted(info.features), quality=info.build.get("label_precision"))
+                   features=sorted(info.features), quality=info.build.get("label_precision"),
+                   repaired=list(repaired or []))
 
 
 def config_from_dict(cfg: dict[str, Any]) -> BuildConfig:

@@ -14,9 +14,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rag_flamingo.encoders.base import file_sha256
+from rag_flamingo.checkpoints import file_sha256
 from rag_flamingo.errors import StoreError
-from rag_flamingo.store import done_shards
+from rag_flamingo.store import done_shards, shard_marker
 
 PLAN_FILE = "build_plan.json"
 
@@ -59,6 +59,10 @@ class BuildPlan:
         start = (shard - self.first_shard) * self.shard_size
         return self.items[start : start + self.shard_size]
 
+    def shard_key(self, shard: int) -> str:
+        """What a shard is built from (encoder and item ids), recorded in its done marker."""
+        return _ids_digest([{"id": json.dumps(self.encoder, sort_keys=True)}, *self.shard_items(shard)])
+
     def pending(self, root: Path) -> list[int]:
         done = set(done_shards(root))
         return [s for s in self.shards if s not in done]
@@ -83,13 +87,18 @@ class BuildPlan:
                     f"or pick another output= (or delete {root})")
             return
         root.mkdir(parents=True, exist_ok=True)
-        stray = [s for s in done_shards(root) if s >= self.first_shard]
+        stray = [s for s in done_shards(root) if s >= self.first_shard and not self.owns_shard(root, s)]
         if stray:
             raise StoreError(f"{root}: has embedding shards {stray[:5]} from an unknown run; "
                              f"pick another output= or delete them")
         tmp = path.with_name(f"{PLAN_FILE}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(mine, indent=2, sort_keys=True))
         os.replace(tmp, path)
+
+    def owns_shard(self, root: Path, shard: int) -> bool:
+        """Whether a complete shard found on disk is this plan's (same encoder and items)."""
+        marker = shard_marker(root, shard)
+        return shard in self.shards and marker is not None and marker.get("key") == self.shard_key(shard)
 
     @staticmethod
     def drop_committed(root: Path, committed_shards: int) -> None:

@@ -1,7 +1,8 @@
-"""A quality figure of the embeddings themselves: label precision@k, leaving each item's own group out.
+"""A quality figure of the embeddings themselves: label precision@k, leaving each item's own recording out.
 
 For a sample of labelled items, the k nearest other items (exact inner-product search, items of the
-query's own group - e.g. other crops of the same recording - excluded) are checked for a shared
+query's own recording - ``rag_flamingo.store.recording_key``, e.g. other crops of the same file -
+excluded) are checked for a shared
 label. Chance level is the same figure for neighbours drawn at random from the other groups, so the
 two numbers side by side say whether the encoder separates the dataset's labels at all.
 """
@@ -11,14 +12,15 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from rag_flamingo.store import item_group, item_labels
+from rag_flamingo.store import item_labels
 
 
-def label_precision(vectors: np.ndarray, items: list[dict], k: int = 5, sample: int = 2000,
-                    seed: int = 0) -> dict | None:
-    """``{"k", "queries", "precision", "chance"}`` over labelled items; None when fewer than two groups are labelled."""
+def label_precision(vectors: np.ndarray, items: list[dict], recordings: list[str], k: int = 5,
+                    sample: int = 2000, seed: int = 0) -> dict | None:
+    """``{"k", "queries", "precision", "chance"}`` over labelled items, ``recordings[i]`` being the
+    recording key of item i; None when fewer than two recordings are labelled."""
     labels = [set(item_labels(it)) for it in items]
-    groups = np.array([item_group(it) for it in items])
+    groups = np.array(recordings)
     labelled = np.flatnonzero([bool(ls) for ls in labels])
     if len(labelled) < 2 or len(set(groups[labelled])) < 2:
         return None

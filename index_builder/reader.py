@@ -2,23 +2,30 @@
 
 A torch DataLoader runs ``num_workers`` processes that decode items (about one batch ahead of the
 encoder) with ``rag_flamingo.audio.load_audio``, reading only the segment the encoder's crop needs
-(``max_seconds``), and check them with ``check_usable``. Items arrive in order; embedding batches
+(``max_seconds``), check them with ``check_usable`` and, when asked, digest the file's bytes
+(``content_key``) while they have it. On Linux the workers die with their parent (even a kill -9). Items arrive in order; embedding batches
 are fixed runs of ``batch_size`` items inside one shard, so the batches (and thus the vectors, bit
 for bit) are the same however the run is interrupted, resumed or split across ranks.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rag_flamingo.audio import check_usable, load_audio
+from rag_flamingo.audio import check_usable, decode_rule, load_audio
 from rag_flamingo.encoders.base import AudioEncoder
 from rag_flamingo.errors import AudioError
+from rag_flamingo.store import content_key
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,7 @@ class DecodeSpec:
     sample_rate: int
     max_seconds: float | None = None  # the encoder's crop: seconds read from the segment start
     min_seconds: float = 0.1
+    length_rule: str = "soxr"  # resampled length (rag_flamingo.audio.DECODE_LENGTHS)
 
 
 @dataclass(frozen=True)
@@ -42,8 +50,9 @@ class Entry:
 
 
 def decode_spec(encoder: AudioEncoder, min_seconds: float = 0.1) -> DecodeSpec:
-    """The encoder's rate and crop; only ``max_seconds`` of each clip is read from disk."""
-    return DecodeSpec(int(encoder.sample_rate), getattr(encoder, "max_seconds", None), min_seconds)
+    """The encoder's rate, crop and length rule; only ``max_seconds`` of each clip is read from disk."""
+    return DecodeSpec(int(encoder.sample_rate), getattr(encoder, "max_seconds", None), min_seconds,
+                      decode_rule(encoder))
 
 
 def resolve_path(item: dict, audio_root: Path) -> Path:
@@ -55,25 +64,31 @@ def decode_item(item: dict, audio_root: Path, spec: DecodeSpec) -> np.ndarray:
     """The item's waveform, or AudioError with the reason it cannot be used."""
     path = resolve_path(item, audio_root)
     wave = load_audio(path, spec.sample_rate, start=item.get("start"), end=item.get("end"),
-                      max_seconds=spec.max_seconds)
+                      max_seconds=spec.max_seconds, length_rule=spec.length_rule)
     check_usable(wave, spec.sample_rate, path, min_seconds=spec.min_seconds)
     return wave
 
 
 class DecodeDataset(Dataset):
-    """Element i = (i, waveform tensor or None, rejection reason or None) for entry i."""
+    """Element i = (i, waveform tensor or None, rejection reason or None, content key or None) for
+    entry i; the content key is computed when ``with_content`` (and the item decoded)."""
 
-    def __init__(self, entries: list[Entry], audio_root: Path, spec: DecodeSpec):
+    def __init__(self, entries: list[Entry], audio_root: Path, spec: DecodeSpec, with_content: bool = False):
         self.entries, self.audio_root, self.spec = entries, Path(audio_root), spec
+        self.with_content = with_content
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, i: int):
+        item = self.entries[i].item
         try:
-            return i, torch.from_numpy(decode_item(self.entries[i].item, self.audio_root, self.spec)), None
+            wave = torch.from_numpy(decode_item(item, self.audio_root, self.spec))
+            content = (content_key(resolve_path(item, self.audio_root), item.get("start"), item.get("end"))
+                       if self.with_content else None)
+            return i, wave, None, content
         except AudioError as exc:
-            return i, None, exc.reason
+            return i, None, exc.reason, None
 
 
 def plan_entries(shards: list[tuple[int, list[dict]]], batch_size: int) -> list[Entry]:
@@ -86,17 +101,31 @@ def plan_entries(shards: list[tuple[int, list[dict]]], batch_size: int) -> list[
     return entries
 
 
-def _worker_init(_: int) -> None:
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def exit_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; a no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _worker_init(parent: int, _: int) -> None:
+    exit_with_parent(parent)
     torch.set_num_threads(1)  # decoding is single-threaded; leave the cores to the encoder
 
 
 def decode_loader(entries: list[Entry], audio_root: Path, spec: DecodeSpec, batch_size: int,
-                  num_workers: int) -> DataLoader:
+                  num_workers: int, with_content: bool = False) -> DataLoader:
     """Decoded entries in order, ``num_workers`` processes decoding about one batch ahead."""
     ahead = max(2, -(-batch_size // max(1, num_workers)))
-    return DataLoader(DecodeDataset(entries, audio_root, spec), batch_size=None, shuffle=False,
+    return DataLoader(DecodeDataset(entries, audio_root, spec, with_content), batch_size=None, shuffle=False,
                       num_workers=num_workers, collate_fn=_identity,
-                      worker_init_fn=_worker_init if num_workers else None,
+                      worker_init_fn=partial(_worker_init, os.getpid()) if num_workers else None,
                       prefetch_factor=ahead if num_workers else None, persistent_workers=False)
 
 

@@ -524,11 +524,12 @@ def read_info(root: Path) -> StoreInfo | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError(f"a JSON {type(data).__name__}, not an object")
-        return StoreInfo.from_dict(data)
+        info = StoreInfo.from_dict(data) if isinstance(data, dict) else None
     except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise StoreError(f"{path}: corrupted ({str(exc)[:120]}); {REPAIR_HINT}") from exc
+    if info is None:
+        raise StoreError(f"{path}: corrupted (a JSON {type(data).__name__}, not an object); {REPAIR_HINT}")
+    return info
 
 
 def check_format(root: Path, info: StoreInfo) -> None:
