@@ -4,7 +4,9 @@ Shard assignment is a pure function of the manifest order and ``shard_size`` (it
 goes to shard ``first_shard + i // shard_size``), so a resumed run, an uninterrupted run and every
 rank of a distributed run agree on which item lives where. The plan is written to
 ``<store>/build_plan.json`` before any shard; a later run into the same folder must have the same
-plan (same manifest bytes, encoder, shard size), otherwise it refuses to mix results.
+plan (same manifest bytes, encoder, shard size), otherwise it refuses to mix results. Complete
+shards found without a plan (a store whose store.json was lost) are adopted when the key in their
+done marker (encoder and item ids) is the one this plan gives them.
 """
 
 from __future__ import annotations
