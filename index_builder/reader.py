@@ -3,9 +3,10 @@
 A torch DataLoader runs ``num_workers`` processes that decode items (about one batch ahead of the
 encoder) with ``rag_flamingo.audio.load_audio``, reading only the segment the encoder's crop needs
 (``max_seconds``), check them with ``check_usable`` and, when asked, digest the file's bytes
-(``content_key``) while they have it. On Linux the workers die with their parent (even a kill -9). Items arrive in order; embedding batches
-are fixed runs of ``batch_size`` items inside one shard, so the batches (and thus the vectors, bit
-for bit) are the same however the run is interrupted, resumed or split across ranks.
+(``content_key``) while they have it. On Linux the workers die with their parent (even a kill -9).
+Items arrive in order; embedding batches are fixed runs of ``batch_size`` items inside one shard, so
+the batches (and thus the vectors, bit for bit) are the same however the run is interrupted, resumed
+or split across ranks.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@ workers die with it: real audio files, the real aisfx encoder, real FAISS."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import struct
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from test_index_pipeline import FAST, make_folder, manifest_rows, run_cli, store_bytes, tone, write_manifest
+from test_index_pipeline import FAST, make_folder, run_cli, store_bytes, tone, write_manifest
 from test_store_integrity import flip_byte, truncate
 
 from index_builder.cli import load_config

@@ -93,9 +93,8 @@ def test_format_1_store_is_refused_with_the_fix(tmp_path):
 
 
 def test_build_lock_refuses_a_second_holder(tmp_path):
-    with build_lock(tmp_path):
-        with pytest.raises(StoreError, match="another build_index is writing this store"):
-            with build_lock(tmp_path):
-                pass
+    busy = pytest.raises(StoreError, match="another build_index is writing this store")
+    with build_lock(tmp_path), busy, build_lock(tmp_path):
+        pass
     with build_lock(tmp_path):  # released when the holder is done
         pass
