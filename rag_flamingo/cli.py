@@ -9,24 +9,133 @@ wherever the console script is installed from, plus the user folders of ``paths.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from . import paths
 from .errors import RagFlamingoError
 
 
-def compose_config(config_name: str, overrides: list[str]) -> dict:
-    """``rag_flamingo/conf/<config_name>.yaml`` composed with Hydra overrides, resolved, as a plain dict."""
+INDEX_TYPES_HINT = "index= picks the index type (auto, flat, hnsw, ivf_flat, ivf_pq)"
+
+
+def did_you_mean(word: str, candidates) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or ``""``."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def compose_config(config_name: str, overrides: list[str], aliases: dict[str, str] | None = None) -> dict:
+    """``rag_flamingo/conf/<config_name>.yaml`` composed with Hydra overrides, resolved, as a plain dict.
+
+    Every override is checked first, so a mistake is one line that names it: an unknown key or group
+    option (with a "did you mean"), ``index=<a path>`` (the store is ``store=``). ``aliases`` maps an
+    accepted old key to its name (``output`` -> ``store``). A ``{split}`` placeholder in a value
+    (``dataset.manifest=/data/{split}.jsonl``) is taken literally.
+    """
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from .config import register
+
+    register()
+    overrides = normalize_overrides(overrides, aliases)
     with initialize_config_dir(config_dir=str(paths.conf_dir().resolve()), version_base="1.3", job_name=config_name):
+        groups, settings = _check_groups(config_name, overrides)
+        base = OmegaConf.to_container(compose(config_name=config_name, overrides=paths.with_user_conf(groups)))
+        for override in settings:
+            _check_key(override, base)
         cfg = compose(config_name=config_name, overrides=paths.with_user_conf(overrides))
     OmegaConf.resolve(cfg)
     return OmegaConf.to_container(cfg)
+
+
+def normalize_overrides(overrides: list[str], aliases: dict[str, str] | None = None) -> list[str]:
+    """Aliases renamed (``output=`` -> ``store=``), ``{split}`` placeholders quoted."""
+    return [_literal_braces(_alias(o, aliases or {})) for o in overrides]
+
+
+def print_config(config_name: str, overrides: list[str], aliases: dict[str, str] | None = None) -> None:
+    """``--cfg``: the composed config as YAML."""
+    from omegaconf import OmegaConf
+
+    print(OmegaConf.to_yaml(compose_config(config_name, overrides, aliases)))
+
+
+def _split_override(override: str) -> tuple[str, str, str]:
+    """(prefix ``+``/``++``/``~``, key, value) of ``key=value``."""
+    key, _, value = override.partition("=")
+    prefix = key[: len(key) - len(key.lstrip("+~"))]
+    return prefix, key[len(prefix):], value
+
+
+def _alias(override: str, aliases: dict[str, str]) -> str:
+    prefix, key, value = _split_override(override)
+    head, dot, rest = key.partition(".")
+    if head in aliases:
+        return f"{prefix}{aliases[head]}{dot}{rest}={value}"
+    return override
+
+
+def _literal_braces(override: str) -> str:
+    """Quote a value holding ``{split}`` so Hydra reads it as text, not as a dictionary."""
+    prefix, key, value = _split_override(override)
+    if "{split}" in value and not value.startswith(("'", '"')):
+        return f"{prefix}{key}='{value}'"
+    return override
+
+
+def _group_options(group: str) -> list[str]:
+    folders = [paths.conf_dir(), *paths.user_conf_dirs()]
+    return sorted({p.stem for folder in folders for p in (folder / group).glob("*.yaml")})
+
+
+def _check_groups(config_name: str, overrides: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``overrides`` into group choices (``dataset=esc50``, checked) and settings."""
+    from .errors import ConfigError
+
+    groups, settings = [], []
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"{override!r} is not key=value (e.g. {config_name} dataset=demo); see --help")
+        prefix, key, value = _split_override(override)
+        if key.startswith("hydra."):
+            groups.append(override)
+            continue
+        options = _group_options(key) if "." not in key else []
+        if not options:
+            settings.append(override)
+            continue
+        if key == "index" and ("/" in value or Path(value).expanduser().exists()):
+            raise ConfigError(f"{INDEX_TYPES_HINT}; the store's folder is store={value}")
+        if value not in options and not value.startswith(("[", "{")):
+            raise ConfigError(f"{key}={value} is not a known {key}{did_you_mean(value, options)}; "
+                              f"choose one of {', '.join(options)}")
+        groups.append(override)
+    return groups, settings
+
+
+def _check_key(override: str, base: dict) -> None:
+    """An override must set a key the config has (``+key=`` may add one inside a section, not at the top)."""
+    from .errors import ConfigError
+
+    prefix, key, _ = _split_override(override)
+    node: object = base
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict):
+            return  # below a value that is not a section (None, a list): its own checks apply
+        if part not in node:
+            if prefix.startswith("+") and depth > 0:
+                return
+            where = ".".join(parts[:depth]) or "the top level"
+            hint = did_you_mean(part, node) or f": {where} has {', '.join(sorted(map(str, node)))}"
+            raise ConfigError(f"unknown option {key!r}{hint}")
+        node = node[part]
 
 
 def export_roots(cfg: dict) -> None:
@@ -52,5 +161,15 @@ def run_main(prog: str, doc: str | None, body: Callable[[list[str]], int | None]
     try:
         return body(argv) or 0
     except (RagFlamingoError, HydraException, OmegaConfBaseException) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """An error message on one line: its lines joined with "; " (OmegaConf's type details dropped)."""
+    text = str(exc)
+    if exc.__cause__ is not None and text.startswith("Error merging override"):  # Hydra hides the reason
+        text = f"{text}: {exc.__cause__}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    kept = [line for line in lines if not line.startswith(("object_type=", "reference_type="))]
+    return "; ".join(kept) or type(exc).__name__

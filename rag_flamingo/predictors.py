@@ -11,27 +11,31 @@ Reported side by side so users see what in-context learning adds (peers §4):
   nearest by cosine (CLAP encoders only: the encoder needs ``embed_text``).
 
 Every predictor sees the same `Query` records: the retrieved shots for ``k`` (``shots`` of the
-evaluation), the retrieval embedding (from the store's encoder) and the decoded audio.
+evaluation), the retrieval embedding (from the store's encoder), the decoded audio and the store
+rows that are the query's own recording (never used as its evidence).
 Label predictors return ``label_scores`` over the option set so ranking metrics (mAP) can use them.
+
+Predictors are built by name from a registry (`register_predictor`, `build_predictor`); what a
+predictor can do is declared by its attributes (`Predictor`), never by ``if name == ...``.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from .config import ZERO_SHOT_TEMPLATE
 from .errors import ConfigError
-from .prompts import TaskSpec, answer_text, get_task
+from .prompts import TaskFamily, TaskSpec, answer_text, get_task
 from .retrieval import Shot
-from .store import item_group, item_labels, normalize_rows
+from .store import item_labels, normalize_rows
 
 logger = logging.getLogger(__name__)
 
-ZERO_SHOT_TEMPLATE = "this is a sound of {label}"
-LABEL_FAMILIES = ("classification", "tagging")
+LABEL_FAMILIES = (TaskFamily.CLASSIFICATION, TaskFamily.TAGGING)
 
 
 @dataclass
@@ -44,6 +48,7 @@ class Query:
     embedding: np.ndarray  # retrieval embedding (the store's encoder)
     shots: list[Shot] = field(default_factory=list)  # retrieved for the current k, prompt order
     options: list[str] | None = None  # the answer set offered (labels; yes/no for AQA), or None
+    own_rows: frozenset[int] = frozenset()  # store rows of the query's own recording (or exact copies)
 
 
 @dataclass
@@ -58,11 +63,56 @@ class Prediction:
 
 
 class Predictor(Protocol):
+    """What every predictor declares and does."""
+
     name: str
-    uses_shots: bool  # False: the answer does not depend on k (reported once)
+    uses_shots: bool  # False: the answer does not depend on k (reported once, shots None)
+    min_shots: int  # the fewest shots it can answer with (knn: 1; flamingo: 0 = zero-shot)
+    max_shots: int | None  # the most (flamingo: the model's audio slots - 1), None: no limit
+    needs_text: bool  # needs an encoder with text embeddings (CLAP zero-shot)
+    audio_encoders: Sequence[Any]  # encoders (beyond the store's) whose rate the query is decoded at
 
     def predict(self, queries: Sequence[Query], task: TaskSpec | str) -> list[Prediction]:
         ...
+
+
+@dataclass
+class PredictorContext:
+    """What a predictor factory may use: its options (``predictors.<name>`` of the config), the
+    store, its encoder, the retriever, and the engine (built on first use: only flamingo needs it)."""
+
+    options: dict
+    store: Any
+    encoder: Any
+    retriever: Any
+    engine: Callable[[], Any]
+
+
+PredictorFactory = Callable[[PredictorContext], Predictor]
+_REGISTRY: dict[str, PredictorFactory] = {}
+
+
+def register_predictor(name: str) -> Callable[[PredictorFactory], PredictorFactory]:
+    """Decorator: ``@register_predictor("mine") def build(ctx) -> Predictor``."""
+
+    def add(factory: PredictorFactory) -> PredictorFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return add
+
+
+def predictor_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_predictor(name: str, ctx: PredictorContext) -> Predictor:
+    if name not in _REGISTRY:
+        from .cli import did_you_mean
+
+        raise ConfigError(f"unknown predictor {name!r}{did_you_mean(name, _REGISTRY)}; "
+                          f"use one or more of {', '.join(predictor_names())}")
+    return _REGISTRY[name](ctx)
 
 
 def _require_labels(name: str, task: TaskSpec) -> None:
@@ -76,7 +126,7 @@ def labels_from_scores(task: TaskSpec, scores: dict[str, float], n_tags: int = 1
     ranked = sorted(scores, key=lambda lab: (-scores[lab], lab))
     if not ranked:
         return Prediction(output="", score=None, label_scores={})
-    top = ranked[: max(1, n_tags)] if task.family == "tagging" else ranked[:1]
+    top = ranked[: max(1, n_tags)] if task.family == TaskFamily.TAGGING else ranked[:1]
     return Prediction(output=", ".join(task.map_label(lab) for lab in top),  # e.g. joy -> happy
                       score=float(scores[top[0]]), label_scores=dict(scores))
 
@@ -96,7 +146,7 @@ class KnnPredictor:
     """
 
     name = "knn"
-    uses_shots = True
+    uses_shots, min_shots, max_shots, needs_text, audio_encoders = True, 1, None, False, ()
 
     def __init__(self, temperature: float = 0.1, n_tags: int = 1):
         if temperature <= 0:
@@ -117,7 +167,7 @@ class KnnPredictor:
 
     def predict(self, queries, task):
         task = get_task(task)
-        if task.family == "captioning":
+        if task.family == TaskFamily.CAPTIONING:
             out = []
             for q in queries:
                 best = max(q.shots, key=lambda s: s.score) if q.shots else None
@@ -138,22 +188,21 @@ class KnnPredictor:
 class PrototypePredictor:
     """Nearest class centroid: the mean of the (L2-normalised) store embeddings of each label.
 
-    A query from the indexed dataset itself (its ``group`` is in the store: leave-one-out
-    evaluation) is scored against centroids without its own rows, as retrieval never returns them.
+    A query whose own recording is in the store (leave-one-out evaluation, or an exact copy of its
+    file) is scored against centroids without those rows (``Query.own_rows``), as retrieval never
+    returns them.
     """
 
     name = "prototype"
-    uses_shots = False
+    uses_shots, min_shots, max_shots, needs_text, audio_encoders = False, 0, None, False, ()
 
     def __init__(self, store, n_tags: int | None = None):
         self.store = store
         self.emb = normalize_rows(store.embeddings())
         by_label: dict[str, list[int]] = {}
-        self.group_rows: dict[str, list[int]] = {}
         for row, item in enumerate(store.items):
             for lab in item_labels(item):
                 by_label.setdefault(lab, []).append(row)
-            self.group_rows.setdefault(item_group(item), []).append(row)
         if not by_label:
             raise ConfigError(f"{store.root}: no labelled items, so no prototypes; index a labelled "
                               f"dataset (manifest 'label'/'labels', or sub-folders for dataset=folder)")
@@ -164,9 +213,8 @@ class PrototypePredictor:
         self.n_tags = n_tags or typical_tag_count(store.items)
         self._label_index = {lab: i for i, lab in enumerate(self.labels)}
 
-    def centroids_without(self, group: str | None) -> tuple[np.ndarray, np.ndarray]:
-        """(centroids, usable label mask) with the rows of ``group`` left out."""
-        rows = self.group_rows.get(str(group), []) if group is not None else []
+    def centroids_without(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(centroids, usable label mask) with store rows ``rows`` left out."""
         if not rows:
             return self.centroids, np.ones(len(self.labels), bool)
         sums, counts = self.sums.copy(), self.counts.copy()
@@ -181,7 +229,7 @@ class PrototypePredictor:
         _require_labels(self.name, task)
         preds = []
         for q in queries:
-            centroids, usable = self.centroids_without(q.item.get("group"))
+            centroids, usable = self.centroids_without(sorted(q.own_rows))
             sims = centroids @ normalize_rows(q.embedding[None])[0]
             labels = [lab for lab, ok in zip(self.labels, usable) if ok]
             preds.append(_restricted(task, labels, sims[usable], q.options, self.n_tags))
@@ -192,7 +240,7 @@ class ZeroShotPredictor:
     """CLAP zero-shot: cosine between the query's audio embedding and ``template`` per label."""
 
     name = "zero_shot"
-    uses_shots = False
+    uses_shots, min_shots, max_shots, needs_text, audio_encoders = False, 0, None, True, ()
 
     def __init__(self, encoder, labels: Sequence[str], template: str = ZERO_SHOT_TEMPLATE, n_tags: int = 1):
         if not hasattr(encoder, "embed_text"):
@@ -217,15 +265,17 @@ class FlamingoPredictor:
     """Audio Flamingo with the retrieved shots in context (see `rag_flamingo.engine`)."""
 
     name = "flamingo"
-    uses_shots = True
+    uses_shots, min_shots, needs_text = True, 0, False
 
     def __init__(self, engine):
         self.engine = engine
+        self.max_shots = engine.max_shots
+        self.audio_encoders = engine.audio_encoders
 
     def predict(self, queries, task):
         task = get_task(task)
         most = max((len(q.shots) for q in queries), default=0)
-        if most > self.engine.max_shots:
+        if most > self.max_shots:
             raise ConfigError(f"{most} shots do not fit the model's {self.engine.audio_slots} "
                               f"audio slots; use shots <= {self.engine.max_shots}")
         inputs = [_query_inputs(q) for q in queries]
@@ -248,4 +298,23 @@ def _query_inputs(q: Query) -> dict:
     return {k: q.item[k] for k in keep if q.item.get(k) is not None}
 
 
-PREDICTORS = ("flamingo", "knn", "prototype", "zero_shot")
+@register_predictor("knn")
+def _knn(ctx: PredictorContext) -> Predictor:
+    return KnnPredictor(temperature=float(ctx.options.get("temperature", 0.1)),
+                        n_tags=typical_tag_count(ctx.store.items))
+
+
+@register_predictor("prototype")
+def _prototype(ctx: PredictorContext) -> Predictor:
+    return PrototypePredictor(ctx.store, n_tags=typical_tag_count(ctx.store.items))
+
+
+@register_predictor("zero_shot")
+def _zero_shot(ctx: PredictorContext) -> Predictor:
+    return ZeroShotPredictor(ctx.encoder, ctx.store.label_set(), template=ctx.options.get("template") or ZERO_SHOT_TEMPLATE,
+                             n_tags=typical_tag_count(ctx.store.items))
+
+
+@register_predictor("flamingo")
+def _flamingo(ctx: PredictorContext) -> Predictor:
+    return FlamingoPredictor(ctx.engine())

@@ -44,6 +44,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Callable, Sequence
 
 from .errors import ConfigError, ManifestError
@@ -76,6 +77,15 @@ EMOTION_MAP = {
 YES_NO = ("yes", "no")
 
 
+class TaskFamily(StrEnum):
+    """What kind of answer a task wants (and so which metrics score it)."""
+
+    CAPTIONING = "captioning"
+    AQA = "aqa"
+    CLASSIFICATION = "classification"  # one label
+    TAGGING = "tagging"  # several labels
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One task: its family, the reference prefix and prompt, and how options are written.
@@ -85,7 +95,7 @@ class TaskSpec:
     """
 
     name: str
-    family: str  # "captioning" | "aqa" | "classification" | "tagging"
+    family: TaskFamily
     prefix_task: str  # "audio captioning" -> "The task is audio captioning. "
     prompt: str  # the instruction; for AQA the question takes its place
     options: bool  # whether the query may carry an options list
@@ -103,7 +113,7 @@ class TaskSpec:
 
 
 def _task(name, family, prefix_task, prompt, options, **kw) -> TaskSpec:
-    return TaskSpec(name, family, prefix_task, prompt, options, **kw)
+    return TaskSpec(name, TaskFamily(family), prefix_task, prompt, options, **kw)
 
 
 TASKS: dict[str, TaskSpec] = {t.name: t for t in [
@@ -156,13 +166,13 @@ def answer_text(task: TaskSpec | str, item: dict) -> str:
     reference); tagging: the labels joined with ", " (trailing "." removed); AQA: the answer.
     """
     task = get_task(task)
-    if task.family == "captioning":
+    if task.family == TaskFamily.CAPTIONING:
         captions = item.get("captions") or ([item["caption"]] if item.get("caption") else [])
         if not captions:
             raise ManifestError(f"item {_item_name(item)}: no 'captions' for task {task.name}; "
                                 f"add a 'captions' list to its manifest row")
         return str(captions[0]).strip()
-    if task.family == "aqa":
+    if task.family == TaskFamily.AQA:
         if item.get("answer") in (None, ""):
             raise ManifestError(f"item {_item_name(item)}: no 'answer' for task {task.name}; "
                                 f"add 'question' and 'answer' to its manifest row")
@@ -171,7 +181,7 @@ def answer_text(task: TaskSpec | str, item: dict) -> str:
     if not labels:
         raise ManifestError(f"item {_item_name(item)}: no 'label'/'labels' for task {task.name}; "
                             f"add them to its manifest row")
-    if task.family == "classification":
+    if task.family == TaskFamily.CLASSIFICATION:
         if len(labels) != 1:
             raise ManifestError(f"item {_item_name(item)}: {len(labels)} labels {labels} for the "
                                 f"single-label task {task.name}; use a tagging task or one label")
@@ -185,7 +195,7 @@ def question_text(task: TaskSpec | str, item: dict) -> str:
     (``question: q`` -> ``please answer this question: q``; a bare ``q`` gets the same lead-in);
     for every other task the task's fixed prompt."""
     task = get_task(task)
-    if task.family != "aqa":
+    if task.family != TaskFamily.AQA:
         return task.prompt
     question = str(item.get("question") or "").strip()
     if not question:
@@ -234,7 +244,7 @@ def default_options(task: TaskSpec | str, item: dict, labels: Sequence[str] | No
     task = get_task(task)
     if not task.options:
         return None
-    if task.family == "aqa":
+    if task.family == TaskFamily.AQA:
         return list(YES_NO) if item.get("answer") and _is_yes_no(item["answer"]) else None
     return list(labels) if labels else None
 
@@ -255,7 +265,7 @@ def _answer(task: TaskSpec, item: dict) -> str:
 
 
 def _shot_options(task: TaskSpec, item: dict, enabled: bool) -> list[str] | None:
-    if enabled and task.family == "aqa" and item.get("answer") and _is_yes_no(item["answer"]):
+    if enabled and task.family == TaskFamily.AQA and item.get("answer") and _is_yes_no(item["answer"]):
         return list(YES_NO)
     return None
 

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from . import metrics as M
+from .prompts import TaskFamily
 
 # family -> (main metric, columns of the table)
 COLUMNS = {
@@ -42,7 +43,7 @@ def _options(records: Sequence[dict], task, labels: Sequence[str]) -> list[str]:
 
 def chance_level(records: Sequence[dict], task, labels: Sequence[str]) -> dict | None:
     """``{"uniform", "majority", "options"}`` accuracy of guessing, for single-label classification."""
-    if task.family != "classification" or not records:
+    if task.family != TaskFamily.CLASSIFICATION or not records:
         return None
     targets = list({r["id"]: r["target"] for r in records}.values())  # one per query
     counts: dict[str, int] = {}
@@ -64,11 +65,11 @@ def score_group(records: list[dict], task, labels: Sequence[str]) -> dict:
     """The family's metrics for one (predictor, shots) group of prediction records."""
     outputs = [r["output"] or "" for r in records]
     family = task.family
-    if family == "classification":
+    if family == TaskFamily.CLASSIFICATION:
         options = _options(records, task, labels)
         res = M.classification_metrics(outputs, [r["target"] for r in records], options)
         return {"n": res.n, "accuracy": res.accuracy, "macro_f1": res.macro_f1, "unmatched": res.unmatched}
-    if family == "tagging":
+    if family == TaskFamily.TAGGING:
         vocab = sorted(set(labels) | {lab for r in records for lab in r["target"]})
         scores = None
         if all(r.get("label_scores") is not None for r in records):
@@ -76,7 +77,7 @@ def score_group(records: list[dict], task, labels: Sequence[str]) -> dict:
         res = M.multilabel_metrics(outputs, [r["target"] for r in records], vocab, scores=scores)
         return {"n": res.n, "mAP": res.mAP, "micro_f1": res.micro_f1, "macro_f1": res.macro_f1,
                 "unmatched": res.unmatched}
-    if family == "captioning":
+    if family == TaskFamily.CAPTIONING:
         res = M.captioning_metrics(outputs, [r["target"] for r in records])
         return {"n": res["n"], **{k: res[k] for k in ("cider_d", "bleu_4", "rouge_l", "spider")}}
     res = M.aqa_accuracy(outputs, [r["target"] for r in records])
@@ -87,7 +88,8 @@ def score_predictions(records: Sequence[dict], task, labels: Sequence[str]) -> l
     """One result per (predictor, shots), sorted by predictor then shots (shot-free first)."""
     results = []
     for (name, shots), group in _groups(records).items():
-        results.append({"predictor": name, "shots": shots, **score_group(group, task, labels)})
+        used = None if shots is None else round(float(np.mean([len(r.get("shot_ids") or []) for r in group])), 2)
+        results.append({"predictor": name, "shots": shots, **score_group(group, task, labels), "shots_used": used})
     results.sort(key=lambda r: (r["predictor"], -1 if r["shots"] is None else r["shots"]))
     for r in results:
         r["family"] = task.family
@@ -103,16 +105,19 @@ def _fmt(value) -> str:
 
 
 def markdown_table(results: Sequence[dict]) -> str:
+    """One row per (predictor, shots); ``shots used`` is the mean number of shots the prompts held
+    (fewer than asked when the store runs short after filtering and self-exclusion)."""
     if not results:
         return "(no predictions)"
     family = results[0].get("family", "classification")
     cols = [c for c in COLUMNS.get(family, COLUMNS["classification"])[1]
             if any(r.get(c) is not None for r in results)]
-    head = ["predictor", "shots", "n", *cols]
+    head = ["predictor", "shots", "n", *cols, "shots used"]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for r in results:
+        used = r.get("shots_used")
         cells = [r["predictor"], "–" if r["shots"] is None else str(r["shots"]), str(r["n"]),
-                 *(_fmt(r.get(c)) for c in cols)]
+                 *(_fmt(r.get(c)) for c in cols), "–" if used is None else f"{used:g}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -4,9 +4,11 @@ For each query the retriever
 
 1. over-fetches ``k + overfetch`` neighbours (AF1 searches ``n_samples + 50``),
 2. drops rows that fail the ``filters`` (split, label subset, any item field),
-3. drops every row of the query's own ``group`` (AF1: the query's own file),
-4. keeps one row per ``group`` (AF1: one random manifest row per neighbour file, picked among the
-   hits of that file; several captions of one recording are several rows of one group),
+3. drops the query's own rows (``exclude_rows``, from `Retriever.own_rows`: the rows of the same
+   recording -- same source and group, see `rag_flamingo.store.recording_key` -- and exact copies
+   of its audio file, by content hash; AF1 drops the query's own file),
+4. keeps one row per recording (AF1: one random manifest row per neighbour file, picked among the
+   hits of that file; several captions of one recording are several rows of one recording),
 5. optionally drops near-duplicates: a candidate whose cosine similarity (inner product of the
    L2-normalised vectors) with the query, or with a shot already kept, is >=
    ``near_duplicate_threshold`` (clip-retrieval uses 0.94 on normalised CLIP embeddings),
@@ -18,8 +20,8 @@ the store is exhausted. Randomness (row within a group, shuffling, random mode) 
 seeded per query from ``(seed, query id)`` so a query's shots do not depend on the batch it is in;
 without a query id the query embedding's bytes stand in for it.
 
-``mode="random"`` reproduces AF1's "random examples": ``k`` random groups of the store (one random
-row each), excluding the query's group, after the filters. The prompt builder then says
+``mode="random"`` reproduces AF1's "random examples": ``k`` random recordings of the store (one random
+row each), excluding the query's own rows, after the filters. The prompt builder then says
 ``Here are random examples. `` (the reference's ``interleaved_random`` wording, ``data.py``:
 ``f"Here are {item['interleaved']} examples. "`` with ``interleaved`` = ``similar`` | ``random``).
 """
@@ -31,12 +33,12 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
 from .errors import ConfigError, StoreError
-from .store import IndexStore, item_group, item_labels, normalize_rows
+from .store import IndexStore, item_labels, normalize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +125,9 @@ class Retriever:
         self.store, self.encoder, self.overfetch = store, encoder, int(overfetch)
         self.near_duplicate_threshold = near_duplicate_threshold
         self.shuffle, self.seed, self.mode = shuffle, int(seed), mode
-        self._groups = [item_group(item) for item in store.items]
+        self._recordings = store.recording_keys  # one row per recording in the shots
+        self._rows_by_key: dict[str, list[int]] | None = None  # recording/content key -> rows
+        self._warned_short: set[int] = set()
         self._vectors: np.ndarray | None = None
         self._filters: dict[str, ItemFilter] = {}  # filter key -> ItemFilter (computed once)
         self._group_rows: dict[str, dict[str, list[int]]] = {}  # filter key -> group -> allowed rows
@@ -138,22 +142,37 @@ class Retriever:
                    near_duplicate_threshold=o.get("near_duplicate_threshold"), shuffle=bool(o.get("shuffle", True)),
                    seed=int(o.get("seed", 0)), mode=str(o.get("mode", "knn")))
 
+    def own_rows(self, recording: str | None = None, content: str | None = None) -> frozenset[int]:
+        """Store rows that are the query itself: its recording (``recording_key`` of the query with
+        its source's audio root) or an exact copy of its audio (``content_key``)."""
+        if self._rows_by_key is None:
+            by_key: dict[str, list[int]] = {}
+            for row, key in enumerate(self._recordings):
+                by_key.setdefault("r:" + key, []).append(row)
+            for row, key in enumerate(self.store.content_keys):
+                if key:
+                    by_key.setdefault("c:" + key, []).append(row)
+            self._rows_by_key = by_key
+        rows = self._rows_by_key.get(f"r:{recording}", []) if recording else []
+        copies = self._rows_by_key.get(f"c:{content}", []) if content else []
+        return frozenset(rows) | frozenset(copies)
+
     def search(self, query_embeddings: np.ndarray | None, k: int,
-               exclude_groups: Sequence[str | None] | None = None,
+               exclude_rows: Sequence[Collection[int] | None] | None = None,
                query_ids: Sequence[str] | None = None, filters: dict | None = None) -> list[list[Shot]]:
         """Shots for each query, in prompt order (nearest-first, then shuffled if ``shuffle``).
 
         ``query_embeddings`` [Q, dim] (may be None in random mode when ``query_ids`` are given);
-        ``exclude_groups[i]``: the group of query i when it comes from the indexed dataset (its
-        rows are never returned); ``query_ids[i]``: seeds query i's randomness.
+        ``exclude_rows[i]``: store rows never returned to query i (its own recording, `own_rows`);
+        ``query_ids[i]``: seeds query i's randomness.
         """
         if k < 0:
             raise ConfigError(f"k must be >= 0, got {k}")
         queries = self._queries(query_embeddings, query_ids)
         count = len(queries) if queries is not None else len(query_ids or [])
-        exclude = list(exclude_groups) if exclude_groups is not None else [None] * count
+        exclude = [frozenset(e or ()) for e in exclude_rows] if exclude_rows is not None else [frozenset()] * count
         if len(exclude) != count or (query_ids is not None and len(query_ids) != count):
-            raise ConfigError(f"{count} queries but {len(exclude)} exclude_groups and "
+            raise ConfigError(f"{count} queries but {len(exclude)} exclude_rows and "
                               f"{len(query_ids) if query_ids is not None else count} query_ids")
         keys = [str(query_ids[i]) if query_ids is not None else _embedding_key(queries[i]) for i in range(count)]
         rngs = [np.random.default_rng(query_seed(self.seed, key)) for key in keys]
@@ -173,9 +192,11 @@ class Retriever:
             if self.shuffle and self.mode == "knn":
                 picked = [picked[j] for j in rngs[i].permutation(len(picked))]
             out.append([self._shot(row, score) for row, score in picked])
-            if len(picked) < k:
-                logger.warning("query %s: only %d of %d shots available in %s after filtering",
-                               keys[i], len(picked), k, self.store.root)
+        short = [keys[i] for i, picked in enumerate(rows) if len(picked) < k]
+        if short and k not in self._warned_short:  # once per k, not once per query or batch
+            self._warned_short.add(k)
+            logger.warning("query %s (and maybe others): fewer than %d shots available in %s after filtering and "
+                           "self-exclusion; the outputs record the shots actually used", short[0], k, self.store.root)
         return out
 
     def search_audio(self, waveforms: list[np.ndarray], k: int, **kwargs) -> list[list[Shot]]:
@@ -224,16 +245,13 @@ class Retriever:
             pending, fetch = still, min(2 * fetch, total)
         return results  # type: ignore[return-value]
 
-    def _select(self, rows, scores, k, exclude_group, allowed, rng, query) -> list[tuple[int, float]]:
-        """Filter, drop own group, one row per group (random among its hits), near-dups, top k."""
+    def _select(self, rows, scores, k, exclude, allowed, rng, query) -> list[tuple[int, float]]:
+        """Filter, drop own rows, one row per recording (random among its hits), near-dups, top k."""
         hits: dict[str, list[tuple[int, float]]] = {}
         for row, score in zip(rows.tolist(), scores.tolist()):
-            if row < 0 or not allowed.allows(row):
+            if row < 0 or row in exclude or not allowed.allows(row):
                 continue
-            group = self._groups[row]
-            if exclude_group is not None and group == str(exclude_group):
-                continue
-            hits.setdefault(group, []).append((row, float(score)))
+            hits.setdefault(self._recordings[row], []).append((row, float(score)))
         # dicts keep insertion order: groups come nearest-first, as in AF1's `unique_indices`;
         # the row picked keeps its own score (rows of one recording usually share one vector)
         ranked = [members[int(rng.integers(len(members)))] for members in hits.values()]
@@ -280,21 +298,20 @@ class Retriever:
         if key not in self._group_rows:
             by_group: dict[str, list[int]] = {}
             for row in allowed.allowed_rows(len(self.store)).tolist():
-                by_group.setdefault(self._groups[row], []).append(row)
+                by_group.setdefault(self._recordings[row], []).append(row)
             self._group_rows[key] = dict(sorted(by_group.items()))
         return self._group_rows[key]
 
-    def _random_rows(self, k, exclude_group, by_group, rng, queries, qi) -> list[tuple[int, float]]:
+    def _random_rows(self, k, exclude, by_group, rng, queries, qi) -> list[tuple[int, float]]:
         groups = list(by_group)
         query = queries[qi] if queries is not None else None
         unit_query = normalize_rows(query[None])[0] if query is not None else None
         picked: list[int] = []
         vectors: list[np.ndarray] = []
         for g in rng.permutation(len(groups)).tolist():
-            group = groups[g]
-            if exclude_group is not None and group == str(exclude_group):
+            members = [row for row in by_group[groups[g]] if row not in exclude]
+            if not members:
                 continue
-            members = by_group[group]
             row = members[int(rng.integers(len(members)))]
             if self.near_duplicate_threshold is not None:
                 vec = self._vectors_of([row])[0]

@@ -206,18 +206,16 @@ def _seconds(value: float | None) -> str:
 def recording_key(item: dict, audio_root: str | Path) -> str:
     """The recording an item is, across sources (datasets, folders, manifests).
 
-    A source is identified by its resolved audio root: the same relative path under the same root
-    is the same file whichever manifest lists it, while ``dog/1.wav`` under ``train/`` and under
-    ``test/`` are two recordings. An item without an explicit ``group`` (a stored item's group
-    defaults to its path) whose path is absolute is its resolved file; any other item is
-    ``"<resolved audio_root>::<item_group(item)>"``.
+    An item without an explicit ``group`` (a stored item's group defaults to its path) is its
+    resolved file, ``audio_root / path``: the same relative path under the same root is the same
+    file whichever manifest lists it (and a query given as that file's absolute path matches it),
+    while ``dog/1.wav`` under ``train/`` and under ``test/`` are two recordings. An item with an
+    explicit group is ``"<resolved audio_root>::<group>"``: groups name recordings within a source.
     """
     path = item.get("path")
     explicit_group = item.get("group") not in (None, "", path)
     if path is not None and not explicit_group:
-        file = Path(str(path)).expanduser()
-        if file.is_absolute():
-            return str(file.resolve())
+        return str((Path(audio_root).expanduser() / Path(str(path)).expanduser()).resolve())
     return f"{Path(audio_root).expanduser().resolve()}::{item_group(item)}"
 
 

@@ -15,6 +15,6 @@ pip install -q -e ".[dev]"
 # (we use only its checkpoint file; the model code lives in rag_flamingo.encoders.aisfx).
 pip install -q --no-deps "aisfx==0.1.2"
 if [ "${WITH_TEST_ORACLES:-0}" = 1 ] && [ -f requirements-test-oracles.txt ]; then
-  # Original CLAP packages, used only by parity tests as oracles (see tests/oracles.py).
+  # Original CLAP packages, used only by parity tests as oracles (see tests/support/).
   pip install -q --no-deps -r requirements-test-oracles.txt
 fi

@@ -12,37 +12,17 @@ import time
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
-from oracles import build_msclap_clap, make_text_tower_dir, msclap_wrapper, randomize_, require_msclap
 from rag_flamingo.audio import load_audio
 from rag_flamingo.encoders import available_encoders, build_encoder
 from rag_flamingo.encoders.clapcap import ClapcapEncoder
 from rag_flamingo.encoders.ms_clap import MSCLAP_2022, MSCLAP_2023, MSClapEncoder, crop_starts
 from rag_flamingo.errors import CheckpointError, ConfigError
+from support.msclap_oracle import build_msclap_clap, make_text_tower_dir, msclap_wrapper, randomize_, require_msclap
+from support.signals import SR, assert_close, write_wave
 
-SR = 44100
 TEXTS = ["a dog barks loudly in the park", "rain on a roof", "birds sing while a car passes by"]
-
-
-def assert_close(ours: torch.Tensor, ref: torch.Tensor, what: str) -> None:
-    ours, ref = torch.as_tensor(ours).double(), torch.as_tensor(ref).double()
-    assert ours.shape == ref.shape, what
-    cos = torch.nn.functional.cosine_similarity(ours, ref, dim=-1)
-    diff = (ours - ref).abs().max().item()
-    assert cos.min().item() >= 0.9999, f"{what}: cosine {cos.min().item():.6f}"
-    assert diff <= 1e-4, f"{what}: max abs diff {diff:.2e}"
-
-
-def write_wave(path, seconds: float, sr: int = SR, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(round(seconds * sr))) / sr
-    f0 = 200 + 300 * seed
-    wave = 0.4 * np.sin(2 * np.pi * (f0 + 150 * t) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.7 * t))
-    wave = wave + 0.05 * rng.standard_normal(t.shape)
-    sf.write(str(path), wave.astype(np.float32), sr, subtype="FLOAT")
-    return path
 
 
 @pytest.fixture(scope="module")

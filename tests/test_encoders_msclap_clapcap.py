@@ -4,46 +4,20 @@ normalisation re-implemented here from the spec (reference §1.1-1.3), fed throu
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from oracles import build_msclap_clap, import_msclap, make_text_tower_dir, randomize_, require_msclap
 from rag_flamingo.audio import load_audio
 from rag_flamingo.encoders.clapcap import ClapcapEncoder
 from rag_flamingo.encoders.windows import AF1_WINDOWS
 from rag_flamingo.errors import CheckpointError
-from test_encoders_msclap import assert_close, write_wave
+from support.msclap_oracle import (build_msclap_clap, import_msclap, make_text_tower_dir, randomize_,
+                                   reference_af1_clips, require_msclap)
+from support.signals import assert_close, write_wave
 
 SR = 44100
-
-
-# ---------------------------------------------------------------- the reference, from the spec text
-
-
-def reference_af1_clips(wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """AF1 data.py as specified: 33.25 s cap, peak-normalise, zero-pad, int16 round-trip, 7 s windows
-    with 5.25 s overlap, 16 clips with all-zero clips for unused windows; returns (clips, mask)."""
-    window_length, window_overlap, max_num_window = 7.0, 5.25, 16
-    duration = max_num_window * (window_length - window_overlap) + window_overlap
-    wave = wave[: int(duration * SR)].astype(np.float32)
-    if wave.min() >= 0:
-        wave = 2 * wave / wave.max() - 1.0
-    else:
-        wave = wave / max(abs(wave.max()), abs(wave.min()))
-    win, hop = int(window_length * SR), int((window_length - window_overlap) * SR)
-    t = len(wave)
-    n = 1 if t <= win else 16 if t >= 16 * win - 15 * (win - hop) else 1 + math.ceil((t - win) / hop)
-    full = np.zeros(n * win - (n - 1) * (win - hop), np.float32)
-    full[:t] = wave
-    full = (np.clip(full, -1, 1) * 32767.0).astype(np.int16).astype(np.float32) / 32767.0
-    clips = np.zeros((16, win), np.float32)
-    for i in range(n):
-        clips[i] = full[i * hop: i * hop + win]
-    return clips, np.array([1.0] * n + [0.0] * (16 - n), np.float32)
 
 
 # ---------------------------------------------------------------- window scheme

@@ -9,11 +9,13 @@ import torch
 
 from rag_flamingo.datasets import demo
 from rag_flamingo.datasets.manifest import read_manifest
-from rag_flamingo.engine import GenerationConfig, RagFlamingo, load_waveform
+from rag_flamingo.api import answer, answer_batch
+from rag_flamingo.audio import load_for_encoders, load_waveform
+from rag_flamingo.engine import RagFlamingo
 from rag_flamingo.errors import AudioError, ConfigError, StoreError
-from rag_flamingo.model import postprocess_output, tokenize_prompts
+from rag_flamingo.model import GenerationSettings, generate, postprocess_output, tokenize_prompts
 from rag_flamingo.predictors import FlamingoPredictor, Query
-from test_engine_support import TinyWindowEncoder, build_store, embed_rows, tiny_flamingo
+from support.engine import TinyWindowEncoder, build_store, embed_rows, tiny_flamingo
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +30,23 @@ def parts(tmp_path_factory):
 
 
 def make_engine(parts, **kw):
-    gen = kw.pop("generation", GenerationConfig(max_new_tokens=6))
+    gen = kw.pop("generation", GenerationSettings(max_new_tokens=6))
     return RagFlamingo(parts["store"], parts["model"], parts["tok"], parts["enc"], parts["enc"], generation=gen, **kw)
+
+
+def load(eng, path):
+    return load_for_encoders(path, [eng.retrieval_encoder, *eng.audio_encoders])
+
+
+def embed(eng, waves):
+    return eng.retrieval_encoder.embed([w[16000] for w in waves])
 
 
 def test_answer_batch_end_to_end(parts):
     eng = make_engine(parts)
     rows = parts["test"][:3]
-    answers = eng.answer_batch([parts["root"] / r["path"] for r in rows], "event_classification", k=2,
-                               items=[{"id": r["id"]} for r in rows], options=parts["store"].label_set())
+    answers = answer_batch(eng, [parts["root"] / r["path"] for r in rows], "event_classification", k=2,
+                           items=[{"id": r["id"]} for r in rows], options=parts["store"].label_set())
     assert len(answers) == 3
     train_ids = {r["id"] for r in parts["train"]}
     for ans in answers:
@@ -53,8 +63,8 @@ def test_answer_batch_end_to_end(parts):
 def test_media_uses_cached_shot_features_and_encodes_only_the_query(parts):
     eng = make_engine(parts)
     row = parts["test"][0]
-    waves = [eng.load(parts["root"] / row["path"])]
-    shots = eng.retriever.search(eng.embed(waves), 3, query_ids=[row["id"]])
+    waves = [load(eng, parts["root"] / row["path"])]
+    shots = eng.retriever.search(embed(eng, waves), 3, query_ids=[row["id"]])
     prompts = eng.prompts("event_classification", [{"id": row["id"]}], shots, None)
     calls = []
     orig = eng.window_encoder.window_features
@@ -78,32 +88,32 @@ def test_media_uses_cached_shot_features_and_encodes_only_the_query(parts):
 
 def test_engine_output_matches_direct_model_call(parts):
     """The engine's answer is exactly what the model generates from the same prompt and media."""
-    eng = make_engine(parts, generation=GenerationConfig(max_new_tokens=5, num_beams=2))
+    eng = make_engine(parts, generation=GenerationSettings(max_new_tokens=5, num_beams=2))
     row = parts["test"][5]
-    waves = [eng.load(parts["root"] / row["path"])]
-    shots = eng.retriever.search(eng.embed(waves), 2, query_ids=[row["id"]])
+    waves = [load(eng, parts["root"] / row["path"])]
+    shots = eng.retriever.search(embed(eng, waves), 2, query_ids=[row["id"]])
     answers = eng.generate("captioning", [{"id": row["id"]}], shots, waves)
     prompt = eng.prompts("captioning", [{"id": row["id"]}], shots)[0]
     feats, mask = eng.media([prompt], [waves[0][16000]])
     ids, attn = tokenize_prompts(parts["tok"], [prompt.text])
-    out = parts["model"].generate(ids, attn, feats, mask, max_new_tokens=5, num_beams=2)
+    out = generate(parts["model"], ids, attn, feats, mask, max_new_tokens=5, num_beams=2)
     expected = postprocess_output(parts["tok"].decode(out.new_tokens[0])).strip()
     assert answers[0].output == expected and answers[0].prompt == prompt.text
 
 
 def test_sampling_is_seeded(parts):
-    gen = GenerationConfig(max_new_tokens=6, do_sample=True, top_k=50, seed=3)
+    gen = GenerationSettings(max_new_tokens=6, do_sample=True, top_k=50, seed=3)
     eng = make_engine(parts, generation=gen)
     audio = parts["root"] / parts["test"][1]["path"]
-    a = eng.answer(audio, "captioning", k=1)
-    b = eng.answer(audio, "captioning", k=1)
+    a = answer(eng, audio, "captioning", k=1)
+    b = answer(eng, audio, "captioning", k=1)
     assert a.output == b.output
 
 
 def test_too_many_shots_and_missing_features_are_user_errors(parts, tmp_path):
     eng = make_engine(parts)
     with pytest.raises(ConfigError, match="audio slots"):
-        eng.answer(parts["root"] / parts["test"][0]["path"], "captioning", k=eng.max_shots + 1)
+        answer(eng, parts["root"] / parts["test"][0]["path"], "captioning", k=eng.max_shots + 1)
     bare = build_store(tmp_path / "bare", parts["train"][:8], np.eye(8, 32, dtype=np.float32),
                        parts["enc"].fingerprint(), features=False)
     with pytest.raises(StoreError, match="features=clapcap"):
@@ -125,8 +135,8 @@ def test_flamingo_predictor_checks_every_query_for_too_many_shots(parts):
     """A batch whose first query has few shots must not hide a later query with too many."""
     eng = make_engine(parts)
     rows = parts["test"][:2]
-    waves = [eng.load(parts["root"] / r["path"]) for r in rows]
-    emb = eng.embed(waves)
+    waves = [load(eng, parts["root"] / r["path"]) for r in rows]
+    emb = embed(eng, waves)
     many = eng.retriever.search(emb[1:], eng.max_shots + 1, query_ids=[rows[1]["id"]])[0]
     assert len(many) == eng.max_shots + 1
     queries = [Query(rows[0]["id"], {"id": rows[0]["id"]}, waves[0], emb[0], shots=many[:1]),
@@ -140,9 +150,9 @@ def test_bad_query_audio_raises_audio_error(parts, tmp_path):
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(16000, np.float32), 16000)
     with pytest.raises(AudioError, match="silent"):
-        eng.answer(silent, "captioning", k=1)
+        answer(eng, silent, "captioning", k=1)
     with pytest.raises(AudioError, match="not found"):
-        eng.answer(tmp_path / "missing.wav", "captioning", k=1)
+        answer(eng, tmp_path / "missing.wav", "captioning", k=1)
 
 
 def test_load_waveform_resamples_arrays():

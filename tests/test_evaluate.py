@@ -11,11 +11,14 @@ import soundfile as sf
 
 from rag_flamingo.datasets import demo
 from rag_flamingo.datasets.manifest import read_manifest, write_manifest
-from rag_flamingo.engine import GenerationConfig, RagFlamingo
+from rag_flamingo.engine import RagFlamingo
+from rag_flamingo.model import GenerationSettings
 from rag_flamingo.errors import ConfigError
-from rag_flamingo.evaluate import (Outputs, Ranks, evaluate, expand_overrides, load_config, prepare,
-                                   run_queries)
-from test_engine_support import TinyWindowEncoder, build_store, embed_rows, tiny_flamingo
+from rag_flamingo.components import prepare
+from rag_flamingo.distributed import Ranks
+from rag_flamingo.evaluate import evaluate, expand_overrides, load_config, run_queries
+from rag_flamingo.runner import ResultFolder
+from support.engine import TinyWindowEncoder, build_store, embed_rows, tiny_flamingo
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,7 @@ def setup(tmp_path_factory):
 
 def engine_for(setup):
     return RagFlamingo(setup["store"], setup["model"], setup["tok"], setup["enc"], setup["enc"],
-                       generation=GenerationConfig(max_new_tokens=4))
+                       generation=GenerationSettings(max_new_tokens=4))
 
 
 def config(setup, tmp_path, *extra):
@@ -132,10 +135,10 @@ def test_ranks_split_queries_and_rank0_merges(setup, tmp_path):
     ev = prepare(cfg, encoder=setup["enc"])
     root = tmp_path / "eval"
     for rank in (1, 0):  # what torchrun's two ranks do before the barrier
-        run_queries(ev, Outputs(root, rank), Ranks(rank, 2), progress=False)
+        run_queries(ev, ResultFolder(root, rank), Ranks(rank, 2), progress=False)
     rank1 = {r["id"] for r in lines(root / "parts" / "predictions-rank1.jsonl")}
     assert rank1 == {r["id"] for r in ev.rows[1::2]}
-    preds, _ = Outputs(root, 0).merge({r["id"]: i for i, r in enumerate(ev.rows)})
+    preds, _ = ResultFolder(root, 0).merge({r["id"]: i for i, r in enumerate(ev.rows)})
     assert [r["id"] for r in preds if r["predictor"] == "knn"] == [r["id"] for r in ev.rows]
     assert not list((root / "parts").glob("*.jsonl"))
 
@@ -152,7 +155,7 @@ def test_flamingo_built_from_the_config(setup, tmp_path):
     a window encoder named by _target_, decoding from model.generation."""
     cfg = config(setup, tmp_path, "predictor=flamingo", "shots=1", "limit=2", "model=tiny",
                  "model.generation.max_new_tokens=3",
-                 "model.audio_encoder={_target_:test_engine_support.TinyWindowEncoder}")
+                 "model.audio_encoder={_target_:support.engine.TinyWindowEncoder}")
     summary = evaluate(cfg, encoder=setup["enc"])
     assert summary["results"][0]["predictor"] == "flamingo" and summary["results"][0]["n"] == 2
     records = lines(tmp_path / "eval" / "predictions.jsonl")
@@ -161,7 +164,7 @@ def test_flamingo_built_from_the_config(setup, tmp_path):
     with pytest.raises(ConfigError, match="num_beam"):
         evaluate(config(setup, tmp_path, "predictor=flamingo", "shots=1", "limit=1", "model=tiny",
                         "+model.generation.num_beam=3", "output_dir=" + str(tmp_path / "y"),
-                        "model.audio_encoder={_target_:test_engine_support.TinyWindowEncoder}"),
+                        "model.audio_encoder={_target_:support.engine.TinyWindowEncoder}"),
                  encoder=setup["enc"])
     # the default model (foundation, hub weights) offline: a clear error with what to download
     with pytest.raises(Exception, match="download"):
@@ -176,13 +179,13 @@ def test_rag_classify_with_flamingo(setup, tmp_path, capsys):
     audio.mkdir()
     for r in read_manifest(setup["root"] / "test.jsonl")[:2]:
         shutil.copy(setup["root"] / r["path"], audio / r["path"].rsplit("/", 1)[-1])
-    cfg = classify_config([f"index={setup['store'].root}", f"audio={audio}", "predictor=flamingo", "k=2",
+    cfg = classify_config([f"store={setup['store'].root}", f"audio={audio}", "predictor=flamingo", "k=2",
                            f"out={tmp_path / 'labels.jsonl'}"])
     records = classify(cfg, encoder=setup["enc"], engine=engine_for(setup))
     assert len(records) == 2 and all(len(r["shots"]) == 2 and isinstance(r["label"], str) for r in records)
     assert lines(tmp_path / "labels.jsonl") == records
     assert capsys.readouterr().out.count("\n") == 2
     # the model is the evaluate config's `model` group, chosen by name, then key=value settings
-    chosen = classify_config(["index=x", "audio=y", "model=tiny", "model.generation.max_new_tokens=2"])["model"]
+    chosen = classify_config(["store=x", "audio=y", "model=tiny", "model.generation.max_new_tokens=2"])["model"]
     assert chosen["name"] == "af1_tiny" and chosen["generation"]["max_new_tokens"] == 2
-    assert classify_config(["index=x", "audio=y"])["model"]["name"] == "af1_foundation"
+    assert classify_config(["store=x", "audio=y"])["model"]["name"] == "af1_foundation"

@@ -13,7 +13,7 @@ from rag_flamingo.predictors import (KnnPredictor, PrototypePredictor, Query, Ze
                                      labels_from_scores, typical_tag_count)
 from rag_flamingo.prompts import get_task
 from rag_flamingo.retrieval import Shot
-from test_engine_support import TinyWindowEncoder, build_store
+from support.engine import TinyWindowEncoder, build_store
 
 
 def shot(label, score, row=0, **extra):

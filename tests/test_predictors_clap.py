@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-import laion_oracle as lo
 from rag_flamingo.datasets import demo
 from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.engine import ClapReranker, GenerationConfig, RagFlamingo
 from rag_flamingo.encoders.laion_clap import LaionClapConfig, LaionClapModel, load_laion_clap, load_text_side
 from rag_flamingo.predictors import Query, ZeroShotPredictor
-from test_engine_support import TinyWindowEncoder, build_store, embed_rows, tiny_flamingo
+from support import laion_oracle as lo
+from support.engine import TinyWindowEncoder, build_store, embed_rows, tiny_flamingo
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")]
 

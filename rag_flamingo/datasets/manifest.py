@@ -9,6 +9,7 @@ are one recording), and the targets a task needs: ``captions`` (list), ``label``
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Iterable
 
@@ -18,11 +19,12 @@ REQUIRED_COLUMNS = ("id", "path")
 _MAX_LISTED = 10
 
 
-def read_manifest(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
+def read_manifest(path: str | Path, required: Iterable[str] = (), allow_outside_root: bool = False) -> list[dict]:
     """Read and validate a manifest; every problem is reported at once, before any work starts.
 
     Raises ManifestError naming the file, the line numbers and the fix for: unreadable JSON,
-    missing required columns (``id``, ``path`` and ``required``), duplicate ids.
+    missing required columns (``id``, ``path`` and ``required``), duplicate ids, and relative paths
+    that leave the dataset root (``../../x.wav``) unless ``allow_outside_root``.
     """
     path = Path(path)
     if not path.is_file():
@@ -46,6 +48,10 @@ def read_manifest(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
                 problems.append(f"line {lineno}: missing column(s) {', '.join(missing)}")
                 continue
             row["id"] = str(row["id"])
+            if not allow_outside_root and _leaves_root(str(row["path"])):
+                problems.append(f"line {lineno}: path {row['path']!r} leaves the dataset root; fix it, or set "
+                                f"dataset.allow_outside_root=true if that is intended")
+                continue
             if row["id"] in seen:
                 problems.append(f"line {lineno}: duplicate id {row['id']!r} (first on line {seen[row['id']]})")
                 continue
@@ -59,6 +65,11 @@ def read_manifest(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
     if not rows:
         raise ManifestError(f"{path}: manifest has no rows")
     return rows
+
+
+def _leaves_root(path: str) -> bool:
+    """A relative path that climbs above the folder it is relative to (absolute paths are explicit)."""
+    return not Path(path).is_absolute() and os.path.normpath(path).split(os.sep)[0] == ".."
 
 
 def _absent(row: dict, column: str) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.machinery
+import math
 import sys
 import types
 from pathlib import Path
@@ -190,3 +191,27 @@ def msclap_wrapper(clap_model, version: str, text_dir: str | Path):
     tok.encode_plus = lambda text, **kw: tok(text, **kw)
     w.tokenizer = tok
     return w
+
+
+# ---------------------------------------------------------------- AF1's clapcap preprocessing, from the spec text
+
+def reference_af1_clips(wave: np.ndarray, sr: int = 44100) -> tuple[np.ndarray, np.ndarray]:
+    """AF1 data.py as specified: 33.25 s cap, peak-normalise, zero-pad, int16 round-trip, 7 s windows
+    with 5.25 s overlap, 16 clips with all-zero clips for unused windows; returns (clips, mask)."""
+    window_length, window_overlap, max_num_window = 7.0, 5.25, 16
+    duration = max_num_window * (window_length - window_overlap) + window_overlap
+    wave = wave[: int(duration * sr)].astype(np.float32)
+    if wave.min() >= 0:
+        wave = 2 * wave / wave.max() - 1.0
+    else:
+        wave = wave / max(abs(wave.max()), abs(wave.min()))
+    win, hop = int(window_length * sr), int((window_length - window_overlap) * sr)
+    t = len(wave)
+    n = 1 if t <= win else 16 if t >= 16 * win - 15 * (win - hop) else 1 + math.ceil((t - win) / hop)
+    full = np.zeros(n * win - (n - 1) * (win - hop), np.float32)
+    full[:t] = wave
+    full = (np.clip(full, -1, 1) * 32767.0).astype(np.int16).astype(np.float32) / 32767.0
+    clips = np.zeros((16, win), np.float32)
+    for i in range(n):
+        clips[i] = full[i * hop: i * hop + win]
+    return clips, np.array([1.0] * n + [0.0] * (16 - n), np.float32)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import faiss
@@ -20,10 +19,17 @@ import torch
 from torch import nn
 
 from rag_flamingo.audio import load_audio
-from rag_flamingo.store import (IndexStore, StoreInfo, item_record, normalize_rows, write_features,
-                                write_shard, write_store)
+from rag_flamingo.store import (
+    IndexStore,
+    StoreInfo,
+    item_record,
+    normalize_rows,
+    write_features,
+    write_shard,
+    write_store,
+)
 
-FIXTURES = Path(os.path.dirname(__file__)) / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 AF1_TINY = FIXTURES / "af1_tiny"
 
 
@@ -72,8 +78,8 @@ class TinyWindowEncoder(nn.Module):
 
 
 def embed_rows(encoder, rows: list[dict], audio_root: Path) -> np.ndarray:
-    waves = [load_audio(Path(audio_root) / r["path"], encoder.sample_rate, max_seconds=getattr(encoder, "max_seconds", None))
-             for r in rows]
+    max_seconds = getattr(encoder, "max_seconds", None)
+    waves = [load_audio(Path(audio_root) / r["path"], encoder.sample_rate, max_seconds=max_seconds) for r in rows]
     return np.asarray(encoder.embed(waves), np.float32)
 
 

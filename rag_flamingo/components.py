@@ -1,0 +1,204 @@
+"""The query side's parts, built from a composed config (``evaluate`` / ``rag_classify``): the store,
+its encoder (checked against the store *before* any weights are loaded), the retriever, the
+predictors (by name, from the registry in `rag_flamingo.predictors`), the Audio Flamingo engine, and
+the dataset's query rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .errors import ConfigError, StoreError
+from .predictors import Predictor, PredictorContext, build_predictor, predictor_names
+from .prompts import TaskFamily, TaskSpec, get_task
+from .retrieval import Retriever
+from .store import IndexStore, comparable_fingerprint
+
+logger = logging.getLogger(__name__)
+
+# options that say how an encoder runs, not what it computes (never compared with the store)
+RUNTIME_OPTIONS = ("name", "device", "batch_size", "precision", "dtype", "checkpoint", "hub_repo", "filename",
+                   "text_model", "_target_")
+
+
+def task_name(cfg: dict) -> str:
+    """``task.name``, or the dataset's first task (``task=auto``)."""
+    name = (cfg.get("task") or {}).get("name")
+    if name:
+        return str(name)
+    tasks = (cfg.get("dataset") or {}).get("tasks") or []
+    if not tasks:
+        raise ConfigError("no task: pass task=<name> (e.g. task=classification)")
+    return str(tasks[0])
+
+
+def store_path(cfg: dict) -> Path:
+    """``store`` (a path, or a name under ``${cache_root}/indices``), else what build_index writes for
+    the dataset's index split and the encoder (`paths.default_store`)."""
+    from .datasets.sources import split_name
+
+    cache = Path(cfg.get("cache_root") or paths.cache_root()).expanduser()
+    given = cfg.get("store")
+    if given:
+        return paths.find_store(str(given), cache)
+    if not cfg.get("dataset"):
+        raise ConfigError("store= is not set: the index store to use (build_index ... store=my_index)")
+    split = split_name(cfg["dataset"], cfg.get("index_split") or "index")
+    return paths.default_store(cache, cfg["dataset"]["name"], split, cfg["encoder"]["name"])
+
+
+def open_store(cfg: dict) -> IndexStore:
+    return IndexStore.open(store_path(cfg), verify=bool(cfg.get("verify_store", False)))
+
+
+def check_encoder_request(store: IndexStore, options: dict) -> None:
+    """Refuse an encoder request that cannot match the store, before any weights are loaded or downloaded:
+    another encoder name, or an option (crop, windows, model variant) the store was built without."""
+    built = comparable_fingerprint(store.info.encoder)
+    name = options.get("name")
+    if name and built.get("name") and name != built["name"]:
+        raise StoreError(f"{store.root}: built with encoder {built['name']!r}, not {name!r}; use "
+                         f"encoder={built['name']} (or leave encoder= out: the store's encoder is used)")
+    differ = sorted(k for k, v in options.items() if k not in RUNTIME_OPTIONS and v is not None
+                    and k in built and not isinstance(built[k], dict) and built[k] != v)
+    if differ:
+        settings = ", ".join(f"{k}={options[k]!r} (store: {built[k]!r})" for k in differ)
+        raise StoreError(f"{store.root}: encoder {name or built.get('name')} differs from the store's in {settings}; "
+                         f"use the store's settings, or rebuild the store with these")
+
+
+def build_encoder(cfg: dict, store: IndexStore):
+    """The retrieval encoder of ``cfg['encoder']`` (default: the store's, from store.json), checked
+    against the store (options first, then the full fingerprint once built)."""
+    from .encoders import build_encoder as build_named
+
+    options = dict(cfg.get("encoder") or {})
+    options["name"] = options.get("name") or store.info.encoder.get("name")
+    if not options["name"]:
+        raise ConfigError("encoder.name is not set (use the encoder the store was built with, e.g. encoder=aisfx)")
+    check_encoder_request(store, options)
+    if cfg.get("device") not in (None, "auto") and not options.get("device"):
+        options["device"] = cfg["device"]
+    encoder = build_named(options.pop("name"), **options)
+    store.check_encoder(encoder.fingerprint())
+    return encoder
+
+
+def encoder_from_options(options: dict):
+    """``{name: <registered encoder>, ...options}``, or ``{_target_: module.Class, ...}`` for your own
+    (``_target_`` wins over ``name``: ``model.audio_encoder={_target_:my_pkg.MyEncoder}``)."""
+    from .encoders import build_encoder as build_named
+
+    options = dict(options)
+    if options.get("_target_"):
+        from hydra.utils import instantiate
+
+        options.pop("name", None)
+        return instantiate(options)
+    name = options.pop("name", None)
+    if not name:
+        raise ConfigError(f"encoder options {options} name no encoder: give name=<registered encoder> or _target_")
+    return build_named(name, **options)
+
+
+def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever):
+    """`RagFlamingo` from the ``model`` group (checkpoint, tokenizer, audio encoder, decoding; see
+    `rag_flamingo.model.load_model`) and the ``flamingo`` section (how the engine uses it)."""
+    from .engine import ClapReranker, RagFlamingo
+    from .model import load_model
+    from .model.factory import generation_settings
+
+    mc = dict(cfg.get("model") or {})
+    if not mc:
+        raise ConfigError("predictor=flamingo needs a model config (model=foundation, model=chat, or "
+                          "model.checkpoint.path=/path/to/foundation.pt)")
+    if cfg.get("device") not in (None, "auto") and mc.get("device") in (None, "auto"):
+        mc["device"] = cfg["device"]
+    if not mc.get("audio_encoder"):
+        raise ConfigError("predictor=flamingo needs model.audio_encoder (e.g. {name: clapcap})")
+    fc = cfg.get("flamingo") or {}
+    clap = fc.get("clap_filter") or {}
+    samples = int(clap.get("samples") or 1)
+    generation = generation_settings(mc, clap_samples=samples)  # checked before any weights load
+    model, tokenizer = load_model(mc)
+    window_encoder = encoder_from_options(mc["audio_encoder"])
+    reranker = None
+    if samples > 1:
+        ropts = clap.get("encoder") or {}
+        reranker = ClapReranker(encoder_from_options(ropts) if ropts else encoder)
+    return RagFlamingo(store, model, tokenizer, window_encoder, encoder, retriever=retriever,
+                       generation=generation, feature_name=fc.get("features") or "clapcap",
+                       audio_slots=fc.get("audio_slots") or mc.get("num_slots"), template=fc.get("template") or "eval",
+                       reranker=reranker)
+
+
+def build_predictors(cfg: dict, names: list[str], store: IndexStore, encoder, retriever: Retriever,
+                     engine=None) -> dict[str, Predictor]:
+    """The named predictors (``predictors.<name>`` options); the engine is built only if one needs it."""
+    if not names:
+        raise ConfigError(f"predictor is empty; use one or more of {', '.join(predictor_names())}")
+    options = cfg.get("predictors") or {}
+    built: list[Any] = [engine]
+
+    def the_engine():
+        if built[0] is None:
+            built[0] = build_engine(cfg, store, encoder, retriever)
+        return built[0]
+
+    return {name: build_predictor(name, PredictorContext(dict(options.get(name) or {}), store, encoder,
+                                                         retriever, the_engine)) for name in names}
+
+
+def as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+@dataclass
+class Evaluation:
+    """Everything one evaluation run needs, built from the config (or handed in, e.g. by tests)."""
+
+    cfg: dict
+    store: IndexStore
+    encoder: Any  # the store's retrieval encoder
+    task: TaskSpec
+    rows: list[dict]  # query rows (all ranks)
+    audio_root: Path
+    query_split: str
+    manifest: Path
+    predictors: dict[str, Predictor] = field(default_factory=dict)
+    retriever: Retriever | None = None
+
+
+def query_rows(cfg: dict, task: TaskSpec) -> tuple[list[dict], Path, str, Path]:
+    """(rows, audio root, split name, manifest) of the dataset's query split."""
+    from .datasets.manifest import read_manifest
+    from .datasets.sources import collapse_groups, resolve_split, split_name
+
+    split = split_name(cfg["dataset"], cfg.get("query_split") or "query")
+    manifest, root = resolve_split(cfg["dataset"], split)
+    rows = read_manifest(manifest, allow_outside_root=bool(cfg["dataset"].get("allow_outside_root")))
+    if task.family == TaskFamily.CAPTIONING:
+        rows = collapse_groups(rows)  # each recording once, scored against all its captions
+    limit = cfg.get("limit")
+    return (rows[: int(limit)] if limit else rows), Path(root), split, Path(manifest)
+
+
+def prepare(cfg: dict, encoder=None, engine=None) -> Evaluation:
+    """Open the store, build the encoder/retriever/predictors, read the query rows."""
+    task = get_task(task_name(cfg))
+    rows, audio_root, split, manifest = query_rows(cfg, task)  # manifest errors before any model loads
+    store = open_store(cfg)
+    if encoder is None:
+        encoder = build_encoder(cfg, store)
+    else:
+        store.check_encoder(encoder.fingerprint())
+    retriever = Retriever.from_config(store, encoder, cfg.get("retrieval"))
+    names = [str(p) for p in as_list(cfg.get("predictor"))]
+    predictors = build_predictors(cfg, names, store, encoder, retriever, engine)
+    return Evaluation(cfg, store, encoder, task, rows, audio_root, split, manifest, predictors, retriever)

@@ -1,0 +1,115 @@
+"""Typed schemas of the query side's configs, registered with Hydra's ConfigStore.
+
+``rag_flamingo/conf/evaluate.yaml`` and ``rag_classify.yaml`` start their defaults list with these
+schemas, so Hydra checks every value's type at composition (``k=abc`` is an error, not a string) and
+the sections below accept no unknown key. The groups that vary in shape (``dataset``, ``encoder``,
+``model``, ``task``) stay open mappings; their keys are checked against the composed config by
+`rag_flamingo.cli.compose_config`, and ``model.generation`` by the model's generation settings.
+The defaults here are the documented defaults (the YAML files hold only the group choices).
+"""
+
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+ZERO_SHOT_TEMPLATE = "this is a sound of {label}"
+
+# OmegaConf reads these annotations at run time: they stay typing forms it knows
+# (Optional[...], Any, dataclasses), hence Optional instead of `X | None`.
+
+
+@dataclass
+class RetrievalConfig:
+    """How shots are retrieved (`rag_flamingo.retrieval.Retriever`)."""
+
+    mode: str = "knn"  # knn | random
+    overfetch: int = 50  # neighbours fetched beyond k (AF1: 50)
+    near_duplicate_threshold: Optional[float] = None  # cosine >= this to the query or a kept shot: dropped
+    shuffle: bool = True  # shuffle the in-context order (seeded per query)
+    seed: int = 0
+
+
+@dataclass
+class KnnOptions:
+    temperature: float = 0.1  # vote weight exp((s - s_max) / temperature)
+
+
+@dataclass
+class ZeroShotOptions:
+    template: str = ZERO_SHOT_TEMPLATE
+
+
+@dataclass
+class PredictorOptions:
+    """``predictors.<name>``: options of the registered predictors."""
+
+    knn: KnnOptions = field(default_factory=KnnOptions)
+    zero_shot: ZeroShotOptions = field(default_factory=ZeroShotOptions)
+
+
+@dataclass
+class ClapFilterConfig:
+    """The reference demo's trick: sample N outputs, keep the best CLAP audio-text match."""
+
+    samples: int = 1  # > 1 turns it on (sampling with model.generation's top_k/top_p)
+    encoder: Optional[Any] = None  # None: the store's encoder (a CLAP encoder); or {name: laion_clap, ...}
+
+
+@dataclass
+class FlamingoConfig:
+    """How the engine uses the model (the model itself: the ``model`` group)."""
+
+    features: str = "clapcap"  # the store's cached shot features (build_index ... features=clapcap)
+    audio_slots: Optional[int] = None  # None: model.num_slots (8 for AF1: 7 shots + query)
+    template: str = "eval"  # eval | train | inference
+    clap_filter: ClapFilterConfig = field(default_factory=ClapFilterConfig)
+
+
+@dataclass
+class QueryConfig:
+    """What evaluate and rag_classify share."""
+
+    cache_root: str = "${oc.env:RAG_FLAMINGO_CACHE_ROOT,${oc.env:HOME}/.cache/rag_flamingo}"
+    data_root: str = "${oc.env:RAG_FLAMINGO_DATA_ROOT,${cache_root}/data}"
+    store: Optional[str] = None  # the index store: a path, or a name under ${cache_root}/indices
+    verify_store: bool = False  # also check the store files' checksums (sizes are always checked)
+    encoder: Any = field(default_factory=dict)  # the store's encoder; empty: the one named in store.json
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    model: Any = field(default_factory=dict)  # predictor=flamingo: checkpoint, tokenizer, decoding
+    predictors: PredictorOptions = field(default_factory=PredictorOptions)
+    flamingo: FlamingoConfig = field(default_factory=FlamingoConfig)
+    batch_size: int = 8  # queries per batch
+    device: str = "auto"
+
+
+@dataclass
+class EvaluateConfig(QueryConfig):
+    dataset: Any = field(default_factory=dict)
+    task: Any = field(default_factory=dict)
+    index_split: Optional[str] = None  # names the default store (build_index's split)
+    query_split: Optional[str] = None  # the split whose items are the queries
+    limit: Optional[int] = None  # only the first N queries
+    predictor: Any = "knn"  # one or a list of the registered predictors
+    shots: Any = 4  # one or a list of shot counts
+    output_dir: Optional[str] = None  # None: outputs/evaluate/<dataset>-<task>-<split>-<run key>
+    overwrite: bool = False  # start a reused output_dir over when its run key differs
+    progress: bool = True
+
+
+@dataclass
+class ClassifyConfig(QueryConfig):
+    audio: Optional[str] = None  # a file or a folder (searched recursively)
+    predictor: str = "knn"
+    k: int = 4  # retrieved shots
+    task: str = "classification"  # or tagging
+    out: Optional[str] = None  # also write JSON lines here
+
+
+def register() -> None:
+    """Put the schemas in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="rag_classify_schema", node=ClassifyConfig)
+    cs.store(group="retrieval", name="retrieval_schema", node=RetrievalConfig)

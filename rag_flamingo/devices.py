@@ -1,0 +1,57 @@
+"""Devices and dtypes: which device to run on, and dtype names as configs spell them.
+
+One table of dtype names serves the encoders' ``precision`` option, the model's ``dtype`` option and
+checkpoint conversion.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import ConfigError
+
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32, "float32": torch.float32,
+    "fp16": torch.float16, "float16": torch.float16,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+}
+
+
+def best_device(device: str | None = None) -> torch.device:
+    """``device`` if given ('cpu', 'cuda', 'cuda:1', ...), else CUDA when present, else CPU."""
+    if device and device != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on CUDA (encoders are small; fp16 is the fastest there), fp32 on CPU."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def model_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA (the AF1 language model overflows in fp16), fp32 on CPU."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def parse_dtype(name: str | torch.dtype | None, setting: str, auto: torch.dtype | None = None) -> torch.dtype | None:
+    """A dtype option: a ``torch.dtype``, a name of `DTYPES`, or None/'auto' -> ``auto``.
+    Another name is a ConfigError naming ``setting``."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name in (None, "auto"):
+        return auto
+    if name not in DTYPES:
+        raise ConfigError(f"{setting}={name!r} is not a dtype; use auto, fp32, bf16 or fp16")
+    return DTYPES[name]
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> torch.dtype:
+    """An encoder's ``precision`` option as the dtype to autocast to: None/'auto' -> ``autocast_dtype``,
+    else fp32/fp16/bf16 (or float32/float16/bfloat16). float32 means no autocast."""
+    return parse_dtype(precision, "precision", autocast_dtype(device))
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Autocast to ``dtype`` on ``device``; disabled for float32."""
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
