@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from rag_flamingo.model import AudioFlamingo, AudioFlamingoConfig
+from rag_flamingo.model import AudioFlamingo, AudioFlamingoConfig, generate
 from rag_flamingo.model.loading import convert_released_checkpoint, released_state_dict
 
 MEDIA, SEP, EOC = 50265, 50267, 50266
@@ -69,7 +69,7 @@ def time_generation(model, ids, feats, mask, new_tokens, use_cache, repeats):
     best, out = float("inf"), None
     for _ in range(repeats):
         t = time.perf_counter()
-        out = model.generate(ids, None, feats, mask, max_new_tokens=new_tokens, eos_token_id=None, use_cache=use_cache)
+        out = generate(model, ids, None, feats, mask, max_new_tokens=new_tokens, eos_token_id=None, use_cache=use_cache)
         best = min(best, time.perf_counter() - t)
     return best, out
 
@@ -77,10 +77,10 @@ def time_generation(model, ids, feats, mask, new_tokens, use_cache, repeats):
 _RAM_CHILD = r"""
 import json, resource, sys, torch
 torch.set_num_threads(1)
-from rag_flamingo.model import AudioFlamingo, AudioFlamingoConfig
+from rag_flamingo.model import AudioFlamingoConfig, load_audio_flamingo
 cfg = AudioFlamingoConfig.from_dict(json.loads(sys.argv[2])) if sys.argv[2] != "null" else None
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-model = AudioFlamingo.from_checkpoint(sys.argv[1], cfg)
+model = load_audio_flamingo(sys.argv[1], cfg)
 with torch.no_grad():
     checksum = sum(float(p.float().sum()) for p in model.parameters())  # touch every weight
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
 
     if not args.skip_latency:
         ids, feats, mask = icl_prompt(args.audios, args.segment_tokens, cfg)
-        model.generate(ids[:, :64], None, feats, mask, max_new_tokens=2)  # warm-up
+        generate(model, ids[:, :64], None, feats, mask, max_new_tokens=2)  # warm-up
         t_cached, cached = time_generation(model, ids, feats, mask, args.new_tokens, True, args.repeats)
         t_uncached, uncached = time_generation(model, ids, feats, mask, args.new_tokens, False, max(1, args.repeats - 1))
         same = torch.equal(cached.new_tokens, uncached.new_tokens)

@@ -7,7 +7,7 @@ safetensors file without the duplicate alias keys (about half the size; bf16 hal
   python scripts/convert_checkpoint.py foundation foundation.safetensors            # hub download
   python scripts/convert_checkpoint.py tiny/checkpoint.pt tiny.safetensors --config tiny/config.json
 
-The result loads memory-mapped with ``AudioFlamingo.from_checkpoint("foundation.safetensors")``
+The result loads memory-mapped with ``rag_flamingo.model.load_audio_flamingo("foundation.safetensors")``
 (the model config travels in the file's metadata).
 """
 

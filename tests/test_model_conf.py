@@ -10,7 +10,8 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
 from rag_flamingo.errors import ConfigError
-from rag_flamingo.model.factory import checkpoint_spec, generation_kwargs, load_model
+from rag_flamingo.model import GenerationSettings, generate
+from rag_flamingo.model.factory import checkpoint_spec, generation_settings, load_model
 from rag_flamingo.paths import conf_dir
 
 
@@ -27,8 +28,9 @@ def test_foundation_and_chat_configs_name_the_released_files():
     assert f.audio_encoder.hub_repo == "microsoft/msclap" and f.audio_encoder.filename == "clapcap_weights_2023.pth"
     # the audio encoder is named with the encoder's own options (what build_encoder("clapcap", ...) takes)
     assert set(f.audio_encoder) <= set(OmegaConf.load(conf_dir() / "encoder" / "clapcap.yaml"))
-    assert generation_kwargs(f)["num_beams"] == 3 and f.num_slots == 8
-    assert generation_kwargs(c)["do_sample"] is True and c.num_slots == 4 and c.max_rounds == 4
+    assert generation_settings(f).num_beams == 3 and f.num_slots == 8
+    assert generation_settings(c).do_sample is True and c.num_slots == 4 and c.max_rounds == 4
+    assert generation_settings(c) == GenerationSettings(do_sample=True, top_p=0.95)  # the reference chat settings
 
 
 def test_tiny_config_loads_a_working_model():
@@ -37,15 +39,15 @@ def test_tiny_config_loads_a_working_model():
     fix = Path(__file__).parent / "fixtures" / "af1_tiny"
     arr = load_file(str(fix / "cases.safetensors"))
     n = "caption_single"
-    out = model.generate(arr[f"{n}/input_ids"], None, arr[f"{n}/audio_x"], arr[f"{n}/audio_x_mask"],
-                         **dict(generation_kwargs(cfg), eos_token_id=None))
+    out = generate(model, arr[f"{n}/input_ids"], None, arr[f"{n}/audio_x"], arr[f"{n}/audio_x_mask"],
+                         generation_settings(cfg), eos_token_id=None)
     assert out.new_tokens[0].tolist() == arr[f"{n}/gen_nocache_tokens"].tolist()
     assert len(tok) == model.config.vocab_size
 
 
 def test_bad_generation_key_is_rejected():
     cfg = {"generation": {"num_beam": 3}}
-    with pytest.raises(ConfigError, match="num_beam"):
-        generation_kwargs(cfg)
+    with pytest.raises(ConfigError, match="model.generation.num_beam: .*did you mean 'num_beams'"):
+        generation_settings(cfg)
     with pytest.raises(ConfigError):
         checkpoint_spec({"checkpoint": {}})

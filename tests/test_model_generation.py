@@ -19,8 +19,11 @@ from rag_flamingo.model import (
     AudioFlamingoConfig,
     ChatSession,
     chat_prompt,
+    GenerationSettings,
     encode_prompt_audios,
+    generate,
     load_af1_tokenizer,
+    load_audio_flamingo,
     pack_window_features,
     postprocess_output,
     tokenize_prompts,
@@ -98,7 +101,7 @@ def test_greedy_and_beam_equal_hf(opt_pair):
     eos = _eos_from_greedy(hf, ids, mask)
     common = dict(max_new_tokens=8, eos_token_id=eos, pad_token_id=1)
     ref = hf.generate(input_ids=ids, attention_mask=mask, do_sample=False, **common)
-    got = ours.generate(ids, mask, x, xm, **common)
+    got = generate(ours, ids, mask, x, xm, **common)
     assert got.sequences.tolist() == ref.tolist()
     row = got.new_tokens[0].tolist()
     first = row.index(eos)
@@ -106,10 +109,10 @@ def test_greedy_and_beam_equal_hf(opt_pair):
 
     ref = hf.generate(input_ids=ids, attention_mask=mask, num_beams=3, num_return_sequences=2, do_sample=False,
                       output_scores=True, return_dict_in_generate=True, **common)
-    got = ours.generate(ids, mask, x, xm, num_beams=3, num_return_sequences=2, **common)
+    got = generate(ours, ids, mask, x, xm, num_beams=3, num_return_sequences=2, **common)
     assert got.sequences.tolist() == ref.sequences.tolist()
     assert torch.allclose(got.sequences_scores, ref.sequences_scores, atol=1e-5)
-    uncached = ours.generate(ids, mask, x, xm, num_beams=3, num_return_sequences=2, use_cache=False, **common)
+    uncached = generate(ours, ids, mask, x, xm, num_beams=3, num_return_sequences=2, use_cache=False, **common)
     assert uncached.sequences.tolist() == got.sequences.tolist()
 
 
@@ -121,26 +124,25 @@ def test_sampling_equals_hf_with_same_seed(opt_pair):
     torch.manual_seed(123)
     ref = hf.generate(input_ids=ids, attention_mask=mask, **kw)
     torch.manual_seed(123)
-    got = ours.generate(ids, mask, x, xm, **kw)
+    got = generate(ours, ids, mask, x, xm, seed=None, **kw)  # seed None: torch's global generator, as HF
     assert got.sequences.tolist() == ref.tolist()
     # top_k=1 sampling is greedy
-    greedy = ours.generate(ids, mask, x, xm, max_new_tokens=8, eos_token_id=None)
-    k1 = ours.generate(ids, mask, x, xm, max_new_tokens=8, eos_token_id=None, do_sample=True, top_k=1,
-                       generator=torch.Generator().manual_seed(5))
+    greedy = generate(ours, ids, mask, x, xm, max_new_tokens=8, eos_token_id=None)
+    k1 = generate(ours, ids, mask, x, xm, max_new_tokens=8, eos_token_id=None, do_sample=True, top_k=1, seed=5)
     assert torch.equal(greedy.sequences, k1.sequences)
     with pytest.raises(ConfigError, match="temperature"):
-        ours.generate(ids, mask, x, xm, max_new_tokens=2, do_sample=True, temperature=0.0)
+        generate(ours, ids, mask, x, xm, max_new_tokens=2, do_sample=True, temperature=0.0)
     with pytest.raises(ConfigError, match="beam sampling"):
-        ours.generate(ids, mask, x, xm, max_new_tokens=2, do_sample=True, num_beams=2)
+        generate(ours, ids, mask, x, xm, max_new_tokens=2, do_sample=True, num_beams=2)
     with pytest.raises(ConfigError, match="positions"):
-        ours.generate(ids, mask, x, xm, max_new_tokens=60)  # 9 + 60 > 64 positions
+        generate(ours, ids, mask, x, xm, max_new_tokens=60)  # 9 + 60 > 64 positions
 
 
 # ------------------------------------------------------------------ the real tiny AF1 (open gates)
 @pytest.fixture(scope="module")
 def tiny():
     tok = load_af1_tokenizer(str(FIX / "tokenizer"))
-    model = AudioFlamingo.from_checkpoint(FIX / "checkpoint.pt", FIX / "config.json", tok)
+    model = load_audio_flamingo(FIX / "checkpoint.pt", FIX / "config.json", tok)
     return model, tok, load_file(str(FIX / "cases.safetensors"))
 
 
@@ -154,23 +156,23 @@ def test_batched_prompts_with_different_audio_counts(tiny):
     x, xm = pack_window_features([[0, 1, 2], [3]], feats, masks, pad_window, num_slots=3)
     ids, attn = tokenize_prompts(tok, [CASES[n]["prompt_text"] for n in names])
     assert attn[1, 0] == 0 and attn[0].all()  # left padding
-    batched = model.generate(ids, attn, x, xm, max_new_tokens=8, eos_token_id=None)
-    beams = model.generate(ids, attn, x, xm, max_new_tokens=6, num_beams=3, eos_token_id=None)
+    batched = generate(model, ids, attn, x, xm, max_new_tokens=8, eos_token_id=None)
+    beams = generate(model, ids, attn, x, xm, max_new_tokens=6, num_beams=3, eos_token_id=None)
     with torch.no_grad():
         logits = model(ids, x, xm, attention_mask=attn).logits
     for b, n in enumerate(names):
         one_ids = torch.tensor([CASES[n]["input_ids"]])
-        alone = model.generate(one_ids, None, x[b : b + 1], xm[b : b + 1], max_new_tokens=8, eos_token_id=None,
+        alone = generate(model, one_ids, None, x[b : b + 1], xm[b : b + 1], max_new_tokens=8, eos_token_id=None,
                                use_cache=False)
         assert batched.new_tokens[b].tolist() == alone.new_tokens[0].tolist()
-        alone_beam = model.generate(one_ids, None, x[b : b + 1], xm[b : b + 1], max_new_tokens=6, num_beams=3,
+        alone_beam = generate(model, one_ids, None, x[b : b + 1], xm[b : b + 1], max_new_tokens=6, num_beams=3,
                                     eos_token_id=None, use_cache=False)
         assert beams.new_tokens[b].tolist() == alone_beam.new_tokens[0].tolist()
         with torch.no_grad():
             one = model(one_ids, x[b : b + 1], xm[b : b + 1]).logits[0]
         assert (logits[b, -one.shape[0] :] - one).abs().max() < 1e-4
     with pytest.raises(ConfigError, match=r"rows \[0\] hold \[3\] <audio> tokens but only \[1\]"):
-        model.generate(ids, attn, x[:, :4], xm[:, :4], max_new_tokens=1)
+        generate(model, ids, attn, x[:, :4], xm[:, :4], max_new_tokens=1)
     # the 3-audio row keeps seeing all three audios while decoding
     assert [int(m[0].sum()) for m in batched.xattn_masks] == [12] * 8
     assert [int(m[1].sum()) for m in batched.xattn_masks] == [4] * 8
@@ -183,14 +185,14 @@ def test_generated_audio_token_opens_next_block(tiny):
     ids = arr[f"{n}/input_ids"]
     x = arr[f"{n}/audio_x"]
     xm = torch.ones_like(arr[f"{n}/audio_x_mask"])  # make slot 2 visible so the block change shows
-    cached = model.generate(ids, None, x, xm, max_new_tokens=8, eos_token_id=None)
-    uncached = model.generate(ids, None, x, xm, max_new_tokens=8, eos_token_id=None, use_cache=False)
+    cached = generate(model, ids, None, x, xm, max_new_tokens=8, eos_token_id=None)
+    uncached = generate(model, ids, None, x, xm, max_new_tokens=8, eos_token_id=None, use_cache=False)
     assert cached.new_tokens.tolist() == uncached.new_tokens.tolist()
     step = cached.new_tokens[0].tolist().index(600)
     seen = [int(m[0].sum()) for m in cached.xattn_masks]
     assert seen[: step + 1] == [4] * (step + 1) and seen[step + 1 :] == [8] * (7 - step)
     assert [int(m[0].sum()) for m in uncached.xattn_masks] == seen
-    quirk = model.generate(ids, None, x, xm, max_new_tokens=8, eos_token_id=None, reference_cache_quirk=True)
+    quirk = generate(model, ids, None, x, xm, max_new_tokens=8, eos_token_id=None, reference_cache_quirk=True)
     assert all(int(m[0].sum()) == 4 for m in quirk.xattn_masks)
 
 
@@ -231,13 +233,13 @@ def test_raw_audio_encoded_once_and_packed(tiny):
     audios = [[rng.standard_normal(700).astype(np.float32) for _ in range(3)], [rng.standard_normal(300).astype(np.float32)]]
     prompts = [CASES["icl_caption_3audio"]["prompt_text"], CASES["caption_single"]["prompt_text"]]
     ids, attn = tokenize_prompts(tok, prompts)
-    out = model.generate(ids, attn, audios=audios, audio_encoder=enc, num_slots=3, num_beams=3, max_new_tokens=4)
+    out = generate(model, ids, attn, audios=audios, audio_encoder=enc, num_slots=3, num_beams=3, max_new_tokens=4)
     assert enc.encoded == 4 + 1  # each audio once (not per beam), plus one silent clip for padding
     x, xm = encode_prompt_audios(enc, audios, num_slots=3)
     assert x.shape == (2, 12, 32) and xm[0].tolist() == [1, 1, 1, 0] * 3 and xm[1].tolist() == [1, 0, 0, 0] + [0] * 8
     silent = enc.window_features([np.zeros(800, np.float32)])[0][0, 0]
     assert torch.allclose(x[1, 4:], silent.expand(8, 32))  # empty slots carry the silence feature
-    ref = model.generate(ids, attn, x, xm, num_beams=3, max_new_tokens=4)
+    ref = generate(model, ids, attn, x, xm, num_beams=3, max_new_tokens=4)
     assert torch.equal(out.sequences, ref.sequences)
 
 
@@ -262,11 +264,11 @@ def test_clapcap_integration(tmp_path):
     short, long = (rng.uniform(-0.5, 0.5, int(s * 44100)).astype(np.float32) for s in (2.0, 8.0))
     prompt = "</s>Here are similar examples. <audio>describe the sound.\nanswer:<SEP>rain.<|endofchunk|><audio>describe the sound.\nanswer:<SEP>"
     ids, attn = tokenize_prompts(tok, [prompt])
-    out = model.generate(ids, attn, audios=[[short, long]], audio_encoder=enc, num_slots=2, max_new_tokens=3)
+    out = generate(model, ids, attn, audios=[[short, long]], audio_encoder=enc, num_slots=2, max_new_tokens=3)
     feats, masks = enc.window_features([short, long])
     assert masks.sum(1).tolist() == [1.0, 2.0]
     x, xm = pack_window_features([[0, 1]], feats, masks, enc.zero_window_feature(), num_slots=2)
-    ref = model.generate(ids, attn, x, xm, max_new_tokens=3)
+    ref = generate(model, ids, attn, x, xm, max_new_tokens=3)
     assert torch.equal(out.sequences, ref.sequences)
     with torch.no_grad():
         a = model(ids, x, xm, attention_mask=attn).logits
@@ -285,7 +287,7 @@ def test_chat_template_matches_reference_and_feeds_back_answers(tiny):
     assert two == "</s>the task is dialog.<audio>user: q1 \nassistant: <SEP>a1<|endofchunk|></s>\nuser: q2 \nassistant: <SEP>"
     n = "chat_dialog_1round"
     session = ChatSession(model, tok, arr[f"{n}/audio_x"], arr[f"{n}/audio_x_mask"],
-                          generation_kwargs=dict(max_new_tokens=8, num_beams=1))
+                          settings=GenerationSettings(max_new_tokens=8, num_beams=1))
     first = session.ask("What do you hear in this audio?")
     assert first == CASES[n]["generation"]["nocache"]["af1_postprocessed_output"]  # no </s> in 8 steps
     second = session.ask("Anything else?")

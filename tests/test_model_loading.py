@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rag_flamingo.errors import CheckpointError
-from rag_flamingo.model import AudioFlamingo, AudioFlamingoConfig, af1_key_layout, load_af1_tokenizer
+from rag_flamingo.model import AudioFlamingoConfig, af1_key_layout, generate, load_af1_tokenizer, load_audio_flamingo
 from rag_flamingo.model.loading import build_meta_model, convert_released_checkpoint, released_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,10 +36,10 @@ def _save(tmp_path, sd, name="ckpt.pt"):
 
 @pytest.fixture(scope="module")
 def reference_model():
-    return AudioFlamingo.from_checkpoint(TINY / "checkpoint.pt", CFG)
+    return load_audio_flamingo(TINY / "checkpoint.pt", CFG)
 
 
-def _same_weights(a: AudioFlamingo, b: AudioFlamingo) -> bool:
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
@@ -81,20 +81,20 @@ def test_parts_and_module_prefix_load_the_same_weights(tmp_path, reference_model
     for i in range(5):  # five consecutive chunks, like the released *_partN.pt
         chunk = keys[i * len(keys) // 5 : (i + 1) * len(keys) // 5]
         torch.save({"model_state_dict": {k: sd[k] for k in chunk}}, tmp_path / f"foundation_part{i + 1}.pt")
-    from_dir = AudioFlamingo.from_checkpoint(tmp_path, CFG)
+    from_dir = load_audio_flamingo(tmp_path, CFG)
     assert _same_weights(from_dir, reference_model)
     parts = [tmp_path / f"foundation_part{i}.pt" for i in (3, 1, 2, 5, 4)]
-    assert _same_weights(AudioFlamingo.from_checkpoint(parts, CFG), reference_model)
+    assert _same_weights(load_audio_flamingo(parts, CFG), reference_model)
     with pytest.raises(CheckpointError, match="without gaps"):
-        AudioFlamingo.from_checkpoint(parts[:2], CFG)
+        load_audio_flamingo(parts[:2], CFG)
 
     prefixed = _save(tmp_path, {"module." + k: v for k, v in sd.items()}, "prefixed.pt")
-    assert _same_weights(AudioFlamingo.from_checkpoint(prefixed, CFG), reference_model)
+    assert _same_weights(load_audio_flamingo(prefixed, CFG), reference_model)
     # only an exact prefix on every key is stripped, never a substring
     half = dict(sd)
     half["module.extra"] = half.pop(keys[0])
     with pytest.raises(CheckpointError, match="module.extra"):
-        AudioFlamingo.from_checkpoint(_save(tmp_path, half, "half.pt"), CFG)
+        load_audio_flamingo(_save(tmp_path, half, "half.pt"), CFG)
 
 
 def test_strict_errors_name_the_keys(tmp_path):
@@ -102,19 +102,19 @@ def test_strict_errors_name_the_keys(tmp_path):
     missing = dict(sd)
     del missing["lang_encoder.old_decoder_blocks.1.fc2.bias"]
     with pytest.raises(CheckpointError, match=r"1 missing: lang_encoder\.old_decoder_blocks\.1\.fc2\.bias"):
-        AudioFlamingo.from_checkpoint(_save(tmp_path, missing), CFG)
+        load_audio_flamingo(_save(tmp_path, missing), CFG)
 
     extra = dict(sd, **{"lang_encoder.model.decoder.layers.0.gated_cross_attn_layer.attn.to_q.bias": torch.zeros(512)})
     with pytest.raises(CheckpointError, match=r"1 unexpected: .*to_q\.bias"):
-        AudioFlamingo.from_checkpoint(_save(tmp_path, extra), CFG)
+        load_audio_flamingo(_save(tmp_path, extra), CFG)
 
     shaped = dict(sd)
     shaped["audio_transformer.layer_norm.weight"] = torch.ones(33)
     with pytest.raises(CheckpointError, match=r"audio_transformer\.layer_norm\.weight: expected \[32\], found \[33\]"):
-        AudioFlamingo.from_checkpoint(_save(tmp_path, shaped), CFG)
+        load_audio_flamingo(_save(tmp_path, shaped), CFG)
 
     with pytest.raises(CheckpointError, match="missing"):  # a checkpoint of a different size
-        AudioFlamingo.from_checkpoint(TINY / "checkpoint.pt", AudioFlamingoConfig.foundation())
+        load_audio_flamingo(TINY / "checkpoint.pt", AudioFlamingoConfig.foundation())
 
 
 def test_aliases_must_equal_primary(tmp_path):
@@ -122,7 +122,7 @@ def test_aliases_must_equal_primary(tmp_path):
     key = "lang_encoder.gated_cross_attn_layers.1.attn.to_kv.weight"
     sd[key] = sd[key] + 1e-3
     with pytest.raises(CheckpointError, match=r"gated_cross_attn_layers\.1\.attn\.to_kv\.weight != .*layers\.1\.gated_cross_attn_layer\.attn\.to_kv\.weight"):
-        AudioFlamingo.from_checkpoint(_save(tmp_path, sd), CFG)
+        load_audio_flamingo(_save(tmp_path, sd), CFG)
 
 
 def test_untied_lm_head_wins_with_warning(tmp_path, caplog, reference_model):
@@ -130,7 +130,7 @@ def test_untied_lm_head_wins_with_warning(tmp_path, caplog, reference_model):
     head = sd["lang_encoder.lm_head.weight"] * 1.5
     sd["lang_encoder.lm_head.weight"] = head
     with caplog.at_level(logging.WARNING):
-        model = AudioFlamingo.from_checkpoint(_save(tmp_path, sd), CFG)
+        model = load_audio_flamingo(_save(tmp_path, sd), CFG)
     assert "lm_head.weight differs" in caplog.text
     assert torch.equal(model.decoder.embed_tokens.weight, head)  # input and output embeddings both = lm_head
     assert not torch.equal(model.decoder.embed_tokens.weight, reference_model.decoder.embed_tokens.weight)
@@ -140,16 +140,16 @@ def test_not_a_checkpoint(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match="bad.pt"):
-        AudioFlamingo.from_checkpoint(bad, CFG)
+        load_audio_flamingo(bad, CFG)
     with pytest.raises(CheckpointError, match="not found"):
-        AudioFlamingo.from_checkpoint(tmp_path / "nope.pt", CFG)
+        load_audio_flamingo(tmp_path / "nope.pt", CFG)
 
 
 def test_weights_only_refuses_pickled_code(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model_state_dict": _released(), "extra": _Payload()}, path)
     with pytest.raises(CheckpointError, match="weights_only"):
-        AudioFlamingo.from_checkpoint(path, CFG)
+        load_audio_flamingo(path, CFG)
 
 
 # ------------------------------------------------------------------ hub / offline
@@ -161,12 +161,12 @@ def test_offline_without_files_fails_fast_with_instructions(tmp_path, monkeypatc
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(CheckpointError, match=r"hf download nvidia/audio-flamingo foundation\.pt"):
-        AudioFlamingo.from_checkpoint("foundation", CFG, cache_dir=str(tmp_path / "hub"))
+        load_audio_flamingo("foundation", CFG, cache_dir=str(tmp_path / "hub"))
     with pytest.raises(CheckpointError, match=r"facebook/opt-iml-max-1\.3b"):
         load_af1_tokenizer("facebook/opt-iml-max-1.3b", cache_dir=str(tmp_path / "hub"))
     # no config given: the OPT config is read from the hub id, which is not cached here either
     with pytest.raises(CheckpointError, match=r"hf download facebook/opt-iml-max-1\.3b config\.json"):
-        AudioFlamingo.from_checkpoint(TINY / "checkpoint.pt")
+        load_audio_flamingo(TINY / "checkpoint.pt")
 
 
 def test_local_tokenizer_dir_error_names_the_path(tmp_path):
@@ -177,7 +177,7 @@ def test_local_tokenizer_dir_error_names_the_path(tmp_path):
 def test_tokenizer_mismatch_is_reported():
     tok = load_af1_tokenizer(str(TINY / "tokenizer"))
     with pytest.raises(CheckpointError, match="media_token_id=600"):
-        AudioFlamingo.from_checkpoint(TINY / "checkpoint.pt", AudioFlamingoConfig.foundation(), tok)
+        load_audio_flamingo(TINY / "checkpoint.pt", AudioFlamingoConfig.foundation(), tok)
 
 
 # ------------------------------------------------------------------ conversion
@@ -195,13 +195,13 @@ def test_convert_script_round_trip(tmp_path, reference_model):
         keys = set(f.keys())
     assert len(keys) == 140 - 55  # no aliases
     assert not any("old_decoder_blocks" in k or "gated_cross_attn_layers." in k or "lm_head" in k for k in keys)
-    converted = AudioFlamingo.from_checkpoint(out)  # config from the file's metadata
+    converted = load_audio_flamingo(out)  # config from the file's metadata
     assert converted.config == reference_model.config
     assert _same_weights(converted, reference_model)
 
     half = convert_released_checkpoint(TINY / "checkpoint.pt", tmp_path / "bf16.safetensors", CFG, "bf16")
     assert half.stat().st_size < out.stat().st_size * 0.6
-    bf16 = AudioFlamingo.from_checkpoint(half)
+    bf16 = load_audio_flamingo(half)
     assert bf16.dtype == torch.bfloat16
     ids = torch.tensor([[2, 2, 600, 5, 6, 602]])
     x, xm = torch.randn(1, 4, 32), torch.ones(1, 4)
@@ -209,7 +209,7 @@ def test_convert_script_round_trip(tmp_path, reference_model):
         ref = reference_model(ids, x, xm).logits
         got = bf16(ids, x, xm).logits.float()
     assert (got - ref).abs().max() < 0.1 * ref.abs().max()
-    beams = bf16.generate(ids, None, x, xm, max_new_tokens=3, num_beams=2, eos_token_id=None)
+    beams = generate(bf16, ids, None, x, xm, max_new_tokens=3, num_beams=2, eos_token_id=None)
     assert beams.new_tokens.shape == (1, 3)
 
 
@@ -219,11 +219,11 @@ def test_converted_file_is_checked(tmp_path):
     foreign = tmp_path / "foreign.safetensors"
     save_file({"a": torch.zeros(2)}, str(foreign))
     with pytest.raises(CheckpointError, match="convert_checkpoint.py"):
-        AudioFlamingo.from_checkpoint(foreign, CFG)
+        load_audio_flamingo(foreign, CFG)
 
 
 def test_released_state_dict_round_trip(tmp_path, reference_model):
     sd = released_state_dict(reference_model)
     assert list(sd) == list(_released()) or set(sd) == set(_released())
-    again = AudioFlamingo.from_checkpoint(_save(tmp_path, sd), CFG)
+    again = load_audio_flamingo(_save(tmp_path, sd), CFG)
     assert _same_weights(again, reference_model)

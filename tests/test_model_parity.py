@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rag_flamingo.model import AudioFlamingo, AudioFlamingoConfig, load_af1_tokenizer, postprocess_output
+from rag_flamingo.model import AudioFlamingoConfig, generate, load_af1_tokenizer, load_audio_flamingo, postprocess_output
 
 FIX = Path(__file__).parent / "fixtures" / "af1_tiny"
 CASES = json.loads((FIX / "cases.json").read_text())["cases"]
@@ -32,7 +32,7 @@ def tok():
 
 @pytest.fixture(scope="module")
 def model(tok):
-    return AudioFlamingo.from_checkpoint(FIX / "checkpoint.pt", AudioFlamingoConfig.from_json(FIX / "config.json"), tok)
+    return load_audio_flamingo(FIX / "checkpoint.pt", AudioFlamingoConfig.from_json(FIX / "config.json"), tok)
 
 
 def _case(name):
@@ -93,11 +93,11 @@ def _check_generation(out, arrays, name, kind):
 def test_generation_matches_reference(model, arrays, tok, name):
     ids, x, xm = _inputs(arrays, name)
     gen = dict(max_new_tokens=8, eos_token_id=None)  # the fixtures use an eos that never occurs
-    uncached = model.generate(ids, None, x, xm, use_cache=False, **gen)
+    uncached = generate(model, ids, None, x, xm, use_cache=False, **gen)
     _check_generation(uncached, arrays, name, "nocache")
-    quirk = model.generate(ids, None, x, xm, use_cache=True, reference_cache_quirk=True, **gen)
+    quirk = generate(model, ids, None, x, xm, use_cache=True, reference_cache_quirk=True, **gen)
     _check_generation(quirk, arrays, name, "cache")
-    cached = model.generate(ids, None, x, xm, use_cache=True, **gen)
+    cached = generate(model, ids, None, x, xm, use_cache=True, **gen)
     assert torch.equal(cached.new_tokens, uncached.new_tokens)  # correct masks under the cache
     for a, b in zip(cached.xattn_masks, uncached.xattn_masks):
         assert torch.equal(a, b)
@@ -111,8 +111,8 @@ def test_generation_matches_reference(model, arrays, tok, name):
 def test_quirk_changes_multi_audio_generation(model, arrays):
     """The ICL case is where the reference cache bug shows: our cached decoding must not have it."""
     ids, x, xm = _inputs(arrays, "icl_caption_3audio")
-    cached = model.generate(ids, None, x, xm, max_new_tokens=8, eos_token_id=None)
-    quirk = model.generate(ids, None, x, xm, max_new_tokens=8, eos_token_id=None, reference_cache_quirk=True)
+    cached = generate(model, ids, None, x, xm, max_new_tokens=8, eos_token_id=None)
+    quirk = generate(model, ids, None, x, xm, max_new_tokens=8, eos_token_id=None, reference_cache_quirk=True)
     assert cached.new_tokens.tolist() != quirk.new_tokens.tolist()
     assert all(int(m[0].sum()) == 12 for m in cached.xattn_masks)  # all 3 audios, every step
     assert all(int(m[0].sum()) == 4 for m in quirk.xattn_masks[1:])  # audio 0 only after step 0
@@ -122,7 +122,7 @@ def test_first_eos_stop(model, arrays):
     """With the real eos (</s>) generation stops at the step the reference recorded (or runs on)."""
     for c in CASES:
         ids, x, xm = _inputs(arrays, c["name"])
-        out = model.generate(ids, None, x, xm, max_new_tokens=8, use_cache=True)
+        out = generate(model, ids, None, x, xm, max_new_tokens=8, use_cache=True)
         step = c["generation"]["nocache"]["first_eos_step"]
         expected = arrays[f"{c['name']}/gen_nocache_tokens"].tolist()
         assert out.new_tokens[0].tolist() == (expected if step is None else expected[: step + 1])
@@ -132,7 +132,7 @@ def test_eager_attention_matches_too(arrays):
     """The OPT layers' kernel is configurable (sdpa default, eager = the reference's math)."""
     cfg = AudioFlamingoConfig.from_json(FIX / "config.json")
     cfg.attn_implementation = "eager"
-    model = AudioFlamingo.from_checkpoint(FIX / "checkpoint.pt", cfg)
+    model = load_audio_flamingo(FIX / "checkpoint.pt", cfg)
     ids, x, xm = _inputs(arrays, "icl_caption_3audio")
     with torch.no_grad():
         out = model(ids, x, xm)

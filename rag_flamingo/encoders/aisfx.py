@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoints import checkpoint_sha256, load_strict, load_torch_file
+from ..devices import autocast, autocast_dtype, best_device
 from ..errors import CheckpointError
-from .base import autocast, autocast_dtype, best_device, register_encoder
-from .checkpoints import checkpoint_sha256, load_strict, load_torch_file
+from .base import register_encoder
 
 logger = logging.getLogger(__name__)
 

@@ -7,13 +7,11 @@ factory under its config name, and is built by ``build_encoder(name, **options)`
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Callable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
+from ..devices import autocast, autocast_dtype, best_device, resolve_precision  # noqa: F401 (the encoder API)
 from ..errors import ConfigError
 
 
@@ -72,37 +70,6 @@ def _import_builtin() -> None:
     importlib.import_module("rag_flamingo.encoders")
 
 
-def best_device(device: str | None = None) -> torch.device:
-    """``device`` if given ('cpu', 'cuda', 'cuda:1', ...), else CUDA when present, else CPU."""
-    if device and device != "auto":
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype:
-    """fp16 on CUDA (encoders are small; fp16 is the fastest there), fp32 on CPU."""
-    return torch.float16 if device.type == "cuda" else torch.float32
-
-
-_PRECISIONS = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-               "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-
-
-def resolve_precision(precision: str | None, device: torch.device) -> torch.dtype:
-    """An encoder's ``precision`` option as the dtype to autocast to: None/'auto' -> ``autocast_dtype``,
-    else fp32/fp16/bf16 (or float32/float16/bfloat16). float32 means no autocast."""
-    if precision in (None, "auto"):
-        return autocast_dtype(device)
-    if precision not in _PRECISIONS:
-        raise ConfigError(f"precision '{precision}' not understood; use auto, fp32, fp16 or bf16")
-    return _PRECISIONS[precision]
-
-
-def autocast(device: torch.device, dtype: torch.dtype):
-    """Autocast to ``dtype`` on ``device``; disabled for float32."""
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
-
-
 def check_batch_size(size: int) -> int:
     size = int(size)
     if size < 1:
@@ -117,11 +84,3 @@ def micro_batches(n: int, size: int, pad: bool = True) -> Iterator[tuple[list[in
     for start in range(0, n, size):
         rows = list(range(start, min(start + size, n)))
         yield (rows + [rows[-1]] * (size - len(rows)) if pad else rows), len(rows)
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

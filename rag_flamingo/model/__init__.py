@@ -6,28 +6,29 @@ Public API (names are stable; the engine builds on them):
   accepts the af1_tiny ``config.json`` layout; ``AudioFlamingoConfig.foundation(lm=None)`` is the
   released size (``lm="facebook/opt-iml-max-1.3b"`` reads the OPT config from the hub/cache).
 - ``AudioFlamingo``: the model (``nn.Module``).
-  ``AudioFlamingo.from_checkpoint(checkpoint, config=None, tokenizer=None, dtype=None, device=None)``
-  loads ``foundation.pt`` / ``chat.pt`` / the five ``*_partN.pt`` / hub names ``"foundation"``,
-  ``"chat"`` / a converted ``.safetensors``, strictly (`loading`).
   ``model(input_ids, audio_features, audio_mask, attention_mask)`` -> ``.logits`` (teacher forcing).
-  ``model.generate(input_ids, attention_mask, audio_features, audio_mask, max_new_tokens=128,
-  num_beams=1, do_sample=False, top_k=50, top_p=1.0, temperature=1.0, eos_token_id=<model's </s>>,
-  use_cache=True, reference_cache_quirk=False, audios=None, audio_encoder=None, num_slots=None)``
-  -> ``GenerationOutput`` (``.sequences``, ``.new_tokens``, ``.scores``).
+- ``load_audio_flamingo(checkpoint, config=None, tokenizer=None, dtype=None, device=None)`` loads
+  ``foundation.pt`` / ``chat.pt`` / the five ``*_partN.pt`` / hub names ``"foundation"``, ``"chat"``,
+  ``hf://repo/file`` / a converted ``.safetensors``, strictly (`loading`).
+- ``GenerationSettings``: every decoding setting, validated (``GenerationSettings.from_config`` reads
+  a ``model.generation`` section). ``generate(model, input_ids, attention_mask, audio_features,
+  audio_mask, settings, *, audios=None, audio_encoder=None, num_slots=None, eos_token_id=<model's
+  </s>>, **overrides)`` -> ``GenerationOutput`` (``.sequences``, ``.new_tokens``, ``.scores``).
 - ``load_af1_tokenizer(name_or_path="facebook/opt-iml-max-1.3b")``, ``tokenize_prompts``,
   ``postprocess_output(text)`` (reference post-processing), ``af1_token_ids``.
 - ``encode_prompt_audios`` / ``pack_window_features``: raw audio (via any ``WindowFeatureEncoder``,
   e.g. clapcap) -> (B, L, D) features + (B, L) mask.
 - ``load_model(cfg)`` -> (model, tokenizer) from a Hydra ``model`` config (``rag_flamingo/conf/model/*.yaml``);
-  ``generation_kwargs(cfg)`` -> the config's decoding kwargs for ``generate``.
+  ``generation_settings(cfg)`` -> its ``generation`` section as `GenerationSettings`.
 - ``chat_prompt``, ``ChatSession``: the chat model's multi-turn template (up to 4 rounds).
 """
 
 from .chat import ChatSession, chat_prompt
 from .config import AudioFlamingoConfig
-from .factory import generation_kwargs, load_model
+from .factory import generation_settings, load_model
 from .generation import GenerationOutput, generate
-from .loading import af1_key_layout, load_audio_flamingo, resolve_checkpoint
+from .generation_settings import GenerationSettings
+from .loading import af1_key_layout, checkpoint_files, load_audio_flamingo
 from .media import WindowFeatureEncoder, encode_prompt_audios, pack_window_features, silence_features
 from .modeling import AudioFlamingo, AudioFlamingoOutput
 from .tokenizer import af1_token_ids, load_af1_tokenizer, postprocess_output, tokenize_prompts
@@ -38,19 +39,20 @@ __all__ = [
     "AudioFlamingoOutput",
     "ChatSession",
     "GenerationOutput",
+    "GenerationSettings",
     "WindowFeatureEncoder",
     "af1_key_layout",
     "af1_token_ids",
     "chat_prompt",
+    "checkpoint_files",
     "encode_prompt_audios",
     "generate",
-    "generation_kwargs",
+    "generation_settings",
     "load_model",
     "load_af1_tokenizer",
     "load_audio_flamingo",
     "pack_window_features",
     "postprocess_output",
-    "resolve_checkpoint",
     "silence_features",
     "tokenize_prompts",
 ]

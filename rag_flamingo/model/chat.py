@@ -9,12 +9,14 @@ chat model was trained with up to 4 rounds, so `ChatSession` refuses a 5th.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from ..errors import ConfigError
 from ..tokens import BOS, EOC_TOKEN, EOS, MEDIA_TOKEN, SEP_TOKEN
+from .generation import generate
+from .generation_settings import GenerationSettings
+from .modeling import AudioFlamingo
 from .tokenizer import postprocess_output, tokenize_prompts
 
 CHAT_PREFIX = "the task is dialog."
@@ -37,11 +39,12 @@ def chat_prompt(rounds: list[tuple[str, str | None]]) -> str:
 class ChatSession:
     """One audio, up to ``max_rounds`` user turns; ``ask`` returns the post-processed answer."""
 
-    model: Any  # AudioFlamingo
-    tokenizer: Any
+    model: AudioFlamingo
+    tokenizer: object
     audio_features: torch.Tensor  # (1, L, D): one audio packed into the chat model's slots
     audio_mask: torch.Tensor  # (1, L)
-    generation_kwargs: dict = field(default_factory=lambda: dict(max_new_tokens=128, do_sample=True, top_k=50, top_p=0.95))
+    # the reference's chat settings (inference_examples.py), as conf/model/chat.yaml
+    settings: GenerationSettings = field(default_factory=lambda: GenerationSettings(do_sample=True, top_p=0.95))
     max_rounds: int = MAX_ROUNDS
     history: list[tuple[str, str]] = field(default_factory=list)
 
@@ -50,7 +53,7 @@ class ChatSession:
             raise ConfigError(f"the AF1 chat model supports up to {self.max_rounds} rounds; start a new ChatSession")
         prompt = chat_prompt([*self.history, (user, None)])
         ids, mask = tokenize_prompts(self.tokenizer, [prompt])
-        out = self.model.generate(ids, mask, self.audio_features, self.audio_mask, **self.generation_kwargs)
+        out = generate(self.model, ids, mask, self.audio_features, self.audio_mask, self.settings)
         answer = postprocess_output(self.tokenizer.decode(out.new_tokens[0], skip_special_tokens=False))
         self.history.append((user, answer))
         return answer

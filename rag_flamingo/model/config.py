@@ -158,9 +158,12 @@ class AudioFlamingoConfig:
 
 def _opt_dict_from_pretrained(lm: str) -> dict[str, Any]:
     """The OPT config of ``lm`` (hub id or dir) in our ``opt`` dict form, vocab resized for AF1."""
-    from ..hub import hub_call
+    from ..checkpoints import hf_download, load_pretrained
 
-    cfg = hub_call(lambda: OPTConfig.from_pretrained(lm), what=f"OPT config of {lm}", repo_id=lm, filename="config.json")
+    if Path(lm).expanduser().is_dir():
+        cfg = load_pretrained(lm, OPTConfig.from_pretrained, f"OPT config of {lm}", include=("config.json",))
+    else:  # a hub id: the one file, from the cache or the hub
+        cfg = OPTConfig.from_json_file(str(hf_download(lm, "config.json")))
     opt = {k: getattr(cfg, k) for k in _OPT_IML_MAX_1_3B if hasattr(cfg, k)}
     opt["vocab_size"] = AF1_VOCAB_SIZE
     return opt

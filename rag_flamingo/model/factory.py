@@ -7,20 +7,14 @@ from typing import Any, Mapping
 
 import torch
 
-from ..encoders.base import best_device
+from ..devices import best_device, model_dtype, parse_dtype
 from ..errors import ConfigError
 from ..paths import source_root
 from .config import AudioFlamingoConfig
-from .loading import _DTYPES, load_audio_flamingo
+from .generation_settings import GenerationSettings
+from .loading import load_audio_flamingo
 from .modeling import AudioFlamingo
 from .tokenizer import load_af1_tokenizer
-
-# what a ``model.generation`` config may hold: the fields of `rag_flamingo.engine.GenerationConfig`
-# except the engine's own ``num_samples`` (CLAP filter); ``seed`` becomes ``generate``'s ``generator``
-GENERATION_KEYS = (
-    "max_new_tokens", "num_beams", "do_sample", "top_k", "top_p", "temperature", "length_penalty",
-    "early_stopping", "use_cache", "reference_cache_quirk", "seed",
-)
 
 
 def _local(p: str | None) -> str | None:
@@ -43,11 +37,8 @@ def checkpoint_spec(cfg: Mapping[str, Any]) -> Any:
 
 
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    if name in (None, "auto"):
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if name not in _DTYPES:
-        raise ConfigError(f"model.dtype={name!r}; use auto, fp32, bf16 or fp16")
-    return _DTYPES[name]
+    """``model.dtype``: auto (bf16 on CUDA, fp32 on CPU) or a dtype name."""
+    return parse_dtype(name, "model.dtype", model_dtype(device))
 
 
 def load_model(cfg: Mapping[str, Any]) -> tuple[AudioFlamingo, Any]:
@@ -69,22 +60,13 @@ def load_model(cfg: Mapping[str, Any]) -> tuple[AudioFlamingo, Any]:
     return model, tokenizer
 
 
-def generation_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """``model.generation`` checked against `GENERATION_KEYS` (an unknown key is a ConfigError naming it)."""
-    gen = dict(_plain(cfg).get("generation") or {})
-    unknown = set(gen) - set(GENERATION_KEYS)
-    if unknown:
-        raise ConfigError(f"model.generation: unknown keys {sorted(unknown)}; known: {GENERATION_KEYS}")
-    return gen
-
-
-def generation_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """``model.generation`` as keyword arguments of ``AudioFlamingo.generate`` (``seed`` -> ``generator``)."""
-    gen = generation_settings(cfg)
-    seed = gen.pop("seed", None)
-    if seed is not None:
-        gen["generator"] = torch.Generator().manual_seed(int(seed))
-    return gen
+def generation_settings(cfg: Mapping[str, Any], clap_samples: int = 1) -> GenerationSettings:
+    """The ``model.generation`` section as `GenerationSettings` (unknown keys and bad values are
+    ConfigErrors naming the setting). ``clap_samples > 1``: sample that many answers per query for the
+    CLAP filter (``do_sample`` on, ``num_return_sequences=clap_samples``)."""
+    section = _plain(cfg).get("generation") or {}
+    extra = dict(do_sample=True, num_return_sequences=int(clap_samples)) if clap_samples > 1 else {}
+    return GenerationSettings.from_config(section, **extra)
 
 
 def _plain(cfg) -> dict:

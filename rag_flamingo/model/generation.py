@@ -15,13 +15,14 @@ the generated length (transformers >= 4.36), the reference divided by prompt + g
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from ..errors import ConfigError
+from .generation_settings import GenerationSettings
 from .media import WindowFeatureEncoder, encode_prompt_audios
 from .modeling import AudioFlamingo, MediaKV
 from .xattn import quirk_xattn_mask
@@ -95,19 +96,24 @@ def _eos_list(eos_token_id) -> list[int]:
     return [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(e) for e in eos_token_id]
 
 
-def _warpers(do_sample, top_k, top_p, temperature) -> LogitsProcessorList:
+def _warpers(settings: GenerationSettings) -> LogitsProcessorList:
     procs = LogitsProcessorList()
-    if not do_sample:
+    if not settings.do_sample:
         return procs
-    if temperature is not None and temperature != 1.0:
-        if temperature <= 0:
-            raise ConfigError(f"temperature={temperature}: must be > 0 when sampling (model.generation.temperature)")
-        procs.append(TemperatureLogitsWarper(temperature))
-    if top_k:
-        procs.append(TopKLogitsWarper(top_k))
-    if top_p is not None and top_p < 1.0:
-        procs.append(TopPLogitsWarper(top_p))
+    if settings.temperature != 1.0:
+        procs.append(TemperatureLogitsWarper(settings.temperature))
+    if settings.top_k:
+        procs.append(TopKLogitsWarper(settings.top_k))
+    if settings.top_p < 1.0:
+        procs.append(TopPLogitsWarper(settings.top_p))
     return procs
+
+
+def _generator(settings: GenerationSettings, device: torch.device) -> torch.Generator | None:
+    """The sampling generator on the model's device, seeded by ``settings.seed`` (None: torch's global one)."""
+    if not settings.do_sample or settings.seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(settings.seed)
 
 
 @torch.inference_mode()
@@ -117,24 +123,14 @@ def generate(
     attention_mask: torch.Tensor | None = None,
     audio_features: torch.Tensor | None = None,
     audio_mask: torch.Tensor | None = None,
+    settings: GenerationSettings | None = None,
     *,
     audios: Sequence[Sequence[np.ndarray]] | None = None,
     audio_encoder: WindowFeatureEncoder | None = None,
     num_slots: int | None = None,
-    max_new_tokens: int = 128,
-    num_beams: int = 1,
-    do_sample: bool = False,
-    top_k: int | None = 50,
-    top_p: float | None = 1.0,
-    temperature: float | None = 1.0,
-    length_penalty: float = 1.0,
-    early_stopping: bool | str = False,
-    num_return_sequences: int = 1,
     eos_token_id: int | Sequence[int] | None = -1,
     pad_token_id: int | None = None,
-    use_cache: bool = True,
-    reference_cache_quirk: bool = False,
-    generator: torch.Generator | None = None,
+    **overrides: Any,
 ) -> GenerationOutput:
     """Generate continuations of ``input_ids`` (B, T) (left-padded, with ``attention_mask``).
 
@@ -143,12 +139,12 @@ def generate(
     `media.WindowFeatureEncoder`; every audio is encoded once, the audio transformer and the
     cross-attention keys/values run once per prompt (never per beam or per step).
 
-    Decoding (HF semantics): greedy (default), ``num_beams > 1`` beam search, ``do_sample`` with
-    ``temperature`` / ``top_k`` (HF default 50) / ``top_p``. Stops at ``eos_token_id`` (default:
-    the model's ``</s>``; pass ``[]`` or None to never stop). ``use_cache=False`` re-runs the whole
-    sequence each step. ``reference_cache_quirk=True`` (with the cache) reproduces the reference:
-    after the first step new tokens see only audio 0's windows.
+    Decoding: ``settings`` (`GenerationSettings`, default greedy with 128 new tokens); keyword
+    ``overrides`` replace single settings (``generate(..., settings, num_beams=3)``). Stops at
+    ``eos_token_id`` (default: the model's ``</s>``; pass ``[]`` or None to never stop).
+    ``num_return_sequences`` outputs per prompt come out consecutively (row ``b * n + i``).
     """
+    settings = (settings or GenerationSettings()).replace(**overrides)
     cfg = model.config
     eos = _eos_list(cfg.eos_token_id if eos_token_id == -1 else eos_token_id)
     pad = cfg.pad_token_id if pad_token_id is None else pad_token_id
@@ -166,31 +162,28 @@ def generate(
     audio_mask = audio_mask.to(device)
     _check_audio_count(input_ids, audio_mask, cfg)
     longest = int(attention_mask.sum(dim=1).max())
-    if longest + max_new_tokens > cfg.opt["max_position_embeddings"]:
+    if longest + settings.max_new_tokens > cfg.opt["max_position_embeddings"]:
         raise ConfigError(
-            f"prompt of {longest} tokens + max_new_tokens={max_new_tokens} exceeds the model's "
+            f"prompt of {longest} tokens + max_new_tokens={settings.max_new_tokens} exceeds the model's "
             f"{cfg.opt['max_position_embeddings']} positions; use fewer shots or fewer new tokens"
         )
 
-    expand = num_beams if num_beams > 1 else num_return_sequences
-    if num_beams > 1 and num_return_sequences > num_beams:
-        raise ConfigError(f"num_return_sequences={num_return_sequences} must be <= num_beams={num_beams}")
-    if num_beams > 1 and do_sample:
-        raise ConfigError("beam sampling is not supported: use num_beams=1 with do_sample=true, or do_sample=false "
-                          "(model.generation)")
+    beams = settings.num_beams
+    expand = beams if beams > 1 else settings.num_return_sequences
     audio_states = model.encode_audio(audio_features)
     media_kv = [
         None if kv is None else tuple(t.repeat_interleave(expand, dim=0) for t in kv)
         for kv in model.project_audio(audio_states)
     ]
-    stepper = _Stepper(model, media_kv, audio_mask.repeat_interleave(expand, dim=0), use_cache, reference_cache_quirk)
+    stepper = _Stepper(model, media_kv, audio_mask.repeat_interleave(expand, dim=0), settings.use_cache,
+                       settings.reference_cache_quirk)
     ids = input_ids.repeat_interleave(expand, dim=0)
     attn = attention_mask.repeat_interleave(expand, dim=0)
-    if num_beams > 1:
-        return _beam_search(stepper, ids, attn, num_beams, max_new_tokens, eos, pad, length_penalty,
-                            early_stopping, num_return_sequences)
-    return _sample_or_greedy(stepper, ids, attn, max_new_tokens, eos, pad,
-                             _warpers(do_sample, top_k, top_p, temperature), do_sample, generator)
+    if beams > 1:
+        return _beam_search(stepper, ids, attn, beams, settings.max_new_tokens, eos, pad, settings.length_penalty,
+                            settings.early_stopping, settings.num_return_sequences)
+    return _sample_or_greedy(stepper, ids, attn, settings.max_new_tokens, eos, pad, _warpers(settings),
+                             settings.do_sample, _generator(settings, device))
 
 
 def _sample_or_greedy(step, seqs, attn, max_new_tokens, eos, pad, warpers, do_sample, generator):

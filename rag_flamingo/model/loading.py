@@ -37,7 +37,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from ..encoders.checkpoints import key_mismatch, read_state_dict
+from ..checkpoints import CheckpointSource, key_mismatch, read_state_dict, resolve_checkpoint
+from ..devices import parse_dtype
 from ..errors import CheckpointError
 from .config import AF1_LM_ID, AudioFlamingoConfig
 from .modeling import AudioFlamingo
@@ -80,21 +81,16 @@ def af1_key_layout(model: AudioFlamingo) -> list[KeySpec]:
 
 
 # ---------------------------------------------------------------------- sources
-def resolve_checkpoint(checkpoint: Any, cache_dir: str | None = None) -> list[Path]:
-    """Local file(s) for a checkpoint spec (see module docstring); downloads hub files."""
-    from ..hub import hf_download
-
-    if isinstance(checkpoint, Mapping):
-        return [hf_download(checkpoint["repo_id"], checkpoint["filename"], cache_dir)]
+def checkpoint_files(checkpoint: Any, cache_dir: str | None = None) -> list[Path]:
+    """Local file(s) for a checkpoint spec (see module docstring); hub files come through the cache."""
     if isinstance(checkpoint, (list, tuple)):
         return _ordered_parts([Path(p) for p in checkpoint])
-    spec = str(checkpoint)
-    if spec in AF1_HUB_FILES:
-        return [hf_download(AF1_HUB_REPO, AF1_HUB_FILES[spec], cache_dir)]
-    if spec.startswith("hf://"):
-        repo, _, filename = spec[5:].rpartition("/")
-        return [hf_download(repo, filename, cache_dir)]
-    path = Path(spec).expanduser()
+    if isinstance(checkpoint, str) and checkpoint in AF1_HUB_FILES:
+        checkpoint = CheckpointSource(repo_id=AF1_HUB_REPO, filename=AF1_HUB_FILES[checkpoint])
+    source = CheckpointSource.parse(checkpoint)
+    if source.repo_id:
+        return [resolve_checkpoint(source, "AF1 checkpoint", cache_dir, local_option="model.checkpoint.path")]
+    path = Path(str(source.path)).expanduser()
     if path.is_dir():
         parts = sorted(path.glob("*_part*.pt"))
         if not parts:
@@ -224,14 +220,14 @@ def load_audio_flamingo(
     device: str | torch.device | None = None,
     cache_dir: str | None = None,
 ) -> AudioFlamingo:
-    """`AudioFlamingo.from_checkpoint`: resolve, read, map strictly, assign into a meta-built model.
+    """An `AudioFlamingo` from a checkpoint: resolve, read, map strictly, assign into a meta-built model.
 
     ``config``: an `AudioFlamingoConfig`, a JSON path (af1_tiny format or ours), a dict, or None
     (the config stored in a converted file, else the foundation preset with the OPT config read
     from ``facebook/opt-iml-max-1.3b``). ``tokenizer``: if given, its special-token ids and size
     are checked against the config. ``dtype``/``device``: cast/move after loading (e.g. bf16 on GPU).
     """
-    paths = resolve_checkpoint(checkpoint, cache_dir)
+    paths = checkpoint_files(checkpoint, cache_dir)
     source = ", ".join(str(p) for p in paths)
     converted = len(paths) == 1 and paths[0].suffix == ".safetensors"
     if converted:
@@ -266,9 +262,6 @@ def _as_config(config) -> AudioFlamingoConfig:
 
 
 # ---------------------------------------------------------------------- conversion
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-           "fp16": torch.float16, "float16": torch.float16}
-
 
 def convert_released_checkpoint(
     checkpoint: Any, out: str | Path, config: AudioFlamingoConfig | str | Path | Mapping | None = None,
@@ -277,14 +270,14 @@ def convert_released_checkpoint(
     """Released AF1 ``.pt`` (or parts) -> one safetensors file with our keys, no aliases.
 
     The same strict mapping as loading (aliases checked, ``lm_head`` wins). The file carries the
-    model config in its metadata, so ``AudioFlamingo.from_checkpoint(out)`` needs nothing else.
+    model config in its metadata, so ``load_audio_flamingo(out)`` needs nothing else.
     ``dtype``: keep (None/fp32) or cast to bf16/fp16 (halves the file).
     """
     from safetensors.torch import save_file
 
     config = _as_config(config) if config is not None else AudioFlamingoConfig.foundation()
-    target = _DTYPES[dtype] if isinstance(dtype, str) else dtype
-    paths = resolve_checkpoint(checkpoint, cache_dir)
+    target = parse_dtype(dtype, "dtype")
+    paths = checkpoint_files(checkpoint, cache_dir)
     model = build_meta_model(config)
     sd = map_released_state_dict(read_released_state_dict(paths), af1_key_layout(model), ", ".join(map(str, paths)))
     sd = {k: (v.to(target) if target is not None and v.is_floating_point() else v).contiguous() for k, v in sd.items()}

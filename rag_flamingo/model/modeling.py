@@ -12,6 +12,7 @@ mask there, see `xattn.quirk_xattn_mask`).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,9 @@ from .config import AudioFlamingoConfig
 from .xattn import GatedCrossAttentionBlock, media_counts, xattn_mask
 
 MediaKV = list[tuple[torch.Tensor, torch.Tensor] | None]
+# the KV-cache argument of OPTDecoderLayer: `cache` since transformers 5.x deprecated `past_key_values`
+# (which then warns on every call); older 5.x releases only know `past_key_values`
+_CACHE_ARG = "cache" if "cache" in inspect.signature(OPTDecoderLayer.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -56,7 +60,7 @@ class FlamingoDecoderLayer(nn.Module):
     def forward(self, hidden, kv, xmask, causal_mask, cache):
         if self.gated_cross_attn_layer is not None:
             hidden = self.gated_cross_attn_layer(hidden, kv, xmask)
-        return self.decoder_layer(hidden, attention_mask=causal_mask, past_key_values=cache)
+        return self.decoder_layer(hidden, attention_mask=causal_mask, **{_CACHE_ARG: cache})
 
 
 class FlamingoDecoder(nn.Module):
@@ -86,7 +90,8 @@ def causal_mask(attention_mask: torch.Tensor, q_len: int, dtype: torch.dtype) ->
 
 
 class AudioFlamingo(nn.Module):
-    """Audio Flamingo v1. See the package docstring for the public API."""
+    """Audio Flamingo v1. See the package docstring for the public API: it is loaded with
+    `loading.load_audio_flamingo` and decodes with `generation.generate` (both build on this module)."""
 
     def __init__(self, config: AudioFlamingoConfig):
         super().__init__()
@@ -179,17 +184,3 @@ class AudioFlamingo(nn.Module):
             hidden = hidden[:, -1:]
         logits = self.logits(dec.final_layer_norm(hidden))
         return AudioFlamingoOutput(logits, past_key_values if use_cache else None, counts[:, -1], xmask)
-
-    # ------------------------------------------------------------------ construction / generation
-    @classmethod
-    def from_checkpoint(cls, checkpoint, config=None, tokenizer=None, **kwargs) -> "AudioFlamingo":
-        """Build on the meta device and load a released AF1 checkpoint strictly (see `loading`)."""
-        from .loading import load_audio_flamingo
-
-        return load_audio_flamingo(checkpoint, config, tokenizer, **kwargs)
-
-    def generate(self, input_ids, attention_mask=None, audio_features=None, audio_mask=None, **kwargs):
-        """Greedy / beam / sampling decoding; see `generation.generate`."""
-        from .generation import generate
-
-        return generate(self, input_ids, attention_mask, audio_features, audio_mask, **kwargs)

@@ -12,22 +12,18 @@ import re
 
 import torch
 
+from ..checkpoints import load_pretrained
 from ..errors import CheckpointError, ConfigError
 from ..tokens import EOC_TOKEN, EOS, MEDIA_TOKEN, SEP_TOKEN
 from .config import AF1_LM_ID, AudioFlamingoConfig
 
 
 def load_af1_tokenizer(name_or_path: str = AF1_LM_ID, cache_dir: str | None = None):
-    """AutoTokenizer from a local dir or hub id with AF1's three tokens added (idempotent)."""
+    """AutoTokenizer from a local dir or hub id with AF1's three tokens added (idempotent). A hub
+    id is read from the Hugging Face cache, else downloaded (offline: a CheckpointError at once)."""
     from transformers import AutoTokenizer
 
-    from ..hub import hub_call
-
-    tok = hub_call(
-        lambda: AutoTokenizer.from_pretrained(name_or_path, cache_dir=cache_dir),
-        what=f"tokenizer {name_or_path}",
-        repo_id=name_or_path,
-    )
+    tok = load_pretrained(name_or_path, AutoTokenizer.from_pretrained, f"tokenizer {name_or_path}", cache_dir=cache_dir)
     extra = [t for t in (MEDIA_TOKEN, EOC_TOKEN) if t not in tok.get_vocab()]
     if extra:
         tok.add_special_tokens({"additional_special_tokens": [MEDIA_TOKEN, EOC_TOKEN]})
