@@ -1,9 +1,11 @@
-"""`RagFlamingo`: store + retriever + prompt builder + Audio Flamingo, as one Python API.
+"""`RagFlamingo`: the model step of retrieval-augmented Audio Flamingo (prompt builder + media + model).
 
-    audio ─ load (per encoder rate) ─┬─ retrieval encoder ─ Retriever ─ shots (store rows)
-                                     │                                    │ cached clapcap windows
-                                     └─ window encoder (query only) ──────┴─ pack (B, L, D) + mask
-    build_prompt(task, query, shots, options) ─ tokenize ─ AudioFlamingo.generate ─ answer text
+    (the runner: decode ─ retrieval encoder ─ Retriever ─ shots) ─┐
+    query waves ─ window encoder (query only) ───────────────────┼─ cached shot windows ─ pack (B, L, D) + mask
+    build_prompt(task, query, shots, options) ─ tokenize ─ model.generate ─ answer text
+
+The query loop (decode, embed, retrieve with hygiene, predict) is `rag_flamingo.runner`; answering a
+clip in one call is `rag_flamingo.api.answer`.
 
 Shot audio is never decoded or re-encoded: its window features come from the store's feature
 cache (``build_index ... features=clapcap`` writes ``features/clapcap/``), so a query costs one
@@ -17,46 +19,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from .audio import check_usable, load_audio, resample
+from .audio import wave_for
 from .errors import ConfigError, StoreError
-from .model import postprocess_output, silence_features, tokenize_prompts
+from .model import GenerationSettings, generate, postprocess_output, silence_features, tokenize_prompts
 from .model.media import pack_window_features
 from .prompts import build_prompt, token_counter
 from .retrieval import Retriever, Shot
 from .store import comparable_fingerprint, normalize_rows
 
 logger = logging.getLogger(__name__)
-
-AudioSource = str | Path | np.ndarray | tuple[np.ndarray, int]
-
-
-@dataclass
-class GenerationConfig:
-    """Decoding settings (reference §6: eval uses 3 beams, the demos sample with top-k/top-p)."""
-
-    max_new_tokens: int = 128
-    num_beams: int = 1
-    do_sample: bool = False
-    top_k: int = 50
-    top_p: float = 1.0
-    temperature: float = 1.0
-    length_penalty: float = 1.0
-    early_stopping: bool | str = False
-    num_samples: int = 1  # > 1 with do_sample: CLAP-filter reranking (needs a reranker)
-    use_cache: bool = True
-    reference_cache_quirk: bool = False
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.num_samples > 1 and not self.do_sample:
-            raise ConfigError("generation.num_samples > 1 needs generation.do_sample=true "
-                              "(the CLAP filter reranks sampled outputs)")
 
 
 @dataclass
@@ -91,49 +67,6 @@ class ClapReranker:
         return int(np.argmax(scores)), scores
 
 
-def crop_seconds(encoder) -> float | None:
-    """Seconds of audio an encoder uses from the segment start (None: all), as build_index reads them."""
-    return getattr(encoder, "max_seconds", None) or getattr(getattr(encoder, "scheme", None), "max_seconds", None)
-
-
-def load_waveform(source: AudioSource, sample_rate: int, *, start: float | None = None,
-                  end: float | None = None, max_seconds: float | None = None) -> np.ndarray:
-    """A query's audio at ``sample_rate``: a file path, a waveform at that rate, or ``(wave, sr)``.
-
-    Raises AudioError (naming the file) for missing, unreadable, too-short or silent audio.
-    """
-    if isinstance(source, (str, Path)):
-        wave = load_audio(source, sample_rate, start=start, end=end, max_seconds=max_seconds)
-        name = source
-    else:
-        wave, sr = source if isinstance(source, tuple) else (source, sample_rate)
-        wave = np.asarray(wave, np.float32)
-        if wave.ndim != 1:
-            raise ConfigError(f"a query waveform must be mono 1-D, got shape {wave.shape}")
-        if int(sr) != sample_rate:
-            wave = resample(wave, int(sr), sample_rate)
-        if max_seconds:
-            wave = wave[: int(round(max_seconds * sample_rate))]
-        name = "<waveform>"
-    check_usable(wave, sample_rate, name)
-    return wave
-
-
-def load_for_encoders(source: AudioSource, encoders: Sequence, item: dict | None = None) -> dict[int, np.ndarray]:
-    """``source`` decoded once per sample rate of ``encoders`` (None entries ignored), reading only the
-    seconds they use (the longest crop among the encoders at a rate); ``item`` may give start/end."""
-    item = item or {}
-    rates: dict[int, float | None] = {}  # sample rate -> seconds to read (None: all)
-    for enc in encoders:
-        if enc is None:
-            continue
-        sr, most = int(enc.sample_rate), crop_seconds(enc)
-        seen = rates.get(sr, 0.0)  # 0: no encoder at this rate yet
-        rates[sr] = None if seen is None or not most else max(most, seen)
-    return {sr: load_waveform(source, sr, start=item.get("start"), end=item.get("end"), max_seconds=most)
-            for sr, most in rates.items()}
-
-
 class RagFlamingo:
     """Retrieval-augmented few-shot Audio Flamingo.
 
@@ -144,14 +77,14 @@ class RagFlamingo:
     """
 
     def __init__(self, store, model, tokenizer, window_encoder, retrieval_encoder=None, *,
-                 retriever: Retriever | None = None, generation: GenerationConfig | None = None,
+                 retriever: Retriever | None = None, generation: GenerationSettings | None = None,
                  feature_name: str = "clapcap", audio_slots: int | None = None,
                  template: str = "eval", max_tokens: int | None = None,
                  reranker: ClapReranker | None = None):
         self.store, self.model, self.tokenizer = store, model, tokenizer
         self.window_encoder, self.retrieval_encoder = window_encoder, retrieval_encoder
         self.retriever = retriever or Retriever(store, retrieval_encoder)
-        self.generation = generation or GenerationConfig()
+        self.generation = generation or GenerationSettings()
         self.template, self.reranker = template, reranker
         cfg = model.config
         self.windows = cfg.windows_per_audio
@@ -164,8 +97,8 @@ class RagFlamingo:
         self.shot_features = store.features(feature_name)
         self._check_features(store, feature_name)
         self.pad_window = silence_features(window_encoder).float()
-        if self.generation.num_samples > 1 and reranker is None:
-            raise ConfigError("generation.num_samples > 1 needs a CLAP reranker (clap_filter.encoder)")
+        if self.generation.num_return_sequences > 1 and reranker is None:
+            raise ConfigError("generation.num_return_sequences > 1 needs a CLAP reranker (clap_filter.encoder)")
 
     @property
     def max_shots(self) -> int:
@@ -187,18 +120,10 @@ class RagFlamingo:
                              f"model takes {self.windows} x {self.model.config.audio_embed_dim}; rebuild them "
                              f"with the model's window encoder (`build_index ... features={name}`)")
 
-    # ------------------------------------------------------------------ audio
-    def load(self, source: AudioSource, item: dict | None = None) -> dict[int, np.ndarray]:
-        """The query decoded once per rate the pipeline needs: ``{sample_rate: wave}``."""
-        encoders = [self.window_encoder, self.retrieval_encoder, self.reranker.encoder if self.reranker else None]
-        return load_for_encoders(source, encoders, item)
-
-    def embed(self, waves: Sequence[dict[int, np.ndarray]]) -> np.ndarray:
-        """Retrieval embeddings [Q, dim] of loaded queries (the store's encoder)."""
-        if self.retrieval_encoder is None:
-            raise ConfigError("RagFlamingo needs retrieval_encoder= (the store's encoder) to embed queries")
-        sr = int(self.retrieval_encoder.sample_rate)
-        return np.asarray(self.retrieval_encoder.embed([w[sr] for w in waves]), np.float32)
+    @property
+    def audio_encoders(self) -> list:
+        """The encoders whose sample rates a query must be decoded at for `generate`."""
+        return [self.window_encoder] + ([self.reranker.encoder] if self.reranker else [])
 
     # ------------------------------------------------------------------ the model step
     def prompts(self, task: str, items: Sequence[dict], shots: Sequence[Sequence[Shot]],
@@ -235,17 +160,10 @@ class RagFlamingo:
                  query_options: Sequence[Sequence[str] | None] | None = None) -> list[Answer]:
         """Answers for a batch of queries whose shots are already retrieved."""
         prompts = self.prompts(task, items, shots, options, query_options)
-        sr = int(self.window_encoder.sample_rate)
-        feats, mask = self.media(prompts, [w[sr] for w in waves])
+        feats, mask = self.media(prompts, [wave_for(w, self.window_encoder) for w in waves])
         ids, attn = tokenize_prompts(self.tokenizer, [p.text for p in prompts])
-        g = self.generation
-        n = g.num_samples if g.do_sample else 1
-        gen = torch.Generator().manual_seed(g.seed)
-        out = self.model.generate(
-            ids, attn, feats, mask, max_new_tokens=g.max_new_tokens, num_beams=g.num_beams,
-            do_sample=g.do_sample, top_k=g.top_k, top_p=g.top_p, temperature=g.temperature,
-            length_penalty=g.length_penalty, early_stopping=g.early_stopping, num_return_sequences=n, use_cache=g.use_cache, reference_cache_quirk=g.reference_cache_quirk,
-            generator=gen)
+        n = self.generation.num_return_sequences
+        out = generate(self.model, ids, attn, feats, mask, self.generation)
         texts = [postprocess_output(t).strip()
                  for t in self.tokenizer.batch_decode(out.new_tokens, skip_special_tokens=False)]
         answers = []
@@ -253,32 +171,8 @@ class RagFlamingo:
             cands = texts[b * n:(b + 1) * n]
             ans = Answer(cands[0], p.text, list(p.shots), dropped=len(p.dropped))
             if n > 1:
-                rate = self.reranker.sample_rate
-                best, scores = self.reranker.pick(waves[b][rate], cands)
+                best, scores = self.reranker.pick(wave_for(waves[b], self.reranker.encoder), cands)
                 ans.output, ans.score = cands[best], float(scores[best])
                 ans.samples = [(c, float(s)) for c, s in zip(cands, scores)]
             answers.append(ans)
         return answers
-
-    # ------------------------------------------------------------------ end to end
-    def answer_batch(self, audios: Sequence[AudioSource], task: str, k: int = 4,
-                     items: Sequence[dict] | None = None, options: Sequence[str] | None = None,
-                     filters: dict | None = None) -> list[Answer]:
-        """Retrieve ``k`` shots per query, build the prompts, generate. ``items[i]`` carries the
-        query's fields the task needs (``question`` for AQA, ``id``, ``group``, ``start``/``end``)."""
-        if k > self.max_shots:
-            raise ConfigError(f"k={k} shots do not fit: the model has {self.audio_slots} audio slots "
-                              f"(k <= {self.max_shots}, the query takes one)")
-        items = [dict(it) for it in items] if items is not None else [{} for _ in audios]
-        for i, it in enumerate(items):
-            it.setdefault("id", f"query-{i}")
-        waves = [self.load(src, it) for src, it in zip(audios, items)]
-        shots = self.retriever.search(self.embed(waves), k, exclude_groups=[it.get("group") for it in items],
-                                      query_ids=[it["id"] for it in items], filters=filters)
-        return self.generate(task, items, shots, waves, options)
-
-    def answer(self, audio: AudioSource, task: str, k: int = 4, question: str | None = None,
-               options: Sequence[str] | None = None, **kwargs: Any) -> Answer:
-        """One query: ``answer("dog.wav", "classification", k=4, options=store.label_set())``."""
-        item = {"question": question} if question else {}
-        return self.answer_batch([audio], task, k, [item], options, **kwargs)[0]
