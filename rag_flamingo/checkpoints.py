@@ -240,13 +240,13 @@ def _refusal(path: Path, exc: Exception) -> str | None:
     """The message for a pickle that ``weights_only=True`` refused for what it references (None for
     other failures: a truncated or foreign file)."""
     text = str(exc)
-    if not isinstance(exc, pickle.UnpicklingError) or "WeightsUnpickler error" not in text:
+    if not isinstance(exc, pickle.UnpicklingError) or not text.startswith("Weights only load failed"):
         return None
-    detail = next((line.split("WeightsUnpickler error:", 1)[1].strip() for line in text.splitlines()
-                   if "WeightsUnpickler error:" in line), "")
-    detail = detail.split(". ")[0][:160]
+    # torch's own explanation, without its advice to load the file unsafely
+    detail = next((line.strip() for line in text.splitlines() if "GLOBAL" in line or "WeightsUnpickler" in line),
+                  "").split(" was not an allowed global")[0]
     return (f"{path}: refused as untrusted: the pickle holds code or objects beyond tensors, which "
-            f"torch.load(weights_only=True) does not run ({detail}). Loading it fully could execute "
+            f"torch.load(weights_only=True) does not run ({detail[:200]}). Loading it fully could execute "
             f"arbitrary code. {CONVERT_HINT}")
 
 

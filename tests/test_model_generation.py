@@ -4,6 +4,7 @@ left padding and different numbers of audios, cached == uncached, samplers, chat
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -301,3 +302,16 @@ def test_chat_template_matches_reference_and_feeds_back_answers(tiny):
 def test_postprocess_output():
     assert postprocess_output("</s></s>x<audio>q<SEP>a<SEP> dog barks<|endofchunk|></s><pad>") == " dog barks"
     assert postprocess_output("no sep</s>") == "no sep"
+
+
+# ------------------------------------------------------------------ no deprecated transformers arguments
+def test_decoding_emits_no_deprecation_warning(tiny, caplog, recwarn):
+    """transformers deprecates OPTDecoderLayer's ``past_key_values`` (warning on every call): the
+    model passes the KV cache under the current argument name."""
+    model, _, arr = tiny
+    n = "caption_single"
+    caplog.set_level("WARNING")
+    warnings.simplefilter("always")
+    generate(model, arr[f"{n}/input_ids"], None, arr[f"{n}/audio_x"], arr[f"{n}/audio_x_mask"], max_new_tokens=3)
+    said = [str(w.message) for w in recwarn] + [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "deprecat" in m.lower() or "past_key_values" in m], said

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +154,27 @@ def test_weights_only_refuses_pickled_code(tmp_path):
         load_audio_flamingo(path, CFG)
 
 
+class _Exploit:  # unpickling this runs a shell command: what a malicious checkpoint does
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_malicious_pickle_is_refused_as_untrusted_with_the_safe_formats(tmp_path):
+    path, marker = tmp_path / "evil.pt", tmp_path / "pwned"
+    torch.save({"model_state_dict": _released(), "hook": _Exploit(marker)}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_audio_flamingo(path, CFG)
+    msg = str(err.value)
+    assert not marker.exists()  # the payload never ran
+    assert msg.startswith(f"{path}: refused as untrusted") and "code or objects beyond tensors" in msg
+    assert "system" in msg  # names what the pickle references
+    assert "scripts/convert_checkpoint.py" in msg and "torch.save({name: tensor" in msg
+    assert "weights_only=False" not in msg  # torch's advice to run the file is not repeated
+
+
 # ------------------------------------------------------------------ hub / offline
 def test_offline_without_files_fails_fast_with_instructions(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -167,6 +190,60 @@ def test_offline_without_files_fails_fast_with_instructions(tmp_path, monkeypatc
     # no config given: the OPT config is read from the hub id, which is not cached here either
     with pytest.raises(CheckpointError, match=r"hf download facebook/opt-iml-max-1\.3b config\.json"):
         load_audio_flamingo(TINY / "checkpoint.pt")
+
+
+_UNREACHABLE = r"""
+import json, sys, time
+from rag_flamingo.checkpoints import load_text_tower
+from rag_flamingo.errors import CheckpointError
+from rag_flamingo.model import AudioFlamingoConfig, load_af1_tokenizer, load_audio_flamingo
+tiny = AudioFlamingoConfig.from_json(sys.argv[1])
+calls = {
+    "checkpoint": lambda: load_audio_flamingo("foundation", tiny),
+    "tokenizer": lambda: load_af1_tokenizer("facebook/opt-iml-max-1.3b"),
+    "opt_config": lambda: AudioFlamingoConfig.foundation(lm="facebook/opt-iml-max-1.3b"),
+    "text_tower": lambda: load_text_tower("roberta-base", lambda d: d, hub_id="roberta-base"),
+}
+out = {}
+for name, call in calls.items():
+    t0 = time.monotonic()
+    try:
+        call()
+        out[name] = {"seconds": time.monotonic() - t0, "error": None}
+    except CheckpointError as e:
+        out[name] = {"seconds": time.monotonic() - t0, "error": str(e)}
+print(json.dumps(out))
+"""
+
+
+def test_unreachable_hub_fails_fast_without_retries(tmp_path):
+    """HF_HUB_OFFLINE unset, an empty cache and a hub that refuses connections: every hub-backed
+    load is a CheckpointError naming the `hf download` command within seconds, with no retry spam."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")  # port 9: closed
+    r = subprocess.run([sys.executable, "-c", _UNREACHABLE, str(TINY / "config.json")], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    commands = {"checkpoint": "hf download nvidia/audio-flamingo foundation.pt",
+                "tokenizer": "hf download facebook/opt-iml-max-1.3b --include '*.json' --include '*.txt'",
+                "opt_config": "hf download facebook/opt-iml-max-1.3b config.json",
+                "text_tower": "hf download roberta-base --include '*.json' --include '*.txt'"}
+    for name, command in commands.items():
+        assert results[name]["error"] is not None and command in results[name]["error"], (name, results[name])
+        assert results[name]["seconds"] < 3.0, (name, results[name]["seconds"])
+    assert "Retrying" not in r.stderr and len(r.stderr.splitlines()) < 5, r.stderr
+
+
+def test_cached_hub_file_loads_without_the_hub(tmp_path):
+    """A hub checkpoint already in the cache is used as is: no request (the tests run offline)."""
+    snapshot = tmp_path / "hub" / "models--nvidia--audio-flamingo" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
+    (snapshot / "foundation.pt").symlink_to(TINY / "checkpoint.pt")
+    model = load_audio_flamingo("foundation", CFG, cache_dir=str(tmp_path / "hub"))
+    assert _same_weights(model, load_audio_flamingo(TINY / "checkpoint.pt", CFG))
 
 
 def test_local_tokenizer_dir_error_names_the_path(tmp_path):

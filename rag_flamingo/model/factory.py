@@ -63,9 +63,10 @@ def load_model(cfg: Mapping[str, Any]) -> tuple[AudioFlamingo, Any]:
 def generation_settings(cfg: Mapping[str, Any], clap_samples: int = 1) -> GenerationSettings:
     """The ``model.generation`` section as `GenerationSettings` (unknown keys and bad values are
     ConfigErrors naming the setting). ``clap_samples > 1``: sample that many answers per query for the
-    CLAP filter (``do_sample`` on, ``num_return_sequences=clap_samples``)."""
+    CLAP filter (``do_sample`` on, one beam, ``num_return_sequences=clap_samples``), the other settings
+    as configured."""
     section = _plain(cfg).get("generation") or {}
-    extra = dict(do_sample=True, num_return_sequences=int(clap_samples)) if clap_samples > 1 else {}
+    extra = dict(do_sample=True, num_beams=1, num_return_sequences=int(clap_samples)) if clap_samples > 1 else {}
     return GenerationSettings.from_config(section, **extra)
 
 
