@@ -159,7 +159,7 @@ def test_hydra_encoder_configs_build(own_2023, audio_files):
     from hydra import compose, initialize_config_dir
 
     ckpt, text_dir = own_2023
-    conf = os.path.join(os.path.dirname(__file__), "..", "conf")
+    conf = os.path.join(os.path.dirname(__file__), "..", "rag_flamingo", "conf")
     with initialize_config_dir(config_dir=os.path.abspath(conf), version_base=None):
         cfg = compose("build_index", overrides=["encoder=ms_clap_2023"])
     options = dict(cfg.encoder)
