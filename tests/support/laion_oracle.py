@@ -1,7 +1,7 @@
 """Test-only access to the original ``laion_clap`` 1.1.7 package as a parity oracle (and for the bench).
 
-The package cannot run on our stack as-is (see /work/shared/reference/dependencies.md), so, here and
-only here:
+The package cannot run on our stack as-is (it imports torchvision and torchaudio, neither installable
+beside the CPU torch wheel, and loads hub names at import time), so, here and only here:
 - ``torchvision`` is replaced in ``sys.modules`` by a stand-in when it is not importable. Only
   ``transforms.Resize`` is ever called (fusion: shrinking the whole-clip mel); it is reproduced as
   torchvision's tensor path does it (``F.interpolate(..., 'bilinear', align_corners=False, antialias)``;

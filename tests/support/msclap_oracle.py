@@ -1,10 +1,13 @@
 """Test-only access to the original CLAP packages (installed with --no-deps from
 requirements-test-oracles.txt) so parity tests can compare against them.
 
-The originals cannot be imported on our stack as-is (see /work/shared/reference/dependencies.md):
+The originals cannot be imported on our stack as-is:
 ``msclap/__init__.py`` imports ``torchaudio`` (not installable beside CPU torch 2.13). Here, and only
 here, a minimal stand-in ``torchaudio`` module is put in ``sys.modules`` before importing msclap;
 its ``load``/``Resample`` use soundfile/soxr so the wrapper's file-list API works in benchmarks.
+``Resample`` returns torchaudio's length (its expression, evaluated with torch: gcd-reduced rates,
+``ceil`` of the float32 quotient; the last sample zero when soxr gives one fewer), so short resampled
+files are tiled as the original tiles them; its values are soxr's, not torchaudio's sinc filter.
 Library code never does this.
 
 Each ``require_*`` helper calls ``pytest.skip`` with the reason when the oracle is not importable.
@@ -41,8 +44,14 @@ def _fake_torchaudio() -> types.ModuleType:
             self.orig, self.new = int(orig_freq), int(new_freq)
 
         def forward(self, wave):
-            out = [soxr.resample(ch.numpy(), self.orig, self.new, quality="HQ") for ch in wave]
-            return torch.from_numpy(np.stack(out).astype(np.float32))
+            g = math.gcd(self.orig, self.new)
+            # torchaudio.functional._apply_sinc_resample_kernel's output length
+            size = int(torch.ceil(torch.as_tensor((self.new // g) * wave.shape[-1] / (self.orig // g))).long())
+            out = np.zeros((wave.shape[0], size), np.float32)
+            for i, ch in enumerate(wave):
+                res = soxr.resample(ch.numpy(), self.orig, self.new, quality="HQ")[:size]
+                out[i, : res.shape[0]] = res
+            return torch.from_numpy(out)
 
     transforms = types.ModuleType("torchaudio.transforms")
     transforms.Resample = Resample
