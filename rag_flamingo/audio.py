@@ -5,20 +5,25 @@ Policy (deterministic, documented; differs from the reference where the referenc
 - only the requested segment [start, end) (or the first ``max_seconds``) is read from disk, so a
   1-hour file costs no more than the part we use;
 - channels are averaged (the reference keeps channel 0 for wav but averages for mp3);
-- resampled with soxr (HQ), which is deterministic.
+- resampled with soxr (HQ), which is deterministic; the output length follows a *length rule*
+  (``DECODE_LENGTHS``): soxr's own by default, or the rule of the library an encoder's original
+  package decodes with (``decode_rule``), zero-padded or trimmed to it. Clips shorter than an
+  encoder window are tiled, so one sample more or fewer shifts every tile.
 Encoder-specific steps (peak normalisation, int16 round-trip, crops, windows) live with the
 encoders; the shared numeric helpers for them are here so they exist once.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioError
+from .errors import AudioError, ConfigError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
 
@@ -29,12 +34,15 @@ def load_audio(
     start: float | None = None,
     end: float | None = None,
     max_seconds: float | None = None,
+    length_rule: str = "soxr",
 ) -> np.ndarray:
     """Decode ``path`` to mono float32 at ``sample_rate``.
 
     Reads [start, end) seconds (``end`` None: to the end of file, capped at ``max_seconds`` after
-    ``start``). Raises AudioError naming the file when it is missing, unreadable or empty.
+    ``start``); the resampled length follows ``length_rule`` (see ``DECODE_LENGTHS``). Raises
+    AudioError naming the file when it is missing, unreadable or empty.
     """
+    check_length_rule(length_rule)
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, "file not found (check the dataset root and the manifest 'path')")
@@ -58,13 +66,67 @@ def load_audio(
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.all(np.isfinite(wave)):
         raise AudioError(path, "contains NaN/inf samples")
-    return resample(wave, sr_in, sample_rate)
+    return resample(wave, sr_in, sample_rate, length_rule)
 
 
-def resample(wave: np.ndarray, sr_in: int, sample_rate: int) -> np.ndarray:
-    """Mono float32 ``wave`` from ``sr_in`` to ``sample_rate`` (soxr HQ: deterministic)."""
+# ----------------------------------------------------------------------------- resampled length
+# Each rule: (input samples, input rate, output rate) -> output samples, for rates that differ.
+
+
+def librosa_length(n: int, sr_in: int, sr_out: int) -> int:
+    """``librosa.resample(..., fix=True)`` (librosa 0.11, used by ``librosa.load``): ceil of ``n`` times
+    the float ratio ``sr_out / sr_in``, so 1.3 s at 44.1 kHz gives 62401 samples at 48 kHz, not 62400."""
+    return int(np.ceil(n * (float(sr_out) / sr_in)))
+
+
+def torchaudio_length(n: int, sr_in: int, sr_out: int) -> int:
+    """``torchaudio.functional.resample`` (``torchaudio.transforms.Resample``, used by msclap): the
+    rates divided by their gcd, then ``torch.ceil(torch.as_tensor(new * n / orig))``: the quotient is
+    rounded to float32 (torch's default dtype) before the ceil, which drops the last sample when the
+    fraction is below float32's resolution (long clips only). Source: https://github.com/pytorch/audio/
+    blob/02d6815cab3d9124a796e7cb01585c3678914bbe/src/torchaudio/functional/functional.py
+    (``_apply_sinc_resample_kernel``)."""
+    gcd = math.gcd(int(sr_in), int(sr_out))
+    return int(np.ceil(np.float32((int(sr_out) // gcd) * n / (int(sr_in) // gcd))))
+
+
+# None: keep the resampler's own length (soxr's rounding has no closed form: within one sample of
+# n * sr_out / sr_in, ties broken by its internal filter delay).
+DECODE_LENGTHS: dict[str, Callable[[int, int, int], int] | None] = {
+    "soxr": None,
+    "librosa": librosa_length,
+    "torchaudio": torchaudio_length,
+}
+
+
+def check_length_rule(rule: str) -> str:
+    if rule not in DECODE_LENGTHS:
+        raise ConfigError(f"unknown decode length rule {rule!r}; use one of {', '.join(DECODE_LENGTHS)}")
+    return rule
+
+
+def decode_rule(encoder) -> str:
+    """The length rule an encoder's audio is decoded with: its ``decode_length`` attribute (the rule of
+    the library its original package decodes files with), else soxr's own length."""
+    return check_length_rule(getattr(encoder, "decode_length", None) or "soxr")
+
+
+def fix_length(wave: np.ndarray, size: int) -> np.ndarray:
+    """``wave`` cut to ``size`` samples, or zero-padded at the end to it."""
+    if wave.shape[0] >= size:
+        return wave[:size]
+    return np.concatenate([wave, np.zeros(size - wave.shape[0], dtype=wave.dtype)])
+
+
+def resample(wave: np.ndarray, sr_in: int, sample_rate: int, length_rule: str = "soxr") -> np.ndarray:
+    """Mono float32 ``wave`` from ``sr_in`` to ``sample_rate`` (soxr HQ: deterministic), its length
+    set by ``length_rule`` (``DECODE_LENGTHS``)."""
+    rule = DECODE_LENGTHS[check_length_rule(length_rule)]
     if int(sr_in) != int(sample_rate):
+        n = wave.shape[0]
         wave = soxr.resample(wave, int(sr_in), int(sample_rate), quality="HQ")
+        if rule is not None:
+            wave = fix_length(wave, rule(n, int(sr_in), int(sample_rate)))
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
@@ -95,3 +157,59 @@ def int16_roundtrip(wave: np.ndarray) -> np.ndarray:
     """Quantise to int16 and back, as LAION-CLAP training data and AF1 inputs were (scale 32767)."""
     clipped = np.clip(wave, -1.0, 1.0)
     return ((clipped * 32767.0).astype(np.int16) / 32767.0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- query audio
+
+AudioSource = str | Path | np.ndarray | tuple[np.ndarray, int]
+
+
+def crop_seconds(encoder) -> float | None:
+    """Seconds of audio an encoder uses from the segment start (None: all), as build_index reads them."""
+    return getattr(encoder, "max_seconds", None) or getattr(getattr(encoder, "scheme", None), "max_seconds", None)
+
+
+def load_waveform(source: AudioSource, sample_rate: int, *, start: float | None = None,
+                  end: float | None = None, max_seconds: float | None = None) -> np.ndarray:
+    """A query's audio at ``sample_rate``: a file path, a waveform at that rate, or ``(wave, sr)``.
+
+    Raises AudioError (naming the file) for missing, unreadable, too-short or silent audio.
+    """
+    from .errors import ConfigError
+
+    if isinstance(source, (str, Path)):
+        wave = load_audio(source, sample_rate, start=start, end=end, max_seconds=max_seconds)
+        name: str | Path = source
+    else:
+        wave, sr = source if isinstance(source, tuple) else (source, sample_rate)
+        wave = np.asarray(wave, np.float32)
+        if wave.ndim != 1:
+            raise ConfigError(f"a query waveform must be mono 1-D, got shape {wave.shape}")
+        if int(sr) != sample_rate:
+            wave = resample(wave, int(sr), sample_rate)
+        if max_seconds:
+            wave = wave[: int(round(max_seconds * sample_rate))]
+        name = "<waveform>"
+    check_usable(wave, sample_rate, name)
+    return wave
+
+
+def load_for_encoders(source: AudioSource, encoders, item: dict | None = None) -> dict[int, np.ndarray]:
+    """``source`` decoded once per sample rate of ``encoders`` (None entries ignored), reading only the
+    seconds they use (the longest crop among the encoders at a rate); ``item`` may give start/end.
+    Look a wave up with `wave_for`."""
+    item = item or {}
+    rates: dict[int, float | None] = {}  # sample rate -> seconds to read (None: all)
+    for enc in encoders:
+        if enc is None:
+            continue
+        sr, most = int(enc.sample_rate), crop_seconds(enc)
+        seen = rates.get(sr, 0.0)  # 0: no encoder at this rate yet
+        rates[sr] = None if seen is None or not most else max(most, seen)
+    return {sr: load_waveform(source, sr, start=item.get("start"), end=item.get("end"), max_seconds=most)
+            for sr, most in rates.items()}
+
+
+def wave_for(waves: dict[int, np.ndarray], encoder) -> np.ndarray:
+    """The wave of ``load_for_encoders`` that ``encoder`` takes."""
+    return waves[int(encoder.sample_rate)]

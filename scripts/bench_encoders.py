@@ -131,7 +131,8 @@ def _laion_case(workdir: Path, args, amodel: str, enable_fusion: bool, hf: bool 
     saved as a released .pt and loaded by ours; baseline = its get_audio_embedding_from_filelist."""
     from support import laion_oracle as lo
 
-    from rag_flamingo.encoders.laion_clap import convert_original_to_transformers, load_hf_clap, load_laion_clap
+    from rag_flamingo.encoders.hf_clap import convert_original_to_transformers, load_hf_clap
+    from rag_flamingo.encoders.laion_clap import load_laion_clap
 
     standins = lo.make_hub_standins(workdir / "hub")
     module = lo.build_clap_module(standins, amodel=amodel, enable_fusion=enable_fusion)

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from rag_flamingo.audio import int16_roundtrip, load_audio
+from rag_flamingo.audio import int16_roundtrip, librosa_length, load_audio
 from rag_flamingo.encoders import build_encoder
 from rag_flamingo.encoders.laion_clap import load_laion_clap
 from rag_flamingo.errors import CheckpointError, ConfigError
@@ -126,6 +126,33 @@ def test_nonfusion_parity_filelist(tiny, standins, tmp_path, monkeypatch):
     monkeypatch.undo()
     ours = _ours(standins, path, long_audio="head").embed([load_audio(f, SR) for f in files])
     _assert_parity(ours, ref)
+
+
+# (seconds, rate, channels): each length at 44.1 or 22.05 kHz, mono and stereo, and 48 kHz (no resampling)
+SHORT_FILES = [(0.5, 44100, 2), (1.3, 44100, 1), (2.7, 22050, 2), (4.9, 22050, 1), (1.3, 48000, 2)]
+
+
+def test_short_files_decode_and_embed_like_the_original(tiny, standins, tmp_path):
+    """Clips under 5 s are tiled to 10 s, so one sample of decode length shifts every tile: files
+    decoded by the index builder's reader (the encoder's rule: librosa.load's length) embed as the
+    original file-list API does, at 44.1/22.05/48 kHz, mono and stereo."""
+    from index_builder.reader import decode_item, decode_spec
+
+    module, path = tiny
+    enc = _ours(standins, path, batch_size=4)
+    spec = decode_spec(enc)
+    assert spec.length_rule == "librosa"
+    files, soxr_differs = [], 0
+    for i, (sec, sr, channels) in enumerate(SHORT_FILES):
+        data = np.stack([_signal(sec, 70 + i + c, sr) for c in range(channels)], axis=1)
+        files.append(tmp_path / f"clip{i}.wav")
+        sf.write(files[-1], data, sr, subtype="FLOAT")
+        soxr_differs += load_audio(files[-1], SR).shape[0] != librosa_length(data.shape[0], sr, SR)
+    assert soxr_differs == 4  # soxr's own length would be one sample short for these
+    ref = module.get_audio_embedding_from_filelist([str(f) for f in files])
+    ours = enc.embed([decode_item({"path": f.name}, tmp_path, spec) for f in files])
+    _assert_parity(ours, ref)
+    _assert_distinct(ours)
 
 
 def test_fusion_parity(fusion, standins, monkeypatch):
@@ -309,7 +336,7 @@ def test_registry_and_fingerprint(tiny, fusion, standins):
 
 
 def _hf_dir(standins: Path, path: Path, out: Path, enable_fusion: bool) -> Path:
-    from rag_flamingo.encoders.laion_clap import convert_original_to_transformers
+    from rag_flamingo.encoders.hf_clap import convert_original_to_transformers
     from transformers import RobertaTokenizer
 
     model = convert_original_to_transformers(path, str(standins / "roberta-base"), enable_fusion=enable_fusion)

@@ -12,9 +12,10 @@ import time
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
-from rag_flamingo.audio import load_audio
+from rag_flamingo.audio import load_audio, torchaudio_length
 from rag_flamingo.encoders import available_encoders, build_encoder
 from rag_flamingo.encoders.clapcap import ClapcapEncoder
 from rag_flamingo.encoders.ms_clap import MSCLAP_2022, MSCLAP_2023, MSClapEncoder, crop_starts
@@ -111,6 +112,30 @@ def test_audio_parity_with_original_file_api(fixture, request, audio_files, monk
             got = torch.from_numpy(ours.embed([wave])[0])
         assert_close(got, ref, f"{fixture} {key}")
     assert longer >= 1
+
+
+def test_short_files_decode_like_the_original(msclap_2023, tmp_path):
+    """Clips under 7 s are tiled, so the decode length shifts every tile: files decoded by the index
+    builder's reader (the encoder's rule: torchaudio's resampled length) give the original file API's
+    tiled input (0.5-4.9 s at 48, 22.05 and 44.1 kHz; at 48 kHz 7 extra samples make soxr's own
+    length one short) and, for one of them, its embedding. Mono only: for a multi-channel file the
+    original concatenates the channels (we average them)."""
+    from index_builder.reader import decode_item, decode_spec
+
+    _, wrapper, ours, _, _ = msclap_2023
+    spec = decode_spec(ours)
+    assert spec.length_rule == "torchaudio"
+    paths, soxr_short = [], 0
+    for i, (seconds, sr) in enumerate((s, sr) for sr in (48000, 22050, SR) for s in (0.5, 1.3, 2.7, 4.9)):
+        extra = 7 if sr == 48000 else 0
+        paths.append(write_wave(tmp_path / f"clip{i}.wav", seconds + extra / sr, sr=sr, seed=20 + i))
+        soxr_short += load_audio(paths[-1], SR).shape[0] < torchaudio_length(sf.info(str(paths[-1])).frames, sr, SR)
+    assert soxr_short == 4
+    waves = [decode_item({"path": p.name}, tmp_path, spec) for p in paths]
+    ref_inputs = wrapper.preprocess_audio([str(p) for p in paths], resample=True)[:, 0].numpy()
+    np.testing.assert_array_equal(np.stack([ours.crops(w)[0] for w in waves]), ref_inputs)
+    ref = wrapper.get_audio_embeddings([str(paths[1])])  # 1.3 s at 48 kHz
+    assert_close(ours.audio_projections([waves[1]]), ref, "short file")
 
 
 @pytest.mark.parametrize("fixture", ["msclap_2023", "msclap_2022"])
@@ -221,7 +246,7 @@ def test_reduced_precision_autocast_path(own_2023, audio_files):
 
 
 def test_unreadable_checkpoint_is_a_checkpoint_error(tmp_path):
-    from rag_flamingo.encoders.checkpoints import read_state_dict
+    from rag_flamingo.checkpoints import read_state_dict
 
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.pth"):

@@ -13,4 +13,4 @@ from .base import (  # noqa: F401
 # Built-in encoders register themselves on import; each encoder module adds its import here.
 from . import aisfx  # noqa: E402,F401
 from . import ms_clap, clapcap  # noqa: E402,F401
-from . import laion_clap  # noqa: E402,F401
+from . import laion_clap, hf_clap  # noqa: E402,F401

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio import int16_roundtrip, peak_normalize
-from .base import best_device, check_batch_size, register_encoder, resolve_precision
-from .checkpoints import CheckpointSource, checkpoint_sha256, load_strict, read_state_dict, resolve_checkpoint
+from ..checkpoints import CheckpointSource, checkpoint_sha256, load_strict, read_state_dict, resolve_checkpoint
+from ..devices import best_device, resolve_precision
+from .base import check_batch_size, register_encoder
 from .ms_clap import HUB_REPO, MSCLAP_2023, MSClapAudioEncoder, run_batched
 from .windows import AF1_WINDOWS, WindowScheme
 
@@ -67,6 +68,7 @@ class ClapcapEncoder:
     sample_rate = 44100
     dim = 1024
     normalized = True
+    decode_length = "librosa"  # AF1 resamples with librosa.resample (audio.decode_rule)
 
     def __init__(self, checkpoint: str | None = None, hub_repo: str = HUB_REPO, filename: str = CLAPCAP_FILENAME,
                  batch_size: int = 16, device: str | None = None, precision: str | None = "auto",

@@ -10,7 +10,8 @@ weights from the checkpoint), ``text_projection.{0,2}``, ``logit_scale_{a,t}``.
 
 Preprocessing, as the original file-list API (``CLAP_Module.get_audio_embedding_from_filelist``) except
 where it is random:
-- mono float32 at 48 kHz, int16 round-trip (``rag_flamingo.audio.int16_roundtrip``);
+- mono float32 at 48 kHz, int16 round-trip (``rag_flamingo.audio.int16_roundtrip``); files are decoded to
+  ``librosa.load``'s length (``decode_length = 'librosa'``, see ``rag_flamingo.audio.librosa_length``);
 - shorter than 10 s: repeat-pad then zero-pad to 480,000 samples (as the original);
 - longer than 10 s, non-fusion (``long_audio``): ``mean`` (default) = mean of the normalised embeddings
   of consecutive 10 s windows, the last one aligned to the end of the clip, re-normalised;
@@ -30,9 +31,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -40,13 +41,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio import int16_roundtrip
+from ..checkpoints import (
+    CheckpointSource,
+    checkpoint_sha256,
+    load_strict,
+    load_text_tower,
+    load_torch_file,
+    resolve_checkpoint,
+)
 from ..errors import CheckpointError, ConfigError
 from .base import autocast, best_device, check_batch_size, micro_batches, register_encoder, resolve_precision
-from .checkpoints import (CheckpointSource, checkpoint_sha256, load_strict, load_text_tower, load_torch_file,
-                          resolve_checkpoint)
 from .htsat import HTSAT, HTSATConfig
 from .laion_fusion import FusionMelConfig, FusionPatchEmbed, HTKLogMel, fusion_input, repeat_pad, rowwise
-from .mel import LogMel, LogMelConfig
 from .windows import end_aligned_starts
 
 logger = logging.getLogger(__name__)
@@ -58,10 +64,10 @@ TEXT_MAX_LENGTH = 77
 DEFAULT_MAX_SECONDS = 60.0  # audio after this is not used (None: all of it)
 
 # The original ``model_configs/HTSAT-{tiny,base}.json`` audio settings (48 kHz, hop 480, fmax 14 kHz).
-_LAION_AUDIO = dict(sample_rate=SAMPLE_RATE, window_size=1024, hop_size=480, mel_bins=64, fmin=50.0, fmax=14000.0)
+LAION_AUDIO = dict(sample_rate=SAMPLE_RATE, window_size=1024, hop_size=480, mel_bins=64, fmin=50.0, fmax=14000.0)
 AMODELS: dict[str, HTSATConfig] = {
-    "HTSAT-tiny": HTSATConfig(**_LAION_AUDIO),
-    "HTSAT-base": HTSATConfig(**_LAION_AUDIO, embed_dim=128, depths=(2, 2, 12, 2)),
+    "HTSAT-tiny": HTSATConfig(**LAION_AUDIO),
+    "HTSAT-base": HTSATConfig(**LAION_AUDIO, embed_dim=128, depths=(2, 2, 12, 2)),
 }
 LONG_AUDIO_POLICIES = {False: ("mean", "head", "center"), True: ("fusion", "head")}
 
@@ -224,13 +230,15 @@ class LaionClapEncoder:
     device: torch.device
     dtype: torch.dtype
     batch_size: int
-    model: nn.Module = field(repr=False)  # LaionClapModel, or HFClapBackend for transformers conversions
+    model: nn.Module = field(repr=False)  # LaionClapModel, or hf_clap.HFClapBackend (transformers port)
     tokenizer: object = field(repr=False)
     sample_rate: int = SAMPLE_RATE
     dim: int = 512
     normalized: bool = True
     family: str = "laion_clap"  # "hf_clap": transformers.ClapModel weights, our frontend
     max_seconds: float | None = None  # audio after this is not used (the index builder reads no more)
+    # the original file API decodes with librosa.load: files are decoded to its length (audio.decode_rule)
+    decode_length: ClassVar[str] = "librosa"
     _sha256: str | None = field(default=None, repr=False)
 
     # -- audio ---------------------------------------------------------------------------------------
@@ -331,12 +339,13 @@ class LaionClapEncoder:
             "enable_fusion": c.enable_fusion,
             "text_model": os.path.basename(str(c.text_model).rstrip("/")),
             "sample_rate": self.sample_rate,
+            "decode_length": self.decode_length,
             "window_samples": WINDOW_SAMPLES,
             "int16_roundtrip": True,
             "short_audio": "repeat-pad then zero-pad to 10 s",
             "max_seconds": self.max_seconds,
             "long_audio": f"{c.long_audio}: {long_audio[c.long_audio]}",
-            "mel": {k: v for k, v in _LAION_AUDIO.items()} | {"frontend": "torchlibrosa (slaney)"},
+            "mel": {k: v for k, v in LAION_AUDIO.items()} | {"frontend": "torchlibrosa (slaney)"},
             "dim": self.dim,
             "normalized": True,
             "device": str(self.device),
@@ -348,20 +357,20 @@ class LaionClapEncoder:
         return fp
 
 
-def _max_seconds(value: float | None) -> float | None:
+def check_max_seconds(value: float | None) -> float | None:
     if value is not None and float(value) < WINDOW_SAMPLES / SAMPLE_RATE:
         raise ConfigError(f"max_seconds={value} is shorter than the 10 s encoder window; use >= 10 or null")
     return None if value is None else float(value)
 
 
-def _precision(precision: str | None, device: torch.device) -> torch.dtype:
+def encoder_precision(precision: str | None, device: torch.device) -> torch.dtype:
     dtype = resolve_precision(precision, device)
     if device.type == "cpu" and dtype == torch.float16:
         raise ConfigError("precision fp16 is not supported on CPU; use fp32 (default) or bf16")
     return dtype
 
 
-def _batch_size(batch_size: int | None, device: torch.device) -> int:
+def default_batch_size(batch_size: int | None, device: torch.device) -> int:
     return check_batch_size(batch_size or (32 if device.type == "cuda" else 8))
 
 
@@ -386,7 +395,7 @@ def load_laion_clap(
                              long_audio=long_audio or ("fusion" if enable_fusion else "mean"),
                              shrink_antialias=shrink_antialias)
     dev = best_device(device)
-    dtype, size = _precision(precision, dev), _batch_size(batch_size, dev)
+    dtype, size = encoder_precision(precision, dev), default_batch_size(batch_size, dev)
     path = resolve_checkpoint(CheckpointSource(path=checkpoint, repo_id=hub_repo, filename=filename),
                               what=f"LAION-CLAP checkpoint ({name})")
     tokenizer, text_config = load_text_side(text_model)
@@ -395,7 +404,7 @@ def load_laion_clap(
     model.eval().to(dev)
     return LaionClapEncoder(name=name, config=config, checkpoint_path=path, device=dev,
                             dtype=dtype, batch_size=size, model=model, tokenizer=tokenizer,
-                            max_seconds=_max_seconds(max_seconds))
+                            max_seconds=check_max_seconds(max_seconds))
 
 
 @register_encoder("laion_clap")
@@ -418,160 +427,3 @@ def _laion_clap_music(**options) -> LaionClapEncoder:
                 "amodel": "HTSAT-base"}
     return load_laion_clap(**(defaults | options))
 
-
-# ----------------------------------------------------------------------------------------------------
-# Hugging Face conversions (transformers.ClapModel): laion/clap-htsat-fused, laion/clap-htsat-unfused
-#
-# The model is transformers' port; the audio frontend is ours (the original's torchlibrosa mel for
-# non-fusion, the torchaudio-style mel and deterministic chunks for fusion), because the HF numpy
-# feature extractor crops/chunks at random and its mel differs in details from the original (measured
-# in tests/test_encoders_laion_hf.py). So hf_clap_* embeddings follow the same policies as laion_clap*.
-
-HF_REPOS = {"hf_clap_fused": "laion/clap-htsat-fused", "hf_clap_unfused": "laion/clap-htsat-unfused"}
-
-
-class HFClapBackend(nn.Module):
-    """``transformers.ClapModel`` behind the same three calls as ``LaionClapModel``."""
-
-    needs_fixed_batches = True  # the port's fusion and heads run over the whole batch: pad to fixed shapes
-
-    def __init__(self, clap, fusion_mel: FusionMelConfig = FusionMelConfig()):
-        super().__init__()
-        a = _LAION_AUDIO
-        self.clap = clap
-        self.enable_fusion = bool(clap.config.audio_config.enable_fusion)
-        self.logmel = LogMel(LogMelConfig(sample_rate=a["sample_rate"], n_fft=a["window_size"],
-                                          hop_length=a["hop_size"], n_mels=a["mel_bins"], fmin=a["fmin"],
-                                          fmax=a["fmax"]))
-        self.fusion_mel = HTKLogMel(fusion_mel) if self.enable_fusion else None
-
-    def embed_waveforms(self, waves: torch.Tensor) -> torch.Tensor:
-        """Non-fusion models: [B, 480000] -> normalised [B, 512]."""
-        return self.clap.get_audio_features(input_features=self.logmel(waves)).pooler_output.float()
-
-    def embed_fusion(self, mel: torch.Tensor, longer: torch.Tensor) -> torch.Tensor:
-        return self.clap.get_audio_features(input_features=mel.float(), is_longer=longer[:, None]).pooler_output.float()
-
-    def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.clap.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output.float()
-
-
-_HF_RENAMES = (("text_branch", "text_model"), ("audio_branch", "audio_model.audio_encoder"),
-               ("attn", "attention.self"), ("self.proj", "output.dense"), ("mlp.fc1", "intermediate.dense"),
-               ("mlp.fc2", "output.dense"), ("norm1", "layernorm_before"), ("norm2", "layernorm_after"),
-               ("bn0", "batch_norm"), ("_projection.0.", "_projection.linear1."),
-               ("_projection.2.", "_projection.linear2."))
-# Original keys with no counterpart in transformers.ClapModel, by rule: the torchlibrosa frontend
-# matrices (the port computes features outside the model), the token-semantic head, the derived
-# shifted-window masks and the training-only MLPs.
-_HF_DROPPED = re.compile(r"audio_branch\.(spectrogram_extractor|logmel_extractor|tscam_conv|head)\..*"
-                         r"|.*\.attn_mask|(audio|text)_transform\..*")
-# ClapModel buffers that the original file does not hold: derived, taken from the fresh model.
-_HF_DERIVED = ("text_model.embeddings.position_ids", "text_model.embeddings.token_type_ids")
-
-
-def hf_clap_config(amodel: str, enable_fusion: bool, text_config):
-    """The ``transformers.ClapConfig`` of an original LAION-CLAP model."""
-    from transformers import ClapConfig
-
-    h = AMODELS[amodel]
-    text = {k: getattr(text_config, k) for k in ("vocab_size", "hidden_size", "num_hidden_layers",
-                                                  "num_attention_heads", "intermediate_size",
-                                                  "max_position_embeddings", "type_vocab_size",
-                                                  "layer_norm_eps", "pad_token_id", "bos_token_id",
-                                                  "eos_token_id", "hidden_act")}
-    audio = dict(patch_embeds_hidden_size=h.embed_dim, depths=list(h.depths), num_attention_heads=list(h.num_heads),
-                 hidden_size=h.num_features, enable_fusion=enable_fusion,
-                 fusion_type="aff_2d" if enable_fusion else None)
-    return ClapConfig(text_config=text, audio_config=audio, projection_dim=512)
-
-
-def convert_original_to_transformers(checkpoint: str | Path, text_model: str = "roberta-base",
-                                     amodel: str = "HTSAT-tiny", enable_fusion: bool = False):
-    """An original LAION-CLAP ``*.pt`` as a ``transformers.ClapModel`` (strict: every key accounted for).
-
-    Same renaming as transformers' own conversion script, which however loads non-strictly.
-    Save the result with ``model.save_pretrained(dir)`` (and the RoBERTa tokenizer next to it).
-    """
-    from transformers import ClapModel
-
-    _, text_config = load_text_side(text_model)
-    model = ClapModel(hf_clap_config(amodel, enable_fusion, text_config)).eval()
-    original = load_original_state_dict(checkpoint)
-    original.pop(POSITION_IDS_KEY, None)
-    state: dict[str, torch.Tensor] = {}
-    for key, value in original.items():
-        if _HF_DROPPED.fullmatch(key):
-            continue
-        for old, new in _HF_RENAMES:
-            key = key.replace(old, new)
-        key = key.replace("attention.self_mask", "attn_mask")
-        if ".qkv." in key:
-            for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0)):
-                state[key.replace("qkv", name)] = part
-        else:
-            state[key] = value
-    fresh = model.state_dict()
-    state.update({k: fresh[k] for k in _HF_DERIVED if k in fresh})
-    load_strict(model, state, str(checkpoint))
-    return model
-
-
-def _hf_weights_file(source: str) -> Path:
-    local = Path(os.path.expanduser(source))
-    names = ("model.safetensors", "pytorch_model.bin")
-    if local.is_dir():
-        for name in names:
-            if (local / name).is_file():
-                return local / name
-        raise CheckpointError(f"{local}: no model.safetensors or pytorch_model.bin (save_pretrained output expected)")
-    last: Exception | None = None
-    for name in names:
-        try:
-            return resolve_checkpoint(CheckpointSource(repo_id=source, filename=name), what=f"CLAP model {source}")
-        except CheckpointError as exc:
-            last = exc
-    raise CheckpointError(f"{last} (hf_clap: `hf download {source}` fetches the whole model folder)")
-
-
-def load_hf_clap(name: str = "hf_clap_unfused", *, model: str | None = None, long_audio: str | None = None,
-                 max_seconds: float | None = DEFAULT_MAX_SECONDS, shrink_antialias: bool = False,
-                 device: str | None = None, precision: str | None = None,
-                 batch_size: int | None = None) -> LaionClapEncoder:
-    """A LAION-CLAP conversion in ``transformers`` format (hub id or local ``save_pretrained`` dir)."""
-    from transformers import AutoTokenizer, ClapModel
-
-    dev = best_device(device)
-    dtype, size = _precision(precision, dev), _batch_size(batch_size, dev)
-    source = model or HF_REPOS.get(name, HF_REPOS["hf_clap_unfused"])
-    weights = _hf_weights_file(source)
-    try:
-        clap = ClapModel.from_pretrained(str(weights.parent))
-        tokenizer = AutoTokenizer.from_pretrained(str(weights.parent))
-    except Exception as exc:
-        raise CheckpointError(f"{weights.parent}: cannot load a transformers ClapModel + tokenizer "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                              f"`hf download {source}` fetches the complete folder") from exc
-    fusion = bool(clap.config.audio_config.enable_fusion)
-    widths = {v.embed_dim: k for k, v in AMODELS.items()}
-    amodel = widths.get(clap.config.audio_config.patch_embeds_hidden_size, "HTSAT-tiny")
-    config = LaionClapConfig(amodel=amodel, enable_fusion=fusion, text_model=source,
-                             long_audio=long_audio or ("fusion" if fusion else "mean"),
-                             shrink_antialias=shrink_antialias)
-    backend = HFClapBackend(clap, config.fusion_mel)
-    backend.eval().to(dev)
-    return LaionClapEncoder(name=name, config=config, checkpoint_path=weights, device=dev,
-                            dtype=dtype, batch_size=size, model=backend,
-                            tokenizer=tokenizer, family="hf_clap", max_seconds=_max_seconds(max_seconds))
-
-
-@register_encoder("hf_clap_fused")
-def _hf_clap_fused(**options) -> LaionClapEncoder:
-    """``laion/clap-htsat-fused`` through transformers.ClapModel."""
-    return load_hf_clap(**({"name": "hf_clap_fused"} | options))
-
-
-@register_encoder("hf_clap_unfused")
-def _hf_clap_unfused(**options) -> LaionClapEncoder:
-    """``laion/clap-htsat-unfused`` through transformers.ClapModel."""
-    return load_hf_clap(**({"name": "hf_clap_unfused"} | options))

@@ -10,7 +10,10 @@ Legacy buffers that old transformers versions saved (GPT-2 ``attn.bias``/``attn.
 ``embeddings.position_ids``) are accepted as known-unused keys; anything else must match exactly.
 
 Audio (``msclap.CLAPWrapper.load_audio_into_tensor`` except where it is random):
-- mono float32 at 44.1 kHz, no normalisation (as the original);
+- mono float32 at 44.1 kHz, no normalisation (as the original); files are decoded to the length
+  ``torchaudio.transforms.Resample`` gives (``decode_length = 'torchaudio'``, see
+  ``rag_flamingo.audio.torchaudio_length``). The original flattens a multi-channel file (channels one
+  after the other); here channels are averaged, as for every encoder;
 - up to ``duration`` (5 s 2022 / 7 s 2023): repeat-tiled and cut to exactly ``duration`` (original);
 - longer (policy ``long_audio='mean'``, recorded in the fingerprint): consecutive ``duration``
   windows starting at 0, the last one aligned to the end of the clip; the embedding is the mean of the
@@ -32,10 +35,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoints import (
+    CheckpointSource,
+    checkpoint_sha256,
+    load_strict,
+    load_text_tower,
+    read_state_dict,
+    resolve_checkpoint,
+)
 from ..errors import ConfigError
 from .base import autocast, best_device, check_batch_size, micro_batches, register_encoder, resolve_precision
-from .checkpoints import (CheckpointSource, checkpoint_sha256, load_strict, load_text_tower, read_state_dict,
-                          resolve_checkpoint)
 from .cnn14 import Cnn14, Cnn14Config
 from .htsat import HTSAT, HTSAT_TINY
 from .windows import end_aligned_starts
@@ -220,6 +229,7 @@ class MSClapEncoder:
 
     normalized = True
     sample_rate = SAMPLE_RATE
+    decode_length = "torchaudio"  # msclap resamples files with torchaudio (audio.decode_rule)
 
     def __init__(self, config: MSClapConfig, checkpoint: str | None = None, hub_repo: str = HUB_REPO,
                  filename: str | None = None, text_model: str | None = None, with_text: bool = True,
@@ -313,6 +323,7 @@ class MSClapEncoder:
             "checkpoint_sha256": self._sha256,
             "dim": self.dim,
             "sample_rate": c.sample_rate,
+            "decode_length": self.decode_length,
             "clip_seconds": c.duration,
             "short_audio": "repeat-tile to clip_seconds (msclap)",
             "long_audio": {"mean": "mean of L2-normalised consecutive clip_seconds windows (last aligned "
