@@ -17,21 +17,22 @@ from __future__ import annotations
 
 import sys
 
-from omegaconf import OmegaConf
-
-from rag_flamingo.cli import compose_config, export_roots, run_main
+from rag_flamingo.cli import compose_config, export_roots, print_config, run_main
 
 CONFIG_NAME = "build_index"
 
 
+ALIASES = {"output": "store"}  # the store's folder was once output=; the name is store= in every command
+
+
 def load_config(overrides: list[str]) -> dict:
     """The composed, resolved config as a plain dict."""
-    return compose_config(CONFIG_NAME, overrides)
+    return compose_config(CONFIG_NAME, overrides, ALIASES)
 
 
 def _run(argv: list[str]) -> None:
     if "--cfg" in argv:
-        print(OmegaConf.to_yaml(load_config([a for a in argv if a != "--cfg"])))
+        print_config(CONFIG_NAME, [a for a in argv if a != "--cfg"], ALIASES)
         return
     from .pipeline import config_from_dict, run  # heavy imports (torch, faiss) only when running
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rag_flamingo import distributed
+from rag_flamingo import paths
 from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.datasets.sources import resolve_split, split_name
 from rag_flamingo.encoders.base import build_encoder
@@ -284,7 +285,7 @@ def _read_source(cfg: BuildConfig, ranks: distributed.Ranks) -> tuple[Source, li
     manifest, audio_root = resolve_split(cfg.dataset, cfg.split)
     if ranks.is_main:
         distributed.barrier(ranks)
-    rows = read_manifest(manifest)
+    rows = read_manifest(manifest, allow_outside_root=bool(cfg.dataset.get("allow_outside_root")))
     name = str(cfg.dataset.get("name") or Path(manifest).stem)
     return Source.from_manifest(name, split_name(cfg.dataset, cfg.split), manifest, audio_root), rows
 
@@ -435,12 +436,12 @@ def _summary(root: Path, info: StoreInfo, status: str, stats: EmbedStats, skippe
 
 def config_from_dict(cfg: dict[str, Any]) -> BuildConfig:
     """A BuildConfig from the composed Hydra config (as a plain dict)."""
-    if not cfg.get("output"):
-        raise ConfigError("output is not set")
+    split = split_name(cfg["dataset"], str(cfg.get("split") or "index"))
+    store = cfg.get("store") or paths.default_store(cfg["cache_root"], cfg["dataset"]["name"], split, cfg["encoder"]["name"])
     features = cfg.get("features")
     return BuildConfig(
-        output=Path(cfg["output"]).expanduser(), dataset=dict(cfg["dataset"]), encoder=dict(cfg["encoder"]),
-        index=IndexOptions.from_config(cfg.get("index") or {}), split=str(cfg.get("split") or "index"),
+        output=Path(store).expanduser(), dataset=dict(cfg["dataset"]), encoder=dict(cfg["encoder"]),
+        index=IndexOptions.from_config(cfg.get("index") or {}), split=split,
         mode=str(cfg.get("mode") or "build"), features=features or None,
         features_encoder=dict(cfg.get("features_encoder") or {}), shard_size=int(cfg.get("shard_size", 1000)),
         batch_size=int(cfg.get("batch_size", 32)), num_workers=int(cfg.get("num_workers", 2)),

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .audio import AUDIO_EXTENSIONS
 from .cli import compose_config, print_config, run_main
-from .components import build_encoder, build_predictors, open_store
+from .components import build_encoder, build_predictors, open_store, task_name
 from .errors import ConfigError
 from .jsonl import append_jsonl, write_jsonl
 from .prompts import TaskFamily, get_task
@@ -69,7 +69,7 @@ def tsv_field(text: str) -> str:
 def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
     """Label every file of ``cfg['audio']``; returns the records (also printed / written to ``out``)."""
     stream = stream or sys.stdout
-    task = get_task(cfg.get("task") or "classification")
+    task = get_task(task_name(cfg))
     if task.family not in (TaskFamily.CLASSIFICATION, TaskFamily.TAGGING):
         raise ConfigError(f"rag_classify labels audio (task=classification or tagging), not {task.name}")
     if not cfg.get("store"):

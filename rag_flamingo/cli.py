@@ -94,10 +94,19 @@ def _group_options(group: str) -> list[str]:
     return sorted({p.stem for folder in folders for p in (folder / group).glob("*.yaml")})
 
 
+def _config_groups(config_name: str) -> set[str]:
+    """The config groups ``<config_name>.yaml`` selects in its defaults list (``dataset``, ``model``, ...)."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.to_container(OmegaConf.load(paths.conf_dir() / f"{config_name}.yaml")).get("defaults", [])
+    return {str(key).split("@")[0] for entry in defaults if isinstance(entry, dict) for key in entry}
+
+
 def _check_groups(config_name: str, overrides: list[str]) -> tuple[list[str], list[str]]:
     """Split ``overrides`` into group choices (``dataset=esc50``, checked) and settings."""
     from .errors import ConfigError
 
+    known_groups = _config_groups(config_name)
     groups, settings = [], []
     for override in overrides:
         if "=" not in override:
@@ -106,12 +115,13 @@ def _check_groups(config_name: str, overrides: list[str]) -> tuple[list[str], li
         if key.startswith("hydra."):
             groups.append(override)
             continue
-        options = _group_options(key) if "." not in key else []
+        if key == "index" and ("/" in value or Path(value).expanduser().exists()):
+            what = INDEX_TYPES_HINT if "index" in known_groups else f"{config_name} has no index= option"
+            raise ConfigError(f"{what}; the store's folder is store={value}")
+        options = _group_options(key) if key in known_groups else []
         if not options:
             settings.append(override)
             continue
-        if key == "index" and ("/" in value or Path(value).expanduser().exists()):
-            raise ConfigError(f"{INDEX_TYPES_HINT}; the store's folder is store={value}")
         if value not in options and not value.startswith(("[", "{")):
             raise ConfigError(f"{key}={value} is not a known {key}{did_you_mean(value, options)}; "
                               f"choose one of {', '.join(options)}")

@@ -1,6 +1,6 @@
 """Typed schemas of the query side's configs, registered with Hydra's ConfigStore.
 
-``rag_flamingo/conf/evaluate.yaml`` and ``rag_classify.yaml`` start their defaults list with these
+``rag_flamingo/conf/evaluate.yaml``, ``rag_classify.yaml`` and ``build_index.yaml`` start their defaults list with these
 schemas, so Hydra checks every value's type at composition (``k=abc`` is an error, not a string) and
 the sections below accept no unknown key. The groups that vary in shape (``dataset``, ``encoder``,
 ``model``, ``task``) stay open mappings; their keys are checked against the composed config by
@@ -86,8 +86,8 @@ class QueryConfig:
 class EvaluateConfig(QueryConfig):
     dataset: Any = field(default_factory=dict)
     task: Any = field(default_factory=dict)
-    index_split: Optional[str] = None  # names the default store (build_index's split)
-    query_split: Optional[str] = None  # the split whose items are the queries
+    index_split: str = "index"  # a split name, or the role looked up in dataset.splits: names the default store
+    query_split: str = "query"  # a split name, or the role: the split whose items are the queries
     limit: Optional[int] = None  # only the first N queries
     predictor: Any = "knn"  # one or a list of the registered predictors
     shots: Any = 4  # one or a list of shot counts
@@ -101,8 +101,30 @@ class ClassifyConfig(QueryConfig):
     audio: Optional[str] = None  # a file or a folder (searched recursively)
     predictor: str = "knn"
     k: int = 4  # retrieved shots
-    task: str = "classification"  # or tagging
+    task: Any = field(default_factory=dict)  # the task group: classification (default) or tagging
     out: Optional[str] = None  # also write JSON lines here
+
+
+@dataclass
+class BuildIndexConfig:
+    """``build_index`` (the values and their comments: rag_flamingo/conf/build_index.yaml)."""
+
+    cache_root: str = "${oc.env:RAG_FLAMINGO_CACHE_ROOT,${oc.env:HOME}/.cache/rag_flamingo}"
+    data_root: str = "${oc.env:RAG_FLAMINGO_DATA_ROOT,${cache_root}/data}"
+    dataset: Any = field(default_factory=dict)
+    encoder: Any = field(default_factory=dict)
+    index: Any = field(default_factory=dict)
+    split: str = "index"
+    store: Optional[str] = None
+    mode: str = "build"
+    features: Optional[Any] = None
+    features_encoder: Any = field(default_factory=dict)
+    shard_size: int = 1000
+    batch_size: int = 32
+    num_workers: int = 2
+    device: str = "auto"
+    min_seconds: float = 0.1
+    progress: bool = True
 
 
 def register() -> None:
@@ -112,4 +134,5 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="rag_classify_schema", node=ClassifyConfig)
+    cs.store(name="build_index_schema", node=BuildIndexConfig)
     cs.store(group="retrieval", name="retrieval_schema", node=RetrievalConfig)

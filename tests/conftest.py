@@ -23,3 +23,13 @@ def _isolated_roots(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def folder_stores(tmp_path_factory):
+    """Folders of real clips and aisfx stores built from them by ``build_index`` (see support.clips):
+    ``train/`` and ``test/`` with one clip per class under the same names (``whistle/0.wav``),
+    ``loo/`` with three per class; stores ``train_idx`` and ``loo_idx``."""
+    from support.clips import build_folder_stores
+
+    return build_folder_stores(tmp_path_factory.mktemp("folder_stores"))

@@ -1,52 +1,24 @@
 """The README recipe "new labels without fine-tuning", from a fresh folder of clips (aisfx, real files).
 
-    build_index dataset=folder dataset.root=clips/ output=my_index
-    rag_classify index=my_index audio=new/ predictor=knn|prototype out=labels.jsonl
-    (add a class folder) build_index dataset=folder dataset.root=clips/ output=my_index mode=append
+    build_index dataset=folder dataset.root=clips/ store=my_index
+    rag_classify store=my_index audio=new/ predictor=knn|prototype out=labels.jsonl
+    (add a class folder) build_index dataset=folder dataset.root=clips/ store=my_index mode=append
 """
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from index_builder.cli import main as build_index
 from rag_flamingo.classify import main as rag_classify
 from rag_flamingo.store import IndexStore
-
-SR = 22050
-
-
-def synth(kind: str, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(SR * rng.uniform(1.2, 2.0))) / SR
-    if kind == "whistle":
-        f = rng.uniform(2500, 3200)
-        x = np.sin(2 * np.pi * f * t + 3 * np.sin(2 * np.pi * 6 * t))
-    elif kind == "hum":
-        f = rng.uniform(90, 120)
-        x = sum(np.sin(2 * np.pi * f * h * t) / h for h in range(1, 6))
-    elif kind == "clicks":
-        x = np.zeros_like(t)
-        x[:: int(SR / rng.uniform(8, 12))] = 1.0
-        x = np.convolve(x, np.exp(-np.arange(200) / 20), mode="same")
-    else:  # "noise": bursts of white noise
-        x = rng.standard_normal(t.size) * (np.sin(2 * np.pi * 3 * t) > 0)
-    x = x + 0.01 * rng.standard_normal(t.size)
-    return (0.8 * x / np.max(np.abs(x))).astype(np.float32)
-
-
-def write_class(folder, kind: str, count: int, seed0: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        sf.write(folder / f"{kind}_{i}.wav", synth(kind, seed0 + i), SR)
+from support.clips import write_class
 
 
 def classify(index, audio, out, *extra) -> dict[str, dict]:
-    assert rag_classify([f"index={index}", f"audio={audio}", f"out={out}", *extra]) == 0
+    assert rag_classify([f"store={index}", f"audio={audio}", f"out={out}", *extra]) == 0
     return {r["path"].rsplit("/", 1)[-1]: r for r in map(json.loads, out.read_text().splitlines())}
 
 
@@ -57,7 +29,7 @@ def test_new_labels_from_a_folder_of_clips(tmp_path, capsys):
         write_class(clips / kind, kind, 4, seed0=100 * n)
         write_class(new, kind, 2, seed0=100 * n + 50)  # unseen clips of the same classes
     (new / "broken.wav").write_bytes(b"not audio at all")
-    base = ["dataset=folder", f"dataset.root={clips}", f"output={index}", "progress=false", "num_workers=0"]
+    base = ["dataset=folder", f"dataset.root={clips}", f"store={index}", "progress=false", "num_workers=0"]
     build_index(base)
     assert IndexStore.open(index).label_set() == ["clicks", "hum", "whistle"]
 

@@ -65,7 +65,8 @@ def source_of(dataset_cfg: Mapping[str, Any]) -> str:
 
 
 def split_name(dataset_cfg: Mapping[str, Any], split: str) -> str:
-    """A split name; the roles ``index``/``query`` map through ``dataset.splits``."""
+    """A split name; the roles ``index``/``query`` map through ``dataset.splits``. A folder's ``auto``
+    is ``train`` / ``test`` when the folder has both split folders, else ``all``."""
     if split not in ROLES:
         return split
     splits = _get(dataset_cfg, "splits") or {}
@@ -73,7 +74,18 @@ def split_name(dataset_cfg: Mapping[str, Any], split: str) -> str:
     if not name:
         raise ConfigError(f"dataset {_get(dataset_cfg, 'name')!r}: dataset.splits.{split} is not set "
                           f"(name the split that serves as the {split} split)")
+    if name == "auto":
+        return _auto_split(dataset_cfg, split)
     return str(name)
+
+
+def _auto_split(dataset_cfg: Mapping[str, Any], role: str) -> str:
+    if source_of(dataset_cfg) != "folder" or _get(dataset_cfg, "manifest") or not _get(dataset_cfg, "root"):
+        return folder.ALL_SPLIT
+    found = folder.folder_splits(folder.list_audio_files(dataset_root(dataset_cfg)))
+    if {"train", "test"} <= set(found):
+        return "train" if role == "index" else "test"
+    return folder.ALL_SPLIT
 
 
 def dataset_root(dataset_cfg: Mapping[str, Any]) -> Path:

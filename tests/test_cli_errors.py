@@ -1,0 +1,113 @@
+"""Every user error of every CLI: exit code 2, one line on stderr naming the problem, no traceback.
+Unknown or misspelt options are refused (with a "did you mean"), never ignored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from index_builder.cli import main as build_index
+from rag_flamingo.classify import main as rag_classify
+from rag_flamingo.evaluate import main as evaluate
+
+
+def bad_lines(folder_stores, tmp_path):
+    store, clips = folder_stores / "train_idx", folder_stores / "test"
+    missing = tmp_path / "no_such_store"
+    return {
+        build_index: [
+            (["stroe=x"], "did you mean 'store'"),
+            (["index=/data/my_index"], "store=/data/my_index"),
+            (["dataset=esc5"], "did you mean 'esc50'"),
+            (["mode=bogus", f"store={tmp_path / 's'}"], "mode='bogus'"),
+            (["shard_size=abc"], "shard_size"),
+            (["dataset=folder"], "dataset.root is not set"),
+            (["dataset=folder", f"dataset.root={tmp_path / 'nowhere'}"], "folder not found"),
+            (["dataset"], "not key=value"),
+        ],
+        evaluate: [
+            (["predictr=knn"], "did you mean 'predictor'"),
+            (["shots=abc", f"store={store}"], "shots must be whole numbers"),
+            ([f"store={store}", "dataset=folder", f"dataset.root={clips}", "predictor=knn", "shots=0"],
+             "predictor knn needs shots >= 1"),
+            ([f"store={store}", "dataset=folder", f"dataset.root={clips}", "predictor=bogus"], "unknown predictor"),
+            ([f"store={missing}", "dataset=folder", f"dataset.root={clips}"], "no_such_store"),
+            (["index=/data/my_index"], "store=/data/my_index"),
+            (["retrieval=knnn"], "did you mean 'knn'"),
+            (["task=clasification"], "did you mean 'classification'"),
+            (["+foo=1"], "unknown option 'foo'"),
+            (["retrieval.overfetch=-1", f"store={store}", "dataset=folder", f"dataset.root={clips}"], "overfetch"),
+        ],
+        rag_classify: [
+            (["predictr=prototype", f"store={store}", f"audio={clips}"], "did you mean 'predictor'"),
+            ([f"store={store}"], "audio= is required"),
+            ([f"audio={clips}"], "store= is required"),
+            ([f"store={store}", f"audio={clips}", "k=0"], "k=0"),
+            ([f"store={store}", f"audio={clips}", "k=abc"], "full_key: k"),
+            ([f"store={store}", f"audio={clips}", "encoder=laion_clap"], "built with encoder 'aisfx', not 'laion_clap'"),
+            ([f"index={store}", f"audio={clips}"], "store="),
+            ([f"store={missing}", f"audio={clips}"], "no_such_store"),
+            ([f"store={store}", f"audio={tmp_path / 'nothing.wav'}"], "no such file"),
+            ([f"store={store}", f"audio={clips}", "task=captioning"], "not captioning"),
+        ],
+    }
+
+
+def test_bad_command_lines_are_one_line_errors(folder_stores, tmp_path, capsys):
+    for main, cases in bad_lines(folder_stores, tmp_path).items():
+        for argv, expected in cases:
+            code = main(argv)
+            err = capsys.readouterr().err.strip().splitlines()
+            assert code == 2, (main.__module__, argv, err)
+            assert len(err) == 1 and expected in err[0], (argv, err)
+            assert "Traceback" not in err[0]
+
+
+def test_rag_classify_paths_with_tabs_and_newlines_stay_one_tsv_row(folder_stores, tmp_path, capsys):
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    name = "a\tb\nc.wav"
+    (odd / name).write_bytes((folder_stores / "test" / "hum" / "0.wav").read_bytes())
+    assert rag_classify([f"store={folder_stores / 'train_idx'}", f"audio={odd}", "k=1", f"out={tmp_path / 'o.jsonl'}"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    path, label, score = line.split("\t")
+    assert path.endswith("a\\tb\\nc.wav") and label == "hum" and float(score) > 0
+    rec = json.loads((tmp_path / "o.jsonl").read_text())
+    assert rec["path"].endswith(name) and rec["store"] == str(folder_stores / "train_idx")
+
+
+def test_shots_beyond_the_store_warn_once_and_the_table_says_how_many_were_used(folder_stores, tmp_path, capsys, caplog):
+    assert evaluate([f"store={folder_stores / 'train_idx'}", "dataset=folder", f"dataset.root={folder_stores / 'test'}",
+                     "progress=false", "predictor=knn", "shots=[1,5]", f"output_dir={tmp_path / 'e'}",
+                     "batch_size=1"]) == 0
+    assert sum("fewer than 5 shots" in r.getMessage() for r in caplog.records) == 1  # 3 batches, one warning
+    table = capsys.readouterr().out
+    assert "| knn | 5 | 3 |" in table and table.split("| knn | 5 | 3 |")[1].split("\n")[0].rstrip().endswith("| 3 |")
+
+
+@pytest.mark.parametrize("manifest_path", ["../../outside.wav", "a/../../b.wav"])
+def test_manifest_paths_leaving_the_root_are_refused(tmp_path, manifest_path):
+    from rag_flamingo.datasets.manifest import read_manifest
+    from rag_flamingo.errors import ManifestError
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "x", "path": manifest_path}) + "\n")
+    with pytest.raises(ManifestError, match="leaves the dataset root"):
+        read_manifest(manifest)
+    assert read_manifest(manifest, allow_outside_root=True)[0]["path"] == manifest_path
+
+
+def test_readme_manifest_placeholder_and_folder_splits(tmp_path):
+    from rag_flamingo.components import store_path
+    from rag_flamingo.datasets.sources import split_name
+    from rag_flamingo.evaluate import load_config
+
+    cfg = load_config(["dataset=folder", f"dataset.manifest={tmp_path}/{{split}}.jsonl", "dataset.root=/audio"])
+    assert cfg["dataset"]["manifest"] == f"{tmp_path}/{{split}}.jsonl"
+    for split in ("train", "test"):
+        (tmp_path / "clips" / split / "dog").mkdir(parents=True)
+        (tmp_path / "clips" / split / "dog" / "1.wav").write_bytes(b"")
+    cfg = load_config(["dataset=folder", f"dataset.root={tmp_path / 'clips'}"])
+    assert split_name(cfg["dataset"], "index") == "train" and split_name(cfg["dataset"], "query") == "test"
+    assert store_path(cfg).name == "folder-train-aisfx"
