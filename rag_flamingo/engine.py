@@ -11,7 +11,8 @@ Shot audio is never decoded or re-encoded: its window features come from the sto
 cache (``build_index ... features=clapcap`` writes ``features/clapcap/``), so a query costs one
 retrieval embedding, one window-feature pass over its own audio, and the decoding.
 
-Optional CLAP filtering (the reference gradio demo's trick, reference §6): sample N outputs and
+Optional CLAP filtering (the reference gradio demo's trick,
+inference/launch_gradio.py): sample N outputs and
 keep the one whose CLAP text embedding is nearest the query audio's CLAP embedding.
 """
 

@@ -1,6 +1,6 @@
 """Predictors: what turns a query (its audio, embedding and retrieved shots) into an answer.
 
-Reported side by side so users see what in-context learning adds (peers §4):
+Reported side by side so users see what in-context learning adds:
 
 - ``flamingo``: Audio Flamingo with the retrieved shots in its prompt (`RagFlamingo`);
 - ``knn``: a similarity-weighted vote of the same retrieved shots (AF1's own retrieval with a

@@ -1,24 +1,25 @@
-"""Audio Flamingo v1 prompt templates (reference §2, §4): the one place prompt strings are made.
+"""Audio Flamingo v1 prompt templates: the one place prompt strings are made.
 
-Three layouts, as in the reference code (``foundation/data/data.py``, ``inference/data.py``):
+Three layouts, as in the reference code (https://github.com/NVIDIA/audio-flamingo/blob/5ea6f6d6dc50b35f24d0362ef0c24680b5199414/,
+``foundation/data/data.py`` and ``inference/data.py``):
 
-- ``eval`` (default; what the reference evaluates with, §4.2/§4.4)::
+- ``eval`` (default; what the reference evaluates with, val/test and ICL samples)::
 
       </s>the task is audio captioning.<audio>describe the sound in a sentence.\\nanswer:<SEP>
 
   prefix stripped + lowercased, no space before ``<audio>``, prompt/options/answers lowercased.
-- ``train`` (§4.1)::
+- ``train`` (the training samples)::
 
       </s>The task is audio captioning. <audio>describe the sound in a sentence.\\nAnswer:<SEP>
 
   prefix capitalised with a trailing space, ``\\nOPTIONS:``/``\\nAnswer:`` keep their case.
-- ``inference`` (§4.3, the reference's single-audio API)::
+- ``inference`` (the reference's single-audio API, ``inference/data.py``)::
 
       </s>the task is audio captioning. <audio>describe the sound in a sentence.\\nanswer:<SEP>
 
   like ``eval`` but with one space before ``<audio>``.
 
-With shots (ICL, §4.4), every layout is::
+With shots (ICL), every layout is::
 
     </s>Here are similar examples. The task is X. <audio>{shot prompt}<SEP>{shot answer}<|endofchunk|>
     ... <audio>{query prompt}<SEP>

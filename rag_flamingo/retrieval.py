@@ -1,4 +1,5 @@
-"""Retrieval of in-context shots from an index store, with Audio Flamingo's hygiene (reference §5).
+"""Retrieval of in-context shots from an index store, with Audio Flamingo's hygiene
+(AF1's ``foundation/data/prepare_each_dataset.py``).
 
 For each query the retriever
 

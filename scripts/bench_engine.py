@@ -8,7 +8,8 @@ model (greedy), and must produce the same text:
   cache written by ``build_index ... features=clapcap``), KV-cached generation.
 - ``reference-style``: what the AF1 reference code does per query - decode every shot's audio file
   and the query's, run the clapcap encoder over all of them, then generate without a KV cache
-  (``use_cache=False``, the reference's way to get correct multi-audio masks, reference §9.1).
+  (``use_cache=False``, the reference's way to get correct multi-audio masks: its cached
+  generation attends only the first audio).
   Retrieval (embedding + search) is the same as the engine's and is included in both.
 
 Parts (all real code, random weights where no weights can be downloaded here):

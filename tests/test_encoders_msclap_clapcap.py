@@ -1,5 +1,5 @@
 """clapcap (Audio Flamingo 1's audio encoder) vs the reference pipeline: AF1 windowing and
-normalisation re-implemented here from the spec (reference §1.1-1.3), fed through the original msclap
+normalisation re-implemented from AF1's foundation/data/data.py (support.msclap_oracle), fed through the original msclap
 ``ClapCaptionModel.clap`` (test-only oracle) with random weights saved in the released format."""
 
 from __future__ import annotations

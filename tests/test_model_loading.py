@@ -63,7 +63,7 @@ def test_full_size_key_map_matches_all_1340_released_keys():
     primaries = [s.our_key for s in layout if s.role == "primary"]
     assert sorted(primaries) == sorted(model.state_dict(keep_vars=True))
     unique = sum(p.numel() for p in model.parameters())
-    assert unique == 2_221_939_760  # reference §3.2 "unique parameters"
+    assert unique == 2_221_939_760  # the released checkpoint's unique parameters
 
 
 def test_tiny_key_map_matches_fixture_keys_tsv():

@@ -1,4 +1,4 @@
-"""Prompt strings and token ids against the reference (af1_tiny cases, reference §2/§4)."""
+"""Prompt strings and token ids against the reference (af1_tiny cases from AF1's data.py)."""
 
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def test_every_required_task_is_registered():
 
 
 def test_train_template_matches_reference_example():
-    # reference §4.1 example (train layout, provide_all_labels)
+    # AF1 data.py's training example (train layout, provide_all_labels)
     prompt = build_prompt("scene_classification", {"id": "q", "label": "park"}, [], [c.lower() for c in COCHL],
                           template="train")
     assert prompt.text == ("</s>The task is scene classification. <audio>classify this sound.\nOPTIONS:\n - bus.\n"

@@ -1,4 +1,4 @@
-"""The Audio Flamingo 1 sliding-window scheme (the one owner of it; reference spec §1.2-1.3,
+"""The Audio Flamingo 1 sliding-window scheme (the one owner of it; AF1's
 ``foundation/data/data.py``): 7 s windows with 5.25 s overlap (hop 1.75 s) at 44.1 kHz, at most 16
 windows, so at most 33.25 s of audio per clip.
 

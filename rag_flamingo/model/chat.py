@@ -1,4 +1,5 @@
-"""Multi-turn chat with the AF1 chat model (reference §4.5, inference template).
+"""Multi-turn chat with the AF1 chat model (inference template of
+https://github.com/NVIDIA/audio-flamingo/blob/5ea6f6d6dc50b35f24d0362ef0c24680b5199414/inference/data.py).
 
 Prompt: ``</s>the task is dialog.<audio>`` then, per round, ``user: {u} \\nassistant: <SEP>``;
 an answered round continues with ``{a}<|endofchunk|></s>\\n``. Rounds are generated one at a time,

@@ -3,7 +3,7 @@
 Accepts the af1_tiny ``config.json`` layout (``opt_config`` + ``audio_embed_dim`` +
 ``audio_transformer_kwargs`` + ``windows_per_audio`` + ``cross_attn_every_n_layers`` + optional
 ``xattn_block`` / ``special_token_ids``) and has a ``foundation()`` preset with the released sizes
-(reference §1.4-1.6, §3.2).
+(AF1: https://github.com/NVIDIA/audio-flamingo/blob/5ea6f6d6dc50b35f24d0362ef0c24680b5199414/foundation/src/factory.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from transformers import OPTConfig
 from ..errors import ConfigError
 
 # OPT-IML-MAX-1.3B (facebook/opt-iml-max-1.3b config.json) with AF1's vocabulary resize to 50268
-# (reference §1.6). Kept here so the full-size architecture can be built offline; `foundation(lm=...)`
+# (AF1's factory.py adds <audio>, <|endofchunk|>, <SEP>, <pad>). Kept here so the full-size architecture can be built offline; `foundation(lm=...)`
 # reads the real config from the hub/cache instead.
 _OPT_IML_MAX_1_3B = dict(
     vocab_size=50268,
@@ -52,17 +52,17 @@ class AudioFlamingoConfig:
     opt: dict[str, Any] = field(default_factory=lambda: dict(_OPT_IML_MAX_1_3B))
     audio_embed_dim: int = 1024
     windows_per_audio: int = 16  # AF1 max_num_window / max_window_per_audio
-    # audio transformer (reference §1.4)
+    # audio transformer (AF1 foundation/src/helpers.py TransformerEncoder, built in flamingo.py)
     at_n_head: int = 8
     at_n_layers: int = 3
     at_d_inner: int = 2048
     max_num_media: int = 128  # rows of the sinusoid table = max windows per sample
-    # gated cross-attention (hard-coded in the reference, §1.5)
+    # gated cross-attention (hard-coded in AF1's flamingo_lm.py / helpers.py)
     xattn_heads: int = 8
     xattn_dim_head: int = 64
     xattn_ff_mult: int = 4
     cross_attn_every_n_layers: int = 1
-    # token ids (reference §2); the tokenizer is checked against them when loading
+    # token ids (OPT's 50265 + AF1's added tokens); the tokenizer is checked against them when loading
     media_token_id: int = 50265
     eoc_token_id: int = 50266
     sep_token_id: int = 50267

@@ -1,7 +1,8 @@
 """Loading released AF1 checkpoints strictly, and our converted safetensors files.
 
 Key map (one function, `af1_key_layout`): every key of our module has one *primary* key in the
-released layout, and some have aliases that the reference saves twice (reference §3.2, §3.4):
+released layout, and some have aliases that the reference saves twice
+(the released foundation.pt / chat.pt: ``old_decoder_blocks`` and ``gated_cross_attn_layers``, ``lm_head``):
 
   ours                                    released primary                                   aliases
   audio_transformer.*                     audio_transformer.*                                -

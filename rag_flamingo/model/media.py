@@ -1,6 +1,6 @@
 """Raw audio -> the (B, L, D) window-feature layout the model consumes.
 
-Layout (reference §1.3): audio ``i`` of a prompt (shots first, query last) owns windows
+Layout (AF1's foundation/data/data.py): audio ``i`` of a prompt (shots first, query last) owns windows
 ``[i*W, (i+1)*W)`` with its real windows first; unused windows of an audio and unused audio slots
 are padding. Padding windows carry the encoder's feature of a silent window (the reference pads
 with zero clips that go through CLAP) and have mask 0: the audio transformer still sees them

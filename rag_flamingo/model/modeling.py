@@ -1,4 +1,4 @@
-"""The Audio Flamingo v1 model as explicit modules (reference §1).
+"""The Audio Flamingo v1 model as explicit modules (AF1: https://github.com/NVIDIA/audio-flamingo/blob/5ea6f6d6dc50b35f24d0362ef0c24680b5199414/foundation/src/flamingo.py).
 
     window features (B, L, Da) ─ AudioTransformer ─► audio states ─► per-layer to_kv (once)
     input_ids ─ embed_tokens + embed_positions(offset 2, from the attention mask)

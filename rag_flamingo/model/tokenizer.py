@@ -1,4 +1,5 @@
-"""The AF1 tokenizer (reference §2) and token-level helpers.
+"""The AF1 tokenizer and token-level helpers (as AF1 sets it up in
+https://github.com/NVIDIA/audio-flamingo/blob/5ea6f6d6dc50b35f24d0362ef0c24680b5199414/foundation/src/factory.py).
 
 OPT's GPT-2 BPE (``facebook/opt-iml-max-1.3b``: bos = eos = ``</s>`` = 2, pad = ``<pad>`` = 1,
 ``add_bos_token``) plus, in the reference order, ``<audio>`` and ``<|endofchunk|>`` as additional

@@ -1,4 +1,5 @@
-"""Gated cross-attention dense blocks and the AF1 media-location mask (reference §1.5).
+"""Gated cross-attention dense blocks and the AF1 media-location mask (AF1:
+https://github.com/NVIDIA/audio-flamingo/blob/5ea6f6d6dc50b35f24d0362ef0c24680b5199414/foundation/src/helpers.py).
 
 Mask rule (one function, used by the teacher-forced pass, cached and uncached decoding alike):
 a text position whose running count of ``<audio>`` tokens (inclusive) is ``c`` may attend the
