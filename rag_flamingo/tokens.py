@@ -1,4 +1,5 @@
-"""AF1's special strings (added in its foundation/src/factory.py), shared by the prompt builder and the model's tokenizer."""
+"""AF1's special strings (added in its foundation/src/factory.py), shared by the prompt builder and the
+model's tokenizer."""
 
 BOS = "</s>"  # written at the start of every sample; the tokenizer prepends another (ids [2, 2, ...])
 EOS = "</s>"

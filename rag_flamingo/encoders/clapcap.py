@@ -1,5 +1,6 @@
 """``clapcap``: the MS-CLAP 2023 clapcap audio branch exactly as Audio Flamingo 1 uses it
-(https://github.com/NVIDIA/audio-flamingo/blob/5ea6f6d6dc50b35f24d0362ef0c24680b5199414/foundation/data/data.py) — the audio encoder of the model, and also a retrieval encoder.
+(AF1: https://github.com/NVIDIA/audio-flamingo/blob/5ea6f6d6dc50b35f24d0362ef0c24680b5199414/foundation/data/data.py)
+— the audio encoder of the model, and also a retrieval encoder.
 
 Checkpoint: ``microsoft/msclap`` ``clapcap_weights_2023.pth``, ``['model']``. Its ``clap.*`` keys (the
 ``ClapCaptionModel.clap`` = MS-CLAP 2023 ``audio_encoder``: HTS-AT + Projection) load strictly into

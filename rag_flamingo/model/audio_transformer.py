@@ -1,4 +1,5 @@
-"""The AF1 audio transformer (``TransformerEncoder`` in AF1's foundation/src/helpers.py): per-window CLAP features -> contextualised features.
+"""The AF1 audio transformer (``TransformerEncoder`` in AF1's foundation/src/helpers.py): per-window
+CLAP features -> contextualised features.
 
 ``x * sqrt(D)`` + fixed sinusoid table -> LayerNorm(eps 1e-6) -> N post-LN encoder layers
 (bias-free multi-head attention, ReLU FFN with biases). Module and parameter names follow the

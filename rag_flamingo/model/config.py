@@ -18,8 +18,8 @@ from transformers import OPTConfig
 from ..errors import ConfigError
 
 # OPT-IML-MAX-1.3B (facebook/opt-iml-max-1.3b config.json) with AF1's vocabulary resize to 50268
-# (AF1's factory.py adds <audio>, <|endofchunk|> and <SEP> to OPT's 50265). Kept here so the full-size architecture can be built offline; `foundation(lm=...)`
-# reads the real config from the hub/cache instead.
+# (AF1's factory.py adds <audio>, <|endofchunk|> and <SEP> to OPT's 50265). Kept here so the full-size
+# architecture can be built offline; `foundation(lm=...)` reads the real config from the hub/cache instead.
 _OPT_IML_MAX_1_3B = dict(
     vocab_size=50268,
     hidden_size=2048,
