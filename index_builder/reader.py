@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rag_flamingo.audio import check_usable, decode_rule, load_audio
+from rag_flamingo.audio import check_usable, decode_key, load_audio
 from rag_flamingo.encoders.base import AudioEncoder
 from rag_flamingo.errors import AudioError
 from rag_flamingo.store import content_key
@@ -52,8 +52,8 @@ class Entry:
 
 def decode_spec(encoder: AudioEncoder, min_seconds: float = 0.1) -> DecodeSpec:
     """The encoder's rate, crop and length rule; only ``max_seconds`` of each clip is read from disk."""
-    return DecodeSpec(int(encoder.sample_rate), getattr(encoder, "max_seconds", None), min_seconds,
-                      decode_rule(encoder))
+    sample_rate, rule, max_seconds = decode_key(encoder)  # what the query side decodes too
+    return DecodeSpec(sample_rate, max_seconds, min_seconds, rule)
 
 
 def resolve_path(item: dict, audio_root: Path) -> Path:

@@ -170,15 +170,15 @@ def crop_seconds(encoder) -> float | None:
 
 
 def load_waveform(source: AudioSource, sample_rate: int, *, start: float | None = None,
-                  end: float | None = None, max_seconds: float | None = None) -> np.ndarray:
-    """A query's audio at ``sample_rate``: a file path, a waveform at that rate, or ``(wave, sr)``.
+                  end: float | None = None, max_seconds: float | None = None,
+                  length_rule: str = "soxr") -> np.ndarray:
+    """A query's audio at ``sample_rate``: a file path, a waveform at that rate, or ``(wave, sr)``;
+    resampled to the length ``length_rule`` gives.
 
     Raises AudioError (naming the file) for missing, unreadable, too-short or silent audio.
     """
-    from .errors import ConfigError
-
     if isinstance(source, (str, Path)):
-        wave = load_audio(source, sample_rate, start=start, end=end, max_seconds=max_seconds)
+        wave = load_audio(source, sample_rate, start=start, end=end, max_seconds=max_seconds, length_rule=length_rule)
         name: str | Path = source
     else:
         wave, sr = source if isinstance(source, tuple) else (source, sample_rate)
@@ -186,7 +186,7 @@ def load_waveform(source: AudioSource, sample_rate: int, *, start: float | None 
         if wave.ndim != 1:
             raise ConfigError(f"a query waveform must be mono 1-D, got shape {wave.shape}")
         if int(sr) != sample_rate:
-            wave = resample(wave, int(sr), sample_rate)
+            wave = resample(wave, int(sr), sample_rate, length_rule)
         if max_seconds:
             wave = wave[: int(round(max_seconds * sample_rate))]
         name = "<waveform>"
@@ -194,22 +194,23 @@ def load_waveform(source: AudioSource, sample_rate: int, *, start: float | None 
     return wave
 
 
-def load_for_encoders(source: AudioSource, encoders, item: dict | None = None) -> dict[int, np.ndarray]:
-    """``source`` decoded once per sample rate of ``encoders`` (None entries ignored), reading only the
-    seconds they use (the longest crop among the encoders at a rate); ``item`` may give start/end.
-    Look a wave up with `wave_for`."""
+DecodeKey = tuple[int, str, float | None]  # (sample rate, length rule, seconds read)
+
+
+def decode_key(encoder) -> DecodeKey:
+    """How ``encoder`` wants its audio decoded: the same as build_index decodes it for the store."""
+    return int(encoder.sample_rate), decode_rule(encoder), crop_seconds(encoder)
+
+
+def load_for_encoders(source: AudioSource, encoders, item: dict | None = None) -> dict[DecodeKey, np.ndarray]:
+    """``source`` decoded once per distinct `decode_key` of ``encoders`` (None entries ignored), reading
+    only the seconds each uses; ``item`` may give start/end. Look a wave up with `wave_for`."""
     item = item or {}
-    rates: dict[int, float | None] = {}  # sample rate -> seconds to read (None: all)
-    for enc in encoders:
-        if enc is None:
-            continue
-        sr, most = int(enc.sample_rate), crop_seconds(enc)
-        seen = rates.get(sr, 0.0)  # 0: no encoder at this rate yet
-        rates[sr] = None if seen is None or not most else max(most, seen)
-    return {sr: load_waveform(source, sr, start=item.get("start"), end=item.get("end"), max_seconds=most)
-            for sr, most in rates.items()}
+    keys = {decode_key(enc) for enc in encoders if enc is not None}
+    return {key: load_waveform(source, key[0], start=item.get("start"), end=item.get("end"), max_seconds=key[2],
+                               length_rule=key[1]) for key in keys}
 
 
-def wave_for(waves: dict[int, np.ndarray], encoder) -> np.ndarray:
+def wave_for(waves: dict[DecodeKey, np.ndarray], encoder) -> np.ndarray:
     """The wave of ``load_for_encoders`` that ``encoder`` takes."""
-    return waves[int(encoder.sample_rate)]
+    return waves[decode_key(encoder)]

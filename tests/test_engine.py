@@ -10,7 +10,7 @@ import torch
 from rag_flamingo.datasets import demo
 from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.api import answer, answer_batch
-from rag_flamingo.audio import load_for_encoders, load_waveform
+from rag_flamingo.audio import load_for_encoders, load_waveform, wave_for
 from rag_flamingo.engine import RagFlamingo
 from rag_flamingo.errors import AudioError, ConfigError, StoreError
 from rag_flamingo.model import GenerationSettings, generate, postprocess_output, tokenize_prompts
@@ -39,7 +39,7 @@ def load(eng, path):
 
 
 def embed(eng, waves):
-    return eng.retrieval_encoder.embed([w[16000] for w in waves])
+    return eng.retrieval_encoder.embed([wave_for(w, eng.retrieval_encoder) for w in waves])
 
 
 def test_answer_batch_end_to_end(parts):
@@ -70,7 +70,7 @@ def test_media_uses_cached_shot_features_and_encodes_only_the_query(parts):
     orig = eng.window_encoder.window_features
     eng.window_encoder.window_features = lambda w: calls.append(len(w)) or orig(w)
     try:
-        feats, mask = eng.media(prompts, [waves[0][16000]])
+        feats, mask = eng.media(prompts, [wave_for(waves[0], parts["enc"])])
     finally:
         del eng.window_encoder.window_features
     assert calls == [1]  # one call, one waveform: the query's
@@ -80,7 +80,7 @@ def test_media_uses_cached_shot_features_and_encodes_only_the_query(parts):
     for slot, _ in enumerate(prompts[0].shots):
         torch.testing.assert_close(feats[0, slot * w:(slot + 1) * w], torch.from_numpy(cached[slot]))
         torch.testing.assert_close(mask[0, slot * w:(slot + 1) * w], torch.from_numpy(cached_mask[slot]))
-    q_feats, q_mask = parts["enc"].window_features([waves[0][16000]])
+    q_feats, q_mask = parts["enc"].window_features([wave_for(waves[0], parts["enc"])])
     q = len(prompts[0].shots)
     torch.testing.assert_close(feats[0, q * w:(q + 1) * w], q_feats[0])
     assert mask[0, q * w:].sum() == q_mask[0].sum()  # nothing after the query slot is attended
@@ -94,7 +94,7 @@ def test_engine_output_matches_direct_model_call(parts):
     shots = eng.retriever.search(embed(eng, waves), 2, query_ids=[row["id"]])
     answers = eng.generate("captioning", [{"id": row["id"]}], shots, waves)
     prompt = eng.prompts("captioning", [{"id": row["id"]}], shots)[0]
-    feats, mask = eng.media([prompt], [waves[0][16000]])
+    feats, mask = eng.media([prompt], [wave_for(waves[0], parts["enc"])])
     ids, attn = tokenize_prompts(parts["tok"], [prompt.text])
     out = generate(parts["model"], ids, attn, feats, mask, max_new_tokens=5, num_beams=2)
     expected = postprocess_output(parts["tok"].decode(out.new_tokens[0])).strip()
