@@ -1,6 +1,6 @@
 """`GenerationSettings`: every decoding setting in one validated record.
 
-The ``model.generation`` section of a model config (``conf/model/*.yaml``) becomes one of these with
+The ``model.generation`` section of a model config (``rag_flamingo/conf/model/*.yaml``) becomes one of these with
 `GenerationSettings.from_config`; `generation.generate` takes it whole. Settings follow Hugging Face
 ``generate`` semantics; ``reference_cache_quirk`` and ``seed`` are ours.
 """
