@@ -44,7 +44,7 @@ class ChatSession:
     tokenizer: object
     audio_features: torch.Tensor  # (1, L, D): one audio packed into the chat model's slots
     audio_mask: torch.Tensor  # (1, L)
-    # the reference's chat settings (inference_examples.py), as conf/model/chat.yaml
+    # the reference's chat settings (inference_examples.py), as rag_flamingo/conf/model/chat.yaml
     settings: GenerationSettings = field(default_factory=lambda: GenerationSettings(do_sample=True, top_p=0.95))
     max_rounds: int = MAX_ROUNDS
     history: list[tuple[str, str]] = field(default_factory=list)
