@@ -39,11 +39,9 @@ scores. The query loop itself is `rag_flamingo.runner`.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
-import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -54,16 +52,13 @@ from .components import Evaluation, as_list, prepare
 from .errors import ConfigError
 from .prompts import TaskFamily
 from .runner import (QueryInput, QueryRunner, Result, ResultFolder, label_options, plan_combos, record_key,
-                     shot_records, target_of)
+                     run_key, shot_records, target_of)
 from .store import file_digest, recording_key
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "evaluate"
 LIST_KEYS = ("predictor", "shots")  # swept inside one run
-RUN_FILE = "run.json"
-OUTPUT_FILES = ("predictions.jsonl", "rejected.jsonl", "metrics.json", "results.md", "metric_vs_shots.png",
-                RUN_FILE, "config.json")
 
 
 def load_config(overrides: list[str]) -> dict:
@@ -113,46 +108,10 @@ def run_settings(ev: Evaluation) -> dict:
     }
 
 
-def run_key(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def output_dir(ev: Evaluation, key: str) -> Path:
     if ev.cfg.get("output_dir"):
         return Path(ev.cfg["output_dir"]).expanduser()
     return Path("outputs") / "evaluate" / f"{ev.cfg['dataset']['name']}-{ev.task.name}-{ev.query_split}-{key[:8]}"
-
-
-def claim_folder(root: Path, settings: dict, key: str, overwrite: bool) -> None:
-    """Write run.json, or check the folder's run key is this run's (else refuse: no stale results)."""
-    path = root / RUN_FILE
-    if path.is_file() or (root / "predictions.jsonl").exists() or (root / "parts").exists():
-        theirs = _read_run(path)
-        if theirs.get("key") == key:
-            return
-        if not overwrite:
-            old = theirs.get("settings") or {}
-            differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            what = f"differs in: {', '.join(differ)}" if differ else f"no readable {RUN_FILE}"
-            raise ConfigError(f"{root} holds results of another run ({what}); pass overwrite=true to start it "
-                              f"over, or another output_dir")
-        _clear(root)
-    root.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key": key, "settings": settings}, indent=2, default=str))
-
-
-def _read_run(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _clear(root: Path) -> None:
-    logger.warning("overwrite=true: removing the earlier results in %s", root)
-    for name in OUTPUT_FILES:
-        (root / name).unlink(missing_ok=True)
-    shutil.rmtree(root / "parts", ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -233,7 +192,7 @@ def _evaluate(cfg: dict, ranks: distributed.Ranks, encoder, engine, progress: bo
     key = run_key(settings)
     out = ResultFolder(output_dir(ev, key), ranks.rank)
     if ranks.is_main:
-        claim_folder(out.root, settings, key, bool(cfg.get("overwrite")))
+        out.claim(settings, bool(cfg.get("overwrite")))
         (out.root / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
     distributed.barrier(ranks)
     show = cfg.get("progress", True) if progress is None else progress

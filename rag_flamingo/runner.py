@@ -16,7 +16,10 @@ record writer evaluation uses (append per batch, skip what is done, merge the ra
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -199,17 +202,49 @@ def record_key(predictor: str, shots: int | None, query_id: str) -> str:
     return f"{predictor}|{shots}|{query_id}"
 
 
+def run_key(settings: dict) -> str:
+    """16 hex digits naming a run's settings (everything that changes a prediction)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 @dataclass
 class ResultFolder:
     """The records of one evaluation folder: merged files + per-rank parts (resumable, rank-aware).
 
-    Rank r appends to ``parts/<kind>-rank<r>.jsonl`` batch by batch; `done` reads every file, so a
-    rerun skips what any earlier run finished; `merge` (rank 0, after the barrier) folds the parts
-    into ``predictions.jsonl`` / ``rejected.jsonl``.
+    `claim` ties the folder to one run (``run.json``: its key and settings): it is resumed only by
+    a run with the same key. Rank r appends to ``parts/<kind>-rank<r>.jsonl`` batch by batch; `done`
+    reads every file, so a rerun skips what any earlier run finished; `merge` (rank 0, after the
+    barrier) folds the parts into ``predictions.jsonl`` / ``rejected.jsonl``.
     """
 
     root: Path
     rank: int = 0
+    OUTPUTS = ("predictions.jsonl", "rejected.jsonl", "metrics.json", "results.md", "metric_vs_shots.png",
+               "config.json", "run.json")
+
+    @property
+    def run_file(self) -> Path:
+        return self.root / "run.json"
+
+    def claim(self, settings: dict, overwrite: bool = False) -> None:
+        """Write run.json, or check that the folder holds this run (else refuse: no stale results)."""
+        key = run_key(settings)
+        if self.run_file.is_file() or self.predictions.exists() or (self.root / "parts").exists():
+            theirs = _read_json(self.run_file)
+            if theirs.get("key") == key:
+                return
+            if not overwrite:
+                old = theirs.get("settings") or {}
+                differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+                what = f"differs in: {', '.join(differ)}" if differ else f"no readable {self.run_file.name}"
+                raise ConfigError(f"{self.root} holds results of another run ({what}); pass overwrite=true to "
+                                  f"start it over, or another output_dir")
+            logger.warning("overwrite=true: removing the earlier results in %s", self.root)
+            for name in self.OUTPUTS:
+                (self.root / name).unlink(missing_ok=True)
+            shutil.rmtree(self.root / "parts", ignore_errors=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.run_file.write_text(json.dumps({"key": key, "settings": settings}, indent=2, default=str))
 
     @property
     def predictions(self) -> Path:
@@ -254,6 +289,13 @@ class ResultFolder:
         for path in self.all_parts("predictions") + self.all_parts("rejected"):
             path.unlink()  # their records are in the merged files now
         return preds, rej
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def shot_records(result: Result, with_labels: bool = False) -> list[dict[str, Any]]:

@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import AudioError, StoreError
+from .jsonl import read_jsonl, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +262,7 @@ def write_shard(root: Path, shard: int, embeddings: np.ndarray, records: list[di
     _atomic(paths[1], lambda p: pq.write_table(items_table(records), p))
     if rejected:
         paths.append(shard_rejected_path(root, shard))
-        _write_jsonl(paths[-1], rejected)
+        write_jsonl(paths[-1], rejected, sort_keys=True)
     else:
         shard_rejected_path(root, shard).unlink(missing_ok=True)
     marker = {"count": len(records), "key": key, "files": {_relative(root, p): file_record(p) for p in paths}}
@@ -305,17 +306,17 @@ def shard_rejected_path(root: Path, shard: int) -> Path:
 
 def read_shard_rejected(root: Path, shard: int) -> list[dict]:
     """The rejected items recorded with a complete shard ([] when it had none)."""
-    return _read_jsonl(shard_rejected_path(root, shard))
+    return read_jsonl(shard_rejected_path(root, shard))
 
 
 def write_rejected(root: Path, rejected: list[dict]) -> None:
     """``rejected.jsonl``: the items skipped by the whole build, with their reasons."""
-    _write_jsonl(Path(root) / REJECTED_FILE, rejected)
+    write_jsonl(Path(root) / REJECTED_FILE, rejected, sort_keys=True)
 
 
 def read_rejected(root: Path) -> list[dict]:
     """The items of ``rejected.jsonl`` ([] when there is none)."""
-    return _read_jsonl(Path(root) / REJECTED_FILE)
+    return read_jsonl(Path(root) / REJECTED_FILE)
 
 
 def done_shards(root: Path) -> list[int]:
@@ -465,17 +466,6 @@ def _atomic(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp" + path.suffix)  # keep the suffix: np.save appends .npy
     write(str(tmp))
     os.replace(tmp, path)
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
-    _atomic(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 # ----------------------------------------------------------------------------- the store

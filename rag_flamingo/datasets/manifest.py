@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import ManifestError
+from ..jsonl import write_jsonl
 
 REQUIRED_COLUMNS = ("id", "path")
 _MAX_LISTED = 10
@@ -81,11 +82,5 @@ def _absent(row: dict, column: str) -> bool:
 
 def write_manifest(rows: Iterable[dict], path: str | Path) -> Path:
     """Write rows as JSON lines (atomically: a crash never leaves half a manifest)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    write_jsonl(path, rows)
+    return Path(path)

@@ -32,6 +32,7 @@ from typing import Any
 from .. import paths
 from ..errors import ConfigError, ManifestError
 from . import demo, folder
+from ..jsonl import dumps
 from .manifest import write_manifest
 
 logger = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def _folder(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
     key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
     out = paths.cache_root() / "datasets" / "folder" / key
     manifest = out / f"{split}.jsonl"
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in splits[split])
+    text = "".join(dumps(r) for r in splits[split])
     if not manifest.is_file() or manifest.read_text(encoding="utf-8") != text:
         write_manifest(splits[split], manifest)  # rewritten only when the folder changed
         (out / "source.json").write_text(json.dumps({"root": str(root)}) + "\n")
