@@ -50,7 +50,7 @@ def test_conf_path_adds_a_dataset(monkeypatch, tmp_path):
     monkeypatch.setenv(paths.CONF_PATH_ENV, f"{first}:{second}")
     cfg = compose_config("build_index", ["dataset=mine"])
     assert cfg["dataset"]["name"] == "mine" and cfg["dataset"]["source"] == "folder"
-    assert cfg["dataset"]["root"] == "/my/sounds" and cfg["dataset"]["splits"]["index"] == "all"
+    assert cfg["dataset"]["root"] == "/my/sounds"
     assert compose_config("build_index", ["dataset=theirs"])["dataset"]["name"] == "theirs"
     assert compose_config("evaluate", ["dataset=mine"])["dataset"]["name"] == "mine"
     # the shipped configs are still found, and an explicit hydra.searchpath replaces the variable
