@@ -89,8 +89,13 @@ def _literal_braces(override: str) -> str:
     return override
 
 
-def _group_options(group: str) -> list[str]:
-    folders = [paths.conf_dir(), *paths.user_conf_dirs()]
+def _group_options(group: str, overrides: list[str]) -> list[str]:
+    """The options of a config group in the config folders (the package's, the user's, and those of a
+    ``hydra.searchpath=[file:///a/folder,...]`` override)."""
+    searchpaths = [value for _, key, value in map(_split_override, overrides) if key == paths.SEARCHPATH_KEY]
+    extra = ([Path(p.strip().removeprefix("file://")) for p in searchpaths[-1].strip("[]").split(",") if p.strip()]
+             if searchpaths else paths.user_conf_dirs())  # an explicit searchpath replaces the variable
+    folders = [paths.conf_dir(), *extra]
     return sorted({p.stem for folder in folders for p in (folder / group).glob("*.yaml")})
 
 
@@ -118,7 +123,7 @@ def _check_groups(config_name: str, overrides: list[str]) -> tuple[list[str], li
         if key == "index" and ("/" in value or Path(value).expanduser().exists()):
             what = INDEX_TYPES_HINT if "index" in known_groups else f"{config_name} has no index= option"
             raise ConfigError(f"{what}; the store's folder is store={value}")
-        options = _group_options(key) if key in known_groups else []
+        options = _group_options(key, overrides) if key in known_groups else []
         if not options:
             settings.append(override)
             continue
