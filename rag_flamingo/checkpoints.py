@@ -236,17 +236,26 @@ def numpy_safe_globals() -> list:
     return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *sorted(dtypes, key=str)]
 
 
+def _torch_reason(exc: Exception) -> str:
+    """The line of a torch.load error that says what failed, without torch's advice around it
+    (``weights_only=False``, filing an issue, the documentation link)."""
+    lines = [line.strip().split("WeightsUnpickler error:")[-1].strip() for line in str(exc).splitlines()]
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation", "(")
+    reason = (next((line for line in lines if "GLOBAL " in line), None)
+              or next((line for line in lines if line and not line.startswith(advice)), None)
+              or type(exc).__name__)
+    return reason.split(" was not an allowed global")[0][:200]
+
+
 def _refusal(path: Path, exc: Exception) -> str | None:
     """The message for a pickle that ``weights_only=True`` refused for what it references (None for
     other failures: a truncated or foreign file)."""
-    text = str(exc)
-    if not isinstance(exc, pickle.UnpicklingError) or not text.startswith("Weights only load failed"):
+    detail = _torch_reason(exc)
+    # torch names the refused reference "GLOBAL module.name" (a junk file fails on an operand instead)
+    if not isinstance(exc, pickle.UnpicklingError) or "GLOBAL " not in detail:
         return None
-    # torch's own explanation, without its advice to load the file unsafely
-    detail = next((line.strip() for line in text.splitlines() if "GLOBAL" in line or "WeightsUnpickler" in line),
-                  "").split(" was not an allowed global")[0]
     return (f"{path}: refused as untrusted: the pickle holds code or objects beyond tensors, which "
-            f"torch.load(weights_only=True) does not run ({detail[:200]}). Loading it fully could execute "
+            f"torch.load(weights_only=True) does not run ({detail}). Loading it fully could execute "
             f"arbitrary code. {CONVERT_HINT}")
 
 
@@ -264,8 +273,7 @@ def load_torch_file(path: str | Path, what: str = "torch checkpoint", hint: str 
         refused = _refusal(path, exc)
         if refused:
             raise CheckpointError(refused + hint) from exc
-        raise CheckpointError(f"{path}: not a loadable {what} ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"
+        raise CheckpointError(f"{path}: not a loadable {what} ({type(exc).__name__}: {_torch_reason(exc)})"
                               f"{hint or '; is it the released file, fully downloaded?'}") from exc
 
 
