@@ -43,9 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rag_flamingo.audio import load_audio  # noqa: E402
-from rag_flamingo.engine import GenerationConfig, RagFlamingo  # noqa: E402
-from rag_flamingo.model import (AudioFlamingo, AudioFlamingoConfig, encode_prompt_audios,  # noqa: E402
-                                load_af1_tokenizer, postprocess_output, tokenize_prompts)
+from rag_flamingo.engine import RagFlamingo  # noqa: E402
+from rag_flamingo.model import (AudioFlamingo, AudioFlamingoConfig, GenerationSettings,  # noqa: E402
+                                encode_prompt_audios, generate, load_af1_tokenizer, postprocess_output,
+                                tokenize_prompts)
 from rag_flamingo.store import IndexStore  # noqa: E402
 
 TOKENIZER = ROOT / "tests" / "fixtures" / "af1_tiny" / "tokenizer"
@@ -109,7 +110,7 @@ def mid_model(hidden: int, layers: int, tokenizer) -> AudioFlamingo:
 
 
 def reference_style(engine: RagFlamingo, store: IndexStore, audio_root: Path, row: dict, k: int, task: str,
-                    options, gen: GenerationConfig) -> tuple[str, dict]:
+                    options, gen: GenerationSettings) -> tuple[str, dict]:
     """AF1-reference-style: decode + clapcap-encode every shot and the query, generate uncached."""
     t0 = time.perf_counter()
     waves = engine.load(audio_root / row["path"], row)
@@ -121,8 +122,7 @@ def reference_style(engine: RagFlamingo, store: IndexStore, audio_root: Path, ro
     feats, mask = encode_prompt_audios(engine.window_encoder, audios, engine.audio_slots)
     t2 = time.perf_counter()
     ids, attn = tokenize_prompts(engine.tokenizer, [prompt.text])
-    out = engine.model.generate(ids, attn, feats, mask, max_new_tokens=gen.max_new_tokens, use_cache=False,
-                                eos_token_id=[])
+    out = generate(engine.model, ids, attn, feats, mask, gen, use_cache=False, eos_token_id=[])
     text = postprocess_output(engine.tokenizer.decode(out.new_tokens[0])).strip()
     t3 = time.perf_counter()
     return text, {"retrieval+prompt": t1 - t0, "audio": t2 - t1, "generate": t3 - t2, "total": t3 - t0}
@@ -170,7 +170,7 @@ def main() -> None:
     store = IndexStore.open(store_dir)
     tokenizer = load_af1_tokenizer(str(TOKENIZER))
     model = mid_model(args.hidden, args.layers, tokenizer)
-    gen = GenerationConfig(max_new_tokens=args.max_new_tokens, num_beams=1)
+    gen = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=1)
     # clapcap runs fixed-size micro-batches (padded): a small batch suits query-only encoding on CPU;
     # the same encoder instance serves both pipelines
     clapcap = build_encoder("clapcap", checkpoint=str(ckpt), device="cpu", batch_size=args.window_batch)

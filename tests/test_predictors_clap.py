@@ -9,8 +9,9 @@ import torch
 
 from rag_flamingo.datasets import demo
 from rag_flamingo.datasets.manifest import read_manifest
-from rag_flamingo.engine import ClapReranker, GenerationConfig, RagFlamingo
 from rag_flamingo.encoders.laion_clap import LaionClapConfig, LaionClapModel, load_laion_clap, load_text_side
+from rag_flamingo.engine import ClapReranker, RagFlamingo
+from rag_flamingo.model import GenerationSettings
 from rag_flamingo.predictors import Query, ZeroShotPredictor
 from support import laion_oracle as lo
 from support.engine import TinyWindowEncoder, build_store, embed_rows, tiny_flamingo
@@ -55,7 +56,7 @@ def test_clap_filter_keeps_the_sample_nearest_the_audio(clap, tmp_path):
     enc = TinyWindowEncoder()
     store = build_store(tmp_path / "store", train, embed_rows(enc, train, root), enc.fingerprint())
     model, tok = tiny_flamingo()
-    gen = GenerationConfig(max_new_tokens=5, do_sample=True, num_samples=4, top_k=50, seed=1)
+    gen = GenerationSettings(max_new_tokens=5, do_sample=True, num_return_sequences=4, top_k=50, seed=1)
     eng = RagFlamingo(store, model, tok, enc, enc, generation=gen, reranker=ClapReranker(clap))
     audio = root / read_manifest(root / "test.jsonl")[0]["path"]
     ans = eng.answer(audio, "captioning", k=2)

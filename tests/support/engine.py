@@ -105,8 +105,8 @@ def build_store(root: Path, rows: list[dict], embeddings: np.ndarray, encoder_fi
 
 
 def tiny_flamingo():
-    from rag_flamingo.model import AudioFlamingo, load_af1_tokenizer
+    from rag_flamingo.model import load_af1_tokenizer, load_audio_flamingo
 
     tokenizer = load_af1_tokenizer(str(AF1_TINY / "tokenizer"))
-    model = AudioFlamingo.from_checkpoint(AF1_TINY / "checkpoint.pt", AF1_TINY / "config.json", tokenizer)
+    model = load_audio_flamingo(AF1_TINY / "checkpoint.pt", AF1_TINY / "config.json", tokenizer)
     return model, tokenizer
