@@ -16,8 +16,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rag_flamingo.checkpoints import file_sha256
 from rag_flamingo.errors import StoreError
+from rag_flamingo.hashing import file_sha256
 from rag_flamingo.store import done_shards, shard_marker
 
 PLAN_FILE = "build_plan.json"

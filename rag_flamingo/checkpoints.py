@@ -19,7 +19,6 @@ Reading:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .hashing import file_sha256
 from .paths import cache_root
 
 log = logging.getLogger(__name__)
@@ -351,14 +351,6 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
 
 
 # ---------------------------------------------------------------------- hashing
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def checkpoint_sha256(path: str | Path) -> str:
     """sha256 of a checkpoint file, cached by (real path, size, mtime) under the cache root."""
     path = Path(path).resolve()

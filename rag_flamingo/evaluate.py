@@ -50,10 +50,11 @@ from . import distributed
 from .cli import compose_config, export_roots, normalize_overrides, print_config, run_main
 from .components import Evaluation, as_list, prepare
 from .errors import ConfigError
+from .hashing import file_sha256
 from .prompts import TaskFamily
 from .runner import (QueryInput, QueryRunner, Result, ResultFolder, label_options, plan_combos, record_key,
                      run_key, shot_records, target_of)
-from .store import file_digest, recording_key
+from .store import recording_key
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def run_settings(ev: Evaluation) -> dict:
     return {
         "store": {"path": str(ev.store.root.resolve()), "fingerprint": ev.store.fingerprint()},
         "queries": {"dataset": cfg["dataset"].get("name"), "split": ev.query_split,
-                    "manifest": str(ev.manifest.resolve()), "manifest_sha256": file_digest(ev.manifest),
+                    "manifest": str(ev.manifest.resolve()), "manifest_sha256": file_sha256(ev.manifest),
                     "audio_root": str(ev.audio_root.resolve())},
         "task": ev.task.name,
         "retrieval": cfg.get("retrieval"),

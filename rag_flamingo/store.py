@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import AudioError, StoreError
+from .hashing import file_sha256
 from .jsonl import read_jsonl, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -178,21 +179,12 @@ def item_group(item: dict) -> str:
     return str(item.get("group") or item.get("path") or item.get("id"))
 
 
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 (hex) of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def content_key(path: str | Path, start: float | None = None, end: float | None = None) -> str:
     """The identity of an audio file's content: 32 hex digits of the sha256 of its bytes, with
     ``@start-end`` (seconds) appended when a segment is given, so two segments of one file differ
     and a copy of a file under another name is the same content."""
     try:
-        digest = file_digest(path)[:32]
+        digest = file_sha256(path)[:32]
     except OSError as exc:
         raise AudioError(path, f"cannot be read ({exc.strerror or exc})") from exc
     if start is None and end is None:
@@ -421,7 +413,7 @@ class FeatureCache:
 
 def file_record(path: Path) -> dict:
     """``{"size", "sha256"}`` of one store file."""
-    return {"size": Path(path).stat().st_size, "sha256": file_digest(path)}
+    return {"size": Path(path).stat().st_size, "sha256": file_sha256(path)}
 
 
 def file_problems(root: Path, files: dict, verify: bool = False) -> list[str]:
@@ -435,7 +427,7 @@ def file_problems(root: Path, files: dict, verify: bool = False) -> list[str]:
         elif path.stat().st_size != want.get("size"):
             problems.append(f"{rel} has {path.stat().st_size} bytes, store.json records {want.get('size')} "
                             f"(truncated or overwritten)")
-        elif verify and file_digest(path) != want.get("sha256"):
+        elif verify and file_sha256(path) != want.get("sha256"):
             problems.append(f"{rel} is damaged (its sha256 differs from the one store.json records)")
     return problems
 
