@@ -263,8 +263,9 @@ def test_missing_unexpected_and_position_ids(tiny, standins, tmp_path):
 
 
 def test_base_checkpoint_into_tiny_names_amodel(standins, tmp_path):
-    from rag_flamingo.encoders.laion_clap import AMODELS, LaionClapConfig, LaionClapModel
     from transformers import RobertaConfig
+
+    from rag_flamingo.encoders.laion_clap import AMODELS, LaionClapConfig, LaionClapModel
 
     text_cfg = RobertaConfig.from_pretrained(str(standins / "roberta-base"))
     base = LaionClapModel(LaionClapConfig(amodel="HTSAT-base"), text_cfg)
@@ -336,8 +337,9 @@ def test_registry_and_fingerprint(tiny, fusion, standins):
 
 
 def _hf_dir(standins: Path, path: Path, out: Path, enable_fusion: bool) -> Path:
-    from rag_flamingo.encoders.hf_clap import convert_original_to_transformers
     from transformers import RobertaTokenizer
+
+    from rag_flamingo.encoders.hf_clap import convert_original_to_transformers
 
     model = convert_original_to_transformers(path, str(standins / "roberta-base"), enable_fusion=enable_fusion)
     model.save_pretrained(str(out))

@@ -179,15 +179,10 @@ def test_registry_and_fingerprint(own_2023):
 
 
 def test_hydra_encoder_configs_build(own_2023, audio_files):
-    import os
-
-    from hydra import compose, initialize_config_dir
+    from rag_flamingo.cli import compose_config
 
     ckpt, text_dir = own_2023
-    conf = os.path.join(os.path.dirname(__file__), "..", "rag_flamingo", "conf")
-    with initialize_config_dir(config_dir=os.path.abspath(conf), version_base=None):
-        cfg = compose("build_index", overrides=["encoder=ms_clap_2023"])
-    options = dict(cfg.encoder)
+    options = dict(compose_config("build_index", ["encoder=ms_clap_2023"])["encoder"])
     name = options.pop("name")
     options.update(checkpoint=str(ckpt), text_model=str(text_dir), max_seconds=8.0, device="cpu")
     enc = build_encoder(name, **options)

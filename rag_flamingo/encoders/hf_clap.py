@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -163,9 +164,10 @@ def load_hf_clap(name: str = "hf_clap_unfused", *, model: str | None = None, lon
         raise CheckpointError(f"{weights.parent}: cannot load a transformers ClapModel + tokenizer "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                               f"`hf download {source}` fetches the complete folder") from exc
-    fusion = bool(clap.config.audio_config.enable_fusion)
+    audio_config: Any = clap.config.audio_config
+    fusion = bool(audio_config.enable_fusion)
     widths = {v.embed_dim: k for k, v in AMODELS.items()}
-    amodel = widths.get(clap.config.audio_config.patch_embeds_hidden_size, "HTSAT-tiny")
+    amodel = widths.get(audio_config.patch_embeds_hidden_size, "HTSAT-tiny")
     config = LaionClapConfig(amodel=amodel, enable_fusion=fusion, text_model=source,
                              long_audio=long_audio or ("fusion" if fusion else "mean"),
                              shrink_antialias=shrink_antialias)
@@ -177,12 +179,12 @@ def load_hf_clap(name: str = "hf_clap_unfused", *, model: str | None = None, lon
 
 
 @register_encoder("hf_clap_fused")
-def _hf_clap_fused(**options) -> LaionClapEncoder:
+def _hf_clap_fused(**options: Any) -> LaionClapEncoder:
     """``laion/clap-htsat-fused`` through transformers.ClapModel."""
     return load_hf_clap(**({"name": "hf_clap_fused"} | options))
 
 
 @register_encoder("hf_clap_unfused")
-def _hf_clap_unfused(**options) -> LaionClapEncoder:
+def _hf_clap_unfused(**options: Any) -> LaionClapEncoder:
     """``laion/clap-htsat-unfused`` through transformers.ClapModel."""
     return load_hf_clap(**({"name": "hf_clap_unfused"} | options))

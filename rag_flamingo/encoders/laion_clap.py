@@ -24,6 +24,8 @@ steps are batch-invariant and the small-M ones (heads, poolers, AFF) run row by 
 the transformers port) micro-batches have a fixed size, the last one padded by repeating its last row.
 CUDA runs under fp16 autocast by default (``precision``: fp16/bf16/fp32; frontend and batch norm stay
 fp32), CPU in fp32.
+The transformers ``ClapModel`` port (encoders ``hf_clap_*``) and the converter to it are in ``hf_clap.py``;
+they reuse ``LaionClapEncoder`` and the settings here.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -64,7 +66,8 @@ TEXT_MAX_LENGTH = 77
 DEFAULT_MAX_SECONDS = 60.0  # audio after this is not used (None: all of it)
 
 # The original ``model_configs/HTSAT-{tiny,base}.json`` audio settings (48 kHz, hop 480, fmax 14 kHz).
-LAION_AUDIO = dict(sample_rate=SAMPLE_RATE, window_size=1024, hop_size=480, mel_bins=64, fmin=50.0, fmax=14000.0)
+LAION_AUDIO: dict[str, Any] = dict(sample_rate=SAMPLE_RATE, window_size=1024, hop_size=480, mel_bins=64, fmin=50.0,
+                                   fmax=14000.0)
 AMODELS: dict[str, HTSATConfig] = {
     "HTSAT-tiny": HTSATConfig(**LAION_AUDIO),
     "HTSAT-base": HTSATConfig(**LAION_AUDIO, embed_dim=128, depths=(2, 2, 12, 2)),
@@ -408,20 +411,20 @@ def load_laion_clap(
 
 
 @register_encoder("laion_clap")
-def _laion_clap(**options) -> LaionClapEncoder:
+def _laion_clap(**options: Any) -> LaionClapEncoder:
     """HTSAT-tiny non-fusion, ``630k-audioset-best.pt``."""
     return load_laion_clap(**({"name": "laion_clap"} | options))
 
 
 @register_encoder("laion_clap_fusion")
-def _laion_clap_fusion(**options) -> LaionClapEncoder:
+def _laion_clap_fusion(**options: Any) -> LaionClapEncoder:
     """HTSAT-tiny fusion, ``630k-audioset-fusion-best.pt`` (Audio Flamingo 1's retrieval model)."""
     defaults = {"name": "laion_clap_fusion", "filename": "630k-audioset-fusion-best.pt", "enable_fusion": True}
     return load_laion_clap(**(defaults | options))
 
 
 @register_encoder("laion_clap_music")
-def _laion_clap_music(**options) -> LaionClapEncoder:
+def _laion_clap_music(**options: Any) -> LaionClapEncoder:
     """HTSAT-base non-fusion, ``music_audioset_epoch_15_esc_90.14.pt`` (also: music_speech_*)."""
     defaults = {"name": "laion_clap_music", "filename": "music_audioset_epoch_15_esc_90.14.pt",
                 "amodel": "HTSAT-base"}
