@@ -135,4 +135,3 @@ def register() -> None:
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="rag_classify_schema", node=ClassifyConfig)
     cs.store(name="build_index_schema", node=BuildIndexConfig)
-    cs.store(group="retrieval", name="retrieval_schema", node=RetrievalConfig)
