@@ -42,7 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rag_flamingo.audio import load_audio  # noqa: E402
+from rag_flamingo.audio import load_audio, load_for_encoders, wave_for  # noqa: E402
 from rag_flamingo.engine import RagFlamingo  # noqa: E402
 from rag_flamingo.model import (AudioFlamingo, AudioFlamingoConfig, GenerationSettings,  # noqa: E402
                                 encode_prompt_audios, generate, load_af1_tokenizer, postprocess_output,
@@ -109,16 +109,22 @@ def mid_model(hidden: int, layers: int, tokenizer) -> AudioFlamingo:
     return model
 
 
+def retrieve(engine: RagFlamingo, audio_root: Path, row: dict, k: int):
+    """The query decoded for every encoder and its shots (what the runner does per query)."""
+    waves = load_for_encoders(audio_root / row["path"], [engine.retrieval_encoder, *engine.audio_encoders], row)
+    emb = engine.retrieval_encoder.embed([wave_for(waves, engine.retrieval_encoder)])
+    return waves, engine.retriever.search(emb, k, query_ids=[row["id"]])
+
+
 def reference_style(engine: RagFlamingo, store: IndexStore, audio_root: Path, row: dict, k: int, task: str,
                     options, gen: GenerationSettings) -> tuple[str, dict]:
     """AF1-reference-style: decode + clapcap-encode every shot and the query, generate uncached."""
     t0 = time.perf_counter()
-    waves = engine.load(audio_root / row["path"], row)
-    shots = engine.retriever.search(engine.embed([waves]), k, query_ids=[row["id"]])
+    waves, shots = retrieve(engine, audio_root, row, k)
     prompt = engine.prompts(task, [{"id": row["id"]}], shots, options)[0]
     t1 = time.perf_counter()
     sr = engine.window_encoder.sample_rate
-    audios = [[load_audio(audio_root / s.item["path"], sr) for s in prompt.shots] + [waves[sr]]]
+    audios = [[load_audio(audio_root / s.item["path"], sr) for s in prompt.shots] + [wave_for(waves, engine.window_encoder)]]
     feats, mask = encode_prompt_audios(engine.window_encoder, audios, engine.audio_slots)
     t2 = time.perf_counter()
     ids, attn = tokenize_prompts(engine.tokenizer, [prompt.text])
@@ -130,8 +136,7 @@ def reference_style(engine: RagFlamingo, store: IndexStore, audio_root: Path, ro
 
 def engine_timed(engine: RagFlamingo, audio_root: Path, row: dict, k: int, task: str, options) -> tuple[str, dict]:
     t0 = time.perf_counter()
-    waves = engine.load(audio_root / row["path"], row)
-    shots = engine.retriever.search(engine.embed([waves]), k, query_ids=[row["id"]])
+    waves, shots = retrieve(engine, audio_root, row, k)
     t1 = time.perf_counter()
     answer = engine.generate(task, [{"id": row["id"]}], shots, [waves], options)[0]
     t2 = time.perf_counter()
@@ -163,7 +168,7 @@ def main() -> None:
     ckpt = random_clapcap_checkpoint(work / "clapcap_random.pth")
     store_dir = work / "store"
     t = time.perf_counter()
-    build_index([f"dataset.manifest={manifest}", f"dataset.root={work}", "dataset.name=bench", f"output={store_dir}",
+    build_index([f"dataset.manifest={manifest}", f"dataset.root={work}", "dataset.name=bench", f"store={store_dir}",
                  "features=clapcap", f"+features_encoder.checkpoint={ckpt}", "progress=false", "num_workers=0",
                  f"cache_root={work / 'cache'}"])
     build_s = time.perf_counter() - t
