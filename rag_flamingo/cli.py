@@ -9,7 +9,6 @@ wherever the console script is installed from, plus the user folders of ``paths.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import sys
@@ -17,16 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import paths
-from .errors import RagFlamingoError
+from .errors import RagFlamingoError, did_you_mean
 
 
 INDEX_TYPES_HINT = "index= picks the index type (auto, flat, hnsw, ivf_flat, ivf_pq)"
-
-
-def did_you_mean(word: str, candidates) -> str:
-    """`` (did you mean 'x'?)`` for the closest candidate, or ``""``."""
-    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def compose_config(config_name: str, overrides: list[str], aliases: dict[str, str] | None = None) -> dict:

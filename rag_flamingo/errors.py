@@ -1,5 +1,14 @@
 """The project's exception types: errors a user can cause, each naming the file/row and the fix."""
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(word: str, candidates: Iterable) -> str:
+    """`` (did you mean 'x'?)`` for the candidate closest to a misspelt ``word``, or ``""``."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
 
 class RagFlamingoError(Exception):
     """Base class for every error a user can cause and fix."""

@@ -28,7 +28,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from .config import ZERO_SHOT_TEMPLATE
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .prompts import TaskFamily, TaskSpec, answer_text, get_task
 from .retrieval import Shot
 from .store import item_labels, normalize_rows
@@ -108,8 +108,6 @@ def predictor_names() -> list[str]:
 
 def build_predictor(name: str, ctx: PredictorContext) -> Predictor:
     if name not in _REGISTRY:
-        from .cli import did_you_mean
-
         raise ConfigError(f"unknown predictor {name!r}{did_you_mean(name, _REGISTRY)}; "
                           f"use one or more of {', '.join(predictor_names())}")
     return _REGISTRY[name](ctx)
