@@ -24,9 +24,10 @@ import logging
 import os
 import pickle
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ class CheckpointSource:
         return f"hf://{self.repo_id}/{self.filename}" + (f"@{self.revision}" if self.revision else "")
 
     @classmethod
-    def parse(cls, spec: "str | Path | Mapping | CheckpointSource") -> "CheckpointSource":
+    def parse(cls, spec: str | Path | Mapping | CheckpointSource) -> CheckpointSource:
         """A source from ``hf://repo/id/file[@revision]``, a local path, or a mapping of the fields."""
         if isinstance(spec, CheckpointSource):
             return spec
@@ -141,8 +142,7 @@ def check_hub(repo_id: str, filename: str | None = None, revision: str | None = 
                               f"or not accessible ({type(exc).__name__}); check the name, or log in with "
                               f"`hf auth login` for a gated repository") from exc
     except Exception as exc:  # connection refused, DNS, timeout, HTTP 5xx: the hub is not usable now
-        raise CheckpointError(f"{offline_help(repo_id, filename, revision, include)} "
-                              f"[{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}]") from exc
+        raise CheckpointError(f"{offline_help(repo_id, filename, revision, include)} [{_first_line(exc)}]") from exc
 
 
 def hf_download(repo_id: str, filename: str, cache_dir: str | None = None, revision: str | None = None) -> Path:
@@ -192,8 +192,7 @@ def load_pretrained(name_or_path: str, load: Callable[[str], T], what: str, incl
         if not fix:
             fix = (f"Fix: run `hf download {name_or_path} {' '.join(f'--include {p!r}' for p in include)}`"
                    if looks_like_hub_id(name_or_path) else "Fix: point it at a directory holding those files")
-        raise CheckpointError(f"{what}: cannot load from {folder} ({type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}). {fix}") from exc
+        raise CheckpointError(f"{what}: cannot load from {folder} ({_first_line(exc)}). {fix}") from exc
 
 
 def load_text_tower(text_model: str, load: Callable[[str], T], hub_id: str, note: str = "") -> T:
@@ -218,8 +217,12 @@ def _hub_call(fn: Callable[[], T], help_text: str) -> T:
     try:
         return fn()
     except Exception as exc:
-        raise CheckpointError(f"{help_text} [{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}]"
-                              ) from exc
+        raise CheckpointError(f"{help_text} [{_first_line(exc)}]") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
 
 
 def looks_like_hub_id(name: str) -> bool:

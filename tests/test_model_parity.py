@@ -12,7 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rag_flamingo.model import AudioFlamingoConfig, generate, load_af1_tokenizer, load_audio_flamingo, postprocess_output
+from rag_flamingo.model import (
+    AudioFlamingoConfig,
+    generate,
+    load_af1_tokenizer,
+    load_audio_flamingo,
+    postprocess_output,
+)
 
 FIX = Path(__file__).parent / "fixtures" / "af1_tiny"
 CASES = json.loads((FIX / "cases.json").read_text())["cases"]

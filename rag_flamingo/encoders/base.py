@@ -7,7 +7,8 @@ factory under its config name, and is built by ``build_encoder(name, **options)`
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Protocol, runtime_checkable
+from collections.abc import Callable, Iterator
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 

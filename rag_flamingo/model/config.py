@@ -100,7 +100,7 @@ class AudioFlamingoConfig:
 
     # ---------------------------------------------------------------- constructors
     @classmethod
-    def foundation(cls, lm: str | None = None, **overrides) -> "AudioFlamingoConfig":
+    def foundation(cls, lm: str | None = None, **overrides) -> AudioFlamingoConfig:
         """The released foundation/chat sizes. With ``lm`` (hub id or local dir) the OPT config is
         read from there (e.g. ``facebook/opt-iml-max-1.3b``) and resized to AF1's 50268 tokens."""
         cfg = cls(**overrides)
@@ -109,7 +109,7 @@ class AudioFlamingoConfig:
         return cfg
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AudioFlamingoConfig":
+    def from_dict(cls, d: dict[str, Any]) -> AudioFlamingoConfig:
         """From our own ``to_dict()`` output or the af1_tiny ``config.json`` layout."""
         if "opt_config" not in d:
             known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
@@ -141,7 +141,7 @@ class AudioFlamingoConfig:
         )
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "AudioFlamingoConfig":
+    def from_json(cls, path: str | Path) -> AudioFlamingoConfig:
         path = Path(path)
         try:
             d = json.loads(path.read_text())

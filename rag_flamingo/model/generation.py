@@ -14,8 +14,9 @@ the generated length (transformers >= 4.36), the reference divided by prompt + g
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -70,14 +71,14 @@ class GenerationSettings:
                 raise ConfigError(f"{SECTION}.{f.name}={value!r}: expected {_EXPECTED[f.name]}")
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any] | None, **overrides: Any) -> "GenerationSettings":
+    def from_config(cls, section: Mapping[str, Any] | None, **overrides: Any) -> GenerationSettings:
         """Settings from a ``model.generation`` mapping (missing keys keep their defaults); an unknown
         key is a ConfigError with the closest known name. ``overrides`` win over the section."""
         values = {**dict(section or {}), **overrides}
         check_names(values)
         return cls(**values)
 
-    def replace(self, **changes: Any) -> "GenerationSettings":
+    def replace(self, **changes: Any) -> GenerationSettings:
         """A copy with ``changes`` applied (names checked, the result validated)."""
         check_names(changes)
         return dataclasses.replace(self, **changes)

@@ -9,7 +9,8 @@ with zero clips that go through CLAP) and have mask 0: the audio transformer sti
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
