@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from rag_flamingo.api import answer
+from rag_flamingo.audio import decode_key, load_for_encoders, wave_for
 from rag_flamingo.datasets import demo
 from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.encoders.laion_clap import LaionClapConfig, LaionClapModel, load_laion_clap, load_text_side
@@ -59,12 +61,12 @@ def test_clap_filter_keeps_the_sample_nearest_the_audio(clap, tmp_path):
     gen = GenerationSettings(max_new_tokens=5, do_sample=True, num_return_sequences=4, top_k=50, seed=1)
     eng = RagFlamingo(store, model, tok, enc, enc, generation=gen, reranker=ClapReranker(clap))
     audio = root / read_manifest(root / "test.jsonl")[0]["path"]
-    ans = eng.answer(audio, "captioning", k=2)
+    ans = answer(eng, audio, "captioning", k=2)
     assert len(ans.samples) == 4
     texts = [t for t, _ in ans.samples]
-    waves = eng.load(audio)
-    assert 48000 in waves  # decoded once more at the CLAP rate
-    expected = unit(clap.embed_text(texts)) @ unit(clap.embed([waves[48000]])[0])
+    waves = load_for_encoders(audio, [enc, *eng.audio_encoders])
+    assert decode_key(clap) in waves  # decoded once more as the CLAP encoder takes it
+    expected = unit(clap.embed_text(texts)) @ unit(clap.embed([wave_for(waves, clap)])[0])
     assert [s for _, s in ans.samples] == pytest.approx(expected.tolist(), abs=1e-5)
     assert ans.output == texts[int(np.argmax(expected))] and ans.score == pytest.approx(float(expected.max()), abs=1e-5)
     with pytest.raises(Exception, match="CLAP reranker"):
