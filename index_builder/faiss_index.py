@@ -8,7 +8,7 @@ Choice for ``index.type=auto`` (autofaiss's ``get_optimal_index_keys_v2``, simpl
   otherwise                                      -> IVF{k},PQ{m}x8 with the largest m that fits
 After building, recall@10 against exact search is measured on a seeded sample of the stored vectors
 used as queries, raising efSearch (HNSW) / nprobe (IVF) until it reaches ``recall_target`` or the
-largest value; the chosen parameters and the achieved recall go into store.json.
+largest value; the chosen parameters and the achieved recall are the store's ``IndexRecord``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
 from rag_flamingo.errors import ConfigError
-from rag_flamingo.store import apply_search_params, normalize_rows
+from rag_flamingo.store import IndexRecord, apply_search_params, normalize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class IndexOptions:
     seed: int = 0
 
     @classmethod
-    def from_config(cls, cfg) -> "IndexOptions":
+    def from_config(cls, cfg) -> IndexOptions:
         known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
         opts = cls(**known)
         if opts.type not in INDEX_TYPES:
@@ -57,23 +57,6 @@ class IndexOptions:
         if opts.metric not in ("cosine", "l2"):
             raise ConfigError(f"index.metric={opts.metric!r}; use cosine or l2")
         return opts
-
-
-@dataclass
-class IndexReport:
-    type: str
-    factory: str
-    metric: str
-    search_params: dict = field(default_factory=dict)
-    recall_at_10: float = 1.0
-    recall_queries: int = 0
-    recall_target: float = 0.99
-    reached_target: bool = True
-    gpu: bool = False
-    memory_budget: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def parse_bytes(text: str | int | float) -> int:
@@ -148,7 +131,7 @@ def gpu_available(opts: IndexOptions) -> bool:
     return has
 
 
-def build_index(vectors: np.ndarray, opts: IndexOptions) -> tuple[faiss.Index, IndexReport]:
+def build_index(vectors: np.ndarray, opts: IndexOptions) -> tuple[faiss.Index, IndexRecord]:
     """A trained, filled, tuned CPU index over ``vectors`` (row i = id i) and its report."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if opts.metric == "cosine" and len(vectors):
@@ -175,7 +158,7 @@ def build_index(vectors: np.ndarray, opts: IndexOptions) -> tuple[faiss.Index, I
         work.train(_training_sample(vectors, factory, opts.seed))
     work.add(vectors)
     index = faiss.index_gpu_to_cpu(work) if use_gpu else work
-    report = IndexReport(kind, factory, opts.metric, gpu=use_gpu, memory_budget=str(opts.memory_budget),
+    report = IndexRecord(kind, factory, opts.metric, gpu=use_gpu, memory_budget=str(opts.memory_budget),
                          recall_target=opts.recall_target)
     tune_recall(index, vectors, kind, opts, report)
     logger.info("index %s: recall@%d %.4f with %s", factory, opts.recall_k, report.recall_at_10,
@@ -211,7 +194,7 @@ def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int, metric: s
 
 
 def tune_recall(index: faiss.Index, vectors: np.ndarray, kind: str, opts: IndexOptions,
-                report: IndexReport) -> None:
+                report: IndexRecord) -> None:
     """Raise efSearch / nprobe until recall@k >= target (or the largest value); record it."""
     n = vectors.shape[0]
     k = min(opts.recall_k, n)

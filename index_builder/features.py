@@ -14,7 +14,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rag_flamingo.store import done_shards, features_path, item_from_record, read_shard_items, write_features
+from rag_flamingo.store import (
+    FeatureRecord,
+    done_shards,
+    features_path,
+    item_from_record,
+    read_shard_items,
+    write_features,
+)
 
 from .reader import decode_loader, decode_spec, plan_entries
 
@@ -22,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 def write_feature_shards(root: Path, name: str, encoder, shard_roots: dict[int, Path], batch_size: int,
-                         num_workers: int, progress: bool = True) -> dict:
+                         num_workers: int, progress: bool = True) -> FeatureRecord:
     """Write ``features/<name>/`` for every complete shard that lacks it; return its description."""
     root = Path(root)
     shards = done_shards(root)
@@ -65,8 +72,7 @@ def write_feature_shards(root: Path, name: str, encoder, shard_roots: dict[int, 
         with safe_open(str(features_path(root, name, shards[0])), framework="numpy") as handle:
             shape = handle.get_slice("features").get_shape()
             described = {"windows": int(shape[1]), "dim": int(shape[2]), "dtype": "float32"}
-    described["fingerprint"] = encoder.fingerprint()
-    return described
+    return FeatureRecord(**described, fingerprint=encoder.fingerprint())
 
 
 def _window_features(encoder, decoded) -> tuple[np.ndarray, np.ndarray]:

@@ -18,26 +18,48 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rag_flamingo import distributed
-from rag_flamingo import paths
+from rag_flamingo import distributed, paths
 from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.datasets.sources import resolve_split, split_name
 from rag_flamingo.encoders.base import build_encoder
 from rag_flamingo.errors import ConfigError, StoreError
-from rag_flamingo.store import (FEATURES_DIR, INFO_FILE, REJECTED_FILE, SHARDS_DIR, IndexStore, StoreInfo,
-                                build_lock, check_format, comparable_fingerprint, done_shards, drop_shard,
-                                file_problems, item_from_record, read_all_shards, read_info, read_rejected,
-                                read_shard_rejected, row_recording_keys, shard_problem, write_info,
-                                write_rejected, write_store)
+from rag_flamingo.store import (
+    FEATURES_DIR,
+    INFO_FILE,
+    REJECTED_FILE,
+    SHARDS_DIR,
+    BuildRecord,
+    FeatureRecord,
+    IndexRecord,
+    IndexStore,
+    SourceRecord,
+    StoreInfo,
+    build_lock,
+    check_format,
+    comparable_fingerprint,
+    done_shards,
+    drop_shard,
+    file_problems,
+    item_from_record,
+    read_all_shards,
+    read_info,
+    read_rejected,
+    read_shard_rejected,
+    row_recording_keys,
+    shard_problem,
+    write_info,
+    write_rejected,
+    write_store,
+)
 
 from .embedder import EmbedStats, embed_shards
 from .faiss_index import IndexOptions, build_index
 from .features import write_feature_shards
-from .plan import BuildPlan, Source
+from .plan import BuildPlan
 from .quality import label_precision
 
 logger = logging.getLogger(__name__)
@@ -71,7 +93,7 @@ class Summary:
     skipped: int = 0
     embedded: int = 0
     embed_seconds: float = 0.0
-    index: dict = field(default_factory=dict)
+    index: IndexRecord = field(default_factory=lambda: IndexRecord(type=""))
     encoder: str = ""
     features: list[str] = field(default_factory=list)
     quality: dict | None = None
@@ -79,7 +101,7 @@ class Summary:
 
     def text(self) -> str:
         idx = self.index
-        params = ", ".join(f"{k}={v}" for k, v in (idx.get("search_params") or {}).items()) or "exact"
+        params = ", ".join(f"{k}={v}" for k, v in idx.search_params.items()) or "exact"
         rate = f" ({self.embedded / self.embed_seconds:.1f} clips/s)" if self.embed_seconds > 0 else ""
         lines = [
             f"build_index: {self.status} {self.output}",
@@ -87,9 +109,9 @@ class Summary:
             + (f" (reasons in {self.output / REJECTED_FILE})" if self.rejected else "")
             + (f", {self.skipped} skipped (already in the store)" if self.skipped else ""),
             f"  encoder   {self.encoder}; embedded {self.embedded} clips this run in {self.embed_seconds:.1f} s{rate}",
-            f"  index     {idx.get('factory')} ({idx.get('type')}, {idx.get('metric')}), search {params}, "
-            f"recall@10 {idx.get('recall_at_10', 0):.4f} on {idx.get('recall_queries')} queries"
-            + ("" if idx.get("reached_target", True) else f" (below the {idx.get('recall_target')} target)"),
+            f"  index     {idx.factory} ({idx.type}, {idx.metric}), search {params}, "
+            f"recall@10 {idx.recall_at_10:.4f} on {idx.recall_queries} queries"
+            + ("" if idx.reached_target else f" (below the {idx.recall_target} target)"),
         ]
         if self.quality:
             q = self.quality
@@ -131,14 +153,14 @@ def _build(cfg: BuildConfig, ranks: distributed.Ranks) -> Summary | None:
         return _build_source(cfg, ranks, source, rows)
 
 
-def _build_source(cfg: BuildConfig, ranks: distributed.Ranks, source: Source, rows: list[dict]) -> Summary | None:
+def _build_source(cfg: BuildConfig, ranks: distributed.Ranks, source: SourceRecord, rows: list[dict]) -> Summary | None:
     root = Path(cfg.output)
     encoder = _encoder(cfg.encoder, _rank_device(cfg.device, ranks))
     fingerprint = encoder.fingerprint()
     existing, repaired = _existing_info(root, cfg.mode, ranks)
     if existing is not None:
         check_format(root, existing)
-        BuildPlan.drop_committed(root, int(existing.build.get("shards", 0)))
+        BuildPlan.drop_committed(root, existing.build.shards)
     skipped: list[str] = []
     if cfg.mode == "build":
         if existing is not None:
@@ -159,7 +181,7 @@ def _build_source(cfg: BuildConfig, ranks: distributed.Ranks, source: Source, ro
         if skipped:
             logger.info("append: %d ids already in the store are skipped (e.g. %s)", len(skipped),
                         ", ".join(skipped[:5]))
-        first_shard = int(existing.build.get("shards", len(done_shards(root))))
+        first_shard = existing.build.shards
         if not items:
             summary = _summary(root, existing, "nothing-new", EmbedStats(), len(skipped))
             return summary if ranks.is_main else None
@@ -226,12 +248,12 @@ def _drop_damaged_shards(root: Path, shards) -> dict[int, str]:
     return problems
 
 
-def _check_or_repair(cfg: BuildConfig, root: Path, info: StoreInfo, source: Source, rows: list[dict],
+def _check_or_repair(cfg: BuildConfig, root: Path, info: StoreInfo, source: SourceRecord, rows: list[dict],
                      encoder, fingerprint: dict) -> Summary:
     """A complete store for this command: verify every file; rebuild what is missing or damaged."""
     final = {rel: rec for rel, rec in info.files.items() if not rel.startswith(f"{SHARDS_DIR}/")}
     problems = file_problems(root, final, verify=True)
-    expected = range(int(info.build.get("shards", 0)))
+    expected = range(info.build.shards)
     damaged = _drop_damaged_shards(root, expected)
     missing = [s for s in expected if s not in set(done_shards(root))]
     problems += [damaged.get(s, f"shard {s} re-embedded (its done marker is missing)") for s in missing]
@@ -247,13 +269,13 @@ def _check_or_repair(cfg: BuildConfig, root: Path, info: StoreInfo, source: Sour
     stats = embed_shards(plan, missing, root, encoder, Path(source.audio_root), cfg.batch_size,
                          cfg.num_workers, cfg.min_seconds, cfg.progress)
     features = _intact_features(cfg, root, info, problems)
-    info = _merge_shards(cfg, root, list(info.build["sources"]), info.encoder, features)
+    info = _merge_shards(cfg, root, list(info.build.sources), info.encoder, features)
     if cfg.features:
         _add_features(cfg, root, info)
     return _summary(root, info, "repaired", stats, 0, problems)
 
 
-def _intact_features(cfg: BuildConfig, root: Path, info: StoreInfo, problems: list[str]) -> dict:
+def _intact_features(cfg: BuildConfig, root: Path, info: StoreInfo, problems: list[str]) -> dict[str, FeatureRecord]:
     """The feature caches to keep after a repair; a damaged feature file is removed (regenerated
     when the command names its features, otherwise its cache is dropped with a warning)."""
     keep = {}
@@ -278,7 +300,7 @@ def _remove_tree(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _read_source(cfg: BuildConfig, ranks: distributed.Ranks) -> tuple[Source, list[dict]]:
+def _read_source(cfg: BuildConfig, ranks: distributed.Ranks) -> tuple[SourceRecord, list[dict]]:
     """Resolve and validate the manifest (rank 0 first: a generated dataset is made once)."""
     if not ranks.is_main:
         distributed.barrier(ranks)
@@ -287,7 +309,7 @@ def _read_source(cfg: BuildConfig, ranks: distributed.Ranks) -> tuple[Source, li
         distributed.barrier(ranks)
     rows = read_manifest(manifest, allow_outside_root=bool(cfg.dataset.get("allow_outside_root")))
     name = str(cfg.dataset.get("name") or Path(manifest).stem)
-    return Source.from_manifest(name, split_name(cfg.dataset, cfg.split), manifest, audio_root), rows
+    return SourceRecord.from_manifest(name, split_name(cfg.dataset, cfg.split), manifest, audio_root), rows
 
 
 def _encoder(options: dict, device: str | None):
@@ -314,11 +336,12 @@ def _known_ids(store: IndexStore) -> set[str]:
     return {str(it["id"]) for it in store.items} | {r["id"] for r in read_rejected(store.root)}
 
 
-def _check_complete_store(root: Path, info: StoreInfo, source: Source, fingerprint: dict, shard_size: int) -> None:
-    sources = info.build.get("sources") or []
-    same = (len(sources) >= 1 and sources[0].get("manifest_sha256") == source.manifest_sha256
+def _check_complete_store(root: Path, info: StoreInfo, source: SourceRecord, fingerprint: dict,
+                          shard_size: int) -> None:
+    sources = info.build.sources
+    same = (len(sources) >= 1 and sources[0].manifest_sha256 == source.manifest_sha256
             and comparable_fingerprint(info.encoder) == comparable_fingerprint(fingerprint)
-            and info.build.get("shard_size") == shard_size)
+            and info.build.shard_size == shard_size)
     if not same:
         raise StoreError(f"{root}: already holds a complete store built from another manifest, encoder "
                          f"or shard_size; pick another output=, delete it, or add items with mode=append")
@@ -326,10 +349,9 @@ def _check_complete_store(root: Path, info: StoreInfo, source: Source, fingerpri
 
 def _finalize(cfg: BuildConfig, root: Path, plan: BuildPlan, fingerprint: dict,
               existing: StoreInfo | None) -> StoreInfo:
-    sources = list(existing.build.get("sources", [])) if existing else []
-    sources.append(dict(asdict(plan.source), first_shard=plan.first_shard,
-                        end_shard=plan.first_shard + plan.shard_count,
-                        first_row=existing.count if existing else 0))  # end_row: set by the merge
+    sources = list(existing.build.sources) if existing else []
+    sources.append(replace(plan.source, first_shard=plan.first_shard, end_shard=plan.first_shard + plan.shard_count,
+                           first_row=existing.count if existing else 0, end_row=None))  # end_row: set by the merge
     if existing and existing.features:
         logger.warning("appended items have no cached features; rerun with features=%s to add them",
                        ",".join(existing.features))
@@ -337,7 +359,8 @@ def _finalize(cfg: BuildConfig, root: Path, plan: BuildPlan, fingerprint: dict,
     return _merge_shards(cfg, root, sources, fingerprint, {})
 
 
-def _merge_shards(cfg: BuildConfig, root: Path, sources: list[dict], fingerprint: dict, features: dict) -> StoreInfo:
+def _merge_shards(cfg: BuildConfig, root: Path, sources: list[SourceRecord], fingerprint: dict,
+                  features: dict[str, FeatureRecord]) -> StoreInfo:
     """Index all complete shards and write items/index/rejected/store.json for ``sources``."""
     vectors, table = read_all_shards(root)
     rejected = [r for s in done_shards(root) for r in read_shard_rejected(root, s)]
@@ -348,19 +371,17 @@ def _merge_shards(cfg: BuildConfig, root: Path, sources: list[dict], fingerprint
     start = time.perf_counter()
     index, report = build_index(vectors, cfg.index)
     logger.info("index built in %.1f s", time.perf_counter() - start)
-    sources[-1].setdefault("end_row", int(vectors.shape[0]))
-    first = sources[0]
+    if sources[-1].end_row is None:
+        sources[-1].end_row = int(vectors.shape[0])
     records = table.to_pylist()
     info = StoreInfo(
         encoder=fingerprint, dim=int(vectors.shape[1]), count=int(vectors.shape[0]), metric=cfg.index.metric,
-        index=report.to_dict(), features=features,
-        dataset={"name": first["name"], "split": first["split"], "manifest": first["manifest"],
-                 "manifest_sha256": first["manifest_sha256"], "audio_root": first["audio_root"]},
-        build={"shard_size": cfg.shard_size, "shards": int(sources[-1]["end_shard"]), "sources": sources,
-               "rejected": len(rejected)},
+        index=report, features=features, dataset=sources[0].dataset,
+        build=BuildRecord(shard_size=cfg.shard_size, shards=sources[-1].end_shard, sources=sources,
+                          rejected=len(rejected)),
     )
     items = [item_from_record(r) for r in records]
-    info.build["label_precision"] = label_precision(vectors, items, row_recording_keys(info, items))
+    info.build.label_precision = label_precision(vectors, items, row_recording_keys(info, items))
     write_store(root, info, index, records)
     return info
 
@@ -368,7 +389,7 @@ def _merge_shards(cfg: BuildConfig, root: Path, sources: list[dict], fingerprint
 def _finish_complete(cfg: BuildConfig, root: Path, info: StoreInfo) -> Summary:
     logger.info("%s is already a complete store for this dataset and encoder", root)
     wanted = cfg.index.type
-    if (wanted != "auto" and wanted != info.index.get("type")) or cfg.index.metric != info.metric:
+    if (wanted != "auto" and wanted != info.index.type) or cfg.index.metric != info.metric:
         info = _reindex(cfg, root, info)  # another index over the stored vectors; nothing re-embedded
     if cfg.features:
         _add_features(cfg, root, info)
@@ -378,7 +399,7 @@ def _finish_complete(cfg: BuildConfig, root: Path, info: StoreInfo) -> Summary:
 def _reindex(cfg: BuildConfig, root: Path, info: StoreInfo) -> StoreInfo:
     vectors, table = read_all_shards(root)
     index, report = build_index(vectors, cfg.index)
-    info.index, info.metric = report.to_dict(), cfg.index.metric
+    info.index, info.metric = report, cfg.index.metric
     write_store(root, info, index, table.to_pylist())
     return info
 
@@ -413,9 +434,9 @@ def _add_features(cfg: BuildConfig, root: Path, info: StoreInfo) -> None:
 
 def _shard_roots(root: Path, info: StoreInfo) -> dict[int, Path]:
     roots = {}
-    for src in info.build.get("sources", []):
-        for shard in range(int(src["first_shard"]), int(src["end_shard"])):
-            roots[shard] = Path(src["audio_root"])
+    for src in info.build.sources:
+        for shard in range(src.first_shard, src.end_shard):
+            roots[shard] = Path(src.audio_root)
     missing = [s for s in done_shards(root) if s not in roots]
     if missing:
         raise StoreError(f"{root}: store.json does not say where the audio of shards {missing[:5]} lives; rebuild it")
@@ -427,10 +448,10 @@ def _shard_roots(root: Path, info: StoreInfo) -> dict[int, Path]:
 
 def _summary(root: Path, info: StoreInfo, status: str, stats: EmbedStats, skipped: int,
              repaired: list[str] | None = None) -> Summary:
-    return Summary(output=root, status=status, count=info.count, rejected=int(info.build.get("rejected", 0)),
+    return Summary(output=root, status=status, count=info.count, rejected=info.build.rejected,
                    skipped=skipped, embedded=stats.embedded, embed_seconds=stats.seconds, index=info.index,
                    encoder=f"{info.encoder.get('name')} (dim {info.dim}, {info.metric})",
-                   features=sorted(info.features), quality=info.build.get("label_precision"),
+                   features=sorted(info.features), quality=info.build.label_precision,
                    repaired=list(repaired or []))
 
 

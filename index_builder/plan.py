@@ -13,37 +13,19 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag_flamingo.errors import StoreError
-from rag_flamingo.hashing import file_sha256
-from rag_flamingo.store import done_shards, shard_marker
+from rag_flamingo.store import SourceRecord, done_shards, shard_marker
 
 PLAN_FILE = "build_plan.json"
 
 
 @dataclass
-class Source:
-    """One manifest that contributed rows: where its audio lives and which store rows it owns."""
-
-    name: str
-    split: str
-    manifest: str
-    manifest_sha256: str
-    audio_root: str
-    rows: int = 0  # manifest rows planned in this run (before rejection)
-
-    @classmethod
-    def from_manifest(cls, name: str, split: str, manifest: Path, audio_root: Path) -> "Source":
-        return cls(name, split, str(Path(manifest).resolve()), file_sha256(manifest),
-                   str(Path(audio_root).resolve()))
-
-
-@dataclass
 class BuildPlan:
     mode: str  # "build" or "append"
-    source: Source
+    source: SourceRecord  # the manifest of this run (its row range is set when the store is written)
     encoder: dict  # comparable fingerprint
     shard_size: int
     first_shard: int
@@ -70,7 +52,7 @@ class BuildPlan:
         return [s for s in self.shards if s not in done]
 
     def describe(self) -> dict:
-        return {"mode": self.mode, "source": asdict(self.source), "encoder": self.encoder,
+        return {"mode": self.mode, "source": self.source.to_dict(), "encoder": self.encoder,
                 "shard_size": self.shard_size, "first_shard": self.first_shard,
                 "items": len(self.items), "ids_sha": _ids_digest(self.items)}
 
@@ -100,7 +82,7 @@ class BuildPlan:
     def owns_shard(self, root: Path, shard: int) -> bool:
         """Whether a complete shard found on disk is this plan's (same encoder and items)."""
         marker = shard_marker(root, shard)
-        return shard in self.shards and marker is not None and marker.get("key") == self.shard_key(shard)
+        return shard in self.shards and marker is not None and marker.key == self.shard_key(shard)
 
     @staticmethod
     def drop_committed(root: Path, committed_shards: int) -> None:

@@ -107,15 +107,15 @@ class RagFlamingo:
         return self.audio_slots - 1
 
     def _check_features(self, store, name: str) -> None:
-        meta = store.info.features.get(name, {})
-        built, fingerprint = meta.get("fingerprint"), getattr(self.window_encoder, "fingerprint", None)
+        meta = store.info.features[name]  # present: store.features(name) opened it
+        built, fingerprint = meta.fingerprint, getattr(self.window_encoder, "fingerprint", None)
         ours = fingerprint() if built and fingerprint is not None else None
         if ours is not None and comparable_fingerprint(built) != comparable_fingerprint(ours):
             raise StoreError(f"{store.root}: the cached '{name}' shot features were made by another window encoder "
                              f"({built.get('name')}, {built.get('checkpoint_sha256', '')[:12]}) than the query's "
                              f"({ours.get('name')}); use the same checkpoint, or rebuild the features with "
                              f"`build_index ... mode=features features={name}`")
-        windows, dim = meta.get("windows"), meta.get("dim")
+        windows, dim = meta.windows, meta.dim
         if windows is not None and int(windows) != self.windows or dim is not None and int(dim) != self.model.config.audio_embed_dim:
             raise StoreError(f"{store.root}: cached '{name}' features are {windows} windows x {dim} dims but the "
                              f"model takes {self.windows} x {self.model.config.audio_embed_dim}; rebuild them "

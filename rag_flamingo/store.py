@@ -3,16 +3,18 @@
 Layout::
 
     <store>/
-      store.json          StoreInfo (written last: its presence marks a complete store)
+      store.json          StoreInfo (written last: its presence marks a complete store), with typed
+                          sub-records: IndexRecord, DatasetRecord, BuildRecord (its SourceRecords),
+                          FeatureRecord per feature set, FileRecord per file
       index.faiss         FAISS index, CPU-readable; row i <-> items row i
       items.parquet       one row per indexed item (manifest fields + ``content``, see ITEM_COLUMNS)
       shards/             embedding shards, the authoritative vectors, in row order:
         000000.npy          float32 [n, dim] (a plain array: object arrays are refused)
         000000.parquet      the n items of the shard (same columns as items.parquet)
         000000.rejected.jsonl  the shard's skipped items with reasons (optional)
-        000000.done         written after the files above: the shard is complete; JSON with the
-                            item count, the size and sha256 of each file above, and the shard's key
-                            (a digest of the encoder and the shard's item ids)
+        000000.done         written after the files above: the shard is complete (ShardMarker:
+                            item count, the size and sha256 of each file above, and the shard's key,
+                            a digest of the encoder and the shard's item ids)
       features/<name>/    optional per-item model features aligned with the shards,
         000000.safetensors  e.g. clapcap windows: "features" [n, W, D], "mask" [n, W]
       rejected.jsonl      items skipped while building, with the reason
@@ -37,11 +39,12 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, TypeVar
 
 import faiss
 import numpy as np
@@ -83,37 +86,169 @@ ITEM_COLUMNS = {
 ITEM_SCHEMA = pa.schema([(name, kind) for name, kind in ITEM_COLUMNS.items()])
 
 
+R = TypeVar("R", bound="Record")
+
+
+class Record:
+    """A dataclass record of store.json: read from a JSON object, written back as one.
+
+    ``from_dict`` leaves out keys the record does not know (a newer writer's additions); a key it
+    needs and lacks is a TypeError, which ``read_info`` reports as a corrupted store.json.
+    """
+
+    @classmethod
+    def from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{cls.__name__} needs a JSON object, not {type(data).__name__}")
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            logger.debug("%s: leaving out unknown keys %s", cls.__name__, unknown)
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+    @classmethod
+    def coerce(cls: type[R], value: R | Mapping[str, Any]) -> R:
+        """``value`` itself when it is already this record, else the record read from the mapping."""
+        return value if isinstance(value, cls) else cls.from_dict(value)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict:
+        return asdict(self)  # type: ignore[call-overload]
+
+
 @dataclass
-class StoreInfo:
-    """Everything needed to trust and query a store (serialised as store.json)."""
+class FileRecord(Record):
+    """Size and checksum of one store file (recorded in store.json and in each shard's done marker)."""
+
+    size: int
+    sha256: str
+
+    @classmethod
+    def of(cls, path: str | Path) -> FileRecord:
+        return cls(size=Path(path).stat().st_size, sha256=file_sha256(path))
+
+
+@dataclass
+class IndexRecord(Record):
+    """The FAISS index: what was built and the search parameters its recall was tuned to."""
+
+    type: str  # flat | hnsw | ivf_flat | ivf_pq
+    factory: str = ""  # the faiss index_factory string
+    metric: str = "cosine"
+    search_params: dict = field(default_factory=dict)  # efSearch / nprobe, set after every read_index
+    recall_at_10: float = 1.0
+    recall_queries: int = 0
+    recall_target: float = 0.99
+    reached_target: bool = True
+    gpu: bool = False
+    memory_budget: str = ""
+
+
+@dataclass
+class DatasetRecord(Record):
+    """A manifest: which dataset split it is, its bytes' sha256 and where its audio lives."""
+
+    name: str = ""
+    split: str = ""
+    manifest: str = ""  # resolved path of the manifest file
+    manifest_sha256: str = ""
+    audio_root: str = "."  # manifest paths are relative to it
+
+    @classmethod
+    def from_manifest(cls: type[R], name: str, split: str, manifest: Path, audio_root: Path) -> R:
+        return cls(name=name, split=split, manifest=str(Path(manifest).resolve()),  # type: ignore[call-arg]
+                   manifest_sha256=file_sha256(manifest), audio_root=str(Path(audio_root).resolve()))
+
+
+@dataclass
+class SourceRecord(DatasetRecord):
+    """One manifest that contributed to the store and the shards and rows it owns (a build has
+    one source, each append adds one)."""
+
+    rows: int = 0  # manifest rows planned in its run (before rejection)
+    first_shard: int = 0
+    end_shard: int = 0
+    first_row: int = 0
+    end_row: int | None = None  # None until the shards are merged (then: the store's row count)
+
+    @property
+    def dataset(self) -> DatasetRecord:
+        """The manifest part of this source (the store's ``dataset`` record is its first source's)."""
+        return DatasetRecord(**{f.name: getattr(self, f.name) for f in fields(DatasetRecord)})
+
+    def holds_row(self, row: int, count: int) -> bool:
+        return self.first_row <= row < (count if self.end_row is None else self.end_row)
+
+
+@dataclass
+class BuildRecord(Record):
+    """How the store was built: shards, the sources in row order, rejections, a quality figure."""
+
+    shard_size: int = 0
+    shards: int = 0  # shards 0 .. shards-1 are the store's
+    sources: list[SourceRecord] = field(default_factory=list)
+    rejected: int = 0
+    label_precision: dict | None = None  # index_builder.quality.label_precision (None: no labels)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sources, list):
+            raise TypeError(f"build.sources needs a list, not {type(self.sources).__name__}")
+        self.sources = [SourceRecord.coerce(src) for src in self.sources]
+
+
+@dataclass
+class FeatureRecord(Record):
+    """A cached per-item feature set (``features/<name>/``): window count, size and its encoder."""
+
+    windows: int
+    dim: int
+    dtype: str = "float32"
+    fingerprint: dict = field(default_factory=dict)  # the window encoder's fingerprint ({}: unknown)
+
+
+@dataclass
+class StoreInfo(Record):
+    """Everything needed to trust and query a store (serialised as store.json).
+
+    The sub-records may be given as plain mappings (as store.json holds them); they are typed here.
+    """
 
     encoder: dict  # the encoder fingerprint (name, checkpoint hash, preprocessing, crop policy)
     dim: int
     count: int
     metric: str = "cosine"  # "cosine" (inner product on L2-normalised vectors) or "l2"
-    index: dict = field(default_factory=dict)  # type, factory, search_params, recall_at_10, ...
-    dataset: dict = field(default_factory=dict)  # name, split, manifest, manifest_sha256
-    features: dict = field(default_factory=dict)  # name -> {fingerprint, windows, dim, dtype}
-    build: dict = field(default_factory=dict)  # shard_size, shards, sources (row ranges), rejected
-    files: dict = field(default_factory=dict)  # relative path -> {"size", "sha256"} of every store file
+    index: IndexRecord = field(default_factory=lambda: IndexRecord(type=""))
+    dataset: DatasetRecord = field(default_factory=DatasetRecord)  # the first source's manifest
+    features: dict[str, FeatureRecord] = field(default_factory=dict)  # by name
+    build: BuildRecord = field(default_factory=BuildRecord)
+    files: dict[str, FileRecord] = field(default_factory=dict)  # every store file by relative path
     versions: dict = field(default_factory=dict)
     created: str = ""
     format: int = FORMAT_VERSION
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.encoder, dict):
+            raise TypeError(f"encoder needs a JSON object, not {type(self.encoder).__name__}")
+        self.index = IndexRecord.coerce(self.index)
+        self.dataset = DatasetRecord.coerce(self.dataset)
+        self.build = BuildRecord.coerce(self.build)
+        self.features = _records(FeatureRecord, self.features, "features")
+        self.files = _records(FileRecord, self.files, "files")
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "StoreInfo":
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**known)
-
-    def source_of_row(self, row: int) -> dict:
+    def source_of_row(self, row: int) -> SourceRecord:
         """The source (manifest, ``audio_root``, row range) that holds store row ``row``."""
-        for src in self.build.get("sources", []):
-            if src.get("first_row", 0) <= row < src.get("end_row", self.count):
+        for src in self.build.sources:
+            if src.holds_row(row, self.count):
                 return src
-        return {"audio_root": self.dataset.get("audio_root", ".")}
+        return SourceRecord(**self.dataset.to_dict())
+
+
+def _records(cls: type[R], value: Mapping[str, Any], what: str) -> dict[str, R]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what} needs a JSON object, not {type(value).__name__}")
+    return {str(name): cls.coerce(rec) for name, rec in value.items()}
 
 
 def library_versions() -> dict:
@@ -126,7 +261,7 @@ def library_versions() -> dict:
 
 
 def now_utc() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # ----------------------------------------------------------------------------- items
@@ -217,7 +352,7 @@ def row_recording_keys(info: StoreInfo, items: list[dict]) -> list[str]:
     roots: dict[str, Path] = {}
     keys = []
     for row, item in enumerate(items):
-        root = str(info.source_of_row(row).get("audio_root", "."))
+        root = info.source_of_row(row).audio_root
         resolved = roots.setdefault(root, Path(root).expanduser().resolve())
         keys.append(recording_key(item, resolved))
     return keys
@@ -231,6 +366,19 @@ def item_labels(item: dict) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- shards
+
+
+@dataclass
+class ShardMarker(Record):
+    """A shard's ``.done`` file: its item count, the size and sha256 of each of its files, and its
+    ``key`` (what the shard was built from: a digest of the encoder and the shard's item ids)."""
+
+    count: int
+    key: str = ""
+    files: dict[str, FileRecord] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.files = _records(FileRecord, self.files, "files")
 
 
 def shard_stem(root: Path, shard: int) -> Path:
@@ -257,17 +405,16 @@ def write_shard(root: Path, shard: int, embeddings: np.ndarray, records: list[di
         write_jsonl(paths[-1], rejected, sort_keys=True)
     else:
         shard_rejected_path(root, shard).unlink(missing_ok=True)
-    marker = {"count": len(records), "key": key, "files": {_relative(root, p): file_record(p) for p in paths}}
-    _atomic(stem.with_suffix(".done"), lambda p: Path(p).write_text(json.dumps(marker, sort_keys=True)))
+    marker = ShardMarker(len(records), key, {_relative(root, p): FileRecord.of(p) for p in paths})
+    _atomic(stem.with_suffix(".done"), lambda p: Path(p).write_text(json.dumps(marker.to_dict(), sort_keys=True)))
 
 
-def shard_marker(root: Path, shard: int) -> dict | None:
+def shard_marker(root: Path, shard: int) -> ShardMarker | None:
     """The `.done` record of a complete shard (None when it is missing or unreadable)."""
     try:
-        marker = json.loads(shard_stem(root, shard).with_suffix(".done").read_text())
-    except (OSError, ValueError):
+        return ShardMarker.from_dict(json.loads(shard_stem(root, shard).with_suffix(".done").read_text()))
+    except (OSError, ValueError, TypeError):
         return None
-    return marker if isinstance(marker, dict) and isinstance(marker.get("files"), dict) else None
 
 
 def shard_problem(root: Path, shard: int, verify: bool = True) -> str | None:
@@ -275,7 +422,7 @@ def shard_problem(root: Path, shard: int, verify: bool = True) -> str | None:
     marker = shard_marker(root, shard)
     if marker is None:
         return f"{SHARDS_DIR}/{shard:06d}.done is unreadable"
-    problem = next(iter(file_problems(root, marker["files"], verify)), None)
+    problem = next(iter(file_problems(root, marker.files, verify)), None)
     if problem is None:
         try:
             read_shard_vectors(root, shard)
@@ -411,12 +558,7 @@ class FeatureCache:
         return np.concatenate(feats), np.concatenate(masks)
 
 
-def file_record(path: Path) -> dict:
-    """``{"size", "sha256"}`` of one store file."""
-    return {"size": Path(path).stat().st_size, "sha256": file_sha256(path)}
-
-
-def file_problems(root: Path, files: dict, verify: bool = False) -> list[str]:
+def file_problems(root: Path, files: Mapping[str, FileRecord], verify: bool = False) -> list[str]:
     """What is wrong with recorded files under ``root``: missing, another size, or (``verify``)
     another checksum. Empty when all are intact."""
     problems = []
@@ -424,28 +566,28 @@ def file_problems(root: Path, files: dict, verify: bool = False) -> list[str]:
         path = Path(root) / rel
         if not path.is_file():
             problems.append(f"{rel} is missing")
-        elif path.stat().st_size != want.get("size"):
-            problems.append(f"{rel} has {path.stat().st_size} bytes, store.json records {want.get('size')} "
+        elif path.stat().st_size != want.size:
+            problems.append(f"{rel} has {path.stat().st_size} bytes, store.json records {want.size} "
                             f"(truncated or overwritten)")
-        elif verify and file_sha256(path) != want.get("sha256"):
+        elif verify and file_sha256(path) != want.sha256:
             problems.append(f"{rel} is damaged (its sha256 differs from the one store.json records)")
     return problems
 
 
-def store_files(root: Path) -> dict:
+def store_files(root: Path) -> dict[str, FileRecord]:
     """Size and sha256 of every file of the store (shards from their markers, the rest hashed)."""
     root = Path(root)
-    files = {}
+    files: dict[str, FileRecord] = {}
     for shard in done_shards(root):
         marker = shard_marker(root, shard)
         if marker is None:
             raise StoreError(f"{root}: {SHARDS_DIR}/{shard:06d}.done is unreadable; {REPAIR_HINT}")
-        files.update(marker["files"])
+        files.update(marker.files)
     for name in (INDEX_FILE, ITEMS_FILE, REJECTED_FILE):
         if (root / name).is_file():
-            files[name] = file_record(root / name)
+            files[name] = FileRecord.of(root / name)
     for path in sorted((root / FEATURES_DIR).glob("*/*.safetensors")):
-        files[_relative(root, path)] = file_record(path)
+        files[_relative(root, path)] = FileRecord.of(path)
     return files
 
 
@@ -554,10 +696,10 @@ class IndexStore:
     def __init__(self, root: Path, info: StoreInfo, index: faiss.Index, items: pa.Table):
         self.root, self.info, self.index, self._table = Path(root), info, index, items
         self._items = [item_from_record(r) for r in items.to_pylist()]
-        apply_search_params(self.index, info.index.get("search_params", {}))
+        apply_search_params(self.index, info.index.search_params)
 
     @classmethod
-    def open(cls, root: str | Path, verify: bool = False) -> "IndexStore":
+    def open(cls, root: str | Path, verify: bool = False) -> IndexStore:
         """Open a complete store. Presence and size of every recorded file are always checked, their
         sha256 too with ``verify=True``; anything broken is a StoreError naming the file."""
         root = Path(root)
@@ -605,14 +747,14 @@ class IndexStore:
             raise StoreError(f"{self.root}: shards hold {emb.shape[0]} vectors, store {self.info.count}")
         return emb
 
-    def source_of_row(self, row: int) -> dict:
+    def source_of_row(self, row: int) -> SourceRecord:
         """The source (manifest, ``audio_root``, row range) that holds row ``row``."""
         return self.info.source_of_row(row)
 
     def audio_path(self, row: int) -> Path:
         """The audio file of store row ``row``: its manifest path under its source's audio root."""
         path = Path(self._items[row]["path"])
-        return path if path.is_absolute() else Path(self.source_of_row(row)["audio_root"]) / path
+        return path if path.is_absolute() else Path(self.source_of_row(row).audio_root) / path
 
     @cached_property
     def recording_keys(self) -> list[str]:
@@ -629,8 +771,9 @@ class IndexStore:
         checksums of its files. Equal across reopening; changed by an append or a rebuild."""
         content = {"encoder": comparable_fingerprint(self.info.encoder), "metric": self.info.metric,
                    "count": self.info.count, "dim": self.info.dim,
-                   "index": {k: self.info.index.get(k) for k in ("type", "factory", "search_params")},
-                   "files": {rel: rec.get("sha256") for rel, rec in sorted(self.info.files.items())}}
+                   "index": {"type": self.info.index.type, "factory": self.info.index.factory,
+                             "search_params": self.info.index.search_params},
+                   "files": {rel: rec.sha256 for rel, rec in sorted(self.info.files.items())}}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def features(self, name: str = "clapcap") -> FeatureCache:

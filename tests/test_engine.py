@@ -124,10 +124,10 @@ def test_too_many_shots_and_missing_features_are_user_errors(parts, tmp_path):
         RagFlamingo(mismatched, parts["model"], parts["tok"], parts["enc"], parts["enc"])
     other = build_store(tmp_path / "other", parts["train"][:8], np.eye(8, 32, dtype=np.float32),
                         parts["enc"].fingerprint())
-    other.info.features["clapcap"]["fingerprint"] = TinyWindowEncoder(seed=1).fingerprint()
+    other.info.features["clapcap"].fingerprint = TinyWindowEncoder(seed=1).fingerprint()
     with pytest.raises(StoreError, match="another window encoder"):
         RagFlamingo(other, parts["model"], parts["tok"], parts["enc"], parts["enc"])
-    other.info.features["clapcap"]["fingerprint"] = dict(parts["enc"].fingerprint(), device="cuda:0")
+    other.info.features["clapcap"].fingerprint = dict(parts["enc"].fingerprint(), device="cuda:0")
     RagFlamingo(other, parts["model"], parts["tok"], parts["enc"], parts["enc"])  # same encoder elsewhere: fine
 
 

@@ -10,7 +10,6 @@ import numpy as np
 
 from rag_flamingo import checkpoints, store
 from rag_flamingo.hashing import file_sha256
-from index_builder import plan
 
 
 def test_file_sha256_reads_every_chunk(tmp_path):
@@ -26,7 +25,7 @@ def test_file_sha256_reads_every_chunk(tmp_path):
 
 def test_one_function_for_store_manifests_and_checkpoints():
     assert checkpoints.file_sha256 is file_sha256
-    assert store.file_sha256 is file_sha256 and plan.file_sha256 is file_sha256
+    assert store.file_sha256 is file_sha256
     assert not hasattr(store, "file_digest")
 
 

@@ -34,8 +34,8 @@ def test_feature_shards_mask_undecodable_items_and_keep_empty_shards(tmp_path):
 
     described = write_feature_shards(root, "clapcap", encoder, {0: audio, 1: audio}, batch_size=4,
                                      num_workers=0, progress=False)
-    assert {k: described[k] for k in ("windows", "dim", "dtype")} == {"windows": 16, "dim": 1024,
-                                                                       "dtype": "float32"}
+    assert (described.windows, described.dim, described.dtype) == (16, 1024, "float32")
+    assert described.fingerprint == encoder.fingerprint()
     cache = FeatureCache(root, "clapcap")
     assert cache.count == 2
     feats, mask = cache.get([0, 1])

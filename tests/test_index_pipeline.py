@@ -21,6 +21,7 @@ from rag_flamingo.errors import ManifestError, StoreError
 from rag_flamingo.store import IndexStore, done_shards, read_all_shards
 
 FAST = ["encoder.max_seconds=1.5", "num_workers=0", "progress=false", "batch_size=3"]
+FORMAT2 = Path(__file__).parent / "fixtures" / "store_format2.json"  # store.json before its records were typed
 
 
 def tone(seconds: float, sr: int, freq: float, kind: str = "sine", channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -63,6 +64,13 @@ def store_bytes(root: Path) -> dict[str, bytes]:
 
 def run_cli(args: list[str]) -> None:
     assert main(args) == 0
+
+
+def record_keys(info: dict) -> dict[str, set[str]]:
+    """The keys of each record of a store.json (sources and files: over all of them)."""
+    return {"store": set(info), "index": set(info["index"]), "dataset": set(info["dataset"]),
+            "build": set(info["build"]), "source": {k for s in info["build"]["sources"] for k in s},
+            "file": {k for f in info["files"].values() for k in f}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,16 +116,16 @@ def test_folder_with_hard_files(tmp_path, capsys, monkeypatch):
     assert set(rejected) == {"sine/corrupt", "noise/empty", "noise/silent", "clicks/tiny"}
     assert "decode" in rejected["sine/corrupt"] and "silent" in rejected["noise/silent"]
     assert "too short" in rejected["clicks/tiny"]
-    assert len(store) == 6 + 3 and store.info.build["rejected"] == 4
+    assert len(store) == 6 + 3 and store.info.build.rejected == 4
     assert store.label_set() == ["clicks", "noise", "sine"]
     assert store.info.encoder["name"] == "aisfx" and store.info.encoder["max_seconds"] == 1.5
-    assert store.info.index["type"] == "flat" and store.info.index["recall_at_10"] == 1.0
+    assert store.info.index.type == "flat" and store.info.index.recall_at_10 == 1.0
     # a clip is its own nearest neighbour; same-class neighbours dominate for these clear classes
     scores, rows = store.search(store.embeddings(), 2)
     assert (rows[:, 0] == np.arange(len(store))).all()
     printed = capsys.readouterr().out
     assert "9 indexed, 4 rejected" in printed and "recall@10 1.0000" in printed and str(out) in printed
-    quality = store.info.build["label_precision"]
+    quality = store.info.build.label_precision
     assert quality["queries"] == 9 and f"label precision@5 {quality['precision']:.3f}" in printed
     # rerunning the same command finds the complete store and changes nothing
     before = store_bytes(out)
@@ -126,8 +134,8 @@ def test_folder_with_hard_files(tmp_path, capsys, monkeypatch):
     # asking for another index type re-indexes the stored vectors; nothing is re-embedded
     run_cli(["dataset=folder", f"dataset.root={root}", "encoder=aisfx", f"output={out}", "index=hnsw", *FAST])
     hnsw = IndexStore.open(out)
-    assert hnsw.info.index["type"] == "hnsw" and hnsw.info.index["recall_at_10"] >= 0.99
-    assert "efSearch" in hnsw.info.index["search_params"]
+    assert hnsw.info.index.type == "hnsw" and hnsw.info.index.recall_at_10 >= 0.99
+    assert "efSearch" in hnsw.info.index.search_params
     after = store_bytes(out)
     assert {k: v for k, v in after.items() if k.startswith("shards/")} == {
         k: v for k, v in before.items() if k.startswith("shards/")}
@@ -175,9 +183,12 @@ def test_append_equals_rebuild_on_union(tmp_path, capsys):
     np.testing.assert_array_equal(a.embeddings()[: len(emb_before)], emb_before)  # not re-embedded
     np.testing.assert_allclose(a.embeddings(), b.embeddings(), atol=1e-6)
     assert (a.index.reconstruct_n(0, len(a)) == a.embeddings()).all()  # index rows == item rows
-    assert [s["manifest"] for s in a.info.build["sources"]] == [str(first.resolve()), str(second.resolve())]
-    assert [(s["first_row"], s["end_row"]) for s in a.info.build["sources"]] == [(0, 9), (9, 12)]
+    assert [s.manifest for s in a.info.build.sources] == [str(first.resolve()), str(second.resolve())]
+    assert [(s.first_row, s.end_row) for s in a.info.build.sources] == [(0, 9), (9, 12)]
     assert all(a.audio_path(r) == root / a.item(r)["path"] for r in range(len(a)))
+    # store.json keeps the format written before its records were typed
+    format2 = json.loads(FORMAT2.read_text())
+    assert record_keys(json.loads((appended / "store.json").read_text())) == record_keys(format2)
     # appending with another encoder configuration is refused
     with pytest.raises(StoreError, match="built with encoder"):
         from index_builder.cli import load_config
@@ -277,8 +288,11 @@ def test_features_added_to_an_existing_store_without_re_embedding(tmp_path):
     run_cli([*args, "features=clapcap", f"features_encoder.checkpoint={ckpt}"])
     assert {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir() if p.name in stamps} == stamps
     store = IndexStore.open(out)
-    assert store.info.features["clapcap"]["windows"] == 16 and store.info.features["clapcap"]["dim"] == 1024
-    assert store.info.features["clapcap"]["fingerprint"]["name"] == "clapcap"
+    assert store.info.features["clapcap"].windows == 16 and store.info.features["clapcap"].dim == 1024
+    assert store.info.features["clapcap"].fingerprint["name"] == "clapcap"
+    format2 = json.loads(FORMAT2.read_text())
+    written = json.loads((out / "store.json").read_text())["features"]["clapcap"]
+    assert set(written) == set(format2["features"]["clapcap"])
     cache = store.features("clapcap")
     feats, mask = cache.get(range(len(store)))
     assert feats.shape == (2, 16, 1024) and cache.count == len(store) == 2

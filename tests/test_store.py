@@ -9,9 +9,25 @@ import numpy as np
 import pytest
 
 from rag_flamingo.errors import StoreError
-from rag_flamingo.store import (INFO_FILE, IndexStore, StoreInfo, done_shards, item_from_record, item_record,
-                                normalize_rows, read_all_shards, read_info, read_rejected, read_shard_rejected,
-                                write_features, write_info, write_rejected, write_shard, write_store)
+from rag_flamingo.store import (
+    INFO_FILE,
+    FeatureRecord,
+    IndexStore,
+    StoreInfo,
+    done_shards,
+    item_from_record,
+    item_record,
+    normalize_rows,
+    read_all_shards,
+    read_info,
+    read_rejected,
+    read_shard_rejected,
+    write_features,
+    write_info,
+    write_rejected,
+    write_shard,
+    write_store,
+)
 
 ROWS = [
     {"id": "a", "path": "dog/a.wav", "label": "dog", "captions": ["a dog barks"], "extra": 1},
@@ -123,7 +139,7 @@ def test_features_cache(tmp_path):
     info = read_info(tmp_path)
     with pytest.raises(StoreError, match="features=clapcap"):
         IndexStore.open(tmp_path).features("clapcap")
-    info.features["clapcap"] = {"windows": 4, "dim": 5}
+    info.features["clapcap"] = FeatureRecord(windows=4, dim=5)
     write_info(tmp_path, info)
     cache = IndexStore.open(tmp_path).features("clapcap")
     f, m = cache.get([4, 0])

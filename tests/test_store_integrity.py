@@ -64,8 +64,8 @@ def test_every_store_file_is_recorded(tmp_path):
     files = read_info(tmp_path).files
     assert {INDEX_FILE, ITEMS_FILE, "shards/000000.npy", "shards/000001.parquet",
             "shards/000001.rejected.jsonl"} <= set(files)
-    assert files[ITEMS_FILE]["size"] == (tmp_path / ITEMS_FILE).stat().st_size
-    assert len(files[INDEX_FILE]["sha256"]) == 64
+    assert files[ITEMS_FILE].size == (tmp_path / ITEMS_FILE).stat().st_size
+    assert len(files[INDEX_FILE].sha256) == 64
 
 
 def test_pickled_object_shard_is_refused(tmp_path):
