@@ -99,7 +99,7 @@ def test_prototype_leaves_the_querys_own_recording_out(tmp_path):
     emb = np.array([[1, 0, 0], [0, 0.6, 0.8], [0.6, 0.8, 0], [0.6, 0.8, 0]], np.float32)
     proto = PrototypePredictor(build_store(tmp_path / "s", rows, emb, {"name": "toy"}, features=False))
     outside = Query("new", {"id": "new"}, {}, np.array([1.0, 0, 0]))
-    inside = Query("a0", {"id": "a0", "group": "a0.wav"}, {}, np.array([1.0, 0, 0]))
+    inside = Query("a0", {"id": "a0"}, {}, np.array([1.0, 0, 0]), own_rows=frozenset({0}))  # a0 is row 0
     assert proto.predict([outside], "classification")[0].output == "a"  # a0 itself pulls 'a' close
     held_out = proto.predict([inside], "classification")[0]
     assert held_out.output == "b" and held_out.label_scores["a"] == pytest.approx(0.0, abs=1e-6)

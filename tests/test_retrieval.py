@@ -58,6 +58,13 @@ def vectors():
     return corpus()[0]
 
 
+def own_rows(store, paths) -> list[frozenset[int]]:
+    """The store rows each query must never see, for queries that are the recordings ``paths`` (None:
+    a query from elsewhere), looked up by recording key as the runner does."""
+    retriever, where = Retriever(store), [it["path"] for it in store.items]
+    return [retriever.own_rows(store.recording_keys[where.index(p)]) if p else frozenset() for p in paths]
+
+
 def groups(shots: list[Shot]) -> list[str]:
     return [s.item["group"] for s in shots]
 
@@ -65,7 +72,7 @@ def groups(shots: list[Shot]) -> list[str]:
 def test_own_group_never_returned_and_one_row_per_group(store, vectors):
     queries = vectors[::ROWS_PER_GROUP]
     own = [f"audio/{g}.wav" for g in range(N_GROUPS)]
-    results = Retriever(store).search(queries, k=7, exclude_groups=own, query_ids=[f"q{g}" for g in range(N_GROUPS)])
+    results = Retriever(store).search(queries, k=7, exclude_rows=own_rows(store, own), query_ids=[f"q{g}" for g in range(N_GROUPS)])
     assert len(results) == N_GROUPS
     for g, shots in enumerate(results):
         assert len(shots) == 7
@@ -83,7 +90,7 @@ def test_without_exclusion_the_query_itself_is_nearest(store, vectors):
 
 def test_nearest_first_without_shuffle_matches_brute_force(store, vectors):
     query = normalize_rows(vectors[5:6] + 0.3 * np.random.default_rng(1).normal(size=(1, DIM)))
-    shots = Retriever(store, shuffle=False).search(query, k=8, exclude_groups=["audio/1.wav"])[0]
+    shots = Retriever(store, shuffle=False).search(query, k=8, exclude_rows=own_rows(store, ["audio/1.wav"]))[0]
     group_vecs = vectors[::ROWS_PER_GROUP]
     sims = group_vecs @ query[0]
     expected = [f"audio/{g}" + ".wav" for g in np.argsort(-sims) if g != 1][:8]
@@ -98,18 +105,18 @@ def test_shuffle_is_seeded_per_query_and_batch_independent(store, vectors):
     ids = [f"q{i}" for i in range(10)]
     own = [f"audio/{g}.wav" for g in range(10)]
     retriever = Retriever(store, seed=3)
-    batch = retriever.search(queries, k=7, exclude_groups=own, query_ids=ids)
-    again = Retriever(store, seed=3).search(queries, k=7, exclude_groups=own, query_ids=ids)
+    batch = retriever.search(queries, k=7, exclude_rows=own_rows(store, own), query_ids=ids)
+    again = Retriever(store, seed=3).search(queries, k=7, exclude_rows=own_rows(store, own), query_ids=ids)
     assert [[s.row for s in r] for r in batch] == [[s.row for s in r] for r in again]
     # a query alone gives the same shots as inside a batch
     for i in (0, 4, 9):
-        alone = retriever.search(queries[i:i + 1], k=7, exclude_groups=[own[i]], query_ids=[ids[i]])[0]
+        alone = retriever.search(queries[i:i + 1], k=7, exclude_rows=own_rows(store, [own[i]]), query_ids=[ids[i]])[0]
         assert [s.row for s in alone] == [s.row for s in batch[i]]
     # the shuffled order is a permutation of the nearest-first set, and not always nearest-first
-    plain = Retriever(store, shuffle=False).search(queries, k=7, exclude_groups=own, query_ids=ids)
+    plain = Retriever(store, shuffle=False).search(queries, k=7, exclude_rows=own_rows(store, own), query_ids=ids)
     assert [sorted(groups(a)) for a in batch] == [sorted(groups(b)) for b in plain]
     assert any(groups(a) != groups(b) for a, b in zip(batch, plain))
-    other_seed = Retriever(store, seed=4).search(queries, k=7, exclude_groups=own, query_ids=ids)
+    other_seed = Retriever(store, seed=4).search(queries, k=7, exclude_rows=own_rows(store, own), query_ids=ids)
     assert [[s.row for s in r] for r in other_seed] != [[s.row for s in r] for r in batch]
 
 
@@ -117,7 +124,7 @@ def test_row_within_group_is_random_but_seeded(store, vectors):
     retriever = Retriever(store, shuffle=False)
     picked = set()
     for qid in range(30):
-        shots = retriever.search(vectors[:1], k=1, exclude_groups=["audio/0.wav"], query_ids=[f"q{qid}"])[0]
+        shots = retriever.search(vectors[:1], k=1, exclude_rows=own_rows(store, ["audio/0.wav"]), query_ids=[f"q{qid}"])[0]
         picked.add(shots[0].id)
     assert len(picked) > 1  # several captions of the nearest recording get used
     assert len({p.rsplit("_", 1)[0] for p in picked}) == 1  # all from the one nearest group
@@ -146,7 +153,7 @@ def test_widening_finds_far_rows_and_stops_when_exhausted(store, vectors, caplog
     # only 12 val groups; with overfetch 0 the first fetch (k rows) holds few of them
     retriever = Retriever(store, overfetch=0, shuffle=False)
     with caplog.at_level(logging.DEBUG, logger="rag_flamingo.retrieval"):
-        shots = retriever.search(vectors[3:4], k=10, filters={"split": "val"}, exclude_groups=["audio/1.wav"])[0]
+        shots = retriever.search(vectors[3:4], k=10, filters={"split": "val"}, exclude_rows=own_rows(store, ["audio/1.wav"]))[0]
     assert "widening search" in caplog.text
     assert len(shots) == 10 and all(s.item["split"] == "val" for s in shots)
     val_groups = vectors[::ROWS_PER_GROUP][::5]  # groups 0, 5, 10, ... are the val split
@@ -155,7 +162,11 @@ def test_widening_finds_far_rows_and_stops_when_exhausted(store, vectors, caplog
     with caplog.at_level(logging.WARNING, logger="rag_flamingo.retrieval"):
         shots = retriever.search(vectors[3:4], k=20, filters={"split": "val"}, query_ids=["q"])[0]
     assert len(shots) == 12  # every val group, once
-    assert "only 12 of 20 shots" in caplog.text
+    assert "fewer than 20 shots" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rag_flamingo.retrieval"):
+        retriever.search(vectors[3:5], k=20, filters={"split": "val"}, query_ids=["q", "r"])
+    assert "fewer than" not in caplog.text  # said once per k, not once per query or batch
 
 
 def test_near_duplicate_removal(tmp_path):
@@ -186,7 +197,7 @@ def test_near_duplicates_on_ivf_index_use_the_shards(tmp_path):
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, 4, faiss.METRIC_INNER_PRODUCT)
     store = make_store(tmp_path, vectors, rows, index=index)
     store.index.nprobe = 4
-    shots = Retriever(store, near_duplicate_threshold=0.99).search(vectors[:1], k=5, exclude_groups=["audio/0.wav"])[0]
+    shots = Retriever(store, near_duplicate_threshold=0.99).search(vectors[:1], k=5, exclude_rows=own_rows(store, ["audio/0.wav"]))[0]
     assert len(shots) == 5 and len(set(groups(shots))) == 5
 
 
@@ -194,16 +205,16 @@ def test_random_mode(store, vectors):
     retriever = Retriever(store, mode="random", seed=1)
     own = [f"audio/{g}.wav" for g in range(8)]
     ids = [f"q{g}" for g in range(8)]
-    a = retriever.search(vectors[::ROWS_PER_GROUP][:8], k=7, exclude_groups=own, query_ids=ids)
-    b = Retriever(store, mode="random", seed=1).search(None, k=7, exclude_groups=own, query_ids=ids)
+    a = retriever.search(vectors[::ROWS_PER_GROUP][:8], k=7, exclude_rows=own_rows(store, own), query_ids=ids)
+    b = Retriever(store, mode="random", seed=1).search(None, k=7, exclude_rows=own_rows(store, own), query_ids=ids)
     assert [[s.row for s in r] for r in a] == [[s.row for s in r] for r in b]  # needs no embedding
     assert all(np.isnan(s.score) for r in b for s in r)
-    knn = Retriever(store, shuffle=False).search(vectors[::ROWS_PER_GROUP][:8], k=7, exclude_groups=own)
+    knn = Retriever(store, shuffle=False).search(vectors[::ROWS_PER_GROUP][:8], k=7, exclude_rows=own_rows(store, own))
     for g, row in enumerate(a):
         assert len(row) == 7 and own[g] not in groups(row) and len(set(groups(row))) == 7
         assert all(np.isfinite(s.score) for s in row)
     assert [sorted(groups(r)) for r in a] != [sorted(groups(r)) for r in knn]
-    c = Retriever(store, mode="random", seed=2).search(None, k=7, exclude_groups=own, query_ids=ids)
+    c = Retriever(store, mode="random", seed=2).search(None, k=7, exclude_rows=own_rows(store, own), query_ids=ids)
     assert [[s.row for s in r] for r in c] != [[s.row for s in r] for r in b]
     filtered = retriever.search(None, k=3, query_ids=["x"], filters={"labels": ["bird"]})[0]
     assert [s.item["label"] for s in filtered] == ["bird"] * 3
@@ -220,8 +231,8 @@ def test_bad_inputs(store, vectors):
         Retriever(store).search(np.zeros((1, DIM + 1), np.float32), k=3)
     with pytest.raises(ConfigError):
         Retriever(store, mode="nearest")
-    with pytest.raises(ConfigError, match="exclude_groups"):
-        Retriever(store).search(vectors[:2], k=3, exclude_groups=["a"])
+    with pytest.raises(ConfigError, match="exclude_rows"):
+        Retriever(store).search(vectors[:2], k=3, exclude_rows=[frozenset()])
     with pytest.raises(ConfigError, match="query embeddings"):
         Retriever(store).search(None, k=3, query_ids=["a"])
     with pytest.raises(ConfigError, match="encoder"):
@@ -266,7 +277,7 @@ def test_search_audio_with_the_store_encoder_and_mismatch_refused(tmp_path):
     store = make_store(tmp_path / "store", encoder.embed(waves), rows, encoder=encoder.fingerprint())
     retriever = Retriever(store, encoder=encoder, shuffle=False)
     query = 0.5 * np.sin(2 * np.pi * 900 * t).astype(np.float32)
-    shots = retriever.search_audio([query, waves[0]], k=2, exclude_groups=[None, "tone0.wav"], query_ids=["a", "b"])
+    shots = retriever.search_audio([query, waves[0]], k=2, exclude_rows=own_rows(store, [None, "tone0.wav"]), query_ids=["a", "b"])
     assert shots[0][0].id == "tone2"  # 900 Hz is nearest the 880 Hz tone
     assert "tone0" not in [s.id for s in shots[1]]
     with pytest.raises(StoreError, match="built with encoder"):
@@ -277,7 +288,7 @@ def test_l2_store_and_field_filters(tmp_path):
     vectors, rows = corpus(seed=7, n_groups=30)
     store = make_store(tmp_path, vectors * 3.0, rows, metric="l2")  # unnormalised vectors, exact L2
     retriever = Retriever(store, shuffle=False)
-    shots = retriever.search(vectors[:1] * 3.0, k=5, exclude_groups=["audio/0.wav"])[0]
+    shots = retriever.search(vectors[:1] * 3.0, k=5, exclude_rows=own_rows(store, ["audio/0.wav"]))[0]
     scores = [s.score for s in shots]
     assert scores == sorted(scores, reverse=True) and all(s < 0 for s in scores)  # -squared distance
     sims = (vectors[::ROWS_PER_GROUP] @ vectors[0])[1:]
@@ -288,5 +299,5 @@ def test_l2_store_and_field_filters(tmp_path):
                                                         "exclude_ids": ["g4_c0", "g4_c1"]})[0]
     assert len(only) == 2 and {s.item["path"] for s in only} == {"audio/4.wav", "audio/9.wav"}
     assert "g4_c2" in [s.id for s in only]  # the only row of group 4 left by exclude_ids
-    rand = Retriever(store, mode="random").search(vectors[:1] * 3.0, k=4, exclude_groups=["audio/0.wav"])[0]
+    rand = Retriever(store, mode="random").search(vectors[:1] * 3.0, k=4, exclude_rows=own_rows(store, ["audio/0.wav"]))[0]
     assert all(s.score < 0 for s in rand)
