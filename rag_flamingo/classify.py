@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from .audio import AUDIO_EXTENSIONS
 from .cli import compose_config, print_config, run_main
@@ -100,9 +101,10 @@ def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
         write_jsonl(out_path, [])
     provenance = {"store": str(store.root), "store_fingerprint": store.fingerprint(), "predictor": name,
                   "k": combos[0][1]}
-    records = []
+    records: list[dict[str, Any]] = []
     for batch in runner.batches(inputs, combos):
-        new = [{"path": r.path, "label": None, "score": None, "error": r.reason} for r in batch.rejected]
+        new: list[dict[str, Any]] = [{"path": r.path or r.id, "label": None, "score": None, "error": r.reason}
+                                     for r in batch.rejected]
         new += [{"path": r.query.id, "label": r.prediction.output, "score": r.prediction.score,
                  "shots": shot_records(r, with_labels=True), **provenance} for r in batch.results]
         for rec in new:

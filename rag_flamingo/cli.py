@@ -39,12 +39,21 @@ def compose_config(config_name: str, overrides: list[str], aliases: dict[str, st
     overrides = normalize_overrides(overrides, aliases)
     with initialize_config_dir(config_dir=str(paths.conf_dir().resolve()), version_base="1.3", job_name=config_name):
         groups, settings = _check_groups(config_name, overrides)
-        base = OmegaConf.to_container(compose(config_name=config_name, overrides=paths.with_user_conf(groups)))
+        base = _as_dict(compose(config_name=config_name, overrides=paths.with_user_conf(groups)))
         for override in settings:
             _check_key(override, base)
         cfg = compose(config_name=config_name, overrides=paths.with_user_conf(overrides))
     OmegaConf.resolve(cfg)
-    return OmegaConf.to_container(cfg)
+    return _as_dict(cfg)
+
+
+def _as_dict(cfg) -> dict:
+    """A composed (or loaded) config as a plain dict."""
+    from omegaconf import OmegaConf
+
+    out = OmegaConf.to_container(cfg)
+    assert isinstance(out, dict)  # a config file is a mapping
+    return out
 
 
 def normalize_overrides(overrides: list[str], aliases: dict[str, str] | None = None) -> list[str]:
@@ -96,7 +105,7 @@ def _config_groups(config_name: str) -> set[str]:
     """The config groups ``<config_name>.yaml`` selects in its defaults list (``dataset``, ``model``, ...)."""
     from omegaconf import OmegaConf
 
-    defaults = OmegaConf.to_container(OmegaConf.load(paths.conf_dir() / f"{config_name}.yaml")).get("defaults", [])
+    defaults = _as_dict(OmegaConf.load(paths.conf_dir() / f"{config_name}.yaml")).get("defaults", [])
     return {str(key).split("@")[0] for entry in defaults if isinstance(entry, dict) for key in entry}
 
 

@@ -7,7 +7,7 @@ the dataset's query rows.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +171,8 @@ class Evaluation:
     audio_root: Path
     query_split: str
     manifest: Path
-    predictors: dict[str, Predictor] = field(default_factory=dict)
-    retriever: Retriever | None = None
+    predictors: dict[str, Predictor]
+    retriever: Retriever
 
 
 def query_rows(cfg: dict, task: TaskSpec) -> tuple[list[dict], Path, str, Path]:

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .audio import wave_for
+from .audio import DecodeKey, wave_for
 from .errors import ConfigError, StoreError
 from .model import GenerationSettings, generate, postprocess_output, silence_features, tokenize_prompts
 from .model.media import pack_window_features
@@ -157,7 +157,7 @@ class RagFlamingo:
 
     @torch.inference_mode()
     def generate(self, task: str, items: Sequence[dict], shots: Sequence[Sequence[Shot]],
-                 waves: Sequence[dict[int, np.ndarray]], options: Sequence[str] | None = None,
+                 waves: Sequence[dict[DecodeKey, np.ndarray]], options: Sequence[str] | None = None,
                  query_options: Sequence[Sequence[str] | None] | None = None) -> list[Answer]:
         """Answers for a batch of queries whose shots are already retrieved."""
         prompts = self.prompts(task, items, shots, options, query_options)
@@ -171,7 +171,7 @@ class RagFlamingo:
         for b, p in enumerate(prompts):
             cands = texts[b * n:(b + 1) * n]
             ans = Answer(cands[0], p.text, list(p.shots), dropped=len(p.dropped))
-            if n > 1:
+            if n > 1 and self.reranker is not None:  # checked in __init__: n > 1 has a reranker
                 best, scores = self.reranker.pick(wave_for(waves[b], self.reranker.encoder), cands)
                 ans.output, ans.score = cands[best], float(scores[best])
                 ans.samples = [(c, float(s)) for c, s in zip(cands, scores)]

@@ -77,11 +77,12 @@ def expand_overrides(argv: Sequence[str]) -> list[list[str]]:
 
     args = normalize_overrides([a for a in argv if a not in ("-m", "--multirun")])
     parsed = OverridesParser.create().parse_overrides(args)
-    fixed, sweeps = [], []
+    fixed: list[str] = []
+    sweeps: list[list[str]] = []
     for ov in parsed:
         key = ov.get_key_element()
         if not ov.is_sweep_override():
-            fixed.append(ov.input_line)
+            fixed.append(str(ov.input_line))
         elif key in LIST_KEYS:
             fixed.append(f"{key}=[{','.join(ov.sweep_string_iterator())}]")
         else:

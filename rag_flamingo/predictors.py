@@ -27,6 +27,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from .audio import DecodeKey
 from .config import ZERO_SHOT_TEMPLATE
 from .errors import ConfigError, did_you_mean
 from .prompts import TaskFamily, TaskSpec, answer_text, get_task
@@ -44,7 +45,7 @@ class Query:
 
     id: str
     item: dict  # the manifest row; predictors read only its inputs (question, group)
-    waves: dict[int, np.ndarray]  # decoded audio per sample rate
+    waves: dict[DecodeKey, np.ndarray]  # decoded audio, one per decode key (`audio.wave_for`)
     embedding: np.ndarray  # retrieval embedding (the store's encoder)
     shots: list[Shot] = field(default_factory=list)  # retrieved for the current k, prompt order
     options: list[str] | None = None  # the answer set offered (labels; yes/no for AQA), or None
@@ -144,7 +145,9 @@ class KnnPredictor:
     """
 
     name = "knn"
-    uses_shots, min_shots, max_shots, needs_text, audio_encoders = True, 1, None, False, ()
+    uses_shots, min_shots, needs_text = True, 1, False
+    max_shots: int | None = None
+    audio_encoders: Sequence[Any] = ()
 
     def __init__(self, temperature: float = 0.1, n_tags: int = 1):
         if temperature <= 0:
@@ -192,7 +195,9 @@ class PrototypePredictor:
     """
 
     name = "prototype"
-    uses_shots, min_shots, max_shots, needs_text, audio_encoders = False, 0, None, False, ()
+    uses_shots, min_shots, needs_text = False, 0, False
+    max_shots: int | None = None
+    audio_encoders: Sequence[Any] = ()
 
     def __init__(self, store, n_tags: int | None = None):
         self.store = store
@@ -238,7 +243,9 @@ class ZeroShotPredictor:
     """CLAP zero-shot: cosine between the query's audio embedding and ``template`` per label."""
 
     name = "zero_shot"
-    uses_shots, min_shots, max_shots, needs_text, audio_encoders = False, 0, None, True, ()
+    uses_shots, min_shots, needs_text = False, 0, True
+    max_shots: int | None = None
+    audio_encoders: Sequence[Any] = ()
 
     def __init__(self, encoder, labels: Sequence[str], template: str = ZERO_SHOT_TEMPLATE, n_tags: int = 1):
         if not hasattr(encoder, "embed_text"):

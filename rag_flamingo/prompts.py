@@ -352,8 +352,7 @@ def build_prompt(task: TaskSpec | str, query_item: dict, shots: Sequence[Shot], 
                           f"give one per audio in prompt order, query last")
     if max_tokens is not None and count_tokens is None:
         raise ConfigError("max_tokens needs count_tokens (e.g. prompts.token_counter(tokenizer))")
-    if count_tokens is not None and max_tokens is None:
-        max_tokens = DEFAULT_MAX_TOKENS
+    token_limit = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
 
     def text_of(kept: list[int]) -> str:
         return render(task, query_item, [shots[i] for i in kept], options, template, mode, shot_options)
@@ -364,8 +363,8 @@ def build_prompt(task: TaskSpec | str, query_item: dict, shots: Sequence[Shot], 
             return f"{used} audio windows > max_windows={max_windows}"
         if count_tokens is not None:
             n = count_tokens(text_of(kept))
-            if n > max_tokens:
-                return f"{n} tokens > max_tokens={max_tokens}"
+            if n > token_limit:
+                return f"{n} tokens > max_tokens={token_limit}"
         return None
 
     kept = list(range(len(shots)))

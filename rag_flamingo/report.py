@@ -74,14 +74,14 @@ def score_group(records: list[dict], task, labels: Sequence[str]) -> dict:
         scores = None
         if all(r.get("label_scores") is not None for r in records):
             scores = np.array([[r["label_scores"].get(lab, 0.0) for lab in vocab] for r in records])
-        res = M.multilabel_metrics(outputs, [r["target"] for r in records], vocab, scores=scores)
-        return {"n": res.n, "mAP": res.mAP, "micro_f1": res.micro_f1, "macro_f1": res.macro_f1,
-                "unmatched": res.unmatched}
+        tags = M.multilabel_metrics(outputs, [r["target"] for r in records], vocab, scores=scores)
+        return {"n": tags.n, "mAP": tags.mAP, "micro_f1": tags.micro_f1, "macro_f1": tags.macro_f1,
+                "unmatched": tags.unmatched}
     if family == TaskFamily.CAPTIONING:
-        res = M.captioning_metrics(outputs, [r["target"] for r in records])
-        return {"n": res["n"], **{k: res[k] for k in ("cider_d", "bleu_4", "rouge_l", "spider")}}
-    res = M.aqa_accuracy(outputs, [r["target"] for r in records])
-    return {"n": res.n, "accuracy": res.accuracy, "unmatched": res.unmatched}
+        caps = M.captioning_metrics(outputs, [r["target"] for r in records])
+        return {"n": caps["n"], **{k: caps[k] for k in ("cider_d", "bleu_4", "rouge_l", "spider")}}
+    aqa = M.aqa_accuracy(outputs, [r["target"] for r in records])
+    return {"n": aqa.n, "accuracy": aqa.accuracy, "unmatched": aqa.unmatched}
 
 
 def score_predictions(records: Sequence[dict], task, labels: Sequence[str]) -> list[dict]:

@@ -150,9 +150,9 @@ class Retriever:
             by_key: dict[str, list[int]] = {}
             for row, key in enumerate(self._recordings):
                 by_key.setdefault("r:" + key, []).append(row)
-            for row, key in enumerate(self.store.content_keys):
-                if key:
-                    by_key.setdefault("c:" + key, []).append(row)
+            for row, digest in enumerate(self.store.content_keys):
+                if digest:
+                    by_key.setdefault("c:" + digest, []).append(row)
             self._rows_by_key = by_key
         rows = self._rows_by_key.get(f"r:{recording}", []) if recording else []
         copies = self._rows_by_key.get(f"c:{content}", []) if content else []
@@ -175,7 +175,8 @@ class Retriever:
         if len(exclude) != count or (query_ids is not None and len(query_ids) != count):
             raise ConfigError(f"{count} queries but {len(exclude)} exclude_rows and "
                               f"{len(query_ids) if query_ids is not None else count} query_ids")
-        keys = [str(query_ids[i]) if query_ids is not None else _embedding_key(queries[i]) for i in range(count)]
+        keys = [str(query_ids[i]) if query_ids is not None else _embedding_key(queries[i])  # type: ignore[index]
+                for i in range(count)]  # without query ids there are embeddings (checked in _queries)
         rngs = [np.random.default_rng(query_seed(self.seed, key)) for key in keys]
         if k == 0 or count == 0:
             return [[] for _ in range(count)]
@@ -277,7 +278,7 @@ class Retriever:
         return normalize_rows(self._raw_vectors(rows))
 
     def _drop_near_duplicates(self, ranked, k, query) -> list[tuple[int, float]]:
-        threshold = float(self.near_duplicate_threshold)
+        threshold = float(self.near_duplicate_threshold or 0.0)  # only called when a threshold is set
         if not ranked:
             return []
         vectors = self._vectors_of([row for row, _ in ranked])
@@ -325,11 +326,11 @@ class Retriever:
                 break
         if query is None or not picked:
             return [(row, float("nan")) for row in picked]
-        vectors = self._raw_vectors(picked)
+        kept = self._raw_vectors(picked)
         if self.store.info.metric == "l2":  # the store's convention: larger is nearer
-            scores = -np.sum((vectors - query) ** 2, axis=1)
+            scores = -np.sum((kept - query) ** 2, axis=1)
         else:
-            scores = vectors @ query
+            scores = kept @ query
         return list(zip(picked, scores.tolist()))
 
     # ------------------------------------------------------------------ helpers

@@ -31,7 +31,9 @@ def read_manifest(path: str | Path, required: Iterable[str] = (), allow_outside_
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found (make it with the dataset's manifest maker)")
     columns = tuple(REQUIRED_COLUMNS) + tuple(c for c in required if c not in REQUIRED_COLUMNS)
-    rows, problems, seen = [], [], {}
+    rows: list[dict] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
