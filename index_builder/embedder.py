@@ -31,9 +31,18 @@ def rejection(item: dict, reason: str, shard: int) -> dict:
     return {"id": item["id"], "path": item["path"], "reason": reason, "shard": shard}
 
 
-def embed_shards(plan: BuildPlan, shards: list[int], root: Path, encoder: AudioEncoder,
-                 audio_root: Path, batch_size: int, num_workers: int, min_seconds: float = 0.1,
-                 progress: bool = True, desc: str = "embedding") -> EmbedStats:
+def embed_shards(
+    plan: BuildPlan,
+    shards: list[int],
+    root: Path,
+    encoder: AudioEncoder,
+    audio_root: Path,
+    batch_size: int,
+    num_workers: int,
+    min_seconds: float = 0.1,
+    progress: bool = True,
+    desc: str = "embedding",
+) -> EmbedStats:
     """Decode, embed and write ``shards`` of ``plan`` into ``root`` (each with its done marker)."""
     import time
 
@@ -43,8 +52,9 @@ def embed_shards(plan: BuildPlan, shards: list[int], root: Path, encoder: AudioE
     if not total:
         return stats
     entries = plan_entries(work, batch_size)
-    loader = decode_loader(entries, audio_root, decode_spec(encoder, min_seconds), batch_size, num_workers,
-                           with_content=True)
+    loader = decode_loader(
+        entries, audio_root, decode_spec(encoder, min_seconds), batch_size, num_workers, with_content=True
+    )
     split = plan.source.split
     vectors: list[np.ndarray] = []
     records: list[dict] = []

@@ -79,14 +79,19 @@ def choose_index(n: int, dim: int, opts: IndexOptions) -> tuple[str, str]:
     if kind == "flat":
         return kind, "Flat"
     if kind == "hnsw":
-        m = opts.hnsw_m or (_hnsw_m(n, dim, budget) if opts.type == "auto" and n >= 10_000 else
-                            (15 if opts.type == "auto" else 32))
+        m = opts.hnsw_m or (
+            _hnsw_m(n, dim, budget) if opts.type == "auto" and n >= 10_000 else (15 if opts.type == "auto" else 32)
+        )
         return kind, f"HNSW{m},Flat"
     nlist = opts.nlist or _nlist(n)
     if kind == "ivf_flat":
         return kind, f"IVF{nlist},Flat"
     m = opts.pq_m or _pq_m(n, dim, budget)
-    nbits = 8 if n >= MIN_POINTS_PER_CENTROID * 256 else max(4, min(8, int(math.log2(max(2, n // MIN_POINTS_PER_CENTROID)))))
+    nbits = (
+        8
+        if n >= MIN_POINTS_PER_CENTROID * 256
+        else max(4, min(8, int(math.log2(max(2, n // MIN_POINTS_PER_CENTROID)))))
+    )
     return kind, f"IVF{nlist},PQ{m}x{nbits}"
 
 
@@ -137,8 +142,11 @@ def build_index(vectors: np.ndarray, opts: IndexOptions) -> tuple[faiss.Index, I
     if opts.metric == "cosine" and len(vectors):
         norms = np.linalg.norm(vectors, axis=1)
         if np.abs(norms - 1.0).max() > 1e-3:  # an encoder that does not L2-normalise: cosine needs it
-            logger.warning("metric=cosine: vectors are not unit length (norms %.3g-%.3g); normalising them "
-                           "for the index", norms.min(), norms.max())
+            logger.warning(
+                "metric=cosine: vectors are not unit length (norms %.3g-%.3g); normalising them for the index",
+                norms.min(),
+                norms.max(),
+            )
             vectors = normalize_rows(vectors)
     n, dim = vectors.shape
     kind, factory = choose_index(n, dim, opts)
@@ -158,11 +166,17 @@ def build_index(vectors: np.ndarray, opts: IndexOptions) -> tuple[faiss.Index, I
         work.train(_training_sample(vectors, factory, opts.seed))
     work.add(vectors)
     index = faiss.index_gpu_to_cpu(work) if use_gpu else work
-    report = IndexRecord(kind, factory, opts.metric, gpu=use_gpu, memory_budget=str(opts.memory_budget),
-                         recall_target=opts.recall_target)
+    report = IndexRecord(
+        kind, factory, opts.metric, gpu=use_gpu, memory_budget=str(opts.memory_budget), recall_target=opts.recall_target
+    )
     tune_recall(index, vectors, kind, opts, report)
-    logger.info("index %s: recall@%d %.4f with %s", factory, opts.recall_k, report.recall_at_10,
-                report.search_params or "exact search")
+    logger.info(
+        "index %s: recall@%d %.4f with %s",
+        factory,
+        opts.recall_k,
+        report.recall_at_10,
+        report.search_params or "exact search",
+    )
     return index, report
 
 
@@ -193,8 +207,7 @@ def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int, metric: s
     return exact.search(vectors[queries], k)[1]
 
 
-def tune_recall(index: faiss.Index, vectors: np.ndarray, kind: str, opts: IndexOptions,
-                report: IndexRecord) -> None:
+def tune_recall(index: faiss.Index, vectors: np.ndarray, kind: str, opts: IndexOptions, report: IndexRecord) -> None:
     """Raise efSearch / nprobe until recall@k >= target (or the largest value); record it."""
     n = vectors.shape[0]
     k = min(opts.recall_k, n)
@@ -219,5 +232,12 @@ def tune_recall(index: faiss.Index, vectors: np.ndarray, kind: str, opts: IndexO
     report.recall_at_10 = recall
     report.reached_target = recall >= opts.recall_target
     if not report.reached_target:
-        logger.warning("index %s reaches recall@%d %.4f < target %.2f at the largest %s=%d",
-                       report.factory, k, recall, opts.recall_target, name, report.search_params[name])
+        logger.warning(
+            "index %s reaches recall@%d %.4f < target %.2f at the largest %s=%d",
+            report.factory,
+            k,
+            recall,
+            opts.recall_target,
+            name,
+            report.search_params[name],
+        )

@@ -28,8 +28,15 @@ from .reader import decode_loader, decode_spec, plan_entries
 logger = logging.getLogger(__name__)
 
 
-def write_feature_shards(root: Path, name: str, encoder, shard_roots: dict[int, Path], batch_size: int,
-                         num_workers: int, progress: bool = True) -> FeatureRecord:
+def write_feature_shards(
+    root: Path,
+    name: str,
+    encoder,
+    shard_roots: dict[int, Path],
+    batch_size: int,
+    num_workers: int,
+    progress: bool = True,
+) -> FeatureRecord:
     """Write ``features/<name>/`` for every complete shard that lacks it; return its description."""
     root = Path(root)
     shards = done_shards(root)

@@ -115,9 +115,11 @@ class Summary:
         ]
         if self.quality:
             q = self.quality
-            lines.append(f"  quality   label precision@{q['k']} {q['precision']:.3f} (chance {q['chance']:.3f}): "
-                         f"share of each item's {q['k']} nearest neighbours with one of its labels, own "
-                         f"recording left out, over {q['queries']} items")
+            lines.append(
+                f"  quality   label precision@{q['k']} {q['precision']:.3f} (chance {q['chance']:.3f}): "
+                f"share of each item's {q['k']} nearest neighbours with one of its labels, own "
+                f"recording left out, over {q['queries']} items"
+            )
         if self.features:
             lines.append(f"  features  {', '.join(self.features)}")
         lines += [f"  repaired  {problem}" for problem in self.repaired]
@@ -171,16 +173,19 @@ def _build_source(cfg: BuildConfig, ranks: distributed.Ranks, source: SourceReco
         first_shard, items = 0, rows
     else:
         if existing is None:
-            raise StoreError(f"{root}: no complete store to append to; build it first with "
-                             f"`build_index ... output={root}` (mode=build)")
+            raise StoreError(
+                f"{root}: no complete store to append to; build it first with "
+                f"`build_index ... output={root}` (mode=build)"
+            )
         store = IndexStore.open(root)
         store.check_encoder(fingerprint)
         known = _known_ids(store)
         items = [r for r in rows if r["id"] not in known]
         skipped = [r["id"] for r in rows if r["id"] in known]
         if skipped:
-            logger.info("append: %d ids already in the store are skipped (e.g. %s)", len(skipped),
-                        ", ".join(skipped[:5]))
+            logger.info(
+                "append: %d ids already in the store are skipped (e.g. %s)", len(skipped), ", ".join(skipped[:5])
+            )
         first_shard = existing.build.shards
         if not items:
             summary = _summary(root, existing, "nothing-new", EmbedStats(), len(skipped))
@@ -198,8 +203,9 @@ def _build_source(cfg: BuildConfig, ranks: distributed.Ranks, source: SourceReco
         return None
     missing = plan.pending(root)
     if missing:
-        raise StoreError(f"{root}: shards {missing[:5]} were not written (a rank failed?); rerun the "
-                         f"same command to finish them")
+        raise StoreError(
+            f"{root}: shards {missing[:5]} were not written (a rank failed?); rerun the same command to finish them"
+        )
     info = _finalize(cfg, root, plan, fingerprint, existing)
     BuildPlan.release(root)
     if cfg.features:
@@ -212,9 +218,18 @@ def _embed_pending(cfg: BuildConfig, ranks: distributed.Ranks, root: Path, plan:
     """Embed this rank's share of the plan's shards not yet done; the counts are summed over ranks."""
     mine = [s for s in plan.pending(root) if ranks.owns(s)]
     logger.info("rank %d/%d: %d of %d shards to embed", ranks.rank, ranks.world, len(mine), plan.shard_count)
-    stats = embed_shards(plan, mine, root, encoder, Path(plan.source.audio_root), cfg.batch_size,
-                         cfg.num_workers, cfg.min_seconds, cfg.progress and ranks.is_main,
-                         desc=f"embedding (rank {ranks.rank})" if ranks.world > 1 else "embedding")
+    stats = embed_shards(
+        plan,
+        mine,
+        root,
+        encoder,
+        Path(plan.source.audio_root),
+        cfg.batch_size,
+        cfg.num_workers,
+        cfg.min_seconds,
+        cfg.progress and ranks.is_main,
+        desc=f"embedding (rank {ranks.rank})" if ranks.world > 1 else "embedding",
+    )
     stats.embedded, stats.rejected = distributed.sum_over_ranks(ranks, [stats.embedded, stats.rejected])
     distributed.barrier(ranks)
     return stats
@@ -248,8 +263,9 @@ def _drop_damaged_shards(root: Path, shards) -> dict[int, str]:
     return problems
 
 
-def _check_or_repair(cfg: BuildConfig, root: Path, info: StoreInfo, source: SourceRecord, rows: list[dict],
-                     encoder, fingerprint: dict) -> Summary:
+def _check_or_repair(
+    cfg: BuildConfig, root: Path, info: StoreInfo, source: SourceRecord, rows: list[dict], encoder, fingerprint: dict
+) -> Summary:
     """A complete store for this command: verify every file; rebuild what is missing or damaged."""
     final = {rel: rec for rel, rec in info.files.items() if not rel.startswith(f"{SHARDS_DIR}/")}
     problems = file_problems(root, final, verify=True)
@@ -264,10 +280,21 @@ def _check_or_repair(cfg: BuildConfig, root: Path, info: StoreInfo, source: Sour
     plan = BuildPlan("build", source, comparable_fingerprint(fingerprint), cfg.shard_size, 0, rows)
     foreign = [s for s in missing if s not in plan.shards]
     if foreign:
-        raise StoreError(f"{root}: shards {foreign[:5]} of an appended manifest are damaged; delete {root} "
-                         f"and rerun the build and append commands")
-    stats = embed_shards(plan, missing, root, encoder, Path(source.audio_root), cfg.batch_size,
-                         cfg.num_workers, cfg.min_seconds, cfg.progress)
+        raise StoreError(
+            f"{root}: shards {foreign[:5]} of an appended manifest are damaged; delete {root} "
+            f"and rerun the build and append commands"
+        )
+    stats = embed_shards(
+        plan,
+        missing,
+        root,
+        encoder,
+        Path(source.audio_root),
+        cfg.batch_size,
+        cfg.num_workers,
+        cfg.min_seconds,
+        cfg.progress,
+    )
     features = _intact_features(cfg, root, info, problems)
     info = _merge_shards(cfg, root, list(info.build.sources), info.encoder, features)
     if cfg.features:
@@ -285,8 +312,9 @@ def _intact_features(cfg: BuildConfig, root: Path, info: StoreInfo, problems: li
         for rel in damaged:
             (root / rel).unlink(missing_ok=True)
         if damaged and name not in wanted:
-            logger.warning("%s: features/%s was damaged and is dropped; add it again with features=%s",
-                           root, name, name)
+            logger.warning(
+                "%s: features/%s was damaged and is dropped; add it again with features=%s", root, name, name
+            )
             problems.append(f"features/{name} dropped (damaged); add it again with features={name}")
             _remove_tree(root / FEATURES_DIR / name)
         else:
@@ -336,38 +364,55 @@ def _known_ids(store: IndexStore) -> set[str]:
     return {str(it["id"]) for it in store.items} | {r["id"] for r in read_rejected(store.root)}
 
 
-def _check_complete_store(root: Path, info: StoreInfo, source: SourceRecord, fingerprint: dict,
-                          shard_size: int) -> None:
+def _check_complete_store(
+    root: Path, info: StoreInfo, source: SourceRecord, fingerprint: dict, shard_size: int
+) -> None:
     sources = info.build.sources
-    same = (len(sources) >= 1 and sources[0].manifest_sha256 == source.manifest_sha256
-            and comparable_fingerprint(info.encoder) == comparable_fingerprint(fingerprint)
-            and info.build.shard_size == shard_size)
+    same = (
+        len(sources) >= 1
+        and sources[0].manifest_sha256 == source.manifest_sha256
+        and comparable_fingerprint(info.encoder) == comparable_fingerprint(fingerprint)
+        and info.build.shard_size == shard_size
+    )
     if not same:
-        raise StoreError(f"{root}: already holds a complete store built from another manifest, encoder "
-                         f"or shard_size; pick another output=, delete it, or add items with mode=append")
+        raise StoreError(
+            f"{root}: already holds a complete store built from another manifest, encoder "
+            f"or shard_size; pick another output=, delete it, or add items with mode=append"
+        )
 
 
-def _finalize(cfg: BuildConfig, root: Path, plan: BuildPlan, fingerprint: dict,
-              existing: StoreInfo | None) -> StoreInfo:
+def _finalize(
+    cfg: BuildConfig, root: Path, plan: BuildPlan, fingerprint: dict, existing: StoreInfo | None
+) -> StoreInfo:
     sources = list(existing.build.sources) if existing else []
-    sources.append(replace(plan.source, first_shard=plan.first_shard, end_shard=plan.first_shard + plan.shard_count,
-                           first_row=existing.count if existing else 0, end_row=None))  # end_row: set by the merge
+    sources.append(
+        replace(
+            plan.source,
+            first_shard=plan.first_shard,
+            end_shard=plan.first_shard + plan.shard_count,
+            first_row=existing.count if existing else 0,
+            end_row=None,
+        )
+    )  # end_row: set by the merge
     if existing and existing.features:
-        logger.warning("appended items have no cached features; rerun with features=%s to add them",
-                       ",".join(existing.features))
+        logger.warning(
+            "appended items have no cached features; rerun with features=%s to add them", ",".join(existing.features)
+        )
     # no features: appended shards have none yet (re-added by the caller when requested)
     return _merge_shards(cfg, root, sources, fingerprint, {})
 
 
-def _merge_shards(cfg: BuildConfig, root: Path, sources: list[SourceRecord], fingerprint: dict,
-                  features: dict[str, FeatureRecord]) -> StoreInfo:
+def _merge_shards(
+    cfg: BuildConfig, root: Path, sources: list[SourceRecord], fingerprint: dict, features: dict[str, FeatureRecord]
+) -> StoreInfo:
     """Index all complete shards and write items/index/rejected/store.json for ``sources``."""
     vectors, table = read_all_shards(root)
     rejected = [r for s in done_shards(root) for r in read_shard_rejected(root, s)]
     write_rejected(root, rejected)
     if vectors.shape[0] == 0:
-        raise StoreError(f"{root}: none of the {len(rejected)} items could be used; the reasons are in "
-                         f"{root / REJECTED_FILE}")
+        raise StoreError(
+            f"{root}: none of the {len(rejected)} items could be used; the reasons are in {root / REJECTED_FILE}"
+        )
     start = time.perf_counter()
     index, report = build_index(vectors, cfg.index)
     logger.info("index built in %.1f s", time.perf_counter() - start)
@@ -375,10 +420,16 @@ def _merge_shards(cfg: BuildConfig, root: Path, sources: list[SourceRecord], fin
         sources[-1].end_row = int(vectors.shape[0])
     records = table.to_pylist()
     info = StoreInfo(
-        encoder=fingerprint, dim=int(vectors.shape[1]), count=int(vectors.shape[0]), metric=cfg.index.metric,
-        index=report, features=features, dataset=sources[0].dataset,
-        build=BuildRecord(shard_size=cfg.shard_size, shards=sources[-1].end_shard, sources=sources,
-                          rejected=len(rejected)),
+        encoder=fingerprint,
+        dim=int(vectors.shape[1]),
+        count=int(vectors.shape[0]),
+        metric=cfg.index.metric,
+        index=report,
+        features=features,
+        dataset=sources[0].dataset,
+        build=BuildRecord(
+            shard_size=cfg.shard_size, shards=sources[-1].end_shard, sources=sources, rejected=len(rejected)
+        ),
     )
     items = [item_from_record(r) for r in records]
     info.build.label_precision = label_precision(vectors, items, row_recording_keys(info, items))
@@ -426,8 +477,9 @@ def _add_features(cfg: BuildConfig, root: Path, info: StoreInfo) -> None:
         encoder = _encoder({"name": name, **options}, cfg.device)
         if not hasattr(encoder, "window_features"):
             raise ConfigError(f"features={name}: encoder {name!r} has no window_features()")
-        described = write_feature_shards(root, name, encoder, shard_roots, cfg.batch_size, cfg.num_workers,
-                                         cfg.progress)
+        described = write_feature_shards(
+            root, name, encoder, shard_roots, cfg.batch_size, cfg.num_workers, cfg.progress
+        )
         info.features[name] = described
     write_info(root, info)
 
@@ -446,28 +498,48 @@ def _shard_roots(root: Path, info: StoreInfo) -> dict[int, Path]:
 # ----------------------------------------------------------------------------- summary
 
 
-def _summary(root: Path, info: StoreInfo, status: str, stats: EmbedStats, skipped: int,
-             repaired: list[str] | None = None) -> Summary:
-    return Summary(output=root, status=status, count=info.count, rejected=info.build.rejected,
-                   skipped=skipped, embedded=stats.embedded, embed_seconds=stats.seconds, index=info.index,
-                   encoder=f"{info.encoder.get('name')} (dim {info.dim}, {info.metric})",
-                   features=sorted(info.features), quality=info.build.label_precision,
-                   repaired=list(repaired or []))
+def _summary(
+    root: Path, info: StoreInfo, status: str, stats: EmbedStats, skipped: int, repaired: list[str] | None = None
+) -> Summary:
+    return Summary(
+        output=root,
+        status=status,
+        count=info.count,
+        rejected=info.build.rejected,
+        skipped=skipped,
+        embedded=stats.embedded,
+        embed_seconds=stats.seconds,
+        index=info.index,
+        encoder=f"{info.encoder.get('name')} (dim {info.dim}, {info.metric})",
+        features=sorted(info.features),
+        quality=info.build.label_precision,
+        repaired=list(repaired or []),
+    )
 
 
 def config_from_dict(cfg: dict[str, Any]) -> BuildConfig:
     """A BuildConfig from the composed Hydra config (as a plain dict)."""
     split = split_name(cfg["dataset"], str(cfg.get("split") or "index"))
-    store = cfg.get("store") or paths.default_store(cfg["cache_root"], cfg["dataset"]["name"], split, cfg["encoder"]["name"])
+    store = cfg.get("store") or paths.default_store(
+        cfg["cache_root"], cfg["dataset"]["name"], split, cfg["encoder"]["name"]
+    )
     features = cfg.get("features")
     return BuildConfig(
-        output=Path(store).expanduser(), dataset=dict(cfg["dataset"]), encoder=dict(cfg["encoder"]),
-        index=IndexOptions.from_config(cfg.get("index") or {}), split=split,
-        mode=str(cfg.get("mode") or "build"), features=features or None,
-        features_encoder=dict(cfg.get("features_encoder") or {}), shard_size=int(cfg.get("shard_size", 1000)),
-        batch_size=int(cfg.get("batch_size", 32)), num_workers=int(cfg.get("num_workers", 2)),
-        device=cfg.get("device"), min_seconds=float(cfg.get("min_seconds", 0.1)),
-        progress=bool(cfg.get("progress", True)))
+        output=Path(store).expanduser(),
+        dataset=dict(cfg["dataset"]),
+        encoder=dict(cfg["encoder"]),
+        index=IndexOptions.from_config(cfg.get("index") or {}),
+        split=split,
+        mode=str(cfg.get("mode") or "build"),
+        features=features or None,
+        features_encoder=dict(cfg.get("features_encoder") or {}),
+        shard_size=int(cfg.get("shard_size", 1000)),
+        batch_size=int(cfg.get("batch_size", 32)),
+        num_workers=int(cfg.get("num_workers", 2)),
+        device=cfg.get("device"),
+        min_seconds=float(cfg.get("min_seconds", 0.1)),
+        progress=bool(cfg.get("progress", True)),
+    )
 
 
 __all__ = ["BuildConfig", "Summary", "run", "config_from_dict"]

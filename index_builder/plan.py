@@ -52,9 +52,15 @@ class BuildPlan:
         return [s for s in self.shards if s not in done]
 
     def describe(self) -> dict:
-        return {"mode": self.mode, "source": self.source.to_dict(), "encoder": self.encoder,
-                "shard_size": self.shard_size, "first_shard": self.first_shard,
-                "items": len(self.items), "ids_sha": _ids_digest(self.items)}
+        return {
+            "mode": self.mode,
+            "source": self.source.to_dict(),
+            "encoder": self.encoder,
+            "shard_size": self.shard_size,
+            "first_shard": self.first_shard,
+            "items": len(self.items),
+            "ids_sha": _ids_digest(self.items),
+        }
 
     def claim(self, root: Path) -> None:
         """Write the plan, or check it equals the one an earlier (interrupted) run wrote."""
@@ -68,13 +74,15 @@ class BuildPlan:
                 raise StoreError(
                     f"{root}: holds shards of an unfinished build with a different plan (differs in: "
                     f"{', '.join(diff)}); rerun with the same dataset/encoder/shard_size to resume, "
-                    f"or pick another output= (or delete {root})")
+                    f"or pick another output= (or delete {root})"
+                )
             return
         root.mkdir(parents=True, exist_ok=True)
         stray = [s for s in done_shards(root) if s >= self.first_shard and not self.owns_shard(root, s)]
         if stray:
-            raise StoreError(f"{root}: has embedding shards {stray[:5]} from an unknown run; "
-                             f"pick another output= or delete them")
+            raise StoreError(
+                f"{root}: has embedding shards {stray[:5]} from an unknown run; pick another output= or delete them"
+            )
         tmp = path.with_name(f"{PLAN_FILE}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(mine, indent=2, sort_keys=True))
         os.replace(tmp, path)

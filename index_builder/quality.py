@@ -15,8 +15,9 @@ import numpy as np
 from rag_flamingo.store import item_labels
 
 
-def label_precision(vectors: np.ndarray, items: list[dict], recordings: list[str], k: int = 5,
-                    sample: int = 2000, seed: int = 0) -> dict | None:
+def label_precision(
+    vectors: np.ndarray, items: list[dict], recordings: list[str], k: int = 5, sample: int = 2000, seed: int = 0
+) -> dict | None:
     """``{"k", "queries", "precision", "chance"}`` over labelled items, ``recordings[i]`` being the
     recording key of item i; None when fewer than two recordings are labelled."""
     labels = [set(item_labels(it)) for it in items]
@@ -31,8 +32,9 @@ def label_precision(vectors: np.ndarray, items: list[dict], recordings: list[str
     index.add(base)
     # Over-fetch enough to fill k after dropping the query's own group.
     biggest_group = max(np.unique(groups[labelled], return_counts=True)[1])
-    _, found = index.search(np.ascontiguousarray(vectors[queries], dtype=np.float32),
-                            min(len(labelled), k + int(biggest_group)))
+    _, found = index.search(
+        np.ascontiguousarray(vectors[queries], dtype=np.float32), min(len(labelled), k + int(biggest_group))
+    )
     pool = rng.choice(labelled, size=min(1000, len(labelled)), replace=False)  # for the chance level
     hits, chance = [], []
     for q, row in zip(queries, found):

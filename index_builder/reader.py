@@ -64,8 +64,14 @@ def resolve_path(item: dict, audio_root: Path) -> Path:
 def decode_item(item: dict, audio_root: Path, spec: DecodeSpec) -> np.ndarray:
     """The item's waveform, or AudioError with the reason it cannot be used."""
     path = resolve_path(item, audio_root)
-    wave = load_audio(path, spec.sample_rate, start=item.get("start"), end=item.get("end"),
-                      max_seconds=spec.max_seconds, length_rule=spec.length_rule)
+    wave = load_audio(
+        path,
+        spec.sample_rate,
+        start=item.get("start"),
+        end=item.get("end"),
+        max_seconds=spec.max_seconds,
+        length_rule=spec.length_rule,
+    )
     check_usable(wave, spec.sample_rate, path, min_seconds=spec.min_seconds)
     return wave
 
@@ -85,8 +91,11 @@ class DecodeDataset(Dataset):
         item = self.entries[i].item
         try:
             wave = torch.from_numpy(decode_item(item, self.audio_root, self.spec))
-            content = (content_key(resolve_path(item, self.audio_root), item.get("start"), item.get("end"))
-                       if self.with_content else None)
+            content = (
+                content_key(resolve_path(item, self.audio_root), item.get("start"), item.get("end"))
+                if self.with_content
+                else None
+            )
             return i, wave, None, content
         except AudioError as exc:
             return i, None, exc.reason, None
@@ -120,14 +129,26 @@ def _worker_init(parent: int, _: int) -> None:
     torch.set_num_threads(1)  # decoding is single-threaded; leave the cores to the encoder
 
 
-def decode_loader(entries: list[Entry], audio_root: Path, spec: DecodeSpec, batch_size: int,
-                  num_workers: int, with_content: bool = False) -> DataLoader:
+def decode_loader(
+    entries: list[Entry],
+    audio_root: Path,
+    spec: DecodeSpec,
+    batch_size: int,
+    num_workers: int,
+    with_content: bool = False,
+) -> DataLoader:
     """Decoded entries in order, ``num_workers`` processes decoding about one batch ahead."""
     ahead = max(2, -(-batch_size // max(1, num_workers)))
-    return DataLoader(DecodeDataset(entries, audio_root, spec, with_content), batch_size=None, shuffle=False,
-                      num_workers=num_workers, collate_fn=_identity,
-                      worker_init_fn=partial(_worker_init, os.getpid()) if num_workers else None,
-                      prefetch_factor=ahead if num_workers else None, persistent_workers=False)
+    return DataLoader(
+        DecodeDataset(entries, audio_root, spec, with_content),
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_identity,
+        worker_init_fn=partial(_worker_init, os.getpid()) if num_workers else None,
+        prefetch_factor=ahead if num_workers else None,
+        persistent_workers=False,
+    )
 
 
 def _identity(x):

@@ -130,8 +130,9 @@ def resample(wave: np.ndarray, sr_in: int, sample_rate: int, length_rule: str = 
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
-def check_usable(wave: np.ndarray, sample_rate: int, path, min_seconds: float = 0.1,
-                 silence_peak: float = 1e-4) -> None:
+def check_usable(
+    wave: np.ndarray, sample_rate: int, path, min_seconds: float = 0.1, silence_peak: float = 1e-4
+) -> None:
     """Raise AudioError when a decoded waveform is too short or silent-only."""
     if wave.shape[0] < min_seconds * sample_rate:
         raise AudioError(path, f"too short ({wave.shape[0] / sample_rate:.3f} s < {min_seconds} s)")
@@ -169,9 +170,15 @@ def crop_seconds(encoder) -> float | None:
     return getattr(encoder, "max_seconds", None) or getattr(getattr(encoder, "scheme", None), "max_seconds", None)
 
 
-def load_waveform(source: AudioSource, sample_rate: int, *, start: float | None = None,
-                  end: float | None = None, max_seconds: float | None = None,
-                  length_rule: str = "soxr") -> np.ndarray:
+def load_waveform(
+    source: AudioSource,
+    sample_rate: int,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    max_seconds: float | None = None,
+    length_rule: str = "soxr",
+) -> np.ndarray:
     """A query's audio at ``sample_rate``: a file path, a waveform at that rate, or ``(wave, sr)``;
     resampled to the length ``length_rule`` gives.
 
@@ -207,8 +214,12 @@ def load_for_encoders(source: AudioSource, encoders, item: dict | None = None) -
     only the seconds each uses; ``item`` may give start/end. Look a wave up with `wave_for`."""
     item = item or {}
     keys = {decode_key(enc) for enc in encoders if enc is not None}
-    return {key: load_waveform(source, key[0], start=item.get("start"), end=item.get("end"), max_seconds=key[2],
-                               length_rule=key[1]) for key in keys}
+    return {
+        key: load_waveform(
+            source, key[0], start=item.get("start"), end=item.get("end"), max_seconds=key[2], length_rule=key[1]
+        )
+        for key in keys
+    }
 
 
 def wave_for(waves: dict[DecodeKey, np.ndarray], encoder) -> np.ndarray:

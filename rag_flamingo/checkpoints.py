@@ -46,9 +46,11 @@ _MAX_LISTED = 25
 HUB_TIMEOUT_S = 2.0
 # what a tokenizer + config of a transformers text model is made of (the weights are never read)
 TOKENIZER_FILES = ("*.json", "*.txt")
-CONVERT_HINT = ("Fix: if you trust its source, re-save only its tensors, as a plain state_dict "
-                "(torch.save({name: tensor, ...}, path)), or convert an AF1 checkpoint to safetensors with "
-                "scripts/convert_checkpoint.py")
+CONVERT_HINT = (
+    "Fix: if you trust its source, re-save only its tensors, as a plain state_dict "
+    "(torch.save({name: tensor, ...}, path)), or convert an AF1 checkpoint to safetensors with "
+    "scripts/convert_checkpoint.py"
+)
 
 
 # ---------------------------------------------------------------------- finding
@@ -81,16 +83,23 @@ class CheckpointSource:
         return cls(path=text)
 
 
-def resolve_checkpoint(source: CheckpointSource, what: str = "checkpoint", cache_dir: str | None = None,
-                       local_option: str = "encoder.checkpoint") -> Path:
+def resolve_checkpoint(
+    source: CheckpointSource,
+    what: str = "checkpoint",
+    cache_dir: str | None = None,
+    local_option: str = "encoder.checkpoint",
+) -> Path:
     """A local file for ``source``; CheckpointError with the fix when it is unavailable.
     ``local_option``: the config option that takes a local file instead, named in the hub error."""
     if source.path:
         path = Path(os.path.expanduser(str(source.path)))
         if not path.is_file():
-            hint = (f" It is released as {source.repo_id}/{source.filename} on the Hugging Face hub: "
-                    f"`hf download {source.repo_id} {source.filename} --local-dir {path.parent}`"
-                    if source.repo_id and source.filename else "")
+            hint = (
+                f" It is released as {source.repo_id}/{source.filename} on the Hugging Face hub: "
+                f"`hf download {source.repo_id} {source.filename} --local-dir {path.parent}`"
+                if source.repo_id and source.filename
+                else ""
+            )
             raise CheckpointError(f"{what}: file not found: {path}.{hint}")
         return path
     if not (source.repo_id and source.filename):
@@ -98,18 +107,28 @@ def resolve_checkpoint(source: CheckpointSource, what: str = "checkpoint", cache
     try:
         return hf_download(source.repo_id, source.filename, cache_dir=cache_dir, revision=source.revision)
     except CheckpointError as exc:
-        raise CheckpointError(f"{what}: {exc} (a local file goes in the option `{local_option}`, e.g. "
-                              f"{local_option}=/path/to/{source.filename})") from exc.__cause__
+        raise CheckpointError(
+            f"{what}: {exc} (a local file goes in the option `{local_option}`, e.g. "
+            f"{local_option}=/path/to/{source.filename})"
+        ) from exc.__cause__
 
 
-def offline_help(repo_id: str, filename: str | None = None, revision: str | None = None,
-                 include: Iterable[str] = ()) -> str:
+def offline_help(
+    repo_id: str, filename: str | None = None, revision: str | None = None, include: Iterable[str] = ()
+) -> str:
     """Why a hub file is unavailable and the `hf download` command that fixes it."""
     from huggingface_hub import constants
 
     what = f"{repo_id}/{filename}" if filename else repo_id
-    cmd = " ".join(["hf download", repo_id, *([filename] if filename else []),
-                    *(f"--include '{p}'" for p in include), *([f"--revision {revision}"] if revision else [])])
+    cmd = " ".join(
+        [
+            "hf download",
+            repo_id,
+            *([filename] if filename else []),
+            *(f"--include '{p}'" for p in include),
+            *([f"--revision {revision}"] if revision else []),
+        ]
+    )
     return (
         f"'{what}' is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the hub "
         f"({constants.ENDPOINT}) cannot be reached (HF_HUB_OFFLINE={int(bool(constants.HF_HUB_OFFLINE))}). "
@@ -123,8 +142,9 @@ def _hub_timeout() -> float:
     return float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or HUB_TIMEOUT_S)
 
 
-def check_hub(repo_id: str, filename: str | None = None, revision: str | None = None,
-              include: Iterable[str] = ()) -> None:
+def check_hub(
+    repo_id: str, filename: str | None = None, revision: str | None = None, include: Iterable[str] = ()
+) -> None:
     """One request, no retries: raise CheckpointError unless the hub answers that ``repo_id``
     (and ``filename``) exist. Offline mode raises without a request."""
     from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url
@@ -138,9 +158,11 @@ def check_hub(repo_id: str, filename: str | None = None, revision: str | None = 
         else:
             HfApi().model_info(repo_id, revision=revision, timeout=_hub_timeout())
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
-        raise CheckpointError(f"'{repo_id}{'/' + filename if filename else ''}' is not on the Hugging Face hub "
-                              f"or not accessible ({type(exc).__name__}); check the name, or log in with "
-                              f"`hf auth login` for a gated repository") from exc
+        raise CheckpointError(
+            f"'{repo_id}{'/' + filename if filename else ''}' is not on the Hugging Face hub "
+            f"or not accessible ({type(exc).__name__}); check the name, or log in with "
+            f"`hf auth login` for a gated repository"
+        ) from exc
     except Exception as exc:  # connection refused, DNS, timeout, HTTP 5xx: the hub is not usable now
         raise CheckpointError(f"{offline_help(repo_id, filename, revision, include)} [{_first_line(exc)}]") from exc
 
@@ -153,12 +175,17 @@ def hf_download(repo_id: str, filename: str, cache_dir: str | None = None, revis
     if isinstance(cached, str):
         return Path(cached)
     check_hub(repo_id, filename, revision)
-    return Path(_hub_call(lambda: hf_hub_download(repo_id, filename, cache_dir=cache_dir, revision=revision),
-                          offline_help(repo_id, filename, revision)))
+    return Path(
+        _hub_call(
+            lambda: hf_hub_download(repo_id, filename, cache_dir=cache_dir, revision=revision),
+            offline_help(repo_id, filename, revision),
+        )
+    )
 
 
-def pretrained_dir(name_or_path: str, what: str, include: Iterable[str] = TOKENIZER_FILES,
-                   cache_dir: str | None = None) -> Path:
+def pretrained_dir(
+    name_or_path: str, what: str, include: Iterable[str] = TOKENIZER_FILES, cache_dir: str | None = None
+) -> Path:
     """A local directory for a transformers ``from_pretrained``: ``name_or_path`` itself when it is a
     directory, else the files of hub repo ``name_or_path`` matching ``include`` (cache first, then
     one quick check that the hub answers, then the download)."""
@@ -171,17 +198,26 @@ def pretrained_dir(name_or_path: str, what: str, include: Iterable[str] = TOKENI
         raise CheckpointError(f"{what}: {name_or_path} is neither a local directory nor a hub repo id")
     include = list(include)
     try:
-        return Path(snapshot_download(name_or_path, allow_patterns=include, cache_dir=cache_dir,
-                                      local_files_only=True))
+        return Path(snapshot_download(name_or_path, allow_patterns=include, cache_dir=cache_dir, local_files_only=True))
     except Exception:  # not (fully) cached: LocalEntryNotFoundError and friends
         pass
     check_hub(name_or_path, include=include)
-    return Path(_hub_call(lambda: snapshot_download(name_or_path, allow_patterns=include, cache_dir=cache_dir),
-                          offline_help(name_or_path, include=include)))
+    return Path(
+        _hub_call(
+            lambda: snapshot_download(name_or_path, allow_patterns=include, cache_dir=cache_dir),
+            offline_help(name_or_path, include=include),
+        )
+    )
 
 
-def load_pretrained(name_or_path: str, load: Callable[[str], T], what: str, include: Iterable[str] = TOKENIZER_FILES,
-                    cache_dir: str | None = None, fix: str = "") -> T:
+def load_pretrained(
+    name_or_path: str,
+    load: Callable[[str], T],
+    what: str,
+    include: Iterable[str] = TOKENIZER_FILES,
+    cache_dir: str | None = None,
+    fix: str = "",
+) -> T:
     """``load(local_dir)`` on `pretrained_dir`; a failure is a CheckpointError naming the directory
     and ``fix`` (default: the `hf download` command for a hub id)."""
     include = list(include)
@@ -190,8 +226,11 @@ def load_pretrained(name_or_path: str, load: Callable[[str], T], what: str, incl
         return load(str(folder))
     except Exception as exc:
         if not fix:
-            fix = (f"Fix: run `hf download {name_or_path} {' '.join(f'--include {p!r}' for p in include)}`"
-                   if looks_like_hub_id(name_or_path) else "Fix: point it at a directory holding those files")
+            fix = (
+                f"Fix: run `hf download {name_or_path} {' '.join(f'--include {p!r}' for p in include)}`"
+                if looks_like_hub_id(name_or_path)
+                else "Fix: point it at a directory holding those files"
+            )
         raise CheckpointError(f"{what}: cannot load from {folder} ({_first_line(exc)}). {fix}") from exc
 
 
@@ -202,11 +241,14 @@ def load_text_tower(text_model: str, load: Callable[[str], T], hub_id: str, note
     local = text_model.startswith((os.sep, ".", "~")) or Path(text_model).is_dir()
     fetch = f"hf download {hub_id if local else text_model} --include '*.json' --include '*.txt'"
     fetch += f" --local-dir {text_model}" if local else ""
-    fix = (f"Fix: on a machine with network run `{fetch}`, or set text_model to a local dir holding them "
-           f"(only the tokenizer and config are read: the weights come from the CLAP checkpoint){note}.")
+    fix = (
+        f"Fix: on a machine with network run `{fetch}`, or set text_model to a local dir holding them "
+        f"(only the tokenizer and config are read: the weights come from the CLAP checkpoint){note}."
+    )
     try:
-        return load_pretrained(text_model, load, f"text model '{text_model}' (tokenizer/config)", cache_dir=None,
-                               fix=fix)
+        return load_pretrained(
+            text_model, load, f"text model '{text_model}' (tokenizer/config)", cache_dir=None, fix=fix
+        )
     except CheckpointError as exc:
         message = str(exc)
         raise CheckpointError(message if fix in message else f"{message} {fix}") from exc.__cause__
@@ -244,9 +286,11 @@ def _torch_reason(exc: Exception) -> str:
     (``weights_only=False``, filing an issue, the documentation link)."""
     lines = [line.strip().split("WeightsUnpickler error:")[-1].strip() for line in str(exc).splitlines()]
     advice = ("Weights only load failed", "Please file an issue", "Check the documentation", "(")
-    reason = (next((line for line in lines if "GLOBAL " in line), None)
-              or next((line for line in lines if line and not line.startswith(advice)), None)
-              or type(exc).__name__)
+    reason = (
+        next((line for line in lines if "GLOBAL " in line), None)
+        or next((line for line in lines if line and not line.startswith(advice)), None)
+        or type(exc).__name__
+    )
     return reason.split(" was not an allowed global")[0][:200]
 
 
@@ -257,13 +301,16 @@ def _refusal(path: Path, exc: Exception) -> str | None:
     # torch names the refused reference "GLOBAL module.name" (a junk file fails on an operand instead)
     if not isinstance(exc, pickle.UnpicklingError) or "GLOBAL " not in detail:
         return None
-    return (f"{path}: refused as untrusted: the pickle holds code or objects beyond tensors, which "
-            f"torch.load(weights_only=True) does not run ({detail}). Loading it fully could execute "
-            f"arbitrary code. {CONVERT_HINT}")
+    return (
+        f"{path}: refused as untrusted: the pickle holds code or objects beyond tensors, which "
+        f"torch.load(weights_only=True) does not run ({detail}). Loading it fully could execute "
+        f"arbitrary code. {CONVERT_HINT}"
+    )
 
 
-def load_torch_file(path: str | Path, what: str = "torch checkpoint", hint: str = "", allow_numpy: bool = False,
-                    mmap: bool = False):
+def load_torch_file(
+    path: str | Path, what: str = "torch checkpoint", hint: str = "", allow_numpy: bool = False, mmap: bool = False
+):
     """``torch.load(weights_only=True)`` of a user-supplied file; ``allow_numpy`` also admits the numpy
     scalars some releases pickle (`numpy_safe_globals`). CheckpointError naming the file, plus ``hint``."""
     path = Path(path)
@@ -276,8 +323,10 @@ def load_torch_file(path: str | Path, what: str = "torch checkpoint", hint: str 
         refused = _refusal(path, exc)
         if refused:
             raise CheckpointError(refused + hint) from exc
-        raise CheckpointError(f"{path}: not a loadable {what} ({type(exc).__name__}: {_torch_reason(exc)})"
-                              f"{hint or '; is it the released file, fully downloaded?'}") from exc
+        raise CheckpointError(
+            f"{path}: not a loadable {what} ({type(exc).__name__}: {_torch_reason(exc)})"
+            f"{hint or '; is it the released file, fully downloaded?'}"
+        ) from exc
 
 
 def read_state_dict(path: str | Path, inner_key: str | None = "model", mmap: bool = False) -> dict[str, torch.Tensor]:
@@ -313,19 +362,24 @@ def _listing(title: str, keys: Iterable[str]) -> str:
     return f"{title} ({len(keys)}): {shown}{more}"
 
 
-def key_mismatch(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]]
-                 ) -> tuple[list[str], list[str], list[str]]:
+def key_mismatch(
+    state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]]
+) -> tuple[list[str], list[str], list[str]]:
     """(missing, unexpected, wrong-shape) keys of ``state_dict`` against ``expected`` key -> shape;
     wrong-shape entries read ``key: expected [..], found [..]``. All empty: an exact match."""
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    shapes = [f"{k}: expected {list(shape)}, found {list(state_dict[k].shape)}"
-              for k, shape in expected.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(shape)]
+    shapes = [
+        f"{k}: expected {list(shape)}, found {list(state_dict[k].shape)}"
+        for k, shape in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(shape)
+    ]
     return missing, unexpected, shapes
 
 
-def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
-                known_unused: Iterable[str] = ()) -> list[str]:
+def load_strict(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, known_unused: Iterable[str] = ()
+) -> list[str]:
     """Load ``state_dict`` into ``module`` with every key accounted for.
 
     ``known_unused``: regexes (full match) for keys present in the released file that this module
@@ -335,8 +389,9 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     patterns = [re.compile(p) for p in known_unused]
     expected = module.state_dict()
     unused = [k for k in state_dict if k not in expected and any(p.fullmatch(k) for p in patterns)]
-    missing, unexpected, shapes = key_mismatch({k: v for k, v in state_dict.items() if k not in unused},
-                                               {k: tuple(v.shape) for k, v in expected.items()})
+    missing, unexpected, shapes = key_mismatch(
+        {k: v for k, v in state_dict.items() if k not in unused}, {k: tuple(v.shape) for k, v in expected.items()}
+    )
     if missing or unexpected or shapes:
         parts = [f"{source}: checkpoint keys do not match {type(module).__name__}"]
         if missing:

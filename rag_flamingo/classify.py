@@ -84,8 +84,10 @@ def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
     store = open_store(cfg)
     labels = store.label_set()
     if not labels:
-        raise ConfigError(f"{store.root}: the store has no labels; index labelled clips (one sub-folder per "
-                          f"label with dataset=folder, or 'label' in the manifest)")
+        raise ConfigError(
+            f"{store.root}: the store has no labels; index labelled clips (one sub-folder per "
+            f"label with dataset=folder, or 'label' in the manifest)"
+        )
     if encoder is None:
         encoder = build_encoder(cfg, store)
     else:
@@ -94,19 +96,34 @@ def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
     name = str(cfg.get("predictor") or "knn")
     predictors = build_predictors(cfg, [name], store, encoder, retriever, engine)
     combos = plan_combos(predictors, [k])
-    runner = QueryRunner(store, encoder, retriever, predictors, task, labels, batch_size=int(cfg.get("batch_size") or 8))
+    runner = QueryRunner(
+        store, encoder, retriever, predictors, task, labels, batch_size=int(cfg.get("batch_size") or 8)
+    )
     inputs = [QueryInput(str(p), p, {"id": str(p)}, recording_key({"path": str(p)}, Path.cwd())) for p in files]
     out_path = Path(cfg["out"]).expanduser() if cfg.get("out") else None
     if out_path:
         write_jsonl(out_path, [])
-    provenance = {"store": str(store.root), "store_fingerprint": store.fingerprint(), "predictor": name,
-                  "k": combos[0][1]}
+    provenance = {
+        "store": str(store.root),
+        "store_fingerprint": store.fingerprint(),
+        "predictor": name,
+        "k": combos[0][1],
+    }
     records: list[dict[str, Any]] = []
     for batch in runner.batches(inputs, combos):
-        new: list[dict[str, Any]] = [{"path": r.path or r.id, "label": None, "score": None, "error": r.reason}
-                                     for r in batch.rejected]
-        new += [{"path": r.query.id, "label": r.prediction.output, "score": r.prediction.score,
-                 "shots": shot_records(r, with_labels=True), **provenance} for r in batch.results]
+        new: list[dict[str, Any]] = [
+            {"path": r.path or r.id, "label": None, "score": None, "error": r.reason} for r in batch.rejected
+        ]
+        new += [
+            {
+                "path": r.query.id,
+                "label": r.prediction.output,
+                "score": r.prediction.score,
+                "shots": shot_records(r, with_labels=True),
+                **provenance,
+            }
+            for r in batch.results
+        ]
         for rec in new:
             if rec.get("error"):
                 print(f"{tsv_field(rec['path'])}\tERROR\t{tsv_field(rec['error'])}", file=sys.stderr)

@@ -18,7 +18,6 @@ from pathlib import Path
 from . import paths
 from .errors import RagFlamingoError, did_you_mean
 
-
 INDEX_TYPES_HINT = "index= picks the index type (auto, flat, hnsw, ivf_flat, ivf_pq)"
 
 
@@ -72,7 +71,7 @@ def _split_override(override: str) -> tuple[str, str, str]:
     """(prefix ``+``/``++``/``~``, key, value) of ``key=value``."""
     key, _, value = override.partition("=")
     prefix = key[: len(key) - len(key.lstrip("+~"))]
-    return prefix, key[len(prefix):], value
+    return prefix, key[len(prefix) :], value
 
 
 def _alias(override: str, aliases: dict[str, str]) -> str:
@@ -95,8 +94,11 @@ def _group_options(group: str, overrides: list[str]) -> list[str]:
     """The options of a config group in the config folders (the package's, the user's, and those of a
     ``hydra.searchpath=[file:///a/folder,...]`` override)."""
     searchpaths = [value for _, key, value in map(_split_override, overrides) if key == paths.SEARCHPATH_KEY]
-    extra = ([Path(p.strip().removeprefix("file://")) for p in searchpaths[-1].strip("[]").split(",") if p.strip()]
-             if searchpaths else paths.user_conf_dirs())  # an explicit searchpath replaces the variable
+    extra = (
+        [Path(p.strip().removeprefix("file://")) for p in searchpaths[-1].strip("[]").split(",") if p.strip()]
+        if searchpaths
+        else paths.user_conf_dirs()
+    )  # an explicit searchpath replaces the variable
     folders = [paths.conf_dir(), *extra]
     return sorted({p.stem for folder in folders for p in (folder / group).glob("*.yaml")})
 
@@ -130,8 +132,9 @@ def _check_groups(config_name: str, overrides: list[str]) -> tuple[list[str], li
             settings.append(override)
             continue
         if value not in options and not value.startswith(("[", "{")):
-            raise ConfigError(f"{key}={value} is not a known {key}{did_you_mean(value, options)}; "
-                              f"choose one of {', '.join(options)}")
+            raise ConfigError(
+                f"{key}={value} is not a known {key}{did_you_mean(value, options)}; choose one of {', '.join(options)}"
+            )
         groups.append(override)
     return groups, settings
 
@@ -161,8 +164,13 @@ def export_roots(cfg: dict) -> None:
     os.environ["RAG_FLAMINGO_CACHE_ROOT"] = str(cfg["cache_root"])
 
 
-def run_main(prog: str, doc: str | None, body: Callable[[list[str]], int | None], argv: list[str] | None = None,
-             log_level: str = "INFO") -> int:
+def run_main(
+    prog: str,
+    doc: str | None,
+    body: Callable[[list[str]], int | None],
+    argv: list[str] | None = None,
+    log_level: str = "INFO",
+) -> int:
     """Run ``body(argv)``: ``-h``/``--help`` prints ``doc``; a user error (bad config, bad input)
     prints ``<prog>: error: ...`` and returns 2 instead of a traceback."""
     from hydra.errors import HydraException
@@ -172,8 +180,9 @@ def run_main(prog: str, doc: str | None, body: Callable[[list[str]], int | None]
     if any(a in ("-h", "--help") for a in argv):
         print(doc)
         return 0
-    logging.basicConfig(level=os.environ.get("RAG_FLAMINGO_LOG", log_level),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("RAG_FLAMINGO_LOG", log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build it found: noise here
     try:
         return body(argv) or 0

@@ -21,8 +21,18 @@ from .store import IndexStore, comparable_fingerprint
 logger = logging.getLogger(__name__)
 
 # options that say how an encoder runs, not what it computes (never compared with the store)
-RUNTIME_OPTIONS = ("name", "device", "batch_size", "precision", "dtype", "checkpoint", "hub_repo", "filename",
-                   "text_model", "_target_")
+RUNTIME_OPTIONS = (
+    "name",
+    "device",
+    "batch_size",
+    "precision",
+    "dtype",
+    "checkpoint",
+    "hub_repo",
+    "filename",
+    "text_model",
+    "_target_",
+)
 
 
 def task_name(cfg: dict) -> str:
@@ -61,14 +71,25 @@ def check_encoder_request(store: IndexStore, options: dict) -> None:
     built = comparable_fingerprint(store.info.encoder)
     name = options.get("name")
     if name and built.get("name") and name != built["name"]:
-        raise StoreError(f"{store.root}: built with encoder {built['name']!r}, not {name!r}; use "
-                         f"encoder={built['name']} (or leave encoder= out: the store's encoder is used)")
-    differ = sorted(k for k, v in options.items() if k not in RUNTIME_OPTIONS and v is not None
-                    and k in built and not isinstance(built[k], dict) and built[k] != v)
+        raise StoreError(
+            f"{store.root}: built with encoder {built['name']!r}, not {name!r}; use "
+            f"encoder={built['name']} (or leave encoder= out: the store's encoder is used)"
+        )
+    differ = sorted(
+        k
+        for k, v in options.items()
+        if k not in RUNTIME_OPTIONS
+        and v is not None
+        and k in built
+        and not isinstance(built[k], dict)
+        and built[k] != v
+    )
     if differ:
         settings = ", ".join(f"{k}={options[k]!r} (store: {built[k]!r})" for k in differ)
-        raise StoreError(f"{store.root}: encoder {name or built.get('name')} differs from the store's in {settings}; "
-                         f"use the store's settings, or rebuild the store with these")
+        raise StoreError(
+            f"{store.root}: encoder {name or built.get('name')} differs from the store's in {settings}; "
+            f"use the store's settings, or rebuild the store with these"
+        )
 
 
 def build_encoder(cfg: dict, store: IndexStore):
@@ -114,8 +135,10 @@ def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever):
 
     mc = dict(cfg.get("model") or {})
     if not mc:
-        raise ConfigError("predictor=flamingo needs a model config (model=foundation, model=chat, or "
-                          "model.checkpoint.path=/path/to/foundation.pt)")
+        raise ConfigError(
+            "predictor=flamingo needs a model config (model=foundation, model=chat, or "
+            "model.checkpoint.path=/path/to/foundation.pt)"
+        )
     if cfg.get("device") not in (None, "auto") and mc.get("device") in (None, "auto"):
         mc["device"] = cfg["device"]
     if not mc.get("audio_encoder"):
@@ -130,14 +153,24 @@ def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever):
     if samples > 1:
         ropts = clap.get("encoder") or {}
         reranker = ClapReranker(encoder_from_options(ropts) if ropts else encoder)
-    return RagFlamingo(store, model, tokenizer, window_encoder, encoder, retriever=retriever,
-                       generation=generation, feature_name=fc.get("features") or "clapcap",
-                       audio_slots=fc.get("audio_slots") or mc.get("num_slots"), template=fc.get("template") or "eval",
-                       reranker=reranker)
+    return RagFlamingo(
+        store,
+        model,
+        tokenizer,
+        window_encoder,
+        encoder,
+        retriever=retriever,
+        generation=generation,
+        feature_name=fc.get("features") or "clapcap",
+        audio_slots=fc.get("audio_slots") or mc.get("num_slots"),
+        template=fc.get("template") or "eval",
+        reranker=reranker,
+    )
 
 
-def build_predictors(cfg: dict, names: list[str], store: IndexStore, encoder, retriever: Retriever,
-                     engine=None) -> dict[str, Predictor]:
+def build_predictors(
+    cfg: dict, names: list[str], store: IndexStore, encoder, retriever: Retriever, engine=None
+) -> dict[str, Predictor]:
     """The named predictors (``predictors.<name>`` options); the engine is built only if one needs it."""
     if not names:
         raise ConfigError(f"predictor is empty; use one or more of {', '.join(predictor_names())}")
@@ -149,8 +182,12 @@ def build_predictors(cfg: dict, names: list[str], store: IndexStore, encoder, re
             built[0] = build_engine(cfg, store, encoder, retriever)
         return built[0]
 
-    return {name: build_predictor(name, PredictorContext(dict(options.get(name) or {}), store, encoder,
-                                                         retriever, the_engine)) for name in names}
+    return {
+        name: build_predictor(
+            name, PredictorContext(dict(options.get(name) or {}), store, encoder, retriever, the_engine)
+        )
+        for name in names
+    }
 
 
 def as_list(value) -> list:

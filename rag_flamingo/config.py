@@ -8,14 +8,10 @@ the sections below accept no unknown key. The groups that vary in shape (``datas
 The defaults here are the documented defaults (the YAML files hold only the group choices).
 """
 
-
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 ZERO_SHOT_TEMPLATE = "this is a sound of {label}"
-
-# OmegaConf reads these annotations at run time: they stay typing forms it knows
-# (Optional[...], Any, dataclasses), hence Optional instead of `X | None`.
 
 
 @dataclass
@@ -24,7 +20,7 @@ class RetrievalConfig:
 
     mode: str = "knn"  # knn | random
     overfetch: int = 50  # neighbours fetched beyond k (AF1: 50)
-    near_duplicate_threshold: Optional[float] = None  # cosine >= this to the query or a kept shot: dropped
+    near_duplicate_threshold: float | None = None  # cosine >= this to the query or a kept shot: dropped
     shuffle: bool = True  # shuffle the in-context order (seeded per query)
     seed: int = 0
 
@@ -52,7 +48,7 @@ class ClapFilterConfig:
     """The reference demo's trick: sample N outputs, keep the best CLAP audio-text match."""
 
     samples: int = 1  # > 1 turns it on (sampling with model.generation's top_k/top_p)
-    encoder: Optional[Any] = None  # None: the store's encoder (a CLAP encoder); or {name: laion_clap, ...}
+    encoder: Any | None = None  # None: the store's encoder (a CLAP encoder); or {name: laion_clap, ...}
 
 
 @dataclass
@@ -60,7 +56,7 @@ class FlamingoConfig:
     """How the engine uses the model (the model itself: the ``model`` group)."""
 
     features: str = "clapcap"  # the store's cached shot features (build_index ... features=clapcap)
-    audio_slots: Optional[int] = None  # None: model.num_slots (8 for AF1: 7 shots + query)
+    audio_slots: int | None = None  # None: model.num_slots (8 for AF1: 7 shots + query)
     template: str = "eval"  # eval | train | inference
     clap_filter: ClapFilterConfig = field(default_factory=ClapFilterConfig)
 
@@ -71,7 +67,7 @@ class QueryConfig:
 
     cache_root: str = "${oc.env:RAG_FLAMINGO_CACHE_ROOT,${oc.env:HOME}/.cache/rag_flamingo}"
     data_root: str = "${oc.env:RAG_FLAMINGO_DATA_ROOT,${cache_root}/data}"
-    store: Optional[str] = None  # the index store: a path, or a name under ${cache_root}/indices
+    store: str | None = None  # the index store: a path, or a name under ${cache_root}/indices
     verify_store: bool = False  # also check the store files' checksums (sizes are always checked)
     encoder: Any = field(default_factory=dict)  # the store's encoder; empty: the one named in store.json
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
@@ -88,21 +84,21 @@ class EvaluateConfig(QueryConfig):
     task: Any = field(default_factory=dict)
     index_split: str = "index"  # a split name, or the role looked up in dataset.splits: names the default store
     query_split: str = "query"  # a split name, or the role: the split whose items are the queries
-    limit: Optional[int] = None  # only the first N queries
+    limit: int | None = None  # only the first N queries
     predictor: Any = "knn"  # one or a list of the registered predictors
     shots: Any = 4  # one or a list of shot counts
-    output_dir: Optional[str] = None  # None: outputs/evaluate/<dataset>-<task>-<split>-<run key>
+    output_dir: str | None = None  # None: outputs/evaluate/<dataset>-<task>-<split>-<run key>
     overwrite: bool = False  # start a reused output_dir over when its run key differs
     progress: bool = True
 
 
 @dataclass
 class ClassifyConfig(QueryConfig):
-    audio: Optional[str] = None  # a file or a folder (searched recursively)
+    audio: str | None = None  # a file or a folder (searched recursively)
     predictor: str = "knn"
     k: int = 4  # retrieved shots
     task: Any = field(default_factory=dict)  # the task group: classification (default) or tagging
-    out: Optional[str] = None  # also write JSON lines here
+    out: str | None = None  # also write JSON lines here
 
 
 @dataclass
@@ -115,9 +111,9 @@ class BuildIndexConfig:
     encoder: Any = field(default_factory=dict)
     index: Any = field(default_factory=dict)
     split: str = "index"
-    store: Optional[str] = None
+    store: str | None = None
     mode: str = "build"
-    features: Optional[Any] = None
+    features: Any | None = None
     features_encoder: Any = field(default_factory=dict)
     shard_size: int = 1000
     batch_size: int = 32

@@ -19,8 +19,8 @@ keep the one whose CLAP text embedding is nearest the query audio's CLAP embeddi
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -53,8 +53,9 @@ class ClapReranker:
 
     def __init__(self, encoder):
         if not hasattr(encoder, "embed_text"):
-            raise ConfigError(f"CLAP filtering needs a CLAP encoder with embed_text(); "
-                              f"{getattr(encoder, 'name', encoder)!r} has none")
+            raise ConfigError(
+                f"CLAP filtering needs a CLAP encoder with embed_text(); {getattr(encoder, 'name', encoder)!r} has none"
+            )
         self.encoder = encoder
         self.sample_rate = int(encoder.sample_rate)
 
@@ -77,11 +78,22 @@ class RagFlamingo:
     audio only; ``retrieval_encoder``: the encoder the store was built with (checked against it).
     """
 
-    def __init__(self, store, model, tokenizer, window_encoder, retrieval_encoder=None, *,
-                 retriever: Retriever | None = None, generation: GenerationSettings | None = None,
-                 feature_name: str = "clapcap", audio_slots: int | None = None,
-                 template: str = "eval", max_tokens: int | None = None,
-                 reranker: ClapReranker | None = None):
+    def __init__(
+        self,
+        store,
+        model,
+        tokenizer,
+        window_encoder,
+        retrieval_encoder=None,
+        *,
+        retriever: Retriever | None = None,
+        generation: GenerationSettings | None = None,
+        feature_name: str = "clapcap",
+        audio_slots: int | None = None,
+        template: str = "eval",
+        max_tokens: int | None = None,
+        reranker: ClapReranker | None = None,
+    ):
         self.store, self.model, self.tokenizer = store, model, tokenizer
         self.window_encoder, self.retrieval_encoder = window_encoder, retrieval_encoder
         self.retriever = retriever or Retriever(store, retrieval_encoder)
@@ -91,8 +103,10 @@ class RagFlamingo:
         self.windows = cfg.windows_per_audio
         self.audio_slots = int(audio_slots or cfg.max_audios)  # the reference pads to max_num_fewshot
         if self.audio_slots * self.windows > cfg.max_num_media:
-            raise ConfigError(f"audio_slots={self.audio_slots} x {self.windows} windows exceeds the model's "
-                              f"{cfg.max_num_media} media positions; use at most {cfg.max_audios} slots")
+            raise ConfigError(
+                f"audio_slots={self.audio_slots} x {self.windows} windows exceeds the model's "
+                f"{cfg.max_num_media} media positions; use at most {cfg.max_audios} slots"
+            )
         # prompt + new tokens must fit OPT's learned positions
         self.max_tokens = max_tokens or int(cfg.opt["max_position_embeddings"]) - self.generation.max_new_tokens
         self.shot_features = store.features(feature_name)
@@ -111,15 +125,24 @@ class RagFlamingo:
         built, fingerprint = meta.fingerprint, getattr(self.window_encoder, "fingerprint", None)
         ours = fingerprint() if built and fingerprint is not None else None
         if ours is not None and comparable_fingerprint(built) != comparable_fingerprint(ours):
-            raise StoreError(f"{store.root}: the cached '{name}' shot features were made by another window encoder "
-                             f"({built.get('name')}, {built.get('checkpoint_sha256', '')[:12]}) than the query's "
-                             f"({ours.get('name')}); use the same checkpoint, or rebuild the features with "
-                             f"`build_index ... mode=features features={name}`")
+            raise StoreError(
+                f"{store.root}: the cached '{name}' shot features were made by another window encoder "
+                f"({built.get('name')}, {built.get('checkpoint_sha256', '')[:12]}) than the query's "
+                f"({ours.get('name')}); use the same checkpoint, or rebuild the features with "
+                f"`build_index ... mode=features features={name}`"
+            )
         windows, dim = meta.windows, meta.dim
-        if windows is not None and int(windows) != self.windows or dim is not None and int(dim) != self.model.config.audio_embed_dim:
-            raise StoreError(f"{store.root}: cached '{name}' features are {windows} windows x {dim} dims but the "
-                             f"model takes {self.windows} x {self.model.config.audio_embed_dim}; rebuild them "
-                             f"with the model's window encoder (`build_index ... features={name}`)")
+        if (
+            windows is not None
+            and int(windows) != self.windows
+            or dim is not None
+            and int(dim) != self.model.config.audio_embed_dim
+        ):
+            raise StoreError(
+                f"{store.root}: cached '{name}' features are {windows} windows x {dim} dims but the "
+                f"model takes {self.windows} x {self.model.config.audio_embed_dim}; rebuild them "
+                f"with the model's window encoder (`build_index ... features={name}`)"
+            )
 
     @property
     def audio_encoders(self) -> list:
@@ -127,18 +150,34 @@ class RagFlamingo:
         return [self.window_encoder] + ([self.reranker.encoder] if self.reranker else [])
 
     # ------------------------------------------------------------------ the model step
-    def prompts(self, task: str, items: Sequence[dict], shots: Sequence[Sequence[Shot]],
-                options: Sequence[str] | None = None,
-                query_options: Sequence[Sequence[str] | None] | None = None) -> list:
+    def prompts(
+        self,
+        task: str,
+        items: Sequence[dict],
+        shots: Sequence[Sequence[Shot]],
+        options: Sequence[str] | None = None,
+        query_options: Sequence[Sequence[str] | None] | None = None,
+    ) -> list:
         """One `Prompt` per query (shots beyond the token/window budget are dropped by the builder).
         ``options``: one option list for every query; ``query_options``: one per query."""
         per_query = list(query_options) if query_options is not None else [options] * len(items)
         count = token_counter(self.tokenizer)
         # every audio takes a full slot of W windows in the packed media (the reference's padding)
-        return [build_prompt(task, item, list(s), opts, template=self.template,
-                             default_windows=self.windows, max_windows=self.audio_slots * self.windows,
-                             max_tokens=self.max_tokens, count_tokens=count, mode=self.retriever.mode)
-                for item, s, opts in zip(items, shots, per_query)]
+        return [
+            build_prompt(
+                task,
+                item,
+                list(s),
+                opts,
+                template=self.template,
+                default_windows=self.windows,
+                max_windows=self.audio_slots * self.windows,
+                max_tokens=self.max_tokens,
+                count_tokens=count,
+                mode=self.retriever.mode,
+            )
+            for item, s, opts in zip(items, shots, per_query)
+        ]
 
     def media(self, prompts: Sequence, query_waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, slots*W, D) features + (B, slots*W) mask: cached shot windows, then the query's."""
@@ -156,20 +195,28 @@ class RagFlamingo:
         return pack_window_features(per_prompt, feats, masks, self.pad_window, self.audio_slots)
 
     @torch.inference_mode()
-    def generate(self, task: str, items: Sequence[dict], shots: Sequence[Sequence[Shot]],
-                 waves: Sequence[dict[DecodeKey, np.ndarray]], options: Sequence[str] | None = None,
-                 query_options: Sequence[Sequence[str] | None] | None = None) -> list[Answer]:
+    def generate(
+        self,
+        task: str,
+        items: Sequence[dict],
+        shots: Sequence[Sequence[Shot]],
+        waves: Sequence[dict[DecodeKey, np.ndarray]],
+        options: Sequence[str] | None = None,
+        query_options: Sequence[Sequence[str] | None] | None = None,
+    ) -> list[Answer]:
         """Answers for a batch of queries whose shots are already retrieved."""
         prompts = self.prompts(task, items, shots, options, query_options)
         feats, mask = self.media(prompts, [wave_for(w, self.window_encoder) for w in waves])
         ids, attn = tokenize_prompts(self.tokenizer, [p.text for p in prompts])
         n = self.generation.num_return_sequences
         out = generate(self.model, ids, attn, feats, mask, self.generation)
-        texts = [postprocess_output(t).strip()
-                 for t in self.tokenizer.batch_decode(out.new_tokens, skip_special_tokens=False)]
+        texts = [
+            postprocess_output(t).strip()
+            for t in self.tokenizer.batch_decode(out.new_tokens, skip_special_tokens=False)
+        ]
         answers = []
         for b, p in enumerate(prompts):
-            cands = texts[b * n:(b + 1) * n]
+            cands = texts[b * n : (b + 1) * n]
             ans = Answer(cands[0], p.text, list(p.shots), dropped=len(p.dropped))
             if n > 1 and self.reranker is not None:  # checked in __init__: n > 1 has a reranker
                 best, scores = self.reranker.pick(wave_for(waves[b], self.reranker.encoder), cands)

@@ -43,8 +43,8 @@ import itertools
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from . import distributed
 from .cli import compose_config, export_roots, normalize_overrides, print_config, run_main
@@ -52,8 +52,18 @@ from .components import Evaluation, as_list, prepare
 from .errors import ConfigError
 from .hashing import file_sha256
 from .prompts import TaskFamily
-from .runner import (QueryInput, QueryRunner, Result, ResultFolder, label_options, plan_combos, record_key,
-                     run_key, shot_records, target_of)
+from .runner import (
+    QueryInput,
+    QueryRunner,
+    Result,
+    ResultFolder,
+    label_options,
+    plan_combos,
+    record_key,
+    run_key,
+    shot_records,
+    target_of,
+)
 from .store import recording_key
 
 logger = logging.getLogger(__name__)
@@ -99,9 +109,13 @@ def run_settings(ev: Evaluation) -> dict:
     model = {k: v for k, v in (cfg.get("model") or {}).items() if k != "device"}
     return {
         "store": {"path": str(ev.store.root.resolve()), "fingerprint": ev.store.fingerprint()},
-        "queries": {"dataset": cfg["dataset"].get("name"), "split": ev.query_split,
-                    "manifest": str(ev.manifest.resolve()), "manifest_sha256": file_sha256(ev.manifest),
-                    "audio_root": str(ev.audio_root.resolve())},
+        "queries": {
+            "dataset": cfg["dataset"].get("name"),
+            "split": ev.query_split,
+            "manifest": str(ev.manifest.resolve()),
+            "manifest_sha256": file_sha256(ev.manifest),
+            "audio_root": str(ev.audio_root.resolve()),
+        },
         "task": ev.task.name,
         "retrieval": cfg.get("retrieval"),
         "predictors": cfg.get("predictors"),
@@ -124,16 +138,26 @@ def query_inputs(ev: Evaluation) -> list[QueryInput]:
     out = []
     for row in ev.rows:
         path = Path(row["path"]).expanduser()
-        out.append(QueryInput(row["id"], path if path.is_absolute() else ev.audio_root / path, row,
-                              recording_key(row, ev.audio_root)))
+        out.append(
+            QueryInput(
+                row["id"], path if path.is_absolute() else ev.audio_root / path, row, recording_key(row, ev.audio_root)
+            )
+        )
     return out
 
 
 def prediction_record(result: Result, target) -> dict:
     pred = result.prediction
-    rec = {"predictor": result.predictor, "shots": result.shots, "id": result.query.id,
-           "shot_ids": shot_records(result), "prompt": pred.prompt, "output": pred.output,
-           "score": None if pred.score is None else round(float(pred.score), 6), "target": target}
+    rec = {
+        "predictor": result.predictor,
+        "shots": result.shots,
+        "id": result.query.id,
+        "shot_ids": shot_records(result),
+        "prompt": pred.prompt,
+        "output": pred.output,
+        "score": None if pred.score is None else round(float(pred.score), 6),
+        "target": target,
+    }
     if pred.label_scores is not None:
         rec["label_scores"] = {k: round(float(v), 6) for k, v in pred.label_scores.items()}
     if pred.dropped:
@@ -150,16 +174,27 @@ def run_queries(ev: Evaluation, out: ResultFolder, ranks: distributed.Ranks, pro
     combos = plan_combos(ev.predictors, _shot_counts(ev.cfg))
     done, rejected_ids = out.done()
     inputs = query_inputs(ev)[ranks.rank :: ranks.world]
-    pending = [q for q in inputs if q.id not in rejected_ids
-               and any(record_key(p, k, q.id) not in done for p, k in combos)]
+    pending = [
+        q for q in inputs if q.id not in rejected_ids and any(record_key(p, k, q.id) not in done for p, k in combos)
+    ]
     logger.info("rank %d: %d of %d queries to do (%d combos)", ranks.rank, len(pending), len(inputs), len(combos))
     labels = label_options(ev.task, ev.store)
     _warn_unknown_labels(ev, labels)
-    runner = QueryRunner(ev.store, ev.encoder, ev.retriever, ev.predictors, ev.task, labels,
-                         batch_size=int(ev.cfg.get("batch_size") or 8), require_target=True)
+    runner = QueryRunner(
+        ev.store,
+        ev.encoder,
+        ev.retriever,
+        ev.predictors,
+        ev.task,
+        labels,
+        batch_size=int(ev.cfg.get("batch_size") or 8),
+        require_target=True,
+    )
     for batch in runner.batches(pending, combos, lambda p, k, i: record_key(p, k, i) in done, progress, "evaluate"):
-        out.append([prediction_record(r, target_of(ev.task, r.query.item)) for r in batch.results],
-                   [r.record() for r in batch.rejected])
+        out.append(
+            [prediction_record(r, target_of(ev.task, r.query.item)) for r in batch.results],
+            [r.record() for r in batch.rejected],
+        )
 
 
 def _shot_counts(cfg: dict) -> list[int]:
@@ -173,8 +208,11 @@ def _warn_unknown_labels(ev: Evaluation, labels: list[str] | None) -> None:
     if labels and ev.task.family == TaskFamily.CLASSIFICATION:
         unknown = sorted({target_of(ev.task, r) for r in ev.rows if r.get("label")} - set(labels))
         if unknown:
-            logger.warning("%d query label(s) are not in the store's label set (never predictable): %s",
-                           len(unknown), ", ".join(unknown[:10]))
+            logger.warning(
+                "%d query label(s) are not in the store's label set (never predictable): %s",
+                len(unknown),
+                ", ".join(unknown[:10]),
+            )
 
 
 def evaluate(cfg: dict, encoder=None, engine=None, progress: bool | None = None) -> dict | None:
@@ -205,11 +243,21 @@ def _evaluate(cfg: dict, ranks: distributed.Ranks, encoder, engine, progress: bo
     preds, rejected = out.merge({r["id"]: i for i, r in enumerate(ev.rows)})
     labels = ev.store.label_set()
     copies = {r["id"] for r in preds if r.get("copies")}
-    summary = {"dataset": cfg["dataset"]["name"], "task": ev.task.name, "query_split": ev.query_split,
-               "store": str(ev.store.root), "encoder": ev.store.info.encoder.get("name"),
-               "queries": len(ev.rows), "rejected": len(rejected), "queries_with_copies_in_store": len(copies),
-               "output_dir": str(out.root), "run_key": key, "run": settings,
-               "results": score_predictions(preds, ev.task, labels), "chance": chance_level(preds, ev.task, labels)}
+    summary = {
+        "dataset": cfg["dataset"]["name"],
+        "task": ev.task.name,
+        "query_split": ev.query_split,
+        "store": str(ev.store.root),
+        "encoder": ev.store.info.encoder.get("name"),
+        "queries": len(ev.rows),
+        "rejected": len(rejected),
+        "queries_with_copies_in_store": len(copies),
+        "output_dir": str(out.root),
+        "run_key": key,
+        "run": settings,
+        "results": score_predictions(preds, ev.task, labels),
+        "chance": chance_level(preds, ev.task, labels),
+    }
     write_report(out.root, summary)
     return summary
 
@@ -220,13 +268,18 @@ def _evaluate(cfg: dict, ranks: distributed.Ranks, encoder, engine, progress: bo
 def summary_text(summary: dict) -> str:
     from .report import chance_text, markdown_table
 
-    lines = [f"\n{summary['dataset']} / {summary['task']} ({summary['queries']} queries, "
-             f"{summary['rejected']} rejected), store {summary['store']}", markdown_table(summary["results"])]
+    lines = [
+        f"\n{summary['dataset']} / {summary['task']} ({summary['queries']} queries, "
+        f"{summary['rejected']} rejected), store {summary['store']}",
+        markdown_table(summary["results"]),
+    ]
     if summary.get("chance"):
         lines.append(chance_text(summary["chance"]))
     if summary.get("queries_with_copies_in_store"):
-        lines.append(f"leak: {summary['queries_with_copies_in_store']} queries have an exact copy of their audio in "
-                     f"the store (another file, same content); the copies were excluded from their shots")
+        lines.append(
+            f"leak: {summary['queries_with_copies_in_store']} queries have an exact copy of their audio in "
+            f"the store (another file, same content); the copies were excluded from their shots"
+        )
     lines.append(f"outputs: {summary['output_dir']}")
     return "\n".join(lines)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .errors import RagFlamingoError
 
@@ -36,8 +36,10 @@ def read_jsonl(path: str | Path, tolerate_cut: bool = False) -> list[dict]:
             out.append(json.loads(line))
         except json.JSONDecodeError as exc:
             if not tolerate_cut:
-                raise RagFlamingoError(f"{path}: line {lineno} is not valid JSON ({exc.msg}); "
-                                       f"the file is damaged: delete it or rebuild what wrote it") from exc
+                raise RagFlamingoError(
+                    f"{path}: line {lineno} is not valid JSON ({exc.msg}); "
+                    f"the file is damaged: delete it or rebuild what wrote it"
+                ) from exc
             logger.warning("%s: skipping line %d, cut by an interruption (it is redone)", path, lineno)
     return out
 

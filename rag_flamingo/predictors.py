@@ -22,8 +22,9 @@ predictor can do is declared by its attributes (`Predictor`), never by ``if name
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -73,8 +74,7 @@ class Predictor(Protocol):
     needs_text: bool  # needs an encoder with text embeddings (CLAP zero-shot)
     audio_encoders: Sequence[Any]  # encoders (beyond the store's) whose rate the query is decoded at
 
-    def predict(self, queries: Sequence[Query], task: TaskSpec | str) -> list[Prediction]:
-        ...
+    def predict(self, queries: Sequence[Query], task: TaskSpec | str) -> list[Prediction]: ...
 
 
 @dataclass
@@ -109,15 +109,19 @@ def predictor_names() -> list[str]:
 
 def build_predictor(name: str, ctx: PredictorContext) -> Predictor:
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown predictor {name!r}{did_you_mean(name, _REGISTRY)}; "
-                          f"use one or more of {', '.join(predictor_names())}")
+        raise ConfigError(
+            f"unknown predictor {name!r}{did_you_mean(name, _REGISTRY)}; "
+            f"use one or more of {', '.join(predictor_names())}"
+        )
     return _REGISTRY[name](ctx)
 
 
 def _require_labels(name: str, task: TaskSpec) -> None:
     if task.family not in LABEL_FAMILIES:
-        raise ConfigError(f"predictor {name} answers classification/tagging tasks, not {task.name} "
-                          f"({task.family}); use predictor=flamingo{' or knn' if task.family == 'captioning' else ''}")
+        raise ConfigError(
+            f"predictor {name} answers classification/tagging tasks, not {task.name} "
+            f"({task.family}); use predictor=flamingo{' or knn' if task.family == 'captioning' else ''}"
+        )
 
 
 def labels_from_scores(task: TaskSpec, scores: dict[str, float], n_tags: int = 1) -> Prediction:
@@ -126,8 +130,11 @@ def labels_from_scores(task: TaskSpec, scores: dict[str, float], n_tags: int = 1
     if not ranked:
         return Prediction(output="", score=None, label_scores={})
     top = ranked[: max(1, n_tags)] if task.family == TaskFamily.TAGGING else ranked[:1]
-    return Prediction(output=", ".join(task.map_label(lab) for lab in top),  # e.g. joy -> happy
-                      score=float(scores[top[0]]), label_scores=dict(scores))
+    return Prediction(
+        output=", ".join(task.map_label(lab) for lab in top),  # e.g. joy -> happy
+        score=float(scores[top[0]]),
+        label_scores=dict(scores),
+    )
 
 
 def typical_tag_count(items: Sequence[dict]) -> int:
@@ -172,8 +179,13 @@ class KnnPredictor:
             out = []
             for q in queries:
                 best = max(q.shots, key=lambda s: s.score) if q.shots else None
-                out.append(Prediction(answer_text(task, best.item) if best else "",
-                                      float(best.score) if best else None, shots=list(q.shots)))
+                out.append(
+                    Prediction(
+                        answer_text(task, best.item) if best else "",
+                        float(best.score) if best else None,
+                        shots=list(q.shots),
+                    )
+                )
             return out
         _require_labels(self.name, task)
         preds = []
@@ -207,8 +219,10 @@ class PrototypePredictor:
             for lab in item_labels(item):
                 by_label.setdefault(lab, []).append(row)
         if not by_label:
-            raise ConfigError(f"{store.root}: no labelled items, so no prototypes; index a labelled "
-                              f"dataset (manifest 'label'/'labels', or sub-folders for dataset=folder)")
+            raise ConfigError(
+                f"{store.root}: no labelled items, so no prototypes; index a labelled "
+                f"dataset (manifest 'label'/'labels', or sub-folders for dataset=folder)"
+            )
         self.labels = sorted(by_label)
         self.sums = np.stack([self.emb[by_label[lab]].sum(0) for lab in self.labels])
         self.counts = np.array([len(by_label[lab]) for lab in self.labels])
@@ -249,9 +263,11 @@ class ZeroShotPredictor:
 
     def __init__(self, encoder, labels: Sequence[str], template: str = ZERO_SHOT_TEMPLATE, n_tags: int = 1):
         if not hasattr(encoder, "embed_text"):
-            raise ConfigError(f"predictor zero_shot needs a CLAP encoder with text embeddings; the store's "
-                              f"encoder {getattr(encoder, 'name', type(encoder).__name__)!r} has none "
-                              f"(build the index with encoder=laion_clap or encoder=ms_clap_2023)")
+            raise ConfigError(
+                f"predictor zero_shot needs a CLAP encoder with text embeddings; the store's "
+                f"encoder {getattr(encoder, 'name', type(encoder).__name__)!r} has none "
+                f"(build the index with encoder=laion_clap or encoder=ms_clap_2023)"
+            )
         if not labels:
             raise ConfigError("predictor zero_shot needs label names (the store has no labels)")
         self.labels = list(labels)
@@ -281,20 +297,30 @@ class FlamingoPredictor:
         task = get_task(task)
         most = max((len(q.shots) for q in queries), default=0)
         if most > self.max_shots:
-            raise ConfigError(f"{most} shots do not fit the model's {self.engine.audio_slots} "
-                              f"audio slots; use shots <= {self.engine.max_shots}")
+            raise ConfigError(
+                f"{most} shots do not fit the model's {self.engine.audio_slots} "
+                f"audio slots; use shots <= {self.engine.max_shots}"
+            )
         inputs = [_query_inputs(q) for q in queries]
-        answers = self.engine.generate(task, inputs, [q.shots for q in queries], [q.waves for q in queries],
-                                       query_options=[q.options if task.options else None for q in queries])
-        return [Prediction(a.output, a.score, shots=a.shots, prompt=a.prompt, dropped=a.dropped,
-                           samples=a.samples) for a in answers]
+        answers = self.engine.generate(
+            task,
+            inputs,
+            [q.shots for q in queries],
+            [q.waves for q in queries],
+            query_options=[q.options if task.options else None for q in queries],
+        )
+        return [
+            Prediction(a.output, a.score, shots=a.shots, prompt=a.prompt, dropped=a.dropped, samples=a.samples)
+            for a in answers
+        ]
 
 
 def _restricted(task: TaskSpec, labels: list[str], sims: np.ndarray, options, n_tags: int) -> Prediction:
     """Scores of the labels offered (all known labels when no options are given)."""
     offered = set(options) if options else None
-    return labels_from_scores(task, {lab: float(s) for lab, s in zip(labels, sims)
-                                     if offered is None or lab in offered}, n_tags)
+    return labels_from_scores(
+        task, {lab: float(s) for lab, s in zip(labels, sims) if offered is None or lab in offered}, n_tags
+    )
 
 
 def _query_inputs(q: Query) -> dict:
@@ -305,8 +331,9 @@ def _query_inputs(q: Query) -> dict:
 
 @register_predictor("knn")
 def _knn(ctx: PredictorContext) -> Predictor:
-    return KnnPredictor(temperature=float(ctx.options.get("temperature", 0.1)),
-                        n_tags=typical_tag_count(ctx.store.items))
+    return KnnPredictor(
+        temperature=float(ctx.options.get("temperature", 0.1)), n_tags=typical_tag_count(ctx.store.items)
+    )
 
 
 @register_predictor("prototype")
@@ -316,8 +343,12 @@ def _prototype(ctx: PredictorContext) -> Predictor:
 
 @register_predictor("zero_shot")
 def _zero_shot(ctx: PredictorContext) -> Predictor:
-    return ZeroShotPredictor(ctx.encoder, ctx.store.label_set(), template=ctx.options.get("template") or ZERO_SHOT_TEMPLATE,
-                             n_tags=typical_tag_count(ctx.store.items))
+    return ZeroShotPredictor(
+        ctx.encoder,
+        ctx.store.label_set(),
+        template=ctx.options.get("template") or ZERO_SHOT_TEMPLATE,
+        n_tags=typical_tag_count(ctx.store.items),
+    )
 
 
 @register_predictor("flamingo")

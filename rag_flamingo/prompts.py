@@ -44,9 +44,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Callable, Sequence
 
 from .errors import ConfigError, ManifestError
 from .retrieval import Shot
@@ -66,12 +66,30 @@ MAX_WINDOWS = 128  # max_num_media: 8 audios (7 shots + query) x 16 windows
 
 # The reference's EMOTION_MAP_DICT (data.py): option names and answers of emotion tasks.
 EMOTION_MAP = {
-    "amused": "amused", "anger": "angry", "angry": "angry", "anxious": "anxious",
-    "apologetic": "apologetic", "assertive": "assertive", "calm": "calm", "concerned": "concerned",
-    "contempt": "contempt", "disgust": "disgusted", "disgusted": "disgusted",
-    "encouraging": "encouraging", "excited": "excited", "fear": "fearful", "fearful": "fearful",
-    "frustated": "frustated", "happy": "happy", "joy": "happy", "neutral": "neutral", "sad": "sad",
-    "sadness": "sad", "sleepy": "sleepy", "surprise": "surprised", "surprised": "surprised",
+    "amused": "amused",
+    "anger": "angry",
+    "angry": "angry",
+    "anxious": "anxious",
+    "apologetic": "apologetic",
+    "assertive": "assertive",
+    "calm": "calm",
+    "concerned": "concerned",
+    "contempt": "contempt",
+    "disgust": "disgusted",
+    "disgusted": "disgusted",
+    "encouraging": "encouraging",
+    "excited": "excited",
+    "fear": "fearful",
+    "fearful": "fearful",
+    "frustated": "frustated",
+    "happy": "happy",
+    "joy": "happy",
+    "neutral": "neutral",
+    "sad": "sad",
+    "sadness": "sad",
+    "sleepy": "sleepy",
+    "surprise": "surprised",
+    "surprised": "surprised",
     "pleasantly surprised": "pleasantly surprised",
 }
 
@@ -117,30 +135,61 @@ def _task(name, family, prefix_task, prompt, options, **kw) -> TaskSpec:
     return TaskSpec(name, TaskFamily(family), prefix_task, prompt, options, **kw)
 
 
-TASKS: dict[str, TaskSpec] = {t.name: t for t in [
-    # AC_short; MusicCaps replaces "sound" by "music" in the prompt
-    _task("captioning", "captioning", "audio captioning", "describe the sound in a sentence.", False),
-    _task("music_captioning", "captioning", "music captioning", "describe the music in a sentence.", False),
-    # Clotho-AQA / Music-AVQA: AQA_binary_instruction ("question:" -> "please answer this question:")
-    _task("aqa", "aqa", "audio question answering", "", True, options_style="binary", shot_options=True),
-    # single-label: UrbanSound8K / NonSpeech7k style sound events (alias of event_classification)
-    _task("classification", "classification", "event classification", "classify this sound.", True),
-    _task("event_classification", "classification", "event classification", "classify this sound.", True),
-    _task("scene_classification", "classification", "scene classification", "classify this sound.", True),
-    _task("emotion_classification", "classification", "emotion classification",
-          "what is the emotion of this speech?", True, label_map=EMOTION_MAP),
-    _task("sentiment_classification", "classification", "sentiment classification",
-          "what is the sentiment of this speech?", True),
-    _task("instrument_classification", "classification", "instrument classification",
-          "what is the instrument of this music?", True),
-    _task("genre_classification", "classification", "genre classification",
-          "what is the genre of this music?", True),
-    # multi-label: chime-home / SONYC-UST (EventClassification); options = " All labels are: ..."
-    _task("tagging", "tagging", "event classification", "use a few labels to describe this sound.", True,
-          options_style="all_labels"),
-    _task("fsd50k_tagging", "tagging", "event classification",
-          "describe this sound in the order from specific to general.", False),
-]}
+TASKS: dict[str, TaskSpec] = {
+    t.name: t
+    for t in [
+        # AC_short; MusicCaps replaces "sound" by "music" in the prompt
+        _task("captioning", "captioning", "audio captioning", "describe the sound in a sentence.", False),
+        _task("music_captioning", "captioning", "music captioning", "describe the music in a sentence.", False),
+        # Clotho-AQA / Music-AVQA: AQA_binary_instruction ("question:" -> "please answer this question:")
+        _task("aqa", "aqa", "audio question answering", "", True, options_style="binary", shot_options=True),
+        # single-label: UrbanSound8K / NonSpeech7k style sound events (alias of event_classification)
+        _task("classification", "classification", "event classification", "classify this sound.", True),
+        _task("event_classification", "classification", "event classification", "classify this sound.", True),
+        _task("scene_classification", "classification", "scene classification", "classify this sound.", True),
+        _task(
+            "emotion_classification",
+            "classification",
+            "emotion classification",
+            "what is the emotion of this speech?",
+            True,
+            label_map=EMOTION_MAP,
+        ),
+        _task(
+            "sentiment_classification",
+            "classification",
+            "sentiment classification",
+            "what is the sentiment of this speech?",
+            True,
+        ),
+        _task(
+            "instrument_classification",
+            "classification",
+            "instrument classification",
+            "what is the instrument of this music?",
+            True,
+        ),
+        _task(
+            "genre_classification", "classification", "genre classification", "what is the genre of this music?", True
+        ),
+        # multi-label: chime-home / SONYC-UST (EventClassification); options = " All labels are: ..."
+        _task(
+            "tagging",
+            "tagging",
+            "event classification",
+            "use a few labels to describe this sound.",
+            True,
+            options_style="all_labels",
+        ),
+        _task(
+            "fsd50k_tagging",
+            "tagging",
+            "event classification",
+            "describe this sound in the order from specific to general.",
+            False,
+        ),
+    ]
+}
 
 
 def get_task(task: TaskSpec | str) -> TaskSpec:
@@ -170,22 +219,29 @@ def answer_text(task: TaskSpec | str, item: dict) -> str:
     if task.family == TaskFamily.CAPTIONING:
         captions = item.get("captions") or ([item["caption"]] if item.get("caption") else [])
         if not captions:
-            raise ManifestError(f"item {_item_name(item)}: no 'captions' for task {task.name}; "
-                                f"add a 'captions' list to its manifest row")
+            raise ManifestError(
+                f"item {_item_name(item)}: no 'captions' for task {task.name}; "
+                f"add a 'captions' list to its manifest row"
+            )
         return str(captions[0]).strip()
     if task.family == TaskFamily.AQA:
         if item.get("answer") in (None, ""):
-            raise ManifestError(f"item {_item_name(item)}: no 'answer' for task {task.name}; "
-                                f"add 'question' and 'answer' to its manifest row")
+            raise ManifestError(
+                f"item {_item_name(item)}: no 'answer' for task {task.name}; "
+                f"add 'question' and 'answer' to its manifest row"
+            )
         return str(item["answer"]).strip()
     labels = item_labels(item)
     if not labels:
-        raise ManifestError(f"item {_item_name(item)}: no 'label'/'labels' for task {task.name}; "
-                            f"add them to its manifest row")
+        raise ManifestError(
+            f"item {_item_name(item)}: no 'label'/'labels' for task {task.name}; add them to its manifest row"
+        )
     if task.family == TaskFamily.CLASSIFICATION:
         if len(labels) != 1:
-            raise ManifestError(f"item {_item_name(item)}: {len(labels)} labels {labels} for the "
-                                f"single-label task {task.name}; use a tagging task or one label")
+            raise ManifestError(
+                f"item {_item_name(item)}: {len(labels)} labels {labels} for the "
+                f"single-label task {task.name}; use a tagging task or one label"
+            )
         return task.map_label(str(labels[0]).strip())
     text = ", ".join(str(label).strip() for label in labels)
     return text[:-1] if text.endswith(".") else text
@@ -200,14 +256,16 @@ def question_text(task: TaskSpec | str, item: dict) -> str:
         return task.prompt
     question = str(item.get("question") or "").strip()
     if not question:
-        raise ManifestError(f"item {_item_name(item)}: no 'question' for task {task.name}; "
-                            f"add 'question' and 'answer' to its manifest row")
+        raise ManifestError(
+            f"item {_item_name(item)}: no 'question' for task {task.name}; "
+            f"add 'question' and 'answer' to its manifest row"
+        )
     lead = "please answer this question:"
     lowered = question.lower()
     if lowered.startswith(lead):
         return question
     if lowered.startswith("question:"):
-        return lead + question[len("question:"):]
+        return lead + question[len("question:") :]
     return f"{lead} {question}"
 
 
@@ -271,8 +329,15 @@ def _shot_options(task: TaskSpec, item: dict, enabled: bool) -> list[str] | None
     return None
 
 
-def render(task: TaskSpec | str, query_item: dict, shots: Sequence[Shot], options: Sequence[str] | None,
-           template: str = "eval", mode: str = "knn", shot_options: bool | None = None) -> str:
+def render(
+    task: TaskSpec | str,
+    query_item: dict,
+    shots: Sequence[Shot],
+    options: Sequence[str] | None,
+    template: str = "eval",
+    mode: str = "knn",
+    shot_options: bool | None = None,
+) -> str:
     """The prompt text (up to and including the query's ``<SEP>``) with every shot given."""
     task = get_task(task)
     if template not in TEMPLATES:
@@ -325,18 +390,28 @@ def token_counter(tokenizer) -> Callable[[str], int]:
 def _drop_order(shots: Sequence[Shot]) -> list[int]:
     """Indices of shots in the order they are dropped: lowest score first (NaN lowest), then
     later-in-prompt first."""
+
     def key(i: int):
         score = shots[i].score
         return (-math.inf if score is None or math.isnan(score) else score, -i)
+
     return sorted(range(len(shots)), key=key)
 
 
-def build_prompt(task: TaskSpec | str, query_item: dict, shots: Sequence[Shot], options: Sequence[str] | None,
-                 template: str = "eval", windows_per_audio: Sequence[int] | None = None,
-                 max_windows: int = MAX_WINDOWS, max_tokens: int | None = None,
-                 count_tokens: Callable[[str], int] | None = None, mode: str = "knn",
-                 shot_options: bool | None = None,
-                 default_windows: int = WINDOWS_PER_AUDIO) -> Prompt:
+def build_prompt(
+    task: TaskSpec | str,
+    query_item: dict,
+    shots: Sequence[Shot],
+    options: Sequence[str] | None,
+    template: str = "eval",
+    windows_per_audio: Sequence[int] | None = None,
+    max_windows: int = MAX_WINDOWS,
+    max_tokens: int | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+    mode: str = "knn",
+    shot_options: bool | None = None,
+    default_windows: int = WINDOWS_PER_AUDIO,
+) -> Prompt:
     """The prompt for ``query_item`` with as many ``shots`` as the budget allows.
 
     ``windows_per_audio``: window count of each audio in prompt order, shots then query
@@ -348,8 +423,10 @@ def build_prompt(task: TaskSpec | str, query_item: dict, shots: Sequence[Shot], 
     shots = list(shots)
     windows = list(windows_per_audio) if windows_per_audio is not None else [default_windows] * (len(shots) + 1)
     if len(windows) != len(shots) + 1:
-        raise ConfigError(f"windows_per_audio has {len(windows)} entries for {len(shots)} shots + the query; "
-                          f"give one per audio in prompt order, query last")
+        raise ConfigError(
+            f"windows_per_audio has {len(windows)} entries for {len(shots)} shots + the query; "
+            f"give one per audio in prompt order, query last"
+        )
     if max_tokens is not None and count_tokens is None:
         raise ConfigError("max_tokens needs count_tokens (e.g. prompts.token_counter(tokenizer))")
     token_limit = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
@@ -374,11 +451,22 @@ def build_prompt(task: TaskSpec | str, query_item: dict, shots: Sequence[Shot], 
         kept.remove(order.pop(0))
         reason = over_budget(kept)
     if reason is not None:
-        raise ConfigError(f"query {_item_name(query_item)} alone does not fit the prompt budget ({reason}); "
-                          f"raise max_tokens/max_windows or shorten the options list")
+        raise ConfigError(
+            f"query {_item_name(query_item)} alone does not fit the prompt budget ({reason}); "
+            f"raise max_tokens/max_windows or shorten the options list"
+        )
     dropped = [shots[i] for i in range(len(shots)) if i not in kept]
     if dropped:
-        logger.warning("query %s: dropped %d of %d shots to fit the prompt budget (lowest scores first)",
-                       _item_name(query_item), len(dropped), len(shots))
-    return Prompt(text=text_of(kept), shots=[shots[i] for i in kept], dropped=dropped,
-                  windows=[windows[i] for i in kept] + [windows[-1]], template=template)
+        logger.warning(
+            "query %s: dropped %d of %d shots to fit the prompt budget (lowest scores first)",
+            _item_name(query_item),
+            len(dropped),
+            len(shots),
+        )
+    return Prompt(
+        text=text_of(kept),
+        shots=[shots[i] for i in kept],
+        dropped=dropped,
+        windows=[windows[i] for i in kept] + [windows[-1]],
+        template=template,
+    )

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -50,15 +50,16 @@ def chance_level(records: Sequence[dict], task, labels: Sequence[str]) -> dict |
     for t in targets:
         counts[t] = counts.get(t, 0) + 1
     options = _options(records, task, labels)
-    return {"uniform": 1.0 / len(options), "majority": max(counts.values()) / len(targets),
-            "options": len(options)}
+    return {"uniform": 1.0 / len(options), "majority": max(counts.values()) / len(targets), "options": len(options)}
 
 
 def chance_text(chance: dict | None) -> str:
     if not chance:
         return ""
-    return (f"chance: {chance['uniform']:.4f} (uniform over {chance['options']} options), "
-            f"{chance['majority']:.4f} (always the most frequent label)")
+    return (
+        f"chance: {chance['uniform']:.4f} (uniform over {chance['options']} options), "
+        f"{chance['majority']:.4f} (always the most frequent label)"
+    )
 
 
 def score_group(records: list[dict], task, labels: Sequence[str]) -> dict:
@@ -75,8 +76,13 @@ def score_group(records: list[dict], task, labels: Sequence[str]) -> dict:
         if all(r.get("label_scores") is not None for r in records):
             scores = np.array([[r["label_scores"].get(lab, 0.0) for lab in vocab] for r in records])
         tags = M.multilabel_metrics(outputs, [r["target"] for r in records], vocab, scores=scores)
-        return {"n": tags.n, "mAP": tags.mAP, "micro_f1": tags.micro_f1, "macro_f1": tags.macro_f1,
-                "unmatched": tags.unmatched}
+        return {
+            "n": tags.n,
+            "mAP": tags.mAP,
+            "micro_f1": tags.micro_f1,
+            "macro_f1": tags.macro_f1,
+            "unmatched": tags.unmatched,
+        }
     if family == TaskFamily.CAPTIONING:
         caps = M.captioning_metrics(outputs, [r["target"] for r in records])
         return {"n": caps["n"], **{k: caps[k] for k in ("cider_d", "bleu_4", "rouge_l", "spider")}}
@@ -110,20 +116,25 @@ def markdown_table(results: Sequence[dict]) -> str:
     if not results:
         return "(no predictions)"
     family = results[0].get("family", "classification")
-    cols = [c for c in COLUMNS.get(family, COLUMNS["classification"])[1]
-            if any(r.get(c) is not None for r in results)]
+    cols = [c for c in COLUMNS.get(family, COLUMNS["classification"])[1] if any(r.get(c) is not None for r in results)]
     head = ["predictor", "shots", "n", *cols, "shots used"]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for r in results:
         used = r.get("shots_used")
-        cells = [r["predictor"], "–" if r["shots"] is None else str(r["shots"]), str(r["n"]),
-                 *(_fmt(r.get(c)) for c in cols), "–" if used is None else f"{used:g}"]
+        cells = [
+            r["predictor"],
+            "–" if r["shots"] is None else str(r["shots"]),
+            str(r["n"]),
+            *(_fmt(r.get(c)) for c in cols),
+            "–" if used is None else f"{used:g}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot_metric_vs_shots(results: Sequence[dict], path: Path, title: str = "",
-                         chance: float | None = None) -> Path | None:
+def plot_metric_vs_shots(
+    results: Sequence[dict], path: Path, title: str = "", chance: float | None = None
+) -> Path | None:
     """Main metric vs shots; None (no file) unless some predictor has two or more shot counts."""
     if not results:
         return None
@@ -173,12 +184,18 @@ def write_report(root: Path, summary: dict) -> None:
     root = Path(root)
     title = f"{summary['dataset']} / {summary['task']} ({summary['query_split']})"
     chance = summary.get("chance")
-    plot = plot_metric_vs_shots(summary["results"], root / "metric_vs_shots.png", title,
-                                chance=max(chance["uniform"], chance["majority"]) if chance else None)
+    plot = plot_metric_vs_shots(
+        summary["results"],
+        root / "metric_vs_shots.png",
+        title,
+        chance=max(chance["uniform"], chance["majority"]) if chance else None,
+    )
     summary["plot"] = str(plot) if plot else None
     (root / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
-    text = (f"# {title}\n\nstore: `{summary['store']}` (encoder {summary['encoder']}); "
-            f"{summary['queries']} queries, {summary['rejected']} rejected\n\n{markdown_table(summary['results'])}\n")
+    text = (
+        f"# {title}\n\nstore: `{summary['store']}` (encoder {summary['encoder']}); "
+        f"{summary['queries']} queries, {summary['rejected']} rejected\n\n{markdown_table(summary['results'])}\n"
+    )
     if chance:
         text += f"\n{chance_text(chance)}\n"
     if plot:

@@ -33,8 +33,9 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Collection, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -114,9 +115,16 @@ class ItemFilter:
 class Retriever:
     """Shots for queries from one index store (see the module docstring for the procedure)."""
 
-    def __init__(self, store: IndexStore, encoder=None, overfetch: int = 50,
-                 near_duplicate_threshold: float | None = None, shuffle: bool = True, seed: int = 0,
-                 mode: str = "knn"):
+    def __init__(
+        self,
+        store: IndexStore,
+        encoder=None,
+        overfetch: int = 50,
+        near_duplicate_threshold: float | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        mode: str = "knn",
+    ):
         if mode not in MODES:
             raise ConfigError(f"retrieval mode {mode!r} is unknown; use one of {', '.join(MODES)}")
         if overfetch < 0:
@@ -136,12 +144,18 @@ class Retriever:
     # ------------------------------------------------------------------ public API
 
     @classmethod
-    def from_config(cls, store: IndexStore, encoder, options: dict | None) -> "Retriever":
+    def from_config(cls, store: IndexStore, encoder, options: dict | None) -> Retriever:
         """From a ``retrieval`` config section (``rag_flamingo/conf/retrieval/``); absent keys keep the defaults."""
         o = dict(options or {})
-        return cls(store, encoder, overfetch=int(o.get("overfetch", 50)),
-                   near_duplicate_threshold=o.get("near_duplicate_threshold"), shuffle=bool(o.get("shuffle", True)),
-                   seed=int(o.get("seed", 0)), mode=str(o.get("mode", "knn")))
+        return cls(
+            store,
+            encoder,
+            overfetch=int(o.get("overfetch", 50)),
+            near_duplicate_threshold=o.get("near_duplicate_threshold"),
+            shuffle=bool(o.get("shuffle", True)),
+            seed=int(o.get("seed", 0)),
+            mode=str(o.get("mode", "knn")),
+        )
 
     def own_rows(self, recording: str | None = None, content: str | None = None) -> frozenset[int]:
         """Store rows that are the query itself: its recording (``recording_key`` of the query with
@@ -158,9 +172,14 @@ class Retriever:
         copies = self._rows_by_key.get(f"c:{content}", []) if content else []
         return frozenset(rows) | frozenset(copies)
 
-    def search(self, query_embeddings: np.ndarray | None, k: int,
-               exclude_rows: Sequence[Collection[int] | None] | None = None,
-               query_ids: Sequence[str] | None = None, filters: dict | None = None) -> list[list[Shot]]:
+    def search(
+        self,
+        query_embeddings: np.ndarray | None,
+        k: int,
+        exclude_rows: Sequence[Collection[int] | None] | None = None,
+        query_ids: Sequence[str] | None = None,
+        filters: dict | None = None,
+    ) -> list[list[Shot]]:
         """Shots for each query, in prompt order (nearest-first, then shuffled if ``shuffle``).
 
         ``query_embeddings`` [Q, dim] (may be None in random mode when ``query_ids`` are given);
@@ -173,10 +192,14 @@ class Retriever:
         count = len(queries) if queries is not None else len(query_ids or [])
         exclude = [frozenset(e or ()) for e in exclude_rows] if exclude_rows is not None else [frozenset()] * count
         if len(exclude) != count or (query_ids is not None and len(query_ids) != count):
-            raise ConfigError(f"{count} queries but {len(exclude)} exclude_rows and "
-                              f"{len(query_ids) if query_ids is not None else count} query_ids")
-        keys = [str(query_ids[i]) if query_ids is not None else _embedding_key(queries[i])  # type: ignore[index]
-                for i in range(count)]  # without query ids there are embeddings (checked in _queries)
+            raise ConfigError(
+                f"{count} queries but {len(exclude)} exclude_rows and "
+                f"{len(query_ids) if query_ids is not None else count} query_ids"
+            )
+        keys = [
+            str(query_ids[i]) if query_ids is not None else _embedding_key(queries[i])  # type: ignore[index]
+            for i in range(count)
+        ]  # without query ids there are embeddings (checked in _queries)
         rngs = [np.random.default_rng(query_seed(self.seed, key)) for key in keys]
         if k == 0 or count == 0:
             return [[] for _ in range(count)]
@@ -197,8 +220,13 @@ class Retriever:
         short = [keys[i] for i, picked in enumerate(rows) if len(picked) < k]
         if short and k not in self._warned_short:  # once per k, not once per query or batch
             self._warned_short.add(k)
-            logger.warning("query %s (and maybe others): fewer than %d shots available in %s after filtering and "
-                           "self-exclusion; the outputs record the shots actually used", short[0], k, self.store.root)
+            logger.warning(
+                "query %s (and maybe others): fewer than %d shots available in %s after filtering and "
+                "self-exclusion; the outputs record the shots actually used",
+                short[0],
+                k,
+                self.store.root,
+            )
         return out
 
     def search_audio(self, waveforms: list[np.ndarray], k: int, **kwargs) -> list[list[Shot]]:
@@ -218,9 +246,11 @@ class Retriever:
             return None
         queries = np.atleast_2d(np.asarray(query_embeddings, dtype=np.float32))
         if queries.shape[1] != self.store.info.dim:
-            raise StoreError(f"{self.store.root}: query dim {queries.shape[1]} != store dim "
-                             f"{self.store.info.dim}; embed queries with the store's encoder "
-                             f"{self.store.info.encoder.get('name')!r}")
+            raise StoreError(
+                f"{self.store.root}: query dim {queries.shape[1]} != store dim "
+                f"{self.store.info.dim}; embed queries with the store's encoder "
+                f"{self.store.info.encoder.get('name')!r}"
+            )
         if self.store.info.metric == "cosine":
             queries = normalize_rows(queries)
         return queries

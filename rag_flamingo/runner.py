@@ -20,9 +20,10 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -111,9 +112,13 @@ def plan_combos(predictors: dict[str, Predictor], shots: Iterable[int]) -> list[
             most = "" if pred.max_shots is None else f" and <= {pred.max_shots}"
             raise ConfigError(f"predictor {name} needs shots >= {pred.min_shots}{most}; got shots={counts}")
         if len(fits) < len(counts):
-            logger.warning("predictor %s skips shots %s (it needs >= %d%s)", name,
-                           [k for k in counts if k not in fits], pred.min_shots,
-                           "" if pred.max_shots is None else f" and <= {pred.max_shots}")
+            logger.warning(
+                "predictor %s skips shots %s (it needs >= %d%s)",
+                name,
+                [k for k in counts if k not in fits],
+                pred.min_shots,
+                "" if pred.max_shots is None else f" and <= {pred.max_shots}",
+            )
         out += [(name, k) for k in fits]
     return out
 
@@ -121,9 +126,17 @@ def plan_combos(predictors: dict[str, Predictor], shots: Iterable[int]) -> list[
 class QueryRunner:
     """Decode, embed, retrieve and predict for batches of queries (see the module docstring)."""
 
-    def __init__(self, store: IndexStore, encoder, retriever: Retriever, predictors: dict[str, Predictor],
-                 task: TaskSpec, options: Sequence[str] | None = None, batch_size: int = 8,
-                 require_target: bool = False):
+    def __init__(
+        self,
+        store: IndexStore,
+        encoder,
+        retriever: Retriever,
+        predictors: dict[str, Predictor],
+        task: TaskSpec,
+        options: Sequence[str] | None = None,
+        batch_size: int = 8,
+        require_target: bool = False,
+    ):
         self.store, self.encoder, self.retriever = store, encoder, retriever
         self.predictors, self.task, self.labels = predictors, task, list(options) if options else None
         self.batch_size = max(1, int(batch_size))
@@ -131,8 +144,12 @@ class QueryRunner:
         self.encoders = [encoder] + [e for p in predictors.values() for e in p.audio_encoders]
 
     # ------------------------------------------------------------------ one batch
-    def run_batch(self, inputs: Sequence[QueryInput], combos: Sequence[Combo],
-                  done: Callable[[str, int | None, str], bool] | None = None) -> Batch:
+    def run_batch(
+        self,
+        inputs: Sequence[QueryInput],
+        combos: Sequence[Combo],
+        done: Callable[[str, int | None, str], bool] | None = None,
+    ) -> Batch:
         """Predict every combo not ``done(predictor, shots, id)`` for the usable queries of ``inputs``."""
         batch = Batch()
         kept, waves, contents = [], [], []
@@ -151,8 +168,10 @@ class QueryRunner:
         batch.queries = len(kept)
         emb = np.asarray(self.encoder.embed([wave_for(w, self.encoder) for w in waves]), np.float32)
         own = [self.retriever.own_rows(q.recording, c) for q, c in zip(kept, contents)]
-        copies = [len(self.retriever.own_rows(None, c) - self.retriever.own_rows(q.recording, None))
-                  for q, c in zip(kept, contents)]
+        copies = [
+            len(self.retriever.own_rows(None, c) - self.retriever.own_rows(q.recording, None))
+            for q, c in zip(kept, contents)
+        ]
         shots_by_k: dict[int, list] = {}
         for name, k in combos:
             idx = [i for i, q in enumerate(kept) if done is None or not done(name, k, q.id)]
@@ -161,16 +180,31 @@ class QueryRunner:
             kk = k or 0
             if kk not in shots_by_k:
                 shots_by_k[kk] = self.retriever.search(emb, kk, exclude_rows=own, query_ids=[q.id for q in kept])
-            queries = [Query(kept[i].id, kept[i].item, waves[i], emb[i], shots_by_k[kk][i],
-                             default_options(self.task, kept[i].item, self.labels), own[i]) for i in idx]
+            queries = [
+                Query(
+                    kept[i].id,
+                    kept[i].item,
+                    waves[i],
+                    emb[i],
+                    shots_by_k[kk][i],
+                    default_options(self.task, kept[i].item, self.labels),
+                    own[i],
+                )
+                for i in idx
+            ]
             preds = self.predictors[name].predict(queries, self.task)
             batch.results += [Result(q, name, k, p, copies[i]) for i, q, p in zip(idx, queries, preds)]
         return batch
 
     # ------------------------------------------------------------------ many batches
-    def batches(self, inputs: Sequence[QueryInput], combos: Sequence[Combo],
-                done: Callable[[str, int | None, str], bool] | None = None, progress: bool = False,
-                desc: str = "queries") -> Iterator[Batch]:
+    def batches(
+        self,
+        inputs: Sequence[QueryInput],
+        combos: Sequence[Combo],
+        done: Callable[[str, int | None, str], bool] | None = None,
+        progress: bool = False,
+        desc: str = "queries",
+    ) -> Iterator[Batch]:
         """`run_batch` over ``inputs`` in order, ``batch_size`` at a time, with a progress bar."""
         bar = tqdm(total=len(inputs), unit="query", desc=desc, disable=not progress, dynamic_ncols=True)
         try:
@@ -219,8 +253,15 @@ class ResultFolder:
 
     root: Path
     rank: int = 0
-    OUTPUTS = ("predictions.jsonl", "rejected.jsonl", "metrics.json", "results.md", "metric_vs_shots.png",
-               "config.json", "run.json")
+    OUTPUTS = (
+        "predictions.jsonl",
+        "rejected.jsonl",
+        "metrics.json",
+        "results.md",
+        "metric_vs_shots.png",
+        "config.json",
+        "run.json",
+    )
 
     @property
     def run_file(self) -> Path:
@@ -237,8 +278,10 @@ class ResultFolder:
                 old = theirs.get("settings") or {}
                 differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
                 what = f"differs in: {', '.join(differ)}" if differ else f"no readable {self.run_file.name}"
-                raise ConfigError(f"{self.root} holds results of another run ({what}); pass overwrite=true to "
-                                  f"start it over, or another output_dir")
+                raise ConfigError(
+                    f"{self.root} holds results of another run ({what}); pass overwrite=true to "
+                    f"start it over, or another output_dir"
+                )
             logger.warning("overwrite=true: removing the earlier results in %s", self.root)
             for name in self.OUTPUTS:
                 (self.root / name).unlink(missing_ok=True)
@@ -266,8 +309,10 @@ class ResultFolder:
 
     def done(self) -> tuple[set[str], set[str]]:
         """(keys of finished predictions, ids of rejected queries), merged files and parts."""
-        return ({record_key(r["predictor"], r["shots"], r["id"]) for r in self._records("predictions")},
-                {r["id"] for r in self._records("rejected")})
+        return (
+            {record_key(r["predictor"], r["shots"], r["id"]) for r in self._records("predictions")},
+            {r["id"] for r in self._records("rejected")},
+        )
 
     def append(self, predictions: list[dict], rejected: list[dict]) -> None:
         append_jsonl(self.part("rejected"), rejected)
@@ -278,8 +323,15 @@ class ResultFolder:
         merged: dict[str, dict] = {}
         for r in self._records("predictions"):
             merged.setdefault(record_key(r["predictor"], r["shots"], r["id"]), r)
-        preds = sorted(merged.values(), key=lambda r: (r["predictor"], -1 if r["shots"] is None else r["shots"],
-                                                       order.get(r["id"], len(order)), r["id"]))
+        preds = sorted(
+            merged.values(),
+            key=lambda r: (
+                r["predictor"],
+                -1 if r["shots"] is None else r["shots"],
+                order.get(r["id"], len(order)),
+                r["id"],
+            ),
+        )
         rejected: dict[str, dict] = {}
         for r in self._records("rejected"):
             rejected.setdefault(r["id"], r)

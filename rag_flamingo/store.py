@@ -31,6 +31,7 @@ Identity: ``content`` is a digest of the item's audio bytes (``content_key``); `
 names the recording an item is across sources (see there). The store refuses to be queried with an
 encoder other than the one it was built with.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -155,8 +156,13 @@ class DatasetRecord(Record):
 
     @classmethod
     def from_manifest(cls: type[R], name: str, split: str, manifest: Path, audio_root: Path) -> R:
-        return cls(name=name, split=split, manifest=str(Path(manifest).resolve()),  # type: ignore[call-arg]
-                   manifest_sha256=file_sha256(manifest), audio_root=str(Path(audio_root).resolve()))
+        return cls(
+            name=name,
+            split=split,
+            manifest=str(Path(manifest).resolve()),  # type: ignore[call-arg]
+            manifest_sha256=file_sha256(manifest),
+            audio_root=str(Path(audio_root).resolve()),
+        )
 
 
 @dataclass
@@ -256,8 +262,13 @@ def library_versions() -> dict:
 
     from . import __version__
 
-    return {"rag_flamingo": __version__, "faiss": faiss.__version__, "numpy": np.__version__,
-            "pyarrow": pa.__version__, "torch": torch.__version__}
+    return {
+        "rag_flamingo": __version__,
+        "faiss": faiss.__version__,
+        "numpy": np.__version__,
+        "pyarrow": pa.__version__,
+        "torch": torch.__version__,
+    }
 
 
 def now_utc() -> str:
@@ -385,8 +396,14 @@ def shard_stem(root: Path, shard: int) -> Path:
     return Path(root) / SHARDS_DIR / f"{shard:06d}"
 
 
-def write_shard(root: Path, shard: int, embeddings: np.ndarray, records: list[dict],
-                rejected: list[dict] | None = None, key: str = "") -> None:
+def write_shard(
+    root: Path,
+    shard: int,
+    embeddings: np.ndarray,
+    records: list[dict],
+    rejected: list[dict] | None = None,
+    key: str = "",
+) -> None:
     """Write one shard atomically; the `.done` marker is written last.
 
     ``rejected`` (items skipped in this shard, each with a ``reason``) is kept with the shard, so
@@ -434,8 +451,12 @@ def shard_problem(root: Path, shard: int, verify: bool = True) -> str | None:
 def drop_shard(root: Path, shard: int) -> None:
     """Forget a shard (its marker first), so the resume path embeds it again."""
     stem = shard_stem(root, shard)
-    for path in (stem.with_suffix(".done"), stem.with_suffix(".npy"), stem.with_suffix(".parquet"),
-                 shard_rejected_path(root, shard)):
+    for path in (
+        stem.with_suffix(".done"),
+        stem.with_suffix(".npy"),
+        stem.with_suffix(".parquet"),
+        shard_rejected_path(root, shard),
+    ):
         path.unlink(missing_ok=True)
 
 
@@ -493,8 +514,10 @@ def read_parquet(path: Path) -> pa.Table:
 def read_all_shards(root: Path) -> tuple[np.ndarray, pa.Table]:
     """All complete shards in order: (embeddings [N, dim], items table)."""
     shards = _complete_shards(root)
-    return (np.concatenate([read_shard_vectors(root, s) for s in shards]),
-            pa.concat_tables([read_shard_items(root, s) for s in shards]))
+    return (
+        np.concatenate([read_shard_vectors(root, s) for s in shards]),
+        pa.concat_tables([read_shard_items(root, s) for s in shards]),
+    )
 
 
 def read_all_vectors(root: Path) -> np.ndarray:
@@ -535,8 +558,10 @@ class FeatureCache:
         for shard in shards:
             path = features_path(root, name, shard)
             if not path.is_file():
-                raise StoreError(f"{root}: no '{name}' features for shard {shard}; rebuild with "
-                                 f"`build_index ... features={name}` (existing embeddings are reused)")
+                raise StoreError(
+                    f"{root}: no '{name}' features for shard {shard}; rebuild with "
+                    f"`build_index ... features={name}` (existing embeddings are reused)"
+                )
             try:
                 handle = safe_open(str(path), framework="numpy")
             except Exception as exc:  # safetensors raises its own SafetensorError
@@ -567,8 +592,9 @@ def file_problems(root: Path, files: Mapping[str, FileRecord], verify: bool = Fa
         if not path.is_file():
             problems.append(f"{rel} is missing")
         elif path.stat().st_size != want.size:
-            problems.append(f"{rel} has {path.stat().st_size} bytes, store.json records {want.size} "
-                            f"(truncated or overwritten)")
+            problems.append(
+                f"{rel} has {path.stat().st_size} bytes, store.json records {want.size} (truncated or overwritten)"
+            )
         elif verify and file_sha256(path) != want.sha256:
             problems.append(f"{rel} is damaged (its sha256 differs from the one store.json records)")
     return problems
@@ -624,8 +650,9 @@ def write_store(root: Path, info: StoreInfo, index: faiss.Index, records: list[d
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     if index.ntotal != len(records) or info.count != len(records):
-        raise StoreError(f"{root}: index has {index.ntotal} vectors, items {len(records)}, "
-                         f"info.count {info.count}; they must agree")
+        raise StoreError(
+            f"{root}: index has {index.ntotal} vectors, items {len(records)}, info.count {info.count}; they must agree"
+        )
     info.created = info.created or now_utc()
     info.versions = info.versions or library_versions()
     _atomic(root / INDEX_FILE, lambda p: faiss.write_index(index, p))
@@ -659,10 +686,14 @@ def check_format(root: Path, info: StoreInfo) -> None:
     if info.format == FORMAT_VERSION:
         return
     if isinstance(info.format, int) and info.format < FORMAT_VERSION:
-        raise StoreError(f"{root}: store format {info.format} predates content hashes of the audio; delete "
-                         f"the folder and rerun the same build_index command")
-    raise StoreError(f"{root}: store format {info.format} is newer than this rag_flamingo reads "
-                     f"({FORMAT_VERSION}); upgrade rag_flamingo")
+        raise StoreError(
+            f"{root}: store format {info.format} predates content hashes of the audio; delete "
+            f"the folder and rerun the same build_index command"
+        )
+    raise StoreError(
+        f"{root}: store format {info.format} is newer than this rag_flamingo reads "
+        f"({FORMAT_VERSION}); upgrade rag_flamingo"
+    )
 
 
 @contextlib.contextmanager
@@ -675,8 +706,10 @@ def build_lock(root: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise StoreError(f"{root}: another build_index is writing this store ({LOCK_FILE} is locked); "
-                             f"wait for it to finish or pick another output=") from None
+            raise StoreError(
+                f"{root}: another build_index is writing this store ({LOCK_FILE} is locked); "
+                f"wait for it to finish or pick another output="
+            ) from None
         yield
     finally:
         os.close(fd)
@@ -705,19 +738,26 @@ class IndexStore:
         root = Path(root)
         info = read_info(root)
         if info is None:
-            raise StoreError(f"{root}: not a complete index store (no {INFO_FILE}); build it with "
-                             f"`build_index ... output={root}` (an interrupted build resumes)")
+            raise StoreError(
+                f"{root}: not a complete index store (no {INFO_FILE}); build it with "
+                f"`build_index ... output={root}` (an interrupted build resumes)"
+            )
         check_format(root, info)
-        problems = [f"{name} is missing" for name in (INDEX_FILE, ITEMS_FILE) if name not in info.files
-                    and not (root / name).is_file()] + file_problems(root, info.files, verify)
+        problems = [
+            f"{name} is missing"
+            for name in (INDEX_FILE, ITEMS_FILE)
+            if name not in info.files and not (root / name).is_file()
+        ] + file_problems(root, info.files, verify)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise StoreError(f"{root}: {problems[0]}{more}; {REPAIR_HINT}")
         index = _read_index(root / INDEX_FILE)
         items = read_parquet(root / ITEMS_FILE)
         if index.ntotal != items.num_rows or index.ntotal != info.count:
-            raise StoreError(f"{root}: index ({index.ntotal}), items ({items.num_rows}) and store.json "
-                             f"({info.count}) disagree; {REPAIR_HINT}")
+            raise StoreError(
+                f"{root}: index ({index.ntotal}), items ({items.num_rows}) and store.json "
+                f"({info.count}) disagree; {REPAIR_HINT}"
+            )
         if "content" not in items.column_names:
             raise StoreError(f"{root / ITEMS_FILE}: has no content column; {REPAIR_HINT}")
         return cls(root, info, index, items)
@@ -769,18 +809,27 @@ class IndexStore:
     def fingerprint(self) -> str:
         """16 hex digits naming what the store contains: encoder, metric, count, index and the
         checksums of its files. Equal across reopening; changed by an append or a rebuild."""
-        content = {"encoder": comparable_fingerprint(self.info.encoder), "metric": self.info.metric,
-                   "count": self.info.count, "dim": self.info.dim,
-                   "index": {"type": self.info.index.type, "factory": self.info.index.factory,
-                             "search_params": self.info.index.search_params},
-                   "files": {rel: rec.sha256 for rel, rec in sorted(self.info.files.items())}}
+        content = {
+            "encoder": comparable_fingerprint(self.info.encoder),
+            "metric": self.info.metric,
+            "count": self.info.count,
+            "dim": self.info.dim,
+            "index": {
+                "type": self.info.index.type,
+                "factory": self.info.index.factory,
+                "search_params": self.info.index.search_params,
+            },
+            "files": {rel: rec.sha256 for rel, rec in sorted(self.info.files.items())},
+        }
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def features(self, name: str = "clapcap") -> FeatureCache:
         """Cached per-item model features written by ``build_index ... features=<name>``."""
         if name not in self.info.features:
-            raise StoreError(f"{self.root}: no '{name}' features in this store; add them with "
-                             f"`build_index ... output={self.root} features={name}`")
+            raise StoreError(
+                f"{self.root}: no '{name}' features in this store; add them with "
+                f"`build_index ... output={self.root} features={name}`"
+            )
         return FeatureCache(self.root, name)
 
     def check_encoder(self, fingerprint: dict) -> None:
@@ -791,7 +840,8 @@ class IndexStore:
             raise StoreError(
                 f"{self.root}: built with encoder {built.get('name')!r} but queried with "
                 f"{fingerprint.get('name')!r} (differs in: {', '.join(diff)}); query with "
-                f"encoder={built.get('name')} and the same checkpoint, or rebuild the store")
+                f"encoder={built.get('name')} and the same checkpoint, or rebuild the store"
+            )
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) for float32 queries [Q, dim]; rows are -1 where fewer exist."""

@@ -23,9 +23,10 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -64,16 +65,21 @@ def bench_builder(name: str):
 
 
 def _msclap_case(workdir: Path, args, version: str) -> BenchCase:
-    from support.msclap_oracle import build_msclap_clap, import_msclap, make_text_tower_dir, msclap_wrapper, randomize_
     from rag_flamingo.encoders.ms_clap import MSCLAP_2022, MSCLAP_2023, MSClapEncoder
+    from support.msclap_oracle import build_msclap_clap, import_msclap, make_text_tower_dir, msclap_wrapper, randomize_
 
     import_msclap()
     text_dir = make_text_tower_dir(workdir, "gpt2" if version == "2023" else "bert")
     oracle = randomize_(build_msclap_clap(version, text_dir))
     ckpt = workdir / f"CLAP_weights_{version}.pth"
     torch.save({"model": oracle.state_dict()}, ckpt)
-    ours = MSClapEncoder(MSCLAP_2023 if version == "2023" else MSCLAP_2022, checkpoint=str(ckpt),
-                         with_text=False, batch_size=args.batch_size, device="cpu")
+    ours = MSClapEncoder(
+        MSCLAP_2023 if version == "2023" else MSCLAP_2022,
+        checkpoint=str(ckpt),
+        with_text=False,
+        batch_size=args.batch_size,
+        device="cpu",
+    )
     wrapper = msclap_wrapper(oracle, version, text_dir)
 
     def baseline(files: list[Path], batch_size: int) -> None:
@@ -81,8 +87,12 @@ def _msclap_case(workdir: Path, args, version: str) -> BenchCase:
             for _ in wrapper.get_audio_embeddings_per_batch([str(f) for f in files], batch_size):
                 pass
 
-    return BenchCase(ours, baseline, "msclap 1.3.4 CLAP.get_audio_embeddings_per_batch",
-                     "random weights, real architecture; text tower not built")
+    return BenchCase(
+        ours,
+        baseline,
+        "msclap 1.3.4 CLAP.get_audio_embeddings_per_batch",
+        "random weights, real architecture; text tower not built",
+    )
 
 
 @bench_builder("ms_clap_2023")
@@ -99,15 +109,20 @@ def _ms_clap_2022(workdir: Path, args) -> BenchCase:
 def _clapcap(workdir: Path, args) -> BenchCase:
     """Baseline: AF1's pipeline (reference data.py windowing re-implemented in the tests, from the spec)
     through the original clapcap audio encoder on all 16 windows per clip, as AF1 runs it."""
-    from support.msclap_oracle import (build_msclap_clap, import_msclap, make_text_tower_dir, randomize_,
-                                       reference_af1_clips)
-
     from rag_flamingo.encoders.clapcap import ClapcapEncoder
+    from support.msclap_oracle import (
+        build_msclap_clap,
+        import_msclap,
+        make_text_tower_dir,
+        randomize_,
+        reference_af1_clips,
+    )
 
     msclap = import_msclap()
     text_dir = make_text_tower_dir(workdir, "gpt2")
-    oracle = msclap.models.mapper.ClapCaptionModel(build_msclap_clap("clapcap", text_dir), str(text_dir), 40, 40,
-                                                   1024, 8, True, "transformer", True, True)
+    oracle = msclap.models.mapper.ClapCaptionModel(
+        build_msclap_clap("clapcap", text_dir), str(text_dir), 40, 40, 1024, 8, True, "transformer", True, True
+    )
     randomize_(oracle).eval()
     ckpt = workdir / "clapcap_weights_2023.pth"
     torch.save({"model": oracle.state_dict()}, ckpt)
@@ -117,10 +132,14 @@ def _clapcap(workdir: Path, args) -> BenchCase:
         clips = np.concatenate([reference_af1_clips(load_audio(f, 44100))[0] for f in files])
         with torch.no_grad():
             for i in range(0, len(clips), batch_size):
-                oracle.clap(torch.from_numpy(clips[i:i + batch_size]))
+                oracle.clap(torch.from_numpy(clips[i : i + batch_size]))
 
-    return BenchCase(ours, baseline, "AF1 reference pipeline (16 windows/clip) on msclap's clapcap encoder",
-                     "ours: only real windows + one cached zero-window output")
+    return BenchCase(
+        ours,
+        baseline,
+        "AF1 reference pipeline (16 windows/clip) on msclap's clapcap encoder",
+        "ours: only real windows + one cached zero-window output",
+    )
 
 
 # ----------------------------------------------------------------------------- LAION-CLAP builders
@@ -129,10 +148,9 @@ def _clapcap(workdir: Path, args) -> BenchCase:
 def _laion_case(workdir: Path, args, amodel: str, enable_fusion: bool, hf: bool = False) -> BenchCase:
     """Stock laion_clap.CLAP_Module at its real architecture (random weights; RoBERTa of 1 layer),
     saved as a released .pt and loaded by ours; baseline = its get_audio_embedding_from_filelist."""
-    from support import laion_oracle as lo
-
     from rag_flamingo.encoders.hf_clap import convert_original_to_transformers, load_hf_clap
     from rag_flamingo.encoders.laion_clap import load_laion_clap
+    from support import laion_oracle as lo
 
     standins = lo.make_hub_standins(workdir / "hub")
     module = lo.build_clap_module(standins, amodel=amodel, enable_fusion=enable_fusion)
@@ -146,13 +164,14 @@ def _laion_case(workdir: Path, args, amodel: str, enable_fusion: bool, hf: bool 
         RobertaTokenizer.from_pretrained(text_dir).save_pretrained(str(out))
         ours = load_hf_clap("hf_clap_fused" if enable_fusion else "hf_clap_unfused", model=str(out), device="cpu")
     else:
-        ours = load_laion_clap(checkpoint=str(ckpt), text_model=text_dir, amodel=amodel,
-                               enable_fusion=enable_fusion, device="cpu")
+        ours = load_laion_clap(
+            checkpoint=str(ckpt), text_model=text_dir, amodel=amodel, enable_fusion=enable_fusion, device="cpu"
+        )
 
     def baseline(files: list[Path], batch_size: int) -> None:
         with torch.no_grad():
             for i in range(0, len(files), batch_size):
-                module.get_audio_embedding_from_filelist([str(f) for f in files[i:i + batch_size]])
+                module.get_audio_embedding_from_filelist([str(f) for f in files[i : i + batch_size]])
 
     note = "random weights, real architecture; same files, batches of --batch-size"
     return BenchCase(ours, baseline, "laion_clap 1.1.7 CLAP_Module.get_audio_embedding_from_filelist", note)
@@ -208,7 +227,7 @@ def run_ours(case: BenchCase, files: list[Path], batch_size: int) -> None:
     enc = case.encoder
     max_seconds = getattr(enc, "max_seconds", None)
     for i in range(0, len(files), batch_size):
-        enc.embed([load_audio(f, enc.sample_rate, max_seconds=max_seconds) for f in files[i:i + batch_size]])
+        enc.embed([load_audio(f, enc.sample_rate, max_seconds=max_seconds) for f in files[i : i + batch_size]])
 
 
 def bench_one(name: str, workdir: Path, files: list[Path], args) -> dict:
@@ -238,10 +257,14 @@ def bench_one(name: str, workdir: Path, files: list[Path], args) -> dict:
 
 
 def markdown(rows: list[dict], args) -> str:
-    out = [f"{args.clips} wav files of {args.seconds} s at 44.1 kHz mono, batch {args.batch_size}, "
-           f"torch threads {torch.get_num_threads()}, best of {args.repeats}.", "",
-           "| encoder | ours clips/s (wall) | ours CPU s/clip | original clips/s (wall) | original CPU s/clip "
-           "| speed-up (CPU) | original | note |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out = [
+        f"{args.clips} wav files of {args.seconds} s at 44.1 kHz mono, batch {args.batch_size}, "
+        f"torch threads {torch.get_num_threads()}, best of {args.repeats}.",
+        "",
+        "| encoder | ours clips/s (wall) | ours CPU s/clip | original clips/s (wall) | original CPU s/clip "
+        "| speed-up (CPU) | original | note |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         if "skipped" in r:
             out.append(f"| {r['encoder']} | skipped | | | | | | {r['skipped']} |")
@@ -249,8 +272,10 @@ def markdown(rows: list[dict], args) -> str:
         base = ("", "", "")
         if "base_cps" in r:
             base = (f"{r['base_cps']:.2f}", f"{r['base_cpu']:.3f}", f"{r['base_cpu'] / r['ours_cpu']:.2f}x")
-        out.append(f"| {r['encoder']} | {r['ours_cps']:.2f} | {r['ours_cpu']:.3f} | {base[0]} | {base[1]} | "
-                   f"{base[2]} | {r.get('baseline_name', '')} | {r.get('note', '')} |")
+        out.append(
+            f"| {r['encoder']} | {r['ours_cps']:.2f} | {r['ours_cpu']:.3f} | {base[0]} | {base[1]} | "
+            f"{base[2]} | {r.get('baseline_name', '')} | {r.get('note', '')} |"
+        )
     return "\n".join(out)
 
 

@@ -44,9 +44,16 @@ sys.path.insert(0, str(ROOT))
 
 from rag_flamingo.audio import load_audio, load_for_encoders, wave_for  # noqa: E402
 from rag_flamingo.engine import RagFlamingo  # noqa: E402
-from rag_flamingo.model import (AudioFlamingo, AudioFlamingoConfig, GenerationSettings,  # noqa: E402
-                                encode_prompt_audios, generate, load_af1_tokenizer, postprocess_output,
-                                tokenize_prompts)
+from rag_flamingo.model import (  # noqa: E402
+    AudioFlamingo,
+    AudioFlamingoConfig,
+    GenerationSettings,
+    encode_prompt_audios,
+    generate,
+    load_af1_tokenizer,
+    postprocess_output,
+    tokenize_prompts,
+)
 from rag_flamingo.store import IndexStore  # noqa: E402
 
 TOKENIZER = ROOT / "tests" / "fixtures" / "af1_tiny" / "tokenizer"
@@ -75,8 +82,12 @@ def make_data(root: Path, n_store: int, n_query: int, seconds: float) -> tuple[P
         path = root / "audio" / f"{kind}_{i:03d}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, synth(kind, seconds, i), 44100)
-        row = {"id": f"{kind}_{i:03d}", "path": str(path.relative_to(root)), "label": kind,
-               "captions": [f"a {kind} sound"]}
+        row = {
+            "id": f"{kind}_{i:03d}",
+            "path": str(path.relative_to(root)),
+            "label": kind,
+            "captions": [f"a {kind} sound"],
+        }
         (rows if i < n_store else queries).append(row)
     manifest = root / "store.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -96,10 +107,20 @@ def mid_model(hidden: int, layers: int, tokenizer) -> AudioFlamingo:
 
     ids = af1_token_ids(tokenizer)
     cfg = AudioFlamingoConfig()
-    cfg.opt.update(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
-                   ffn_dim=4 * hidden, word_embed_proj_dim=hidden, vocab_size=len(tokenizer),
-                   max_position_embeddings=2048)
-    cfg.media_token_id, cfg.eoc_token_id, cfg.sep_token_id = ids["media_token_id"], ids["eoc_token_id"], ids["sep_token_id"]
+    cfg.opt.update(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        ffn_dim=4 * hidden,
+        word_embed_proj_dim=hidden,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=2048,
+    )
+    cfg.media_token_id, cfg.eoc_token_id, cfg.sep_token_id = (
+        ids["media_token_id"],
+        ids["eoc_token_id"],
+        ids["sep_token_id"],
+    )
     torch.manual_seed(0)
     model = AudioFlamingo(cfg).eval()
     with torch.no_grad():  # open the gates so the audio matters (they start at 0 in AF1)
@@ -116,15 +137,25 @@ def retrieve(engine: RagFlamingo, audio_root: Path, row: dict, k: int):
     return waves, engine.retriever.search(emb, k, query_ids=[row["id"]])
 
 
-def reference_style(engine: RagFlamingo, store: IndexStore, audio_root: Path, row: dict, k: int, task: str,
-                    options, gen: GenerationSettings) -> tuple[str, dict]:
+def reference_style(
+    engine: RagFlamingo,
+    store: IndexStore,
+    audio_root: Path,
+    row: dict,
+    k: int,
+    task: str,
+    options,
+    gen: GenerationSettings,
+) -> tuple[str, dict]:
     """AF1-reference-style: decode + clapcap-encode every shot and the query, generate uncached."""
     t0 = time.perf_counter()
     waves, shots = retrieve(engine, audio_root, row, k)
     prompt = engine.prompts(task, [{"id": row["id"]}], shots, options)[0]
     t1 = time.perf_counter()
     sr = engine.window_encoder.sample_rate
-    audios = [[load_audio(audio_root / s.item["path"], sr) for s in prompt.shots] + [wave_for(waves, engine.window_encoder)]]
+    audios = [
+        [load_audio(audio_root / s.item["path"], sr) for s in prompt.shots] + [wave_for(waves, engine.window_encoder)]
+    ]
     feats, mask = encode_prompt_audios(engine.window_encoder, audios, engine.audio_slots)
     t2 = time.perf_counter()
     ids, attn = tokenize_prompts(engine.tokenizer, [prompt.text])
@@ -168,9 +199,19 @@ def main() -> None:
     ckpt = random_clapcap_checkpoint(work / "clapcap_random.pth")
     store_dir = work / "store"
     t = time.perf_counter()
-    build_index([f"dataset.manifest={manifest}", f"dataset.root={work}", "dataset.name=bench", f"store={store_dir}",
-                 "features=clapcap", f"+features_encoder.checkpoint={ckpt}", "progress=false", "num_workers=0",
-                 f"cache_root={work / 'cache'}"])
+    build_index(
+        [
+            f"dataset.manifest={manifest}",
+            f"dataset.root={work}",
+            "dataset.name=bench",
+            f"store={store_dir}",
+            "features=clapcap",
+            f"+features_encoder.checkpoint={ckpt}",
+            "progress=false",
+            "num_workers=0",
+            f"cache_root={work / 'cache'}",
+        ]
+    )
     build_s = time.perf_counter() - t
     store = IndexStore.open(store_dir)
     tokenizer = load_af1_tokenizer(str(TOKENIZER))
@@ -179,8 +220,7 @@ def main() -> None:
     # clapcap runs fixed-size micro-batches (padded): a small batch suits query-only encoding on CPU;
     # the same encoder instance serves both pipelines
     clapcap = build_encoder("clapcap", checkpoint=str(ckpt), device="cpu", batch_size=args.window_batch)
-    engine = RagFlamingo(store, model, tokenizer, clapcap,
-                         build_encoder("aisfx", device="cpu"), generation=gen)
+    engine = RagFlamingo(store, model, tokenizer, clapcap, build_encoder("aisfx", device="cpu"), generation=gen)
     task, options = "classification", store.label_set()
     # never stop at </s> so both pipelines generate exactly max_new_tokens tokens
     engine.model.config.eos_token_id = -10
@@ -206,10 +246,11 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-                   f"torch {torch.__version__}",
-        "setup": f"{args.queries} queries, {args.shots} shots, {args.seconds:.0f} s clips, store {args.store_size} items, "
-                 f"model hidden {args.hidden} x {args.layers} layers ({n_params:.0f}M params), "
-                 f"{args.max_new_tokens} new tokens greedy, clapcap micro-batch {args.window_batch}",
+        f"torch {torch.__version__}",
+        "setup": f"{args.queries} queries, {args.shots} shots, {args.seconds:.0f} s clips, "
+        f"store {args.store_size} items, "
+        f"model hidden {args.hidden} x {args.layers} layers ({n_params:.0f}M params), "
+        f"{args.max_new_tokens} new tokens greedy, clapcap micro-batch {args.window_batch}",
         "store_build_s": round(build_s, 1),
         "engine_median_s": {k: round(med(ours, k), 3) for k in ours[0]},
         "reference_style_median_s": {k: round(med(ref, k), 3) for k in ref[0]},

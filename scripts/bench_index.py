@@ -70,10 +70,18 @@ def bench_forward(encoder, rows, root: Path, batch_size: int) -> float:
 
 
 def bench_pipeline(args, root: Path, out: Path) -> tuple[float, float]:
-    cfg = BuildConfig(output=out, dataset={"name": "bench", "manifest": str(root / "manifest.jsonl"), "root": str(root)},
-                      encoder={"name": args.encoder, **dict(kv.split("=", 1) for kv in args.encoder_option)},
-                      index=IndexOptions(), split="all", shard_size=args.shard_size, batch_size=args.batch_size,
-                      num_workers=args.num_workers, device=args.device, progress=False)
+    cfg = BuildConfig(
+        output=out,
+        dataset={"name": "bench", "manifest": str(root / "manifest.jsonl"), "root": str(root)},
+        encoder={"name": args.encoder, **dict(kv.split("=", 1) for kv in args.encoder_option)},
+        index=IndexOptions(),
+        split="all",
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=args.device,
+        progress=False,
+    )
     start = time.perf_counter()
     summary = run(cfg)
     total = time.perf_counter() - start
@@ -105,13 +113,16 @@ def main() -> None:
         pipeline, total = max(runs)
     cpu = f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     print(f"machine: {platform.processor() or platform.machine()}, {cpu}; device {getattr(encoder, 'device', 'cpu')}")
-    print(f"files: {args.files} x {args.seconds:g} s (44.1/48/32 kHz, mono/stereo, wav/flac); encoder {args.encoder} "
-          f"{options or ''} crop {getattr(encoder, 'max_seconds', None)} s; batch {args.batch_size}, "
-          f"decode workers {args.num_workers}; best of {args.repeats}\n")
+    print(
+        f"files: {args.files} x {args.seconds:g} s (44.1/48/32 kHz, mono/stereo, wav/flac); encoder {args.encoder} "
+        f"{options or ''} crop {getattr(encoder, 'max_seconds', None)} s; batch {args.batch_size}, "
+        f"decode workers {args.num_workers}; best of {args.repeats}\n"
+    )
     print("| method | clips/s | vs serial | vs forward-only |")
     print("| --- | ---: | ---: | ---: |")
     print(f"| serial (decode + embed one file at a time) | {serial:.2f} | 1.00x | {serial / forward:.0%} |")
-    print(f"| build_index pipeline (embedding phase) | {pipeline:.2f} | {pipeline / serial:.2f}x | {pipeline / forward:.0%} |")
+    ratio, share = pipeline / serial, pipeline / forward
+    print(f"| build_index pipeline (embedding phase) | {pipeline:.2f} | {ratio:.2f}x | {share:.0%} |")
     print(f"| forward-only on pre-decoded audio | {forward:.2f} | {forward / serial:.2f}x | 100% |")
     print(f"\nwhole build_index run incl. model load + FAISS: {total:.1f} s for {args.files} files")
 

@@ -34,8 +34,13 @@ MEDIA, SEP, EOC = 50265, 50267, 50266
 
 def mid_config(args) -> AudioFlamingoConfig:
     opt = dict(AudioFlamingoConfig().opt)
-    opt.update(hidden_size=args.hidden, word_embed_proj_dim=args.hidden, num_hidden_layers=args.layers,
-               num_attention_heads=args.heads, ffn_dim=args.ffn)
+    opt.update(
+        hidden_size=args.hidden,
+        word_embed_proj_dim=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        ffn_dim=args.ffn,
+    )
     return AudioFlamingoConfig(opt=opt, audio_embed_dim=args.audio_dim)
 
 
@@ -124,22 +129,38 @@ def main(argv=None) -> int:
     model = build_model(cfg)
     n_params = sum(t.numel() for t in model.state_dict().values())
     model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    res = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-           "config": {k: getattr(args, k) for k in ("hidden", "layers", "heads", "ffn", "audio_dim", "audios", "new_tokens")},
-           "params": n_params, "model_mb": model_bytes / 2**20}
+    res = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}",
+        "config": {
+            k: getattr(args, k) for k in ("hidden", "layers", "heads", "ffn", "audio_dim", "audios", "new_tokens")
+        },
+        "params": n_params,
+        "model_mb": model_bytes / 2**20,
+    }
     print(f"mid-size AF1: {n_params / 1e6:.1f} M params ({model_bytes / 2**20:.0f} MiB fp32)")
 
     if not args.skip_latency:
         ids, feats, mask = icl_prompt(args.audios, args.segment_tokens, cfg)
         generate(model, ids[:, :64], None, feats, mask, max_new_tokens=2)  # warm-up
         t_cached, cached = time_generation(model, ids, feats, mask, args.new_tokens, True, args.repeats)
-        t_uncached, uncached = time_generation(model, ids, feats, mask, args.new_tokens, False, max(1, args.repeats - 1))
+        t_uncached, uncached = time_generation(
+            model, ids, feats, mask, args.new_tokens, False, max(1, args.repeats - 1)
+        )
         same = torch.equal(cached.new_tokens, uncached.new_tokens)
-        res["latency"] = {"prompt_tokens": ids.shape[1], "windows": feats.shape[1], "cached_s": t_cached,
-                          "uncached_s": t_uncached, "speedup": t_uncached / t_cached, "same_tokens": same}
-        print(f"8-audio ICL prompt ({ids.shape[1]} tokens, {feats.shape[1]} windows) -> {args.new_tokens} tokens: "
-              f"cached {t_cached:.2f} s, uncached {t_uncached:.2f} s, speed-up {t_uncached / t_cached:.1f}x, "
-              f"same tokens: {same}")
+        res["latency"] = {
+            "prompt_tokens": ids.shape[1],
+            "windows": feats.shape[1],
+            "cached_s": t_cached,
+            "uncached_s": t_uncached,
+            "speedup": t_uncached / t_cached,
+            "same_tokens": same,
+        }
+        print(
+            f"8-audio ICL prompt ({ids.shape[1]} tokens, {feats.shape[1]} windows) -> {args.new_tokens} tokens: "
+            f"cached {t_cached:.2f} s, uncached {t_uncached:.2f} s, speed-up {t_uncached / t_cached:.1f}x, "
+            f"same tokens: {same}"
+        )
 
     if not args.skip_ram:
         with tempfile.TemporaryDirectory() as d:
@@ -148,13 +169,18 @@ def main(argv=None) -> int:
             converted = convert_released_checkpoint(original, Path(d) / "mid.safetensors", cfg)
             del model
             rows = {}
-            for name, path, c in (("original .pt (with aliases)", original, cfg), ("converted .safetensors", converted, None)):
+            for name, path, c in (
+                ("original .pt (with aliases)", original, cfg),
+                ("converted .safetensors", converted, None),
+            ):
                 r = load_peak(path, c)
                 r["file_mb"] = path.stat().st_size / 2**20
                 r["ratio"] = r["peak_delta_kb"] * 1024 / model_bytes
                 rows[name] = r
-                print(f"load {name}: file {r['file_mb']:.0f} MiB, peak RSS +{r['peak_delta_kb'] / 1024:.0f} MiB "
-                      f"= {r['ratio']:.2f}x the model ({model_bytes / 2**20:.0f} MiB)")
+                print(
+                    f"load {name}: file {r['file_mb']:.0f} MiB, peak RSS +{r['peak_delta_kb'] / 1024:.0f} MiB "
+                    f"= {r['ratio']:.2f}x the model ({model_bytes / 2**20:.0f} MiB)"
+                )
             res["ram"] = rows
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))

@@ -11,6 +11,7 @@ the work per prompt is the same kind).
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import tempfile
 import time
@@ -30,9 +31,17 @@ def make_store(root: Path, n: int, dim: int, rows_per_group: int, seed: int = 0)
     rng = np.random.default_rng(seed)
     groups = normalize_rows(rng.normal(size=(n // rows_per_group, dim)).astype(np.float32))
     vectors = np.repeat(groups, rows_per_group, axis=0)
-    records = [item_record({"id": f"r{i}", "path": f"{i // rows_per_group}.wav",
-                            "captions": [f"a recording number {i // rows_per_group} with a dog barking near cars."],
-                            "split": "train" if (i // rows_per_group) % 4 else "val"}) for i in range(len(vectors))]
+    records = [
+        item_record(
+            {
+                "id": f"r{i}",
+                "path": f"{i // rows_per_group}.wav",
+                "captions": [f"a recording number {i // rows_per_group} with a dog barking near cars."],
+                "split": "train" if (i // rows_per_group) % 4 else "val",
+            }
+        )
+        for i in range(len(vectors))
+    ]
     index = faiss.IndexFlatIP(dim)
     index.add(vectors)
     info = StoreInfo(encoder={"name": "bench"}, dim=dim, count=len(records), index={"type": "IndexFlatIP"})
@@ -67,7 +76,9 @@ def main() -> None:
         rng = np.random.default_rng(1)
         picks = rng.integers(len(groups), size=args.queries)
         queries = normalize_rows(groups[picks] + 0.3 * rng.normal(size=(args.queries, args.dim)).astype(np.float32))
-        exclude = [f"{g}.wav" for g in picks]
+        where = {it["path"]: row for row, it in enumerate(store.items)}  # first row of each recording
+        any_retriever = Retriever(store)
+        exclude = [any_retriever.own_rows(store.recording_keys[where[f"{g}.wav"]]) for g in picks]
         ids = [f"q{i}" for i in range(args.queries)]
         settings = {
             "knn (overfetch 50, shuffle)": (Retriever(store), {}),
@@ -76,13 +87,15 @@ def main() -> None:
             "same, overfetch=0 (widening x4)": (Retriever(store, overfetch=0), {"filters": {"split": "val"}}),
             "random": (Retriever(store, mode="random"), {}),
         }
-        print(f"store: {len(store)} rows x {args.dim} dims, {len(groups)} groups, IndexFlatIP, "
-              f"{args.queries} queries, k={args.k}, faiss threads={args.threads}")
+        print(
+            f"store: {len(store)} rows x {args.dim} dims, {len(groups)} groups, IndexFlatIP, "
+            f"{args.queries} queries, k={args.k}, faiss threads={args.threads}"
+        )
         print("| setting | s / batch | queries/s |\n| --- | --- | --- |")
         shots = None
         for name, (retriever, kw) in settings.items():
-            retriever.search(queries[:2], args.k, exclude_groups=exclude[:2], query_ids=ids[:2], **kw)  # warm
-            run = lambda: retriever.search(queries, args.k, exclude_groups=exclude, query_ids=ids, **kw)  # noqa: E731
+            retriever.search(queries[:2], args.k, exclude_rows=exclude[:2], query_ids=ids[:2], **kw)  # warm
+            run = functools.partial(retriever.search, queries, args.k, exclude_rows=exclude, query_ids=ids, **kw)
             sec = timed(run)
             print(f"| {name} | {sec:.3f} | {args.queries / sec:.0f} |")
             shots = shots or run()
@@ -91,7 +104,9 @@ def main() -> None:
 
         count = token_counter(AutoTokenizer.from_pretrained(str(TOKENIZER)))
         items = [store.item(int(g) * args.rows_per_group) for g in picks]
-        sec = timed(lambda: [build_prompt("captioning", it, s, None, count_tokens=count) for it, s in zip(items, shots)])
+        sec = timed(
+            lambda: [build_prompt("captioning", it, s, None, count_tokens=count) for it, s in zip(items, shots)]
+        )
         print(f"| build_prompt captioning, {args.k} shots, token-counted | {sec:.3f} | {args.queries / sec:.0f} |")
 
 

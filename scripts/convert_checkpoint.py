@@ -24,10 +24,14 @@ from rag_flamingo.model.loading import convert_released_checkpoint
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", nargs="+", help="released .pt file, part files, a directory of parts, or foundation/chat")
+    p.add_argument(
+        "checkpoint", nargs="+", help="released .pt file, part files, a directory of parts, or foundation/chat"
+    )
     p.add_argument("out", help="output .safetensors path")
     p.add_argument("--config", default=None, help="model config JSON (af1_tiny layout or ours); default: released size")
-    p.add_argument("--lm", default=None, help="read the OPT config from this hub id/dir (e.g. facebook/opt-iml-max-1.3b)")
+    p.add_argument(
+        "--lm", default=None, help="read the OPT config from this hub id/dir (e.g. facebook/opt-iml-max-1.3b)"
+    )
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="cast weights (default: keep)")
     p.add_argument("--cache-dir", default=None, help="Hugging Face cache for hub downloads")
     args = p.parse_args(argv)

@@ -16,7 +16,7 @@ import torch
 
 from rag_flamingo.audio import load_audio
 from rag_flamingo.encoders import build_encoder
-from rag_flamingo.encoders.aisfx import AisfxEncoder, AisfxFrontend, AisfxConfig, load_checkpoint, load_model
+from rag_flamingo.encoders.aisfx import AisfxConfig, AisfxEncoder, AisfxFrontend, load_checkpoint, load_model
 from rag_flamingo.errors import CheckpointError
 
 aisfx = pytest.importorskip("aisfx")
@@ -76,7 +76,9 @@ def test_checkpoint_loads_strictly_with_weights_only(tmp_path):
     broken["embedding_net.extra.weight"] = torch.zeros(1)
     del broken["fc.0.0.bias"]
     torch.save((broken, ds), tmp_path / "broken.pth")
-    with pytest.raises(CheckpointError, match=r"(?s)missing \(1\): fc.0.0.bias.*unexpected \(1\): embedding_net.extra.weight"):
+    with pytest.raises(
+        CheckpointError, match=r"(?s)missing \(1\): fc.0.0.bias.*unexpected \(1\): embedding_net.extra.weight"
+    ):
         load_model(tmp_path / "broken.pth")
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "absent.pth")
@@ -87,8 +89,12 @@ def test_checkpoint_loads_strictly_with_weights_only(tmp_path):
 
 def test_batches_of_different_lengths_equal_one_at_a_time(encoder):
     rng = np.random.default_rng(0)
-    waves = [pluck_arrangement(5.0, 44100, 1), (0.1 * rng.standard_normal(3000)).astype(np.float32),
-             pluck_arrangement(2.2, 44100, 2), (0.1 * rng.standard_normal(44100 * 12)).astype(np.float32)]
+    waves = [
+        pluck_arrangement(5.0, 44100, 1),
+        (0.1 * rng.standard_normal(3000)).astype(np.float32),
+        pluck_arrangement(2.2, 44100, 2),
+        (0.1 * rng.standard_normal(44100 * 12)).astype(np.float32),
+    ]
     together = encoder.embed(waves)
     alone = np.concatenate([encoder.embed([w]) for w in waves])
     assert together.shape == (4, 512) and together.dtype == np.float32

@@ -15,8 +15,10 @@ def sine(seconds: float, sr: int, freq: float = 440.0, amp: float = 0.5) -> np.n
     return (amp * np.sin(2 * np.pi * freq * np.arange(int(seconds * sr)) / sr)).astype(np.float32)
 
 
-@pytest.mark.parametrize("ext, fmt, sr", [("wav", None, 16000), ("flac", None, 48000), ("ogg", "OGG", 22050),
-                                          ("mp3", "MP3", 8000), ("mp3", "MP3", 44100)])
+@pytest.mark.parametrize(
+    "ext, fmt, sr",
+    [("wav", None, 16000), ("flac", None, 48000), ("ogg", "OGG", 22050), ("mp3", "MP3", 8000), ("mp3", "MP3", 44100)],
+)
 def test_formats_and_rates(tmp_path, ext, fmt, sr):
     path = tmp_path / f"x.{ext}"
     sf.write(path, sine(1.0, sr), sr, format=fmt)
@@ -24,7 +26,7 @@ def test_formats_and_rates(tmp_path, ext, fmt, sr):
     assert wave.dtype == np.float32 and wave.ndim == 1
     assert abs(wave.size - 44100) <= 0.03 * 44100  # mp3 adds encoder delay/padding
     # the tone survives decoding + resampling: the spectral peak is at 440 Hz
-    spectrum = np.abs(np.fft.rfft(wave[: 32768] if wave.size >= 32768 else wave))
+    spectrum = np.abs(np.fft.rfft(wave[:32768] if wave.size >= 32768 else wave))
     assert abs(np.argmax(spectrum) * 44100 / (2 * (spectrum.size - 1)) - 440) < 10
 
 
@@ -125,7 +127,7 @@ def test_torchaudio_length_is_torchaudios_expression():
         return int(torch.ceil(torch.as_tensor((sr_out // g) * n / (sr_in // g))).long())
 
     rounded_down = 0
-    for n, sr_in, sr_out in _lengths(RATES, extra=(1, 2, 1000019, 1000030, 1000012, 2 ** 22 + 5)):
+    for n, sr_in, sr_out in _lengths(RATES, extra=(1, 2, 1000019, 1000030, 1000012, 2**22 + 5)):
         assert audio.torchaudio_length(n, sr_in, sr_out) == torchaudio_expr(n, sr_in, sr_out), (n, sr_in, sr_out)
         rounded_down += audio.torchaudio_length(n, sr_in, sr_out) < -(-n * sr_out // sr_in)
     assert rounded_down  # float32 quotient: 1000019 samples at 44.1 kHz -> 1088456, not 1088457

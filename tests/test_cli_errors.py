@@ -29,8 +29,10 @@ def bad_lines(folder_stores, tmp_path):
         evaluate: [
             (["predictr=knn"], "did you mean 'predictor'"),
             (["shots=abc", f"store={store}"], "shots must be whole numbers"),
-            ([f"store={store}", "dataset=folder", f"dataset.root={clips}", "predictor=knn", "shots=0"],
-             "predictor knn needs shots >= 1"),
+            (
+                [f"store={store}", "dataset=folder", f"dataset.root={clips}", "predictor=knn", "shots=0"],
+                "predictor knn needs shots >= 1",
+            ),
             ([f"store={store}", "dataset=folder", f"dataset.root={clips}", "predictor=bogus"], "unknown predictor"),
             ([f"store={missing}", "dataset=folder", f"dataset.root={clips}"], "no_such_store"),
             (["index=/data/my_index"], "store=/data/my_index"),
@@ -45,7 +47,10 @@ def bad_lines(folder_stores, tmp_path):
             ([f"audio={clips}"], "store= is required"),
             ([f"store={store}", f"audio={clips}", "k=0"], "k=0"),
             ([f"store={store}", f"audio={clips}", "k=abc"], "full_key: k"),
-            ([f"store={store}", f"audio={clips}", "encoder=laion_clap"], "built with encoder 'aisfx', not 'laion_clap'"),
+            (
+                [f"store={store}", f"audio={clips}", "encoder=laion_clap"],
+                "built with encoder 'aisfx', not 'laion_clap'",
+            ),
             ([f"index={store}", f"audio={clips}"], "store="),
             ([f"store={missing}", f"audio={clips}"], "no_such_store"),
             ([f"store={store}", f"audio={tmp_path / 'nothing.wav'}"], "no such file"),
@@ -69,7 +74,10 @@ def test_rag_classify_paths_with_tabs_and_newlines_stay_one_tsv_row(folder_store
     odd.mkdir()
     name = "a\tb\nc.wav"
     (odd / name).write_bytes((folder_stores / "test" / "hum" / "0.wav").read_bytes())
-    assert rag_classify([f"store={folder_stores / 'train_idx'}", f"audio={odd}", "k=1", f"out={tmp_path / 'o.jsonl'}"]) == 0
+    assert (
+        rag_classify([f"store={folder_stores / 'train_idx'}", f"audio={odd}", "k=1", f"out={tmp_path / 'o.jsonl'}"])
+        == 0
+    )
     (line,) = capsys.readouterr().out.splitlines()
     path, label, score = line.split("\t")
     assert path.endswith("a\\tb\\nc.wav") and label == "hum" and float(score) > 0
@@ -77,10 +85,24 @@ def test_rag_classify_paths_with_tabs_and_newlines_stay_one_tsv_row(folder_store
     assert rec["path"].endswith(name) and rec["store"] == str(folder_stores / "train_idx")
 
 
-def test_shots_beyond_the_store_warn_once_and_the_table_says_how_many_were_used(folder_stores, tmp_path, capsys, caplog):
-    assert evaluate([f"store={folder_stores / 'train_idx'}", "dataset=folder", f"dataset.root={folder_stores / 'test'}",
-                     "progress=false", "predictor=knn", "shots=[1,5]", f"output_dir={tmp_path / 'e'}",
-                     "batch_size=1"]) == 0
+def test_shots_beyond_the_store_warn_once_and_the_table_says_how_many_were_used(
+    folder_stores, tmp_path, capsys, caplog
+):
+    assert (
+        evaluate(
+            [
+                f"store={folder_stores / 'train_idx'}",
+                "dataset=folder",
+                f"dataset.root={folder_stores / 'test'}",
+                "progress=false",
+                "predictor=knn",
+                "shots=[1,5]",
+                f"output_dir={tmp_path / 'e'}",
+                "batch_size=1",
+            ]
+        )
+        == 0
+    )
     assert sum("fewer than 5 shots" in r.getMessage() for r in caplog.records) == 1  # 3 batches, one warning
     table = capsys.readouterr().out
     assert "| knn | 5 | 3 |" in table and table.split("| knn | 5 | 3 |")[1].split("\n")[0].rstrip().endswith("| 3 |")

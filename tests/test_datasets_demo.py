@@ -13,8 +13,11 @@ from rag_flamingo.datasets.manifest import read_manifest
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,8 @@ def test_demo_is_byte_identical_across_runs(demo_dir, tmp_path):
     assert not np.array_equal(demo.render_item(bell, "train", 0), demo.render_item(bell, "train", 1))
     other_seed = demo.render_item(bell, "train", 0, seed=demo.DEMO_SEED + 1)
     assert other_seed.shape != demo.render_item(bell, "train", 0).shape or not np.array_equal(
-        other_seed, demo.render_item(bell, "train", 0))
+        other_seed, demo.render_item(bell, "train", 0)
+    )
 
 
 def test_demo_manifests_and_files(demo_dir):
@@ -69,9 +73,12 @@ def _features(path: Path) -> np.ndarray:
     centroid = (np.log2(freqs + 1) * power[active]).sum(1) / (power[active].sum(1) + 1e-12)
     third = max(1, len(centroid) // 3)
     env = 10 * np.log10(energy[active] + 1e-12)
-    return np.concatenate([(spectrum - spectrum.max()) / 10,
-                           [centroid[-third:].mean() - centroid[:third].mean(),
-                            env.std() / 10, np.abs(np.diff(env)).mean() / 10]])
+    return np.concatenate(
+        [
+            (spectrum - spectrum.max()) / 10,
+            [centroid[-third:].mean() - centroid[:third].mean(), env.std() / 10, np.abs(np.diff(env)).mean() / 10],
+        ]
+    )
 
 
 def test_demo_classes_are_separable_by_simple_features(demo_dir):

@@ -29,8 +29,12 @@ def test_labels_captions_nested_and_ignored_files(tmp_path):
     splits = scan_folder(tmp_path)
     assert list(splits) == ["all"]
     assert splits["all"] == [
-        {"id": "dog/bark_01", "path": "dog/bark_01.WAV", "label": "dog",
-         "captions": ["a dog barks twice", "a small dog yaps"]},
+        {
+            "id": "dog/bark_01",
+            "path": "dog/bark_01.WAV",
+            "label": "dog",
+            "captions": ["a dog barks twice", "a small dog yaps"],
+        },
         {"id": "dog/bark_02", "path": "dog/bark_02.wav", "label": "dog"},
         {"id": "dog/puppies/yap", "path": "dog/puppies/yap.flac", "label": "dog"},
         {"id": "top", "path": "top.wav", "captions": ["a quiet room"]},

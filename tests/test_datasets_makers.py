@@ -40,21 +40,37 @@ def _made(name, metadata, out, **options) -> dict[str, list[dict]]:
 
 def test_clotho(tmp_path):
     captions = [f"caption {i}" for i in range(1, 6)]
-    _csv(tmp_path / "clotho_captions_development.csv", ["file_name"] + [f"caption_{i}" for i in range(1, 6)],
-         [["Distorted AM Radio noise.wav", *captions],
-          ["birds, morning (2).wav", "birds sing", "birds chirp, loudly", "", "a bird", "morning birds"]])
-    _csv(tmp_path / "clotho_captions_evaluation.csv", ["file_name"] + [f"caption_{i}" for i in range(1, 6)],
-         [["rain.wav", *captions]])
+    _csv(
+        tmp_path / "clotho_captions_development.csv",
+        ["file_name"] + [f"caption_{i}" for i in range(1, 6)],
+        [
+            ["Distorted AM Radio noise.wav", *captions],
+            ["birds, morning (2).wav", "birds sing", "birds chirp, loudly", "", "a bird", "morning birds"],
+        ],
+    )
+    _csv(
+        tmp_path / "clotho_captions_evaluation.csv",
+        ["file_name"] + [f"caption_{i}" for i in range(1, 6)],
+        [["rain.wav", *captions]],
+    )
     splits = _made("clotho", tmp_path, tmp_path / "out")
     assert sorted(splits) == ["dev", "eval"]
     first, second = splits["dev"]
-    assert first == {"id": "Distorted AM Radio noise", "path": "development/Distorted AM Radio noise.wav",
-                     "captions": captions, "group": "development/Distorted AM Radio noise.wav"}
+    assert first == {
+        "id": "Distorted AM Radio noise",
+        "path": "development/Distorted AM Radio noise.wav",
+        "captions": captions,
+        "group": "development/Distorted AM Radio noise.wav",
+    }
     assert second["captions"] == ["birds sing", "birds chirp, loudly", "a bird", "morning birds"]
     assert splits["eval"][0]["path"] == "evaluation/rain.wav"
     per_caption = _made("clotho", tmp_path, tmp_path / "out2", rows_per_caption="true")["dev"]
-    assert [r["id"] for r in per_caption[5:]] == ["birds, morning (2)#1", "birds, morning (2)#2",
-                                                  "birds, morning (2)#3", "birds, morning (2)#4"]
+    assert [r["id"] for r in per_caption[5:]] == [
+        "birds, morning (2)#1",
+        "birds, morning (2)#2",
+        "birds, morning (2)#3",
+        "birds, morning (2)#4",
+    ]
     assert per_caption[6]["captions"] == ["birds chirp, loudly"]
     assert {r["group"] for r in per_caption[5:]} == {"development/birds, morning (2).wav"}
 
@@ -68,10 +84,15 @@ def test_clotho_wrong_columns(tmp_path):
 def test_audiocaps_groups_rows_of_one_clip(tmp_path):
     header = ["audiocap_id", "youtube_id", "start_time", "caption"]
     _csv(tmp_path / "dataset" / "train.csv", header, [[91139, "r1nicOVtvkQ", 130, "A woman talks, a bird calls"]])
-    _csv(tmp_path / "dataset" / "test.csv", header,
-         [[103549, "--0w1YA1Hm4", 30, "A vehicle driving as a man speaks"],
-          [103548, "--0w1YA1Hm4", 30, "High pitched speaking and a vehicle"],
-          [103541, "-AheI8Epim4", 30, "A man speaks then a car passes"]])
+    _csv(
+        tmp_path / "dataset" / "test.csv",
+        header,
+        [
+            [103549, "--0w1YA1Hm4", 30, "A vehicle driving as a man speaks"],
+            [103548, "--0w1YA1Hm4", 30, "High pitched speaking and a vehicle"],
+            [103541, "-AheI8Epim4", 30, "A man speaks then a car passes"],
+        ],
+    )
     splits = _made("audiocaps", tmp_path, tmp_path / "out")
     assert sorted(splits) == ["test", "train"]
     test = splits["test"]
@@ -86,11 +107,15 @@ def test_audiocaps_groups_rows_of_one_clip(tmp_path):
 
 
 def test_audiocaps_check_audio_lists_missing_clips(tmp_path):
-    _csv(tmp_path / "train.csv", ["audiocap_id", "youtube_id", "start_time", "caption"],
-         [[1, "aaa", 0, "x"], [2, "bbb", 10, "y"]])
+    _csv(
+        tmp_path / "train.csv",
+        ["audiocap_id", "youtube_id", "start_time", "caption"],
+        [[1, "aaa", 0, "x"], [2, "bbb", 10, "y"]],
+    )
     _touch_wav(tmp_path / "clips" / "aaa_0.wav")
-    result = make_manifests("audiocaps", tmp_path, tmp_path / "out", check_audio=True,
-                            audio_pattern="clips/{youtube_id}_{start_time}.wav")
+    result = make_manifests(
+        "audiocaps", tmp_path, tmp_path / "out", check_audio=True, audio_pattern="clips/{youtube_id}_{start_time}.wav"
+    )
     assert result.counts == {"train": 1} and result.missing == {"train": 1}
     assert [r["id"] for r in read_manifest(result.manifests["train"])] == ["1"]
     missing = [json.loads(line) for line in (tmp_path / "out" / "train.missing.jsonl").read_text().splitlines()]
@@ -98,8 +123,11 @@ def test_audiocaps_check_audio_lists_missing_clips(tmp_path):
 
 
 def _esc50(root: Path) -> None:
-    rows = [[f"{fold}-100032-A-{target}.wav", fold, target, category, "True" if target == 0 else "False", 100032, "A"]
-            for fold in range(1, 6) for target, category in [(0, "dog"), (20, "crying_baby")]]
+    rows = [
+        [f"{fold}-100032-A-{target}.wav", fold, target, category, "True" if target == 0 else "False", 100032, "A"]
+        for fold in range(1, 6)
+        for target, category in [(0, "dog"), (20, "crying_baby")]
+    ]
     _csv(root / "meta" / "esc50.csv", ["filename", "fold", "target", "category", "esc10", "src_file", "take"], rows)
 
 
@@ -109,8 +137,15 @@ def test_esc50_folds(tmp_path):
     assert sorted(splits) == ["fold1", "fold2", "fold3", "fold4", "fold5", "test", "train"]
     assert {r["fold"] for r in splits["train"]} == {1, 2, 3, 4} and {r["fold"] for r in splits["test"]} == {5}
     row = splits["fold1"][1]
-    assert row == {"id": "1-100032-A-20", "path": "ESC-50-master/audio/1-100032-A-20.wav", "label": "crying baby",
-                   "class_id": 20, "fold": 1, "esc10": False, "group": "ESC-50-master/audio/1-100032-A-20.wav"}
+    assert row == {
+        "id": "1-100032-A-20",
+        "path": "ESC-50-master/audio/1-100032-A-20.wav",
+        "label": "crying baby",
+        "class_id": 20,
+        "fold": 1,
+        "esc10": False,
+        "group": "ESC-50-master/audio/1-100032-A-20.wav",
+    }
     splits = _made("esc50", tmp_path / "ESC-50-master", tmp_path / "out2", query_fold="1")
     assert {r["fold"] for r in splits["test"]} == {1} and splits["test"][0]["path"] == "audio/1-100032-A-0.wav"
 
@@ -135,8 +170,13 @@ def test_gtzan_default_and_filtered_splits(tmp_path):
     assert [r["id"] for r in splits["train"]] == ["blues.00000", "blues.00069", "jazz.00000", "jazz.00069"]
     assert [r["id"] for r in splits["val"]] == ["blues.00070", "jazz.00070"]
     assert [r["id"] for r in splits["test"]] == ["blues.00085", "jazz.00085"]
-    assert splits["test"][0] == {"id": "blues.00085", "path": "genres_original/blues/blues.00085.wav",
-                                 "label": "blues", "track": 85, "group": "genres_original/blues/blues.00085.wav"}
+    assert splits["test"][0] == {
+        "id": "blues.00085",
+        "path": "genres_original/blues/blues.00085.wav",
+        "label": "blues",
+        "track": 85,
+        "group": "genres_original/blues/blues.00085.wav",
+    }
     assert len(splits["all"]) == 8
     (tmp_path / "train_filtered.txt").write_text("blues/blues.00085.wav\njazz/jazz.00000.wav\n")
     (tmp_path / "valid_filtered.txt").write_text("blues/blues.00000.wav\n")
@@ -154,31 +194,62 @@ def test_duplicate_ids_are_refused(tmp_path):
 
 
 def test_medley_solos_db(tmp_path):
-    _csv(tmp_path / "Medley-solos-DB_metadata.csv", ["subset", "instrument", "instrument_id", "song_id", "uuid4"],
-         [["training", "clarinet", 0, 0, "0e4371ac-1c6a-51ab-fdb7-f8abd5fbf1a3"],
-          ["test", "female singer", 3, 198, "0a282672-c22c-59ff-faaa-ff9eb73fc8e6"],
-          ["validation", "piano", 4, 160, "9d4c8b1e-9a1e-4f6e-8a5b-1c2d3e4f5a6b"]])
+    _csv(
+        tmp_path / "Medley-solos-DB_metadata.csv",
+        ["subset", "instrument", "instrument_id", "song_id", "uuid4"],
+        [
+            ["training", "clarinet", 0, 0, "0e4371ac-1c6a-51ab-fdb7-f8abd5fbf1a3"],
+            ["test", "female singer", 3, 198, "0a282672-c22c-59ff-faaa-ff9eb73fc8e6"],
+            ["validation", "piano", 4, 160, "9d4c8b1e-9a1e-4f6e-8a5b-1c2d3e4f5a6b"],
+        ],
+    )
     _touch_wav(tmp_path / "audio" / "Medley-solos-DB_training-0_0e4371ac-1c6a-51ab-fdb7-f8abd5fbf1a3.wav")
     splits = _made("medley_solos_db", tmp_path, tmp_path / "out")
     assert sorted(splits) == ["test", "train", "val"]
     assert splits["train"][0]["path"] == "audio/Medley-solos-DB_training-0_0e4371ac-1c6a-51ab-fdb7-f8abd5fbf1a3.wav"
     test = splits["test"][0]
     assert (test["id"], test["label"], test["class_id"], test["song_id"]) == (
-        "0a282672-c22c-59ff-faaa-ff9eb73fc8e6", "female singer", 3, 198)
+        "0a282672-c22c-59ff-faaa-ff9eb73fc8e6",
+        "female singer",
+        3,
+        198,
+    )
     assert test["path"] == "audio/Medley-solos-DB_test-3_0a282672-c22c-59ff-faaa-ff9eb73fc8e6.wav"
 
 
 def test_nsynth(tmp_path):
-    examples = {"bass_synthetic_033-022-050": {
-        "note": 201171, "sample_rate": 16000, "pitch": 22, "velocity": 50, "instrument": 417,
-        "instrument_str": "bass_synthetic_033", "instrument_family": 0, "instrument_family_str": "bass",
-        "instrument_source": 2, "instrument_source_str": "synthetic", "qualities": [0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
-        "qualities_str": ["dark"], "note_str": "bass_synthetic_033-022-050"},
+    examples = {
+        "bass_synthetic_033-022-050": {
+            "note": 201171,
+            "sample_rate": 16000,
+            "pitch": 22,
+            "velocity": 50,
+            "instrument": 417,
+            "instrument_str": "bass_synthetic_033",
+            "instrument_family": 0,
+            "instrument_family_str": "bass",
+            "instrument_source": 2,
+            "instrument_source_str": "synthetic",
+            "qualities": [0, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+            "qualities_str": ["dark"],
+            "note_str": "bass_synthetic_033-022-050",
+        },
         "synth_lead_synthetic_000-100-127": {
-        "note": 1, "sample_rate": 16000, "pitch": 100, "velocity": 127, "instrument": 2,
-        "instrument_str": "synth_lead_synthetic_000", "instrument_family": 9,
-        "instrument_family_str": "synth_lead", "instrument_source": 2, "instrument_source_str": "synthetic",
-        "qualities": [0] * 10, "qualities_str": [], "note_str": "synth_lead_synthetic_000-100-127"}}
+            "note": 1,
+            "sample_rate": 16000,
+            "pitch": 100,
+            "velocity": 127,
+            "instrument": 2,
+            "instrument_str": "synth_lead_synthetic_000",
+            "instrument_family": 9,
+            "instrument_family_str": "synth_lead",
+            "instrument_source": 2,
+            "instrument_source_str": "synthetic",
+            "qualities": [0] * 10,
+            "qualities_str": [],
+            "note_str": "synth_lead_synthetic_000-100-127",
+        },
+    }
     (tmp_path / "nsynth-test").mkdir()
     (tmp_path / "nsynth-test" / "examples.json").write_text(json.dumps(examples))
     (tmp_path / "nsynth-valid").mkdir()
@@ -191,17 +262,35 @@ def test_nsynth(tmp_path):
     first, second = splits["test"]
     assert first["path"] == "nsynth-test/audio/bass_synthetic_033-022-050.wav"
     assert (first["label"], first["instrument_source"], first["qualities"], first["pitch"], first["velocity"]) == (
-        "bass", "synthetic", ["dark"], 22, 50)
+        "bass",
+        "synthetic",
+        ["dark"],
+        22,
+        50,
+    )
     assert second["label"] == "synth lead" and second["qualities"] == []
 
 
 def test_fsd50k(tmp_path):
     gt = tmp_path / "FSD50K.ground_truth"
-    _csv(gt / "vocabulary.csv", None, [[0, "Electric_guitar", "/m/02sgy"], [1, "Guitar", "/m/0342h"],
-                                       [2, "Music", "/m/04rlf"], [3, "Bark", "/m/05tny_"]])
-    _csv(gt / "dev.csv", ["fname", "labels", "mids", "split"],
-         [[64760, "Electric_guitar,Guitar,Music", "/m/02sgy,/m/0342h,/m/04rlf", "train"],
-          [16399, "Bark", "/m/05tny_", "val"]])
+    _csv(
+        gt / "vocabulary.csv",
+        None,
+        [
+            [0, "Electric_guitar", "/m/02sgy"],
+            [1, "Guitar", "/m/0342h"],
+            [2, "Music", "/m/04rlf"],
+            [3, "Bark", "/m/05tny_"],
+        ],
+    )
+    _csv(
+        gt / "dev.csv",
+        ["fname", "labels", "mids", "split"],
+        [
+            [64760, "Electric_guitar,Guitar,Music", "/m/02sgy,/m/0342h,/m/04rlf", "train"],
+            [16399, "Bark", "/m/05tny_", "val"],
+        ],
+    )
     _csv(gt / "eval.csv", ["fname", "labels", "mids"], [[37199, "Guitar,Music", "/m/0342h,/m/04rlf"]])
     splits = _made("fsd50k", tmp_path, tmp_path / "out")
     assert [r["id"] for r in splits["train"]] == ["64760"] and [r["id"] for r in splits["val"]] == ["16399"]
@@ -225,8 +314,10 @@ def test_cochlscene(tmp_path):
     assert sorted(splits) == ["test", "train"]
     assert splits["train"][1] == {
         "id": "Train/SubwayStation/SubwayStation_user0009_14897252_005",
-        "path": "Train/SubwayStation/SubwayStation_user0009_14897252_005.wav", "label": "SubwayStation",
-        "group": "Train/SubwayStation/SubwayStation_user0009_14897252_005.wav"}
+        "path": "Train/SubwayStation/SubwayStation_user0009_14897252_005.wav",
+        "label": "SubwayStation",
+        "group": "Train/SubwayStation/SubwayStation_user0009_14897252_005.wav",
+    }
 
 
 def test_cli_and_resolve_split_end_to_end(tmp_path, capsys, monkeypatch):
@@ -245,9 +336,23 @@ def test_cli_and_resolve_split_end_to_end(tmp_path, capsys, monkeypatch):
 
 def test_cli_runs_as_a_module(tmp_path):
     _esc50(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "index_builder.manifests", "esc50", "--metadata", str(tmp_path),
-                           "--out", str(tmp_path / "m"), "--check-audio"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "index_builder.manifests",
+            "esc50",
+            "--metadata",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "m"),
+            "--check-audio",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "m" / "train.jsonl").exists()  # no audio on disk: every row left out
     assert len((tmp_path / "m" / "train.missing.jsonl").read_text().splitlines()) == 8

@@ -65,16 +65,23 @@ def test_user_manifest(tmp_path):
 
 def test_official_lookup_and_missing_manifest_message(tmp_path, monkeypatch):
     monkeypatch.setenv("RAG_FLAMINGO_DATA_ROOT", str(tmp_path))
-    cfg = {"name": "esc50", "root": None, "splits": {"index": "train", "query": "test",
-                                                       "available": ["train", "test", "fold1"]}}
+    cfg = {
+        "name": "esc50",
+        "root": None,
+        "splits": {"index": "train", "query": "test", "available": ["train", "test", "fold1"]},
+    }
     with pytest.raises(ManifestError) as err:
         sources.resolve_split(cfg, "query")
     message = str(err.value)
     assert "no manifest for split 'test'" in message
-    assert (f"python -m index_builder.manifests esc50 --metadata {tmp_path / 'esc50'} "
-            f"--out {tmp_path / 'esc50' / 'manifests'}") in message
+    assert (
+        f"python -m index_builder.manifests esc50 --metadata {tmp_path / 'esc50'} "
+        f"--out {tmp_path / 'esc50' / 'manifests'}"
+    ) in message
     assert "data_manifests/esc50/README.md" in message
-    write_manifest([{"id": "1", "path": "audio/1.wav", "label": "dog"}], tmp_path / "esc50" / "manifests" / "test.jsonl")
+    write_manifest(
+        [{"id": "1", "path": "audio/1.wav", "label": "dog"}], tmp_path / "esc50" / "manifests" / "test.jsonl"
+    )
     assert sources.resolve_split(cfg, "query") == (tmp_path / "esc50" / "manifests" / "test.jsonl", tmp_path / "esc50")
     with pytest.raises(ConfigError, match="no split 'fold9'"):
         sources.resolve_split(cfg, "fold9")
@@ -83,10 +90,12 @@ def test_official_lookup_and_missing_manifest_message(tmp_path, monkeypatch):
 
 
 def test_collapse_groups():
-    rows = [{"id": "1", "path": "a.wav", "group": "a", "captions": ["one"]},
-            {"id": "2", "path": "a.wav", "group": "a", "captions": ["two"]},
-            {"id": "3", "path": "b.wav", "group": "b", "captions": ["three"]},
-            {"id": "4", "path": "c.wav", "label": "x"}]
+    rows = [
+        {"id": "1", "path": "a.wav", "group": "a", "captions": ["one"]},
+        {"id": "2", "path": "a.wav", "group": "a", "captions": ["two"]},
+        {"id": "3", "path": "b.wav", "group": "b", "captions": ["three"]},
+        {"id": "4", "path": "c.wav", "label": "x"},
+    ]
     out = sources.collapse_groups(rows)
     assert [(r["id"], r.get("captions")) for r in out] == [("1", ["one", "two"]), ("3", ["three"]), ("4", None)]
     assert rows[0]["captions"] == ["one"]  # input untouched

@@ -26,8 +26,7 @@ from support import laion_oracle as lo
 SR = 48000
 COS_MIN, MAX_ABS = 0.9999, 1e-4
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning",
-                                        "ignore::DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning", "ignore::DeprecationWarning")
 
 
 def _signal(seconds: float, seed: int, sr: int = SR) -> np.ndarray:
@@ -106,7 +105,7 @@ def test_nonfusion_parity_window_mean(tiny, standins):
     module, path = tiny
     wave = _signal(16.0, 4)
     starts = [0, wave.size - 480000]
-    per_window = module.get_audio_embedding_from_data([wave[s:s + 480000] for s in starts])
+    per_window = module.get_audio_embedding_from_data([wave[s : s + 480000] for s in starts])
     ref = per_window.mean(0, keepdims=True)
     ref /= np.linalg.norm(ref)
     ours = _ours(standins, path).embed([wave])
@@ -160,7 +159,7 @@ def test_fusion_parity(fusion, standins, monkeypatch):
     chunks the oracle picks at random (pinned to first / middle / last)."""
     module, path = fusion
     long = _signal(21.0, 5)
-    waves = [_signal(2.5, 6), long[:480000 + 200], long, long[:480000 + 48000]]
+    waves = [_signal(2.5, 6), long[: 480000 + 200], long, long[: 480000 + 48000]]
     lo.PinnedRandom(monkeypatch)
     ref = module.get_audio_embedding_from_data(waves)
     monkeypatch.undo()
@@ -195,8 +194,9 @@ def test_htsat_base_parity(standins, tmp_path_factory, monkeypatch):
     lo.PinnedRandom(monkeypatch, crop="head")
     ref = module.get_audio_embedding_from_data(waves)
     monkeypatch.undo()
-    enc = build_encoder("laion_clap_music", checkpoint=str(path), text_model=str(standins / "roberta-base"),
-                        long_audio="head")
+    enc = build_encoder(
+        "laion_clap_music", checkpoint=str(path), text_model=str(standins / "roberta-base"), long_audio="head"
+    )
     _assert_parity(enc.embed(waves), ref)
     _assert_parity(enc.embed_text(["a violin solo"]), module.get_text_embedding(["a violin solo"]))
     assert enc.fingerprint()["amodel"] == "HTSAT-base"
@@ -255,11 +255,10 @@ def test_missing_unexpected_and_position_ids(tiny, standins, tmp_path):
         _ours(standins, tmp_path / "pos.pt")
 
     obj = _state(path)  # a newer-transformers file without position_ids, no 'module.' prefix: fine
-    sd = {k[len("module."):]: v for k, v in obj["state_dict"].items() if not k.endswith("position_ids")}
+    sd = {k[len("module.") :]: v for k, v in obj["state_dict"].items() if not k.endswith("position_ids")}
     torch.save({"state_dict": sd}, tmp_path / "nopos.pt")
     wave = [_signal(2.0, 40)]
-    np.testing.assert_array_equal(_ours(standins, tmp_path / "nopos.pt").embed(wave),
-                                  _ours(standins, path).embed(wave))
+    np.testing.assert_array_equal(_ours(standins, tmp_path / "nopos.pt").embed(wave), _ours(standins, path).embed(wave))
 
 
 def test_base_checkpoint_into_tiny_names_amodel(standins, tmp_path):
@@ -324,11 +323,13 @@ def test_registry_and_fingerprint(tiny, fusion, standins):
     fp = enc.fingerprint()
     assert fp["checkpoint_sha256"] and fp["long_audio"].startswith("mean") and fp["int16_roundtrip"]
     assert fp["device"] == "cpu" and fp["dtype"] == "float32"
-    head = build_encoder("laion_clap", checkpoint=str(path), text_model=str(standins / "roberta-base"),
-                         long_audio="head").fingerprint()
+    head = build_encoder(
+        "laion_clap", checkpoint=str(path), text_model=str(standins / "roberta-base"), long_audio="head"
+    ).fingerprint()
     assert head["long_audio"] != fp["long_audio"] and head["checkpoint_sha256"] == fp["checkpoint_sha256"]
-    fus = build_encoder("laion_clap_fusion", checkpoint=str(fusion[1]),
-                        text_model=str(standins / "roberta-base")).fingerprint()
+    fus = build_encoder(
+        "laion_clap_fusion", checkpoint=str(fusion[1]), text_model=str(standins / "roberta-base")
+    ).fingerprint()
     assert fus["enable_fusion"] and fus["long_audio"].startswith("fusion") and "fusion_mel" in fus
     assert enc.embed([]).shape == (0, 512) and enc.embed_text([]).shape == (0, 512)
 
@@ -387,11 +388,14 @@ def test_hf_fused_conversion_parity_and_feature_extractor_drift(fusion, standins
     for label, is_longer in (("as shipped", feats["is_longer"]), ("is_longer=False", None)):
         longer = torch.zeros_like(feats["is_longer"]) if is_longer is None else is_longer
         with torch.inference_mode():
-            hf = enc.model.clap.get_audio_features(input_features=feats["input_features"].float(),
-                                                   is_longer=longer).pooler_output.numpy()
+            hf = enc.model.clap.get_audio_features(
+                input_features=feats["input_features"].float(), is_longer=longer
+            ).pooler_output.numpy()
         cos = float((hf * ref[: len(short)]).sum(-1).min())
-        print(f"\nHF ClapFeatureExtractor ({label}) vs original, fusion model, <=10 s clip, random weights: "
-              f"min cos {cos:.6f}, max abs {float(np.abs(hf - ref[: len(short)]).max()):.2e}")
+        print(
+            f"\nHF ClapFeatureExtractor ({label}) vs original, fusion model, <=10 s clip, random weights: "
+            f"min cos {cos:.6f}, max abs {float(np.abs(hf - ref[: len(short)]).max()):.2e}"
+        )
         if is_longer is None:  # the mel itself agrees (with fmin 50); the random 'longer' flag does not
             _assert_parity(hf, ref[: len(short)])
 

@@ -167,8 +167,9 @@ def test_bit_identical_across_runs_and_batch_composition(own_2023, audio_files):
 def test_registry_and_fingerprint(own_2023):
     ckpt, text_dir = own_2023
     assert {"ms_clap_2022", "ms_clap_2023", "clapcap"} <= set(available_encoders())
-    enc = build_encoder("ms_clap_2023", checkpoint=str(ckpt), text_model=str(text_dir), with_text=False,
-                        long_audio="head", device="cpu")
+    enc = build_encoder(
+        "ms_clap_2023", checkpoint=str(ckpt), text_model=str(text_dir), with_text=False, long_audio="head", device="cpu"
+    )
     fp = enc.fingerprint()
     assert fp["checkpoint_sha256"] and "first" in fp["long_audio"] and fp["dim"] == 1024
     assert fp != build_encoder("ms_clap_2023", checkpoint=str(ckpt), with_text=False, device="cpu").fingerprint()
@@ -189,7 +190,7 @@ def test_hydra_encoder_configs_build(own_2023, audio_files):
     assert enc.fingerprint()["max_seconds"] == 8.0
     wave = load_audio(audio_files["long"], SR)  # 10.3 s: only 8 s used -> crops at 0 s and 1 s
     crops = enc.crops(wave)
-    assert len(crops) == 2 and np.array_equal(crops[1], wave[SR: 8 * SR])
+    assert len(crops) == 2 and np.array_equal(crops[1], wave[SR : 8 * SR])
 
 
 def test_wrong_keys_are_listed(msclap_2023, tmp_path):
@@ -232,8 +233,9 @@ def test_reduced_precision_autocast_path(own_2023, audio_files):
     float32 and close to the fp32 embedding."""
     ckpt, _ = own_2023
     ours = MSClapEncoder(MSCLAP_2023, checkpoint=str(ckpt), with_text=False, batch_size=1, device="cpu")
-    half = MSClapEncoder(MSCLAP_2023, checkpoint=str(ckpt), with_text=False, batch_size=1, device="cpu",
-                         precision="bf16")
+    half = MSClapEncoder(
+        MSCLAP_2023, checkpoint=str(ckpt), with_text=False, batch_size=1, device="cpu", precision="bf16"
+    )
     wave = load_audio(audio_files["short"], SR)
     got, ref = half.embed([wave]), ours.embed([wave])
     assert got.dtype == np.float32 and "bfloat16" in half.fingerprint()["precision"]

@@ -13,8 +13,14 @@ from rag_flamingo.audio import load_audio
 from rag_flamingo.encoders.clapcap import ClapcapEncoder
 from rag_flamingo.encoders.windows import AF1_WINDOWS
 from rag_flamingo.errors import CheckpointError
-from support.msclap_oracle import (build_msclap_clap, import_msclap, make_text_tower_dir, randomize_,
-                                   reference_af1_clips, require_msclap)
+from support.msclap_oracle import (
+    build_msclap_clap,
+    import_msclap,
+    make_text_tower_dir,
+    randomize_,
+    reference_af1_clips,
+    require_msclap,
+)
 from support.signals import assert_close, write_wave
 
 SR = 44100
@@ -49,8 +55,9 @@ def clapcap(tmp_path_factory):
     d = tmp_path_factory.mktemp("clapcap")
     text_dir = make_text_tower_dir(d, "gpt2")
     clap = build_msclap_clap("clapcap", text_dir)
-    oracle = msclap.models.mapper.ClapCaptionModel(clap, str(text_dir), 40, 40, 1024, 8, True, "transformer",
-                                                   True, True)
+    oracle = msclap.models.mapper.ClapCaptionModel(
+        clap, str(text_dir), 40, 40, 1024, 8, True, "transformer", True, True
+    )
     randomize_(oracle, seed=11).eval()
     ckpt = d / "clapcap_weights_2023.pth"
     torch.save({"model": oracle.state_dict()}, ckpt)

@@ -7,10 +7,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from rag_flamingo.datasets import demo
-from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.api import answer, answer_batch
 from rag_flamingo.audio import load_for_encoders, load_waveform, wave_for
+from rag_flamingo.datasets import demo
+from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.engine import RagFlamingo
 from rag_flamingo.errors import AudioError, ConfigError, StoreError
 from rag_flamingo.model import GenerationSettings, generate, postprocess_output, tokenize_prompts
@@ -45,8 +45,14 @@ def embed(eng, waves):
 def test_answer_batch_end_to_end(parts):
     eng = make_engine(parts)
     rows = parts["test"][:3]
-    answers = answer_batch(eng, [parts["root"] / r["path"] for r in rows], "event_classification", k=2,
-                           items=[{"id": r["id"]} for r in rows], options=parts["store"].label_set())
+    answers = answer_batch(
+        eng,
+        [parts["root"] / r["path"] for r in rows],
+        "event_classification",
+        k=2,
+        items=[{"id": r["id"]} for r in rows],
+        options=parts["store"].label_set(),
+    )
     assert len(answers) == 3
     train_ids = {r["id"] for r in parts["train"]}
     for ans in answers:
@@ -78,12 +84,12 @@ def test_media_uses_cached_shot_features_and_encodes_only_the_query(parts):
     assert feats.shape == (1, eng.audio_slots * w, 32)
     cached, cached_mask = parts["store"].features("clapcap").get([s.row for s in prompts[0].shots])
     for slot, _ in enumerate(prompts[0].shots):
-        torch.testing.assert_close(feats[0, slot * w:(slot + 1) * w], torch.from_numpy(cached[slot]))
-        torch.testing.assert_close(mask[0, slot * w:(slot + 1) * w], torch.from_numpy(cached_mask[slot]))
+        torch.testing.assert_close(feats[0, slot * w : (slot + 1) * w], torch.from_numpy(cached[slot]))
+        torch.testing.assert_close(mask[0, slot * w : (slot + 1) * w], torch.from_numpy(cached_mask[slot]))
     q_feats, q_mask = parts["enc"].window_features([wave_for(waves[0], parts["enc"])])
     q = len(prompts[0].shots)
-    torch.testing.assert_close(feats[0, q * w:(q + 1) * w], q_feats[0])
-    assert mask[0, q * w:].sum() == q_mask[0].sum()  # nothing after the query slot is attended
+    torch.testing.assert_close(feats[0, q * w : (q + 1) * w], q_feats[0])
+    assert mask[0, q * w :].sum() == q_mask[0].sum()  # nothing after the query slot is attended
 
 
 def test_engine_output_matches_direct_model_call(parts):
@@ -114,16 +120,23 @@ def test_too_many_shots_and_missing_features_are_user_errors(parts, tmp_path):
     eng = make_engine(parts)
     with pytest.raises(ConfigError, match="audio slots"):
         answer(eng, parts["root"] / parts["test"][0]["path"], "captioning", k=eng.max_shots + 1)
-    bare = build_store(tmp_path / "bare", parts["train"][:8], np.eye(8, 32, dtype=np.float32),
-                       parts["enc"].fingerprint(), features=False)
+    bare = build_store(
+        tmp_path / "bare",
+        parts["train"][:8],
+        np.eye(8, 32, dtype=np.float32),
+        parts["enc"].fingerprint(),
+        features=False,
+    )
     with pytest.raises(StoreError, match="features=clapcap"):
         RagFlamingo(bare, parts["model"], parts["tok"], parts["enc"], parts["enc"])
-    mismatched = build_store(tmp_path / "mm", parts["train"][:8], np.eye(8, 32, dtype=np.float32),
-                             parts["enc"].fingerprint(), windows=3)
+    mismatched = build_store(
+        tmp_path / "mm", parts["train"][:8], np.eye(8, 32, dtype=np.float32), parts["enc"].fingerprint(), windows=3
+    )
     with pytest.raises(StoreError, match="rebuild"):
         RagFlamingo(mismatched, parts["model"], parts["tok"], parts["enc"], parts["enc"])
-    other = build_store(tmp_path / "other", parts["train"][:8], np.eye(8, 32, dtype=np.float32),
-                        parts["enc"].fingerprint())
+    other = build_store(
+        tmp_path / "other", parts["train"][:8], np.eye(8, 32, dtype=np.float32), parts["enc"].fingerprint()
+    )
     other.info.features["clapcap"].fingerprint = TinyWindowEncoder(seed=1).fingerprint()
     with pytest.raises(StoreError, match="another window encoder"):
         RagFlamingo(other, parts["model"], parts["tok"], parts["enc"], parts["enc"])
@@ -139,8 +152,10 @@ def test_flamingo_predictor_checks_every_query_for_too_many_shots(parts):
     emb = embed(eng, waves)
     many = eng.retriever.search(emb[1:], eng.max_shots + 1, query_ids=[rows[1]["id"]])[0]
     assert len(many) == eng.max_shots + 1
-    queries = [Query(rows[0]["id"], {"id": rows[0]["id"]}, waves[0], emb[0], shots=many[:1]),
-               Query(rows[1]["id"], {"id": rows[1]["id"]}, waves[1], emb[1], shots=many)]
+    queries = [
+        Query(rows[0]["id"], {"id": rows[0]["id"]}, waves[0], emb[0], shots=many[:1]),
+        Query(rows[1]["id"], {"id": rows[1]["id"]}, waves[1], emb[1], shots=many),
+    ]
     with pytest.raises(ConfigError, match="audio slots"):
         FlamingoPredictor(eng).predict(queries, "captioning")
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from rag_flamingo.components import prepare
 from rag_flamingo.datasets import demo
 from rag_flamingo.datasets.manifest import read_manifest, write_manifest
-from rag_flamingo.engine import RagFlamingo
-from rag_flamingo.model import GenerationSettings
-from rag_flamingo.errors import ConfigError
-from rag_flamingo.components import prepare
 from rag_flamingo.distributed import Ranks
+from rag_flamingo.engine import RagFlamingo
+from rag_flamingo.errors import ConfigError
 from rag_flamingo.evaluate import evaluate, expand_overrides, load_config, run_queries
+from rag_flamingo.model import GenerationSettings
 from rag_flamingo.runner import ResultFolder
 from support.engine import TinyWindowEncoder, build_store, embed_rows, tiny_flamingo
 
@@ -32,13 +32,27 @@ def setup(tmp_path_factory):
 
 
 def engine_for(setup):
-    return RagFlamingo(setup["store"], setup["model"], setup["tok"], setup["enc"], setup["enc"],
-                       generation=GenerationSettings(max_new_tokens=4))
+    return RagFlamingo(
+        setup["store"],
+        setup["model"],
+        setup["tok"],
+        setup["enc"],
+        setup["enc"],
+        generation=GenerationSettings(max_new_tokens=4),
+    )
 
 
 def config(setup, tmp_path, *extra):
-    return load_config(["dataset=demo", "task=classification", f"store={setup['store'].root}",
-                        f"output_dir={tmp_path / 'eval'}", "progress=false", *extra])
+    return load_config(
+        [
+            "dataset=demo",
+            "task=classification",
+            f"store={setup['store'].root}",
+            f"output_dir={tmp_path / 'eval'}",
+            "progress=false",
+            *extra,
+        ]
+    )
 
 
 def lines(path):
@@ -117,10 +131,12 @@ def test_bad_query_audio_is_rejected_not_fatal(setup, tmp_path):
         r["path"] = f"audio/{r['id'].replace('/', '_')}.wav"
     sf.write(qdir / "audio" / "silent.wav", np.zeros(16000, np.float32), 16000)
     (qdir / "audio" / "broken.wav").write_bytes(b"RIFF not really a wav")
-    rows += [{"id": "silent", "path": "audio/silent.wav", "label": "bell"},
-             {"id": "missing", "path": "audio/nope.wav", "label": "bell"},
-             {"id": "broken", "path": "audio/broken.wav", "label": "bell"},
-             {"id": "nolabel", "path": rows[0]["path"]}]
+    rows += [
+        {"id": "silent", "path": "audio/silent.wav", "label": "bell"},
+        {"id": "missing", "path": "audio/nope.wav", "label": "bell"},
+        {"id": "broken", "path": "audio/broken.wav", "label": "bell"},
+        {"id": "nolabel", "path": rows[0]["path"]},
+    ]
     write_manifest(rows, qdir / "test.jsonl")
     cfg = config(setup, tmp_path, "predictor=knn", "shots=3", f"dataset.manifest={qdir / 'test.jsonl'}")
     summary = evaluate(cfg, encoder=setup["enc"])
@@ -145,7 +161,8 @@ def test_ranks_split_queries_and_rank0_merges(setup, tmp_path):
 
 def test_overrides_expand_grid_in_one_run_and_other_sweeps_per_run():
     assert expand_overrides(["-m", "predictor=knn,prototype", "shots=1,4,8", "dataset=demo"]) == [
-        ["predictor=[knn,prototype]", "shots=[1,4,8]", "dataset=demo"]]
+        ["predictor=[knn,prototype]", "shots=[1,4,8]", "dataset=demo"]
+    ]
     runs = expand_overrides(["retrieval=knn,random", "shots=1,4"])
     assert runs == [["shots=[1,4]", "retrieval=knn"], ["shots=[1,4]", "retrieval=random"]]
 
@@ -153,34 +170,60 @@ def test_overrides_expand_grid_in_one_run_and_other_sweeps_per_run():
 def test_flamingo_built_from_the_config(setup, tmp_path):
     """The config path: the `model` group (rag_flamingo/conf/model/tiny.yaml: checkpoint + config + tokenizer files),
     a window encoder named by _target_, decoding from model.generation."""
-    cfg = config(setup, tmp_path, "predictor=flamingo", "shots=1", "limit=2", "model=tiny",
-                 "model.generation.max_new_tokens=3",
-                 "model.audio_encoder={_target_:support.engine.TinyWindowEncoder}")
+    cfg = config(
+        setup,
+        tmp_path,
+        "predictor=flamingo",
+        "shots=1",
+        "limit=2",
+        "model=tiny",
+        "model.generation.max_new_tokens=3",
+        "model.audio_encoder={_target_:support.engine.TinyWindowEncoder}",
+    )
     summary = evaluate(cfg, encoder=setup["enc"])
     assert summary["results"][0]["predictor"] == "flamingo" and summary["results"][0]["n"] == 2
     records = lines(tmp_path / "eval" / "predictions.jsonl")
     assert all(r["prompt"].count("<audio>") == 2 and isinstance(r["output"], str) for r in records)
     # a misspelt decoding setting is a config error naming it, not a TypeError
     with pytest.raises(ConfigError, match="num_beam"):
-        evaluate(config(setup, tmp_path, "predictor=flamingo", "shots=1", "limit=1", "model=tiny",
-                        "+model.generation.num_beam=3", "output_dir=" + str(tmp_path / "y"),
-                        "model.audio_encoder={_target_:support.engine.TinyWindowEncoder}"),
-                 encoder=setup["enc"])
+        evaluate(
+            config(
+                setup,
+                tmp_path,
+                "predictor=flamingo",
+                "shots=1",
+                "limit=1",
+                "model=tiny",
+                "+model.generation.num_beam=3",
+                "output_dir=" + str(tmp_path / "y"),
+                "model.audio_encoder={_target_:support.engine.TinyWindowEncoder}",
+            ),
+            encoder=setup["enc"],
+        )
     # the default model (foundation, hub weights) offline: a clear error with what to download
     with pytest.raises(Exception, match="download"):
-        evaluate(config(setup, tmp_path, "predictor=flamingo", "output_dir=" + str(tmp_path / "x")),
-                 encoder=setup["enc"])
+        evaluate(
+            config(setup, tmp_path, "predictor=flamingo", "output_dir=" + str(tmp_path / "x")), encoder=setup["enc"]
+        )
 
 
 def test_rag_classify_with_flamingo(setup, tmp_path, capsys):
-    from rag_flamingo.classify import classify, load_config as classify_config
+    from rag_flamingo.classify import classify
+    from rag_flamingo.classify import load_config as classify_config
 
     audio = tmp_path / "in"
     audio.mkdir()
     for r in read_manifest(setup["root"] / "test.jsonl")[:2]:
         shutil.copy(setup["root"] / r["path"], audio / r["path"].rsplit("/", 1)[-1])
-    cfg = classify_config([f"store={setup['store'].root}", f"audio={audio}", "predictor=flamingo", "k=2",
-                           f"out={tmp_path / 'labels.jsonl'}"])
+    cfg = classify_config(
+        [
+            f"store={setup['store'].root}",
+            f"audio={audio}",
+            "predictor=flamingo",
+            "k=2",
+            f"out={tmp_path / 'labels.jsonl'}",
+        ]
+    )
     records = classify(cfg, encoder=setup["enc"], engine=engine_for(setup))
     assert len(records) == 2 and all(len(r["shots"]) == 2 and isinstance(r["label"], str) for r in records)
     assert lines(tmp_path / "labels.jsonl") == records

@@ -8,8 +8,18 @@ from rag_flamingo.evaluate import main as evaluate
 
 
 def run(folder_stores, out, *extra) -> int:
-    return evaluate([f"store={folder_stores / 'train_idx'}", "dataset=folder", f"dataset.root={folder_stores / 'test'}",
-                     "progress=false", "predictor=knn", "shots=1", f"output_dir={out}", *extra])
+    return evaluate(
+        [
+            f"store={folder_stores / 'train_idx'}",
+            "dataset=folder",
+            f"dataset.root={folder_stores / 'test'}",
+            "progress=false",
+            "predictor=knn",
+            "shots=1",
+            f"output_dir={out}",
+            *extra,
+        ]
+    )
 
 
 def test_a_reused_folder_is_refused_for_another_run_and_restarted_on_request(folder_stores, tmp_path, capsys):
@@ -22,9 +32,12 @@ def test_a_reused_folder_is_refused_for_another_run_and_restarted_on_request(fol
     assert (out / "predictions.jsonl").read_text() == before
 
     other_store = [f"store={folder_stores / 'loo_idx'}"]
-    for extra, differs in ((other_store, "store"), (["retrieval=random"], "retrieval"),
-                           (["predictors.knn.temperature=0.5"], "predictors"),
-                           (["flamingo.template=train"], "flamingo")):
+    for extra, differs in (
+        (other_store, "store"),
+        (["retrieval=random"], "retrieval"),
+        (["predictors.knn.temperature=0.5"], "predictors"),
+        (["flamingo.template=train"], "flamingo"),
+    ):
         assert run(folder_stores, out, *extra) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"differs in: {differs}" in err and "overwrite=true" in err
@@ -42,8 +55,18 @@ def test_a_reused_folder_is_refused_for_another_run_and_restarted_on_request(fol
 
 def test_the_default_folder_is_named_by_the_run_key(folder_stores, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert evaluate([f"store={folder_stores / 'train_idx'}", "dataset=folder", f"dataset.root={folder_stores / 'test'}",
-                     "progress=false", "predictor=prototype"]) == 0
+    assert (
+        evaluate(
+            [
+                f"store={folder_stores / 'train_idx'}",
+                "dataset=folder",
+                f"dataset.root={folder_stores / 'test'}",
+                "progress=false",
+                "predictor=prototype",
+            ]
+        )
+        == 0
+    )
     (folder,) = (tmp_path / "outputs" / "evaluate").iterdir()
     key = json.loads((folder / "run.json").read_text())["key"]
     assert folder.name == f"folder-event_classification-all-{key[:8]}"

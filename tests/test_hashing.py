@@ -30,7 +30,6 @@ def test_one_function_for_store_manifests_and_checkpoints():
 
 
 def test_hashing_imports_neither_torch_nor_faiss():
-    code = ("import sys, rag_flamingo.hashing; "
-            "print(sorted(m for m in ('torch', 'faiss', 'numpy') if m in sys.modules))")
+    code = "import sys, rag_flamingo.hashing; print(sorted(m for m in ('torch', 'faiss', 'numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -51,8 +51,14 @@ def test_console_script_finds_conf_and_leaves_no_hydra_outputs(tmp_path):
     script = shutil.which("build_index", path=str(Path(sys.executable).parent)) or shutil.which("build_index")
     assert script, "the build_index console script is not installed (pip install -e .)"
     env = dict(os.environ, RAG_FLAMINGO_CACHE_ROOT=str(tmp_path / "c"))
-    proc = subprocess.run([script, "--cfg", "dataset=esc50", "index=ivf_pq"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [script, "--cfg", "dataset=esc50", "index=ivf_pq"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "name: esc50" in proc.stdout and "type: ivf_pq" in proc.stdout and str(tmp_path / "c") in proc.stdout
     bad = subprocess.run([script, "encoder=nope"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)

@@ -6,10 +6,16 @@ import faiss
 import numpy as np
 import pytest
 
-from index_builder.faiss_index import (IndexOptions, build_index, choose_index, exact_neighbours, parse_bytes,
-                                       sample_queries)
+from index_builder.faiss_index import (
+    IndexOptions,
+    build_index,
+    choose_index,
+    exact_neighbours,
+    parse_bytes,
+    sample_queries,
+)
 from rag_flamingo.errors import ConfigError
-from rag_flamingo.store import StoreInfo, IndexStore, normalize_rows, write_shard, write_store
+from rag_flamingo.store import IndexStore, StoreInfo, normalize_rows, write_shard, write_store
 
 
 def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -26,14 +32,17 @@ def test_parse_bytes():
         parse_bytes("lots")
 
 
-@pytest.mark.parametrize("n, dim, budget, expected", [
-    (500, 512, "4G", ("flat", "Flat")),
-    (5_000, 512, "4G", ("hnsw", "HNSW15,Flat")),
-    (400_000, 512, "4G", ("hnsw", "HNSW32,Flat")),          # autofaiss: WavCaps-size stays HNSW32
-    (400_000, 512, "800M", ("ivf_flat", "IVF2048,Flat")),   # HNSW does not fit, IVF-Flat does
-    (2_000_000, 512, "1G", ("ivf_pq", "IVF4096,PQ256x8")),  # very large: PQ, largest m that fits
-    (20_000_000, 512, "1G", ("ivf_pq", "IVF16384,PQ32x8")),
-])
+@pytest.mark.parametrize(
+    "n, dim, budget, expected",
+    [
+        (500, 512, "4G", ("flat", "Flat")),
+        (5_000, 512, "4G", ("hnsw", "HNSW15,Flat")),
+        (400_000, 512, "4G", ("hnsw", "HNSW32,Flat")),  # autofaiss: WavCaps-size stays HNSW32
+        (400_000, 512, "800M", ("ivf_flat", "IVF2048,Flat")),  # HNSW does not fit, IVF-Flat does
+        (2_000_000, 512, "1G", ("ivf_pq", "IVF4096,PQ256x8")),  # very large: PQ, largest m that fits
+        (20_000_000, 512, "1G", ("ivf_pq", "IVF16384,PQ32x8")),
+    ],
+)
 def test_auto_choice_follows_count_dim_and_budget(n, dim, budget, expected):
     assert choose_index(n, dim, IndexOptions(memory_budget=budget)) == expected
 

@@ -32,8 +32,9 @@ def test_feature_shards_mask_undecodable_items_and_keep_empty_shards(tmp_path):
     write_shard(root, 0, np.zeros((2, 4), np.float32), [item_record(it) for it in items])
     write_shard(root, 1, np.zeros((0, 4), np.float32), [], rejected=[{"id": "bad", "reason": "silent"}])
 
-    described = write_feature_shards(root, "clapcap", encoder, {0: audio, 1: audio}, batch_size=4,
-                                     num_workers=0, progress=False)
+    described = write_feature_shards(
+        root, "clapcap", encoder, {0: audio, 1: audio}, batch_size=4, num_workers=0, progress=False
+    )
     assert (described.windows, described.dim, described.dtype) == (16, 1024, "float32")
     assert described.fingerprint == encoder.fingerprint()
     cache = FeatureCache(root, "clapcap")

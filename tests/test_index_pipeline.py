@@ -58,7 +58,8 @@ def manifest_rows(root: Path) -> list[dict]:
 
 def store_bytes(root: Path) -> dict[str, bytes]:
     names = ["index.faiss", "items.parquet", "rejected.jsonl"] + [
-        f"shards/{p.name}" for p in sorted((root / "shards").iterdir()) if p.suffix in (".npy", ".parquet", ".jsonl")]
+        f"shards/{p.name}" for p in sorted((root / "shards").iterdir()) if p.suffix in (".npy", ".parquet", ".jsonl")
+    ]
     return {n: (root / n).read_bytes() for n in names}
 
 
@@ -68,9 +69,14 @@ def run_cli(args: list[str]) -> None:
 
 def record_keys(info: dict) -> dict[str, set[str]]:
     """The keys of each record of a store.json (sources and files: over all of them)."""
-    return {"store": set(info), "index": set(info["index"]), "dataset": set(info["dataset"]),
-            "build": set(info["build"]), "source": {k for s in info["build"]["sources"] for k in s},
-            "file": {k for f in info["files"].values() for k in f}}
+    return {
+        "store": set(info),
+        "index": set(info["index"]),
+        "dataset": set(info["dataset"]),
+        "build": set(info["build"]),
+        "source": {k for s in info["build"]["sources"] for k in s},
+        "file": {k for f in info["files"].values() for k in f},
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,7 +144,8 @@ def test_folder_with_hard_files(tmp_path, capsys, monkeypatch):
     assert "efSearch" in hnsw.info.index.search_params
     after = store_bytes(out)
     assert {k: v for k, v in after.items() if k.startswith("shards/")} == {
-        k: v for k, v in before.items() if k.startswith("shards/")}
+        k: v for k, v in before.items() if k.startswith("shards/")
+    }
     assert after["items.parquet"] == before["items.parquet"] and after["index.faiss"] != before["index.faiss"]
 
 
@@ -154,8 +161,11 @@ def test_manifest_errors_before_any_work(tmp_path):
         run(config_from_dict(load_config([f"dataset.manifest={bad}", f"dataset.root={root}", f"output={out}", *FAST])))
     assert not out.exists()
     missing = write_manifest(tmp_path / "missing.jsonl", [{"id": "a"}])
-    code = subprocess.run([sys.executable, "-m", "index_builder", f"dataset.manifest={missing}",
-                           f"output={out}", *FAST], capture_output=True, text=True)
+    code = subprocess.run(
+        [sys.executable, "-m", "index_builder", f"dataset.manifest={missing}", f"output={out}", *FAST],
+        capture_output=True,
+        text=True,
+    )
     assert code.returncode == 2 and "missing column(s) path" in code.stderr and not out.exists()
 
 
@@ -194,20 +204,41 @@ def test_append_equals_rebuild_on_union(tmp_path, capsys):
         from index_builder.cli import load_config
         from index_builder.pipeline import config_from_dict, run
 
-        run(config_from_dict(load_config([f"dataset.manifest={second}", f"output={appended}", "mode=append",
-                                          *common, "encoder.max_seconds=1.0"])))
+        run(
+            config_from_dict(
+                load_config(
+                    [
+                        f"dataset.manifest={second}",
+                        f"output={appended}",
+                        "mode=append",
+                        *common,
+                        "encoder.max_seconds=1.0",
+                    ]
+                )
+            )
+        )
 
 
 @pytest.mark.slow
 def test_resume_after_kill_is_identical(tmp_path):
     root = make_folder(tmp_path / "audio", per_class=4)
     manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(root))
-    args = [f"dataset.manifest={manifest}", f"dataset.root={root}", "shard_size=3", "batch_size=2",
-            "encoder.max_seconds=2", "num_workers=1", "progress=false"]
+    args = [
+        f"dataset.manifest={manifest}",
+        f"dataset.root={root}",
+        "shard_size=3",
+        "batch_size=2",
+        "encoder.max_seconds=2",
+        "num_workers=1",
+        "progress=false",
+    ]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     run_cli([*args, f"output={whole}"])
-    proc = subprocess.Popen([sys.executable, "-m", "index_builder", *args, f"output={killed}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "index_builder", *args, f"output={killed}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (killed / "shards" / "000000.done").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -239,13 +270,32 @@ def test_two_rank_torchrun_equals_one_rank(tmp_path):
     # Bitwise equality needs the same thread count per process (oneDNN/BLAS reductions depend on
     # it): each of the 2 ranks uses 1 thread on this 2-core machine, so the 1-rank run does too.
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    single = subprocess.run([sys.executable, "-m", "index_builder", *args, f"output={one}"],
-                            capture_output=True, text=True, env=env, timeout=300)
+    single = subprocess.run(
+        [sys.executable, "-m", "index_builder", *args, f"output={one}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           f"--master_port={_free_port()}", "-m", "index_builder", *args, f"output={two}"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={_free_port()}",
+            "-m",
+            "index_builder",
+            *args,
+            f"output={two}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("build_index: built") == 1  # rank 0 alone reports, for all ranks
     assert "9 indexed, 1 rejected" in proc.stdout and "embedded 9 clips" in proc.stdout
@@ -258,14 +308,25 @@ def test_features_need_a_window_encoder(tmp_path):
     root = make_folder(tmp_path / "audio", per_class=1)
     out = tmp_path / "store"
     run_cli(["dataset=folder", f"dataset.root={root}", f"output={out}", *FAST])
-    from rag_flamingo.errors import ConfigError
-
     from index_builder.cli import load_config
     from index_builder.pipeline import config_from_dict, run
+    from rag_flamingo.errors import ConfigError
 
     with pytest.raises(ConfigError, match="window_features"):
-        run(config_from_dict(load_config(["dataset=folder", f"dataset.root={root}", f"output={out}",
-                                          "mode=features", "features=aisfx", *FAST])))
+        run(
+            config_from_dict(
+                load_config(
+                    [
+                        "dataset=folder",
+                        f"dataset.root={root}",
+                        f"output={out}",
+                        "mode=features",
+                        "features=aisfx",
+                        *FAST,
+                    ]
+                )
+            )
+        )
     assert pq.read_table(out / "items.parquet").num_rows == 3
 
 
@@ -313,5 +374,7 @@ def test_no_usable_item_is_a_clear_error(tmp_path):
     from index_builder.pipeline import config_from_dict, run
 
     with pytest.raises(StoreError, match="none of the 2 items"):
-        run(config_from_dict(load_config(["dataset=folder", f"dataset.root={root}", f"output={tmp_path / 's'}", *FAST])))
+        run(
+            config_from_dict(load_config(["dataset=folder", f"dataset.root={root}", f"output={tmp_path / 's'}", *FAST]))
+        )
     assert len((tmp_path / "s" / "rejected.jsonl").read_text().splitlines()) == 2

@@ -41,13 +41,16 @@ def copy_store(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("name, damage", [
-    (INDEX_FILE, lambda p: p.unlink()),
-    (INDEX_FILE, truncate),
-    (ITEMS_FILE, truncate),
-    (ITEMS_FILE, lambda p: p.write_bytes(b"")),
-    (INFO_FILE, lambda p: p.write_text('{"count": 9, "enc')),
-])
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        (INDEX_FILE, lambda p: p.unlink()),
+        (INDEX_FILE, truncate),
+        (ITEMS_FILE, truncate),
+        (ITEMS_FILE, lambda p: p.write_bytes(b"")),
+        (INFO_FILE, lambda p: p.write_text('{"count": 9, "enc')),
+    ],
+)
 def test_rerun_repairs_final_files_without_embedding(built, tmp_path, capsys, name, damage):
     args, original, want = built
     out = copy_store(original, tmp_path / "store")
@@ -151,10 +154,22 @@ def test_decoding_workers_exit_when_the_build_is_killed(tmp_path):
     rows = [{"id": f"big{i}", "path": "big.wav", "label": "tone"} for i in range(16)]
     manifest = write_manifest(tmp_path / "m.jsonl", rows)
     out = tmp_path / "store"
-    proc = subprocess.Popen([sys.executable, "-m", "index_builder", f"dataset.manifest={manifest}",
-                             f"dataset.root={audio}", f"output={out}", "encoder.max_seconds=1.5",
-                             "num_workers=2", "batch_size=8", "progress=false"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "index_builder",
+            f"dataset.manifest={manifest}",
+            f"dataset.root={audio}",
+            f"output={out}",
+            "encoder.max_seconds=1.5",
+            "num_workers=2",
+            "batch_size=8",
+            "progress=false",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     workers: list[int] = []
     try:
         deadline = time.time() + 120

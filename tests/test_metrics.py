@@ -31,16 +31,19 @@ def test_normalize_and_tokenize():
     assert tokenize("It's a bird's song.") == ["it", "s", "a", "bird", "s", "song"]
 
 
-@pytest.mark.parametrize("output, expected", [
-    ("Park.", "park"),  # exact after normalisation
-    ("crowded indoor", "crowdedindoor"),  # exact ignoring spaces
-    ("I think it is a bus", "bus"),  # unique containment
-    ("a car horn honks", "car horn"),  # the longer of two contained options
-    ("car and bus", None),  # two options: ambiguous
-    ("horn", "car horn"),  # output inside exactly one option
-    ("subwa", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    "output, expected",
+    [
+        ("Park.", "park"),  # exact after normalisation
+        ("crowded indoor", "crowdedindoor"),  # exact ignoring spaces
+        ("I think it is a bus", "bus"),  # unique containment
+        ("a car horn honks", "car horn"),  # the longer of two contained options
+        ("car and bus", None),  # two options: ambiguous
+        ("horn", "car horn"),  # output inside exactly one option
+        ("subwa", None),
+        ("", None),
+    ],
+)
 def test_match_option(output, expected):
     options = ["park", "crowdedindoor", "bus", "car", "car horn", "subway", "subwaystation"]
     assert match_option(output, options) == expected
@@ -62,8 +65,8 @@ def test_cider_d_length_penalty_counts_bigrams():
     # cand has 2 bigrams, ref 1 -> penalty exp(-1 / 72) on every n
     _, items = cider_d(["a b c", "x y"], [["a b"], ["x y"]])
     df_idf = math.log(2)  # every n-gram occurs in one item's references
-    n1 = (2 * df_idf ** 2) / (math.sqrt(3) * df_idf * math.sqrt(2) * df_idf)
-    n2 = df_idf ** 2 / (math.sqrt(2) * df_idf * df_idf)
+    n1 = (2 * df_idf**2) / (math.sqrt(3) * df_idf * math.sqrt(2) * df_idf)
+    n2 = df_idf**2 / (math.sqrt(2) * df_idf * df_idf)
     assert items[0] == pytest.approx((n1 + n2) / 4 * 10 * math.exp(-1 / 72))
 
 
@@ -98,8 +101,10 @@ def test_bleu_corpus_sums_counts():
 
 
 def test_rouge_l_hand_computed():
-    _, items = rouge_l(["dog barks", "a dog barks loudly in the park"],
-                       [["a dog barks loudly"], ["a dog barks loudly near the park", "park"]])
+    _, items = rouge_l(
+        ["dog barks", "a dog barks loudly in the park"],
+        [["a dog barks loudly"], ["a dog barks loudly near the park", "park"]],
+    )
     # item 1: LCS 2, P = 1, R = 1/2; item 2: P = max(6/7, 1/7), R = max(6/7, 1/1)
     f = lambda p, r: (1 + 1.44) * p * r / (r + 1.44 * p)  # noqa: E731
     assert items == pytest.approx([f(1.0, 0.5), f(6 / 7, 1.0)])
@@ -110,20 +115,39 @@ def test_rouge_l_hand_computed():
 
 # Values computed with aac-metrics 0.6.0 (`aac_metrics.functional.cider_d/bleu/rouge_l`, given
 # `tokenizer=rag_flamingo.metrics.tokenize`) on this corpus; they equal coco-caption's definitions.
-CANDS = ["A dog barks while cars pass by.", "Rain falls on a tin roof.", "birds are chirping in the morning",
-         "a man speaks and a door closes", "water flows in a stream"]
-REFS = [["A dog is barking as cars drive past.", "Cars pass by while a dog barks loudly.", "A dog barks near a busy road."],
-        ["Heavy rain falls on a metal roof.", "Rain is falling onto a tin roof."],
-        ["Many birds chirp in the early morning.", "Birds are singing in the morning.", "Birds chirp and sing outside."],
-        ["A man talks and then a door is shut.", "Someone speaks before a door closes."],
-        ["A stream of water flows over rocks.", "Water is flowing in a small creek.", "Water runs steadily in a stream."]]
+CANDS = [
+    "A dog barks while cars pass by.",
+    "Rain falls on a tin roof.",
+    "birds are chirping in the morning",
+    "a man speaks and a door closes",
+    "water flows in a stream",
+]
+REFS = [
+    ["A dog is barking as cars drive past.", "Cars pass by while a dog barks loudly.", "A dog barks near a busy road."],
+    ["Heavy rain falls on a metal roof.", "Rain is falling onto a tin roof."],
+    ["Many birds chirp in the early morning.", "Birds are singing in the morning.", "Birds chirp and sing outside."],
+    ["A man talks and then a door is shut.", "Someone speaks before a door closes."],
+    ["A stream of water flows over rocks.", "Water is flowing in a small creek.", "Water runs steadily in a stream."],
+]
 AAC_METRICS = {
-    "cider_d": (2.7380556520321297, [2.7221966432306886, 3.9497338609818176, 2.1772797635142926,
-                                     2.4403408696068647, 2.4007271228269857]),
-    "bleu_4": (0.3441064850650895, [9.036020033091823e-05, 0.5985529675787239, 8.034284186199331e-05,
-                                    7.071067810522817e-05, 8.657023703488241e-05]),
-    "rouge_l": (0.6843094019975109, [0.42857142857142855, 0.7587064676616916, 0.8333333333333334,
-                                     0.6853932584269663, 0.7155425219941348]),
+    "cider_d": (
+        2.7380556520321297,
+        [2.7221966432306886, 3.9497338609818176, 2.1772797635142926, 2.4403408696068647, 2.4007271228269857],
+    ),
+    "bleu_4": (
+        0.3441064850650895,
+        [
+            9.036020033091823e-05,
+            0.5985529675787239,
+            8.034284186199331e-05,
+            7.071067810522817e-05,
+            8.657023703488241e-05,
+        ],
+    ),
+    "rouge_l": (
+        0.6843094019975109,
+        [0.42857142857142855, 0.7587064676616916, 0.8333333333333334, 0.6853932584269663, 0.7155425219941348],
+    ),
 }
 
 

@@ -39,8 +39,15 @@ def test_tiny_config_loads_a_working_model():
     fix = Path(__file__).parent / "fixtures" / "af1_tiny"
     arr = load_file(str(fix / "cases.safetensors"))
     n = "caption_single"
-    out = generate(model, arr[f"{n}/input_ids"], None, arr[f"{n}/audio_x"], arr[f"{n}/audio_x_mask"],
-                         generation_settings(cfg), eos_token_id=None)
+    out = generate(
+        model,
+        arr[f"{n}/input_ids"],
+        None,
+        arr[f"{n}/audio_x"],
+        arr[f"{n}/audio_x_mask"],
+        generation_settings(cfg),
+        eos_token_id=None,
+    )
     assert out.new_tokens[0].tolist() == arr[f"{n}/gen_nocache_tokens"].tolist()
     assert len(tok) == model.config.vocab_size
 

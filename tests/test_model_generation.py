@@ -40,12 +40,31 @@ def opt_pair():
     """A random tiny HF OPTForCausalLM and our model holding the same LM weights, gates at 0."""
     torch.manual_seed(0)
     af_cfg = AudioFlamingoConfig(
-        opt=dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
-                 max_position_embeddings=64, word_embed_proj_dim=32, do_layer_norm_before=True,
-                 activation_function="relu", enable_bias=True, dropout=0.0, pad_token_id=1, bos_token_id=2,
-                 eos_token_id=2),
-        audio_embed_dim=16, windows_per_audio=2, at_n_head=2, at_n_layers=1, at_d_inner=32, max_num_media=8,
-        media_token_id=95, eoc_token_id=96, sep_token_id=94,
+        opt=dict(
+            vocab_size=97,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            ffn_dim=64,
+            max_position_embeddings=64,
+            word_embed_proj_dim=32,
+            do_layer_norm_before=True,
+            activation_function="relu",
+            enable_bias=True,
+            dropout=0.0,
+            pad_token_id=1,
+            bos_token_id=2,
+            eos_token_id=2,
+        ),
+        audio_embed_dim=16,
+        windows_per_audio=2,
+        at_n_head=2,
+        at_n_layers=1,
+        at_d_inner=32,
+        max_num_media=8,
+        media_token_id=95,
+        eoc_token_id=96,
+        sep_token_id=94,
     )
     hf_cfg = OPTConfig(**af_cfg.opt)
     hf_cfg._attn_implementation = "sdpa"
@@ -75,8 +94,8 @@ def _batch(vocab=97, pad=1):
     return ids, mask
 
 
-def _audio(n=2, l=4, d=16):
-    return torch.randn(n, l, d, generator=torch.Generator().manual_seed(2)), torch.ones(n, l)
+def _audio(n=2, length=4, d=16):
+    return torch.randn(n, length, d, generator=torch.Generator().manual_seed(2)), torch.ones(n, length)
 
 
 def test_closed_gates_equal_hf_opt_logits(opt_pair):
@@ -91,7 +110,9 @@ def test_closed_gates_equal_hf_opt_logits(opt_pair):
 
 
 def _eos_from_greedy(hf, ids, mask):
-    out = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=1)
+    out = hf.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=1
+    )
     return int(out[0, ids.shape[1] + 2])  # a token row 0 produces at step 2: a real, early stop
 
 
@@ -108,8 +129,16 @@ def test_greedy_and_beam_equal_hf(opt_pair):
     first = row.index(eos)
     assert first <= 2 and set(row[first + 1 :]) <= {1}  # stopped at eos, then padding
 
-    ref = hf.generate(input_ids=ids, attention_mask=mask, num_beams=3, num_return_sequences=2, do_sample=False,
-                      output_scores=True, return_dict_in_generate=True, **common)
+    ref = hf.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        num_beams=3,
+        num_return_sequences=2,
+        do_sample=False,
+        output_scores=True,
+        return_dict_in_generate=True,
+        **common,
+    )
     got = generate(ours, ids, mask, x, xm, num_beams=3, num_return_sequences=2, **common)
     assert got.sequences.tolist() == ref.sequences.tolist()
     assert torch.allclose(got.sequences_scores, ref.sequences_scores, atol=1e-5)
@@ -163,11 +192,21 @@ def test_batched_prompts_with_different_audio_counts(tiny):
         logits = model(ids, x, xm, attention_mask=attn).logits
     for b, n in enumerate(names):
         one_ids = torch.tensor([CASES[n]["input_ids"]])
-        alone = generate(model, one_ids, None, x[b : b + 1], xm[b : b + 1], max_new_tokens=8, eos_token_id=None,
-                               use_cache=False)
+        alone = generate(
+            model, one_ids, None, x[b : b + 1], xm[b : b + 1], max_new_tokens=8, eos_token_id=None, use_cache=False
+        )
         assert batched.new_tokens[b].tolist() == alone.new_tokens[0].tolist()
-        alone_beam = generate(model, one_ids, None, x[b : b + 1], xm[b : b + 1], max_new_tokens=6, num_beams=3,
-                                    eos_token_id=None, use_cache=False)
+        alone_beam = generate(
+            model,
+            one_ids,
+            None,
+            x[b : b + 1],
+            xm[b : b + 1],
+            max_new_tokens=6,
+            num_beams=3,
+            eos_token_id=None,
+            use_cache=False,
+        )
         assert beams.new_tokens[b].tolist() == alone_beam.new_tokens[0].tolist()
         with torch.no_grad():
             one = model(one_ids, x[b : b + 1], xm[b : b + 1]).logits[0]
@@ -231,7 +270,10 @@ def test_raw_audio_encoded_once_and_packed(tiny):
     model, tok, _ = tiny
     enc = TinyWindowEncoder()
     rng = np.random.default_rng(0)
-    audios = [[rng.standard_normal(700).astype(np.float32) for _ in range(3)], [rng.standard_normal(300).astype(np.float32)]]
+    audios = [
+        [rng.standard_normal(700).astype(np.float32) for _ in range(3)],
+        [rng.standard_normal(300).astype(np.float32)],
+    ]
     prompts = [CASES["icl_caption_3audio"]["prompt_text"], CASES["caption_single"]["prompt_text"]]
     ids, attn = tokenize_prompts(tok, prompts)
     out = generate(model, ids, attn, audios=audios, audio_encoder=enc, num_slots=3, num_beams=3, max_new_tokens=4)
@@ -263,7 +305,10 @@ def test_clapcap_integration(tmp_path):
     tok = load_af1_tokenizer(str(FIX / "tokenizer"))
     rng = np.random.default_rng(0)
     short, long = (rng.uniform(-0.5, 0.5, int(s * 44100)).astype(np.float32) for s in (2.0, 8.0))
-    prompt = "</s>Here are similar examples. <audio>describe the sound.\nanswer:<SEP>rain.<|endofchunk|><audio>describe the sound.\nanswer:<SEP>"
+    prompt = (
+        "</s>Here are similar examples. <audio>describe the sound.\nanswer:<SEP>rain.<|endofchunk|>"
+        "<audio>describe the sound.\nanswer:<SEP>"
+    )
     ids, attn = tokenize_prompts(tok, [prompt])
     out = generate(model, ids, attn, audios=[[short, long]], audio_encoder=enc, num_slots=2, max_new_tokens=3)
     feats, masks = enc.window_features([short, long])
@@ -285,10 +330,18 @@ def test_chat_template_matches_reference_and_feeds_back_answers(tiny):
     model, tok, arr = tiny
     assert chat_prompt([("What do you hear in this audio?", None)]) == CASES["chat_dialog_1round"]["prompt_text"]
     two = chat_prompt([("q1", "a1"), ("q2", None)])
-    assert two == "</s>the task is dialog.<audio>user: q1 \nassistant: <SEP>a1<|endofchunk|></s>\nuser: q2 \nassistant: <SEP>"
+    assert (
+        two
+        == "</s>the task is dialog.<audio>user: q1 \nassistant: <SEP>a1<|endofchunk|></s>\nuser: q2 \nassistant: <SEP>"
+    )
     n = "chat_dialog_1round"
-    session = ChatSession(model, tok, arr[f"{n}/audio_x"], arr[f"{n}/audio_x_mask"],
-                          settings=GenerationSettings(max_new_tokens=8, num_beams=1))
+    session = ChatSession(
+        model,
+        tok,
+        arr[f"{n}/audio_x"],
+        arr[f"{n}/audio_x_mask"],
+        settings=GenerationSettings(max_new_tokens=8, num_beams=1),
+    )
     first = session.ask("What do you hear in this audio?")
     assert first == CASES[n]["generation"]["nocache"]["af1_postprocessed_output"]  # no </s> in 8 steps
     second = session.ask("Anything else?")

@@ -12,22 +12,25 @@ from rag_flamingo.model import GenerationSettings, generation_settings
 from rag_flamingo.paths import conf_dir
 
 
-@pytest.mark.parametrize("bad, setting", [
-    (dict(max_new_tokens=0), "max_new_tokens"),
-    (dict(num_beams=0), "num_beams"),
-    (dict(top_k=-1), "top_k"),
-    (dict(top_p=0.0), "top_p"),
-    (dict(top_p=1.5), "top_p"),
-    (dict(do_sample=True, temperature=0.0), "temperature"),
-    (dict(temperature=-1), "temperature"),
-    (dict(early_stopping="sometimes"), "early_stopping"),
-    (dict(do_sample=True, num_beams=2), "do_sample"),
-    (dict(num_beams=2, num_return_sequences=3), "num_return_sequences"),
-    (dict(num_return_sequences=4), "num_return_sequences"),  # several greedy copies: needs do_sample
-    (dict(num_beams="3"), "num_beams"),
-    (dict(do_sample="yes"), "do_sample"),
-    (dict(seed=1.5), "seed"),
-])
+@pytest.mark.parametrize(
+    "bad, setting",
+    [
+        (dict(max_new_tokens=0), "max_new_tokens"),
+        (dict(num_beams=0), "num_beams"),
+        (dict(top_k=-1), "top_k"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(do_sample=True, temperature=0.0), "temperature"),
+        (dict(temperature=-1), "temperature"),
+        (dict(early_stopping="sometimes"), "early_stopping"),
+        (dict(do_sample=True, num_beams=2), "do_sample"),
+        (dict(num_beams=2, num_return_sequences=3), "num_return_sequences"),
+        (dict(num_return_sequences=4), "num_return_sequences"),  # several greedy copies: needs do_sample
+        (dict(num_beams="3"), "num_beams"),
+        (dict(do_sample="yes"), "do_sample"),
+        (dict(seed=1.5), "seed"),
+    ],
+)
 def test_bad_values_are_config_errors_naming_the_setting(bad, setting):
     with pytest.raises(ConfigError, match=rf"^model\.generation\.{setting}="):
         GenerationSettings(**bad)

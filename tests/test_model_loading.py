@@ -48,7 +48,9 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 # ------------------------------------------------------------------ key map
 def test_full_size_key_map_matches_all_1340_released_keys():
-    rows = [line.rstrip("\n").split("\t") for line in (FIX / "af1_state_dict_keys.tsv").open() if not line.startswith("#")]
+    rows = [
+        line.rstrip("\n").split("\t") for line in (FIX / "af1_state_dict_keys.tsv").open() if not line.startswith("#")
+    ]
     released = {r[2]: tuple(int(x) for x in r[3].split("x")) for r in rows}
     assert len(rows) == len(released) == 1340
     model = build_meta_model(AudioFlamingoConfig.foundation())  # meta: nothing allocated
@@ -123,7 +125,11 @@ def test_aliases_must_equal_primary(tmp_path):
     sd = _released()
     key = "lang_encoder.gated_cross_attn_layers.1.attn.to_kv.weight"
     sd[key] = sd[key] + 1e-3
-    with pytest.raises(CheckpointError, match=r"gated_cross_attn_layers\.1\.attn\.to_kv\.weight != .*layers\.1\.gated_cross_attn_layer\.attn\.to_kv\.weight"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"gated_cross_attn_layers\.1\.attn\.to_kv\.weight != "
+        r".*layers\.1\.gated_cross_attn_layer\.attn\.to_kv\.weight",
+    ):
         load_audio_flamingo(_save(tmp_path, sd), CFG)
 
 
@@ -221,14 +227,22 @@ def test_unreachable_hub_fails_fast_without_retries(tmp_path):
     load is a CheckpointError naming the `hf download` command within seconds, with no retry spam."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")  # port 9: closed
-    r = subprocess.run([sys.executable, "-c", _UNREACHABLE, str(TINY / "config.json")], env=env, cwd=tmp_path,
-                       capture_output=True, text=True, timeout=240)
+    r = subprocess.run(
+        [sys.executable, "-c", _UNREACHABLE, str(TINY / "config.json")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert r.returncode == 0, r.stderr
     results = json.loads(r.stdout.strip().splitlines()[-1])
-    commands = {"checkpoint": "hf download nvidia/audio-flamingo foundation.pt",
-                "tokenizer": "hf download facebook/opt-iml-max-1.3b --include '*.json' --include '*.txt'",
-                "opt_config": "hf download facebook/opt-iml-max-1.3b config.json",
-                "text_tower": "hf download roberta-base --include '*.json' --include '*.txt'"}
+    commands = {
+        "checkpoint": "hf download nvidia/audio-flamingo foundation.pt",
+        "tokenizer": "hf download facebook/opt-iml-max-1.3b --include '*.json' --include '*.txt'",
+        "opt_config": "hf download facebook/opt-iml-max-1.3b config.json",
+        "text_tower": "hf download roberta-base --include '*.json' --include '*.txt'",
+    }
     for name, command in commands.items():
         assert results[name]["error"] is not None and command in results[name]["error"], (name, results[name])
         assert results[name]["seconds"] < 3.0, (name, results[name]["seconds"])
@@ -261,9 +275,17 @@ def test_tokenizer_mismatch_is_reported():
 def test_convert_script_round_trip(tmp_path, reference_model):
     out = tmp_path / "tiny.safetensors"
     r = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "convert_checkpoint.py"), str(TINY / "checkpoint.pt"), str(out),
-         "--config", str(TINY / "config.json")],
-        capture_output=True, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "convert_checkpoint.py"),
+            str(TINY / "checkpoint.pt"),
+            str(out),
+            "--config",
+            str(TINY / "config.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert r.returncode == 0, r.stderr
     from safetensors import safe_open

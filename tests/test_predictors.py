@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from rag_flamingo.errors import ConfigError
-from rag_flamingo.predictors import (KnnPredictor, PrototypePredictor, Query, ZeroShotPredictor,
-                                     labels_from_scores, typical_tag_count)
+from rag_flamingo.predictors import (
+    KnnPredictor,
+    PrototypePredictor,
+    Query,
+    ZeroShotPredictor,
+    labels_from_scores,
+    typical_tag_count,
+)
 from rag_flamingo.prompts import get_task
 from rag_flamingo.retrieval import Shot
 from support.engine import TinyWindowEncoder, build_store
@@ -21,8 +27,9 @@ def shot(label, score, row=0, **extra):
 
 
 def query(shots=(), embedding=None, options=None):
-    return Query("q", {"id": "q"}, {}, np.asarray(embedding if embedding is not None else [1.0, 0.0]),
-                 list(shots), options)
+    return Query(
+        "q", {"id": "q"}, {}, np.asarray(embedding if embedding is not None else [1.0, 0.0]), list(shots), options
+    )
 
 
 def test_knn_vote_is_similarity_weighted():
@@ -81,8 +88,19 @@ def test_knn_and_prototype_far_above_chance_on_demo_with_aisfx(tmp_path, capsys)
 
     build_index(["progress=false", "num_workers=0"])
     out = tmp_path / "eval"
-    assert evaluate(["dataset=demo", "task=classification", "predictor=knn,prototype", "shots=1,4,8",
-                     f"output_dir={out}", "progress=false"]) == 0
+    assert (
+        evaluate(
+            [
+                "dataset=demo",
+                "task=classification",
+                "predictor=knn,prototype",
+                "shots=1,4,8",
+                f"output_dir={out}",
+                "progress=false",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| knn | 4 | 48 |" in printed and "| prototype | – | 48 |" in printed
     results = json.loads((out / "metrics.json").read_text())["results"]
@@ -94,8 +112,12 @@ def test_knn_and_prototype_far_above_chance_on_demo_with_aisfx(tmp_path, capsys)
 
 
 def test_prototype_leaves_the_querys_own_recording_out(tmp_path):
-    rows = [{"id": "a0", "path": "a0.wav", "label": "a"}, {"id": "a1", "path": "a1.wav", "label": "a"},
-            {"id": "b0", "path": "b0.wav", "label": "b"}, {"id": "b1", "path": "b1.wav", "label": "b"}]
+    rows = [
+        {"id": "a0", "path": "a0.wav", "label": "a"},
+        {"id": "a1", "path": "a1.wav", "label": "a"},
+        {"id": "b0", "path": "b0.wav", "label": "b"},
+        {"id": "b1", "path": "b1.wav", "label": "b"},
+    ]
     emb = np.array([[1, 0, 0], [0, 0.6, 0.8], [0.6, 0.8, 0], [0.6, 0.8, 0]], np.float32)
     proto = PrototypePredictor(build_store(tmp_path / "s", rows, emb, {"name": "toy"}, features=False))
     outside = Query("new", {"id": "new"}, {}, np.array([1.0, 0, 0]))

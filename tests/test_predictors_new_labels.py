@@ -1,8 +1,8 @@
 """The README recipe "new labels without fine-tuning", from a fresh folder of clips (aisfx, real files).
 
-    build_index dataset=folder dataset.root=clips/ store=my_index
-    rag_classify store=my_index audio=new/ predictor=knn|prototype out=labels.jsonl
-    (add a class folder) build_index dataset=folder dataset.root=clips/ store=my_index mode=append
+build_index dataset=folder dataset.root=clips/ store=my_index
+rag_classify store=my_index audio=new/ predictor=knn|prototype out=labels.jsonl
+(add a class folder) build_index dataset=folder dataset.root=clips/ store=my_index mode=append
 """
 
 from __future__ import annotations

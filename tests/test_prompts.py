@@ -42,8 +42,21 @@ def shot(i, score=1.0, **item):
     return Shot(row=i, id=item["id"], score=score, item=item)
 
 
-COCHL = ["Bus", "Cafe", "Car", "CrowdedIndoor", "Elevator", "Kitchen", "Park", "ResidentialArea", "Restaurant",
-         "Restroom", "Street", "Subway", "SubwayStation"]
+COCHL = [
+    "Bus",
+    "Cafe",
+    "Car",
+    "CrowdedIndoor",
+    "Elevator",
+    "Kitchen",
+    "Park",
+    "ResidentialArea",
+    "Restaurant",
+    "Restroom",
+    "Street",
+    "Subway",
+    "SubwayStation",
+]
 
 
 # ----------------------------------------------------------------------------- af1_tiny reference cases
@@ -70,8 +83,10 @@ def test_scene_classification_with_options_eval(cases, tokenizer):
 
 
 def test_icl_captioning_eval(cases, tokenizer):
-    shots = [shot(0, 0.9, captions=["a dog barks in the distance while birds chirp."]),
-             shot(1, 0.8, captions=["heavy rain falls on a roof and thunder rumbles."])]
+    shots = [
+        shot(0, 0.9, captions=["a dog barks in the distance while birds chirp."]),
+        shot(1, 0.8, captions=["heavy rain falls on a roof and thunder rumbles."]),
+    ]
     prompt = build_prompt("captioning", {"id": "q", "captions": ["a bus drives by on a busy street."]}, shots, None)
     check_case(cases["icl_caption_3audio"], prompt, tokenizer, "a bus drives by on a busy street.")
     assert [s.id for s in prompt.shots] == ["s0", "s1"] and prompt.dropped == []
@@ -94,31 +109,57 @@ def test_special_token_ids(tokenizer):
 
 
 EVAL_SINGLE = {  # expected strings written from the reference code (data.py Augmentation, eval layout)
-    "music_captioning": ({"captions": ["x"]}, None,
-                         "</s>the task is music captioning.<audio>describe the music in a sentence.\nanswer:<SEP>"),
-    "aqa": ({"question": "question: Is it raining?", "answer": "it is sunny"}, None,
-            "</s>the task is audio question answering.<audio>please answer this question: is it raining?"
-            "\nanswer:<SEP>"),
-    "classification": ({"label": "cough"}, ["sneeze", "cough", "laugh"],
-                       "</s>the task is event classification.<audio>classify this sound.\noptions:\n - cough.\n"
-                       " - laugh.\n - sneeze.\nanswer:<SEP>"),
-    "event_classification": ({"label": "dog bark"}, None,
-                             "</s>the task is event classification.<audio>classify this sound.\nanswer:<SEP>"),
-    "emotion_classification": ({"label": "joy"}, ["neutral", "joy", "sadness", "anger"],
-                               "</s>the task is emotion classification.<audio>what is the emotion of this speech?"
-                               "\noptions:\n - angry.\n - happy.\n - neutral.\n - sad.\nanswer:<SEP>"),
-    "instrument_classification": ({"label": "violin"}, ["violin", "piano"],
-                                  "</s>the task is instrument classification.<audio>what is the instrument of this "
-                                  "music?\noptions:\n - piano.\n - violin.\nanswer:<SEP>"),
-    "genre_classification": ({"label": "jazz"}, ["rock", "jazz"],
-                             "</s>the task is genre classification.<audio>what is the genre of this music?"
-                             "\noptions:\n - jazz.\n - rock.\nanswer:<SEP>"),
-    "tagging": ({"labels": ["television", "silence"]}, ["child speaking", "television", "silence"],
-                "</s>the task is event classification.<audio>use a few labels to describe this sound. all labels "
-                "are: child speaking, television, silence.\nanswer:<SEP>"),
-    "fsd50k_tagging": ({"labels": ["Bark", "Dog", "Animal"]}, None,
-                       "</s>the task is event classification.<audio>describe this sound in the order from specific "
-                       "to general.\nanswer:<SEP>"),
+    "music_captioning": (
+        {"captions": ["x"]},
+        None,
+        "</s>the task is music captioning.<audio>describe the music in a sentence.\nanswer:<SEP>",
+    ),
+    "aqa": (
+        {"question": "question: Is it raining?", "answer": "it is sunny"},
+        None,
+        "</s>the task is audio question answering.<audio>please answer this question: is it raining?\nanswer:<SEP>",
+    ),
+    "classification": (
+        {"label": "cough"},
+        ["sneeze", "cough", "laugh"],
+        "</s>the task is event classification.<audio>classify this sound.\noptions:\n - cough.\n"
+        " - laugh.\n - sneeze.\nanswer:<SEP>",
+    ),
+    "event_classification": (
+        {"label": "dog bark"},
+        None,
+        "</s>the task is event classification.<audio>classify this sound.\nanswer:<SEP>",
+    ),
+    "emotion_classification": (
+        {"label": "joy"},
+        ["neutral", "joy", "sadness", "anger"],
+        "</s>the task is emotion classification.<audio>what is the emotion of this speech?"
+        "\noptions:\n - angry.\n - happy.\n - neutral.\n - sad.\nanswer:<SEP>",
+    ),
+    "instrument_classification": (
+        {"label": "violin"},
+        ["violin", "piano"],
+        "</s>the task is instrument classification.<audio>what is the instrument of this "
+        "music?\noptions:\n - piano.\n - violin.\nanswer:<SEP>",
+    ),
+    "genre_classification": (
+        {"label": "jazz"},
+        ["rock", "jazz"],
+        "</s>the task is genre classification.<audio>what is the genre of this music?"
+        "\noptions:\n - jazz.\n - rock.\nanswer:<SEP>",
+    ),
+    "tagging": (
+        {"labels": ["television", "silence"]},
+        ["child speaking", "television", "silence"],
+        "</s>the task is event classification.<audio>use a few labels to describe this sound. all labels "
+        "are: child speaking, television, silence.\nanswer:<SEP>",
+    ),
+    "fsd50k_tagging": (
+        {"labels": ["Bark", "Dog", "Animal"]},
+        None,
+        "</s>the task is event classification.<audio>describe this sound in the order from specific "
+        "to general.\nanswer:<SEP>",
+    ),
 }
 
 
@@ -129,20 +170,33 @@ def test_eval_template_per_task(name):
 
 
 def test_every_required_task_is_registered():
-    required = {"captioning", "music_captioning", "aqa", "classification", "scene_classification",
-                "event_classification", "emotion_classification", "instrument_classification",
-                "genre_classification", "tagging", "fsd50k_tagging"}
+    required = {
+        "captioning",
+        "music_captioning",
+        "aqa",
+        "classification",
+        "scene_classification",
+        "event_classification",
+        "emotion_classification",
+        "instrument_classification",
+        "genre_classification",
+        "tagging",
+        "fsd50k_tagging",
+    }
     assert required <= set(TASKS)
 
 
 def test_train_template_matches_reference_example():
     # AF1 data.py's training example (train layout, provide_all_labels)
-    prompt = build_prompt("scene_classification", {"id": "q", "label": "park"}, [], [c.lower() for c in COCHL],
-                          template="train")
-    assert prompt.text == ("</s>The task is scene classification. <audio>classify this sound.\nOPTIONS:\n - bus.\n"
-                           " - cafe.\n - car.\n - crowdedindoor.\n - elevator.\n - kitchen.\n - park.\n"
-                           " - residentialarea.\n - restaurant.\n - restroom.\n - street.\n - subway.\n"
-                           " - subwaystation.\nAnswer:<SEP>")
+    prompt = build_prompt(
+        "scene_classification", {"id": "q", "label": "park"}, [], [c.lower() for c in COCHL], template="train"
+    )
+    assert prompt.text == (
+        "</s>The task is scene classification. <audio>classify this sound.\nOPTIONS:\n - bus.\n"
+        " - cafe.\n - car.\n - crowdedindoor.\n - elevator.\n - kitchen.\n - park.\n"
+        " - residentialarea.\n - restaurant.\n - restroom.\n - street.\n - subway.\n"
+        " - subwaystation.\nAnswer:<SEP>"
+    )
     assert prompt.full_text("Park").endswith("\nAnswer:<SEP>park<|endofchunk|></s>")
 
 
@@ -150,31 +204,39 @@ def test_icl_train_and_random_header():
     shots = [shot(0, captions=["A Dog Barks."])]
     query = {"id": "q", "captions": ["x"]}
     train = build_prompt("captioning", query, shots, None, template="train").text
-    assert train == ("</s>Here are similar examples. The task is audio captioning. <audio>describe the sound in a "
-                     "sentence.\nAnswer:<SEP>a dog barks.<|endofchunk|><audio>describe the sound in a sentence."
-                     "\nAnswer:<SEP>")
+    assert train == (
+        "</s>Here are similar examples. The task is audio captioning. <audio>describe the sound in a "
+        "sentence.\nAnswer:<SEP>a dog barks.<|endofchunk|><audio>describe the sound in a sentence."
+        "\nAnswer:<SEP>"
+    )
     rand = build_prompt("captioning", query, shots, None, mode="random").text
     assert rand.startswith("</s>Here are random examples. The task is audio captioning. <audio>")
     # the reference has no ICL layout for its inference API: the eval one is used
-    assert build_prompt("captioning", query, shots, None, template="inference").text == \
-        build_prompt("captioning", query, shots, None).text
+    assert (
+        build_prompt("captioning", query, shots, None, template="inference").text
+        == build_prompt("captioning", query, shots, None).text
+    )
 
 
 def test_icl_shots_carry_no_options_except_yes_no_aqa():
     shots = [shot(0, label="Bus"), shot(1, label="park")]
     text = build_prompt("scene_classification", {"id": "q", "label": "car"}, shots, ["bus", "car", "park"]).text
-    assert text == ("</s>Here are similar examples. The task is scene classification. "
-                    "<audio>classify this sound.\nanswer:<SEP>bus<|endofchunk|>"
-                    "<audio>classify this sound.\nanswer:<SEP>park<|endofchunk|>"
-                    "<audio>classify this sound.\noptions:\n - bus.\n - car.\n - park.\nanswer:<SEP>")
+    assert text == (
+        "</s>Here are similar examples. The task is scene classification. "
+        "<audio>classify this sound.\nanswer:<SEP>bus<|endofchunk|>"
+        "<audio>classify this sound.\nanswer:<SEP>park<|endofchunk|>"
+        "<audio>classify this sound.\noptions:\n - bus.\n - car.\n - park.\nanswer:<SEP>"
+    )
     aqa_shots = [shot(0, question="Is it loud?", answer="Yes"), shot(1, question="What animal?", answer="a dog")]
     query = {"id": "q", "question": "Is a dog barking?", "answer": "no"}
     text = build_prompt("aqa", query, aqa_shots, ["yes", "no"]).text
-    assert text == ("</s>Here are similar examples. The task is audio question answering. "
-                    "<audio>please answer this question: is it loud?\noptions:\nyes.\nno.\nanswer:<SEP>yes"
-                    "<|endofchunk|><audio>please answer this question: what animal?\nanswer:<SEP>a dog"
-                    "<|endofchunk|><audio>please answer this question: is a dog barking?\noptions:\nyes.\nno."
-                    "\nanswer:<SEP>")
+    assert text == (
+        "</s>Here are similar examples. The task is audio question answering. "
+        "<audio>please answer this question: is it loud?\noptions:\nyes.\nno.\nanswer:<SEP>yes"
+        "<|endofchunk|><audio>please answer this question: what animal?\nanswer:<SEP>a dog"
+        "<|endofchunk|><audio>please answer this question: is a dog barking?\noptions:\nyes.\nno."
+        "\nanswer:<SEP>"
+    )
     strict = build_prompt("aqa", query, aqa_shots, ["yes", "no"], shot_options=False).text
     assert strict.count("options:") == 1
 
@@ -206,8 +268,10 @@ def test_item_texts():
 
 
 def caption_shots(n):
-    return [shot(i, score=float(s), captions=[f"caption number {i} of the shots."])
-            for i, s in enumerate([0.5, 0.9, 0.1, 0.7, 0.3, 0.8, 0.6, 0.2][:n])]
+    return [
+        shot(i, score=float(s), captions=[f"caption number {i} of the shots."])
+        for i, s in enumerate([0.5, 0.9, 0.1, 0.7, 0.3, 0.8, 0.6, 0.2][:n])
+    ]
 
 
 def test_window_budget_drops_lowest_scores_and_keeps_order(caplog):
@@ -220,11 +284,11 @@ def test_window_budget_drops_lowest_scores_and_keeps_order(caplog):
     assert prompt.text.count("<audio>") == 8 and "caption number 2 " not in prompt.text
     assert "dropped 1 of 8 shots" in caplog.text
     # explicit window counts: short audios fit, long ones push out more shots
-    prompt = build_prompt("captioning", {"id": "q", "captions": ["x"]}, shots, None,
-                          windows_per_audio=[4] * 8 + [16])
+    prompt = build_prompt("captioning", {"id": "q", "captions": ["x"]}, shots, None, windows_per_audio=[4] * 8 + [16])
     assert prompt.dropped == []
-    prompt = build_prompt("captioning", {"id": "q", "captions": ["x"]}, shots, None,
-                          windows_per_audio=[16] * 8 + [16], max_windows=64)
+    prompt = build_prompt(
+        "captioning", {"id": "q", "captions": ["x"]}, shots, None, windows_per_audio=[16] * 8 + [16], max_windows=64
+    )
     assert [s.id for s in prompt.shots] == ["s1", "s3", "s5"]  # the three best, in prompt order
 
 
@@ -235,13 +299,15 @@ def test_token_budget(tokenizer):
     assert full.dropped == [] and count(full.text) <= DEFAULT_MAX_TOKENS
     n_full = count(full.text)
     limit = n_full - 1  # one token too few: the lowest-score shot goes
-    prompt = build_prompt("captioning", {"id": "q", "captions": ["x"]}, shots, None,
-                          max_tokens=limit, count_tokens=count)
+    prompt = build_prompt(
+        "captioning", {"id": "q", "captions": ["x"]}, shots, None, max_tokens=limit, count_tokens=count
+    )
     assert [s.id for s in prompt.dropped] == ["s2"]
     assert count(prompt.text) <= limit
     zero_shot = build_prompt("captioning", {"id": "q", "captions": ["x"]}, [], None)
-    prompt = build_prompt("captioning", {"id": "q", "captions": ["x"]}, shots, None,
-                          max_tokens=count(zero_shot.text), count_tokens=count)
+    prompt = build_prompt(
+        "captioning", {"id": "q", "captions": ["x"]}, shots, None, max_tokens=count(zero_shot.text), count_tokens=count
+    )
     assert prompt.shots == [] and len(prompt.dropped) == 6 and prompt.text == zero_shot.text
     with pytest.raises(ConfigError, match="alone does not fit"):
         build_prompt("captioning", {"id": "q", "captions": ["x"]}, shots, None, max_tokens=5, count_tokens=count)

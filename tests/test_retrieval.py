@@ -27,8 +27,13 @@ def make_store(root, vectors, rows, index=None, metric="cosine", encoder=None):
     if not index.is_trained:
         index.train(vectors)
     index.add(vectors)
-    info = StoreInfo(encoder=encoder or {"name": "synthetic", "seed": 0}, dim=vectors.shape[1],
-                     count=len(records), metric=metric, index={"type": type(index).__name__})
+    info = StoreInfo(
+        encoder=encoder or {"name": "synthetic", "seed": 0},
+        dim=vectors.shape[1],
+        count=len(records),
+        metric=metric,
+        index={"type": type(index).__name__},
+    )
     write_shard(root, 0, vectors, records)
     write_store(root, info, index, records)
     return IndexStore.open(root)
@@ -42,8 +47,15 @@ def corpus(seed=0, n_groups=N_GROUPS):
     for g in range(n_groups):
         for c in range(ROWS_PER_GROUP):
             vectors.append(group_vecs[g])
-            rows.append({"id": f"g{g}_c{c}", "path": f"audio/{g}.wav", "captions": [f"caption {c} of {g}"],
-                         "label": LABELS[g % len(LABELS)], "split": "train" if g % 5 else "val"})
+            rows.append(
+                {
+                    "id": f"g{g}_c{c}",
+                    "path": f"audio/{g}.wav",
+                    "captions": [f"caption {c} of {g}"],
+                    "label": LABELS[g % len(LABELS)],
+                    "split": "train" if g % 5 else "val",
+                }
+            )
     return np.stack(vectors).astype(np.float32), rows
 
 
@@ -72,7 +84,9 @@ def groups(shots: list[Shot]) -> list[str]:
 def test_own_group_never_returned_and_one_row_per_group(store, vectors):
     queries = vectors[::ROWS_PER_GROUP]
     own = [f"audio/{g}.wav" for g in range(N_GROUPS)]
-    results = Retriever(store).search(queries, k=7, exclude_rows=own_rows(store, own), query_ids=[f"q{g}" for g in range(N_GROUPS)])
+    results = Retriever(store).search(
+        queries, k=7, exclude_rows=own_rows(store, own), query_ids=[f"q{g}" for g in range(N_GROUPS)]
+    )
     assert len(results) == N_GROUPS
     for g, shots in enumerate(results):
         assert len(shots) == 7
@@ -110,7 +124,7 @@ def test_shuffle_is_seeded_per_query_and_batch_independent(store, vectors):
     assert [[s.row for s in r] for r in batch] == [[s.row for s in r] for r in again]
     # a query alone gives the same shots as inside a batch
     for i in (0, 4, 9):
-        alone = retriever.search(queries[i:i + 1], k=7, exclude_rows=own_rows(store, [own[i]]), query_ids=[ids[i]])[0]
+        alone = retriever.search(queries[i : i + 1], k=7, exclude_rows=own_rows(store, [own[i]]), query_ids=[ids[i]])[0]
         assert [s.row for s in alone] == [s.row for s in batch[i]]
     # the shuffled order is a permutation of the nearest-first set, and not always nearest-first
     plain = Retriever(store, shuffle=False).search(queries, k=7, exclude_rows=own_rows(store, own), query_ids=ids)
@@ -124,7 +138,9 @@ def test_row_within_group_is_random_but_seeded(store, vectors):
     retriever = Retriever(store, shuffle=False)
     picked = set()
     for qid in range(30):
-        shots = retriever.search(vectors[:1], k=1, exclude_rows=own_rows(store, ["audio/0.wav"]), query_ids=[f"q{qid}"])[0]
+        shots = retriever.search(
+            vectors[:1], k=1, exclude_rows=own_rows(store, ["audio/0.wav"]), query_ids=[f"q{qid}"]
+        )[0]
         picked.add(shots[0].id)
     assert len(picked) > 1  # several captions of the nearest recording get used
     assert len({p.rsplit("_", 1)[0] for p in picked}) == 1  # all from the one nearest group
@@ -153,7 +169,9 @@ def test_widening_finds_far_rows_and_stops_when_exhausted(store, vectors, caplog
     # only 12 val groups; with overfetch 0 the first fetch (k rows) holds few of them
     retriever = Retriever(store, overfetch=0, shuffle=False)
     with caplog.at_level(logging.DEBUG, logger="rag_flamingo.retrieval"):
-        shots = retriever.search(vectors[3:4], k=10, filters={"split": "val"}, exclude_rows=own_rows(store, ["audio/1.wav"]))[0]
+        shots = retriever.search(
+            vectors[3:4], k=10, filters={"split": "val"}, exclude_rows=own_rows(store, ["audio/1.wav"])
+        )[0]
     assert "widening search" in caplog.text
     assert len(shots) == 10 and all(s.item["split"] == "val" for s in shots)
     val_groups = vectors[::ROWS_PER_GROUP][::5]  # groups 0, 5, 10, ... are the val split
@@ -197,7 +215,9 @@ def test_near_duplicates_on_ivf_index_use_the_shards(tmp_path):
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, 4, faiss.METRIC_INNER_PRODUCT)
     store = make_store(tmp_path, vectors, rows, index=index)
     store.index.nprobe = 4
-    shots = Retriever(store, near_duplicate_threshold=0.99).search(vectors[:1], k=5, exclude_rows=own_rows(store, ["audio/0.wav"]))[0]
+    shots = Retriever(store, near_duplicate_threshold=0.99).search(
+        vectors[:1], k=5, exclude_rows=own_rows(store, ["audio/0.wav"])
+    )[0]
     assert len(shots) == 5 and len(set(groups(shots))) == 5
 
 
@@ -277,7 +297,9 @@ def test_search_audio_with_the_store_encoder_and_mismatch_refused(tmp_path):
     store = make_store(tmp_path / "store", encoder.embed(waves), rows, encoder=encoder.fingerprint())
     retriever = Retriever(store, encoder=encoder, shuffle=False)
     query = 0.5 * np.sin(2 * np.pi * 900 * t).astype(np.float32)
-    shots = retriever.search_audio([query, waves[0]], k=2, exclude_rows=own_rows(store, [None, "tone0.wav"]), query_ids=["a", "b"])
+    shots = retriever.search_audio(
+        [query, waves[0]], k=2, exclude_rows=own_rows(store, [None, "tone0.wav"]), query_ids=["a", "b"]
+    )
     assert shots[0][0].id == "tone2"  # 900 Hz is nearest the 880 Hz tone
     assert "tone0" not in [s.id for s in shots[1]]
     with pytest.raises(StoreError, match="built with encoder"):
@@ -295,9 +317,12 @@ def test_l2_store_and_field_filters(tmp_path):
     assert groups(shots)[0] == f"audio/{int(np.argmax(sims)) + 1}.wav"
     dedup = Retriever(store, shuffle=False, near_duplicate_threshold=0.999).search(vectors[:1] * 3.0, k=5)[0]
     assert "audio/0.wav" not in groups(dedup)  # the query's own vector, found by cosine on an L2 store
-    only = retriever.search(vectors[:1], k=3, filters={"path": ["audio/4.wav", "audio/9.wav"],
-                                                        "exclude_ids": ["g4_c0", "g4_c1"]})[0]
+    only = retriever.search(
+        vectors[:1], k=3, filters={"path": ["audio/4.wav", "audio/9.wav"], "exclude_ids": ["g4_c0", "g4_c1"]}
+    )[0]
     assert len(only) == 2 and {s.item["path"] for s in only} == {"audio/4.wav", "audio/9.wav"}
     assert "g4_c2" in [s.id for s in only]  # the only row of group 4 left by exclude_ids
-    rand = Retriever(store, mode="random").search(vectors[:1] * 3.0, k=4, exclude_rows=own_rows(store, ["audio/0.wav"]))[0]
+    rand = Retriever(store, mode="random").search(
+        vectors[:1] * 3.0, k=4, exclude_rows=own_rows(store, ["audio/0.wav"])
+    )[0]
     assert all(s.score < 0 for s in rand)

@@ -49,8 +49,12 @@ def make_store(root, n_shards: int = 2, encoder: dict | None = None) -> np.ndarr
         records += recs
     index = faiss.IndexFlatIP(8)
     index.add(emb)
-    info = StoreInfo(encoder=encoder or {"name": "enc", "checkpoint_sha256": "x", "device": "cpu"}, dim=8,
-                     count=len(records), index={"type": "flat", "search_params": {}})
+    info = StoreInfo(
+        encoder=encoder or {"name": "enc", "checkpoint_sha256": "x", "device": "cpu"},
+        dim=8,
+        count=len(records),
+        index={"type": "flat", "search_params": {}},
+    )
     write_store(root, info, index, records)
     return emb
 

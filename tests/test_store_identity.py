@@ -68,11 +68,19 @@ def test_segments_get_their_own_content_keys(tmp_path):
     audio = tmp_path / "audio"
     audio.mkdir()
     sf.write(audio / "long.wav", tone(3.0, 16000, 300, kind="noise"), 16000)
-    rows = [{"id": "a", "path": "long.wav", "start": 0, "end": 1.5, "label": "x"},
-            {"id": "b", "path": "long.wav", "start": 1.5, "end": 3, "label": "x"}]
+    rows = [
+        {"id": "a", "path": "long.wav", "start": 0, "end": 1.5, "label": "x"},
+        {"id": "b", "path": "long.wav", "start": 1.5, "end": 3, "label": "x"},
+    ]
     out = tmp_path / "store"
-    run_cli([f"dataset.manifest={write_manifest(tmp_path / 'm.jsonl', rows)}", f"dataset.root={audio}",
-             f"output={out}", *FAST])
+    run_cli(
+        [
+            f"dataset.manifest={write_manifest(tmp_path / 'm.jsonl', rows)}",
+            f"dataset.root={audio}",
+            f"output={out}",
+            *FAST,
+        ]
+    )
     store = IndexStore.open(out)
     digest = content_key(audio / "long.wav")
     assert store.content_keys == [f"{digest}@0.0-1.5", f"{digest}@1.5-3.0"]

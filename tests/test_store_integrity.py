@@ -9,8 +9,17 @@ import pytest
 from test_store import make_store
 
 from rag_flamingo.errors import StoreError
-from rag_flamingo.store import (INDEX_FILE, INFO_FILE, ITEMS_FILE, IndexStore, build_lock, read_info,
-                                read_shard_vectors, shard_problem, write_info)
+from rag_flamingo.store import (
+    INDEX_FILE,
+    INFO_FILE,
+    ITEMS_FILE,
+    IndexStore,
+    build_lock,
+    read_info,
+    read_shard_vectors,
+    shard_problem,
+    write_info,
+)
 
 
 def truncate(path, keep: float = 0.5) -> None:
@@ -24,15 +33,18 @@ def flip_byte(path, offset: int = -9) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("name, damage", [
-    (ITEMS_FILE, truncate),
-    (ITEMS_FILE, lambda p: p.write_bytes(b"")),
-    (INDEX_FILE, truncate),
-    (INDEX_FILE, lambda p: p.unlink()),
-    (INFO_FILE, lambda p: p.write_text('{"encoder": {"name": "enc"}, "dim": 8,')),
-    (INFO_FILE, lambda p: p.write_text("[1, 2]")),
-    ("shards/000001.npy", truncate),
-])
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        (ITEMS_FILE, truncate),
+        (ITEMS_FILE, lambda p: p.write_bytes(b"")),
+        (INDEX_FILE, truncate),
+        (INDEX_FILE, lambda p: p.unlink()),
+        (INFO_FILE, lambda p: p.write_text('{"encoder": {"name": "enc"}, "dim": 8,')),
+        (INFO_FILE, lambda p: p.write_text("[1, 2]")),
+        ("shards/000001.npy", truncate),
+    ],
+)
 def test_open_names_the_broken_file_and_the_fix(tmp_path, name, damage):
     make_store(tmp_path)
     damage(tmp_path / name)
@@ -62,8 +74,13 @@ def test_unreadable_files_of_the_recorded_size_are_store_errors(tmp_path):
 def test_every_store_file_is_recorded(tmp_path):
     make_store(tmp_path)
     files = read_info(tmp_path).files
-    assert {INDEX_FILE, ITEMS_FILE, "shards/000000.npy", "shards/000001.parquet",
-            "shards/000001.rejected.jsonl"} <= set(files)
+    assert {
+        INDEX_FILE,
+        ITEMS_FILE,
+        "shards/000000.npy",
+        "shards/000001.parquet",
+        "shards/000001.rejected.jsonl",
+    } <= set(files)
     assert files[ITEMS_FILE].size == (tmp_path / ITEMS_FILE).stat().st_size
     assert len(files[INDEX_FILE].sha256) == 64
 

@@ -74,16 +74,19 @@ def test_unknown_keys_are_left_out():
     assert written == format2()
 
 
-@pytest.mark.parametrize("damage", [
-    lambda d: d["features"]["clapcap"].pop("windows"),  # a needed key is missing
-    lambda d: d["files"]["index.faiss"].pop("sha256"),
-    lambda d: d["index"].pop("type"),
-    lambda d: d["build"].__setitem__("sources", {"0": {}}),  # not a list
-    lambda d: d["build"]["sources"].__setitem__(0, "a.jsonl"),  # not an object
-    lambda d: d.__setitem__("files", ["index.faiss"]),
-    lambda d: d.__setitem__("dataset", "esc50"),
-    lambda d: d.__setitem__("encoder", "aisfx"),
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d["features"]["clapcap"].pop("windows"),  # a needed key is missing
+        lambda d: d["files"]["index.faiss"].pop("sha256"),
+        lambda d: d["index"].pop("type"),
+        lambda d: d["build"].__setitem__("sources", {"0": {}}),  # not a list
+        lambda d: d["build"]["sources"].__setitem__(0, "a.jsonl"),  # not an object
+        lambda d: d.__setitem__("files", ["index.faiss"]),
+        lambda d: d.__setitem__("dataset", "esc50"),
+        lambda d: d.__setitem__("encoder", "aisfx"),
+    ],
+)
 def test_a_missing_or_mistyped_record_is_a_corrupted_store(tmp_path, damage):
     data = format2()
     damage(data)
@@ -93,10 +96,19 @@ def test_a_missing_or_mistyped_record_is_a_corrupted_store(tmp_path, damage):
 
 
 def test_records_may_be_given_as_mappings():
-    info = StoreInfo(encoder={"name": "enc"}, dim=4, count=3, index={"type": "hnsw", "search_params": {"efSearch": 16}},
-                     build={"sources": [{"name": "a", "audio_root": "/a", "end_row": 2},
-                                        {"name": "b", "audio_root": "/b", "first_row": 2}]},
-                     features={"clapcap": {"windows": 2, "dim": 8}})
+    info = StoreInfo(
+        encoder={"name": "enc"},
+        dim=4,
+        count=3,
+        index={"type": "hnsw", "search_params": {"efSearch": 16}},
+        build={
+            "sources": [
+                {"name": "a", "audio_root": "/a", "end_row": 2},
+                {"name": "b", "audio_root": "/b", "first_row": 2},
+            ]
+        },
+        features={"clapcap": {"windows": 2, "dim": 8}},
+    )
     assert info.index.search_params == {"efSearch": 16} and info.features["clapcap"].dtype == "float32"
     assert [info.source_of_row(r).name for r in range(3)] == ["a", "a", "b"]  # b's end_row: the count
 
@@ -113,8 +125,9 @@ def test_source_from_manifest_and_its_dataset_part(tmp_path):
     source = SourceRecord.from_manifest("mine", "train", manifest, tmp_path)
     assert source.manifest_sha256 == file_sha256(manifest) and source.audio_root == str(tmp_path.resolve())
     source.first_shard, source.end_shard, source.end_row = 0, 1, 1
-    assert source.dataset == DatasetRecord("mine", "train", str(manifest.resolve()), file_sha256(manifest),
-                                           str(tmp_path.resolve()))
+    assert source.dataset == DatasetRecord(
+        "mine", "train", str(manifest.resolve()), file_sha256(manifest), str(tmp_path.resolve())
+    )
     plan = BuildPlan("build", source, {"name": "enc"}, 10, 0, [{"id": "a"}])
     assert plan.describe()["source"] == source.to_dict()
 

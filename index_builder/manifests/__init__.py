@@ -19,8 +19,7 @@ from rag_flamingo.errors import ConfigError, ManifestError
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("clotho", "audiocaps", "esc50", "us8k", "gtzan", "medley_solos_db", "nsynth", "fsd50k",
-            "cochlscene")
+DATASETS = ("clotho", "audiocaps", "esc50", "us8k", "gtzan", "medley_solos_db", "nsynth", "fsd50k", "cochlscene")
 
 
 @dataclass
@@ -39,8 +38,9 @@ def maker(name: str):
     return importlib.import_module(f"{__name__}.{name}").make
 
 
-def make_manifests(name: str, metadata: str | Path, out: str | Path, check_audio: bool = False,
-                   **options) -> MakerResult:
+def make_manifests(
+    name: str, metadata: str | Path, out: str | Path, check_audio: bool = False, **options
+) -> MakerResult:
     """Run ``name``'s maker on ``metadata`` and write ``out/<split>.jsonl`` for every split.
 
     ``check_audio``: rows whose audio file is not under ``metadata`` are left out of the manifest
@@ -54,8 +54,9 @@ def make_manifests(name: str, metadata: str | Path, out: str | Path, check_audio
     known = set(inspect.signature(make).parameters) - {"metadata"}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ConfigError(f"{name}: unknown option(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(sorted(known)) or '(none)'}")
+        raise ConfigError(
+            f"{name}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known)) or '(none)'}"
+        )
     result = MakerResult()
     for split, rows in make(metadata, **options).items():
         _check_unique(name, split, rows)
@@ -74,8 +75,10 @@ def _check_unique(name: str, split: str, rows: list[dict]) -> None:
     seen: dict[str, str] = {}
     for row in rows:
         if row["id"] in seen:
-            raise ManifestError(f"{name}/{split}: id {row['id']!r} is used by {seen[row['id']]} and "
-                                f"{row['path']}; remove the duplicate file or metadata row")
+            raise ManifestError(
+                f"{name}/{split}: id {row['id']!r} is used by {seen[row['id']]} and "
+                f"{row['path']}; remove the duplicate file or metadata row"
+            )
         seen[row["id"]] = row["path"]
 
 
@@ -86,8 +89,7 @@ def _drop_missing(metadata: Path, rows: list[dict], report: Path, result: MakerR
     if absent:
         write_manifest([dict(r, reason="audio file not found") for r in absent], report)
         result.missing[split] = len(absent)
-        logger.warning("%s: %d of %d rows have no audio file; listed in %s",
-                       split, len(absent), len(rows), report)
+        logger.warning("%s: %d of %d rows have no audio file; listed in %s", split, len(absent), len(rows), report)
     elif report.exists():
         report.unlink()
     return present

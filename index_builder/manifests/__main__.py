@@ -14,16 +14,28 @@ from . import DATASETS, make_manifests
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m index_builder.manifests",
-        description="Turn a dataset's official metadata into JSONL manifests (one per split).")
+        description="Turn a dataset's official metadata into JSONL manifests (one per split).",
+    )
     parser.add_argument("dataset", choices=DATASETS)
-    parser.add_argument("--metadata", required=True,
-                        help="the dataset root as extracted (see data_manifests/<dataset>/README.md); "
-                             "manifest paths are relative to it")
+    parser.add_argument(
+        "--metadata",
+        required=True,
+        help="the dataset root as extracted (see data_manifests/<dataset>/README.md); "
+        "manifest paths are relative to it",
+    )
     parser.add_argument("--out", required=True, help="folder for <split>.jsonl (e.g. <root>/manifests)")
-    parser.add_argument("--check-audio", action="store_true",
-                        help="leave out rows whose audio file is missing (listed in <split>.missing.jsonl)")
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="a maker option, e.g. query_fold=1 (esc50/us8k) or audio_pattern=... (audiocaps)")
+    parser.add_argument(
+        "--check-audio",
+        action="store_true",
+        help="leave out rows whose audio file is missing (listed in <split>.missing.jsonl)",
+    )
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a maker option, e.g. query_fold=1 (esc50/us8k) or audio_pattern=... (audiocaps)",
+    )
     return parser.parse_args(argv)
 
 

@@ -29,14 +29,20 @@ def make(metadata: Path, rows_per_caption: bool | str = False) -> Splits:
         csv_path = metadata / f"clotho_captions_{official}.csv"
         if not csv_path.is_file():
             continue
-        splits[split] = [_row(csv_path, lineno, row, official)
-                         for lineno, row in enumerate(read_csv(csv_path, ["file_name", *CAPTION_COLUMNS]), 2)]
+        splits[split] = [
+            _row(csv_path, lineno, row, official)
+            for lineno, row in enumerate(read_csv(csv_path, ["file_name", *CAPTION_COLUMNS]), 2)
+        ]
     if str(rows_per_caption).lower() in ("1", "true", "yes"):
-        splits = {split: [_caption_row(row, k) for row in rows for k in range(len(row["captions"]))]
-                  for split, rows in splits.items()}
+        splits = {
+            split: [_caption_row(row, k) for row in rows for k in range(len(row["captions"]))]
+            for split, rows in splits.items()
+        }
     if not splits:
-        raise ManifestError(f"{metadata}: no clotho_captions_<development|validation|evaluation>.csv found "
-                            "(download them from Zenodo record 4783391 into this folder)")
+        raise ManifestError(
+            f"{metadata}: no clotho_captions_<development|validation|evaluation>.csv found "
+            "(download them from Zenodo record 4783391 into this folder)"
+        )
     return splits
 
 
@@ -49,5 +55,4 @@ def _row(csv_path: Path, lineno: int, row: dict[str, str], audio_dir: str) -> di
 
 
 def _caption_row(row: dict, k: int) -> dict:
-    return {"id": f"{row['id']}#{k + 1}", "path": row["path"], "group": row["path"],
-            "captions": [row["captions"][k]]}
+    return {"id": f"{row['id']}#{k + 1}", "path": row["path"], "group": row["path"], "captions": [row["captions"][k]]}

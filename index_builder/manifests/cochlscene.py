@@ -25,11 +25,17 @@ def make(metadata: Path) -> Splits:
         if split_dir is None:
             continue
         splits[split] = [
-            {"id": f.relative_to(metadata).with_suffix("").as_posix(), "path": f.relative_to(metadata).as_posix(),
-             "label": scene.name}
+            {
+                "id": f.relative_to(metadata).with_suffix("").as_posix(),
+                "path": f.relative_to(metadata).as_posix(),
+                "label": scene.name,
+            }
             for scene in sorted(d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
-            for f in audio_files(scene)]
+            for f in audio_files(scene)
+        ]
     if not splits or not any(splits.values()):
-        raise ManifestError(f"{metadata}: no Train/Val/Test/<Scene>/*.wav found "
-                            "(extract the CochlScene archive from Zenodo record 7080122 here)")
+        raise ManifestError(
+            f"{metadata}: no Train/Val/Test/<Scene>/*.wav found "
+            "(extract the CochlScene archive from Zenodo record 7080122 here)"
+        )
     return splits

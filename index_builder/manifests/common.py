@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from rag_flamingo.audio import AUDIO_EXTENSIONS
 from rag_flamingo.errors import ManifestError
@@ -19,8 +19,10 @@ def find_file(root: Path, name: str, subdirs: Iterable[str] = ()) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise ManifestError(f"{name} not found; looked for: {', '.join(str(p) for p in candidates)} "
-                        f"(point --metadata at the extracted dataset, see its data_manifests README)")
+    raise ManifestError(
+        f"{name} not found; looked for: {', '.join(str(p) for p in candidates)} "
+        f"(point --metadata at the extracted dataset, see its data_manifests README)"
+    )
 
 
 def find_dir(root: Path, names: Iterable[str]) -> Path:
@@ -30,12 +32,13 @@ def find_dir(root: Path, names: Iterable[str]) -> Path:
         path = root / name
         if path.is_dir():
             return path
-    raise ManifestError(f"none of {', '.join(str(root / n) for n in names)} exists "
-                        f"(point --metadata at the extracted dataset, see its data_manifests README)")
+    raise ManifestError(
+        f"none of {', '.join(str(root / n) for n in names)} exists "
+        f"(point --metadata at the extracted dataset, see its data_manifests README)"
+    )
 
 
-def read_csv(path: Path, columns: Iterable[str], header: bool = True,
-             delimiter: str = ",") -> list[dict[str, str]]:
+def read_csv(path: Path, columns: Iterable[str], header: bool = True, delimiter: str = ",") -> list[dict[str, str]]:
     """Rows of a CSV as dicts; ManifestError naming the file when a required column is missing.
 
     ``header=False``: the file has no header line; ``columns`` names its columns in order.
@@ -45,8 +48,10 @@ def read_csv(path: Path, columns: Iterable[str], header: bool = True,
         reader = csv.DictReader(f, fieldnames=None if header else columns, delimiter=delimiter)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
-            raise ManifestError(f"{path}: missing column(s) {', '.join(missing)} "
-                                f"(found: {', '.join(reader.fieldnames or [])}); is this the official file?")
+            raise ManifestError(
+                f"{path}: missing column(s) {', '.join(missing)} "
+                f"(found: {', '.join(reader.fieldnames or [])}); is this the official file?"
+            )
         rows = []
         for lineno, row in enumerate(reader, 2 if header else 1):
             if None in row or any(row.get(c) is None for c in columns):
@@ -79,8 +84,9 @@ def to_int(value: str, path: Path, column: str) -> int:
 def audio_files(folder: Path) -> list[Path]:
     """Audio files directly in ``folder`` (sorted), by ``rag_flamingo.audio.AUDIO_EXTENSIONS`` (+ .au)."""
     extensions = {e.lower() for e in AUDIO_EXTENSIONS} | {".au"}
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions
+    )
 
 
 def fold_splits(rows: list[dict], folds: Iterable[int], query_fold: int) -> Splits:

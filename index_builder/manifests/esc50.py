@@ -17,13 +17,17 @@ COLUMNS = ["filename", "fold", "target", "category", "esc10", "src_file", "take"
 def make(metadata: Path, query_fold: int | str = 5) -> Splits:
     csv_path = find_file(metadata, "meta/esc50.csv", ["ESC-50-master"])
     prefix = csv_path.parent.parent.relative_to(metadata).as_posix()
-    rows = [{"id": Path(r["filename"]).stem,
-             "path": _join(prefix, "audio", r["filename"]),
-             "label": readable(r["category"]),
-             "class_id": to_int(r["target"], csv_path, "target"),
-             "fold": to_int(r["fold"], csv_path, "fold"),
-             "esc10": r["esc10"].strip().lower() == "true"}
-            for r in read_csv(csv_path, COLUMNS)]
+    rows = [
+        {
+            "id": Path(r["filename"]).stem,
+            "path": _join(prefix, "audio", r["filename"]),
+            "label": readable(r["category"]),
+            "class_id": to_int(r["target"], csv_path, "target"),
+            "fold": to_int(r["fold"], csv_path, "fold"),
+            "esc10": r["esc10"].strip().lower() == "true",
+        }
+        for r in read_csv(csv_path, COLUMNS)
+    ]
     return fold_splits(rows, range(1, 6), int(query_fold))
 
 

@@ -23,11 +23,19 @@ def make(metadata: Path) -> Splits:
     vocabulary = _vocabulary(find_file(metadata, "vocabulary.csv", GT_DIRS))
     dev_csv = find_file(metadata, "dev.csv", GT_DIRS)
     eval_csv = find_file(metadata, "eval.csv", GT_DIRS)
-    dev = [_row(dev_csv, r, "FSD50K.dev_audio", vocabulary) for r in read_csv(dev_csv, ["fname", "labels", "mids", "split"])]
-    evaluation = [_row(eval_csv, r, "FSD50K.eval_audio", vocabulary) for r in read_csv(eval_csv, ["fname", "labels", "mids"])]
-    return {"train": [r for r in dev if r["dev_split"] == "train"],
-            "val": [r for r in dev if r["dev_split"] == "val"],
-            "dev": dev, "eval": evaluation}
+    dev = [
+        _row(dev_csv, r, "FSD50K.dev_audio", vocabulary)
+        for r in read_csv(dev_csv, ["fname", "labels", "mids", "split"])
+    ]
+    evaluation = [
+        _row(eval_csv, r, "FSD50K.eval_audio", vocabulary) for r in read_csv(eval_csv, ["fname", "labels", "mids"])
+    ]
+    return {
+        "train": [r for r in dev if r["dev_split"] == "train"],
+        "val": [r for r in dev if r["dev_split"] == "val"],
+        "dev": dev,
+        "eval": evaluation,
+    }
 
 
 def _vocabulary(path: Path) -> set[str]:
@@ -39,8 +47,12 @@ def _row(csv_path: Path, r: dict[str, str], audio_dir: str, vocabulary: set[str]
     unknown = [x for x in labels if x not in vocabulary]
     if unknown or not labels:
         raise ManifestError(f"{csv_path}: clip {r['fname']}: label(s) {unknown or '(none)'} not in vocabulary.csv")
-    row = {"id": r["fname"], "path": f"{audio_dir}/{r['fname']}.wav",
-           "labels": [readable(x) for x in labels], "mids": r["mids"].split(",")}
+    row = {
+        "id": r["fname"],
+        "path": f"{audio_dir}/{r['fname']}.wav",
+        "labels": [readable(x) for x in labels],
+        "mids": r["mids"].split(","),
+    }
     if r.get("split"):
         row["dev_split"] = r["split"]
     return row

@@ -31,8 +31,14 @@ def make(metadata: Path) -> Splits:
     rows = []
     for genre_dir in sorted(d for d in genres_dir.iterdir() if d.is_dir() and not d.name.startswith(".")):
         for f in audio_files(genre_dir):
-            rows.append({"id": f.stem, "path": f.relative_to(metadata).as_posix(), "label": genre_dir.name,
-                         "track": _track_number(f)})
+            rows.append(
+                {
+                    "id": f.stem,
+                    "path": f.relative_to(metadata).as_posix(),
+                    "label": genre_dir.name,
+                    "track": _track_number(f),
+                }
+            )
     if not rows:
         raise ManifestError(f"{genres_dir}: no audio files in genre sub-folders")
     splits: Splits = {"all": rows}
@@ -56,11 +62,14 @@ def _filtered_splits(metadata: Path, rows: list[dict]) -> Splits:
     by_id = {r["id"]: r for r in rows}
     splits: Splits = {}
     for split, name in FILTERED.items():
-        listed = [Path(line.strip()).stem
-                  for line in (metadata / name).read_text().splitlines() if line.strip()]
+        listed = [Path(line.strip()).stem for line in (metadata / name).read_text().splitlines() if line.strip()]
         absent = [i for i in listed if i not in by_id]
         if absent:
-            logger.warning("%s: %d listed clip(s) not found in the audio folder, skipped: %s",
-                           name, len(absent), ", ".join(absent[:5]))
+            logger.warning(
+                "%s: %d listed clip(s) not found in the audio folder, skipped: %s",
+                name,
+                len(absent),
+                ", ".join(absent[:5]),
+            )
         splits[split] = [by_id[i] for i in listed if i in by_id]
     return splits

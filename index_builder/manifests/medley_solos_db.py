@@ -27,15 +27,16 @@ def make(metadata: Path, audio_dir: str | None = None) -> Splits:
     splits: Splits = {name: [] for name in SUBSETS.values()}
     for lineno, r in enumerate(rows, 2):
         if r["subset"] not in SUBSETS:
-            raise ManifestError(f"{csv_path}: line {lineno}: subset {r['subset']!r} is not one of "
-                                f"{', '.join(SUBSETS)}")
-        splits[SUBSETS[r["subset"]]].append({
-            "id": r["uuid4"],
-            "path": _join(audio_dir, _file_name(r)),
-            "label": r["instrument"],
-            "class_id": to_int(r["instrument_id"], csv_path, "instrument_id"),
-            "song_id": to_int(r["song_id"], csv_path, "song_id"),
-        })
+            raise ManifestError(f"{csv_path}: line {lineno}: subset {r['subset']!r} is not one of {', '.join(SUBSETS)}")
+        splits[SUBSETS[r["subset"]]].append(
+            {
+                "id": r["uuid4"],
+                "path": _join(audio_dir, _file_name(r)),
+                "label": r["instrument"],
+                "class_id": to_int(r["instrument_id"], csv_path, "instrument_id"),
+                "song_id": to_int(r["song_id"], csv_path, "song_id"),
+            }
+        )
     return {k: v for k, v in splits.items() if v}
 
 

@@ -26,8 +26,10 @@ def make(metadata: Path) -> Splits:
         if path.is_file():
             splits[split] = _rows(path, folder)
     if not splits:
-        raise ManifestError(f"{metadata}: no nsynth-{{train,valid,test}}/examples.json found "
-                            "(extract the nsynth-*.jsonwav.tar.gz archives into this folder)")
+        raise ManifestError(
+            f"{metadata}: no nsynth-{{train,valid,test}}/examples.json found "
+            "(extract the nsynth-*.jsonwav.tar.gz archives into this folder)"
+        )
     return splits
 
 
@@ -40,10 +42,16 @@ def _rows(path: Path, folder: str) -> list[dict]:
         missing = [f for f in FIELDS if f not in ex]
         if missing:
             raise ManifestError(f"{path}: note {note_str!r} lacks {', '.join(missing)}")
-        rows.append({"id": note_str, "path": f"{folder}/audio/{note_str}.wav",
-                     "label": readable(ex["instrument_family_str"]),
-                     "instrument_source": ex["instrument_source_str"],
-                     "qualities": list(ex["qualities_str"]),
-                     "pitch": int(ex["pitch"]), "velocity": int(ex["velocity"]),
-                     "instrument": ex.get("instrument_str", "")})
+        rows.append(
+            {
+                "id": note_str,
+                "path": f"{folder}/audio/{note_str}.wav",
+                "label": readable(ex["instrument_family_str"]),
+                "instrument_source": ex["instrument_source_str"],
+                "qualities": list(ex["qualities_str"]),
+                "pitch": int(ex["pitch"]),
+                "velocity": int(ex["velocity"]),
+                "instrument": ex.get("instrument_str", ""),
+            }
+        )
     return rows

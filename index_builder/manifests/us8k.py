@@ -24,10 +24,15 @@ def make(metadata: Path, query_fold: int | str = 10) -> Splits:
     for r in read_csv(csv_path, COLUMNS):
         fold = to_int(r["fold"], csv_path, "fold")
         audio = f"audio/fold{fold}/{r['slice_file_name']}"
-        rows.append({"id": Path(r["slice_file_name"]).stem,
-                     "path": audio if prefix == "." else f"{prefix}/{audio}",
-                     "label": readable(r["class"]),
-                     "class_id": to_int(r["classID"], csv_path, "classID"),
-                     "fold": fold, "fsid": r["fsID"],
-                     "salience": to_int(r["salience"], csv_path, "salience")})
+        rows.append(
+            {
+                "id": Path(r["slice_file_name"]).stem,
+                "path": audio if prefix == "." else f"{prefix}/{audio}",
+                "label": readable(r["class"]),
+                "class_id": to_int(r["classID"], csv_path, "classID"),
+                "fold": fold,
+                "fsid": r["fsID"],
+                "salience": to_int(r["salience"], csv_path, "salience"),
+            }
+        )
     return fold_splits(rows, range(1, 11), int(query_fold))

@@ -19,9 +19,9 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -53,6 +53,7 @@ class DemoClass:
 # ---------------------------------------------------------------------------------------------
 # Synthesis: one function per class. Each returns a float64 signal of n samples, peak ~1.
 # ---------------------------------------------------------------------------------------------
+
 
 def _t(n: int) -> np.ndarray:
     return np.arange(n) / SAMPLE_RATE
@@ -115,7 +116,7 @@ def _click_train(rng, n):
     tc = np.arange(int(0.004 * SAMPLE_RATE)) / SAMPLE_RATE
     click = np.sin(2 * np.pi * rng.uniform(2500.0, 3500.0) * tc) * np.exp(-tc * 1500.0)  # a tick
     for start in range(int(rng.integers(0, period)), n - len(click), period):
-        x[start:start + len(click)] += click
+        x[start : start + len(click)] += click
     return x
 
 
@@ -154,7 +155,7 @@ def _rain(rng, n):
     drop_len = int(0.008 * SAMPLE_RATE)
     env = np.exp(-np.arange(drop_len) / (0.0015 * SAMPLE_RATE))
     for start in rng.integers(0, n - drop_len, size=int(rng.uniform(60, 120) * n / SAMPLE_RATE)):
-        x[start:start + drop_len] += rng.uniform(0.2, 1.0) * env * rng.standard_normal(drop_len)
+        x[start : start + drop_len] += rng.uniform(0.2, 1.0) * env * rng.standard_normal(drop_len)
     return x
 
 
@@ -168,35 +169,39 @@ def _knock(rng, n):
     for i in range(int(rng.integers(2, 5))):
         start = int(0.05 * SAMPLE_RATE) + i * gap
         if start + knock_len < n:
-            x[start:start + knock_len] += knock
+            x[start : start + knock_len] += knock
     return x
 
 
 DEMO_CLASSES: tuple[DemoClass, ...] = (
-    DemoClass("sine tone", ("a steady pure tone sounds at one pitch",
-                            "a single clean tone hums without changing"), _sine_tone),
-    DemoClass("rising chirp", ("a tone sweeps quickly upward in pitch",
-                               "a whistle rises from low to high"), _chirp_up),
-    DemoClass("falling chirp", ("a tone sweeps quickly downward in pitch",
-                                "a whistle falls from high to low"), _chirp_down),
-    DemoClass("white noise", ("a burst of harsh white noise hisses",
-                              "loud static hisses and slowly fades a little"), _white_noise),
-    DemoClass("rumble", ("a deep noisy rumble rolls on",
-                         "low muffled rumbling like distant thunder"), _brown_rumble),
-    DemoClass("click train", ("a fast train of sharp clicks ticks evenly",
-                              "regular clicking like a rapid clock"), _click_train),
-    DemoClass("tremolo tone", ("a tone pulses with a wobbling tremolo",
-                               "a low tone throbs up and down in loudness"), _tremolo_tone),
-    DemoClass("buzzer", ("a harsh buzzing tone drones",
-                         "an electric buzzer sounds continuously"), _square_buzz),
-    DemoClass("organ", ("an organ plays a rich sustained note",
-                        "a warm harmonic tone is held like an organ"), _organ),
-    DemoClass("bell", ("a bell rings and decays slowly",
-                       "a metallic bell strikes once and fades away"), _bell),
-    DemoClass("rain", ("rain patters with many small drops",
-                       "raindrops fall in a steady patter"), _rain),
-    DemoClass("knock", ("someone knocks on a door a few times",
-                        "a few dull knocks on wood"), _knock),
+    DemoClass(
+        "sine tone", ("a steady pure tone sounds at one pitch", "a single clean tone hums without changing"), _sine_tone
+    ),
+    DemoClass("rising chirp", ("a tone sweeps quickly upward in pitch", "a whistle rises from low to high"), _chirp_up),
+    DemoClass(
+        "falling chirp", ("a tone sweeps quickly downward in pitch", "a whistle falls from high to low"), _chirp_down
+    ),
+    DemoClass(
+        "white noise",
+        ("a burst of harsh white noise hisses", "loud static hisses and slowly fades a little"),
+        _white_noise,
+    ),
+    DemoClass("rumble", ("a deep noisy rumble rolls on", "low muffled rumbling like distant thunder"), _brown_rumble),
+    DemoClass(
+        "click train",
+        ("a fast train of sharp clicks ticks evenly", "regular clicking like a rapid clock"),
+        _click_train,
+    ),
+    DemoClass(
+        "tremolo tone",
+        ("a tone pulses with a wobbling tremolo", "a low tone throbs up and down in loudness"),
+        _tremolo_tone,
+    ),
+    DemoClass("buzzer", ("a harsh buzzing tone drones", "an electric buzzer sounds continuously"), _square_buzz),
+    DemoClass("organ", ("an organ plays a rich sustained note", "a warm harmonic tone is held like an organ"), _organ),
+    DemoClass("bell", ("a bell rings and decays slowly", "a metallic bell strikes once and fades away"), _bell),
+    DemoClass("rain", ("rain patters with many small drops", "raindrops fall in a steady patter"), _rain),
+    DemoClass("knock", ("someone knocks on a door a few times", "a few dull knocks on wood"), _knock),
 )
 
 DEMO_LABELS: tuple[str, ...] = tuple(c.label for c in DEMO_CLASSES)
@@ -211,6 +216,7 @@ def demo_labels() -> list[str]:
 # Items and files
 # ---------------------------------------------------------------------------------------------
 
+
 def _split_index(split: str) -> int:
     return list(SPLIT_SIZES).index(split)
 
@@ -224,7 +230,7 @@ def render_item(class_index: int, split: str, item: int, seed: int = DEMO_SEED) 
     event = DEMO_CLASSES[class_index].synth(rng, event_len)
     event = _fade(event / (np.max(np.abs(event)) + 1e-12))
     wave = np.zeros(n)
-    wave[onset:onset + event_len] = event * rng.uniform(0.3, 0.9)
+    wave[onset : onset + event_len] = event * rng.uniform(0.3, 0.9)
     wave += 10 ** (-55 / 20) * rng.standard_normal(n)  # faint background noise, -55 dBFS
     return np.clip(wave, -1.0, 1.0).astype(np.float32)
 
@@ -234,8 +240,16 @@ def _items(split: str):
     for class_index, c in enumerate(DEMO_CLASSES):
         for item in range(SPLIT_SIZES[split]):
             name = f"{c.slug}_{item:02d}"
-            yield class_index, item, {"id": f"{split}/{name}", "path": f"audio/{split}/{name}.wav",
-                                      "label": c.label, "captions": list(c.captions)}
+            yield (
+                class_index,
+                item,
+                {
+                    "id": f"{split}/{name}",
+                    "path": f"audio/{split}/{name}.wav",
+                    "label": c.label,
+                    "captions": list(c.captions),
+                },
+            )
 
 
 def demo_rows(split: str) -> list[dict]:
@@ -259,8 +273,13 @@ def generate_demo(out_dir: str | Path, seed: int = DEMO_SEED) -> Path:
 
 
 def _marker(seed: int) -> dict:
-    return {"version": GENERATOR_VERSION, "seed": seed, "sample_rate": SAMPLE_RATE,
-            "splits": SPLIT_SIZES, "labels": list(DEMO_LABELS)}
+    return {
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "sample_rate": SAMPLE_RATE,
+        "splits": SPLIT_SIZES,
+        "labels": list(DEMO_LABELS),
+    }
 
 
 def _is_complete(root: Path, seed: int) -> bool:

@@ -59,8 +59,7 @@ def scan_folder(root: str | Path) -> dict[str, list[dict]]:
     root = Path(root)
     files = list_audio_files(root)
     if not files:
-        raise ManifestError(
-            f"{root}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)} recursively)")
+        raise ManifestError(f"{root}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)} recursively)")
     split_dirs = folder_splits(files)
     splits: dict[str, list[dict]] = {ALL_SPLIT: []}
     splits.update({s: [] for s in split_dirs})
@@ -68,8 +67,10 @@ def scan_folder(root: str | Path) -> dict[str, list[dict]]:
     for rel in files:
         row = _row(root, rel, label_depth=1 if split_dirs else 0)
         if row["id"] in seen:
-            raise ManifestError(f"{root}: {seen[row['id']]} and {rel.as_posix()} both map to id "
-                                f"{row['id']!r}; rename or remove one of them")
+            raise ManifestError(
+                f"{root}: {seen[row['id']]} and {rel.as_posix()} both map to id "
+                f"{row['id']!r}; rename or remove one of them"
+            )
         seen[row["id"]] = rel.as_posix()
         splits[ALL_SPLIT].append(row)
         if split_dirs:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..errors import ManifestError
 from ..jsonl import write_jsonl
@@ -52,8 +52,10 @@ def read_manifest(path: str | Path, required: Iterable[str] = (), allow_outside_
                 continue
             row["id"] = str(row["id"])
             if not allow_outside_root and _leaves_root(str(row["path"])):
-                problems.append(f"line {lineno}: path {row['path']!r} leaves the dataset root; fix it, or set "
-                                f"dataset.allow_outside_root=true if that is intended")
+                problems.append(
+                    f"line {lineno}: path {row['path']!r} leaves the dataset root; fix it, or set "
+                    f"dataset.allow_outside_root=true if that is intended"
+                )
                 continue
             if row["id"] in seen:
                 problems.append(f"line {lineno}: duplicate id {row['id']!r} (first on line {seen[row['id']]})")

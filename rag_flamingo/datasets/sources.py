@@ -31,14 +31,23 @@ from typing import Any
 
 from .. import paths
 from ..errors import ConfigError, ManifestError
-from . import demo, folder
 from ..jsonl import dumps
+from . import demo, folder
 from .manifest import write_manifest
 
 logger = logging.getLogger(__name__)
 
-OFFICIAL_DATASETS = ("clotho", "audiocaps", "esc50", "us8k", "gtzan", "medley_solos_db", "nsynth",
-                     "fsd50k", "cochlscene")
+OFFICIAL_DATASETS = (
+    "clotho",
+    "audiocaps",
+    "esc50",
+    "us8k",
+    "gtzan",
+    "medley_solos_db",
+    "nsynth",
+    "fsd50k",
+    "cochlscene",
+)
 ROLES = ("index", "query")
 
 
@@ -73,8 +82,10 @@ def split_name(dataset_cfg: Mapping[str, Any], split: str) -> str:
     splits = _get(dataset_cfg, "splits") or {}
     name = _get(splits, split)
     if not name:
-        raise ConfigError(f"dataset {_get(dataset_cfg, 'name')!r}: dataset.splits.{split} is not set "
-                          f"(name the split that serves as the {split} split)")
+        raise ConfigError(
+            f"dataset {_get(dataset_cfg, 'name')!r}: dataset.splits.{split} is not set "
+            f"(name the split that serves as the {split} split)"
+        )
     if name == "auto":
         return _auto_split(dataset_cfg, split)
     return str(name)
@@ -117,22 +128,23 @@ def collapse_groups(rows: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------
 
+
 def _get(cfg: Any, key: str) -> Any:
     return cfg.get(key) if cfg is not None else None
 
 
 def _check_split(dataset_cfg: Mapping[str, Any], split: str, available: list[str]) -> None:
     if split not in available:
-        raise ConfigError(f"dataset {_get(dataset_cfg, 'name')!r} has no split {split!r}; "
-                          f"available: {', '.join(available)}")
+        raise ConfigError(
+            f"dataset {_get(dataset_cfg, 'name')!r} has no split {split!r}; available: {', '.join(available)}"
+        )
 
 
 def _user_manifest(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
     spec = _get(dataset_cfg, "manifest")
     if isinstance(spec, Mapping):
         if split not in spec:
-            raise ConfigError(f"dataset.manifest has no entry for split {split!r} "
-                              f"(has: {', '.join(map(str, spec))})")
+            raise ConfigError(f"dataset.manifest has no entry for split {split!r} (has: {', '.join(map(str, spec))})")
         spec = spec[split]
     path = Path(str(spec).replace("{split}", split)).expanduser()
     if not path.is_file():
@@ -149,8 +161,10 @@ def _demo(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
 
 def _folder(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
     if not _get(dataset_cfg, "root"):
-        raise ConfigError("dataset.root is not set: point it at a folder of audio files "
-                          "(dataset=folder dataset.root=/path/to/audio), or set dataset.manifest")
+        raise ConfigError(
+            "dataset.root is not set: point it at a folder of audio files "
+            "(dataset=folder dataset.root=/path/to/audio), or set dataset.manifest"
+        )
     root = dataset_root(dataset_cfg).resolve()
     splits = folder.scan_folder(root)
     _check_split(dataset_cfg, split, list(splits))
@@ -176,7 +190,9 @@ def _official(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
         return path, root
     maker = ""
     if name in OFFICIAL_DATASETS:
-        maker = (f"\nMake it from the official metadata (see data_manifests/{name}/README.md in the "
-                 f"rag-flamingo repository):\n"
-                 f"  python -m index_builder.manifests {name} --metadata {root} --out {root / 'manifests'}")
+        maker = (
+            f"\nMake it from the official metadata (see data_manifests/{name}/README.md in the "
+            f"rag-flamingo repository):\n"
+            f"  python -m index_builder.manifests {name} --metadata {root} --out {root / 'manifests'}"
+        )
     raise ManifestError(f"dataset {name!r}: no manifest for split {split!r}; looked for:\n  {path}{maker}")

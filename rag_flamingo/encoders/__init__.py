@@ -1,5 +1,13 @@
 """Audio/text encoders. Importing this package registers the built-in encoders."""
 
+# Built-in encoders register themselves on import; each encoder module adds its import here.
+from . import (  # noqa: E402,F401  # noqa: E402,F401
+    aisfx,  # noqa: E402,F401
+    clapcap,
+    hf_clap,
+    laion_clap,
+    ms_clap,
+)
 from .base import (  # noqa: F401
     AudioEncoder,
     TextEncoder,
@@ -9,8 +17,3 @@ from .base import (  # noqa: F401
     build_encoder,
     register_encoder,
 )
-
-# Built-in encoders register themselves on import; each encoder module adds its import here.
-from . import aisfx  # noqa: E402,F401
-from . import ms_clap, clapcap  # noqa: E402,F401
-from . import laion_clap, hf_clap  # noqa: E402,F401

@@ -112,8 +112,7 @@ class AisfxModel(nn.Module):
         self.embedding_net = AisfxEmbeddingNet(config)
         d = 8 * config.base_channels
         self.fc = nn.ModuleList(
-            nn.Sequential(nn.Linear(d, d // 2), nn.ReLU(), nn.Linear(d // 2, d // 4), nn.ReLU(),
-                          nn.Linear(d // 4, n))
+            nn.Sequential(nn.Linear(d, d // 2), nn.ReLU(), nn.Linear(d // 2, d // 4), nn.ReLU(), nn.Linear(d // 4, n))
             for n in head_classes
         )
 
@@ -125,9 +124,11 @@ def default_checkpoint() -> Path:
     """The checkpoint inside the installed aisfx wheel (found without importing the package)."""
     spec = importlib.util.find_spec("aisfx")
     if spec is None or not spec.submodule_search_locations:
-        raise CheckpointError("the aisfx checkpoint ships in the aisfx wheel, which is not installed: "
-                              "run `pip install --no-deps aisfx==0.1.2`, or set "
-                              "encoder.checkpoint=/path/to/checkpoint.pth")
+        raise CheckpointError(
+            "the aisfx checkpoint ships in the aisfx wheel, which is not installed: "
+            "run `pip install --no-deps aisfx==0.1.2`, or set "
+            "encoder.checkpoint=/path/to/checkpoint.pth"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / CHECKPOINT_IN_WHEEL
 
 
@@ -137,8 +138,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
     The file pickles numpy scalars in ``ds_dict``; only numpy's scalar reconstructor and dtype
     classes are allowed in addition to tensors (``checkpoints.numpy_safe_globals``).
     """
-    obj = load_torch_file(path, "aisfx checkpoint", " (reinstall aisfx or fix encoder.checkpoint)",
-                          allow_numpy=True)
+    obj = load_torch_file(path, "aisfx checkpoint", " (reinstall aisfx or fix encoder.checkpoint)", allow_numpy=True)
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[0], dict)):
         raise CheckpointError(f"{path}: expected the aisfx (state_dict, ds_dict) tuple")
     return obj[0], obj[1]
@@ -166,9 +166,18 @@ class AisfxFrontend:
         peak = float(np.max(np.abs(wave))) if wave.size else 0.0
         y = wave / (peak if peak > 0 else 1.0)
         spec = librosa.feature.melspectrogram(
-            y=y.astype(np.float32), sr=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length,
-            win_length=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax, htk=True, norm=1.0,
-            power=2.0)
+            y=y.astype(np.float32),
+            sr=c.sample_rate,
+            n_fft=c.n_fft,
+            hop_length=c.hop_length,
+            win_length=c.n_fft,
+            n_mels=c.n_mels,
+            fmin=c.fmin,
+            fmax=c.fmax,
+            htk=True,
+            norm=1.0,
+            power=2.0,
+        )
         return (np.log10(spec * c.log_scale + 1.0) / c.spec_max).T.astype(np.float32)
 
     def blocks(self, frames: np.ndarray) -> np.ndarray:
@@ -195,8 +204,14 @@ class AisfxEncoder:
     name = "aisfx"
     normalized = True
 
-    def __init__(self, checkpoint: str | Path | None = None, max_seconds: float | None = 10.0,
-                 device: str | None = None, max_blocks: int = 64, config: AisfxConfig = AisfxConfig()):
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        max_seconds: float | None = 10.0,
+        device: str | None = None,
+        max_blocks: int = 64,
+        config: AisfxConfig = AisfxConfig(),
+    ):
         self.config = config
         self.sample_rate = config.sample_rate
         self.dim = config.dim

@@ -71,9 +71,16 @@ class ClapcapEncoder:
     normalized = True
     decode_length = "librosa"  # AF1 resamples with librosa.resample (audio.decode_rule)
 
-    def __init__(self, checkpoint: str | None = None, hub_repo: str = HUB_REPO, filename: str = CLAPCAP_FILENAME,
-                 batch_size: int = 16, device: str | None = None, precision: str | None = "auto",
-                 scheme: WindowScheme = AF1_WINDOWS):
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        hub_repo: str = HUB_REPO,
+        filename: str = CLAPCAP_FILENAME,
+        batch_size: int = 16,
+        device: str | None = None,
+        precision: str | None = "auto",
+        scheme: WindowScheme = AF1_WINDOWS,
+    ):
         self.scheme = scheme
         self.max_seconds = scheme.max_seconds  # 33.25 s: the index builder reads only that much
         if scheme.sample_rate != self.sample_rate or scheme.window != MSCLAP_2023.clip_samples:
@@ -82,8 +89,9 @@ class ClapcapEncoder:
         self.source = CheckpointSource(checkpoint, hub_repo, filename)
         self.checkpoint_path = resolve_checkpoint(self.source, "clapcap checkpoint")
         self.model = ClapcapAudioModel()
-        load_strict(self.model, read_state_dict(self.checkpoint_path), str(self.checkpoint_path),
-                    known_unused=CLAPCAP_UNUSED)
+        load_strict(
+            self.model, read_state_dict(self.checkpoint_path), str(self.checkpoint_path), known_unused=CLAPCAP_UNUSED
+        )
         self.device = best_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.model.eval().to(self.device)

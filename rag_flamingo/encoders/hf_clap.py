@@ -52,9 +52,16 @@ class HFClapBackend(nn.Module):
         a = LAION_AUDIO
         self.clap = clap
         self.enable_fusion = bool(clap.config.audio_config.enable_fusion)
-        self.logmel = LogMel(LogMelConfig(sample_rate=a["sample_rate"], n_fft=a["window_size"],
-                                          hop_length=a["hop_size"], n_mels=a["mel_bins"], fmin=a["fmin"],
-                                          fmax=a["fmax"]))
+        self.logmel = LogMel(
+            LogMelConfig(
+                sample_rate=a["sample_rate"],
+                n_fft=a["window_size"],
+                hop_length=a["hop_size"],
+                n_mels=a["mel_bins"],
+                fmin=a["fmin"],
+                fmax=a["fmax"],
+            )
+        )
         self.fusion_mel = HTKLogMel(fusion_mel or FusionMelConfig()) if self.enable_fusion else None
 
     def embed_waveforms(self, waves: torch.Tensor) -> torch.Tensor:
@@ -68,16 +75,26 @@ class HFClapBackend(nn.Module):
         return self.clap.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output.float()
 
 
-_HF_RENAMES = (("text_branch", "text_model"), ("audio_branch", "audio_model.audio_encoder"),
-               ("attn", "attention.self"), ("self.proj", "output.dense"), ("mlp.fc1", "intermediate.dense"),
-               ("mlp.fc2", "output.dense"), ("norm1", "layernorm_before"), ("norm2", "layernorm_after"),
-               ("bn0", "batch_norm"), ("_projection.0.", "_projection.linear1."),
-               ("_projection.2.", "_projection.linear2."))
+_HF_RENAMES = (
+    ("text_branch", "text_model"),
+    ("audio_branch", "audio_model.audio_encoder"),
+    ("attn", "attention.self"),
+    ("self.proj", "output.dense"),
+    ("mlp.fc1", "intermediate.dense"),
+    ("mlp.fc2", "output.dense"),
+    ("norm1", "layernorm_before"),
+    ("norm2", "layernorm_after"),
+    ("bn0", "batch_norm"),
+    ("_projection.0.", "_projection.linear1."),
+    ("_projection.2.", "_projection.linear2."),
+)
 # Original keys with no counterpart in transformers.ClapModel, by rule: the torchlibrosa frontend
 # matrices (the port computes features outside the model), the token-semantic head, the derived
 # shifted-window masks and the training-only MLPs.
-_HF_DROPPED = re.compile(r"audio_branch\.(spectrogram_extractor|logmel_extractor|tscam_conv|head)\..*"
-                         r"|.*\.attn_mask|(audio|text)_transform\..*")
+_HF_DROPPED = re.compile(
+    r"audio_branch\.(spectrogram_extractor|logmel_extractor|tscam_conv|head)\..*"
+    r"|.*\.attn_mask|(audio|text)_transform\..*"
+)
 # ClapModel buffers that the original file does not hold: derived, taken from the fresh model.
 _HF_DERIVED = ("text_model.embeddings.position_ids", "text_model.embeddings.token_type_ids")
 
@@ -87,19 +104,37 @@ def hf_clap_config(amodel: str, enable_fusion: bool, text_config):
     from transformers import ClapConfig
 
     h = AMODELS[amodel]
-    text = {k: getattr(text_config, k) for k in ("vocab_size", "hidden_size", "num_hidden_layers",
-                                                  "num_attention_heads", "intermediate_size",
-                                                  "max_position_embeddings", "type_vocab_size",
-                                                  "layer_norm_eps", "pad_token_id", "bos_token_id",
-                                                  "eos_token_id", "hidden_act")}
-    audio = dict(patch_embeds_hidden_size=h.embed_dim, depths=list(h.depths), num_attention_heads=list(h.num_heads),
-                 hidden_size=h.num_features, enable_fusion=enable_fusion,
-                 fusion_type="aff_2d" if enable_fusion else None)
+    text = {
+        k: getattr(text_config, k)
+        for k in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+            "layer_norm_eps",
+            "pad_token_id",
+            "bos_token_id",
+            "eos_token_id",
+            "hidden_act",
+        )
+    }
+    audio = dict(
+        patch_embeds_hidden_size=h.embed_dim,
+        depths=list(h.depths),
+        num_attention_heads=list(h.num_heads),
+        hidden_size=h.num_features,
+        enable_fusion=enable_fusion,
+        fusion_type="aff_2d" if enable_fusion else None,
+    )
     return ClapConfig(text_config=text, audio_config=audio, projection_dim=512)
 
 
-def convert_original_to_transformers(checkpoint: str | Path, text_model: str = "roberta-base",
-                                     amodel: str = "HTSAT-tiny", enable_fusion: bool = False):
+def convert_original_to_transformers(
+    checkpoint: str | Path, text_model: str = "roberta-base", amodel: str = "HTSAT-tiny", enable_fusion: bool = False
+):
     """An original LAION-CLAP ``*.pt`` as a ``transformers.ClapModel`` (strict: every key accounted for).
 
     Same renaming as transformers' own conversion script, which however loads non-strictly.
@@ -146,10 +181,17 @@ def _hf_weights_file(source: str) -> Path:
     raise CheckpointError(f"{last} (hf_clap: `hf download {source}` fetches the whole model folder)")
 
 
-def load_hf_clap(name: str = "hf_clap_unfused", *, model: str | None = None, long_audio: str | None = None,
-                 max_seconds: float | None = DEFAULT_MAX_SECONDS, shrink_antialias: bool = False,
-                 device: str | None = None, precision: str | None = None,
-                 batch_size: int | None = None) -> LaionClapEncoder:
+def load_hf_clap(
+    name: str = "hf_clap_unfused",
+    *,
+    model: str | None = None,
+    long_audio: str | None = None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    shrink_antialias: bool = False,
+    device: str | None = None,
+    precision: str | None = None,
+    batch_size: int | None = None,
+) -> LaionClapEncoder:
     """A LAION-CLAP conversion in ``transformers`` format (hub id or local ``save_pretrained`` dir)."""
     from transformers import AutoTokenizer, ClapModel
 
@@ -161,21 +203,36 @@ def load_hf_clap(name: str = "hf_clap_unfused", *, model: str | None = None, lon
         clap = ClapModel.from_pretrained(str(weights.parent))
         tokenizer = AutoTokenizer.from_pretrained(str(weights.parent))
     except Exception as exc:
-        raise CheckpointError(f"{weights.parent}: cannot load a transformers ClapModel + tokenizer "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                              f"`hf download {source}` fetches the complete folder") from exc
+        raise CheckpointError(
+            f"{weights.parent}: cannot load a transformers ClapModel + tokenizer "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            f"`hf download {source}` fetches the complete folder"
+        ) from exc
     audio_config: Any = clap.config.audio_config
     fusion = bool(audio_config.enable_fusion)
     widths = {v.embed_dim: k for k, v in AMODELS.items()}
     amodel = widths.get(audio_config.patch_embeds_hidden_size, "HTSAT-tiny")
-    config = LaionClapConfig(amodel=amodel, enable_fusion=fusion, text_model=source,
-                             long_audio=long_audio or ("fusion" if fusion else "mean"),
-                             shrink_antialias=shrink_antialias)
+    config = LaionClapConfig(
+        amodel=amodel,
+        enable_fusion=fusion,
+        text_model=source,
+        long_audio=long_audio or ("fusion" if fusion else "mean"),
+        shrink_antialias=shrink_antialias,
+    )
     backend = HFClapBackend(clap, config.fusion_mel)
     backend.eval().to(dev)
-    return LaionClapEncoder(name=name, config=config, checkpoint_path=weights, device=dev,
-                            dtype=dtype, batch_size=size, model=backend,
-                            tokenizer=tokenizer, family="hf_clap", max_seconds=check_max_seconds(max_seconds))
+    return LaionClapEncoder(
+        name=name,
+        config=config,
+        checkpoint_path=weights,
+        device=dev,
+        dtype=dtype,
+        batch_size=size,
+        model=backend,
+        tokenizer=tokenizer,
+        family="hf_clap",
+        max_seconds=check_max_seconds(max_seconds),
+    )
 
 
 @register_encoder("hf_clap_fused")

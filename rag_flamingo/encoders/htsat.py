@@ -160,8 +160,16 @@ def _shift_attention_mask(h: int, w: int, window: int, shift: int) -> torch.Tens
 
 
 class SwinTransformerBlock(nn.Module):
-    def __init__(self, dim: int, input_resolution: tuple[int, int], num_heads: int, window: int, shift: int,
-                 mlp_ratio: float, qkv_bias: bool):
+    def __init__(
+        self,
+        dim: int,
+        input_resolution: tuple[int, int],
+        num_heads: int,
+        window: int,
+        shift: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+    ):
         super().__init__()
         self.input_resolution = input_resolution
         if min(input_resolution) <= window:  # window covers the whole map: no partition, no shift
@@ -204,12 +212,22 @@ class PatchMerging(nn.Module):
 
 
 class BasicLayer(nn.Module):
-    def __init__(self, dim: int, input_resolution: tuple[int, int], depth: int, num_heads: int, window: int,
-                 mlp_ratio: float, qkv_bias: bool, downsample: bool):
+    def __init__(
+        self,
+        dim: int,
+        input_resolution: tuple[int, int],
+        depth: int,
+        num_heads: int,
+        window: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        downsample: bool,
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(
-            SwinTransformerBlock(dim, input_resolution, num_heads, window, 0 if i % 2 == 0 else window // 2,
-                                 mlp_ratio, qkv_bias)
+            SwinTransformerBlock(
+                dim, input_resolution, num_heads, window, 0 if i % 2 == 0 else window // 2, mlp_ratio, qkv_bias
+            )
             for i in range(depth)
         )
         self.downsample = PatchMerging(input_resolution, dim) if downsample else None
@@ -234,12 +252,19 @@ class HTSAT(nn.Module):
         self.spectrogram_extractor = Spectrogram(c.window_size, c.hop_size)
         self.logmel_extractor = LogmelFilterBank(c.sample_rate, c.window_size, c.mel_bins, c.fmin, c.fmax)
         self.bn0 = nn.BatchNorm2d(c.mel_bins)
-        self.patch_embed = patch_embed or PatchEmbed(c.spec_size, c.patch_size, c.patch_stride, c.in_chans,
-                                                     c.embed_dim)
+        self.patch_embed = patch_embed or PatchEmbed(c.spec_size, c.patch_size, c.patch_stride, c.in_chans, c.embed_dim)
         grid = (c.spec_size // c.patch_stride[0], c.spec_size // c.patch_stride[1])
         self.layers = nn.ModuleList(
-            BasicLayer(int(c.embed_dim * 2**i), (grid[0] // 2**i, grid[1] // 2**i), depth, c.num_heads[i],
-                       c.htsat_window_size, c.mlp_ratio, c.qkv_bias, downsample=i < len(c.depths) - 1)
+            BasicLayer(
+                int(c.embed_dim * 2**i),
+                (grid[0] // 2**i, grid[1] // 2**i),
+                depth,
+                c.num_heads[i],
+                c.htsat_window_size,
+                c.mlp_ratio,
+                c.qkv_bias,
+                downsample=i < len(c.depths) - 1,
+            )
             for i, depth in enumerate(c.depths)
         )
         self.norm = nn.LayerNorm(c.num_features)
@@ -263,8 +288,10 @@ class HTSAT(nn.Module):
         target_t, target_f = c.spec_size * c.freq_ratio, c.spec_size // c.freq_ratio
         t, f = x.shape[2], x.shape[3]
         if t > target_t or f > target_f:
-            raise ValueError(f"HTSAT input of {t} frames x {f} bins exceeds {target_t} x {target_f}; "
-                             "crop or window the waveform first")
+            raise ValueError(
+                f"HTSAT input of {t} frames x {f} bins exceeds {target_t} x {target_f}; "
+                "crop or window the waveform first"
+            )
         if t < target_t:
             x = F.interpolate(x, (target_t, f), mode="bicubic", align_corners=True)
         if f < target_f:
@@ -298,8 +325,9 @@ class HTSAT(nn.Module):
 
     def forward_mel(self, mel: torch.Tensor, with_clipwise: bool = False, **patch_kwargs) -> dict:
         """Log-mel after bn0 [B, 1, T, F] -> outputs (for callers that build their own mel)."""
-        return self.forward_features(self.reshape_wav2img(mel).to(self.patch_embed.proj.weight.dtype),
-                                     with_clipwise, **patch_kwargs)
+        return self.forward_features(
+            self.reshape_wav2img(mel).to(self.patch_embed.proj.weight.dtype), with_clipwise, **patch_kwargs
+        )
 
     def forward(self, waveform: torch.Tensor, with_clipwise: bool = False) -> dict:
         return self.forward_mel(self.mel(waveform), with_clipwise)

@@ -66,8 +66,9 @@ TEXT_MAX_LENGTH = 77
 DEFAULT_MAX_SECONDS = 60.0  # audio after this is not used (None: all of it)
 
 # The original ``model_configs/HTSAT-{tiny,base}.json`` audio settings (48 kHz, hop 480, fmax 14 kHz).
-LAION_AUDIO: dict[str, Any] = dict(sample_rate=SAMPLE_RATE, window_size=1024, hop_size=480, mel_bins=64, fmin=50.0,
-                                   fmax=14000.0)
+LAION_AUDIO: dict[str, Any] = dict(
+    sample_rate=SAMPLE_RATE, window_size=1024, hop_size=480, mel_bins=64, fmin=50.0, fmax=14000.0
+)
 AMODELS: dict[str, HTSATConfig] = {
     "HTSAT-tiny": HTSATConfig(**LAION_AUDIO),
     "HTSAT-base": HTSATConfig(**LAION_AUDIO, embed_dim=128, depths=(2, 2, 12, 2)),
@@ -94,9 +95,11 @@ class LaionClapConfig:
         if self.amodel not in AMODELS:
             raise ConfigError(f"unknown LAION-CLAP amodel '{self.amodel}'; use one of {sorted(AMODELS)}")
         if self.long_audio not in LONG_AUDIO_POLICIES[self.enable_fusion]:
-            raise ConfigError(f"long_audio='{self.long_audio}' is not valid for a "
-                              f"{'fusion' if self.enable_fusion else 'non-fusion'} model; use one of "
-                              f"{LONG_AUDIO_POLICIES[self.enable_fusion]}")
+            raise ConfigError(
+                f"long_audio='{self.long_audio}' is not valid for a "
+                f"{'fusion' if self.enable_fusion else 'non-fusion'} model; use one of "
+                f"{LONG_AUDIO_POLICIES[self.enable_fusion]}"
+            )
 
     @property
     def htsat(self) -> HTSATConfig:
@@ -120,8 +123,9 @@ class LaionClapModel(nn.Module):
 
         self.config = config
         h = config.htsat
-        patch_embed = (FusionPatchEmbed(h.spec_size, h.patch_size, h.patch_stride, h.embed_dim)
-                       if config.enable_fusion else None)
+        patch_embed = (
+            FusionPatchEmbed(h.spec_size, h.patch_size, h.patch_stride, h.embed_dim) if config.enable_fusion else None
+        )
         self.audio_branch = HTSAT(h, patch_embed=patch_embed)
         self.audio_projection = _projection(h.num_features, config.joint_dim)
         self.text_branch = RobertaModel(text_config, add_pooling_layer=True)
@@ -160,13 +164,17 @@ def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Loaded with ``torch.load(weights_only=True)``: the pickle may hold numpy scalars, which are
     allowed by name; anything else is refused with a CheckpointError.
     """
-    obj = load_torch_file(path, "LAION-CLAP checkpoint",
-                          f"; use an original *.pt file from https://huggingface.co/{HUB_REPO}", allow_numpy=True)
+    obj = load_torch_file(
+        path,
+        "LAION-CLAP checkpoint",
+        f"; use an original *.pt file from https://huggingface.co/{HUB_REPO}",
+        allow_numpy=True,
+    )
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: no tensor 'state_dict' inside; not a LAION-CLAP checkpoint")
     if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -189,8 +197,10 @@ def load_checkpoint_into(model: LaionClapModel, state: dict[str, torch.Tensor], 
     state = dict(state)
     pos = state.pop(POSITION_IDS_KEY, None)
     if pos is not None and not torch.equal(pos.flatten(), torch.arange(pos.numel(), dtype=pos.dtype)):
-        raise CheckpointError(f"{source}: {POSITION_IDS_KEY} is not 0..{pos.numel() - 1}; the text branch "
-                              "was trained with custom positions, which this loader does not support")
+        raise CheckpointError(
+            f"{source}: {POSITION_IDS_KEY} is not 0..{pos.numel() - 1}; the text branch "
+            "was trained with custom positions, which this loader does not support"
+        )
     try:
         load_strict(model, state, source, known_unused=KNOWN_UNUSED)
     except CheckpointError as exc:
@@ -201,8 +211,11 @@ def load_text_side(text_model: str):
     """(RobertaTokenizer, RobertaConfig) from a hub id or local dir; CheckpointError when unavailable."""
     from transformers import RobertaConfig, RobertaTokenizer
 
-    return load_text_tower(text_model, lambda m: (RobertaTokenizer.from_pretrained(m),
-                                                  RobertaConfig.from_pretrained(m)), hub_id="roberta-base")
+    return load_text_tower(
+        text_model,
+        lambda m: (RobertaTokenizer.from_pretrained(m), RobertaConfig.from_pretrained(m)),
+        hub_id="roberta-base",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -220,7 +233,7 @@ def _windows(wave: np.ndarray, policy: str) -> list[np.ndarray]:
         starts = [(n - WINDOW_SAMPLES) // 2]
     else:
         starts = end_aligned_starts(n, WINDOW_SAMPLES)
-    return [wave[s:s + WINDOW_SAMPLES] for s in starts]
+    return [wave[s : s + WINDOW_SAMPLES] for s in starts]
 
 
 @dataclass
@@ -268,7 +281,7 @@ class LaionClapEncoder:
             batch = torch.stack([repeat_pad(torch.from_numpy(windows[r]), WINDOW_SAMPLES) for r in rows])
             with autocast(self.device, self.dtype):
                 emb = self.model.embed_waveforms(batch.to(self.device))
-            out[rows[0]:rows[0] + real] = emb[:real].float().cpu()
+            out[rows[0] : rows[0] + real] = emb[:real].float().cpu()
         return out
 
     @torch.inference_mode()
@@ -282,7 +295,7 @@ class LaionClapEncoder:
             longer = torch.tensor([lg for _, lg in items], device=self.device)
             with autocast(self.device, self.dtype):
                 emb = self.model.embed_fusion(mel, longer)
-            out[rows[0]:rows[0] + real] = emb[:real].float().cpu()
+            out[rows[0] : rows[0] + real] = emb[:real].float().cpu()
         return out
 
     def embed(self, waveforms: list[np.ndarray]) -> np.ndarray:
@@ -311,15 +324,17 @@ class LaionClapEncoder:
         """float32 [N, 512], L2-normalised, in the audio embedding space (RoBERTa, 77 tokens)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        tok = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=TEXT_MAX_LENGTH,
-                             return_tensors="pt")
+        tok = self.tokenizer(
+            list(texts), padding="max_length", truncation=True, max_length=TEXT_MAX_LENGTH, return_tensors="pt"
+        )
         out = torch.empty(len(texts), self.dim)
         for rows, real in micro_batches(len(texts), self.batch_size, self._pad):
             idx = torch.tensor(rows)
             with autocast(self.device, self.dtype):
-                emb = self.model.embed_tokens(tok["input_ids"][idx].to(self.device),
-                                              tok["attention_mask"][idx].to(self.device))
-            out[rows[0]:rows[0] + real] = emb[:real].float().cpu()
+                emb = self.model.embed_tokens(
+                    tok["input_ids"][idx].to(self.device), tok["attention_mask"][idx].to(self.device)
+                )
+            out[rows[0] : rows[0] + real] = emb[:real].float().cpu()
         return out.numpy()
 
     # -- identity ------------------------------------------------------------------------------------
@@ -328,11 +343,12 @@ class LaionClapEncoder:
         if self._sha256 is None:
             self._sha256 = checkpoint_sha256(self.checkpoint_path)
         c = self.config
-        long_audio = {"mean": "mean of normalised embeddings of 10 s windows at hop 10 s, last window "
-                              "end-aligned, re-normalised",
-                      "head": "first 10 s",
-                      "center": "centred 10 s",
-                      "fusion": "fusion: global shrink + chunks at first/middle/last start of each third"}
+        long_audio = {
+            "mean": "mean of normalised embeddings of 10 s windows at hop 10 s, last window end-aligned, re-normalised",
+            "head": "first 10 s",
+            "center": "centred 10 s",
+            "fusion": "fusion: global shrink + chunks at first/middle/last start of each third",
+        }
         fp = {
             "name": self.name,
             "family": self.family,
@@ -394,20 +410,33 @@ def load_laion_clap(
     batch_size: int | None = None,
 ) -> LaionClapEncoder:
     """Build the encoder and load the checkpoint strictly (CheckpointError lists key problems)."""
-    config = LaionClapConfig(amodel=amodel, enable_fusion=enable_fusion, text_model=text_model,
-                             long_audio=long_audio or ("fusion" if enable_fusion else "mean"),
-                             shrink_antialias=shrink_antialias)
+    config = LaionClapConfig(
+        amodel=amodel,
+        enable_fusion=enable_fusion,
+        text_model=text_model,
+        long_audio=long_audio or ("fusion" if enable_fusion else "mean"),
+        shrink_antialias=shrink_antialias,
+    )
     dev = best_device(device)
     dtype, size = encoder_precision(precision, dev), default_batch_size(batch_size, dev)
-    path = resolve_checkpoint(CheckpointSource(path=checkpoint, repo_id=hub_repo, filename=filename),
-                              what=f"LAION-CLAP checkpoint ({name})")
+    path = resolve_checkpoint(
+        CheckpointSource(path=checkpoint, repo_id=hub_repo, filename=filename), what=f"LAION-CLAP checkpoint ({name})"
+    )
     tokenizer, text_config = load_text_side(text_model)
     model = LaionClapModel(config, text_config)
     load_checkpoint_into(model, load_original_state_dict(path), str(path))
     model.eval().to(dev)
-    return LaionClapEncoder(name=name, config=config, checkpoint_path=path, device=dev,
-                            dtype=dtype, batch_size=size, model=model, tokenizer=tokenizer,
-                            max_seconds=check_max_seconds(max_seconds))
+    return LaionClapEncoder(
+        name=name,
+        config=config,
+        checkpoint_path=path,
+        device=dev,
+        dtype=dtype,
+        batch_size=size,
+        model=model,
+        tokenizer=tokenizer,
+        max_seconds=check_max_seconds(max_seconds),
+    )
 
 
 @register_encoder("laion_clap")
@@ -426,7 +455,5 @@ def _laion_clap_fusion(**options: Any) -> LaionClapEncoder:
 @register_encoder("laion_clap_music")
 def _laion_clap_music(**options: Any) -> LaionClapEncoder:
     """HTSAT-base non-fusion, ``music_audioset_epoch_15_esc_90.14.pt`` (also: music_speech_*)."""
-    defaults = {"name": "laion_clap_music", "filename": "music_audioset_epoch_15_esc_90.14.pt",
-                "amodel": "HTSAT-base"}
+    defaults = {"name": "laion_clap_music", "filename": "music_audioset_epoch_15_esc_90.14.pt", "amodel": "HTSAT-base"}
     return load_laion_clap(**(defaults | options))
-

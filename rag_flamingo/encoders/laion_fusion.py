@@ -56,15 +56,30 @@ class HTKLogMel(nn.Module):
     def __init__(self, config: FusionMelConfig):
         super().__init__()
         self.config = config
-        fb = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
-                                 fmin=config.fmin, fmax=config.fmax, htk=True, norm=None)
+        fb = librosa.filters.mel(
+            sr=config.sample_rate,
+            n_fft=config.n_fft,
+            n_mels=config.n_mels,
+            fmin=config.fmin,
+            fmax=config.fmax,
+            htk=True,
+            norm=None,
+        )
         self.register_buffer("mel_basis", torch.from_numpy(np.ascontiguousarray(fb.T)).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         c = self.config
-        spec = torch.stft(waveform.float(), c.n_fft, hop_length=c.hop_length, win_length=c.n_fft,
-                          window=self.window, center=True, pad_mode="reflect", return_complex=True)
+        spec = torch.stft(
+            waveform.float(),
+            c.n_fft,
+            hop_length=c.hop_length,
+            win_length=c.n_fft,
+            window=self.window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
         power = spec.real.square() + spec.imag.square()  # [.., bins, frames]
         mel = torch.matmul(power.transpose(-1, -2), self.mel_basis)
         return 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
@@ -100,9 +115,10 @@ def fusion_input(wave: torch.Tensor, mel: HTKLogMel) -> tuple[torch.Tensor, bool
     total, chunk = full.shape[0], c.chunk_frames
     if total == chunk:  # longer than the window by less than one hop: the whole mel, not fused
         return full.expand(4, -1, -1).contiguous(), False
-    chunks = [full[s:s + chunk] for s in chunk_starts(total, chunk)]
-    shrink = F.interpolate(full[None, None], size=(chunk, c.n_mels), mode="bilinear", align_corners=False,
-                           antialias=c.shrink_antialias)[0, 0]
+    chunks = [full[s : s + chunk] for s in chunk_starts(total, chunk)]
+    shrink = F.interpolate(
+        full[None, None], size=(chunk, c.n_mels), mode="bilinear", align_corners=False, antialias=c.shrink_antialias
+    )[0, 0]
     return torch.stack([shrink, *chunks]), True
 
 
@@ -111,13 +127,18 @@ def rowwise(fn, *xs: torch.Tensor) -> torch.Tensor:
     gates): a BLAS matmul over M=B rows picks different kernels for different B, so a row's low bits
     would depend on how many other clips share the call; one row at a time they never do. The large
     steps (HTSAT, RoBERTa layers: M = B x tokens) are batch-invariant as they are (tested)."""
-    return torch.cat([fn(*(x[i:i + 1] for x in xs)) for i in range(xs[0].shape[0])])
+    return torch.cat([fn(*(x[i : i + 1] for x in xs)) for i in range(xs[0].shape[0])])
 
 
 def _attention_branch(channels: int, inter: int, pooled: bool) -> nn.Sequential:
     layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1)] if pooled else []
-    layers += [nn.Conv2d(channels, inter, 1), nn.BatchNorm2d(inter), nn.ReLU(inplace=True),
-               nn.Conv2d(inter, channels, 1), nn.BatchNorm2d(channels)]
+    layers += [
+        nn.Conv2d(channels, inter, 1),
+        nn.BatchNorm2d(inter),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(inter, channels, 1),
+        nn.BatchNorm2d(channels),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -150,8 +171,13 @@ class FusionPatchEmbed(nn.Module):
         padding = ((patch_size - patch_stride[0]) // 2, (patch_size - patch_stride[1]) // 2)
         self.proj = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=patch_stride, padding=padding)
         self.norm = nn.LayerNorm(embed_dim)
-        self.mel_conv2d = nn.Conv2d(1, embed_dim, kernel_size=(patch_size, patch_size * 3),
-                                    stride=(patch_stride[0], patch_stride[1] * 3), padding=padding)
+        self.mel_conv2d = nn.Conv2d(
+            1,
+            embed_dim,
+            kernel_size=(patch_size, patch_size * 3),
+            stride=(patch_stride[0], patch_stride[1] * 3),
+            padding=padding,
+        )
         self.fusion_model = AFF(channels=embed_dim)
 
     def forward(self, x: torch.Tensor, longer: torch.Tensor | None = None) -> torch.Tensor:

@@ -88,8 +88,9 @@ class Spectrogram(nn.Module):
 class LogmelFilterBank(nn.Module):
     """Slaney mel filter bank + power_to_db without top_db (torchlibrosa ``LogmelFilterBank``)."""
 
-    def __init__(self, sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float,
-                 ref: float = 1.0, amin: float = 1e-10):
+    def __init__(
+        self, sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float, ref: float = 1.0, amin: float = 1e-10
+    ):
         super().__init__()
         mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax).T
         self.melW = nn.Parameter(torch.from_numpy(np.ascontiguousarray(mel)).float(), requires_grad=False)
@@ -102,8 +103,9 @@ class LogmelFilterBank(nn.Module):
         return log_mel - self.ref_db if self.ref_db else log_mel
 
 
-def log_mel(spectrogram_extractor: Spectrogram, logmel_extractor: LogmelFilterBank,
-            waveform: torch.Tensor) -> torch.Tensor:
+def log_mel(
+    spectrogram_extractor: Spectrogram, logmel_extractor: LogmelFilterBank, waveform: torch.Tensor
+) -> torch.Tensor:
     """[B, samples] -> [B, 1, frames, n_mels] in float32 (autocast off: power spectra overflow fp16)."""
     with torch.autocast(device_type=waveform.device.type, enabled=False):
         return logmel_extractor(spectrogram_extractor(waveform.float()))
@@ -120,8 +122,9 @@ class LogMel(nn.Module):
         super().__init__()
         self.config = config
         self.spectrogram_extractor = Spectrogram(config.n_fft, config.hop_length, config.center, config.pad_mode)
-        self.logmel_extractor = LogmelFilterBank(config.sample_rate, config.n_fft, config.n_mels,
-                                                 config.fmin, config.fmax, config.ref, config.amin)
+        self.logmel_extractor = LogmelFilterBank(
+            config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax, config.ref, config.amin
+        )
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return log_mel(self.spectrogram_extractor, self.logmel_extractor, waveform)

@@ -127,8 +127,9 @@ class MSClapAudioEncoder(nn.Module):
         if config.audio_backbone == "htsat":
             self.base: nn.Module = HTSATWrapper()
         else:
-            self.base = Cnn14Wrapper(Cnn14Config(sample_rate=config.sample_rate, fmax=config.fmax,
-                                                 out_emb=config.out_emb))
+            self.base = Cnn14Wrapper(
+                Cnn14Config(sample_rate=config.sample_rate, fmax=config.fmax, out_emb=config.out_emb)
+            )
         self.projection = Projection(config.out_emb, config.d_proj)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -175,8 +176,11 @@ def text_config_and_tokenizer(text_model: str, hub_id: str):
     from transformers import AutoConfig, AutoTokenizer
 
     config, tokenizer = load_text_tower(
-        text_model, lambda m: (AutoConfig.from_pretrained(m), AutoTokenizer.from_pretrained(m)), hub_id,
-        note="; or build the encoder with with_text=False")
+        text_model,
+        lambda m: (AutoConfig.from_pretrained(m), AutoTokenizer.from_pretrained(m)),
+        hub_id,
+        note="; or build the encoder with with_text=False",
+    )
     if config.model_type == "gpt2":
         tokenizer.add_special_tokens({"pad_token": "!"})
     return config, tokenizer
@@ -206,11 +210,10 @@ def clip_crops(wave: np.ndarray, length: int, policy: str) -> list[np.ndarray]:
         raise ConfigError("cannot embed an empty waveform")
     if wave.shape[0] <= length:
         return [repeat_pad(wave, length)]
-    return [wave[s:s + length] for s in crop_starts(wave.shape[0], length, policy)]
+    return [wave[s : s + length] for s in crop_starts(wave.shape[0], length, policy)]
 
 
-def run_batched(fn, items: list[np.ndarray], batch_size: int, device: torch.device,
-                dtype: torch.dtype) -> torch.Tensor:
+def run_batched(fn, items: list[np.ndarray], batch_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Apply ``fn`` (tensor [b, ...] -> [b, d]) over equal-shape numpy items in fixed-size micro-batches
     (``base.micro_batches``), under autocast to ``dtype``."""
     outs = []
@@ -231,10 +234,21 @@ class MSClapEncoder:
     sample_rate = SAMPLE_RATE
     decode_length = "torchaudio"  # msclap resamples files with torchaudio (audio.decode_rule)
 
-    def __init__(self, config: MSClapConfig, checkpoint: str | None = None, hub_repo: str = HUB_REPO,
-                 filename: str | None = None, text_model: str | None = None, with_text: bool = True,
-                 long_audio: str = "mean", max_seconds: float | None = None, batch_size: int = 16,
-                 device: str | None = None, precision: str | None = "auto", name: str | None = None):
+    def __init__(
+        self,
+        config: MSClapConfig,
+        checkpoint: str | None = None,
+        hub_repo: str = HUB_REPO,
+        filename: str | None = None,
+        text_model: str | None = None,
+        with_text: bool = True,
+        long_audio: str = "mean",
+        max_seconds: float | None = None,
+        batch_size: int = 16,
+        device: str | None = None,
+        precision: str | None = "auto",
+        name: str | None = None,
+    ):
         released_text_model = config.text_model
         if text_model:
             config = replace(config, text_model=text_model)
@@ -248,12 +262,17 @@ class MSClapEncoder:
         self.batch_size = check_batch_size(batch_size)
         self.source = CheckpointSource(checkpoint, hub_repo, filename or config.filename)
         self.checkpoint_path = resolve_checkpoint(self.source, f"MS-CLAP {config.version} checkpoint")
-        text_config, self.tokenizer = (text_config_and_tokenizer(config.text_model, released_text_model)
-                                       if with_text else (None, None))
+        text_config, self.tokenizer = (
+            text_config_and_tokenizer(config.text_model, released_text_model) if with_text else (None, None)
+        )
         self.model = MSClapModel(config, text_config)
         unused = [] if with_text else [r"caption_encoder\..*"]
-        load_strict(self.model, read_state_dict(self.checkpoint_path), str(self.checkpoint_path),
-                    known_unused=(*LEGACY_TEXT_BUFFERS, *unused))
+        load_strict(
+            self.model,
+            read_state_dict(self.checkpoint_path),
+            str(self.checkpoint_path),
+            known_unused=(*LEGACY_TEXT_BUFFERS, *unused),
+        )
         self.device = best_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.model.eval().to(self.device)
@@ -291,8 +310,14 @@ class MSClapEncoder:
             raise ConfigError(f"{self.name} was built with with_text=False")
         if self.model.caption_encoder.kind == "gpt":
             texts = [t + " <|endoftext|>" for t in texts]
-        tok = self.tokenizer(texts, add_special_tokens=True, max_length=self.config.text_len,
-                             padding="max_length", truncation=True, return_tensors="pt")
+        tok = self.tokenizer(
+            texts,
+            add_special_tokens=True,
+            max_length=self.config.text_len,
+            padding="max_length",
+            truncation=True,
+            return_tensors="pt",
+        )
         keys = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in tok else [])
         return {k: tok[k] for k in keys}
 
@@ -326,9 +351,11 @@ class MSClapEncoder:
             "decode_length": self.decode_length,
             "clip_seconds": c.duration,
             "short_audio": "repeat-tile to clip_seconds (msclap)",
-            "long_audio": {"mean": "mean of L2-normalised consecutive clip_seconds windows (last aligned "
-                                   "to the end), re-normalised",
-                           "head": "first clip_seconds"}[self.long_audio],
+            "long_audio": {
+                "mean": "mean of L2-normalised consecutive clip_seconds windows (last aligned "
+                "to the end), re-normalised",
+                "head": "first clip_seconds",
+            }[self.long_audio],
             "max_seconds": self.max_seconds,
             "normalization": "none (float32 as decoded); output L2-normalised",
             "audio_backbone": c.audio_backbone,

@@ -64,12 +64,16 @@ class WindowScheme:
         n = self.num_windows(wave.shape[0])
         padded = np.zeros(self.padded_length(n), dtype=np.float32)
         padded[: wave.shape[0]] = wave
-        return np.stack([padded[i * self.hop: i * self.hop + self.window] for i in range(n)])
+        return np.stack([padded[i * self.hop : i * self.hop + self.window] for i in range(n)])
 
     def describe(self) -> dict:
-        return {"sample_rate": self.sample_rate, "window_seconds": self.window_seconds,
-                "overlap_seconds": self.overlap_seconds, "max_windows": self.max_windows,
-                "max_seconds": self.max_seconds}
+        return {
+            "sample_rate": self.sample_rate,
+            "window_seconds": self.window_seconds,
+            "overlap_seconds": self.overlap_seconds,
+            "max_windows": self.max_windows,
+            "max_seconds": self.max_seconds,
+        }
 
 
 AF1_WINDOWS = WindowScheme()

@@ -8,7 +8,19 @@ from .multilabel import MultilabelResult, multilabel_metrics, parse_labels
 from .text import match_option, normalize, tokenize
 
 __all__ = [
-    "AQAResult", "ClassificationResult", "MultilabelResult", "aqa_accuracy", "bleu", "captioning_metrics",
-    "cider_d", "classification_metrics", "match_option", "multilabel_metrics", "normalize", "parse_labels",
-    "rouge_l", "spice_unavailable_reason", "tokenize",
+    "AQAResult",
+    "ClassificationResult",
+    "MultilabelResult",
+    "aqa_accuracy",
+    "bleu",
+    "captioning_metrics",
+    "cider_d",
+    "classification_metrics",
+    "match_option",
+    "multilabel_metrics",
+    "normalize",
+    "parse_labels",
+    "rouge_l",
+    "spice_unavailable_reason",
+    "tokenize",
 ]

@@ -8,8 +8,8 @@ reference's binary-AQA prompt offers) are instead matched to the options with `t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 from ..errors import ConfigError
 from .text import match_option, normalize
@@ -29,9 +29,13 @@ class AQAResult:
         return asdict(self)
 
 
-def aqa_accuracy(outputs: Sequence[str], answers: Sequence[str],
-                 options: Sequence[Sequence[str] | None] | None = None, auto_yes_no: bool = True,
-                 max_examples: int = 10) -> AQAResult:
+def aqa_accuracy(
+    outputs: Sequence[str],
+    answers: Sequence[str],
+    options: Sequence[Sequence[str] | None] | None = None,
+    auto_yes_no: bool = True,
+    max_examples: int = 10,
+) -> AQAResult:
     if len(outputs) != len(answers):
         raise ConfigError(f"{len(outputs)} outputs but {len(answers)} answers")
     if options is not None and len(options) != len(answers):
@@ -53,5 +57,6 @@ def aqa_accuracy(outputs: Sequence[str], answers: Sequence[str],
         else:
             correct += normalize(out) == normalize(ans)
     n = len(answers)
-    return AQAResult(n=n, accuracy=correct / n if n else 0.0, correct=int(correct), unmatched=unmatched,
-                     unmatched_examples=examples)
+    return AQAResult(
+        n=n, accuracy=correct / n if n else 0.0, correct=int(correct), unmatched=unmatched, unmatched_examples=examples
+    )

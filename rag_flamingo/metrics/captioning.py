@@ -29,7 +29,7 @@ import logging
 import math
 import shutil
 from collections import Counter
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -43,8 +43,10 @@ Tokenizer = Callable[[str], list[str]]
 
 def _check(candidates: Sequence[str], mult_references: Sequence[Sequence[str]]) -> None:
     if len(candidates) != len(mult_references):
-        raise ConfigError(f"{len(candidates)} candidates but {len(mult_references)} reference lists; "
-                          f"give one list of references per candidate")
+        raise ConfigError(
+            f"{len(candidates)} candidates but {len(mult_references)} reference lists; "
+            f"give one list of references per candidate"
+        )
     for i, refs in enumerate(mult_references):
         if isinstance(refs, str) or len(refs) == 0:
             raise ConfigError(f"item {i}: references must be a non-empty list of strings, got {refs!r}")
@@ -54,7 +56,7 @@ def _ngrams(words: list[str], n: int) -> Counter:
     counts: Counter = Counter()
     for size in range(1, n + 1):
         for i in range(len(words) - size + 1):
-            counts[tuple(words[i:i + size])] += 1
+            counts[tuple(words[i : i + size])] += 1
     return counts
 
 
@@ -77,24 +79,32 @@ def _tfidf(counts: Counter, df: Counter, log_items: float, n: int):
 
 def _cider_sim(cand, ref, n: int, sigma: float) -> np.ndarray:
     (c_vec, c_norm, c_len), (r_vec, r_norm, r_len) = cand, ref
-    penalty = math.exp(-((c_len - r_len) ** 2) / (2 * sigma ** 2))
+    penalty = math.exp(-((c_len - r_len) ** 2) / (2 * sigma**2))
     sims = np.zeros(n)
     for size in range(n):
-        dot = sum(min(value, r_vec[size].get(gram, 0.0)) * r_vec[size].get(gram, 0.0)
-                  for gram, value in c_vec[size].items())
+        dot = sum(
+            min(value, r_vec[size].get(gram, 0.0)) * r_vec[size].get(gram, 0.0) for gram, value in c_vec[size].items()
+        )
         if c_norm[size] != 0 and r_norm[size] != 0:
             dot /= c_norm[size] * r_norm[size]
         sims[size] = dot * penalty
     return sims
 
 
-def cider_d(candidates: Sequence[str], mult_references: Sequence[Sequence[str]], n: int = 4,
-            sigma: float = 6.0, tokenizer: Tokenizer = tokenize) -> tuple[float, list[float]]:
+def cider_d(
+    candidates: Sequence[str],
+    mult_references: Sequence[Sequence[str]],
+    n: int = 4,
+    sigma: float = 6.0,
+    tokenizer: Tokenizer = tokenize,
+) -> tuple[float, list[float]]:
     """(corpus CIDEr-D, per-item scores). Needs >= 2 items: the IDF comes from the corpus."""
     _check(candidates, mult_references)
     if len(candidates) < 2:
-        raise ConfigError("CIDEr-D needs at least 2 items (its IDF is computed from the evaluated "
-                          "corpus' references); evaluate a larger set")
+        raise ConfigError(
+            "CIDEr-D needs at least 2 items (its IDF is computed from the evaluated "
+            "corpus' references); evaluate a larger set"
+        )
     cands = [_ngrams(tokenizer(c), n) for c in candidates]
     refs = [[_ngrams(tokenizer(r), n) for r in rs] for rs in mult_references]
     df: Counter = Counter()
@@ -138,14 +148,19 @@ def _bleu_from(test_len, ref_len, guess, correct, n) -> float:
     return score * math.exp(1 - 1 / ratio) if ratio < 1 else score
 
 
-def bleu(candidates: Sequence[str], mult_references: Sequence[Sequence[str]], n: int = 4,
-         tokenizer: Tokenizer = tokenize) -> tuple[float, list[float]]:
+def bleu(
+    candidates: Sequence[str], mult_references: Sequence[Sequence[str]], n: int = 4, tokenizer: Tokenizer = tokenize
+) -> tuple[float, list[float]]:
     """(corpus BLEU-n, per-item BLEU-n)."""
     _check(candidates, mult_references)
     stats = [_bleu_stats(tokenizer(c), [tokenizer(r) for r in rs], n) for c, rs in zip(candidates, mult_references)]
     items = [_bleu_from(*s, n) for s in stats]
-    totals = [sum(s[0] for s in stats), sum(s[1] for s in stats),
-              [sum(s[2][k] for s in stats) for k in range(n)], [sum(s[3][k] for s in stats) for k in range(n)]]
+    totals = [
+        sum(s[0] for s in stats),
+        sum(s[1] for s in stats),
+        [sum(s[2][k] for s in stats) for k in range(n)],
+        [sum(s[3][k] for s in stats) for k in range(n)],
+    ]
     return _bleu_from(*totals, n), items
 
 
@@ -162,8 +177,12 @@ def _lcs(a: list[str], b: list[str]) -> int:
     return prev[-1]
 
 
-def rouge_l(candidates: Sequence[str], mult_references: Sequence[Sequence[str]], beta: float = 1.2,
-            tokenizer: Tokenizer = tokenize) -> tuple[float, list[float]]:
+def rouge_l(
+    candidates: Sequence[str],
+    mult_references: Sequence[Sequence[str]],
+    beta: float = 1.2,
+    tokenizer: Tokenizer = tokenize,
+) -> tuple[float, list[float]]:
     """(corpus ROUGE-L = mean of items, per-item ROUGE-L F-scores)."""
     _check(candidates, mult_references)
     scores = []
@@ -176,7 +195,7 @@ def rouge_l(candidates: Sequence[str], mult_references: Sequence[Sequence[str]],
             precision = max(precision, lcs / len(c) if c else 0.0)
             recall = max(recall, lcs / len(r) if r else 0.0)
         ok = precision != 0 and recall != 0
-        scores.append(((1 + beta ** 2) * precision * recall) / (recall + beta ** 2 * precision) if ok else 0.0)
+        scores.append(((1 + beta**2) * precision * recall) / (recall + beta**2 * precision) if ok else 0.0)
     return float(np.mean(scores)) if scores else 0.0, scores
 
 
@@ -188,15 +207,18 @@ def spice_unavailable_reason() -> str | None:
     try:
         import aac_metrics.functional.spice  # noqa: F401
     except Exception as exc:  # ImportError, or msclap/torchaudio import failures inside aac-metrics
-        return (f"aac-metrics is not importable ({type(exc).__name__}: {exc}); install it with "
-                f"`pip install aac-metrics && aac-metrics-download` (it pins numpy<2 via msclap)")
+        return (
+            f"aac-metrics is not importable ({type(exc).__name__}: {exc}); install it with "
+            f"`pip install aac-metrics && aac-metrics-download` (it pins numpy<2 via msclap)"
+        )
     if shutil.which("java") is None:
         return "SPICE needs Java 8-13 on PATH (aac-metrics runs the SPICE-1.0 jar)"
     return None
 
 
-def spice(candidates: Sequence[str], mult_references: Sequence[Sequence[str]],
-          tokenizer: Tokenizer = tokenize, **kwargs) -> tuple[float, list[float]]:
+def spice(
+    candidates: Sequence[str], mult_references: Sequence[Sequence[str]], tokenizer: Tokenizer = tokenize, **kwargs
+) -> tuple[float, list[float]]:
     """SPICE through aac-metrics (inputs tokenised and re-joined like the other metrics)."""
     from aac_metrics.functional.spice import spice as aac_spice
 
@@ -206,8 +228,9 @@ def spice(candidates: Sequence[str], mult_references: Sequence[Sequence[str]],
     return float(corpus["spice"]), [float(x) for x in items["spice"]]
 
 
-def captioning_metrics(candidates: Sequence[str], mult_references: Sequence[Sequence[str]],
-                       use_spice: bool | str = "auto") -> dict:
+def captioning_metrics(
+    candidates: Sequence[str], mult_references: Sequence[Sequence[str]], use_spice: bool | str = "auto"
+) -> dict:
     """CIDEr-D, BLEU-4, ROUGE-L and, where SPICE runs, SPICE and SPIDEr = (CIDEr-D + SPICE) / 2.
 
     Returns ``{"n", "cider_d", "bleu_4", "rouge_l", "spice", "spider", "unavailable", "per_item"}``;
@@ -218,8 +241,16 @@ def captioning_metrics(candidates: Sequence[str], mult_references: Sequence[Sequ
     _check(candidates, mult_references)
     bleu4, bleu_items = bleu(candidates, mult_references)
     rouge, rouge_items = rouge_l(candidates, mult_references)
-    out = {"n": len(candidates), "cider_d": None, "bleu_4": bleu4, "rouge_l": rouge, "spice": None,
-           "spider": None, "unavailable": {}, "per_item": {"bleu_4": bleu_items, "rouge_l": rouge_items}}
+    out = {
+        "n": len(candidates),
+        "cider_d": None,
+        "bleu_4": bleu4,
+        "rouge_l": rouge,
+        "spice": None,
+        "spider": None,
+        "unavailable": {},
+        "per_item": {"bleu_4": bleu_items, "rouge_l": rouge_items},
+    }
     if len(candidates) < 2:  # CIDEr-D's IDF needs a corpus; SPIDEr needs CIDEr-D
         reason = f"CIDEr-D needs at least 2 items (got {len(candidates)})"
         out["unavailable"] = {"cider_d": reason, "spice": reason, "spider": reason}

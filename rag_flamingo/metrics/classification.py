@@ -9,10 +9,8 @@ matched predictions (scikit-learn's definition with ``zero_division=0``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
-
-
 
 from ..errors import ConfigError
 from .text import match_option, normalize
@@ -41,17 +39,21 @@ def canonical_reference(reference: str, options: Sequence[str], index: int) -> s
     for opt in options:
         if normalize(opt) == ref:
             return opt
-    raise ConfigError(f"item {index}: reference label {reference!r} is not one of the {len(options)} options; "
-                      f"pass the full label set as options")
+    raise ConfigError(
+        f"item {index}: reference label {reference!r} is not one of the {len(options)} options; "
+        f"pass the full label set as options"
+    )
 
 
 def unmatched_examples(outputs, references, matched, limit: int) -> list[dict]:
-    return [{"index": i, "output": outputs[i], "reference": references[i]}
-            for i, m in enumerate(matched) if m is None][:limit]
+    return [{"index": i, "output": outputs[i], "reference": references[i]} for i, m in enumerate(matched) if m is None][
+        :limit
+    ]
 
 
-def classification_metrics(outputs: Sequence[str], references: Sequence[str], options: Sequence[str],
-                           max_examples: int = 10) -> ClassificationResult:
+def classification_metrics(
+    outputs: Sequence[str], references: Sequence[str], options: Sequence[str], max_examples: int = 10
+) -> ClassificationResult:
     from sklearn.metrics import f1_score, precision_recall_fscore_support
 
     if len(outputs) != len(references):
@@ -69,13 +71,17 @@ def classification_metrics(outputs: Sequence[str], references: Sequence[str], op
     per_class = {}
     if n:
         p, r, f, s = precision_recall_fscore_support(truth, predicted, labels=classes, zero_division=0)
-        per_class = {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-                     for i, c in enumerate(classes)}
+        per_class = {
+            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, c in enumerate(classes)
+        }
     return ClassificationResult(
-        n=n, accuracy=correct / n if n else 0.0, macro_f1=macro, correct=int(correct),
+        n=n,
+        accuracy=correct / n if n else 0.0,
+        macro_f1=macro,
+        correct=int(correct),
         unmatched=sum(m is None for m in matched),
         unmatched_examples=unmatched_examples(list(outputs), list(references), matched, max_examples),
-        per_class=per_class, predictions=matched)
-
-
-
+        per_class=per_class,
+        predictions=matched,
+    )

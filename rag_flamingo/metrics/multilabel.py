@@ -11,8 +11,8 @@ positive of scikit-learn's average precision; it is None without scores.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -71,9 +71,13 @@ def mean_average_precision(truth: np.ndarray, scores: np.ndarray) -> float:
     return float(np.mean([average_precision_score(truth[:, c], scores[:, c]) for c in cols]))
 
 
-def multilabel_metrics(outputs: Sequence[str | Sequence[str]] | None, references: Sequence[Sequence[str]],
-                       labels: Sequence[str], scores: np.ndarray | None = None,
-                       max_examples: int = 10) -> MultilabelResult:
+def multilabel_metrics(
+    outputs: Sequence[str | Sequence[str]] | None,
+    references: Sequence[Sequence[str]],
+    labels: Sequence[str],
+    scores: np.ndarray | None = None,
+    max_examples: int = 10,
+) -> MultilabelResult:
     """``outputs``: free text or label lists per item (None: scores only); ``labels``: the vocabulary
     (column order of ``scores``)."""
     from sklearn.metrics import f1_score, precision_score, recall_score
@@ -82,8 +86,15 @@ def multilabel_metrics(outputs: Sequence[str | Sequence[str]] | None, references
     index = {label: i for i, label in enumerate(labels)}
     truth_sets = [[canonical_reference(r, labels, i) for r in refs] for i, refs in enumerate(references)]
     truth = _binarize(truth_sets, index)
-    result = MultilabelResult(n=len(references), micro_f1=float("nan"), macro_f1=float("nan"),
-                              micro_precision=float("nan"), micro_recall=float("nan"), mAP=None, unmatched=0)
+    result = MultilabelResult(
+        n=len(references),
+        micro_f1=float("nan"),
+        macro_f1=float("nan"),
+        micro_precision=float("nan"),
+        micro_recall=float("nan"),
+        mAP=None,
+        unmatched=0,
+    )
     if scores is not None:
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != truth.shape:

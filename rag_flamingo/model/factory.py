@@ -56,7 +56,12 @@ def load_model(cfg: Mapping[str, Any]) -> tuple[AudioFlamingo, Any]:
     else:
         config = _local(config)
     model = load_audio_flamingo(
-        spec, config, tokenizer, dtype=resolve_dtype(cfg.get("dtype"), device), device=device, cache_dir=cache_dir,
+        spec,
+        config,
+        tokenizer,
+        dtype=resolve_dtype(cfg.get("dtype"), device),
+        device=device,
+        cache_dir=cache_dir,
     )
     return model, tokenizer
 

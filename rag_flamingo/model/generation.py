@@ -49,8 +49,9 @@ class _Stepper:
         self.model, self.media_kv, self.audio_mask = model, media_kv, audio_mask
         self.use_cache = use_cache
         # the reference's mask for cached steps after the prefill: the same every step, built once
-        self.quirk_mask = (quirk_xattn_mask(1, audio_mask, model.config.windows_per_audio)
-                           if quirk and use_cache else None)
+        self.quirk_mask = (
+            quirk_xattn_mask(1, audio_mask, model.config.windows_per_audio) if quirk and use_cache else None
+        )
         self.cache = None
         self.counts = None
         self.masks: list[torch.Tensor] = []
@@ -63,8 +64,14 @@ class _Stepper:
         elif self.cache is None:  # prefill: the whole prompt, correct media mask
             out = self.model(seqs, use_cache=True, **common)
         else:
-            out = self.model(seqs[:, -1:], past_key_values=self.cache, prior_counts=self.counts,
-                             xattn_mask_override=self.quirk_mask, use_cache=True, **common)
+            out = self.model(
+                seqs[:, -1:],
+                past_key_values=self.cache,
+                prior_counts=self.counts,
+                xattn_mask_override=self.quirk_mask,
+                use_cache=True,
+                **common,
+            )
         if self.use_cache:
             self.cache, self.counts = out.past_key_values, out.media_counts
         self.masks.append(out.xattn_mask[:, -1])
@@ -176,15 +183,35 @@ def generate(
         None if kv is None else tuple(t.repeat_interleave(expand, dim=0) for t in kv)
         for kv in model.project_audio(audio_states)
     ]
-    stepper = _Stepper(model, media_kv, audio_mask.repeat_interleave(expand, dim=0), settings.use_cache,
-                       settings.reference_cache_quirk)
+    stepper = _Stepper(
+        model, media_kv, audio_mask.repeat_interleave(expand, dim=0), settings.use_cache, settings.reference_cache_quirk
+    )
     ids = input_ids.repeat_interleave(expand, dim=0)
     attn = attention_mask.repeat_interleave(expand, dim=0)
     if beams > 1:
-        return _beam_search(stepper, ids, attn, beams, settings.max_new_tokens, eos, pad, settings.length_penalty,
-                            settings.early_stopping, settings.num_return_sequences)
-    return _sample_or_greedy(stepper, ids, attn, settings.max_new_tokens, eos, pad, _warpers(settings),
-                             settings.do_sample, _generator(settings, device))
+        return _beam_search(
+            stepper,
+            ids,
+            attn,
+            beams,
+            settings.max_new_tokens,
+            eos,
+            pad,
+            settings.length_penalty,
+            settings.early_stopping,
+            settings.num_return_sequences,
+        )
+    return _sample_or_greedy(
+        stepper,
+        ids,
+        attn,
+        settings.max_new_tokens,
+        eos,
+        pad,
+        _warpers(settings),
+        settings.do_sample,
+        _generator(settings, device),
+    )
 
 
 def _sample_or_greedy(step, seqs, attn, max_new_tokens, eos, pad, warpers, do_sample, generator):
@@ -289,5 +316,6 @@ def _beam_search(step, ids, attn, nb, max_new_tokens, eos, pad, length_penalty, 
     seqs = finished[:, :nrs].reshape(b * nrs, max_len)
     bi = finished_bi[:, :nrs].reshape(b * nrs, max_new_tokens)
     gen_len = int((bi + 1).bool().sum(dim=1).max())
-    return GenerationOutput(seqs[:, : prompt_len + gen_len], prompt_len,
-                            sequences_scores=finished_scores[:, :nrs].reshape(-1))
+    return GenerationOutput(
+        seqs[:, : prompt_len + gen_len], prompt_len, sequences_scores=finished_scores[:, :nrs].reshape(-1)
+    )

@@ -51,12 +51,21 @@ class GenerationSettings:
             (self.temperature > 0.0, "temperature", "must be > 0"),
             (self.early_stopping in (True, False, "never"), "early_stopping", "must be true, false or 'never'"),
             (self.num_return_sequences >= 1, "num_return_sequences", "must be >= 1"),
-            (not (self.do_sample and self.num_beams > 1), "do_sample",
-             "beam sampling is not supported: use num_beams=1 with do_sample=true, or do_sample=false"),
-            (self.num_beams == 1 or self.num_return_sequences <= self.num_beams, "num_return_sequences",
-             f"must be <= num_beams={self.num_beams}"),
-            (self.num_beams > 1 or self.do_sample or self.num_return_sequences == 1, "num_return_sequences",
-             "> 1 needs do_sample=true (several samples, e.g. for the CLAP filter) or num_beams >= it"),
+            (
+                not (self.do_sample and self.num_beams > 1),
+                "do_sample",
+                "beam sampling is not supported: use num_beams=1 with do_sample=true, or do_sample=false",
+            ),
+            (
+                self.num_beams == 1 or self.num_return_sequences <= self.num_beams,
+                "num_return_sequences",
+                f"must be <= num_beams={self.num_beams}",
+            ),
+            (
+                self.num_beams > 1 or self.do_sample or self.num_return_sequences == 1,
+                "num_return_sequences",
+                "> 1 needs do_sample=true (several samples, e.g. for the CLAP filter) or num_beams >= it",
+            ),
         ]
         for ok, name, rule in rules:
             if not ok:
@@ -86,10 +95,17 @@ class GenerationSettings:
 
 _FLOATS = {"top_p", "temperature", "length_penalty"}
 _EXPECTED = {
-    "max_new_tokens": "an integer", "num_beams": "an integer", "top_k": "an integer",
-    "num_return_sequences": "an integer", "seed": "an integer or null",
-    "do_sample": "true or false", "use_cache": "true or false", "reference_cache_quirk": "true or false",
-    "early_stopping": "true, false or 'never'", "top_p": "a number", "temperature": "a number",
+    "max_new_tokens": "an integer",
+    "num_beams": "an integer",
+    "top_k": "an integer",
+    "num_return_sequences": "an integer",
+    "seed": "an integer or null",
+    "do_sample": "true or false",
+    "use_cache": "true or false",
+    "reference_cache_quirk": "true or false",
+    "early_stopping": "true, false or 'never'",
+    "top_p": "a number",
+    "temperature": "a number",
     "length_penalty": "a number",
 }
 

@@ -4,13 +4,14 @@ Key map (one function, `af1_key_layout`): every key of our module has one *prima
 released layout, and some have aliases that the reference saves twice
 (the released foundation.pt / chat.pt: ``old_decoder_blocks`` and ``gated_cross_attn_layers``, ``lm_head``):
 
-  ours                                    released primary                                   aliases
-  audio_transformer.*                     audio_transformer.*                                -
-  decoder.embed_tokens.weight             lang_encoder.model.decoder.embed_tokens.weight     lang_encoder.lm_head.weight (tied head)
-  decoder.embed_positions.weight          lang_encoder.model.decoder.embed_positions.weight  -
-  decoder.final_layer_norm.*              lang_encoder.model.decoder.final_layer_norm.*      -
-  decoder.layers.{i}.gated_cross_attn_layer.*  lang_encoder.model.decoder.layers.{i}.gated_cross_attn_layer.*  lang_encoder.gated_cross_attn_layers.{i}.*
-  decoder.layers.{i}.decoder_layer.*      lang_encoder.model.decoder.layers.{i}.decoder_layer.*  lang_encoder.old_decoder_blocks.{i}.*
+  ours -> released primary [aliases] (``LE`` = ``lang_encoder``, ``LMD`` = ``lang_encoder.model.decoder``)
+  audio_transformer.*                         -> audio_transformer.*
+  decoder.embed_tokens.weight                 -> LMD.embed_tokens.weight [LE.lm_head.weight: the tied head]
+  decoder.embed_positions.weight              -> LMD.embed_positions.weight
+  decoder.final_layer_norm.*                  -> LMD.final_layer_norm.*
+  decoder.layers.{i}.gated_cross_attn_layer.* -> LMD.layers.{i}.gated_cross_attn_layer.*
+                                                 [LE.gated_cross_attn_layers.{i}.*]
+  decoder.layers.{i}.decoder_layer.*          -> LMD.layers.{i}.decoder_layer.* [LE.old_decoder_blocks.{i}.*]
 
 Rules: the checkpoint must hold exactly these keys with these shapes (missing / unexpected /
 mis-shaped keys are reported by name as a CheckpointError). Aliases must be ``torch.equal`` to
@@ -117,7 +118,9 @@ def _ordered_parts(paths: list[Path]) -> list[Path]:
         numbered.append((int(m.group(1)), p))
     numbered.sort()
     if [n for n, _ in numbered] != list(range(1, len(numbered) + 1)):
-        raise CheckpointError(f"checkpoint parts must be numbered 1..N without gaps, got {[str(p) for _, p in numbered]}")
+        raise CheckpointError(
+            f"checkpoint parts must be numbered 1..N without gaps, got {[str(p) for _, p in numbered]}"
+        )
     return [p for _, p in numbered]
 
 
@@ -157,7 +160,10 @@ def map_released_state_dict(
         if s.role == "tied_head":
             log.warning(
                 "%s: %s differs from %s; using %s for the tied embedding (the reference loads it last)",
-                source, s.checkpoint_key, primary_key, s.checkpoint_key,
+                source,
+                s.checkpoint_key,
+                primary_key,
+                s.checkpoint_key,
             )
             ours[s.our_key] = sd[s.checkpoint_key]
         else:
@@ -183,8 +189,10 @@ def _mismatch_message(source, missing, unexpected, bad_shape, n_expected) -> str
         if items:
             shown = ", ".join(items[:8]) + (f", ... ({len(items) - 8} more)" if len(items) > 8 else "")
             lines.append(f"  {len(items)} {title}: {shown}")
-    lines.append("  Fix: pass the model config that matches this checkpoint (e.g. AudioFlamingoConfig.foundation()), "
-                 "or the released foundation.pt / chat.pt.")
+    lines.append(
+        "  Fix: pass the model config that matches this checkpoint (e.g. AudioFlamingoConfig.foundation()), "
+        "or the released foundation.pt / chat.pt."
+    )
     return "\n".join(lines)
 
 
@@ -200,7 +208,7 @@ def read_converted(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]
                     f"{path}: not written by scripts/convert_checkpoint.py (metadata format_name="
                     f"{meta.get('format_name')!r}); convert the released .pt with that script"
                 )
-            return {k: f.get_tensor(k) for k in f.keys()}, meta
+            return {k: f.get_tensor(k) for k in f.keys()}, meta  # noqa: SIM118 (a safetensors handle, not a dict)
     except CheckpointError:
         raise
     except Exception as e:
@@ -265,9 +273,13 @@ def _as_config(config) -> AudioFlamingoConfig:
 
 # ---------------------------------------------------------------------- conversion
 
+
 def convert_released_checkpoint(
-    checkpoint: Any, out: str | Path, config: AudioFlamingoConfig | str | Path | Mapping | None = None,
-    dtype: str | torch.dtype | None = None, cache_dir: str | None = None,
+    checkpoint: Any,
+    out: str | Path,
+    config: AudioFlamingoConfig | str | Path | Mapping | None = None,
+    dtype: str | torch.dtype | None = None,
+    cache_dir: str | None = None,
 ) -> Path:
     """Released AF1 ``.pt`` (or parts) -> one safetensors file with our keys, no aliases.
 
@@ -285,8 +297,12 @@ def convert_released_checkpoint(
     sd = {k: (v.to(target) if target is not None and v.is_floating_point() else v).contiguous() for k, v in sd.items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format_name": CONVERTED_FORMAT, "config": json.dumps(config.to_dict()),
-            "source": ", ".join(p.name for p in paths), "dtype": str(next(iter(sd.values())).dtype)}
+    meta = {
+        "format_name": CONVERTED_FORMAT,
+        "config": json.dumps(config.to_dict()),
+        "source": ", ".join(p.name for p in paths),
+        "dtype": str(next(iter(sd.values())).dtype),
+    }
     tmp = out.with_suffix(out.suffix + ".tmp")
     save_file(sd, str(tmp), metadata=meta)
     tmp.replace(out)

@@ -50,6 +50,16 @@ def build_folder_stores(root: Path) -> Path:
         write_class(root / "test" / kind, kind, 1, seed0=100 * n + 50, name="{i}.wav")  # same names, other clips
         write_class(root / "loo" / kind, kind, 3, seed0=100 * n + 70, name="{i}.wav")
     for name in ("train", "loo"):
-        assert build_index(["dataset=folder", f"dataset.root={root / name}", f"store={root / (name + '_idx')}",
-                            "progress=false", "num_workers=0"]) == 0
+        assert (
+            build_index(
+                [
+                    "dataset=folder",
+                    f"dataset.root={root / name}",
+                    f"store={root / (name + '_idx')}",
+                    "progress=false",
+                    "num_workers=0",
+                ]
+            )
+            == 0
+        )
     return root

@@ -37,8 +37,15 @@ class TinyWindowEncoder(nn.Module):
     name = "tiny_windows"
     normalized = True
 
-    def __init__(self, sample_rate: int = 16000, windows: int = 4, window_seconds: float = 0.5,
-                 dim: int = 32, bands: int = 48, seed: int = 0):
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        windows: int = 4,
+        window_seconds: float = 0.5,
+        dim: int = 32,
+        bands: int = 48,
+        seed: int = 0,
+    ):
         super().__init__()
         self.sample_rate, self.windows, self.dim, self.bands, self.seed = sample_rate, windows, dim, bands, seed
         self.window = int(window_seconds * sample_rate)
@@ -83,16 +90,29 @@ def embed_rows(encoder, rows: list[dict], audio_root: Path) -> np.ndarray:
     return np.asarray(encoder.embed(waves), np.float32)
 
 
-def build_store(root: Path, rows: list[dict], embeddings: np.ndarray, encoder_fingerprint: dict,
-                features: bool = True, windows: int = 4, dim: int = 32, seed: int = 0) -> IndexStore:
+def build_store(
+    root: Path,
+    rows: list[dict],
+    embeddings: np.ndarray,
+    encoder_fingerprint: dict,
+    features: bool = True,
+    windows: int = 4,
+    dim: int = 32,
+    seed: int = 0,
+) -> IndexStore:
     """A complete store of ``rows`` (real FAISS + shards), optionally with random window features."""
     root = Path(root)
     records = [item_record(r) for r in rows]
     write_shard(root, 0, embeddings, records)
     index = faiss.IndexFlatIP(embeddings.shape[1])
     index.add(normalize_rows(embeddings))
-    info = StoreInfo(encoder=encoder_fingerprint, dim=int(embeddings.shape[1]), count=len(rows),
-                     metric="cosine", index={"type": "Flat"})
+    info = StoreInfo(
+        encoder=encoder_fingerprint,
+        dim=int(embeddings.shape[1]),
+        count=len(rows),
+        metric="cosine",
+        index={"type": "Flat"},
+    )
     if features:
         rng = np.random.default_rng(seed)
         feats = rng.standard_normal((len(rows), windows, dim)).astype(np.float32)

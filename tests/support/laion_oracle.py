@@ -27,9 +27,16 @@ import torch
 import torch.nn.functional as F
 
 RESIZE_ANTIALIAS = {"value": False}
-_TEXTS = ["a dog barks in the distance", "rain falls on a tin roof while thunder rolls",
-          "a man speaks and a crowd laughs", "birds chirping in the morning", "an engine idles then revs",
-          "music plays softly with a piano and strings", "water running from a faucet", "glass breaking"]
+_TEXTS = [
+    "a dog barks in the distance",
+    "rain falls on a tin roof while thunder rolls",
+    "a man speaks and a crowd laughs",
+    "birds chirping in the morning",
+    "an engine idles then revs",
+    "music plays softly with a piano and strings",
+    "water running from a faucet",
+    "glass breaking",
+]
 
 
 def _module(name: str, **attrs) -> types.ModuleType:
@@ -45,36 +52,77 @@ class _Resize:
         self.size = list(size)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x[None], size=self.size, mode="bilinear", align_corners=False,
-                             antialias=RESIZE_ANTIALIAS["value"])[0]
+        return F.interpolate(
+            x[None], size=self.size, mode="bilinear", align_corners=False, antialias=RESIZE_ANTIALIAS["value"]
+        )[0]
 
 
 def _install_torchvision_shim() -> None:
     try:
         import torchvision  # noqa: F401
+
         return
     except Exception:
         pass
     unused = type("Unused", (), {"__init__": lambda self, *a, **k: None})
-    transforms = _module("torchvision.transforms", Resize=_Resize, Normalize=unused, Compose=unused,
-                         RandomResizedCrop=unused, InterpolationMode=unused, ToTensor=unused, CenterCrop=unused)
+    transforms = _module(
+        "torchvision.transforms",
+        Resize=_Resize,
+        Normalize=unused,
+        Compose=unused,
+        RandomResizedCrop=unused,
+        InterpolationMode=unused,
+        ToTensor=unused,
+        CenterCrop=unused,
+    )
     misc = _module("torchvision.ops.misc", FrozenBatchNorm2d=torch.nn.BatchNorm2d)
     ops = _module("torchvision.ops", misc=misc)
     datasets = _module("torchvision.datasets")
     tv = _module("torchvision", transforms=transforms, ops=ops, datasets=datasets)
-    sys.modules.update({"torchvision": tv, "torchvision.transforms": transforms, "torchvision.ops": ops,
-                        "torchvision.ops.misc": misc, "torchvision.datasets": datasets})
+    sys.modules.update(
+        {
+            "torchvision": tv,
+            "torchvision.transforms": transforms,
+            "torchvision.ops": ops,
+            "torchvision.ops.misc": misc,
+            "torchvision.datasets": datasets,
+        }
+    )
 
 
 def _librosa_torchaudio() -> types.ModuleType:
     import librosa
 
     class MelSpectrogram:
-        def __init__(self, sample_rate, n_fft, win_length, hop_length, center, pad_mode, power, norm, onesided,
-                     n_mels, f_min, f_max):
-            self.kw = dict(sr=sample_rate, n_fft=n_fft, win_length=win_length, hop_length=hop_length,
-                           center=center, pad_mode=pad_mode, power=power, norm=norm, n_mels=n_mels,
-                           fmin=f_min, fmax=f_max, htk=True)
+        def __init__(
+            self,
+            sample_rate,
+            n_fft,
+            win_length,
+            hop_length,
+            center,
+            pad_mode,
+            power,
+            norm,
+            onesided,
+            n_mels,
+            f_min,
+            f_max,
+        ):
+            self.kw = dict(
+                sr=sample_rate,
+                n_fft=n_fft,
+                win_length=win_length,
+                hop_length=hop_length,
+                center=center,
+                pad_mode=pad_mode,
+                power=power,
+                norm=norm,
+                n_mels=n_mels,
+                fmin=f_min,
+                fmax=f_max,
+                htk=True,
+            )
 
         def to(self, device):
             return self
@@ -90,8 +138,12 @@ def _librosa_torchaudio() -> types.ModuleType:
         def __call__(self, x: torch.Tensor) -> torch.Tensor:
             return 10.0 * torch.log10(torch.clamp(x, min=1e-10))
 
-    return _module("torchaudio_librosa_standin", transforms=_module(
-        "torchaudio_librosa_standin.transforms", MelSpectrogram=MelSpectrogram, AmplitudeToDB=AmplitudeToDB))
+    return _module(
+        "torchaudio_librosa_standin",
+        transforms=_module(
+            "torchaudio_librosa_standin.transforms", MelSpectrogram=MelSpectrogram, AmplitudeToDB=AmplitudeToDB
+        ),
+    )
 
 
 # -- small local stand-ins for the hub names the package loads ------------------------------------------
@@ -101,8 +153,9 @@ def _train_bpe(out_dir: Path) -> None:
     from tokenizers import ByteLevelBPETokenizer
 
     tok = ByteLevelBPETokenizer()
-    tok.train_from_iterator(_TEXTS * 4, vocab_size=400, min_frequency=1,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tok.train_from_iterator(
+        _TEXTS * 4, vocab_size=400, min_frequency=1, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     tok.save_model(str(out_dir))
 
@@ -118,9 +171,18 @@ def make_hub_standins(root: Path, text_layers: int = 1, seed: int = 0) -> Path:
         tok = RobertaTokenizer.from_pretrained(str(roberta))
         tok.save_pretrained(str(roberta))
         torch.manual_seed(seed)
-        cfg = RobertaConfig(vocab_size=len(tok), hidden_size=768, num_hidden_layers=text_layers,
-                            num_attention_heads=12, intermediate_size=256, max_position_embeddings=514,
-                            type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+        cfg = RobertaConfig(
+            vocab_size=len(tok),
+            hidden_size=768,
+            num_hidden_layers=text_layers,
+            num_attention_heads=12,
+            intermediate_size=256,
+            max_position_embeddings=514,
+            type_vocab_size=1,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+        )
         RobertaModel(cfg).save_pretrained(str(roberta))
         _train_bpe(root / "facebook" / "bart-base")
         bert = root / "bert-base-uncased"
@@ -146,8 +208,10 @@ def require_laion_clap(standins: Path):
     try:
         return import_laion_clap(standins)
     except Exception as exc:
-        pytest.skip(f"laion_clap oracle not importable ({exc!r}); install requirements-test-oracles.txt "
-                    "with pip --no-deps (WITH_TEST_ORACLES=1 scripts/setup.sh)")
+        pytest.skip(
+            f"laion_clap oracle not importable ({exc!r}); install requirements-test-oracles.txt "
+            "with pip --no-deps (WITH_TEST_ORACLES=1 scripts/setup.sh)"
+        )
 
 
 def build_clap_module(standins: Path, amodel: str = "HTSAT-tiny", enable_fusion: bool = False, seed: int = 0):
@@ -165,8 +229,16 @@ def save_original_checkpoint(module, path: Path) -> Path:
     state = {f"module.{k}": v.clone() for k, v in module.model.state_dict().items()}
     n_pos = module.model.text_branch.config.max_position_embeddings
     state["module.text_branch.embeddings.position_ids"] = torch.arange(n_pos).expand(1, -1).clone()
-    torch.save({"epoch": 45, "name": "random-test-model", "state_dict": state,
-                "best_metric": np.float64(0.5), "step": np.int64(1234)}, path)
+    torch.save(
+        {
+            "epoch": 45,
+            "name": "random-test-model",
+            "state_dict": state,
+            "best_metric": np.float64(0.5),
+            "step": np.int64(1234),
+        },
+        path,
+    )
     return path
 
 
@@ -200,8 +272,13 @@ def randomize_clap_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in model.state_dict().items():
-            if not t.is_floating_point() or "spectrogram_extractor" in name or "logmel_extractor" in name \
-                    or name.endswith("attn_mask") or name.endswith("position_ids"):
+            if (
+                not t.is_floating_point()
+                or "spectrogram_extractor" in name
+                or "logmel_extractor" in name
+                or name.endswith("attn_mask")
+                or name.endswith("position_ids")
+            ):
                 continue
             r = torch.randn(t.shape, generator=g)
             if name.endswith("running_var"):

@@ -86,8 +86,10 @@ def require_msclap():
     try:
         return import_msclap()
     except Exception as exc:  # ImportError, or the package's own import-time failures
-        pytest.skip(f"msclap oracle not importable ({exc!r}); install requirements-test-oracles.txt "
-                    "with pip --no-deps (WITH_TEST_ORACLES=1 scripts/setup.sh)")
+        pytest.skip(
+            f"msclap oracle not importable ({exc!r}); install requirements-test-oracles.txt "
+            "with pip --no-deps (WITH_TEST_ORACLES=1 scripts/setup.sh)"
+        )
 
 
 def build_msclap_clap(version: str, text_dir: str | Path):
@@ -100,10 +102,18 @@ def build_msclap_clap(version: str, text_dir: str | Path):
     cfg_name = "clapcap" if version == "clapcap" else version
     cfg = yaml.safe_load((Path(msclap.__file__).parent / "configs" / f"config_{cfg_name}.yml").read_text())
     return msclap.models.clap.CLAP(
-        audioenc_name=cfg["audioenc_name"], sample_rate=cfg["sampling_rate"], window_size=cfg["window_size"],
-        hop_size=cfg["hop_size"], mel_bins=cfg["mel_bins"], fmin=cfg["fmin"], fmax=cfg["fmax"],
-        classes_num=cfg["num_classes"], out_emb=cfg["out_emb"], text_model=str(text_dir),
-        transformer_embed_dim=cfg["transformer_embed_dim"], d_proj=cfg["d_proj"],
+        audioenc_name=cfg["audioenc_name"],
+        sample_rate=cfg["sampling_rate"],
+        window_size=cfg["window_size"],
+        hop_size=cfg["hop_size"],
+        mel_bins=cfg["mel_bins"],
+        fmin=cfg["fmin"],
+        fmax=cfg["fmax"],
+        classes_num=cfg["num_classes"],
+        out_emb=cfg["out_emb"],
+        text_model=str(text_dir),
+        transformer_embed_dim=cfg["transformer_embed_dim"],
+        d_proj=cfg["d_proj"],
     ).eval()
 
 
@@ -130,8 +140,12 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 _CORPUS = [
-    "a dog barks loudly in the park", "rain falls on a tin roof", "birds sing! a car passes by",
-    "people talk and laugh in a busy cafe", "an engine starts and idles", "water drips into a sink",
+    "a dog barks loudly in the park",
+    "rain falls on a tin roof",
+    "birds sing! a car passes by",
+    "people talk and laugh in a busy cafe",
+    "an engine starts and idles",
+    "water drips into a sink",
 ]
 
 
@@ -150,23 +164,50 @@ def make_text_tower_dir(root: str | Path, kind: str, hidden: int = 768, seed: in
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        tok.train_from_iterator(_CORPUS * 4, trainers.BpeTrainer(
-            vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-        tokenizer = GPT2TokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
-                                      eos_token="<|endoftext|>", unk_token="<|endoftext|>")
-        model = GPT2Model(GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=hidden, n_layer=1,
-                                     n_head=12, bos_token_id=len(tokenizer) - 1, eos_token_id=len(tokenizer) - 1))
+        tok.train_from_iterator(
+            _CORPUS * 4,
+            trainers.BpeTrainer(
+                vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+            ),
+        )
+        tokenizer = GPT2TokenizerFast(
+            tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+        )
+        model = GPT2Model(
+            GPT2Config(
+                vocab_size=len(tokenizer),
+                n_positions=128,
+                n_embd=hidden,
+                n_layer=1,
+                n_head=12,
+                bos_token_id=len(tokenizer) - 1,
+                eos_token_id=len(tokenizer) - 1,
+            )
+        )
     else:
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.train_from_iterator(_CORPUS * 4, trainers.WordPieceTrainer(
-            vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False))
+        tok.train_from_iterator(
+            _CORPUS * 4,
+            trainers.WordPieceTrainer(
+                vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False
+            ),
+        )
         tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+        )
         tokenizer = BertTokenizerFast(tokenizer_object=tok)
-        model = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=1,
-                                     num_attention_heads=12, intermediate_size=256, max_position_embeddings=128))
+        model = BertModel(
+            BertConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=hidden,
+                num_hidden_layers=1,
+                num_attention_heads=12,
+                intermediate_size=256,
+                max_position_embeddings=128,
+            )
+        )
     randomize_(model, seed)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -192,8 +233,9 @@ def msclap_wrapper(clap_model, version: str, text_dir: str | Path):
     w.use_cuda = False
     w.np_str_obj_array_pattern = re.compile(r"[SaUO]")
     w.default_collate_err_msg_format = "default_collate: {}"
-    w.token_keys = ["input_ids", "attention_mask"] if "gpt" in str(text_dir) else \
-        ["input_ids", "token_type_ids", "attention_mask"]
+    w.token_keys = (
+        ["input_ids", "attention_mask"] if "gpt" in str(text_dir) else ["input_ids", "token_type_ids", "attention_mask"]
+    )
     tok = AutoTokenizer.from_pretrained(str(text_dir))
     if "gpt" in str(text_dir):
         tok.add_special_tokens({"pad_token": "!"})
@@ -203,6 +245,7 @@ def msclap_wrapper(clap_model, version: str, text_dir: str | Path):
 
 
 # ---------------------------------------------------------------- AF1's clapcap preprocessing, from the spec text
+
 
 def reference_af1_clips(wave: np.ndarray, sr: int = 44100) -> tuple[np.ndarray, np.ndarray]:
     """AF1 data.py as specified: 33.25 s cap, peak-normalise, zero-pad, int16 round-trip, 7 s windows
@@ -222,5 +265,5 @@ def reference_af1_clips(wave: np.ndarray, sr: int = 44100) -> tuple[np.ndarray, 
     full = (np.clip(full, -1, 1) * 32767.0).astype(np.int16).astype(np.float32) / 32767.0
     clips = np.zeros((16, win), np.float32)
     for i in range(n):
-        clips[i] = full[i * hop: i * hop + win]
+        clips[i] = full[i * hop : i * hop + win]
     return clips, np.array([1.0] * n + [0.0] * (16 - n), np.float32)
