@@ -9,10 +9,11 @@ wherever the console script is installed from, plus the user folders of ``paths.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import paths
@@ -65,6 +66,30 @@ def print_config(config_name: str, overrides: list[str], aliases: dict[str, str]
     from omegaconf import OmegaConf
 
     print(OmegaConf.to_yaml(compose_config(config_name, overrides, aliases)))
+
+
+def expand_overrides(argv: Sequence[str], list_keys: Sequence[str] = ()) -> list[list[str]]:
+    """Command-line overrides -> one override list per run.
+
+    A comma list of a key in ``list_keys`` (evaluate: ``predictor=a,b`` / ``shots=1,4``) becomes a
+    list evaluated inside one run; any other comma sweep gives one run per value (cartesian product);
+    ``-m``/``--multirun`` is accepted and changes nothing.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = normalize_overrides([a for a in argv if a not in ("-m", "--multirun")])
+    parsed = OverridesParser.create().parse_overrides(args)
+    fixed: list[str] = []
+    sweeps: list[list[str]] = []
+    for ov in parsed:
+        key = ov.get_key_element()
+        if not ov.is_sweep_override():
+            fixed.append(str(ov.input_line))
+        elif key in list_keys:
+            fixed.append(f"{key}=[{','.join(ov.sweep_string_iterator())}]")
+        else:
+            sweeps.append([f"{key}={v}" for v in ov.sweep_string_iterator()])
+    return [fixed + list(combo) for combo in itertools.product(*sweeps)] if sweeps else [fixed]
 
 
 def _split_override(override: str) -> tuple[str, str, str]:

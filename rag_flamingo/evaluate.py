@@ -39,15 +39,13 @@ scores. The query loop itself is `rag_flamingo.runner`.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from . import distributed
-from .cli import compose_config, export_roots, normalize_overrides, print_config, run_main
+from .cli import compose_config, expand_overrides, export_roots, print_config, run_main
 from .components import Evaluation, as_list, prepare
 from .errors import ConfigError
 from .hashing import file_sha256
@@ -69,35 +67,12 @@ from .store import recording_key
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "evaluate"
-LIST_KEYS = ("predictor", "shots")  # swept inside one run
+LIST_KEYS = ("predictor", "shots")  # comma lists evaluated inside one run
 
 
 def load_config(overrides: list[str]) -> dict:
     """The composed, resolved ``evaluate`` config as a plain dict."""
     return compose_config(CONFIG_NAME, overrides)
-
-
-def expand_overrides(argv: Sequence[str]) -> list[list[str]]:
-    """Command-line overrides -> one override list per run.
-
-    ``predictor=a,b`` / ``shots=1,4`` become lists evaluated inside one run; any other comma
-    sweep gives one run per value (cartesian product).
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    args = normalize_overrides([a for a in argv if a not in ("-m", "--multirun")])
-    parsed = OverridesParser.create().parse_overrides(args)
-    fixed: list[str] = []
-    sweeps: list[list[str]] = []
-    for ov in parsed:
-        key = ov.get_key_element()
-        if not ov.is_sweep_override():
-            fixed.append(str(ov.input_line))
-        elif key in LIST_KEYS:
-            fixed.append(f"{key}=[{','.join(ov.sweep_string_iterator())}]")
-        else:
-            sweeps.append([f"{key}={v}" for v in ov.sweep_string_iterator()])
-    return [fixed + list(combo) for combo in itertools.product(*sweeps)] if sweeps else [fixed]
 
 
 # ----------------------------------------------------------------------------- the run key
@@ -265,30 +240,13 @@ def _evaluate(cfg: dict, ranks: distributed.Ranks, encoder, engine, progress: bo
 # ----------------------------------------------------------------------------- CLI
 
 
-def summary_text(summary: dict) -> str:
-    from .report import chance_text, markdown_table
-
-    lines = [
-        f"\n{summary['dataset']} / {summary['task']} ({summary['queries']} queries, "
-        f"{summary['rejected']} rejected), store {summary['store']}",
-        markdown_table(summary["results"]),
-    ]
-    if summary.get("chance"):
-        lines.append(chance_text(summary["chance"]))
-    if summary.get("queries_with_copies_in_store"):
-        lines.append(
-            f"leak: {summary['queries_with_copies_in_store']} queries have an exact copy of their audio in "
-            f"the store (another file, same content); the copies were excluded from their shots"
-        )
-    lines.append(f"outputs: {summary['output_dir']}")
-    return "\n".join(lines)
-
-
 def _run(argv: list[str]) -> None:
+    from .report import summary_text
+
     if "--cfg" in argv:
         print_config(CONFIG_NAME, [a for a in argv if a != "--cfg"])
         return
-    for overrides in expand_overrides(argv):
+    for overrides in expand_overrides(argv, LIST_KEYS):
         cfg = load_config(overrides)
         export_roots(cfg)
         summary = evaluate(cfg)

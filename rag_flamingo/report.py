@@ -201,3 +201,21 @@ def write_report(root: Path, summary: dict) -> None:
     if plot:
         text += f"\n![metric vs shots]({plot.name})\n"
     (root / "results.md").write_text(text)
+
+
+def summary_text(summary: dict) -> str:
+    """What ``evaluate`` prints at the end of a run."""
+    lines = [
+        f"\n{summary['dataset']} / {summary['task']} ({summary['queries']} queries, "
+        f"{summary['rejected']} rejected), store {summary['store']}",
+        markdown_table(summary["results"]),
+    ]
+    if summary.get("chance"):
+        lines.append(chance_text(summary["chance"]))
+    if summary.get("queries_with_copies_in_store"):
+        lines.append(
+            f"leak: {summary['queries_with_copies_in_store']} queries have an exact copy of their audio in "
+            f"the store (another file, same content); the copies were excluded from their shots"
+        )
+    lines.append(f"outputs: {summary['output_dir']}")
+    return "\n".join(lines)

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from rag_flamingo.cli import expand_overrides
 from rag_flamingo.components import prepare
 from rag_flamingo.datasets import demo
 from rag_flamingo.datasets.manifest import read_manifest, write_manifest
 from rag_flamingo.distributed import Ranks
 from rag_flamingo.engine import RagFlamingo
 from rag_flamingo.errors import ConfigError
-from rag_flamingo.evaluate import evaluate, expand_overrides, load_config, run_queries
+from rag_flamingo.evaluate import LIST_KEYS, evaluate, load_config, run_queries
 from rag_flamingo.model import GenerationSettings
 from rag_flamingo.runner import ResultFolder
 from support.engine import TinyWindowEncoder, build_store, embed_rows, tiny_flamingo
@@ -160,10 +161,10 @@ def test_ranks_split_queries_and_rank0_merges(setup, tmp_path):
 
 
 def test_overrides_expand_grid_in_one_run_and_other_sweeps_per_run():
-    assert expand_overrides(["-m", "predictor=knn,prototype", "shots=1,4,8", "dataset=demo"]) == [
+    assert expand_overrides(["-m", "predictor=knn,prototype", "shots=1,4,8", "dataset=demo"], LIST_KEYS) == [
         ["predictor=[knn,prototype]", "shots=[1,4,8]", "dataset=demo"]
     ]
-    runs = expand_overrides(["retrieval=knn,random", "shots=1,4"])
+    runs = expand_overrides(["retrieval=knn,random", "shots=1,4"], LIST_KEYS)
     assert runs == [["shots=[1,4]", "retrieval=knn"], ["shots=[1,4]", "retrieval=random"]]
 
 
