@@ -31,6 +31,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from numpy._core.multiarray import scalar as numpy_scalar
 from torch import nn
 
 from .errors import CheckpointError
@@ -276,9 +277,8 @@ def looks_like_hub_id(name: str) -> bool:
 def numpy_safe_globals() -> list:
     """What released pickles (LAION-CLAP, aisfx) may reference besides tensors, for
     ``torch.serialization.safe_globals``: numpy scalars (also under their numpy 1.x module path) and dtypes."""
-    scalar = np._core.multiarray.scalar
     dtypes = {type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDGUSO"}
-    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *sorted(dtypes, key=str)]
+    return [numpy_scalar, (numpy_scalar, "numpy.core.multiarray.scalar"), np.dtype, *sorted(dtypes, key=str)]
 
 
 def _torch_reason(exc: Exception) -> str:

@@ -6,6 +6,8 @@ checkpoint conversion.
 
 from __future__ import annotations
 
+from typing import overload
+
 import torch
 
 from .errors import ConfigError
@@ -37,6 +39,10 @@ def model_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+@overload
+def parse_dtype(name: str | torch.dtype | None, setting: str, auto: torch.dtype) -> torch.dtype: ...
+@overload
+def parse_dtype(name: str | torch.dtype | None, setting: str, auto: None = None) -> torch.dtype | None: ...
 def parse_dtype(name: str | torch.dtype | None, setting: str, auto: torch.dtype | None = None) -> torch.dtype | None:
     """A dtype option: a ``torch.dtype``, a name of `DTYPES`, or None/'auto' -> ``auto``.
     Another name is a ConfigError naming ``setting``."""

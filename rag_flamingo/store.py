@@ -280,8 +280,8 @@ def now_utc() -> str:
 
 def item_record(row: dict, split: str | None = None) -> dict:
     """A manifest row as an items-table record (typed columns + JSON `meta` for the rest)."""
-    rec = {name: None for name in ITEM_COLUMNS}
-    extra = {}
+    rec: dict[str, Any] = dict.fromkeys(ITEM_COLUMNS)
+    extra: dict[str, Any] = {}
     for key, value in row.items():
         if key in ITEM_COLUMNS and key != "meta":
             rec[key] = value

@@ -41,7 +41,7 @@ def aqa_accuracy(
     if options is not None and len(options) != len(answers):
         raise ConfigError(f"{len(options)} option lists for {len(answers)} items; give one (or None) per item")
     correct = unmatched = 0
-    examples = []
+    examples: list[dict] = []
     for i, (out, ans) in enumerate(zip(outputs, answers)):
         opts = options[i] if options is not None else None
         if opts is None and auto_yes_no and normalize(ans) in YES_NO:

@@ -30,6 +30,7 @@ import math
 import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,6 +40,8 @@ from .text import tokenize
 logger = logging.getLogger(__name__)
 
 Tokenizer = Callable[[str], list[str]]
+Gram = tuple[str, ...]
+TfIdf = tuple[list[dict[Gram, float]], np.ndarray, int]  # per-n TF-IDF vectors, their norms, #bigrams
 
 
 def _check(candidates: Sequence[str], mult_references: Sequence[Sequence[str]]) -> None:
@@ -63,8 +66,8 @@ def _ngrams(words: list[str], n: int) -> Counter:
 # ----------------------------------------------------------------------------- CIDEr-D
 
 
-def _tfidf(counts: Counter, df: Counter, log_items: float, n: int):
-    vec = [dict() for _ in range(n)]
+def _tfidf(counts: Counter, df: Counter, log_items: float, n: int) -> TfIdf:
+    vec: list[dict[Gram, float]] = [{} for _ in range(n)]
     norm = np.zeros(n)
     bigrams = 0
     for gram, tf in counts.items():
@@ -77,7 +80,7 @@ def _tfidf(counts: Counter, df: Counter, log_items: float, n: int):
     return vec, np.sqrt(norm), bigrams
 
 
-def _cider_sim(cand, ref, n: int, sigma: float) -> np.ndarray:
+def _cider_sim(cand: TfIdf, ref: TfIdf, n: int, sigma: float) -> np.ndarray:
     (c_vec, c_norm, c_len), (r_vec, r_norm, r_len) = cand, ref
     penalty = math.exp(-((c_len - r_len) ** 2) / (2 * sigma**2))
     sims = np.zeros(n)
@@ -125,7 +128,14 @@ def cider_d(
 _TINY, _SMALL = 1e-15, 1e-9
 
 
-def _bleu_stats(cand: list[str], refs: list[list[str]], n: int):
+class _BleuStats(NamedTuple):
+    test_len: int
+    ref_len: int
+    guess: list[int]  # candidate n-grams per n
+    correct: list[int]  # clipped matching n-grams per n
+
+
+def _bleu_stats(cand: list[str], refs: list[list[str]], n: int) -> _BleuStats:
     counts = _ngrams(cand, n)
     max_ref: dict = {}
     for ref in refs:
@@ -136,15 +146,15 @@ def _bleu_stats(cand: list[str], refs: list[list[str]], n: int):
         correct[len(gram) - 1] += min(c, max_ref.get(gram, 0))
     guess = [max(0, len(cand) - k + 1) for k in range(1, n + 1)]
     ref_len = min((abs(len(r) - len(cand)), len(r)) for r in refs)[1]  # closest, ties -> shorter
-    return len(cand), ref_len, guess, correct
+    return _BleuStats(len(cand), ref_len, guess, correct)
 
 
-def _bleu_from(test_len, ref_len, guess, correct, n) -> float:
+def _bleu_from(stats: _BleuStats, n: int) -> float:
     score = 1.0
     for k in range(n):
-        score *= (correct[k] + _TINY) / (guess[k] + _SMALL)
+        score *= (stats.correct[k] + _TINY) / (stats.guess[k] + _SMALL)
     score **= 1.0 / n
-    ratio = (test_len + _TINY) / (ref_len + _SMALL)
+    ratio = (stats.test_len + _TINY) / (stats.ref_len + _SMALL)
     return score * math.exp(1 - 1 / ratio) if ratio < 1 else score
 
 
@@ -154,14 +164,14 @@ def bleu(
     """(corpus BLEU-n, per-item BLEU-n)."""
     _check(candidates, mult_references)
     stats = [_bleu_stats(tokenizer(c), [tokenizer(r) for r in rs], n) for c, rs in zip(candidates, mult_references)]
-    items = [_bleu_from(*s, n) for s in stats]
-    totals = [
-        sum(s[0] for s in stats),
-        sum(s[1] for s in stats),
-        [sum(s[2][k] for s in stats) for k in range(n)],
-        [sum(s[3][k] for s in stats) for k in range(n)],
-    ]
-    return _bleu_from(*totals, n), items
+    items = [_bleu_from(s, n) for s in stats]
+    totals = _BleuStats(
+        sum(s.test_len for s in stats),
+        sum(s.ref_len for s in stats),
+        [sum(s.guess[k] for s in stats) for k in range(n)],
+        [sum(s.correct[k] for s in stats) for k in range(n)],
+    )
+    return _bleu_from(totals, n), items
 
 
 # ----------------------------------------------------------------------------- ROUGE-L
@@ -241,7 +251,8 @@ def captioning_metrics(
     _check(candidates, mult_references)
     bleu4, bleu_items = bleu(candidates, mult_references)
     rouge, rouge_items = rouge_l(candidates, mult_references)
-    out = {
+    per_item: dict[str, list[float]] = {"bleu_4": bleu_items, "rouge_l": rouge_items}
+    out: dict[str, Any] = {
         "n": len(candidates),
         "cider_d": None,
         "bleu_4": bleu4,
@@ -249,25 +260,27 @@ def captioning_metrics(
         "spice": None,
         "spider": None,
         "unavailable": {},
-        "per_item": {"bleu_4": bleu_items, "rouge_l": rouge_items},
+        "per_item": per_item,
     }
     if len(candidates) < 2:  # CIDEr-D's IDF needs a corpus; SPIDEr needs CIDEr-D
-        reason = f"CIDEr-D needs at least 2 items (got {len(candidates)})"
-        out["unavailable"] = {"cider_d": reason, "spice": reason, "spider": reason}
+        too_few = f"CIDEr-D needs at least 2 items (got {len(candidates)})"
+        out["unavailable"] = {"cider_d": too_few, "spice": too_few, "spider": too_few}
         return out
     cider, cider_items = cider_d(candidates, mult_references)
-    out["cider_d"], out["per_item"]["cider_d"] = cider, cider_items
+    out["cider_d"], per_item["cider_d"] = cider, cider_items
     reason = "disabled (use_spice=False)" if use_spice is False else spice_unavailable_reason()
+    spice_score: float | None = None
     if reason is None:
         try:
-            out["spice"], out["per_item"]["spice"] = spice(candidates, mult_references)
+            spice_score, per_item["spice"] = spice(candidates, mult_references)
         except Exception as exc:  # missing jars, Java version, timeouts: report, keep the other metrics
             reason = f"SPICE failed ({type(exc).__name__}: {exc}); run `aac-metrics-download`"
             if use_spice is True:
                 raise
-    if out["spice"] is not None:
-        out["spider"] = (cider + out["spice"]) / 2
-        out["per_item"]["spider"] = [(a + b) / 2 for a, b in zip(cider_items, out["per_item"]["spice"])]
+    if spice_score is not None:
+        out["spice"] = spice_score
+        out["spider"] = (cider + spice_score) / 2
+        per_item["spider"] = [(a + b) / 2 for a, b in zip(cider_items, per_item["spice"])]
     else:
         out["unavailable"] = {"spice": reason, "spider": f"needs SPICE: {reason}"}
         if use_spice is True:
