@@ -19,7 +19,22 @@ from rag_flamingo.errors import ConfigError, ManifestError
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("clotho", "audiocaps", "esc50", "us8k", "gtzan", "medley_solos_db", "nsynth", "fsd50k", "cochlscene")
+DATASETS = (
+    "clotho",
+    "audiocaps",
+    "esc50",
+    "us8k",
+    "gtzan",
+    "medley_solos_db",
+    "nsynth",
+    "fsd50k",
+    "cochlscene",
+    "clotho_aqa",
+    "music_avqa",
+    "nonspeech7k",
+    "crema_d",
+    "ravdess",
+)
 
 
 @dataclass
@@ -83,7 +98,8 @@ def _check_unique(name: str, split: str, rows: list[dict]) -> None:
 
 
 def _drop_missing(metadata: Path, rows: list[dict], report: Path, result: MakerResult, split: str) -> list[dict]:
-    present, absent = [], []
+    present: list[dict] = []
+    absent: list[dict] = []
     for row in rows:
         (present if (metadata / row["path"]).is_file() else absent).append(row)
     if absent:

@@ -95,3 +95,24 @@ def fold_splits(rows: list[dict], folds: Iterable[int], query_fold: int) -> Spli
     splits["train"] = [r for r in rows if r["fold"] != query_fold]
     splits["test"] = list(splits[f"fold{query_fold}"])
     return splits
+
+
+def speaker_splits(rows: list[dict], test_speakers: Iterable[int], key: str = "actor") -> Splits:
+    """``train`` / ``test`` by speaker (``row[key]``): no speaker is in both; ``all`` holds every row."""
+    test = {int(s) for s in test_speakers}
+    return {
+        "all": list(rows),
+        "train": [r for r in rows if int(r[key]) not in test],
+        "test": [r for r in rows if int(r[key]) in test],
+    }
+
+
+def parse_speakers(value: str | Iterable[int] | None, path_hint: str) -> list[int] | None:
+    """A maker option naming speakers: ``"1,5,9"`` or a list of numbers; None stays None."""
+    if value is None or value == "":
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        return sorted({int(str(s).strip()) for s in items if str(s).strip()})
+    except ValueError as exc:
+        raise ManifestError(f"{path_hint}: speakers must be numbers separated by commas, got {value!r}") from exc

@@ -28,7 +28,7 @@ FILTERED = {"train": "train_filtered.txt", "val": "valid_filtered.txt", "test": 
 
 def make(metadata: Path) -> Splits:
     genres_dir = find_dir(metadata, GENRE_DIRS)
-    rows = []
+    rows: list[dict] = []
     for genre_dir in sorted(d for d in genres_dir.iterdir() if d.is_dir() and not d.name.startswith(".")):
         for f in audio_files(genre_dir):
             rows.append(
@@ -45,9 +45,10 @@ def make(metadata: Path) -> Splits:
     if all((metadata / name).is_file() for name in FILTERED.values()):
         splits.update(_filtered_splits(metadata, rows))
     else:
-        splits["train"] = [r for r in rows if r["track"] < 70]
-        splits["val"] = [r for r in rows if 70 <= r["track"] < 80]
-        splits["test"] = [r for r in rows if r["track"] >= 80]
+        tracks = [(int(r["track"]), r) for r in rows]
+        splits["train"] = [r for t, r in tracks if t < 70]
+        splits["val"] = [r for t, r in tracks if 70 <= t < 80]
+        splits["test"] = [r for t, r in tracks if t >= 80]
     return splits
 
 

@@ -47,6 +47,11 @@ OFFICIAL_DATASETS = (
     "nsynth",
     "fsd50k",
     "cochlscene",
+    "clotho_aqa",
+    "music_avqa",
+    "nonspeech7k",
+    "crema_d",
+    "ravdess",
 )
 ROLES = ("index", "query")
 

@@ -1,0 +1,84 @@
+"""Clotho-AQA: ``clotho_aqa_<split>.csv`` (file_name, QuestionText, answer, confidence) + ``audio_files/``.
+
+Layout (Zenodo record 6473207, extracted into one folder)::
+
+    clotho_aqa_train.csv   clotho_aqa_val.csv   clotho_aqa_test.csv   audio_files/<file_name>
+
+1,991 Clotho clips (15-30 s), 6 questions each, every question answered by 3 annotators (3 CSV
+lines). One manifest row per (clip, question): ``question``, ``answer`` (the annotators' majority;
+on a three-way tie the first annotator's), ``answers`` (all three, in file order), ``unanimous``,
+``binary`` (the answer is yes/no). All questions of a clip share ``group`` (the clip's path): one
+recording, never its own shot. Splits ``train`` (index), ``val``, ``test`` (query), and
+``<split>_unanimous``: only the questions all three annotators answered alike.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from rag_flamingo.errors import ManifestError
+
+from .common import Splits, read_csv
+
+SPLITS = ("train", "val", "test")
+COLUMNS = ("file_name", "QuestionText", "answer")
+AUDIO_DIR = "audio_files"
+YES_NO = ("yes", "no")
+
+
+def make(metadata: Path, audio_dir: str = AUDIO_DIR) -> Splits:
+    splits: Splits = {}
+    for split in SPLITS:
+        csv_path = metadata / f"clotho_aqa_{split}.csv"
+        if not csv_path.is_file():
+            continue
+        rows = _questions(csv_path, audio_dir)
+        splits[split] = rows
+        splits[f"{split}_unanimous"] = [r for r in rows if r["unanimous"]]
+    if not splits:
+        raise ManifestError(
+            f"{metadata}: no clotho_aqa_<train|val|test>.csv found "
+            "(download them and audio_files.zip from Zenodo record 6473207 into this folder)"
+        )
+    return splits
+
+
+def normalize_answer(text: str) -> str:
+    """An annotator's answer as answer text: stripped, lower-cased, no trailing full stop."""
+    return " ".join(text.strip().lower().rstrip(".").split())
+
+
+def _questions(csv_path: Path, audio_dir: str) -> list[dict]:
+    by_question: dict[tuple[str, str], list[str]] = {}
+    for row in read_csv(csv_path, COLUMNS):
+        name, question = row["file_name"].strip(), " ".join(row["QuestionText"].split())
+        if not name or not question:
+            raise ManifestError(f"{csv_path}: a line has an empty file_name or QuestionText")
+        by_question.setdefault((name, question), []).append(normalize_answer(row["answer"]))
+    out, per_clip = [], Counter[str]()
+    for (name, question), answers in by_question.items():
+        per_clip[name] += 1
+        path = f"{audio_dir}/{name}"
+        answer = _majority([a for a in answers if a] or [""])
+        if not answer:
+            raise ManifestError(f"{csv_path}: {name!r} question {question!r} has no answer")
+        out.append(
+            {
+                "id": f"{Path(name).stem}#{per_clip[name]}",
+                "path": path,
+                "group": path,
+                "question": question,
+                "answer": answer,
+                "answers": answers,
+                "unanimous": len(set(answers)) == 1,
+                "binary": answer in YES_NO,
+            }
+        )
+    return out
+
+
+def _majority(answers: list[str]) -> str:
+    counts = Counter(answers)
+    best = max(counts.values())
+    return next(a for a in answers if counts[a] == best)  # ties: the first annotator's
