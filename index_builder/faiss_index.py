@@ -9,6 +9,12 @@ Choice for ``index.type=auto`` (autofaiss's ``get_optimal_index_keys_v2``, simpl
 After building, recall@10 against exact search is measured on a seeded sample of the stored vectors
 used as queries, raising efSearch (HNSW) / nprobe (IVF) until it reaches ``recall_target`` or the
 largest value; the chosen parameters and the achieved recall are the store's ``IndexRecord``.
+
+The vectors come as ``VectorRows``: an array in memory (``ArrayRows``) or the store's shards read a
+block at a time (``index_builder.ondisk.ShardRows``, for stores larger than memory). Both go through
+the same steps -- normalisation decided over all rows, training on a seeded sample of rows, adding
+in blocks of ``ADD_BLOCK`` rows, exact neighbours merged block by block -- so they give the same
+index, byte for byte.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import faiss
 import numpy as np
@@ -30,6 +38,7 @@ INDEX_TYPES = ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq")
 EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 PQ_SIZES = (256, 128, 64, 48, 32, 24, 16, 8, 4)
 MIN_POINTS_PER_CENTROID = 39  # faiss warns below this
+ADD_BLOCK = 65_536  # rows per add / exact-search block (IndexIVF.add splits into 65,536 rows too)
 
 
 @dataclass
@@ -47,6 +56,7 @@ class IndexOptions:
     recall_queries: int = 1000
     use_gpu: str | bool = "auto"
     seed: int = 0
+    stream_above: int = 1_000_000  # build_index: above this many items, read the shards block by block
 
     @classmethod
     def from_config(cls, cfg) -> IndexOptions:
@@ -136,40 +146,68 @@ def gpu_available(opts: IndexOptions) -> bool:
     return has
 
 
-def build_index(vectors: np.ndarray, opts: IndexOptions) -> tuple[faiss.Index, IndexRecord]:
+class VectorRows(Protocol):
+    """Rows of float32 vectors, read a block or a selection at a time."""
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of ``rows`` (sorted row numbers), in that order."""
+        ...
+
+    def blocks(self, size: int) -> Iterator[np.ndarray]:
+        """All rows in order, ``size`` rows at a time (the last block may be shorter)."""
+        ...
+
+
+class ArrayRows:
+    """``VectorRows`` over an array in memory."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        self.vectors = vectors
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        n, dim = self.vectors.shape
+        return int(n), int(dim)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self.vectors[rows]
+
+    def blocks(self, size: int) -> Iterator[np.ndarray]:
+        for start in range(0, self.vectors.shape[0], size):
+            yield self.vectors[start : start + size]
+
+
+def build_index(vectors: np.ndarray | VectorRows, opts: IndexOptions) -> tuple[faiss.Index, IndexRecord]:
     """A trained, filled, tuned CPU index over ``vectors`` (row i = id i) and its report."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if opts.metric == "cosine" and len(vectors):
-        norms = np.linalg.norm(vectors, axis=1)
-        if np.abs(norms - 1.0).max() > 1e-3:  # an encoder that does not L2-normalise: cosine needs it
-            logger.warning(
-                "metric=cosine: vectors are not unit length (norms %.3g-%.3g); normalising them for the index",
-                norms.min(),
-                norms.max(),
-            )
-            vectors = normalize_rows(vectors)
-    n, dim = vectors.shape
+    rows: VectorRows = ArrayRows(vectors) if isinstance(vectors, np.ndarray) else vectors
+    n, dim = rows.shape
+    prepare = _preparation(rows, opts.metric)
     kind, factory = choose_index(n, dim, opts)
     metric = faiss.METRIC_INNER_PRODUCT if opts.metric == "cosine" else faiss.METRIC_L2
     index = faiss.index_factory(dim, factory, metric)
-    if kind == "hnsw":
-        index.hnsw.efConstruction = opts.ef_construction
-    if kind == "ivf_pq":
+    concrete = faiss.downcast_index(index)
+    if isinstance(concrete, faiss.IndexHNSW):
+        concrete.hnsw.efConstruction = opts.ef_construction
+    if isinstance(concrete, faiss.IndexIVFPQ):
         # Polysemous training only serves Hamming-threshold search (unused here) and is very slow.
-        index.do_polysemous_training = False
+        concrete.do_polysemous_training = False  # type: ignore[attr-defined]  # (missing from faiss's stubs)
     use_gpu = kind != "hnsw" and gpu_available(opts)  # faiss has no GPU HNSW
     work = index
     if use_gpu:
         resources = faiss.StandardGpuResources()
         work = faiss.index_cpu_to_gpu(resources, 0, index)
     if not work.is_trained:
-        work.train(_training_sample(vectors, factory, opts.seed))
-    work.add(vectors)
+        work.train(prepare(rows.take(training_rows(n, factory, opts.seed))))
+    for block in rows.blocks(ADD_BLOCK):
+        work.add(prepare(block))
     index = faiss.index_gpu_to_cpu(work) if use_gpu else work
     report = IndexRecord(
         kind, factory, opts.metric, gpu=use_gpu, memory_budget=str(opts.memory_budget), recall_target=opts.recall_target
     )
-    tune_recall(index, vectors, kind, opts, report)
+    tune_recall(index, rows, kind, opts, report, prepare)
     logger.info(
         "index %s: recall@%d %.4f with %s",
         factory,
@@ -180,13 +218,35 @@ def build_index(vectors: np.ndarray, opts: IndexOptions) -> tuple[faiss.Index, I
     return index, report
 
 
-def _training_sample(vectors: np.ndarray, factory: str, seed: int) -> np.ndarray:
-    nlist = int(re.search(r"IVF(\d+)", factory).group(1)) if "IVF" in factory else 1
-    size = min(vectors.shape[0], max(100 * nlist, 256 * 100 if "PQ" in factory else 0))
-    if size >= vectors.shape[0]:
-        return vectors
-    rows = np.sort(np.random.default_rng(seed).choice(vectors.shape[0], size, replace=False))
-    return vectors[rows]
+def _as_float32(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _preparation(rows: VectorRows, metric: str) -> Callable[[np.ndarray], np.ndarray]:
+    """What every block goes through before FAISS sees it: float32, and unit length for cosine when
+    any row is not (an encoder that does not L2-normalise); decided once over all rows."""
+    if metric != "cosine" or rows.shape[0] == 0:
+        return _as_float32
+    low, high = np.inf, -np.inf
+    for block in rows.blocks(ADD_BLOCK):
+        norms = np.linalg.norm(block, axis=1)
+        low, high = min(low, float(norms.min())), max(high, float(norms.max()))
+    if max(abs(low - 1.0), abs(high - 1.0)) <= 1e-3:
+        return _as_float32
+    logger.warning(
+        "metric=cosine: vectors are not unit length (norms %.3g-%.3g); normalising them for the index", low, high
+    )
+    return normalize_rows
+
+
+def training_rows(n: int, factory: str, seed: int) -> np.ndarray:
+    """The seeded sample of rows an IVF / PQ index is trained on (all rows when few)."""
+    found = re.search(r"IVF(\d+)", factory)
+    nlist = int(found.group(1)) if found else 1
+    size = min(n, max(100 * nlist, 256 * 100 if "PQ" in factory else 0))
+    if size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
 def sample_queries(n: int, count: int, seed: int) -> np.ndarray:
@@ -195,27 +255,53 @@ def sample_queries(n: int, count: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, count, replace=False))
 
 
-def recall_at_k(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int) -> float:
-    _, found = index.search(vectors[queries], k)
+def recall_at_k(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """Mean share of the exact top-k (``truth``) that ``index`` finds for the query vectors."""
+    _, found = index.search(queries, k)
     hits = [len(set(a[a >= 0]) & set(b[b >= 0])) / max(1, min(k, (b >= 0).sum())) for a, b in zip(found, truth)]
     return float(np.mean(hits))
 
 
-def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int, metric: str) -> np.ndarray:
-    exact = faiss.IndexFlatIP(vectors.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(vectors.shape[1])
-    exact.add(vectors)
-    return exact.search(vectors[queries], k)[1]
+def exact_neighbours(
+    vectors: np.ndarray | VectorRows,
+    queries: np.ndarray,
+    k: int,
+    metric: str,
+    prepare: Callable[[np.ndarray], np.ndarray] = _as_float32,
+) -> np.ndarray:
+    """Exact top-k row ids for the rows ``queries``, searched block by block and merged."""
+    rows: VectorRows = ArrayRows(vectors) if isinstance(vectors, np.ndarray) else vectors
+    query_vectors = prepare(rows.take(queries))
+    keep_max = metric == "cosine"
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if keep_max else faiss.METRIC_L2
+    heap = faiss.ResultHeap(len(query_vectors), k, keep_max=keep_max)
+    start = 0
+    for block in rows.blocks(ADD_BLOCK):
+        distances, ids = faiss.knn(query_vectors, prepare(block), min(k, len(block)), metric=faiss_metric)
+        heap.add_result(distances, np.where(ids >= 0, ids + start, -1))
+        start += len(block)
+    heap.finalize()
+    return heap.I
 
 
-def tune_recall(index: faiss.Index, vectors: np.ndarray, kind: str, opts: IndexOptions, report: IndexRecord) -> None:
+def tune_recall(
+    index: faiss.Index,
+    vectors: np.ndarray | VectorRows,
+    kind: str,
+    opts: IndexOptions,
+    report: IndexRecord,
+    prepare: Callable[[np.ndarray], np.ndarray] = _as_float32,
+) -> None:
     """Raise efSearch / nprobe until recall@k >= target (or the largest value); record it."""
-    n = vectors.shape[0]
+    rows: VectorRows = ArrayRows(vectors) if isinstance(vectors, np.ndarray) else vectors
+    n = rows.shape[0]
     k = min(opts.recall_k, n)
     queries = sample_queries(n, opts.recall_queries, opts.seed)
     report.recall_queries = len(queries)
-    truth = exact_neighbours(vectors, queries, k, opts.metric)
+    truth = exact_neighbours(rows, queries, k, opts.metric, prepare)
+    query_vectors = prepare(rows.take(queries))
     if kind == "flat":
-        report.recall_at_10 = recall_at_k(index, vectors, queries, truth, k)
+        report.recall_at_10 = recall_at_k(index, query_vectors, truth, k)
         return
     if kind == "hnsw":
         name, values = "efSearch", [v for v in EF_SEARCH if v >= k] or [k]
@@ -225,7 +311,7 @@ def tune_recall(index: faiss.Index, vectors: np.ndarray, kind: str, opts: IndexO
     recall = 0.0
     for value in values:
         apply_search_params(index, {name: value})
-        recall = recall_at_k(index, vectors, queries, truth, k)
+        recall = recall_at_k(index, query_vectors, truth, k)
         report.search_params = {name: int(value)}
         if recall >= opts.recall_target:
             break

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from rag_flamingo import distributed, paths
 from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.datasets.sources import resolve_split, split_name
@@ -59,6 +62,7 @@ from rag_flamingo.store import (
 from .embedder import EmbedStats, embed_shards
 from .faiss_index import IndexOptions, build_index
 from .features import write_feature_shards
+from .ondisk import ShardRows, read_shard_tables
 from .plan import BuildPlan
 from .quality import label_precision
 
@@ -406,7 +410,7 @@ def _merge_shards(
     cfg: BuildConfig, root: Path, sources: list[SourceRecord], fingerprint: dict, features: dict[str, FeatureRecord]
 ) -> StoreInfo:
     """Index all complete shards and write items/index/rejected/store.json for ``sources``."""
-    vectors, table = read_all_shards(root)
+    vectors, table = _shard_vectors(root, cfg.index)
     rejected = [r for s in done_shards(root) for r in read_shard_rejected(root, s)]
     write_rejected(root, rejected)
     if vectors.shape[0] == 0:
@@ -432,7 +436,10 @@ def _merge_shards(
         ),
     )
     items = [item_from_record(r) for r in records]
-    info.build.label_precision = label_precision(vectors, items, row_recording_keys(info, items))
+    if isinstance(vectors, np.ndarray):
+        info.build.label_precision = label_precision(vectors, items, row_recording_keys(info, items))
+    else:
+        logger.info("label precision is not measured above index.stream_above=%d items", cfg.index.stream_above)
     write_store(root, info, index, records)
     return info
 
@@ -447,8 +454,17 @@ def _finish_complete(cfg: BuildConfig, root: Path, info: StoreInfo) -> Summary:
     return _summary(root, info, "complete", EmbedStats(), 0)
 
 
+def _shard_vectors(root: Path, opts: IndexOptions) -> tuple[np.ndarray | ShardRows, pa.Table]:
+    """All stored vectors in memory, or above ``index.stream_above`` items the shards read block by
+    block (the index is built without holding all vectors at once), with the items table."""
+    rows = ShardRows(root)
+    if rows.shape[0] <= opts.stream_above:
+        return read_all_shards(root)
+    return rows, read_shard_tables(root, rows.shards)
+
+
 def _reindex(cfg: BuildConfig, root: Path, info: StoreInfo) -> StoreInfo:
-    vectors, table = read_all_shards(root)
+    vectors, table = _shard_vectors(root, cfg.index)
     index, report = build_index(vectors, cfg.index)
     info.index, info.metric = report, cfg.index.metric
     write_store(root, info, index, table.to_pylist())
@@ -470,7 +486,7 @@ def _features_only(cfg: BuildConfig) -> Summary:
 
 
 def _add_features(cfg: BuildConfig, root: Path, info: StoreInfo) -> None:
-    names = [cfg.features] if isinstance(cfg.features, str) else list(cfg.features)
+    names = [cfg.features] if isinstance(cfg.features, str) else list(cfg.features or [])
     shard_roots = _shard_roots(root, info)
     for name in names:
         options = dict(cfg.features_encoder or {})

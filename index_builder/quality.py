@@ -36,14 +36,15 @@ def label_precision(
         np.ascontiguousarray(vectors[queries], dtype=np.float32), min(len(labelled), k + int(biggest_group))
     )
     pool = rng.choice(labelled, size=min(1000, len(labelled)), replace=False)  # for the chance level
-    hits, chance = [], []
+    hits: list[float] = []
+    chance: list[float] = []
     for q, row in zip(queries, found):
         others = [labelled[j] for j in row if j >= 0 and groups[labelled[j]] != groups[q]][:k]
         if not others:
             continue
-        hits.append(np.mean([bool(labels[q] & labels[j]) for j in others]))
+        hits.append(float(np.mean([bool(labels[q] & labels[j]) for j in others])))
         random_others = [j for j in pool if groups[j] != groups[q]]
-        chance.append(np.mean([bool(labels[q] & labels[j]) for j in random_others]) if random_others else 0.0)
+        chance.append(float(np.mean([bool(labels[q] & labels[j]) for j in random_others])) if random_others else 0.0)
     if not hits:
         return None
     return {"k": k, "queries": len(hits), "precision": float(np.mean(hits)), "chance": float(np.mean(chance))}
