@@ -1,0 +1,441 @@
+"""``evaluate suite=<name>``: a list of evaluations in one command, with ours beside the paper's figures.
+
+A suite is a YAML in the ``suite`` config group (``rag_flamingo/conf/suite/``: ``af1`` is Audio
+Flamingo v1's evaluation table, ``demo`` a small offline example; your own in
+``$RAG_FLAMINGO_CONF_PATH/suite/<name>.yaml``)::
+
+    name: mine
+    overrides: [encoder=laion_clap_fusion]   # every run's evaluate overrides (the command line's win)
+    baselines: {classification: [knn, prototype], captioning: [knn], tagging: [knn, prototype], aqa: []}
+    baseline_shots: [7]                      # baselines' shots when a run has no shot count >= 1
+    features: clapcap                        # the model's shot features cached in the stores it builds
+    runs:
+      - dataset: esc50                       # any dataset config; task: default its first
+        shots: [0, 7]                        # predictor=flamingo at these shot counts
+        setting: zero-shot                   # a label for the table
+        paper: {value: null, source: null}   # the published figure to print beside ours (null: n/a)
+
+For every run the suite first **plans**: the query split's manifest and audio (missing: the run is
+skipped and listed, with the command that makes the manifest), the store (reused when complete,
+built when the index split's manifest is there, its features added when only they are missing),
+the number of queries and (predictor, shots) combinations, and a rough time from measured per-item
+costs (``costs`` in the suite YAML, each with its source; "n/a" where nothing was measured). The
+plan is printed; ``suite.dry_run=true`` stops there. Then it builds what is missing
+(`index_builder.pipeline`, ``features=<suite.features>``) and runs `rag_flamingo.evaluate.evaluate`
+twice per run into one folder ``<output_dir>/<dataset>-<task>``: Audio Flamingo at the run's shots,
+then the training-free baselines of the task's family. Every step resumes: a complete store is
+reused, an evaluation folder keeps its predictions (a rerun of the same suite skips what is done).
+A run that fails is reported and the suite goes on. Under torchrun every rank runs the same steps
+(the builds split shards, the evaluations split queries) and rank 0 writes:
+
+- ``results.json``: the plan, and per run its status, metric, our results (each predictor and shot
+  count), the paper's figure and its source, the evaluation folder (whose run.json says what
+  produced every number);
+- ``results.md``: the table, one row per run;
+- ``ours_vs_paper.png``: the main metric per run, ours (each predictor/shots) and the paper's bar.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cli import compose_config, one_line
+from .components import as_list, store_path, task_name
+from .errors import ConfigError, RagFlamingoError
+from .prompts import get_task
+from .report import COLUMNS
+
+logger = logging.getLogger(__name__)
+
+FLAMINGO = "flamingo"
+TODO = ("ready", "build", "features")  # plan states that run
+
+
+@dataclass
+class RunPlan:
+    """What the suite will do for one run (and, after it, what happened)."""
+
+    name: str  # <dataset>-<task>
+    dataset: str
+    task: str
+    setting: str
+    metric: str
+    shots: list[int]
+    baselines: list[str]
+    baseline_shots: list[int]
+    paper: dict
+    status: str = "ready"  # ready | build | features | skip | error; after running: done | failed
+    reason: str = ""
+    queries: int = 0
+    index_items: int = 0
+    store: str = ""
+    output_dir: str = ""
+    combos: int = 0
+    seconds: dict = field(default_factory=dict)  # device kind -> estimated seconds (None: n/a)
+    results: list[dict] = field(default_factory=list)
+
+    def predictors(self) -> list[str]:
+        return [FLAMINGO, *self.baselines] if self.shots else list(self.baselines)
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+def _key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def base_overrides(suite: dict, overrides: list[str]) -> list[str]:
+    """The suite's own overrides, then the command line's (without the ``suite`` ones)."""
+    cmdline = [o for o in overrides if _key(o) != "suite" and not _key(o).startswith("suite.")]
+    return [str(o) for o in as_list(suite.get("overrides"))] + cmdline
+
+
+def run_overrides(suite: dict, run: dict, base: list[str], suite_dir: Path) -> list[str]:
+    out = [*base, *[str(o) for o in as_list(run.get("overrides"))], f"dataset={run['dataset']}"]
+    if run.get("task"):
+        out.append(f"task={run['task']}")
+    if suite.get("features"):
+        out.append(f"flamingo.features={suite['features']}")
+    return [*out, f"output_dir={suite_dir}", "overwrite=false"]
+
+
+def _suite_dir(cfg: dict) -> Path:
+    suite = cfg["suite"]
+    return Path(suite.get("output_dir") or Path("outputs") / "suite" / str(suite["name"])).expanduser()
+
+
+def _count_rows(cfg: dict, role: str, task) -> tuple[int, Path, Path]:
+    """(rows, manifest, audio root) of a split; ManifestError when the manifest is not there."""
+    from .datasets.manifest import read_manifest
+    from .datasets.sources import collapse_groups, resolve_split, split_name
+
+    split = split_name(cfg["dataset"], cfg.get(f"{role}_split") or role)
+    manifest, root = resolve_split(cfg["dataset"], split)
+    rows = read_manifest(manifest, allow_outside_root=bool(cfg["dataset"].get("allow_outside_root")))
+    if role == "query":
+        if task.family == "captioning":
+            rows = collapse_groups(rows)
+        if cfg.get("limit"):
+            rows = rows[: int(cfg["limit"])]
+        present = sum((Path(root) / r["path"]).is_file() or Path(r["path"]).is_file() for r in rows)
+        if rows and not present:
+            raise ConfigError(f"none of the {len(rows)} query audio files is under {root}")
+    return len(rows), Path(manifest), Path(root)
+
+
+def _store_state(path: Path, features: str | None) -> str:
+    """ready (complete, with the features the model needs), features (only they are missing), build."""
+    from .store import INFO_FILE, read_info
+
+    if not (path / INFO_FILE).is_file():
+        return "build"
+    info = read_info(path)
+    if info is None:
+        return "build"
+    return "features" if features and features not in info.features else "ready"
+
+
+def _estimate(plan: RunPlan, costs: dict, encoder: str, features: str | None) -> dict:
+    """``{device kind: {"build": s, "queries": s}}`` from the measured per-item costs (None: not measured).
+
+    build: the index items through the retrieval encoder (+ the model's window features);
+    queries: each evaluate call embeds its queries once (``embed``), and the model answers every
+    query at every shot count (``query.flamingo``); the baselines' own work is negligible next to it.
+    """
+    out: dict[str, dict[str, float | None]] = {}
+    calls = bool(plan.shots) + bool(plan.baselines)
+    for kind, table in (costs or {}).items():
+        build: list[float | None] = []
+        if plan.status == "build":
+            build.append(_cost(table, "embed", encoder, plan.index_items))
+        if plan.status in ("build", "features") and features:
+            build.append(_cost(table, "features", features, plan.index_items))
+        queries = [_cost(table, "embed", encoder, plan.queries * calls)]
+        if plan.shots:
+            queries.append(_cost(table, "query", FLAMINGO, plan.queries * len(plan.shots)))
+        out[kind] = {"build": _total(build), "queries": _total(queries)}
+    return out
+
+
+def _total(parts: list[float | None]) -> float | None:
+    return None if any(p is None for p in parts) else float(sum(p for p in parts if p is not None))
+
+
+def _cost(table: dict, what: str, name: str, count: int) -> float | None:
+    if count == 0:
+        return 0.0
+    seconds = ((table or {}).get(what) or {}).get(name)
+    return None if seconds is None else float(seconds) * count
+
+
+def plan_run(suite: dict, run: dict, base: list[str], suite_dir: Path) -> tuple[RunPlan, dict | None]:
+    """The plan of one run and its composed evaluate config (None when it cannot be composed)."""
+    dataset = str(run.get("dataset") or "")
+    if not dataset:
+        raise ConfigError(f"suite {suite.get('name')}: a run has no dataset: {run}")
+    shots = sorted({int(s) for s in as_list(run.get("shots", [0]))})
+    paper = dict(run.get("paper") or {})
+    try:
+        cfg = compose_config("evaluate", run_overrides(suite, run, base, suite_dir))
+        task = get_task(task_name(cfg))
+        name = f"{dataset}-{task.name}"
+        out_dir = suite_dir / name
+        cfg["output_dir"] = str(out_dir)  # the run's folder: one per dataset and task
+    except RagFlamingoError as exc:
+        plan = RunPlan(
+            dataset, dataset, str(run.get("task") or "?"), str(run.get("setting") or ""), "", shots, [], [], paper
+        )
+        plan.status, plan.reason = "error", one_line(exc)
+        return plan, None
+    family = str(task.family)
+    baselines = [str(b) for b in as_list((suite.get("baselines") or {}).get(family))]
+    if "baselines" in run:
+        baselines = [str(b) for b in as_list(run.get("baselines"))]
+    counted = [k for k in shots if k >= 1]
+    plan = RunPlan(
+        name=name,
+        dataset=dataset,
+        task=task.name,
+        setting=str(run.get("setting") or ""),
+        metric=COLUMNS[family][0],
+        shots=shots,
+        baselines=baselines,
+        baseline_shots=counted or sorted({int(s) for s in as_list(suite.get("baseline_shots", [7]))}),
+        paper=paper,
+        output_dir=str(out_dir),
+    )
+    features = suite.get("features") if shots else None
+    try:
+        plan.queries, _, _ = _count_rows(cfg, "query", task)
+        plan.store = str(store_path(cfg))
+        state = _store_state(Path(plan.store), features)
+        if state != "ready":
+            plan.index_items, _, _ = _count_rows(cfg, "index", task)
+        plan.status = state
+    except RagFlamingoError as exc:
+        plan.status, plan.reason = "skip", one_line(exc)
+    plan.combos = len(shots) * bool(shots) + len(baselines) * len(plan.baseline_shots)
+    plan.seconds = _estimate(plan, suite.get("costs") or {}, str(cfg["encoder"].get("name")), features)
+    return plan, cfg
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _times(parts: dict | None) -> str:
+    parts = parts or {}
+    return f"build {_duration(parts.get('build'))}, queries {_duration(parts.get('queries'))}"
+
+
+def plan_text(suite: dict, plans: list[RunPlan]) -> str:
+    kinds = list((suite.get("costs") or {}).keys())
+    head = [
+        "run",
+        "setting",
+        "status",
+        "queries",
+        "index items",
+        "flamingo shots",
+        "baselines",
+        *[f"time {k}" for k in kinds],
+    ]
+    lines = [f"suite {suite['name']}: {len(plans)} runs", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for p in plans:
+        status = p.status + (f": {p.reason}" if p.reason else "")
+        baselines = ", ".join(p.baselines) + (f" @ {p.baseline_shots}" if p.baselines else "") or "-"
+        cells = [
+            p.name,
+            p.setting,
+            status,
+            str(p.queries),
+            str(p.index_items) if p.status in ("build", "features") else "-",
+            str(p.shots) if p.shots else "-",
+            baselines,
+            *[_times(p.seconds.get(k)) if p.status in TODO else "-" for k in kinds],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    todo = [p for p in plans if p.status in TODO]
+    builds = [p.name for p in todo if p.status == "build"]
+    lines.append(
+        f"to run: {len(todo)}; stores to build: {len(builds)}"
+        + (f" ({', '.join(builds)})" if builds else "")
+        + f"; skipped: {sum(p.status in ('skip', 'error') for p in plans)}"
+    )
+    for kind in kinds:
+        parts = {part: _total([(p.seconds.get(kind) or {}).get(part) for p in todo]) for part in ("build", "queries")}
+        source = (suite.get("costs") or {}).get(kind, {}).get("source") or "the suite's costs table"
+        lines.append(f"rough time on {kind}: {_times(parts)} (per-item costs: {source})")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def build_store(suite: dict, cfg: dict, plan: RunPlan, base: list[str]) -> None:
+    """``build_index`` for the run's index split (mode=features when only the features are missing)."""
+    from index_builder.pipeline import config_from_dict, run
+
+    keep = ("encoder", "dataset", "data_root", "cache_root", "device")
+    overrides = [o for o in base if _key(o).split(".")[0] in keep]
+    overrides += [str(o) for o in as_list(suite.get("build_overrides"))]
+    overrides += [f"dataset={plan.dataset}", f"store={plan.store}", "split=index"]
+    if FLAMINGO in plan.predictors() and suite.get("features"):
+        overrides.append(f"features={suite['features']}")
+    if plan.status == "features":
+        overrides.append("mode=features")
+    summary = run(config_from_dict(compose_config("build_index", overrides, {"output": "store"})))
+    if summary is not None and _is_main():
+        print(summary.text(), flush=True)
+
+
+def run_one(suite: dict, cfg: dict, plan: RunPlan, base: list[str]) -> None:
+    from .evaluate import evaluate
+
+    if plan.status in ("build", "features"):
+        build_store(suite, cfg, plan, base)
+    summary = None
+    if plan.shots:
+        summary = evaluate(dict(cfg, predictor=[FLAMINGO], shots=list(plan.shots)))
+    if plan.baselines:
+        summary = evaluate(dict(cfg, predictor=list(plan.baselines), shots=list(plan.baseline_shots)))
+    if summary is not None:  # rank 0: the folder's scores over every (predictor, shots) in it
+        plan.results = summary["results"]
+
+
+def run_suite(cfg: dict, overrides: list[str]) -> dict | None:
+    """Plan (and unless ``suite.dry_run``) run the suite; rank 0 returns what results.json holds."""
+    suite = cfg["suite"]
+    runs = as_list(suite.get("runs"))
+    if not runs:
+        raise ConfigError(f"suite {suite.get('name')} has no runs")
+    base = base_overrides(suite, overrides)
+    suite_dir = _suite_dir(cfg)
+    planned = [plan_run(suite, dict(run), base, suite_dir) for run in runs]
+    plans = [p for p, _ in planned]
+    if _is_main():
+        print(plan_text(suite, plans), flush=True)
+    if suite.get("dry_run"):
+        return None
+    for plan, run_cfg in planned:
+        if run_cfg is None or plan.status not in TODO:
+            continue
+        if _is_main():
+            print(f"\nsuite {suite['name']}: {plan.name} ({plan.status})", flush=True)
+        try:
+            run_one(suite, run_cfg, plan, base)
+            plan.status, plan.reason = "done", ""
+        except RagFlamingoError as exc:  # one run's problem never stops the suite
+            plan.status, plan.reason = "failed", one_line(exc)
+            logger.error("suite %s: %s failed: %s", suite["name"], plan.name, plan.reason)
+    if not _is_main():
+        return None
+    return write_results(suite, plans, suite_dir)
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def _ours(plan: RunPlan) -> list[dict]:
+    return [
+        {"predictor": r["predictor"], "shots": r["shots"], "value": r.get(plan.metric), "n": r.get("n")}
+        for r in plan.results
+    ]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _label(entry: dict) -> str:
+    return entry["predictor"] + ("" if entry["shots"] is None else f" {entry['shots']}-shot")
+
+
+def results_markdown(suite: dict, plans: list[RunPlan]) -> str:
+    lines = [
+        f"# suite {suite['name']}",
+        "",
+        "Ours: each predictor and shot count (flamingo k-shot = k retrieved examples + the query). Paper: the "
+        "figure the publication reports, with its source; n/a where none was found. Every number of ours comes "
+        "from the run folder named in results.json (its run.json says what produced it).",
+        "",
+        "| dataset | task | setting | metric | ours | paper | source | status |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for p in plans:
+        ours = "; ".join(f"{_label(e)}: {_fmt(e['value'])}" for e in _ours(p)) or "-"
+        status = p.status + (f" ({p.reason})" if p.reason else "")
+        paper = p.paper.get("value")
+        lines.append(
+            f"| {p.dataset} | {p.task} | {p.setting} | {p.metric} | {ours} | {_fmt(paper)} | "
+            f"{p.paper.get('source') or 'n/a'} | {status} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_ours_vs_paper(plans: list[RunPlan], path: Path) -> Path | None:
+    """One group of bars per run with results: ours (each predictor/shots) and the paper's figure."""
+    rows = [p for p in plans if p.results]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = sorted({_label(e) for p in rows for e in _ours(p)}) + ["paper"]
+    width = 0.8 / len(labels)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) * len(labels) / 2), 4), dpi=120)
+    for j, label in enumerate(labels):
+        xs, ys = [], []
+        for i, p in enumerate(rows):
+            value = (
+                p.paper.get("value")
+                if label == "paper"
+                else next((e["value"] for e in _ours(p) if _label(e) == label), None)
+            )
+            if value is not None:
+                xs.append(i + (j - (len(labels) - 1) / 2) * width)
+                ys.append(float(value))
+        if xs:
+            ax.bar(xs, ys, width, label=label, color="black" if label == "paper" else f"C{j % 10}")
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([f"{p.dataset}\n{p.metric}" for p in rows], fontsize=8)
+    ax.set_title("ours vs the paper (main metric per dataset; no bar: n/a)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_results(suite: dict, plans: list[RunPlan], suite_dir: Path) -> dict:
+    suite_dir.mkdir(parents=True, exist_ok=True)
+    plot = plot_ours_vs_paper(plans, suite_dir / "ours_vs_paper.png")
+    record = {
+        "suite": suite["name"],
+        "runs": [dict(asdict(p), ours=_ours(p)) for p in plans],
+        "plot": str(plot) if plot else None,
+    }
+    (suite_dir / "results.json").write_text(json.dumps(record, indent=2, default=str))
+    text = results_markdown(suite, plans) + (f"\n![ours vs paper]({plot.name})\n" if plot else "")
+    (suite_dir / "results.md").write_text(text)
+    print(f"\n{text}\nsuite outputs: {suite_dir}", flush=True)
+    return record
