@@ -90,6 +90,7 @@ class EvaluateConfig(QueryConfig):
     output_dir: str | None = None  # None: outputs/evaluate/<dataset>-<task>-<split>-<run key>
     overwrite: bool = False  # start a reused output_dir over when its run key differs
     progress: bool = True
+    suite: Any = field(default_factory=dict)  # the suite group: name null = one evaluation (rag_flamingo/suite.py)
 
 
 @dataclass

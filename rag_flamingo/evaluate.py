@@ -249,6 +249,11 @@ def _run(argv: list[str]) -> None:
     for overrides in expand_overrides(argv, LIST_KEYS):
         cfg = load_config(overrides)
         export_roots(cfg)
+        if (cfg.get("suite") or {}).get("name"):  # evaluate suite=af1: hand over to the suite runner
+            from .suite import run_suite
+
+            run_suite(cfg, overrides)
+            continue
         summary = evaluate(cfg)
         if summary is not None:
             print(summary_text(summary), flush=True)
