@@ -126,9 +126,11 @@ def encoder_from_options(options: dict):
     return build_named(name, **options)
 
 
-def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever):
+def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever, model_parts: tuple | None = None):
     """`RagFlamingo` from the ``model`` group (checkpoint, tokenizer, audio encoder, decoding; see
-    `rag_flamingo.model.load_model`) and the ``flamingo`` section (how the engine uses it)."""
+    `rag_flamingo.model.load_model`) and the ``flamingo`` section (how the engine uses it).
+    ``model_parts``: (model, tokenizer, window encoder) already loaded from that group (one model shared
+    by several stores), instead of loading them here."""
     from .engine import ClapReranker, RagFlamingo
     from .model import load_model
     from .model.factory import generation_settings
@@ -147,8 +149,9 @@ def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever):
     clap = fc.get("clap_filter") or {}
     samples = int(clap.get("samples") or 1)
     generation = generation_settings(mc, clap_samples=samples)  # checked before any weights load
-    model, tokenizer = load_model(mc)
-    window_encoder = encoder_from_options(mc["audio_encoder"])
+    if model_parts is None:
+        model_parts = (*load_model(mc), encoder_from_options(mc["audio_encoder"]))
+    model, tokenizer, window_encoder = model_parts
     reranker = None
     if samples > 1:
         ropts = clap.get("encoder") or {}

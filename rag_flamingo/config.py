@@ -124,6 +124,24 @@ class BuildIndexConfig:
     progress: bool = True
 
 
+@dataclass
+class AppConfig(QueryConfig):
+    """``rag_app``, the interactive page (rag_flamingo/app/): the store it opens, where it may write."""
+
+    dataset: Any = field(default_factory=dict)  # with store= unset: this dataset's index store (demo)
+    index_split: str = "index"
+    stores: list[str] = field(default_factory=list)  # more stores to offer (paths or names under cache_root)
+    predictor: str = "knn"  # the Ask tab's first choice
+    k: int = 4  # retrieved shots, the Ask tab's first value
+    host: str = "127.0.0.1"  # the page is served here only (0.0.0.0 to open it to the network)
+    port: int = 7860
+    share: bool = False  # a public gradio.live link (off: nothing leaves the machine)
+    max_upload_mb: int = 50  # larger uploads are refused
+    clips_dir: str | None = None  # New labels: kept clips (None: ${cache_root}/app_clips/<store>)
+    results_dir: str = "outputs/evaluate"  # Results: the evaluate folders listed
+    player_seconds: float = 10.0  # shots and queries are played up to this length
+
+
 def register() -> None:
     """Put the schemas in Hydra's ConfigStore (idempotent)."""
     from hydra.core.config_store import ConfigStore
@@ -132,3 +150,4 @@ def register() -> None:
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="rag_classify_schema", node=ClassifyConfig)
     cs.store(name="build_index_schema", node=BuildIndexConfig)
+    cs.store(name="rag_app_schema", node=AppConfig)

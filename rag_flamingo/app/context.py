@@ -1,0 +1,186 @@
+"""What the page's tabs share: the config, the stores offered (each opened once, with its encoder,
+retriever and predictors), the Audio Flamingo model (loaded on first use, one for every store and
+the Chat tab), and one lock so that one model or index job runs at a time.
+
+Predictors are built by name from the registry (`rag_flamingo.predictors`); one that cannot serve a
+store (zero_shot without a text encoder, flamingo without a model or without the store's cached
+shot features) is listed as unavailable with the registry's own reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import paths
+from ..components import build_encoder, build_engine, encoder_from_options
+from ..datasets.sources import split_name
+from ..errors import ConfigError, RagFlamingoError, StoreError
+from ..predictors import Predictor, PredictorContext, build_predictor, predictor_names
+from ..retrieval import Retriever
+from ..store import INFO_FILE, IndexStore
+
+logger = logging.getLogger(__name__)
+
+# the encoder scripts/demo.sh builds the demo store with (build_index's default `encoder: aisfx`)
+DEMO_ENCODER = "aisfx"
+
+
+def primary_store(cfg: dict) -> Path:
+    """``store=`` (a path or a name under ``<cache_root>/indices``), else the index store of ``dataset``
+    (default: the demo store `scripts/demo.sh` builds)."""
+    cache = Path(cfg["cache_root"]).expanduser()
+    if cfg.get("store"):
+        return paths.find_store(str(cfg["store"]), cache)
+    dataset = cfg.get("dataset") or {}
+    if not dataset.get("name"):
+        raise ConfigError("store= is not set: the index store to open (build_index ... store=my_index)")
+    encoder = (cfg.get("encoder") or {}).get("name") or DEMO_ENCODER
+    return paths.default_store(cache, dataset["name"], split_name(dataset, cfg.get("index_split") or "index"), encoder)
+
+
+@dataclass
+class StoreParts:
+    """One opened store with what answers queries against it."""
+
+    store: IndexStore
+    encoder: Any
+    retriever: Retriever
+    predictors: dict[str, Predictor] = field(default_factory=dict)  # built on first use
+    unavailable: dict[str, str] = field(default_factory=dict)  # predictor -> why not
+
+
+class AppContext:
+    """The app's state (see the module docstring). ``encoders``: retrieval encoders already built,
+    by name (tests hand in tiny ones); each is checked against the store it serves."""
+
+    def __init__(self, cfg: dict, encoders: dict[str, Any] | None = None):
+        self.cfg = cfg
+        self.cache = Path(cfg["cache_root"]).expanduser()
+        self.primary = primary_store(cfg)
+        self.lock = threading.RLock()  # one model / index job at a time (the page's queue does the same)
+        self._encoders: dict[str, Any] = dict(encoders or {})
+        self._parts: dict[Path, StoreParts] = {}
+        self._engines: dict[tuple[Path, int], Any] = {}
+        self._model: tuple | None = None
+
+    # ------------------------------------------------------------------ stores
+    def store_paths(self) -> list[Path]:
+        """The primary store, the configured ``stores``, and the complete stores under ``<cache_root>/indices``."""
+        found = [self.primary] + [paths.find_store(str(s), self.cache) for s in self.cfg.get("stores") or []]
+        indices = self.cache / "indices"
+        if indices.is_dir():
+            found += sorted(p for p in indices.iterdir() if (p / INFO_FILE).is_file())
+        out: list[Path] = []
+        for p in found:
+            if p.resolve() not in {q.resolve() for q in out}:
+                out.append(p)
+        return out
+
+    def parts(self, path: str | Path) -> StoreParts:
+        """The store at ``path`` opened with its encoder and retriever (once; `forget` reopens it)."""
+        key = Path(path).resolve()
+        with self.lock:
+            if key not in self._parts:
+                store = IndexStore.open(path, verify=bool(self.cfg.get("verify_store", False)))
+                encoder = self._encoder_for(store)
+                retriever = Retriever.from_config(store, encoder, self.cfg.get("retrieval"))
+                self._parts[key] = StoreParts(store, encoder, retriever)
+            return self._parts[key]
+
+    def forget(self, path: str | Path) -> None:
+        """Drop what was built for the store at ``path`` (it changed on disk: an append)."""
+        key = Path(path).resolve()
+        with self.lock:
+            self._parts.pop(key, None)
+            self._engines = {k: v for k, v in self._engines.items() if k[0] != key}
+
+    def _encoder_for(self, store: IndexStore):
+        name = str(store.info.encoder.get("name"))
+        if name not in self._encoders:
+            options = dict(self.cfg.get("encoder") or {})
+            if options.get("name") not in (None, name):
+                options = {}  # the configured encoder is another store's; this one uses its own
+            self._encoders[name] = build_encoder({**self.cfg, "encoder": options}, store)
+        else:
+            store.check_encoder(self._encoders[name].fingerprint())
+        return self._encoders[name]
+
+    # ------------------------------------------------------------------ predictors
+    def predictor(self, parts: StoreParts, name: str, clap_samples: int = 1) -> Predictor:
+        """The registered predictor ``name`` for a store; flamingo with ``clap_samples`` CLAP-filtered samples."""
+        with self.lock:
+            if name in parts.predictors and clap_samples <= 1:
+                return parts.predictors[name]
+            options = dict((self.cfg.get("predictors") or {}).get(name) or {})
+            context = PredictorContext(
+                options, parts.store, parts.encoder, parts.retriever, lambda: self.engine(parts, clap_samples)
+            )
+            built = build_predictor(name, context)
+            if clap_samples <= 1:
+                parts.predictors[name] = built
+            return built
+
+    def predictor_choices(self, parts: StoreParts) -> tuple[list[str], dict[str, str]]:
+        """(predictors that can answer against this store, {predictor: why not} for the others)."""
+        names = []
+        for name in predictor_names():
+            if name not in parts.unavailable:
+                try:
+                    self.predictor(parts, name)
+                except RagFlamingoError as exc:
+                    parts.unavailable[name] = str(exc)
+            if name not in parts.unavailable:
+                names.append(name)
+        return names, dict(parts.unavailable)
+
+    # ------------------------------------------------------------------ the model
+    @property
+    def has_model(self) -> bool:
+        return bool(self.cfg.get("model"))
+
+    def model_parts(self) -> tuple:
+        """(model, tokenizer, window encoder) of the ``model`` group, loaded once."""
+        from ..model import load_model
+
+        with self.lock:
+            if self._model is None:
+                mc = dict(self.cfg.get("model") or {})
+                if not mc:
+                    raise ConfigError(
+                        "no model configured: start rag_app with model=chat (the dialogue model) or "
+                        "model=foundation, and model.checkpoint.path=/path/to/the/checkpoint"
+                    )
+                if not mc.get("audio_encoder"):
+                    raise ConfigError("the model needs model.audio_encoder (e.g. {name: clapcap})")
+                self._model = (*load_model(mc), encoder_from_options(mc["audio_encoder"]))
+            return self._model
+
+    def engine(self, parts: StoreParts, clap_samples: int = 1):
+        """`RagFlamingo` over a store with the shared model; ``clap_samples`` > 1 turns the CLAP filter on."""
+        key = (parts.store.root.resolve(), max(1, int(clap_samples)))
+        with self.lock:
+            if key not in self._engines:
+                if not self.has_model:
+                    self.model_parts()  # the one message saying how to configure a model
+                feature = (self.cfg.get("flamingo") or {}).get("features") or "clapcap"
+                if feature not in parts.store.info.features:
+                    raise StoreError(
+                        f"{parts.store.root.name} has no cached '{feature}' shot features, which flamingo "
+                        f"needs: build_index ... store={parts.store.root} mode=features features={feature}"
+                    )
+                cfg = copy.deepcopy(self.cfg)
+                cfg.setdefault("flamingo", {}).setdefault("clap_filter", {})["samples"] = key[1]
+                self._engines[key] = build_engine(cfg, parts.store, parts.encoder, parts.retriever, self.model_parts())
+            return self._engines[key]
+
+    def chat_settings(self):
+        """The model group's decoding settings and its number of audio slots, for the Chat tab."""
+        from ..model.factory import generation_settings
+
+        mc = dict(self.cfg.get("model") or {})
+        return generation_settings(mc), mc.get("num_slots"), int(mc.get("max_rounds") or 4)
