@@ -290,7 +290,7 @@ def build_store(suite: dict, cfg: dict, plan: RunPlan, base: list[str]) -> None:
     """``build_index`` for the run's index split (mode=features when only the features are missing)."""
     from index_builder.pipeline import config_from_dict, run
 
-    keep = ("encoder", "dataset", "data_root", "cache_root", "device")
+    keep = ("encoder", "dataset", "data_root", "cache_root", "device", "progress")
     overrides = [o for o in base if _key(o).split(".")[0] in keep]
     overrides += [str(o) for o in as_list(suite.get("build_overrides"))]
     overrides += [f"dataset={plan.dataset}", f"store={plan.store}", "split=index"]

@@ -1,0 +1,203 @@
+"""`evaluate suite=...`: the plan on a fresh clone, and a whole suite end to end on tiny fake datasets
+of three families (classification, captioning, AQA) in their official layouts, with stores built by
+the real pipeline (tiny window encoder) and the tiny random-weight Audio Flamingo."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from index_builder.manifests import make_manifests
+from rag_flamingo.datasets.manifest import read_manifest
+from rag_flamingo.encoders.base import _REGISTRY
+from rag_flamingo.evaluate import main
+from support.engine import TinyWindowEncoder
+
+RATE = 16000
+TINY_MODEL = [
+    "model=tiny",
+    "model.audio_encoder={_target_:support.engine.TinyWindowEncoder}",
+    "model.generation.max_new_tokens=3",
+    "progress=false",
+]
+
+
+def _tone(path: Path, freq: float, seed: int, seconds: float = 1.0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * RATE)) / RATE
+    noise = np.random.default_rng(seed).standard_normal(t.size) * 0.02
+    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32), RATE)
+
+
+def _csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _datasets(data: Path) -> None:
+    """nonspeech7k (classification), clotho (captioning), clotho_aqa (AQA): official layouts + manifests."""
+    ns = data / "nonspeech7k"
+    for split, n in (("train", 4), ("test", 2)):
+        rows = []
+        for i in range(n):
+            for label, freq in (("cough", 300.0), ("laugh", 1200.0)):
+                _tone(ns / split / f"{label}{i}.wav", freq * (1 + 0.05 * i), i)
+                rows.append([f"{label}{i}.wav", label.capitalize()])
+        _csv(ns / f"metadata of {split} set.csv", ["Filename", "Classname"], rows)
+    cl = data / "clotho"
+    header = ["file_name"] + [f"caption_{i}" for i in range(1, 6)]
+    for official, n in (("development", 4), ("evaluation", 2)):
+        rows = []
+        for i in range(n):
+            _tone(cl / official / f"clip{i}.wav", 200.0 * (i + 1), i)
+            rows.append([f"clip{i}.wav", *[f"a tone number {i} caption {k}" for k in range(5)]])
+        _csv(cl / f"clotho_captions_{official}.csv", header, rows)
+    aqa = data / "clotho_aqa"
+    for split, n in (("train", 3), ("test", 2)):
+        rows = []
+        for i in range(n):
+            _tone(aqa / "audio_files" / f"{split}{i}.wav", 500.0 + 100 * i, i)
+            rows += [[f"{split}{i}.wav", "Is it a tone?", "yes", "yes"]] * 3
+            rows += [[f"{split}{i}.wav", "What is it?", "tone", "yes"]] * 3
+        _csv(aqa / f"clotho_aqa_{split}.csv", ["file_name", "QuestionText", "answer", "confidence"], rows)
+    for name in ("nonspeech7k", "clotho", "clotho_aqa"):
+        make_manifests(name, data / name, data / name / "manifests")
+
+
+SUITE = """
+name: mini
+dry_run: false
+output_dir: null
+features: tiny_windows
+overrides: [encoder=tiny_windows]
+build_overrides: [num_workers=0, batch_size=4]
+baselines: {classification: [knn, prototype], tagging: [knn, prototype], captioning: [knn], aqa: []}
+baseline_shots: [2]
+costs:
+  cpu:
+    source: made up for the test
+    embed: {tiny_windows: 0.5}
+    features: {tiny_windows: 0.25}
+    query: {flamingo: 2.0}
+runs:
+  - {dataset: nonspeech7k, setting: in-domain, shots: [0], paper: {value: 0.5, source: "a test figure (Table 0)"}}
+  - {dataset: clotho, setting: zero-shot, shots: [0, 2], paper: {value: null, source: null}}
+  - {dataset: clotho_aqa, task: aqa, setting: in-domain, shots: [0, 1]}
+  - {dataset: crema_d, setting: zero-shot, shots: [0]}
+"""
+
+
+@pytest.fixture
+def suite_env(tmp_path, monkeypatch):
+    conf = tmp_path / "conf"
+    (conf / "suite").mkdir(parents=True)
+    (conf / "encoder").mkdir()
+    (conf / "suite" / "mini.yaml").write_text(SUITE)
+    (conf / "encoder" / "tiny_windows.yaml").write_text("name: tiny_windows\n")
+    monkeypatch.setenv("RAG_FLAMINGO_CONF_PATH", str(conf))
+    monkeypatch.setitem(_REGISTRY, "tiny_windows", lambda checkpoint=None, **options: TinyWindowEncoder(**options))
+    data, cache, out = tmp_path / "data", tmp_path / "cache", tmp_path / "suite_out"
+    roots = [f"data_root={data}", f"cache_root={cache}", f"suite.output_dir={out}"]
+    return {"data": data, "cache": cache, "out": out, "roots": roots}
+
+
+def test_af1_dry_run_on_a_fresh_clone(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAG_FLAMINGO_DATA_ROOT", str(tmp_path / "no_data"))
+    assert main(["suite=af1", "suite.dry_run=true", f"cache_root={tmp_path / 'cache'}"]) == 0
+    out = capsys.readouterr().out
+    assert "suite af1: 13 runs" in out
+    for name in (
+        "clotho_aqa-aqa",
+        "music_avqa-aqa",
+        "nonspeech7k-event_classification",
+        "crema_d-emotion_classification",
+        "ravdess-emotion_classification",
+        "audiocaps-captioning",
+        "medley_solos_db-instrument_classification",
+    ):
+        assert f"| {name} |" in out
+    assert out.count("skip: dataset") == 13 and "python -m index_builder.manifests clotho_aqa" in out
+    assert "skipped: 13" in out and not (tmp_path / "cache").exists()  # nothing built, nothing loaded
+
+
+def test_unknown_suite_and_settings_are_one_line_errors(capsys):
+    assert main(["suite=af2"]) == 2
+    assert "suite=af2 is not a known suite" in capsys.readouterr().err
+    assert main(["suite.dry_run=true"]) == 2  # no suite chosen: suite has no such key
+    assert "unknown option 'suite.dry_run'" in capsys.readouterr().err
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+@pytest.mark.slow
+def test_suite_end_to_end_with_the_tiny_model(suite_env, capsys):
+    _datasets(suite_env["data"])
+    args = ["suite=mini", *suite_env["roots"], *TINY_MODEL]
+    # the plan only: three stores to build, one dataset without data listed as skipped
+    assert main([*args, "suite.dry_run=true"]) == 0
+    plan = capsys.readouterr().out
+    assert "| nonspeech7k-event_classification | in-domain | build | 4 | 8 | [0] | knn, prototype @ [2] |" in plan
+    # 8 items x (0.5 + 0.25) s to build; 4 queries x (2 calls x 0.5 + 1 shot count x 2.0) s to answer
+    assert "build 6 s, queries 12 s" in plan
+    assert "| crema_d-emotion_classification | zero-shot | skip: dataset 'crema_d': no manifest" in plan
+    assert "stores to build: 3" in plan and not suite_env["cache"].exists()
+
+    assert main(args) == 0
+    out = suite_env["out"]
+    results = json.loads((out / "results.json").read_text())
+    runs = {r["dataset"]: r for r in results["runs"]}
+    assert [r["status"] for r in results["runs"]] == ["done", "done", "done", "skip"]
+    ns = runs["nonspeech7k"]
+    ours = {(e["predictor"], e["shots"]): e for e in ns["ours"]}
+    assert set(ours) == {("flamingo", 0), ("knn", 2), ("prototype", None)}
+    # every number of ours is the run folder's own score (metrics.json written by evaluate)
+    metrics = json.loads((Path(ns["output_dir"]) / "metrics.json").read_text())
+    assert {(r["predictor"], r["shots"]): r["accuracy"] for r in metrics["results"]} == {
+        k: e["value"] for k, e in ours.items()
+    }
+    assert ours[("prototype", None)]["value"] == 1.0  # two far-apart tones: the centroids separate them
+    assert ns["metric"] == "accuracy" and ns["paper"] == {"value": 0.5, "source": "a test figure (Table 0)"}
+    assert {(e["predictor"], e["shots"]) for e in runs["clotho"]["ours"]} == {
+        ("flamingo", 0),
+        ("flamingo", 2),
+        ("knn", 2),
+    }
+    assert runs["clotho"]["metric"] == "cider_d"
+    assert {(e["predictor"], e["shots"]) for e in runs["clotho_aqa"]["ours"]} == {("flamingo", 0), ("flamingo", 1)}
+    preds = _records(Path(runs["clotho_aqa"]["output_dir"]) / "predictions.jsonl")
+    one_shot = [p for p in preds if p["shots"] == 1]
+    assert len(preds) == 8 and all(p["prompt"].count("<audio>") == 2 for p in one_shot)
+    assert all(
+        p["prompt"].startswith("</s>Here are similar examples. The task is audio question answering.") for p in one_shot
+    )
+    # a question never gets a shot of its own clip (its group), and the store holds the model's features
+    store_items = read_manifest(suite_env["data"] / "clotho_aqa" / "manifests" / "train.jsonl")
+    assert all(
+        s["id"] not in {r["id"] for r in store_items if r["path"].endswith(p["id"].split("#")[0] + ".wav")}
+        for p in one_shot
+        for s in p["shot_ids"]
+    )
+    assert json.loads((Path(runs["clotho_aqa"]["store"]) / "store.json").read_text())["features"]["tiny_windows"]
+    table = (out / "results.md").read_text()
+    assert "| nonspeech7k | event_classification | in-domain | accuracy |" in table
+    assert "| 0.5000 | a test figure (Table 0) | done |" in table and "| n/a | n/a | done |" in table
+    assert "| crema_d |" in table and "skip (dataset 'crema_d'" in table
+    assert (out / "ours_vs_paper.png").stat().st_size > 0
+    capsys.readouterr()
+
+    # rerun: every store is reused, every evaluation resumes with nothing left to do
+    done = {name: Path(r["output_dir"]) / "predictions.jsonl" for name, r in runs.items() if r["status"] == "done"}
+    before = {name: path.read_text() for name, path in done.items()}
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert "| nonspeech7k-event_classification | in-domain | ready |" in again and "stores to build: 0" in again
+    assert {name: path.read_text() for name, path in done.items()} == before
