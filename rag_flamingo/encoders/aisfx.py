@@ -222,7 +222,8 @@ class AisfxEncoder:
         self.dtype = autocast_dtype(self.device)
         self.model = load_model(self.checkpoint, config).to(self.device)
         if self.device.type == "cpu":  # oneDNN convs are markedly faster channels-last on CPU
-            self.model = self.model.to(memory_format=torch.channels_last)
+            # type-ignored: Module.to documents memory_format, but torch's overloads omit it
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.frontend = AisfxFrontend(config)
         self._sha256: str | None = None
 

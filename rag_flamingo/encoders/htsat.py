@@ -126,6 +126,8 @@ def _relative_position_index(window: int) -> torch.Tensor:
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside a window with a learned relative position bias."""
 
+    relative_position_index: torch.Tensor  # buffer (registered in __init__)
+
     def __init__(self, dim: int, window: int, num_heads: int, qkv_bias: bool = True):
         super().__init__()
         self.window, self.num_heads = window, num_heads
@@ -325,9 +327,9 @@ class HTSAT(nn.Module):
 
     def forward_mel(self, mel: torch.Tensor, with_clipwise: bool = False, **patch_kwargs) -> dict:
         """Log-mel after bn0 [B, 1, T, F] -> outputs (for callers that build their own mel)."""
-        return self.forward_features(
-            self.reshape_wav2img(mel).to(self.patch_embed.proj.weight.dtype), with_clipwise, **patch_kwargs
-        )
+        proj = self.patch_embed.proj
+        assert isinstance(proj, nn.Conv2d), "patch embeds (PatchEmbed, FusionPatchEmbed) project with a Conv2d"
+        return self.forward_features(self.reshape_wav2img(mel).to(proj.weight.dtype), with_clipwise, **patch_kwargs)
 
     def forward(self, waveform: torch.Tensor, with_clipwise: bool = False) -> dict:
         return self.forward_mel(self.mel(waveform), with_clipwise)

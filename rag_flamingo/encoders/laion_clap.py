@@ -33,9 +33,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -222,6 +223,22 @@ def load_text_side(text_model: str):
 # the encoder
 
 
+class ClapBackend(Protocol):
+    """What `LaionClapEncoder` calls on its model: `LaionClapModel` or `hf_clap.HFClapBackend`."""
+
+    @property
+    def needs_fixed_batches(self) -> bool: ...  # pad micro-batches to fixed shapes (also on CPU)
+
+    @property
+    def fusion_mel(self) -> HTKLogMel | None: ...  # the fusion frontend (None for non-fusion models)
+
+    def embed_waveforms(self, waves: torch.Tensor) -> torch.Tensor: ...
+
+    def embed_fusion(self, mel: torch.Tensor, longer: torch.Tensor) -> torch.Tensor: ...
+
+    def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor: ...
+
+
 def _windows(wave: np.ndarray, policy: str) -> list[np.ndarray]:
     """Non-fusion long-audio policy: the 10 s windows whose embeddings make the clip's embedding."""
     n = wave.shape[0]
@@ -246,8 +263,8 @@ class LaionClapEncoder:
     device: torch.device
     dtype: torch.dtype
     batch_size: int
-    model: nn.Module = field(repr=False)  # LaionClapModel, or hf_clap.HFClapBackend (transformers port)
-    tokenizer: object = field(repr=False)
+    model: ClapBackend = field(repr=False)  # LaionClapModel, or hf_clap.HFClapBackend (transformers port)
+    tokenizer: Callable[..., Any] = field(repr=False)  # a transformers RoBERTa tokenizer
     sample_rate: int = SAMPLE_RATE
     dim: int = 512
     normalized: bool = True
@@ -272,7 +289,7 @@ class LaionClapEncoder:
 
     @property
     def _pad(self) -> bool:
-        return self.device.type != "cpu" or bool(getattr(self.model, "needs_fixed_batches", True))
+        return self.device.type != "cpu" or self.model.needs_fixed_batches
 
     @torch.inference_mode()
     def _embed_windows(self, windows: list[np.ndarray]) -> torch.Tensor:
@@ -288,6 +305,7 @@ class LaionClapEncoder:
     def _embed_fusion(self, waves: list[np.ndarray]) -> torch.Tensor:
         out = torch.empty(len(waves), self.dim)
         mel_fn = self.model.fusion_mel
+        assert mel_fn is not None, "enable_fusion models have a fusion frontend"
         for rows, real in micro_batches(len(waves), self.batch_size, self._pad):
             items = [fusion_input(torch.from_numpy(waves[r]).to(self.device), mel_fn) for r in rows[:real]]
             items += [items[-1]] * (len(rows) - real)
@@ -448,12 +466,20 @@ def _laion_clap(**options: Any) -> LaionClapEncoder:
 @register_encoder("laion_clap_fusion")
 def _laion_clap_fusion(**options: Any) -> LaionClapEncoder:
     """HTSAT-tiny fusion, ``630k-audioset-fusion-best.pt`` (Audio Flamingo 1's retrieval model)."""
-    defaults = {"name": "laion_clap_fusion", "filename": "630k-audioset-fusion-best.pt", "enable_fusion": True}
+    defaults: dict[str, Any] = {
+        "name": "laion_clap_fusion",
+        "filename": "630k-audioset-fusion-best.pt",
+        "enable_fusion": True,
+    }
     return load_laion_clap(**(defaults | options))
 
 
 @register_encoder("laion_clap_music")
 def _laion_clap_music(**options: Any) -> LaionClapEncoder:
     """HTSAT-base non-fusion, ``music_audioset_epoch_15_esc_90.14.pt`` (also: music_speech_*)."""
-    defaults = {"name": "laion_clap_music", "filename": "music_audioset_epoch_15_esc_90.14.pt", "amodel": "HTSAT-base"}
+    defaults: dict[str, Any] = {
+        "name": "laion_clap_music",
+        "filename": "music_audioset_epoch_15_esc_90.14.pt",
+        "amodel": "HTSAT-base",
+    }
     return load_laion_clap(**(defaults | options))

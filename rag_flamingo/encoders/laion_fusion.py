@@ -53,6 +53,9 @@ class FusionMelConfig:
 class HTKLogMel(nn.Module):
     """waveform [S] or [B, S] -> log-mel [.., frames, n_mels] (torchaudio MelSpectrogram + AmplitudeToDB)."""
 
+    mel_basis: torch.Tensor  # buffers (registered in __init__)
+    window: torch.Tensor
+
     def __init__(self, config: FusionMelConfig):
         super().__init__()
         self.config = config

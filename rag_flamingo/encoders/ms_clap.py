@@ -28,7 +28,9 @@ the call; CUDA runs under fp16/bf16 autocast (log-mel frontend and bn0 in fp32),
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -170,7 +172,7 @@ class MSClapModel(nn.Module):
 # ----------------------------------------------------------------------------- text side
 
 
-def text_config_and_tokenizer(text_model: str, hub_id: str):
+def text_config_and_tokenizer(text_model: str, hub_id: str) -> tuple[Any, Callable[..., Any]]:
     """(config, tokenizer) of the text tower from a hub id or a local dir (``hub_id``: the released one);
     CheckpointError with the fix when unavailable."""
     from transformers import AutoConfig, AutoTokenizer
@@ -262,6 +264,7 @@ class MSClapEncoder:
         self.batch_size = check_batch_size(batch_size)
         self.source = CheckpointSource(checkpoint, hub_repo, filename or config.filename)
         self.checkpoint_path = resolve_checkpoint(self.source, f"MS-CLAP {config.version} checkpoint")
+        self.tokenizer: Callable[..., Any] | None  # a transformers tokenizer; None without the text tower
         text_config, self.tokenizer = (
             text_config_and_tokenizer(config.text_model, released_text_model) if with_text else (None, None)
         )
@@ -306,11 +309,12 @@ class MSClapEncoder:
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """msclap ``preprocess_text``: GPT-2 texts get ' <|endoftext|>' appended; padded to text_len
         (truncated there too: the original fails on longer texts)."""
-        if self.tokenizer is None:
+        encoder, tokenizer = self.model.caption_encoder, self.tokenizer
+        if encoder is None or tokenizer is None:
             raise ConfigError(f"{self.name} was built with with_text=False")
-        if self.model.caption_encoder.kind == "gpt":
+        if encoder.kind == "gpt":
             texts = [t + " <|endoftext|>" for t in texts]
-        tok = self.tokenizer(
+        tok = tokenizer(
             texts,
             add_special_tokens=True,
             max_length=self.config.text_len,
@@ -324,12 +328,14 @@ class MSClapEncoder:
     def text_projections(self, texts: list[str]) -> torch.Tensor:
         """The original's (unnormalised) text embeddings [N, d_proj]."""
         tok = self.tokenize(texts)
+        encoder = self.model.caption_encoder
+        assert encoder is not None  # tokenize raised ConfigError otherwise
         outs = []
         for rows, real in micro_batches(len(texts), self.batch_size):
             idx = torch.tensor(rows)
             batch = {k: v[idx].to(self.device) for k, v in tok.items()}
             with torch.inference_mode(), autocast(self.device, self.dtype):
-                outs.append(self.model.caption_encoder(batch)[:real].float().cpu())
+                outs.append(encoder(batch)[:real].float().cpu())
         return torch.cat(outs) if outs else torch.zeros((0, self.dim))
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
