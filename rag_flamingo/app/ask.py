@@ -20,6 +20,12 @@ from .uploads import check_clip, crop_notes
 LABEL_TASKS = ("classification", "tagging")
 CAPTION_TASKS = ("captioning",)
 QUESTION_TASKS = ("aqa",)  # flamingo only: the answer to a question about the clip
+FAMILY_NEEDS = {
+    TaskFamily.CLASSIFICATION: "labels",
+    TaskFamily.TAGGING: "labels",
+    TaskFamily.CAPTIONING: "captions",
+    TaskFamily.AQA: "questions",
+}
 
 
 def task_choices(store: IndexStore) -> list[str]:
@@ -61,6 +67,12 @@ def ask(
     clip = check_clip(clip_path, float(ctx.cfg["max_upload_mb"]))
     parts = ctx.parts(store_path)
     spec = get_task(task)
+    offered = task_choices(parts.store)
+    if spec.family not in {get_task(t).family for t in offered}:
+        raise ConfigError(
+            f"{parts.store.root.name} cannot answer task {spec.name}: its items carry no "
+            f"{FAMILY_NEEDS.get(spec.family, spec.family)}; choose one of {', '.join(offered) or '(none)'}"
+        )
     if spec.family == TaskFamily.AQA and not (question or "").strip():
         raise ConfigError("task aqa needs a question about the clip")
     item = {"id": clip.path.name, **({"question": question.strip()} if question and question.strip() else {})}
@@ -90,8 +102,8 @@ def ask(
     notes = crop_notes(clip, runner.encoders)
     if result.copies:
         notes.append(
-            f"The store holds {result.copies} exact cop{'y' if result.copies == 1 else 'ies'} of this clip; "
-            "they were left out of the shots (a clip never answers itself)."
+            f"The store holds {result.copies} exact cop{'y' if result.copies == 1 else 'ies'} of this clip, "
+            "left out of the shots (a clip never answers itself)."
         )
     if combos[0][1] is not None and len(result.query.shots) < combos[0][1]:
         notes.append(f"The store had only {len(result.query.shots)} usable shots of the {combos[0][1]} asked.")

@@ -66,8 +66,8 @@ class ShotRow:
     status: str = "in prompt"  # or "dropped (prompt budget)"
 
 
-def shots_table(rows: Sequence[ShotRow], seconds: float, title: str = "Retrieved shots") -> str:
-    """A table: #, player, label or caption, similarity, whether the prompt held it."""
+def shots_table(rows: Sequence[ShotRow], seconds: float, title: str = "Retrieved shots (prompt order)") -> str:
+    """A table: # (the order given), player, label or caption, similarity, whether the prompt held it."""
     if not rows:
         return f"<p><strong>{html.escape(title)}</strong>: none</p>"
     head = "<tr><th>#</th><th>audio</th><th>id</th><th>label / caption</th><th>similarity</th><th>used</th></tr>"
