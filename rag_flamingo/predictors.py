@@ -8,7 +8,10 @@ Reported side by side so users see what in-context learning adds:
 - ``prototype``: class centroids of the whole support set (``store.embeddings()``), nearest by
   cosine (Taylor & Mack's prototype baseline);
 - ``zero_shot``: CLAP text embeddings of the label names, ``"this is a sound of {label}"``,
-  nearest by cosine (CLAP encoders only: the encoder needs ``embed_text``).
+  nearest by cosine (CLAP encoders only: the encoder needs ``embed_text``);
+- ``simpleshot``, ``tip_adapter``, ``lda``: training-free classifiers fitted on the whole support set
+  (`rag_flamingo.adapters`: SimpleShot, Tip-Adapter, shrinkage LDA), for labels the encoder was not
+  tuned for; ``lda`` is the best of them on real recordings (BENCHMARKS.md).
 
 Every predictor sees the same `Query` records: the retrieved shots for ``k`` (``shots`` of the
 evaluation), the retrieval embedding (from the store's encoder), the decoded audio and the store
@@ -28,6 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .adapters import METHODS, Fitted, Method, Support
 from .audio import DecodeKey
 from .config import ZERO_SHOT_TEMPLATE
 from .errors import ConfigError, did_you_mean
@@ -253,6 +257,44 @@ class PrototypePredictor:
         return preds
 
 
+class SupportPredictor:
+    """A `rag_flamingo.adapters` method fitted on the store's labelled rows, without each query's own
+    rows (``Query.own_rows``): one fit for the queries from outside the store, one per own-row set
+    otherwise (leave-one-out evaluation refits, so it stays honest; the last few fits are kept)."""
+
+    uses_shots, min_shots, needs_text = False, 0, False
+    max_shots: int | None = None
+    audio_encoders: Sequence[Any] = ()
+    KEEP_FITS = 32
+
+    def __init__(self, method: Method, store, n_tags: int = 1):
+        self.method, self.name, self.n_tags = method, method.name, n_tags
+        self.support = Support.from_items(store.embeddings(), store.items, where=str(store.root))
+        self._fits: dict[frozenset[int], tuple[Support, Fitted]] = {}
+
+    def fitted(self, own_rows: frozenset[int]) -> tuple[Support, Fitted]:
+        if own_rows not in self._fits:
+            if len(self._fits) >= self.KEEP_FITS:
+                self._fits.pop(next(k for k in self._fits if k))  # never the fit without own rows
+            support = self.support.without(own_rows)
+            self._fits[own_rows] = (support, self.method.fit(support))
+        return self._fits[own_rows]
+
+    def predict(self, queries, task):
+        task = get_task(task)
+        _require_labels(self.name, task)
+        preds: list[Prediction | None] = [None] * len(queries)
+        by_own: dict[frozenset[int], list[int]] = {}
+        for i, q in enumerate(queries):
+            by_own.setdefault(q.own_rows, []).append(i)
+        for own, idx in by_own.items():
+            support, fit = self.fitted(own)
+            scores = fit.scores(normalize_rows(np.stack([queries[i].embedding for i in idx]).astype(np.float64)))
+            for i, row in zip(idx, scores):
+                preds[i] = _restricted(task, support.labels, row, queries[i].options, self.n_tags)
+        return preds  # every index was filled
+
+
 class ZeroShotPredictor:
     """CLAP zero-shot: cosine between the query's audio embedding and ``template`` per label."""
 
@@ -339,6 +381,17 @@ def _knn(ctx: PredictorContext) -> Predictor:
 @register_predictor("prototype")
 def _prototype(ctx: PredictorContext) -> Predictor:
     return PrototypePredictor(ctx.store, n_tags=typical_tag_count(ctx.store.items))
+
+
+def _support_factory(name: str) -> PredictorFactory:
+    def build(ctx: PredictorContext) -> Predictor:
+        return SupportPredictor(METHODS[name](), ctx.store, n_tags=typical_tag_count(ctx.store.items))
+
+    return build
+
+
+for _name in METHODS:
+    register_predictor(_name)(_support_factory(_name))
 
 
 @register_predictor("zero_shot")

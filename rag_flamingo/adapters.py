@@ -1,0 +1,198 @@
+"""Training-free classifiers fitted on a labelled support set (the index store), for new labels.
+
+Each method turns the support embeddings and their labels into per-label scores for a query
+embedding, with no gradient training and no per-dataset setting: what is not fixed by rule is chosen
+on the support set itself (leave-one-out on the support). `rag_flamingo.predictors` wraps them as
+registered predictors (``simpleshot``, ``tip_adapter``, ``lda``), fitted without the query's own rows.
+
+- `SimpleShot`: centre on the support mean, L2-normalise, nearest class centroid (Wang et al. 2019,
+  "SimpleShot", https://arxiv.org/abs/1911.04623, its CL2N + nearest-centroid rule).
+- `TipAdapter`: training-free Tip-Adapter (Zhang et al. 2022, https://arxiv.org/abs/2207.09519): the
+  support is a key-value cache, a query's cache logits are ``exp(-beta (1 - q.k)) @ onehot``, added
+  with weight ``alpha`` to a base classifier. Audio encoders without text have no CLIP zero-shot head,
+  so the base is the SimpleShot centroid cosine at CLIP's logit scale (100); ``alpha`` and ``beta``
+  are chosen on the grid of the paper's search by leave-one-out accuracy on the support.
+- `ShrinkageLda`: linear discriminant analysis with the Ledoit-Wolf shrunk pooled covariance
+  (scikit-learn's ``LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")``; the shrinkage is
+  Ledoit and Wolf's closed form on the support, https://doi.org/10.1016/S0047-259X(03)00096-4) and
+  uniform class priors (an unbalanced support does not bias the answer). It models which directions
+  of the embedding vary within a class, which the cosine of nearest-neighbour and centroid rules
+  ignores: the best of these on the development set (BENCHMARKS.md, "Adapting to new labels").
+
+A multi-label support item (tagging) counts as an example of each of its labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from .errors import ConfigError
+from .store import item_labels, normalize_rows
+
+
+@dataclass(frozen=True)
+class Support:
+    """Labelled support vectors: L2-normalised embeddings [n, d], label names, one-hot [n, labels],
+    and the store row of each vector (unlabelled rows are left out)."""
+
+    emb: np.ndarray
+    labels: list[str]
+    onehot: np.ndarray
+    rows: np.ndarray
+
+    @classmethod
+    def from_items(cls, embeddings: np.ndarray, items: Sequence[dict], where: str = "the store") -> Support:
+        names = sorted({lab for it in items for lab in item_labels(it)})
+        if not names:
+            raise ConfigError(
+                f"{where}: no labelled items to adapt to; index a labelled dataset "
+                f"(manifest 'label'/'labels', or sub-folders for dataset=folder)"
+            )
+        index = {lab: j for j, lab in enumerate(names)}
+        onehot = np.zeros((len(items), len(names)), np.float64)
+        for i, it in enumerate(items):
+            for lab in item_labels(it):
+                onehot[i, index[lab]] = 1.0
+        keep = onehot.any(1)  # unlabelled rows (a captioning store's) say nothing about labels
+        emb = normalize_rows(np.asarray(embeddings, np.float64)[keep])
+        return cls(emb, names, onehot[keep], np.flatnonzero(keep))
+
+    def without(self, rows: Collection[int]) -> Support:
+        """The support less the store rows ``rows``, and less the labels left with no example."""
+        if not rows:
+            return self
+        keep = ~np.isin(self.rows, np.fromiter(rows, np.int64))
+        onehot = self.onehot[keep]
+        used = np.asarray(onehot.any(0), bool)
+        labels = [self.labels[j] for j in np.flatnonzero(used)]
+        return Support(self.emb[keep], labels, onehot[:, used], self.rows[keep])
+
+    def centroids(self, emb: np.ndarray | None = None) -> np.ndarray:
+        """L2-normalised class means of ``emb`` (default: the support's vectors) [labels, d]."""
+        emb = self.emb if emb is None else emb
+        return normalize_rows((self.onehot.T @ emb) / self.onehot.sum(0)[:, None])
+
+
+class Fitted(Protocol):
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """Per-label scores [m, labels] (larger is better) for L2-normalised queries [m, d]."""
+        ...
+
+
+class Method(Protocol):
+    name: str
+
+    def fit(self, support: Support) -> Fitted: ...
+
+
+@dataclass
+class _Centred:
+    mean: np.ndarray
+    centroids: np.ndarray
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        return normalize_rows(queries - self.mean) @ self.centroids.T
+
+
+class SimpleShot:
+    name = "simpleshot"
+
+    def fit(self, support: Support) -> _Centred:
+        mean = support.emb.mean(0)
+        return _Centred(mean, support.centroids(normalize_rows(support.emb - mean)))
+
+
+@dataclass
+class _Tip:
+    base: _Centred
+    keys: np.ndarray  # centred, normalised support vectors
+    onehot: np.ndarray
+    alpha: float
+    beta: float
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        affinity = normalize_rows(queries - self.base.mean) @ self.keys.T
+        cache = np.exp(-self.beta * (1.0 - affinity)) @ self.onehot
+        return 100.0 * self.base.scores(queries) + self.alpha * cache
+
+
+class TipAdapter:
+    """``alpha``/``beta`` grids: Tip-Adapter's own search ranges (alpha in [0, 10], beta in [1, 10]);
+    alpha 0 (the base classifier alone) is a candidate, so the cache is used only where it helps."""
+
+    name = "tip_adapter"
+    ALPHAS = (0.0, 0.5, 1.0, 2.0, 4.0, 10.0)
+    BETAS = (1.0, 2.0, 3.0, 5.5, 8.0, 10.0)
+    MAX_SELECT = 2000  # leave-one-out selection on at most this many support rows (a seeded subset)
+
+    def fit(self, support: Support) -> _Tip:
+        base = SimpleShot().fit(support)
+        keys = normalize_rows(support.emb - base.mean)
+        alpha, beta = self._select(support, keys)
+        return _Tip(base, keys, support.onehot, alpha, beta)
+
+    def _select(self, support: Support, keys: np.ndarray) -> tuple[float, float]:
+        """Leave-one-out accuracy on the support for every (alpha, beta); ties: the smallest alpha."""
+        rows = np.arange(len(keys))
+        if len(rows) > self.MAX_SELECT:
+            rows = np.sort(np.random.default_rng(0).choice(len(rows), self.MAX_SELECT, replace=False))
+        onehot = support.onehot
+        counts = onehot.sum(0)
+        sums = onehot.T @ keys  # class sums of the centred vectors
+        own = onehot[rows]  # each held-out row leaves its own labels' sums and counts
+        held_sums = sums[None] - own[:, :, None] * keys[rows][:, None, :]
+        held_counts = counts[None] - own
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cents = held_sums / held_counts[:, :, None]
+        cents = np.nan_to_num(cents) / np.maximum(np.linalg.norm(np.nan_to_num(cents), axis=2, keepdims=True), 1e-12)
+        base = 100.0 * np.einsum("rd,rld->rl", keys[rows], cents)
+        base[held_counts == 0] = -np.inf  # a label whose only example is held out cannot be answered
+        affinity = keys[rows] @ keys.T
+        affinity[np.arange(len(rows)), rows] = -np.inf  # the held-out row is not in its own cache
+        truth = onehot[rows]
+        best, choice = -1.0, (0.0, 1.0)
+        for beta in self.BETAS:
+            cache = np.exp(-beta * (1.0 - affinity)) @ onehot
+            for alpha in self.ALPHAS:
+                guess = np.argmax(base + alpha * cache, axis=1)
+                accuracy = float(truth[np.arange(len(rows)), guess].mean())
+                if accuracy > best + 1e-12:
+                    best, choice = accuracy, (alpha, beta)
+        return choice
+
+
+@dataclass
+class _Lda:
+    model: object  # a fitted sklearn LinearDiscriminantAnalysis
+    order: np.ndarray  # model class index of each support label
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        return self.model.predict_proba(queries)[:, self.order]  # type: ignore[attr-defined]
+
+
+class ShrinkageLda:
+    name = "lda"
+
+    def fit(self, support: Support) -> Fitted:
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        rows, cols = np.nonzero(support.onehot)  # a multi-label item is an example of each label
+        if len(support.labels) < 2:
+            return _Single()
+        model = LinearDiscriminantAnalysis(
+            solver="lsqr", shrinkage="auto", priors=np.full(len(support.labels), 1.0 / len(support.labels))
+        )
+        model.fit(support.emb[rows], cols)
+        return _Lda(model, np.searchsorted(model.classes_, np.arange(len(support.labels))))
+
+
+class _Single:
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        return np.ones((len(queries), 1))
+
+
+METHODS: dict[str, type] = {m.name: m for m in (SimpleShot, TipAdapter, ShrinkageLda)}
