@@ -74,6 +74,7 @@ class RunPlan:
     queries: int = 0
     index_items: int = 0
     store: str = ""
+    encoder: str = ""  # the store's retrieval encoder
     output_dir: str = ""
     combos: int = 0
     seconds: dict = field(default_factory=dict)  # device kind -> estimated seconds (None: n/a)
@@ -221,7 +222,8 @@ def plan_run(suite: dict, run: dict, base: list[str], suite_dir: Path) -> tuple[
     except RagFlamingoError as exc:
         plan.status, plan.reason = "skip", one_line(exc)
     plan.combos = len(shots) * bool(shots) + len(baselines) * len(plan.baseline_shots)
-    plan.seconds = _estimate(plan, suite.get("costs") or {}, str(cfg["encoder"].get("name")), features)
+    plan.encoder = str(cfg["encoder"].get("name"))
+    plan.seconds = _estimate(plan, suite.get("costs") or {}, plan.encoder, features)
     return plan, cfg
 
 
@@ -296,7 +298,7 @@ def build_store(suite: dict, cfg: dict, plan: RunPlan, base: list[str]) -> None:
     overrides += [f"dataset={plan.dataset}", f"store={plan.store}", "split=index"]
     if FLAMINGO in plan.predictors() and suite.get("features"):
         overrides.append(f"features={suite['features']}")
-    if plan.status == "features":
+    if _store_state(Path(plan.store), None) == "ready":  # complete: only the features are missing
         overrides.append("mode=features")
     summary = run(config_from_dict(compose_config("build_index", overrides, {"output": "store"})))
     if summary is not None and _is_main():
@@ -306,7 +308,8 @@ def build_store(suite: dict, cfg: dict, plan: RunPlan, base: list[str]) -> None:
 def run_one(suite: dict, cfg: dict, plan: RunPlan, base: list[str]) -> None:
     from .evaluate import evaluate
 
-    if plan.status in ("build", "features"):
+    features = suite.get("features") if plan.shots else None
+    if _store_state(Path(plan.store), features) != "ready":  # checked again: an earlier run may have built it
         build_store(suite, cfg, plan, base)
     summary = None
     if plan.shots:
@@ -327,6 +330,13 @@ def run_suite(cfg: dict, overrides: list[str]) -> dict | None:
     suite_dir = _suite_dir(cfg)
     planned = [plan_run(suite, dict(run), base, suite_dir) for run in runs]
     plans = [p for p, _ in planned]
+    building: dict[str, str] = {}
+    for plan in plans:  # two runs on one store (two tasks of a dataset): the first builds it
+        if plan.status in ("build", "features") and plan.store in building:
+            plan.status, plan.reason, plan.index_items = "ready", f"store built by {building[plan.store]}", 0
+            plan.seconds = _estimate(plan, suite.get("costs") or {}, plan.encoder, None)
+        elif plan.status in ("build", "features"):
+            building[plan.store] = plan.name
     if _is_main():
         print(plan_text(suite, plans), flush=True)
     if suite.get("dry_run"):
