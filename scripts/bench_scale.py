@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""How the index's cost grows: build time, memory, size, recall@10 and query latency against the
+number of vectors, for every index type ``index=auto`` can choose, and which one it chooses.
+
+Each (size, type) is built by ``index_builder.faiss_index.build_index`` (the code build_index runs,
+recall tuning included) in a fresh subprocess, so its peak memory is its own. Vectors are synthetic,
+clustered, unit-length 512-d float32 (seeded), written once per size to a scratch folder.
+
+  python scripts/bench_scale.py --sizes 10000,100000 --out outputs/bench_scale
+  python scripts/bench_scale.py --sizes 1000000 --types ivf_pq --nlist 1024 --out outputs/bench_scale
+  python scripts/bench_scale.py --plot outputs/bench_scale/results.jsonl --png docs/bench_scale.png
+
+Figures: ``build_s`` (choose + train + add + recall tuning), ``tune_s`` (of which the recall
+tuning), ``peak_rss_gb`` (the subprocess's peak resident memory, vectors included),
+``vectors_gb``, ``index_mb`` (serialised size = index.faiss), ``recall_at_10`` (at the tuned
+efSearch / nprobe, over 1,000 stored vectors used as queries), ``query_ms`` (median latency of one
+query at a time on one thread at the tuned setting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DIM = 512
+TYPES = ("flat", "hnsw", "ivf_flat", "ivf_pq")
+
+
+def vectors_file(scratch: Path, n: int, seed: int = 0) -> Path:
+    """Clustered unit vectors (n // 100 centres, at most 10,000), generated in blocks, cached."""
+    path = scratch / f"vectors_{n}_{DIM}.npy"
+    if path.exists():
+        return path
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((min(10_000, max(10, n // 100)), DIM)).astype(np.float32)
+    out = np.lib.format.open_memmap(path.with_suffix(".tmp.npy"), mode="w+", dtype=np.float32, shape=(n, DIM))
+    for start in range(0, n, 100_000):
+        m = min(100_000, n - start)
+        x = centres[rng.integers(0, len(centres), m)] + 0.35 * rng.standard_normal((m, DIM), dtype=np.float32)
+        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    out.flush()
+    del out
+    path.with_suffix(".tmp.npy").rename(path)
+    return path
+
+
+def measure_one(path: Path, kind: str, nlist: int | None) -> dict:
+    """Build one index in this process and measure it (run in a subprocess by ``main``)."""
+    import faiss
+
+    from index_builder.faiss_index import IndexOptions, build_index, choose_index
+
+    vectors = np.load(path)
+    n = vectors.shape[0]
+    opts = IndexOptions(type=kind, nlist=nlist, use_gpu=False)
+    start = time.perf_counter()
+    index, report = build_index(vectors, opts)
+    build_s = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rng = np.random.default_rng(1)
+    queries = vectors[rng.choice(n, 200, replace=False)]
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    times = []
+    for q in queries:
+        t0 = time.perf_counter()
+        index.search(q[None], 10)
+        times.append(time.perf_counter() - t0)
+    faiss.omp_set_num_threads(threads)
+    return {
+        "n": n,
+        "type": kind,
+        "factory": report.factory,
+        "auto": choose_index(n, DIM, IndexOptions())[1],
+        "build_s": round(build_s, 2),
+        "peak_rss_gb": round(peak / 1024**3, 3),
+        "vectors_gb": round(vectors.nbytes / 1024**3, 3),
+        "index_mb": round(faiss.serialize_index(index).nbytes / 1024**2, 1),
+        "recall_at_10": round(report.recall_at_10, 4),
+        "search_params": report.search_params,
+        "query_ms": round(1000 * float(np.median(times)), 3),
+        "threads": threads,
+    }
+
+
+def plot(results: list[dict], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    panels = [
+        ("build_s", "build + tune (s)"),
+        ("peak_rss_gb", "peak memory (GB)"),
+        ("query_ms", "one query, 1 thread (ms)"),
+        ("recall_at_10", "recall@10 (tuned)"),
+    ]
+    for ax, (key, title) in zip(axes, panels):
+        for kind in TYPES:
+            rows = sorted((r for r in results if r["type"] == kind), key=lambda r: r["n"])
+            if rows:
+                ax.plot([r["n"] for r in rows], [r[key] for r in rows], "o-", label=kind)
+        ax.set_xscale("log")
+        if key != "recall_at_10":
+            ax.set_yscale("log")
+        ax.set_xlabel("vectors (512-d)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("scripts/bench_scale.py: FAISS index cost vs size (2 shared CPU cores)")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--types", default=",".join(TYPES))
+    ap.add_argument("--nlist", type=int, default=None, help="force the IVF list count (default: as auto chooses)")
+    ap.add_argument("--out", type=Path, default=Path("outputs/bench_scale"))
+    ap.add_argument("--plot", type=Path, default=None, help="plot a results.jsonl instead of measuring")
+    ap.add_argument("--png", type=Path, default=Path("docs/bench_scale.png"))
+    ap.add_argument("--one", nargs=3, metavar=("VECTORS", "TYPE", "NLIST"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        nlist = int(args.one[2]) or None
+        print(json.dumps(measure_one(Path(args.one[0]), args.one[1], nlist)))
+        return 0
+    if args.plot:
+        plot([json.loads(line) for line in args.plot.read_text().splitlines() if line.strip()], args.png)
+        print(f"plot: {args.png}")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = args.out / "results.jsonl"
+    print(f"# {platform.processor() or platform.machine()}, python {platform.python_version()}", flush=True)
+    for n in (int(s) for s in args.sizes.split(",")):
+        path = vectors_file(args.out, n)
+        for kind in args.types.split(","):
+            cmd = [sys.executable, __file__, "--one", str(path), kind, str(args.nlist or 0)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"n={n} {kind}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(json.dumps(row), flush=True)
+            with results.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

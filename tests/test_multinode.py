@@ -1,0 +1,80 @@
+"""build_index across "nodes": two torchrun launchers meeting at a c10d rendezvous endpoint.
+
+Each launcher is what one node of a cluster runs (``torchrun --nnodes=2 --nproc_per_node=1
+--rdzv-backend=c10d --rdzv-endpoint=HOST:PORT``); here both run on this machine, the output folder
+standing for the shared storage. The store must equal a single-process build, file for file.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_index_pipeline import FAST, _free_port, make_folder, manifest_rows, store_bytes, write_manifest
+
+from rag_flamingo.store import read_all_shards
+
+
+def node_command(port: int, args: list[str]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc_per_node=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+        "--rdzv-id=multinode-test",
+        "--max-restarts=0",
+        "-m",
+        "index_builder",
+        *args,
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_nodes_equal_one_process(tmp_path):
+    root = make_folder(tmp_path / "audio", per_class=3)
+    (root / "noise" / "broken.wav").write_bytes(b"not audio at all")
+    manifest = write_manifest(tmp_path / "m.jsonl", manifest_rows(root))
+    args = [f"dataset.manifest={manifest}", f"dataset.root={root}", "shard_size=2", *FAST]
+    one, shared = tmp_path / "one", tmp_path / "shared_storage" / "store"
+    # One thread per process on both sides: bitwise-equal embeddings need equal thread counts.
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    single = subprocess.run(
+        [sys.executable, "-m", "index_builder", *args, f"output={one}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    port = _free_port()
+    nodes = [
+        subprocess.Popen(
+            node_command(port, [*args, f"output={shared}"]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    outputs = [node.communicate(timeout=400) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-3000:]
+    reports = [out for out, _ in outputs if "build_index: built" in out]
+    assert len(reports) == 1  # the node that got rank 0 reports, for both
+    assert "9 indexed, 1 rejected" in reports[0] and "embedded 9 clips" in reports[0]
+    logs = "".join(err for _, err in outputs)
+    assert "rank 0/2" in logs and "rank 1/2" in logs  # both nodes embedded their share
+
+    assert store_bytes(shared) == store_bytes(one)  # items, index, shards, rejected: byte for byte
+    shared_vectors, shared_items = read_all_shards(shared)
+    one_vectors, one_items = read_all_shards(one)
+    assert np.array_equal(shared_vectors, one_vectors) and shared_items.equals(one_items)
