@@ -32,6 +32,8 @@ def sinusoid_table(n_position: int, d: int) -> torch.Tensor:
 
 
 class PositionalEncoding(nn.Module):
+    pos_table: torch.Tensor  # buffer (registered in __init__)
+
     def __init__(self, d: int, n_position: int):
         super().__init__()
         # persistent: the released checkpoint stores it (and the loader loads it strictly)

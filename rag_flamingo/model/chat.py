@@ -10,6 +10,7 @@ chat model was trained with up to 4 rounds, so `ChatSession` refuses a 5th.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,6 +20,9 @@ from .generation import generate
 from .generation_settings import GenerationSettings
 from .modeling import AudioFlamingo
 from .tokenizer import postprocess_output, tokenize_prompts
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 CHAT_PREFIX = "the task is dialog."
 MAX_ROUNDS = 4
@@ -41,7 +45,7 @@ class ChatSession:
     """One audio, up to ``max_rounds`` user turns; ``ask`` returns the post-processed answer."""
 
     model: AudioFlamingo
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     audio_features: torch.Tensor  # (1, L, D): one audio packed into the chat model's slots
     audio_mask: torch.Tensor  # (1, L)
     # the reference's chat settings (inference_examples.py), as rag_flamingo/conf/model/chat.yaml
@@ -55,6 +59,8 @@ class ChatSession:
         prompt = chat_prompt([*self.history, (user, None)])
         ids, mask = tokenize_prompts(self.tokenizer, [prompt])
         out = generate(self.model, ids, mask, self.audio_features, self.audio_mask, self.settings)
-        answer = postprocess_output(self.tokenizer.decode(out.new_tokens[0], skip_special_tokens=False))
+        text = self.tokenizer.decode(out.new_tokens[0], skip_special_tokens=False)
+        assert isinstance(text, str)  # one sequence decodes to one string
+        answer = postprocess_output(text)
         self.history.append((user, answer))
         return answer

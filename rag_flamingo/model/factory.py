@@ -81,7 +81,9 @@ def _plain(cfg) -> dict:
         from omegaconf import DictConfig, OmegaConf
 
         if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)
+            plain = OmegaConf.to_container(cfg, resolve=True)
+            assert isinstance(plain, dict)  # a DictConfig becomes a dict
+            return plain
     except ImportError:  # pragma: no cover
         pass
     return dict(cfg)

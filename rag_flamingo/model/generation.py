@@ -179,8 +179,8 @@ def generate(
     beams = settings.num_beams
     expand = beams if beams > 1 else settings.num_return_sequences
     audio_states = model.encode_audio(audio_features)
-    media_kv = [
-        None if kv is None else tuple(t.repeat_interleave(expand, dim=0) for t in kv)
+    media_kv: MediaKV = [
+        None if kv is None else (kv[0].repeat_interleave(expand, dim=0), kv[1].repeat_interleave(expand, dim=0))
         for kv in model.project_audio(audio_states)
     ]
     stepper = _Stepper(

@@ -27,10 +27,19 @@ class WindowFeatureEncoder(Protocol):
         ...
 
 
+@runtime_checkable
+class HasZeroWindowFeature(Protocol):
+    """An encoder that knows its silent-window feature without running (clapcap)."""
+
+    def zero_window_feature(self) -> torch.Tensor:
+        """(D,) or (W, D): the feature of a silent window."""
+        ...
+
+
 def silence_features(encoder: WindowFeatureEncoder) -> torch.Tensor:
     """(D,) or (W, D) padding feature: the encoder's ``zero_window_feature()`` when it has one
     (clapcap), else the features of one second of silence (every window = encoder(zero clip))."""
-    if callable(getattr(encoder, "zero_window_feature", None)):
+    if isinstance(encoder, HasZeroWindowFeature):
         return encoder.zero_window_feature()
     feats, _ = encoder.window_features([np.zeros(encoder.sample_rate, dtype=np.float32)])
     return feats[0]

@@ -114,10 +114,12 @@ class AudioFlamingo(nn.Module):
 
     def project_audio(self, audio_states: torch.Tensor) -> MediaKV:
         """Per layer (k, v) of the cross-attention over the audio states (None where no block)."""
-        return [
-            layer.gated_cross_attn_layer.attn.project_audio(audio_states) if layer.gated_cross_attn_layer else None
-            for layer in self.decoder.layers
-        ]
+        media_kv: MediaKV = []
+        for layer in self.decoder.layers:
+            assert isinstance(layer, FlamingoDecoderLayer)  # nn.ModuleList yields its items as plain Modules
+            block = layer.gated_cross_attn_layer
+            media_kv.append(block.attn.project_audio(audio_states) if block is not None else None)
+        return media_kv
 
     def compute_xattn_mask(
         self, input_ids: torch.Tensor, audio_mask: torch.Tensor, prior_counts: torch.Tensor | None = None
