@@ -24,6 +24,7 @@ A multi-label support item (tagging) counts as an example of each of its labels.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -186,7 +187,9 @@ class ShrinkageLda:
         model = LinearDiscriminantAnalysis(
             solver="lsqr", shrinkage="auto", priors=np.full(len(support.labels), 1.0 / len(support.labels))
         )
-        model.fit(support.emb[rows], cols)
+        with warnings.catch_warnings():  # a one-example class: sklearn warns, its shrunk covariance is 0
+            warnings.filterwarnings("ignore", "Only one sample available", UserWarning)
+            model.fit(support.emb[rows], cols)
         return _Lda(model, np.searchsorted(model.classes_, np.arange(len(support.labels))))
 
 

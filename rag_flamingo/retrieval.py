@@ -21,6 +21,14 @@ the store is exhausted. Randomness (row within a group, shuffling, random mode) 
 seeded per query from ``(seed, query id)`` so a query's shots do not depend on the batch it is in;
 without a query id the query embedding's bytes stand in for it.
 
+``mode="balanced"`` shows the classes the query is likely to be: steps 1-5 as above, then the
+nearest ``per_class`` recordings of each of the nearest classes (classes ranked by their nearest
+recording), ``ceil(k / per_class)`` classes, nearest-first and cut at ``k``. When the store has fewer
+labels than that, each class gives more (``ceil(k / labels)``), so a prompt still holds ``k`` shots. A
+multi-label item counts for each of its labels; unlabelled rows are never picked. The search widens
+until every chosen class has its share (or the store is exhausted). The reference's ``knn`` stays the
+default, for fidelity.
+
 ``mode="random"`` reproduces AF1's "random examples": ``k`` random recordings of the store (one random
 row each), excluding the query's own rows, after the filters. The prompt builder then says
 ``Here are random examples. `` (the reference's ``interleaved_random`` wording, ``data.py``:
@@ -44,7 +52,7 @@ from .store import IndexStore, item_labels, normalize_rows
 
 logger = logging.getLogger(__name__)
 
-MODES = ("knn", "random")
+MODES = ("knn", "balanced", "random")
 
 
 @dataclass
@@ -85,6 +93,7 @@ class ItemFilter:
     def __init__(self, store: IndexStore, filters: dict | None):
         self.filters = dict(filters or {})
         self._allowed: np.ndarray | None = None
+        self._n_labels: int | None = None
         if self.filters:
             self._allowed = np.array([self._passes(item) for item in store.items], dtype=bool)
 
@@ -111,6 +120,13 @@ class ItemFilter:
     def allowed_rows(self, count: int) -> np.ndarray:
         return np.arange(count) if self._allowed is None else np.flatnonzero(self._allowed)
 
+    def label_count(self, labels: Sequence[Sequence[str]]) -> int:
+        """How many labels the rows passing the filters have (``labels``: each row's)."""
+        if self._n_labels is None:
+            rows = self.allowed_rows(len(labels)).tolist()
+            self._n_labels = len({lab for row in rows for lab in labels[row]})
+        return self._n_labels
+
 
 class Retriever:
     """Shots for queries from one index store (see the module docstring for the procedure)."""
@@ -124,16 +140,24 @@ class Retriever:
         shuffle: bool = True,
         seed: int = 0,
         mode: str = "knn",
+        per_class: int = 1,
     ):
         if mode not in MODES:
             raise ConfigError(f"retrieval mode {mode!r} is unknown; use one of {', '.join(MODES)}")
+        if per_class < 1:
+            raise ConfigError(f"per_class must be >= 1, got {per_class}")
         if overfetch < 0:
             raise ConfigError(f"overfetch must be >= 0, got {overfetch}")
         if encoder is not None:
             store.check_encoder(encoder.fingerprint())
         self.store, self.encoder, self.overfetch = store, encoder, int(overfetch)
         self.near_duplicate_threshold = near_duplicate_threshold
-        self.shuffle, self.seed, self.mode = shuffle, int(seed), mode
+        self.shuffle, self.seed, self.mode, self.per_class = shuffle, int(seed), mode, int(per_class)
+        self._labels: list[list[str]] = []  # balanced mode: each row's labels
+        if mode == "balanced":
+            self._labels = [item_labels(item) for item in store.items]
+            if not any(self._labels):
+                raise ConfigError(f"{store.root}: retrieval=balanced needs labelled items; use retrieval=knn")
         self._recordings = store.recording_keys  # one row per recording in the shots
         self._rows_by_key: dict[str, list[int]] | None = None  # recording/content key -> rows
         self._warned_short: set[int] = set()
@@ -155,6 +179,7 @@ class Retriever:
             shuffle=bool(o.get("shuffle", True)),
             seed=int(o.get("seed", 0)),
             mode=str(o.get("mode", "knn")),
+            per_class=int(o.get("per_class", 1)),
         )
 
     def own_rows(self, recording: str | None = None, content: str | None = None) -> frozenset[int]:
@@ -214,7 +239,7 @@ class Retriever:
             rows = self._knn_rows(queries, k, exclude, allowed, rngs)
         out = []
         for i, picked in enumerate(rows):
-            if self.shuffle and self.mode == "knn":
+            if self.shuffle and self.mode != "random":
                 picked = [picked[j] for j in rngs[i].permutation(len(picked))]
             out.append([self._shot(row, score) for row, score in picked])
         short = [keys[i] for i, picked in enumerate(rows) if len(picked) < k]
@@ -239,8 +264,8 @@ class Retriever:
 
     def _queries(self, query_embeddings, query_ids) -> np.ndarray | None:
         if query_embeddings is None:
-            if self.mode == "knn":
-                raise ConfigError("k-NN retrieval needs query embeddings")
+            if self.mode != "random":
+                raise ConfigError(f"{self.mode} retrieval needs query embeddings")
             if query_ids is None:
                 raise ConfigError("random retrieval needs query embeddings or query_ids to seed it")
             return None
@@ -287,9 +312,25 @@ class Retriever:
         # dicts keep insertion order: groups come nearest-first, as in AF1's `unique_indices`;
         # the row picked keeps its own score (rows of one recording usually share one vector)
         ranked = [members[int(rng.integers(len(members)))] for members in hits.values()]
-        if self.near_duplicate_threshold is None:
-            return ranked[:k]
-        return self._drop_near_duplicates(ranked, k, query)
+        if self.near_duplicate_threshold is not None:
+            ranked = self._drop_near_duplicates(ranked, k if self.mode == "knn" else len(ranked), query)
+        return ranked[:k] if self.mode == "knn" else self._balanced(ranked, k, allowed.label_count(self._labels))
+
+    def _balanced(self, ranked: list[tuple[int, float]], k: int, n_labels: int) -> list[tuple[int, float]]:
+        """The nearest ``quota`` rows of each of the nearest ``ceil(k / quota)`` classes, nearest-first,
+        at most ``k`` (fewer: the search widens, see `_knn_rows`)."""
+        quota = max(self.per_class, math.ceil(k / max(1, n_labels)))
+        n_classes = math.ceil(k / quota)
+        chosen: dict[str, list[tuple[int, float]]] = {}
+        for row, score in ranked:
+            for lab in self._labels[row]:
+                if lab not in chosen and len(chosen) < n_classes:
+                    chosen[lab] = []
+                if lab in chosen and len(chosen[lab]) < quota:
+                    chosen[lab].append((row, score))
+        # rows beyond the fetched ones are all farther than these: k picks here are the exhaustive answer
+        picked = {row: score for rows in chosen.values() for row, score in rows}
+        return sorted(picked.items(), key=lambda rs: -rs[1])[:k]
 
     # ------------------------------------------------------------------ near duplicates
 
