@@ -18,7 +18,8 @@ ZERO_SHOT_TEMPLATE = "this is a sound of {label}"
 class RetrievalConfig:
     """How shots are retrieved (`rag_flamingo.retrieval.Retriever`)."""
 
-    mode: str = "knn"  # knn | random
+    mode: str = "knn"  # knn | balanced | random
+    per_class: int = 1  # balanced: the nearest recordings shown of each of the nearest classes
     overfetch: int = 50  # neighbours fetched beyond k (AF1: 50)
     near_duplicate_threshold: float | None = None  # cosine >= this to the query or a kept shot: dropped
     shuffle: bool = True  # shuffle the in-context order (seeded per query)

@@ -55,7 +55,11 @@ from .tokens import BOS, EOC_TOKEN, EOS, MEDIA_TOKEN, SEP_TOKEN
 
 logger = logging.getLogger(__name__)
 
-ICL_HEADERS = {"knn": "Here are similar examples. ", "random": "Here are random examples. "}
+ICL_HEADERS = {  # balanced shots are the nearest of each likely class: AF1's "similar" wording
+    "knn": "Here are similar examples. ",
+    "balanced": "Here are similar examples. ",
+    "random": "Here are random examples. ",
+}
 TEMPLATES = ("eval", "train", "inference")
 
 OPT_MAX_POSITIONS = 2048
