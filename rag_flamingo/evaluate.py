@@ -252,7 +252,7 @@ def _run(argv: list[str]) -> None:
         if (cfg.get("suite") or {}).get("name"):  # evaluate suite=af1: hand over to the suite runner
             from .suite import run_suite
 
-            run_suite(cfg, overrides)
+            run_suite(cfg, overrides, evaluate)
             continue
         summary = evaluate(cfg)
         if summary is not None:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ from .prompts import get_task
 from .report import COLUMNS
 
 logger = logging.getLogger(__name__)
+
+Evaluate = Callable[[dict], "dict | None"]  # one evaluation run: config -> summary (rank 0) or None
 
 FLAMINGO = "flamingo"
 TODO = ("ready", "build", "features")  # plan states that run
@@ -305,9 +308,7 @@ def build_store(suite: dict, cfg: dict, plan: RunPlan, base: list[str]) -> None:
         print(summary.text(), flush=True)
 
 
-def run_one(suite: dict, cfg: dict, plan: RunPlan, base: list[str]) -> None:
-    from .evaluate import evaluate
-
+def run_one(suite: dict, cfg: dict, plan: RunPlan, base: list[str], evaluate: Evaluate) -> None:
     features = suite.get("features") if plan.shots else None
     if _store_state(Path(plan.store), features) != "ready":  # checked again: an earlier run may have built it
         build_store(suite, cfg, plan, base)
@@ -320,8 +321,10 @@ def run_one(suite: dict, cfg: dict, plan: RunPlan, base: list[str]) -> None:
         plan.results = summary["results"]
 
 
-def run_suite(cfg: dict, overrides: list[str]) -> dict | None:
-    """Plan (and unless ``suite.dry_run``) run the suite; rank 0 returns what results.json holds."""
+def run_suite(cfg: dict, overrides: list[str], evaluate: Evaluate) -> dict | None:
+    """Plan (and unless ``suite.dry_run``) run the suite, each evaluation with ``evaluate`` (the
+    caller's `rag_flamingo.evaluate.evaluate`: the suite sits below the command that runs it); rank 0
+    returns what results.json holds."""
     suite = cfg["suite"]
     runs = as_list(suite.get("runs"))
     if not runs:
@@ -347,7 +350,7 @@ def run_suite(cfg: dict, overrides: list[str]) -> dict | None:
         if _is_main():
             print(f"\nsuite {suite['name']}: {plan.name} ({plan.status})", flush=True)
         try:
-            run_one(suite, run_cfg, plan, base)
+            run_one(suite, run_cfg, plan, base, evaluate)
             plan.status, plan.reason = "done", ""
         except RagFlamingoError as exc:  # one run's problem never stops the suite
             plan.status, plan.reason = "failed", one_line(exc)
