@@ -328,9 +328,9 @@ def test_cli_and_resolve_split_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RAG_FLAMINGO_DATA_ROOT", str(tmp_path / "data"))
     manifest, audio_root = resolve_split({"name": "esc50", "root": None, "splits": {"query": "test"}}, "query")
     assert manifest == root / "manifests" / "test.jsonl" and audio_root == root
-    assert main(["esc50", "--metadata", str(root), "--out", str(tmp_path / "o"), "--option", "bogus=1"]) == 1
+    assert main(["esc50", "--metadata", str(root), "--out", str(tmp_path / "o"), "--option", "bogus=1"]) == 2
     assert "unknown option(s) bogus" in capsys.readouterr().err
-    assert main(["gtzan", "--metadata", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["gtzan", "--metadata", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert "metadata folder not found" in capsys.readouterr().err
 
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from rag_flamingo.cli import one_line
 from rag_flamingo.errors import RagFlamingoError
 
 from . import DATASETS, make_manifests
@@ -51,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         options[key.strip()] = value
     try:
         result = make_manifests(args.dataset, args.metadata, args.out, check_audio=args.check_audio, **options)
-    except RagFlamingoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except RagFlamingoError as exc:  # a user error: one line, exit 2, like every command of the project
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
     for split, path in result.manifests.items():
         missing = f" ({result.missing[split]} without audio left out)" if split in result.missing else ""
         print(f"{split}: {result.counts[split]} rows -> {path}{missing}")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag_flamingo.cli import one_line
 from rag_flamingo.datasets.manifest import write_manifest
 from rag_flamingo.errors import ConfigError, RagFlamingoError
 
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = extract_audio(args.videos, args.out, args.sample_rate)
     except RagFlamingoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     failed = f", {len(result.failed)} failed (listed in {Path(args.out) / FAILED_FILE})" if result.failed else ""
     print(f"{len(result.written)} written, {len(result.kept)} already there{failed}")
