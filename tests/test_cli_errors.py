@@ -10,6 +10,7 @@ import pytest
 from index_builder.cli import main as build_index
 from rag_flamingo.classify import main as rag_classify
 from rag_flamingo.evaluate import main as evaluate
+from support.clips import evaluate_folder_queries
 
 
 def bad_lines(folder_stores, tmp_path):
@@ -88,21 +89,8 @@ def test_rag_classify_paths_with_tabs_and_newlines_stay_one_tsv_row(folder_store
 def test_shots_beyond_the_store_warn_once_and_the_table_says_how_many_were_used(
     folder_stores, tmp_path, capsys, caplog
 ):
-    assert (
-        evaluate(
-            [
-                f"store={folder_stores / 'train_idx'}",
-                "dataset=folder",
-                f"dataset.root={folder_stores / 'test'}",
-                "progress=false",
-                "predictor=knn",
-                "shots=[1,5]",
-                f"output_dir={tmp_path / 'e'}",
-                "batch_size=1",
-            ]
-        )
-        == 0
-    )
+    extra = ["predictor=knn", "shots=[1,5]", f"output_dir={tmp_path / 'e'}", "batch_size=1"]
+    assert evaluate_folder_queries(folder_stores, *extra) == 0
     assert sum("fewer than 5 shots" in r.getMessage() for r in caplog.records) == 1  # 3 batches, one warning
     table = capsys.readouterr().out
     assert "| knn | 5 | 3 |" in table and table.split("| knn | 5 | 3 |")[1].split("\n")[0].rstrip().endswith("| 3 |")

@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import json
 
-from rag_flamingo.evaluate import main as evaluate
+from support.clips import evaluate_folder_queries
 
 
-def run(folder_stores, out, *extra) -> int:
-    return evaluate(
-        [
-            f"store={folder_stores / 'train_idx'}",
-            "dataset=folder",
-            f"dataset.root={folder_stores / 'test'}",
-            "progress=false",
-            "predictor=knn",
-            "shots=1",
-            f"output_dir={out}",
-            *extra,
-        ]
-    )
+def run(folder_stores, out, *extra, store="train_idx") -> int:
+    return evaluate_folder_queries(folder_stores, "predictor=knn", "shots=1", f"output_dir={out}", *extra, store=store)
 
 
 def test_a_reused_folder_is_refused_for_another_run_and_restarted_on_request(folder_stores, tmp_path, capsys):
@@ -31,9 +20,8 @@ def test_a_reused_folder_is_refused_for_another_run_and_restarted_on_request(fol
     assert run(folder_stores, out) == 0  # the same run: resumed, nothing redone
     assert (out / "predictions.jsonl").read_text() == before
 
-    other_store = [f"store={folder_stores / 'loo_idx'}"]
     for extra, differs in (
-        (other_store, "store"),
+        ([f"store={folder_stores / 'loo_idx'}"], "store"),
         (["retrieval=random"], "retrieval"),
         (["predictors.knn.temperature=0.5"], "predictors"),
         (["flamingo.template=train"], "flamingo"),
@@ -43,7 +31,7 @@ def test_a_reused_folder_is_refused_for_another_run_and_restarted_on_request(fol
         assert len(err.splitlines()) == 1 and f"differs in: {differs}" in err and "overwrite=true" in err
         assert json.loads((out / "run.json").read_text()) == first  # untouched
 
-    assert run(folder_stores, out, *other_store, "overwrite=true") == 0
+    assert run(folder_stores, out, "overwrite=true", store="loo_idx") == 0
     second = json.loads((out / "run.json").read_text())
     assert second["key"] != first["key"] and second["settings"]["store"]["path"].endswith("loo_idx")
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
@@ -55,18 +43,7 @@ def test_a_reused_folder_is_refused_for_another_run_and_restarted_on_request(fol
 
 def test_the_default_folder_is_named_by_the_run_key(folder_stores, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert (
-        evaluate(
-            [
-                f"store={folder_stores / 'train_idx'}",
-                "dataset=folder",
-                f"dataset.root={folder_stores / 'test'}",
-                "progress=false",
-                "predictor=prototype",
-            ]
-        )
-        == 0
-    )
+    assert evaluate_folder_queries(folder_stores, "predictor=prototype") == 0
     (folder,) = (tmp_path / "outputs" / "evaluate").iterdir()
     key = json.loads((folder / "run.json").read_text())["key"]
     assert folder.name == f"folder-event_classification-all-{key[:8]}"

@@ -13,9 +13,8 @@ import shutil
 import pytest
 
 from rag_flamingo.classify import main as rag_classify
-from rag_flamingo.evaluate import main as evaluate
 from support.clips import FOLDER_KINDS as KINDS
-from support.clips import write_class
+from support.clips import evaluate_folder_queries, write_class
 
 
 @pytest.fixture
@@ -24,19 +23,7 @@ def folders(folder_stores):
 
 
 def run_evaluate(folders, store, queries, out, *extra) -> dict:
-    assert (
-        evaluate(
-            [
-                f"store={folders / store}",
-                "dataset=folder",
-                f"dataset.root={folders / queries}",
-                f"output_dir={folders / out}",
-                "progress=false",
-                *extra,
-            ]
-        )
-        == 0
-    )
+    assert evaluate_folder_queries(folders, f"output_dir={folders / out}", *extra, store=store, queries=queries) == 0
     return json.loads((folders / out / "metrics.json").read_text())
 
 

@@ -15,26 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag_flamingo.datasets.manifest import write_manifest
+from rag_flamingo.datasets.sources import OFFICIAL_DATASETS
 from rag_flamingo.errors import ConfigError, ManifestError
 
 logger = logging.getLogger(__name__)
 
-DATASETS = (
-    "clotho",
-    "audiocaps",
-    "esc50",
-    "us8k",
-    "gtzan",
-    "medley_solos_db",
-    "nsynth",
-    "fsd50k",
-    "cochlscene",
-    "clotho_aqa",
-    "music_avqa",
-    "nonspeech7k",
-    "crema_d",
-    "ravdess",
-)
+DATASETS = OFFICIAL_DATASETS  # one list: the sources know which datasets have a maker
 
 
 @dataclass

@@ -63,3 +63,11 @@ def build_folder_stores(root: Path) -> Path:
             == 0
         )
     return root
+
+
+def evaluate_folder_queries(stores: Path, *extra: str, store: str = "train_idx", queries: str = "test") -> int:
+    """``evaluate`` of the ``folder_stores`` fixture's ``queries`` folder against its ``store``."""
+    from rag_flamingo.evaluate import main as evaluate
+
+    args = [f"store={stores / store}", "dataset=folder", f"dataset.root={stores / queries}", "progress=false"]
+    return evaluate([*args, *extra])
