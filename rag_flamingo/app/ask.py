@@ -13,7 +13,7 @@ from ..prompts import TaskFamily, get_task
 from ..runner import QueryInput, QueryRunner, label_options, plan_combos
 from ..store import IndexStore, item_labels, recording_key
 from .context import AppContext
-from .render import ShotRow, item_text
+from .render import ShotRow, item_text, shots_text
 from .uploads import check_clip, crop_notes
 
 # the tasks the tab offers, by what the store's items carry
@@ -110,10 +110,9 @@ def ask(
     if p.dropped:
         notes.append(f"The prompt budget dropped {p.dropped} of the retrieved shots (the least similar).")
     score = "" if p.score is None else f" (score {p.score:.4f})"
-    shots_part = f", {combos[0][1]} shots" if combos[0][1] is not None else ""
     summary = (
         f"**{p.output or '(empty answer)'}**{score}\n\n"
-        f"{predictor}{shots_part}, task {spec.name}, store `{parts.store.root.name}` "
+        f"{predictor}{shots_text(combos[0][1])}, task {spec.name}, store `{parts.store.root.name}` "
         f"({len(parts.store)} items, fingerprint {parts.store.fingerprint()}), encoder "
         f"{parts.store.info.encoder.get('name')}"
     )

@@ -55,6 +55,11 @@ def item_text(item: dict) -> str:
     return str(captions[0]) if captions else ""
 
 
+def shots_text(k: int | None) -> str:
+    """``", 1 shot"`` / ``", 4 shots"``; nothing for a predictor that uses none."""
+    return "" if k is None else f", {k} shot{'' if k == 1 else 's'}"
+
+
 @dataclass
 class ShotRow:
     """One row of a shots table."""

@@ -15,7 +15,7 @@ from ..errors import ConfigError, RagFlamingoError
 from ..jsonl import read_jsonl
 from ..report import chance_text, markdown_table
 from ..store import IndexStore
-from .render import ShotRow, item_text
+from .render import ShotRow, item_text, shots_text
 
 MAX_LISTED = 2000  # predictions offered in the picker (a folder may hold many more)
 
@@ -120,7 +120,7 @@ def prediction_detail(results: Results, index: int, stores: dict[Path, IndexStor
     score = "" if r.get("score") is None else f" (score {r['score']:.4f})"
     summary = (
         f"**{r.get('output')}**{score}; target **{r.get('target')}**\n\n"
-        f"{r['predictor']}" + ("" if r.get("shots") is None else f", {r['shots']} shots") + f", query `{r['id']}`"
+        f"{r['predictor']}{shots_text(r.get('shots'))}, query `{r['id']}`"
     )
     if r.get("prompt"):
         summary += f"\n\nprompt:\n\n```\n{r['prompt']}\n```"
