@@ -9,7 +9,7 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-pip install -q -e ".[dev]"
+pip install -q -e ".[dev,app]"   # app: gradio for rag_app
 # aisfx ships the pretrained sound-effects embedder used offline by the demo. Its metadata pins
 # numpy 1.23 / librosa 0.9, which would break the stack, so it goes in without its dependencies
 # (we use only its checkpoint file; the model code lives in rag_flamingo.encoders.aisfx).

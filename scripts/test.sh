@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WITH_TEST_ORACLES=1 scripts/setup.sh
+# chromium + chromedriver for tests/test_app_browser.py (apt-get when missing); without them the rest
+# still runs and those tests fail saying how to install them (they are never skipped)
+scripts/install_browser.sh || echo "test.sh: no browser: tests/test_app_browser.py will fail" >&2
 . .venv/bin/activate
 if [ "${SKIP_CHECKS:-0}" != 1 ]; then
   # settings in pyproject.toml ([tool.ruff], [tool.mypy]); .pre-commit-config.yaml runs the same
