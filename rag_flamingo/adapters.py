@@ -17,7 +17,8 @@ registered predictors (``simpleshot``, ``tip_adapter``, ``lda``), fitted without
   Ledoit and Wolf's closed form on the support, https://doi.org/10.1016/S0047-259X(03)00096-4) and
   uniform class priors (an unbalanced support does not bias the answer). It models which directions
   of the embedding vary within a class, which the cosine of nearest-neighbour and centroid rules
-  ignores: the best of these on the development set (BENCHMARKS.md, "Adapting to new labels").
+  ignores: the best of these on the development set (BENCHMARKS.md, "How well does it adapt to new
+  labels?"). Its scores are its class posteriors.
 
 A multi-label support item (tagging) counts as an example of each of its labels.
 """
@@ -184,6 +185,8 @@ class ShrinkageLda:
         rows, cols = np.nonzero(support.onehot)  # a multi-label item is an example of each label
         if len(support.labels) < 2:
             return _Single()
+        if len(rows) <= len(support.labels):  # one example per class: no within-class spread to model,
+            return _Plain(support.centroids())  # and the shrunk covariance is the identity: nearest mean
         model = LinearDiscriminantAnalysis(
             solver="lsqr", shrinkage="auto", priors=np.full(len(support.labels), 1.0 / len(support.labels))
         )
@@ -191,6 +194,14 @@ class ShrinkageLda:
             warnings.filterwarnings("ignore", "Only one sample available", UserWarning)
             model.fit(support.emb[rows], cols)
         return _Lda(model, np.searchsorted(model.classes_, np.arange(len(support.labels))))
+
+
+@dataclass
+class _Plain:
+    centroids: np.ndarray
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        return queries @ self.centroids.T
 
 
 class _Single:

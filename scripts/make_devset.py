@@ -52,6 +52,7 @@ PACKAGES = {  # Debian 12 (bookworm)
 }
 SEED = 13
 PER_SOURCE_LABEL = 6  # at most this many files of one label from one source (velocity layers are near copies)
+MIN_SECONDS = 0.15  # shorter hits are left out (the query side refuses clips under 0.1 s)
 AUDIO = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
 HYDROGEN = "usr/share/hydrogen/data/drumkits"
@@ -233,6 +234,12 @@ def write(rows: list[dict], root: Path, work: Path) -> list[dict]:
             dest = folder / f"{r['source']}__{f.stem}_{r.get('sample', 0)}.wav"
             sf.write(dest, pcm, rate, subtype="PCM_16")
         else:
+            try:
+                info = sf.info(f)
+            except (RuntimeError, sf.LibsndfileError):  # e.g. an LMMS .ogg that is a malformed WAV
+                continue
+            if info.duration < MIN_SECONDS:
+                continue
             dest = folder / f"{r['source']}__{f.name.replace(' ', '_')}"
             shutil.copyfile(f, dest)
         listing.append(

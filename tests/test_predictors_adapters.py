@@ -140,3 +140,14 @@ def test_options_restrict_the_answer_and_unlabelled_stores_are_refused(tmp_path)
     bare = build_store(tmp_path / "bare", rows, x[:4], {"name": "toy"}, features=False)
     with pytest.raises(ConfigError, match="no labelled items"):
         SupportPredictor(SimpleShot(), bare)
+
+
+def test_lda_with_one_example_per_class_is_the_nearest_centroid(tmp_path):
+    x, y = elongated(n_per_class=1)
+    store = store_of(tmp_path, x, y)
+    lda, proto = SupportPredictor(ShrinkageLda(), store), PrototypePredictor(store)
+    q = x + 0.05
+    assert [p.output for p in ask(lda, q)] == [p.output for p in ask(proto, q)] == ["a", "b"]
+    many, _ = elongated(n_per_class=4)
+    big = SupportPredictor(ShrinkageLda(), store_of(tmp_path / "big", many, np.repeat([0, 1], 4)))
+    assert len(ask(big, q, own=set(range(1, 4)) | set(range(5, 8)))) == 2  # left with one per class
