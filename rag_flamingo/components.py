@@ -168,6 +168,7 @@ def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever, mo
         audio_slots=fc.get("audio_slots") or mc.get("num_slots"),
         template=fc.get("template") or "eval",
         reranker=reranker,
+        decode=fc.get("decode") or "generate",
     )
 
 

@@ -59,6 +59,7 @@ class FlamingoConfig:
     features: str = "clapcap"  # the store's cached shot features (build_index ... features=clapcap)
     audio_slots: int | None = None  # None: model.num_slots (8 for AF1: 7 shots + query)
     template: str = "eval"  # eval | train | inference
+    decode: str = "generate"  # generate | rank (options by mean answer log-prob) | rank_sum (summed); engine.py
     clap_filter: ClapFilterConfig = field(default_factory=ClapFilterConfig)
 
 

@@ -3,6 +3,7 @@
     (the runner: decode ─ retrieval encoder ─ Retriever ─ shots) ─┐
     query waves ─ window encoder (query only) ───────────────────┼─ cached shot windows ─ pack (B, L, D) + mask
     build_prompt(task, query, shots, options) ─ tokenize ─ model.generate ─ answer text
+                                                         └ decode=rank: score every option ─ best option + label_scores
 
 The query loop (decode, embed, retrieve with hygiene, predict) is `rag_flamingo.runner`; answering a
 clip in one call is `rag_flamingo.api.answer`.
@@ -10,6 +11,22 @@ clip in one call is `rag_flamingo.api.answer`.
 Shot audio is never decoded or re-encoded: its window features come from the store's feature
 cache (``build_index ... features=clapcap`` writes ``features/clapcap/``), so a query costs one
 retrieval embedding, one window-feature pass over its own audio, and the decoding.
+
+Rank classification (``decode="rank"`` or ``"rank_sum"``; ``flamingo.decode`` in the configs): for
+classification, tagging and yes/no AQA, instead of generating and matching the text to an option,
+every option of the query is scored by the model's log-likelihood of its answer after the prompt
+(`rag_flamingo.model.scoring`: one shared prefill of the prompt, the options as batched rows from
+its KV cache). An option's continuation is its answer as the reference writes answers: what
+`Prompt.full_text` appends after the prompt (the label mapped as the reference names it, stripped,
+lowercased) up to and including ``<|endofchunk|>``, the end of an answer in every sample; the
+sample's closing ``</s>`` follows ``<|endofchunk|>`` in every training sample and is not scored.
+For tagging an option is scored as the answer's first tag, so its end is ``<|endofchunk|>`` or the
+``,`` before the next tag (their probabilities summed). ``rank`` ranks by the length-normalised
+mean log-probability per scored token (OpenFlamingo's classification evaluation,
+``normalize_length=True``), ``rank_sum`` by the summed log-probability. The answer is the best
+option (ties: alphabetical), ``label_scores`` holds every option's score and ``score`` the best's;
+the run's ``flamingo.decode`` (run.json) says which score they are. Queries without options (open
+AQA questions) are answered by generation.
 
 Optional CLAP filtering (the reference gradio demo's trick,
 inference/launch_gradio.py): sample N outputs and
@@ -29,11 +46,14 @@ from .audio import DecodeKey, wave_for
 from .errors import ConfigError, StoreError
 from .model import GenerationSettings, generate, postprocess_output, silence_features, tokenize_prompts
 from .model.media import pack_window_features
-from .prompts import build_prompt, token_counter
+from .model.scoring import answer_token_ids, score_continuations
+from .prompts import TaskFamily, build_prompt, get_task, token_counter
 from .retrieval import Retriever, Shot
 from .store import comparable_fingerprint, normalize_rows
 
 logger = logging.getLogger(__name__)
+
+DECODE_MODES = {"generate": None, "rank": "mean", "rank_sum": "sum"}  # decode -> the rank score (scoring.SCORE_KINDS)
 
 
 @dataclass
@@ -44,8 +64,9 @@ class Answer:
     prompt: str
     shots: list[Shot]
     dropped: int = 0  # retrieved shots the prompt budget could not hold
-    score: float | None = None  # CLAP-filter similarity of the kept sample, when reranked
+    score: float | None = None  # CLAP-filter similarity of the kept sample; decode=rank: the best option's score
     samples: list[tuple[str, float]] = field(default_factory=list)  # (text, CLAP score), reranked
+    label_scores: dict[str, float] | None = None  # decode=rank: every option's log-likelihood score
 
 
 class ClapReranker:
@@ -93,6 +114,7 @@ class RagFlamingo:
         template: str = "eval",
         max_tokens: int | None = None,
         reranker: ClapReranker | None = None,
+        decode: str = "generate",
     ):
         self.store, self.model, self.tokenizer = store, model, tokenizer
         self.window_encoder, self.retrieval_encoder = window_encoder, retrieval_encoder
@@ -114,6 +136,11 @@ class RagFlamingo:
         self.pad_window = silence_features(window_encoder).float()
         if self.generation.num_return_sequences > 1 and reranker is None:
             raise ConfigError("generation.num_return_sequences > 1 needs a CLAP reranker (clap_filter.encoder)")
+        if decode not in DECODE_MODES:
+            raise ConfigError(f"unknown flamingo.decode={decode!r}; use one of {', '.join(DECODE_MODES)}")
+        if decode != "generate" and reranker is not None:
+            raise ConfigError(f"flamingo.decode={decode} scores the options; CLAP filtering needs decode=generate")
+        self.decode = decode
 
     @property
     def max_shots(self) -> int:
@@ -205,9 +232,40 @@ class RagFlamingo:
         query_options: Sequence[Sequence[str] | None] | None = None,
     ) -> list[Answer]:
         """Answers for a batch of queries whose shots are already retrieved."""
+        per_query = list(query_options) if query_options is not None else [options] * len(items)
+        ranked = self._ranked_rows(task, per_query)
         prompts = self.prompts(task, items, shots, options, query_options)
         feats, mask = self.media(prompts, [wave_for(w, self.window_encoder) for w in waves])
         ids, attn = tokenize_prompts(self.tokenizer, [p.text for p in prompts])
+        rest = [b for b in range(len(prompts)) if b not in ranked]
+        answers: dict[int, Answer] = {}
+        if ranked:
+            r = torch.tensor(ranked)
+            opts = [per_query[b] or [] for b in ranked]
+            scored = self._rank(task, [prompts[b] for b in ranked], opts, ids[r], attn[r], feats[r], mask[r])
+            answers.update(zip(ranked, scored))
+        if rest:
+            r = torch.tensor(rest)
+            made = self._generate(
+                [prompts[b] for b in rest], [waves[b] for b in rest], ids[r], attn[r], feats[r], mask[r]
+            )
+            answers.update(zip(rest, made))
+        return [answers[b] for b in range(len(prompts))]
+
+    def _ranked_rows(self, task: str, per_query: Sequence[Sequence[str] | None]) -> list[int]:
+        """The queries answered by ranking their options (decode=rank: those with options)."""
+        if self.decode == "generate":
+            return []
+        spec = get_task(task)
+        if not spec.options:
+            raise ConfigError(
+                f"flamingo.decode={self.decode} scores a query's options, and task {spec.name} offers none "
+                f"(classification, tagging with options, yes/no AQA do); use flamingo.decode=generate"
+            )
+        return [b for b, opts in enumerate(per_query) if opts]
+
+    def _generate(self, prompts, waves, ids, attn, feats, mask) -> list[Answer]:
+        """Generated answers (CLAP-filtered when sampling several)."""
         n = self.generation.num_return_sequences
         out = generate(self.model, ids, attn, feats, mask, self.generation)
         texts = [
@@ -223,4 +281,35 @@ class RagFlamingo:
                 ans.output, ans.score = cands[best], float(scores[best])
                 ans.samples = [(c, float(s)) for c, s in zip(cands, scores)]
             answers.append(ans)
+        return answers
+
+    def _rank(self, task: str, prompts, options: Sequence[Sequence[str]], ids, attn, feats, mask) -> list[Answer]:
+        """The best option of each query by the log-likelihood of its answer (see the module docstring)."""
+        spec = get_task(task)
+        cfg = self.model.config
+        end_ids = [cfg.eoc_token_id]
+        if spec.family == TaskFamily.TAGGING:  # an option is the first tag: "," or the answer's end follows
+            comma = self.tokenizer.encode(",", add_special_tokens=False)
+            end_ids += comma if len(comma) == 1 else []
+        conts = [
+            answer_token_ids(self.tokenizer, p.text, [p.full_text(spec.map_label(o)) for o in opts], 2)
+            for p, opts in zip(prompts, options)
+        ]
+        scores = score_continuations(self.model, ids, attn, feats, mask, conts, end_ids=end_ids)
+        kind = DECODE_MODES[self.decode]
+        assert kind is not None  # _ranked_rows: decode is a rank mode
+        answers = []
+        for p, opts, s in zip(prompts, options, scores):
+            label_scores = {o: float(v) for o, v in zip(opts, s.get(kind))}
+            best = min(label_scores, key=lambda o: (-label_scores[o], o))
+            answers.append(
+                Answer(
+                    spec.map_label(best),
+                    p.text,
+                    list(p.shots),
+                    dropped=len(p.dropped),
+                    score=label_scores[best],
+                    label_scores=label_scores,
+                )
+            )
         return answers

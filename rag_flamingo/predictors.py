@@ -352,7 +352,7 @@ class FlamingoPredictor:
             query_options=[q.options if task.options else None for q in queries],
         )
         return [
-            Prediction(a.output, a.score, shots=a.shots, prompt=a.prompt, dropped=a.dropped, samples=a.samples)
+            Prediction(a.output, a.score, a.label_scores, a.shots, a.prompt, a.dropped, a.samples)  # field order
             for a in answers
         ]
 
