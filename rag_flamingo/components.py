@@ -128,9 +128,11 @@ def encoder_from_options(options: dict):
 
 def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever, model_parts: tuple | None = None):
     """`RagFlamingo` from the ``model`` group (checkpoint, tokenizer, audio encoder, decoding; see
-    `rag_flamingo.model.load_model`) and the ``flamingo`` section (how the engine uses it).
+    `rag_flamingo.model.load_model`) and the ``flamingo`` section (how the engine uses it); with
+    ``model.backend=transformers`` the engine of `rag_flamingo.backends.transformers_audio`.
     ``model_parts``: (model, tokenizer, window encoder) already loaded from that group (one model shared
     by several stores), instead of loading them here."""
+    from .backends import backend_name
     from .engine import ClapReranker, RagFlamingo
     from .model import load_model
     from .model.factory import generation_settings
@@ -141,6 +143,10 @@ def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever, mo
             "predictor=flamingo needs a model config (model=foundation, model=chat, or "
             "model.checkpoint.path=/path/to/foundation.pt)"
         )
+    if backend_name(mc) == "transformers":  # AF3, Music Flamingo, Qwen2-Audio (rag_flamingo/backends/)
+        from .backends.transformers_audio import build_transformers_engine
+
+        return build_transformers_engine(cfg, store, encoder, retriever, model_parts)
     if cfg.get("device") not in (None, "auto") and mc.get("device") in (None, "auto"):
         mc["device"] = cfg["device"]
     if not mc.get("audio_encoder"):

@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -313,3 +314,28 @@ class RagFlamingo:
                 )
             )
         return answers
+
+
+class FlamingoEngine(Protocol):
+    """What the ``flamingo`` predictor uses from an engine: `RagFlamingo` (model.backend=af1) or
+    `rag_flamingo.backends.transformers_audio.TransformersAudioEngine` (model.backend=transformers)."""
+
+    store: Any
+    retriever: Retriever
+    audio_slots: int  # audios a prompt holds, the query included
+
+    @property
+    def max_shots(self) -> int: ...
+
+    @property
+    def audio_encoders(self) -> list: ...  # the encoders whose sample rates the query is decoded at
+
+    def generate(
+        self,
+        task: str,
+        items: Sequence[dict],
+        shots: Sequence[Sequence[Shot]],
+        waves: Sequence[dict[DecodeKey, np.ndarray]],
+        options: Sequence[str] | None = None,
+        query_options: Sequence[Sequence[str] | None] | None = None,
+    ) -> list[Answer]: ...

@@ -1,0 +1,400 @@
+"""`TransformersAudioEngine`: retrieval-augmented ICL for the audio-language models of transformers
+that splice audio tokens into their language model's context (Audio Flamingo 3, Music Flamingo,
+Qwen2-Audio), through each model's own processor, chat template and ``generate``.
+
+    (the runner: decode at the processor's rate ─ retrieval ─ shots) ─┐
+    shot audio: store.audio_path(row) ─ load_audio ────────────────────┼─ processor, one audio at a time:
+    query audio ───────────────────────────────────────────────────────┘   features + its placeholder expansion
+    chat_icl.chat_messages ─ processor.apply_chat_template ─ expand each placeholder in prompt order ─ tokenize
+    ─ model.generate(input_ids, attention_mask, every audio's features in prompt order) ─ answer text
+
+Several audios per prompt: the processors of AF3 and Music Flamingo take one audio per text
+(``AudioFlamingo3Processor.validate_inputs``), so the engine calls the processor once per audio (a
+text holding just the audio placeholder), keeps that audio's features and its expanded placeholder
+(its audio tokens, with Music Flamingo's begin/end tokens), writes each expansion at its place in the
+rendered prompt and concatenates the features in prompt order. Each model merges audio features
+into the placeholder positions in order (``masked_scatter`` over the flattened batch), so every
+audio reaches its own span; for a prompt with one audio the inputs equal the processor's own
+(tests/test_backends.py checks both against the model's forward).
+
+Chat templates: a template that renders one audio placeholder per audio part (Qwen2-Audio's
+``Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>``) is used as is. AF3's template writes at most one
+``<sound>`` per message, ahead of its text; for a message with several audios (``single_turn`` with
+shots) the engine writes the placeholders inline in the message text, which the template keeps
+verbatim, so each audio stays in front of its own text.
+
+Budget: at most ``max_audios`` audios (shots + query), ``max_seconds`` of each audio, and the
+expanded prompt plus ``max_new_tokens`` within the model's context; shots that do not fit, or whose
+audio cannot be decoded, are dropped (least similar first, like AF1's prompts) and counted.
+
+Memory: ``dtype`` auto is bf16 on CUDA and fp32 on CPU; ``device_map`` (e.g. ``auto``) and
+``offload_folder`` are handed to ``from_pretrained`` for the 7-8B models (accelerate). One model
+per process: the engine is built once and shared by the predictors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..audio import DecodeKey, load_audio, wave_for
+from ..checkpoints import pretrained_dir
+from ..engine import Answer
+from ..errors import AudioError, CheckpointError, ConfigError
+from ..model.generation_settings import GenerationSettings
+from ..prompts import _drop_order  # the one drop policy of AF1's prompts: least similar first
+from ..retrieval import Retriever, Shot
+from .chat_icl import chat_messages, check_icl_format, count_audios
+
+logger = logging.getLogger(__name__)
+
+# what from_pretrained reads from a hub repo (the tokenizer, processor, chat template, configs, weights)
+MODEL_FILES = ("*.json", "*.txt", "*.jinja", "*.model", "*.safetensors", "*.tiktoken")
+TEXT_KEYS = ("input_ids", "attention_mask")
+
+
+@dataclass(frozen=True)
+class ProcessorAudio:
+    """The query audio the model's processor takes, as the runner decodes it (`rag_flamingo.audio.decode_key`):
+    its sample rate and the seconds read from each clip."""
+
+    name: str
+    sample_rate: int
+    max_seconds: float | None = None
+
+
+@dataclass
+class EncodedAudio:
+    """One audio through the processor: its features (batch rows of its own) and the text its
+    placeholder expands to."""
+
+    features: dict[str, torch.Tensor]
+    expansion: str
+
+
+class TransformersAudioEngine:
+    """Retrieval-augmented few-shot answers from a transformers audio-language model.
+
+    ``model``: e.g. ``AudioFlamingo3ForConditionalGeneration``; ``processor``: its ``AutoProcessor``
+    (feature extractor, tokenizer, chat template, ``audio_token``); ``retrieval_encoder``: the
+    store's encoder (for the default retriever). ``max_audios``: audios per prompt, the query
+    included; ``max_seconds``: seconds of each audio given to the model; ``max_context``: the
+    model's context (default: the language model's ``max_position_embeddings``).
+    """
+
+    def __init__(
+        self,
+        store,
+        model,
+        processor,
+        retrieval_encoder=None,
+        *,
+        retriever: Retriever | None = None,
+        generation: GenerationSettings | None = None,
+        icl_format: str = "single_turn",
+        max_audios: int = 8,
+        max_seconds: float | None = 30.0,
+        max_context: int | None = None,
+        name: str = "",
+    ):
+        self.store, self.model, self.processor = store, model, processor
+        self.retriever = retriever or Retriever(store, retrieval_encoder)
+        self.generation = generation or GenerationSettings()
+        self.icl_format = check_icl_format(icl_format)
+        self.name = name or type(model).__name__
+        if self.generation.reference_cache_quirk:
+            raise ConfigError("model.generation.reference_cache_quirk is AF1's (model.backend=af1); set it false")
+        if self.generation.num_return_sequences > 1:
+            raise ConfigError(
+                "several answers per query (the CLAP filter, num_return_sequences > 1) are AF1 only; "
+                "use flamingo.clap_filter.samples=1 with model.backend=transformers"
+            )
+        token = getattr(processor, "audio_token", None)
+        if not token:
+            raise ConfigError(f"{type(processor).__name__} has no audio_token: not an audio-language model processor")
+        self.audio_token: str = str(token)
+        self.tokenizer = processor.tokenizer
+        self.sample_rate = int(processor.feature_extractor.sampling_rate)
+        self.audio_slots = int(max_audios)
+        if self.audio_slots < 1:
+            raise ConfigError(f"model.max_audios={max_audios}: a prompt holds at least the query's audio")
+        self.max_seconds = float(max_seconds) if max_seconds else None
+        text_config = getattr(model.config, "text_config", model.config)
+        context = int(max_context or getattr(text_config, "max_position_embeddings", 0) or 0)
+        if context <= self.generation.max_new_tokens:
+            raise ConfigError(
+                f"model.max_context={context} leaves no room for {self.generation.max_new_tokens} new tokens"
+            )
+        self.max_tokens = context - self.generation.max_new_tokens
+        self.query_audio = ProcessorAudio(f"{self.name}-audio", self.sample_rate, self.max_seconds)
+
+    @property
+    def max_shots(self) -> int:
+        """Most in-context examples a prompt can hold (audios minus the query)."""
+        return self.audio_slots - 1
+
+    @property
+    def audio_encoders(self) -> list:
+        """What the query is decoded for: the processor's sample rate, ``max_seconds`` read."""
+        return [self.query_audio]
+
+    # ------------------------------------------------------------------ audio
+    def encode_audio(self, wave: np.ndarray) -> EncodedAudio:
+        """``wave`` through the processor alone: its features and its expanded placeholder."""
+        out = self.processor(
+            text=[self.audio_token],
+            audio=[np.asarray(wave, np.float32)],
+            sampling_rate=self.sample_rate,
+            add_special_tokens=False,
+            return_tensors="pt",
+        )
+        ids = out["input_ids"][0][out["attention_mask"][0].bool()]
+        expansion = self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        features = {k: v for k, v in out.items() if k not in TEXT_KEYS and isinstance(v, torch.Tensor)}
+        return EncodedAudio(features, expansion)
+
+    def shot_audio(self, shot: Shot) -> np.ndarray:
+        item = shot.item
+        return load_audio(
+            self.store.audio_path(shot.row),
+            self.sample_rate,
+            start=item.get("start"),
+            end=item.get("end"),
+            max_seconds=self.max_seconds,
+        )
+
+    # ------------------------------------------------------------------ text
+    def render(self, messages: list[dict]) -> str:
+        """The chat template's text of ``messages`` up to the assistant's turn, one placeholder per
+        audio in prompt order (inline in the message text where the template would merge them)."""
+        clean = [
+            {
+                "role": m["role"],
+                "content": [
+                    p if p["type"] == "audio" else {**p, "text": p["text"].replace(self.audio_token, "")}
+                    for p in m["content"]
+                ],
+            }
+            for m in messages
+        ]
+        audios = count_audios(clean)
+        text = self.processor.apply_chat_template(clean, tokenize=False, add_generation_prompt=True)
+        if text.count(self.audio_token) == audios:
+            return text
+        inline = [
+            {
+                "role": m["role"],
+                "content": "".join(self.audio_token if p["type"] == "audio" else p["text"] for p in m["content"]),
+            }
+            for m in clean
+        ]
+        text = self.processor.apply_chat_template(inline, tokenize=False, add_generation_prompt=True)
+        if text.count(self.audio_token) != audios:
+            raise ConfigError(
+                f"the chat template of {self.name} does not give each of {audios} audios its own "
+                f"{self.audio_token} placeholder; it cannot hold this prompt"
+            )
+        return text
+
+    def expand(self, text: str, audios: Sequence[EncodedAudio]) -> str:
+        """``text`` with its i-th audio placeholder replaced by audio i's expansion."""
+        pieces = text.split(self.audio_token)
+        if len(pieces) != len(audios) + 1:
+            raise ConfigError(f"{len(pieces) - 1} audio placeholders in the prompt for {len(audios)} audios")
+        return pieces[0] + "".join(a.expansion + rest for a, rest in zip(audios, pieces[1:]))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
+    def prompt(
+        self,
+        task,
+        item: dict,
+        shots: Sequence[Shot],
+        options: Sequence[str] | None,
+        shot_audio: Mapping[int, EncodedAudio | None],
+        query: EncodedAudio,
+    ) -> tuple[str, list[Shot], int, list[EncodedAudio]]:
+        """(rendered prompt, kept shots, how many were dropped, the audios in prompt order): shots
+        without usable audio, beyond ``max_audios`` or beyond the context are dropped."""
+        encoded = {row: a for row, a in shot_audio.items() if a is not None}
+        usable = [s for s in shots if s.row in encoded]
+        order = _drop_order(usable)
+        kept = list(range(len(usable)))
+        while len(kept) > self.max_shots:
+            kept.remove(order.pop(0))
+
+        def build(indices: list[int]) -> tuple[str, list[EncodedAudio], int]:
+            chosen = [usable[i] for i in indices]
+            text = self.render(chat_messages(task, item, chosen, options, self.icl_format, self.retriever.mode))
+            audios = [encoded[s.row] for s in chosen] + [query]
+            return text, audios, self.count_tokens(self.expand(text, audios))
+
+        text, audios, n = build(kept)
+        while n > self.max_tokens and kept:
+            kept.remove(order.pop(0))
+            text, audios, n = build(kept)
+        if n > self.max_tokens:
+            raise ConfigError(
+                f"query {item.get('id', '?')} alone takes {n} tokens > {self.max_tokens} "
+                f"(model.max_context - max_new_tokens); lower model.max_seconds or shorten the options list"
+            )
+        dropped = len(shots) - len(kept)
+        if dropped:
+            logger.warning(
+                "query %s: dropped %d of %d shots (undecodable audio, audio count or context budget)",
+                item.get("id", "?"),
+                dropped,
+                len(shots),
+            )
+        return text, [usable[i] for i in kept], dropped, audios
+
+    def inputs(self, texts: Sequence[str], audios: Sequence[Sequence[EncodedAudio]]) -> dict[str, torch.Tensor]:
+        """The model's inputs for a batch: each prompt expanded and tokenized (left padding), and the
+        features of every audio of the batch in prompt order."""
+        expanded = [self.expand(t, a) for t, a in zip(texts, audios)]
+        batch = dict(self.tokenizer(expanded, padding=True, padding_side="left", return_tensors="pt"))
+        flat = [a for per_prompt in audios for a in per_prompt]
+        for key in flat[0].features:
+            batch[key] = torch.cat([a.features[key] for a in flat])
+        device, dtype = self.model.device, self.model.dtype
+        return {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in batch.items()}
+
+    # ------------------------------------------------------------------ the model step
+    def generation_kwargs(self) -> dict[str, Any]:
+        g = self.generation
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=g.max_new_tokens,
+            num_beams=g.num_beams,
+            do_sample=g.do_sample,
+            length_penalty=g.length_penalty,
+            early_stopping=g.early_stopping,
+            use_cache=g.use_cache,
+            pad_token_id=self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
+            else self.tokenizer.eos_token_id,
+        )
+        if g.do_sample:
+            kwargs.update(top_k=g.top_k, top_p=g.top_p, temperature=g.temperature)
+        return kwargs
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        task,
+        items: Sequence[dict],
+        shots: Sequence[Sequence[Shot]],
+        waves: Sequence[dict[DecodeKey, np.ndarray]],
+        options: Sequence[str] | None = None,
+        query_options: Sequence[Sequence[str] | None] | None = None,
+    ) -> list[Answer]:
+        """Answers for a batch of queries whose shots are already retrieved."""
+        per_query = list(query_options) if query_options is not None else [options] * len(items)
+        shot_audio: dict[int, EncodedAudio | None] = {}
+        for shot in {s.row: s for group in shots for s in group}.values():
+            try:
+                shot_audio[shot.row] = self.encode_audio(self.shot_audio(shot))
+            except AudioError as exc:
+                logger.warning("shot %s left out: %s", shot.id, exc)
+                shot_audio[shot.row] = None
+        texts, kept, dropped, audios = [], [], [], []
+        for item, group, opts, w in zip(items, shots, per_query, waves):
+            query = self.encode_audio(wave_for(w, self.query_audio))
+            text, used, n_dropped, prompt_audios = self.prompt(task, item, group, opts, shot_audio, query)
+            texts.append(text)
+            kept.append(used)
+            dropped.append(n_dropped)
+            audios.append(prompt_audios)
+        batch = self.inputs(texts, audios)
+        if self.generation.do_sample and self.generation.seed is not None:
+            torch.manual_seed(self.generation.seed)
+        out = self.model.generate(**batch, **self.generation_kwargs())
+        new = out[:, batch["input_ids"].shape[1] :]
+        outputs = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [Answer(o.strip(), t, s, dropped=d) for o, t, s, d in zip(outputs, texts, kept, dropped)]
+
+
+# ---------------------------------------------------------------------- from config
+def model_class(name: str | None):
+    """A transformers class by name (``model.model_class``), e.g. ``Qwen2AudioForConditionalGeneration``."""
+    import transformers
+
+    if not name:
+        raise ConfigError("model.model_class is not set (e.g. AudioFlamingo3ForConditionalGeneration)")
+    cls = getattr(transformers, str(name), None)
+    if cls is None:
+        raise ConfigError(
+            f"model.model_class={name!r} is not a class of transformers {transformers.__version__}; "
+            f"upgrade transformers or check the name"
+        )
+    return cls
+
+
+def load_transformers_audio(mc: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(model, processor) of a ``model`` config with ``backend: transformers``: ``checkpoint`` a hub id
+    (through the Hugging Face cache) or a local ``save_pretrained`` directory."""
+    from transformers import AutoProcessor
+
+    from ..devices import best_device
+    from ..model.factory import resolve_dtype
+
+    source = mc.get("checkpoint")
+    if not source or not isinstance(source, str):
+        raise ConfigError(
+            f"model.checkpoint={source!r}: give a hub id (e.g. nvidia/audio-flamingo-3-hf) or a local directory"
+        )
+    cls = model_class(mc.get("model_class"))
+    device = best_device(mc.get("device"))
+    dtype = resolve_dtype(mc.get("dtype"), device)
+    folder = pretrained_dir(source, f"model {source}", MODEL_FILES, mc.get("cache_dir"))
+    device_map = mc.get("device_map") or None
+    extra = {"offload_folder": mc["offload_folder"]} if mc.get("offload_folder") else {}
+    try:
+        processor = AutoProcessor.from_pretrained(str(folder))
+        model = cls.from_pretrained(str(folder), dtype=dtype, device_map=device_map, **extra)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"model {source}: cannot load {cls.__name__} and its processor from {folder} ({first})"
+        ) from exc
+    if device_map is None:
+        model.to(device)
+    return model.eval(), processor
+
+
+def build_transformers_engine(
+    cfg: Mapping[str, Any], store, encoder, retriever: Retriever, model_parts: tuple | None = None
+) -> TransformersAudioEngine:
+    """The engine of a ``model`` config with ``backend: transformers`` (see conf/model/af3.yaml);
+    ``model_parts``: (model, processor) already loaded from it."""
+    from ..model.factory import generation_settings
+
+    mc = dict(cfg.get("model") or {})
+    if cfg.get("device") not in (None, "auto") and mc.get("device") in (None, "auto"):
+        mc["device"] = cfg["device"]
+    fc = cfg.get("flamingo") or {}
+    if int((fc.get("clap_filter") or {}).get("samples") or 1) > 1:
+        raise ConfigError("flamingo.clap_filter is AF1 only (model.backend=af1); drop it for this model")
+    generation = generation_settings(mc)  # checked before any weights load
+    icl_format = check_icl_format(str(mc.get("icl_format") or "single_turn"))
+    if model_parts is None:
+        model_parts = load_transformers_audio(mc)
+    model, processor = model_parts[0], model_parts[1]
+    return TransformersAudioEngine(
+        store,
+        model,
+        processor,
+        encoder,
+        retriever=retriever,
+        generation=generation,
+        icl_format=icl_format,
+        max_audios=int(fc.get("audio_slots") or mc.get("max_audios") or 8),
+        max_seconds=mc.get("max_seconds"),
+        max_context=mc.get("max_context"),
+        name=str(mc.get("name") or ""),
+    )
