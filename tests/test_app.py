@@ -144,7 +144,7 @@ def test_ask_with_flamingo_shows_the_exact_prompt(tiny_ctx):
     clip = root / read_manifest(root / "test.jsonl")[0]["path"]
     res = ask.ask(ctx, clip, ctx.primary, "classification", "flamingo", 2)
     assert res.prompt is not None and res.prompt.count("<audio>") == 3 and "options:" in res.prompt.lower()
-    assert len(res.shots) == 2 and all(s.status == "in prompt" for s in res.shots)
+    assert len(res.shots) == 2 and all(s.status == "used" for s in res.shots)
     assert isinstance(res.output, str) and "flamingo, 2 shots" in res.summary
     with pytest.raises(ConfigError, match="<= 2"):  # the tiny model has 3 audio slots: 2 shots + the query
         ask.ask(ctx, clip, ctx.primary, "classification", "flamingo", 3)

@@ -116,6 +116,7 @@ def open_tab(driver, name: str) -> None:
 
 def screenshot(driver, name: str) -> None:
     if SHOTS:
+        driver.execute_script("window.scrollTo(0, 0)")
         height = driver.execute_script("return document.body.scrollHeight")
         driver.set_window_size(1400, max(1000, min(int(height) + 40, 2400)))
         Path(SHOTS).mkdir(parents=True, exist_ok=True)

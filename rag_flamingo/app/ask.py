@@ -95,7 +95,7 @@ def ask(
             item_text(s.item),
             float(s.score),
             parts.store.audio_path(s.row),
-            "in prompt" if s.row in used or not p.prompt else "dropped (prompt budget)",
+            "used" if s.row in used or not p.prompt else "dropped (prompt budget)",
         )
         for s in result.query.shots
     ]

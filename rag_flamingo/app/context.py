@@ -81,6 +81,18 @@ class AppContext:
                 out.append(p)
         return out
 
+    def store_arg(self, path: Path) -> str:
+        """How ``store=`` names a store: its name when it is under ``<cache_root>/indices``, else its path."""
+        return path.name if path.resolve().parent == (self.cache / "indices").resolve() else str(path)
+
+    def warm_up(self) -> None:
+        """Run the primary store's encoder once (its first call is several times slower than the next)."""
+        import numpy as np
+
+        encoder = self.parts(self.primary).encoder
+        noise = np.random.default_rng(0).standard_normal(int(encoder.sample_rate)).astype(np.float32) * 0.1
+        encoder.embed([noise])
+
     def parts(self, path: str | Path) -> StoreParts:
         """The store at ``path`` opened with its encoder and retriever (once; `forget` reopens it)."""
         key = Path(path).resolve()
@@ -169,9 +181,10 @@ class AppContext:
                     self.model_parts()  # the one message saying how to configure a model
                 feature = (self.cfg.get("flamingo") or {}).get("features") or "clapcap"
                 if feature not in parts.store.info.features:
+                    where = self.store_arg(parts.store.root)
                     raise StoreError(
                         f"{parts.store.root.name} has no cached '{feature}' shot features, which flamingo "
-                        f"needs: build_index ... store={parts.store.root} mode=features features={feature}"
+                        f"needs: build_index ... store={where} mode=features features={feature}"
                     )
                 cfg = copy.deepcopy(self.cfg)
                 cfg.setdefault("flamingo", {}).setdefault("clap_filter", {})["samples"] = key[1]

@@ -38,7 +38,7 @@ class AddResult:
     status: str  # the builder's: appended | nothing-new
     added: int
     skipped: list[str] = field(default_factory=list)  # "name: reason" of unusable uploads
-    summary: str = ""  # the builder's summary text
+    summary: str = ""  # the builder's summary (items, encoder, index, quality)
 
 
 def clips_root(ctx: AppContext, store: IndexStore) -> Path:
@@ -86,7 +86,9 @@ def add_clips(
     with ctx.lock:
         summary = append_to_store(ctx, parts.store, manifest, root)
         ctx.forget(store_path)
-    return AddResult(summary.status, summary.count - len(parts.store), skipped, summary.text())
+    # the builder's summary without its first line (the store's full path: the page names the store)
+    details = "\n".join(summary.text().splitlines()[1:])
+    return AddResult(summary.status, summary.count - len(parts.store), skipped, details)
 
 
 def append_to_store(ctx: AppContext, store: IndexStore, manifest: Path, audio_root: Path):

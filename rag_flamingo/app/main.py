@@ -43,6 +43,7 @@ def serve(cfg: dict, encoders: dict | None = None, block: bool = True, upload_di
     if upload_dir:  # Gradio keeps uploads under GRADIO_TEMP_DIR (read when the page is built)
         os.environ["GRADIO_TEMP_DIR"] = upload_dir
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    ctx.warm_up()
     from .ui import build_app
 
     demo = build_app(ctx)

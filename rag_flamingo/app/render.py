@@ -68,7 +68,7 @@ class ShotRow:
     text: str  # label(s) or caption
     similarity: float | None
     audio: str | Path | None
-    status: str = "in prompt"  # or "dropped (prompt budget)"
+    status: str = "used"  # or "dropped (prompt budget)" (flamingo)
 
 
 def shots_table(rows: Sequence[ShotRow], seconds: float, title: str = "Retrieved shots (prompt order)") -> str:

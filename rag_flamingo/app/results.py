@@ -59,7 +59,8 @@ def open_results(folder: str | Path) -> Results:
         raise ConfigError(f"{folder}: unreadable metrics.json or run.json ({exc})") from exc
     lines = [
         f"**{metrics.get('dataset')} / {metrics.get('task')} ({metrics.get('query_split')})**: "
-        f"{metrics.get('queries')} queries, {metrics.get('rejected')} rejected; store `{metrics.get('store')}` "
+        f"{metrics.get('queries')} queries, {metrics.get('rejected')} rejected; store "
+        f"`{Path(str(metrics.get('store'))).name}` "
         f"(encoder {metrics.get('encoder')}); run key `{metrics.get('run_key')}`",
         "",
         markdown_table(metrics.get("results") or []),

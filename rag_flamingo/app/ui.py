@@ -78,7 +78,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
 
 def _store_view(ctx: AppContext, store: str):
-    """(task choices, predictor choices, a note on the store and the predictors it cannot use)."""
+    """(task choices, predictor choices, a note on the store, a note on the predictors it cannot use)."""
     parts = ctx.parts(store)
     names, unavailable = ctx.predictor_choices(parts)
     labels = parts.store.label_set()
@@ -86,18 +86,20 @@ def _store_view(ctx: AppContext, store: str):
     if labels:
         shown = ", ".join(labels[:20]) + (f", ... ({len(labels)} labels)" if len(labels) > 20 else "")
         note += f"; options (the store's labels): {shown}"
-    note += "".join(f"\n\n*{name} is not available: {why}*" for name, why in sorted(unavailable.items()))
-    return ask_tab.task_choices(parts.store), names, note
+    missing = "\n\n".join(f"**{name}**: {why}" for name, why in sorted(unavailable.items())) or "none"
+    return ask_tab.task_choices(parts.store), names, note, missing
 
 
 def _ask_tab(ctx: AppContext, stores, first: str, seconds: float) -> None:
-    tasks, names, note = _store_view(ctx, first)
+    tasks, names, note, missing = _store_view(ctx, first)
     default = ctx.cfg.get("predictor") if ctx.cfg.get("predictor") in names else (names or [None])[0]
     with gr.Row():
         with gr.Column(scale=1):
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Clip", elem_id="ask-audio")
             store = gr.Dropdown(stores, value=first, label="Store", elem_id="ask-store")
             store_note = gr.Markdown(note, elem_id="ask-store-note")
+            with gr.Accordion("Predictors not available for this store", open=False):
+                missing_note = gr.Markdown(missing, elem_id="ask-missing")
             task = gr.Dropdown(tasks, value=tasks[0] if tasks else None, label="Task", elem_id="ask-task")
             question = gr.Textbox(label="Question (aqa)", visible=False, elem_id="ask-question")
             predictor = gr.Dropdown(names, value=default, label="Predictor", elem_id="ask-predictor")
@@ -118,24 +120,25 @@ def _ask_tab(ctx: AppContext, stores, first: str, seconds: float) -> None:
             shots = gr.HTML(elem_id="ask-shots")
             prompt = gr.Textbox(label="Prompt (exact)", lines=8, visible=False, elem_id="ask-prompt")
 
-    @guarded(outputs=4, status=3)
+    @guarded(outputs=5, status=4)
     def on_store(path):
-        tasks, names, note = _store_view(ctx, path)
+        tasks, names, note, missing = _store_view(ctx, path)
         return (
             gr.update(choices=tasks, value=tasks[0] if tasks else None),
             gr.update(choices=names, value=names[0] if names else None),
             note,
+            missing,
             "",
         )
 
-    store.change(on_store, [store], [task, predictor, store_note, status])
+    store.change(on_store, [store], [task, predictor, store_note, missing_note, status])
     predictor.change(lambda name: gr.update(visible=name == "flamingo"), [predictor], [clap])
     task.change(lambda t: gr.update(visible=t in ask_tab.QUESTION_TASKS), [task], [question])
 
     @guarded(outputs=4, status=0)
     def on_ask(clip, path, task_name, name, shots_k, samples, text):
         if not name:
-            return message("no predictor can answer against this store (see the notes under Store)"), "", "", ""
+            return message("no predictor can answer against this store (see 'Predictors not available')"), "", "", ""
         res = ask_tab.ask(ctx, clip, path, task_name, name, int(shots_k), int(samples), text)
         notes = "\n\n".join(f"*{n}*" for n in res.notes)
         if res.samples:
@@ -225,7 +228,10 @@ def _labels_tab(ctx: AppContext, stores, first: str, seconds: float) -> None:
     @guarded(outputs=2, status=0)
     def on_add(path, label, uploads):
         res = labels_tab.add_clips(ctx, path, label, [getattr(f, "name", f) for f in uploads or []])
-        lines = [f"{res.status}: {res.added} clip{'s' if res.added != 1 else ''} of '{label.strip()}' added"]
+        lines = [
+            f"{res.status}: {res.added} clip{'s' if res.added != 1 else ''} of '{label.strip()}' added "
+            f"to `{Path(path).name}`"
+        ]
         lines += [f"skipped {s}" for s in res.skipped]
         lines.append(f"```\n{res.summary}\n```")
         return "\n\n".join(lines), labels_tab.label_counts(ctx.parts(path).store)
@@ -252,12 +258,12 @@ def _labels_tab(ctx: AppContext, stores, first: str, seconds: float) -> None:
 
 
 def _results_tab(ctx: AppContext, seconds: float) -> None:
-    folders = [str(p) for p in results_tab.result_folders(ctx.cfg.get("results_dir") or "outputs/evaluate")]
+    folders = [(p.name, str(p)) for p in results_tab.result_folders(ctx.cfg.get("results_dir") or "outputs/evaluate")]
     stores: dict[Path, Any] = {}
     with gr.Row():
         folder = gr.Dropdown(
             folders,
-            value=folders[0] if folders else None,
+            value=folders[0][1] if folders else None,
             allow_custom_value=True,
             label="evaluate output folder",
             elem_id="results-folder",
