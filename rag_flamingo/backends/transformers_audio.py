@@ -380,6 +380,10 @@ def build_transformers_engine(
     fc = cfg.get("flamingo") or {}
     if int((fc.get("clap_filter") or {}).get("samples") or 1) > 1:
         raise ConfigError("flamingo.clap_filter is AF1 only (model.backend=af1); drop it for this model")
+    if fc.get("decode") not in (None, "generate"):  # rank classification scores options with AF1 only
+        raise ConfigError(
+            f"flamingo.decode={fc['decode']} is AF1 only (model.backend=af1); use flamingo.decode=generate"
+        )
     generation = generation_settings(mc)  # checked before any weights load
     icl_format = check_icl_format(str(mc.get("icl_format") or "single_turn"))
     if model_parts is None:
