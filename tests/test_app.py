@@ -233,3 +233,12 @@ def test_results_folder_table_plot_and_playable_predictions(folder_stores, tmp_p
     assert len(detail.shots) == 1 and Path(detail.shots[0].audio).is_file() and detail.shots[0].text
     with pytest.raises(ConfigError, match="not an evaluate output folder"):
         results.open_results(tmp_path)
+
+
+def test_the_page_runs_model_and_index_jobs_one_at_a_time(loo_ctx):
+    from rag_flamingo.app.ui import MODEL_QUEUE, build_app
+
+    page = build_app(loo_ctx)
+    jobs = {f.name: f for f in page.fns.values() if f.name in ("on_ask", "on_add", "on_classify")}
+    assert set(jobs) == {"on_ask", "on_add", "on_classify"}  # Chat is off: no model configured
+    assert all(f.concurrency_id == MODEL_QUEUE and f.concurrency_limit == 1 for f in jobs.values())
