@@ -23,7 +23,7 @@ import sys
 import tempfile
 
 from ..cli import compose_config, export_roots, print_config, run_main
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 
 CONFIG_NAME = "rag_app"
 
@@ -36,6 +36,10 @@ def serve(cfg: dict, encoders: dict | None = None, block: bool = True, upload_di
     """Open the stores, build the page and serve it; returns (the Blocks, the context) when not ``block``."""
     from .context import AppContext
 
+    try:
+        import gradio  # noqa: F401  (the optional dependency: a clear message instead of an ImportError)
+    except ImportError:
+        raise ConfigError('rag_app needs Gradio: pip install -e ".[app]" (scripts/setup.sh installs it)') from None
     ctx = AppContext(cfg, encoders)
     if not (ctx.primary / "store.json").is_file():
         hint = "run scripts/demo.sh first (it builds it)" if not cfg.get("store") else "build it with build_index"
