@@ -134,8 +134,7 @@ def test_four_shots_and_the_query_in_prompt_order(tiny):
     for i in (1, 4):  # a shot in the middle, then the query
         changed = list(audios)
         changed[i] = engine.encode_audio(noise[: 16000 - 800 * i] if i == 4 else noise)
-        changed_text = text
-        other = engine.inputs([changed_text], [changed])
+        other = engine.inputs([text], [changed])
         other_spans = audio_spans(other["input_ids"][0], audio_token_id(processor))
         assert other_spans[:i] == spans[:i]  # same tokens up to the perturbed audio
         with torch.no_grad():
@@ -144,15 +143,45 @@ def test_four_shots_and_the_query_in_prompt_order(tiny):
         diff = (logits[: min(len(logits), len(base))] - base[: min(len(logits), len(base))]).abs().amax(-1)
         assert torch.all(diff[:start] == 0), f"audio {i} changed positions before its span"
         assert diff[start] > 0, f"audio {i}'s features are not at its own span"
-    if tiny["kind"] == "qwen2_audio":  # its processor takes several audios per text: the same inputs
-        waves = [engine.shot_audio(s) for s in shots] + [query_wave(tiny)]
-        direct = processor(text=[text], audio=waves, sampling_rate=16000, return_tensors="pt")
-        for key in direct:
-            assert torch.equal(batch[key], direct[key]), key
     # the KV cache changes nothing
     cached = model.generate(**batch, max_new_tokens=4, do_sample=False, use_cache=True)
     uncached = model.generate(**batch, max_new_tokens=4, do_sample=False, use_cache=False)
     assert torch.equal(cached, uncached)
+
+
+def test_every_audio_reaches_the_model_as_its_own_forward_would_merge_it(tiny):
+    """Four shots + the query: the model's logits on the engine's inputs equal the model's forward on
+    the same features merged by hand (each audio's embeddings at its own span) or, for Qwen2-Audio
+    whose processor takes several audios per text, on the processor's own inputs."""
+    engine, processor, model, store = tiny["engine"], tiny["processor"], tiny["model"], tiny["store"]
+    shots = shots_of(store, [3, 16, 29, 42])
+    waves = [engine.shot_audio(s) for s in shots] + [query_wave(tiny, 2)]
+    audios = [engine.encode_audio(w) for w in waves]
+    text = engine.render(chat_messages(TASK, {"id": "q"}, shots, store.label_set()))
+    batch = engine.inputs([text], [audios])
+    with torch.no_grad():
+        ours = model(**batch).logits
+        if tiny["kind"] == "qwen2_audio":
+            direct = processor(text=[text], audio=waves, sampling_rate=16000, return_tensors="pt")
+            for key in direct:
+                assert torch.equal(batch[key], direct[key]), key
+            assert torch.equal(ours, model(**direct).logits)
+            return
+        ids = batch["input_ids"]
+        embeds = model.get_input_embeddings()(ids)
+        where = (ids[0] == audio_token_id(processor)).nonzero()[:, 0].tolist()
+        at = 0
+        for audio in audios:  # each audio alone through the model's audio path, in prompt order
+            alone = processor.tokenizer(audio.expansion, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            extra = {"input_ids": alone} if tiny["kind"] == "music_flamingo" else {}
+            emb = model.get_audio_features(
+                audio.features["input_features"], audio.features["input_features_mask"], **extra
+            ).pooler_output
+            embeds[0, where[at : at + len(emb)]] = emb
+            at += len(emb)
+        assert at == len(where)
+        by_hand = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(ours, by_hand, rtol=1e-5, atol=1e-5)
 
 
 def test_batches_with_different_shot_counts_match_single_prompts(tiny):
