@@ -391,7 +391,7 @@ def token_counter(tokenizer) -> Callable[[str], int]:
     return lambda text: len(tokenizer(text)["input_ids"])
 
 
-def _drop_order(shots: Sequence[Shot]) -> list[int]:
+def drop_order(shots: Sequence[Shot]) -> list[int]:
     """Indices of shots in the order they are dropped: lowest score first (NaN lowest), then
     later-in-prompt first."""
 
@@ -449,7 +449,7 @@ def build_prompt(
         return None
 
     kept = list(range(len(shots)))
-    order = _drop_order(shots)
+    order = drop_order(shots)
     reason = over_budget(kept)
     while reason is not None and kept:
         kept.remove(order.pop(0))

@@ -47,7 +47,7 @@ from ..checkpoints import pretrained_dir
 from ..engine import Answer
 from ..errors import AudioError, CheckpointError, ConfigError
 from ..model.generation_settings import GenerationSettings
-from ..prompts import _drop_order  # the one drop policy of AF1's prompts: least similar first
+from ..prompts import drop_order  # the one drop policy of AF1's prompts: least similar first
 from ..retrieval import Retriever, Shot
 from .chat_icl import chat_messages, check_icl_format, count_audios
 
@@ -224,7 +224,7 @@ class TransformersAudioEngine:
         without usable audio, beyond ``max_audios`` or beyond the context are dropped."""
         encoded = {row: a for row, a in shot_audio.items() if a is not None}
         usable = [s for s in shots if s.row in encoded]
-        order = _drop_order(usable)
+        order = drop_order(usable)
         kept = list(range(len(usable)))
         while len(kept) > self.max_shots:
             kept.remove(order.pop(0))
