@@ -107,8 +107,9 @@ def load_peak(path: Path, cfg: AudioFlamingoConfig | None) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def model_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The mid-size model's options (shared with bench_scoring.py: the same model)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--heads", type=int, default=8)
@@ -116,6 +117,11 @@ def main(argv=None) -> int:
     p.add_argument("--audio-dim", type=int, default=1024)
     p.add_argument("--audios", type=int, default=8)
     p.add_argument("--segment-tokens", type=int, default=40, help="tokens per shot (prompt + answer)")
+    return p
+
+
+def main(argv=None) -> int:
+    p = model_parser(__doc__)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)

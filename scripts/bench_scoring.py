@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_model import EOC, MEDIA, SEP, build_model, mid_config  # noqa: E402  (the same mid-size model)
+from bench_model import EOC, MEDIA, SEP, build_model, mid_config, model_parser  # noqa: E402  (the same mid-size model)
 
 from rag_flamingo.model.scoring import score_continuations  # noqa: E402
 
@@ -74,14 +74,7 @@ def timed(repeats: int, *args, **kw):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--ffn", type=int, default=2048)
-    p.add_argument("--audio-dim", type=int, default=1024)
-    p.add_argument("--audios", type=int, default=8)
-    p.add_argument("--segment-tokens", type=int, default=40, help="tokens per shot (prompt + answer)")
+    p = model_parser(__doc__)
     p.add_argument("--options", default="10,50,200", help="comma list of option counts N")
     p.add_argument("--rows-per-pass", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
