@@ -20,7 +20,6 @@ every option was run separately, the same best option.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import subprocess
