@@ -12,25 +12,17 @@ import pytest
 import torch
 
 from rag_flamingo.audio import load_for_encoders, wave_for
-from rag_flamingo.datasets import demo
-from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.engine import ClapReranker, RagFlamingo
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.evaluate import evaluate, load_config
 from rag_flamingo.model import GenerationSettings, tokenize_prompts
 from rag_flamingo.prompts import get_task
-from support.engine import TinyWindowEncoder, build_store, embed_rows, tiny_flamingo
+from support.engine import demo_engine_parts
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    root = demo.ensure_demo()
-    train = read_manifest(root / "train.jsonl")
-    test = read_manifest(root / "test.jsonl")
-    enc = TinyWindowEncoder()
-    store = build_store(tmp_path_factory.mktemp("store"), train, embed_rows(enc, train, root), enc.fingerprint())
-    model, tok = tiny_flamingo()
-    return dict(root=root, train=train, test=test, enc=enc, store=store, model=model, tok=tok)
+    return demo_engine_parts(tmp_path_factory.mktemp("store"))
 
 
 def make_engine(parts, decode="rank", **kw):

@@ -130,3 +130,18 @@ def tiny_flamingo():
     tokenizer = load_af1_tokenizer(str(AF1_TINY / "tokenizer"))
     model = load_audio_flamingo(AF1_TINY / "checkpoint.pt", AF1_TINY / "config.json", tokenizer)
     return model, tokenizer
+
+
+def demo_engine_parts(store_dir: Path) -> dict:
+    """The demo set, a store of its train split in ``store_dir`` (tiny window encoder, random cached
+    features) and the tiny AF1: what the engine tests start from."""
+    from rag_flamingo.datasets import demo
+    from rag_flamingo.datasets.manifest import read_manifest
+
+    root = demo.ensure_demo()
+    train = read_manifest(root / "train.jsonl")
+    test = read_manifest(root / "test.jsonl")
+    enc = TinyWindowEncoder()
+    store = build_store(store_dir, train, embed_rows(enc, train, root), enc.fingerprint())
+    model, tok = tiny_flamingo()
+    return dict(root=root, train=train, test=test, enc=enc, store=store, model=model, tok=tok)
