@@ -19,6 +19,12 @@ registered predictors (``simpleshot``, ``tip_adapter``, ``lda``), fitted without
   of the embedding vary within a class, which the cosine of nearest-neighbour and centroid rules
   ignores: the best of these on the development set (BENCHMARKS.md, "How well does it adapt to new
   labels?"). Its scores are its class posteriors.
+- `Fusion`: a base classifier's class probabilities (lda's posteriors; for a cosine rule such as the
+  nearest centroid, a softmax of its cosines at the neighbour vote's temperature, i.e. the centroids
+  voting like neighbours) mixed with the retrieved neighbours' similarity-weighted vote,
+  ``(1 - w) p_base + w p_vote``, ``w`` chosen on the support by cross-validation: Tip-Adapter's
+  blend of a base classifier with a cache of the support's nearest examples (above), with the
+  retrieved shots as the cache and class probabilities on both sides, so ``w`` is a share in [0, 1].
 
 A multi-label support item (tagging) counts as an example of each of its labels.
 """
@@ -169,6 +175,7 @@ class TipAdapter:
 
 @dataclass
 class _Lda:
+    posteriors = True  # its scores are class probabilities (`Fusion` uses them as they are)
     model: object  # a fitted sklearn LinearDiscriminantAnalysis
     order: np.ndarray  # model class index of each support label
 
@@ -186,7 +193,7 @@ class ShrinkageLda:
         if len(support.labels) < 2:
             return _Single()
         if len(rows) <= len(support.labels):  # one example per class: no within-class spread to model,
-            return _Plain(support.centroids())  # and the shrunk covariance is the identity: nearest mean
+            return NearestCentroid().fit(support)  # and the shrunk covariance is the identity: nearest mean
         model = LinearDiscriminantAnalysis(
             solver="lsqr", shrinkage="auto", priors=np.full(len(support.labels), 1.0 / len(support.labels))
         )
@@ -194,6 +201,15 @@ class ShrinkageLda:
             warnings.filterwarnings("ignore", "Only one sample available", UserWarning)
             model.fit(support.emb[rows], cols)
         return _Lda(model, np.searchsorted(model.classes_, np.arange(len(support.labels))))
+
+
+class NearestCentroid:
+    """Cosine to the L2-normalised class means (the ``prototype`` predictor's rule, as a `Method`)."""
+
+    name = "nearest_centroid"
+
+    def fit(self, support: Support) -> Fitted:
+        return _Plain(support.centroids())
 
 
 @dataclass
@@ -210,3 +226,64 @@ class _Single:
 
 
 METHODS: dict[str, type] = {m.name: m for m in (SimpleShot, TipAdapter, ShrinkageLda)}
+
+
+def vote_weights(sims: np.ndarray | Sequence[float], temperature: float) -> np.ndarray:
+    """The neighbour vote's weights ``exp((s - s_max) / temperature)`` of similarities ``sims`` [..., k]."""
+    sims = np.asarray(sims, np.float64)
+    return np.exp((sims - sims.max(axis=-1, keepdims=True)) / temperature)
+
+
+def probabilities(fitted: Fitted, queries: np.ndarray, temperature: float) -> np.ndarray:
+    """Class probabilities [m, labels]: a posterior model's scores, else a softmax of the scores at
+    ``temperature`` (for cosines: the class centroids voting with the neighbour vote's weights)."""
+    scores = fitted.scores(queries)
+    if getattr(fitted, "posteriors", False):
+        return scores
+    weights = vote_weights(scores, temperature)
+    return weights / weights.sum(1, keepdims=True)
+
+
+class Fusion:
+    """``(1 - w) p_base + w p_vote`` (module docstring); ``w`` from ``WEIGHTS`` by cross-validation
+    accuracy on the support: base probabilities from ``FOLDS`` seeded folds (the base refitted
+    without each fold), the vote of each row's ``k`` nearest other support rows (leave-one-out, as
+    retrieval leaves a query's own recording out). Ties: the smallest ``w`` (the base alone first)."""
+
+    WEIGHTS = tuple(i / 10 for i in range(11))
+    FOLDS = 5
+    MAX_SELECT = 2000  # cross-validation on at most this many support rows (a seeded subset)
+
+    def __init__(self, base: Method, temperature: float = 0.1):
+        if temperature <= 0:
+            raise ConfigError(f"fusion temperature must be > 0, got {temperature}")
+        self.base, self.temperature = base, float(temperature)
+
+    def weight(self, support: Support, k: int) -> float:
+        n = len(support.emb)
+        rng = np.random.default_rng(0)
+        rows = np.arange(n) if n <= self.MAX_SELECT else np.sort(rng.choice(n, self.MAX_SELECT, replace=False))
+        if len(rows) < 2 or k < 1:
+            return 0.0
+        column = {lab: j for j, lab in enumerate(support.labels)}
+        base = np.zeros((len(rows), len(support.labels)))
+        for fold in np.array_split(rng.permutation(len(rows)), min(self.FOLDS, len(rows))):
+            rest = support.without(support.rows[rows[fold]].tolist())
+            if not rest.labels:
+                continue
+            probs = probabilities(self.base.fit(rest), support.emb[rows[fold]], self.temperature)
+            base[np.ix_(fold, np.array([column[lab] for lab in rest.labels]))] = probs
+        sims = support.emb[rows] @ support.emb.T
+        sims[np.arange(len(rows)), rows] = -np.inf  # a row is not its own neighbour
+        k = min(k, n - 1)
+        near = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        weights = vote_weights(np.take_along_axis(sims, near, 1), self.temperature)
+        vote = np.einsum("rk,rkl->rl", weights, support.onehot[near]) / weights.sum(1, keepdims=True)
+        truth = support.onehot[rows]
+        best, choice = -1.0, 0.0
+        for w in self.WEIGHTS:
+            guess = np.argmax((1 - w) * base + w * vote, axis=1)
+            accuracy = float(truth[np.arange(len(rows)), guess].mean())
+            if accuracy > best + 1e-12:
+                best, choice = accuracy, w
+        return choice

@@ -37,11 +37,28 @@ class ZeroShotOptions:
 
 
 @dataclass
+class SupportOptions:
+    """simpleshot, tip_adapter, lda (`rag_flamingo.predictors.SupportPredictor`)."""
+
+    tta: int = 1  # query views embedded and averaged (`rag_flamingo.tta`); 1: off
+
+
+@dataclass
+class FusionOptions(SupportOptions):
+    base: str = "lda"  # the support-set classifier fused with the knn vote: lda | prototype | simpleshot
+    temperature: float = 0.1  # the knn vote's (and a cosine base's softmax) temperature
+
+
+@dataclass
 class PredictorOptions:
     """``predictors.<name>``: options of the registered predictors."""
 
     knn: KnnOptions = field(default_factory=KnnOptions)
     zero_shot: ZeroShotOptions = field(default_factory=ZeroShotOptions)
+    simpleshot: SupportOptions = field(default_factory=SupportOptions)
+    tip_adapter: SupportOptions = field(default_factory=SupportOptions)
+    lda: SupportOptions = field(default_factory=SupportOptions)
+    fusion: FusionOptions = field(default_factory=FusionOptions)
 
 
 @dataclass

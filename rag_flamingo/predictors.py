@@ -11,7 +11,11 @@ Reported side by side so users see what in-context learning adds:
   nearest by cosine (CLAP encoders only: the encoder needs ``embed_text``);
 - ``simpleshot``, ``tip_adapter``, ``lda``: training-free classifiers fitted on the whole support set
   (`rag_flamingo.adapters`: SimpleShot, Tip-Adapter, shrinkage LDA), for labels the encoder was not
-  tuned for; ``lda`` is the best of them on real recordings (BENCHMARKS.md).
+  tuned for; ``lda`` is the best of them on real recordings (BENCHMARKS.md); option ``tta=N``: the
+  query embedded as N augmented views, averaged (`rag_flamingo.tta`);
+- ``fusion``: a support-set classifier's probabilities (``base``: lda by default, or prototype,
+  simpleshot) mixed with the retrieved shots' knn vote, the weight chosen by cross-validation on
+  the support (`rag_flamingo.adapters.Fusion`).
 
 Every predictor sees the same `Query` records: the retrieved shots for ``k`` (``shots`` of the
 evaluation), the retrieval embedding (from the store's encoder), the decoded audio and the store
@@ -31,13 +35,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .adapters import METHODS, Fitted, Method, Support
+from .adapters import METHODS, Fitted, Fusion, Method, NearestCentroid, ShrinkageLda, SimpleShot, Support, vote_weights
+from .adapters import probabilities as class_probabilities
 from .audio import DecodeKey
 from .config import ZERO_SHOT_TEMPLATE
 from .errors import ConfigError, did_you_mean
 from .prompts import TaskFamily, TaskSpec, answer_text, get_task
 from .retrieval import Shot
 from .store import item_labels, normalize_rows
+from .tta import check_views, embed_views
 
 logger = logging.getLogger(__name__)
 
@@ -168,8 +174,7 @@ class KnnPredictor:
     def vote(self, shots: Sequence[Shot]) -> dict[str, float]:
         if not shots:
             return {}
-        sims = np.array([s.score for s in shots], np.float64)
-        weights = np.exp((sims - sims.max()) / self.temperature)
+        weights = vote_weights([s.score for s in shots], self.temperature)
         totals: dict[str, float] = {}
         for w, shot in zip(weights, shots):
             for lab in item_labels(shot.item):
@@ -260,17 +265,24 @@ class PrototypePredictor:
 class SupportPredictor:
     """A `rag_flamingo.adapters` method fitted on the store's labelled rows, without each query's own
     rows (``Query.own_rows``): one fit for the queries from outside the store, one per own-row set
-    otherwise (leave-one-out evaluation refits, so it stays honest; the last few fits are kept)."""
+    otherwise (leave-one-out evaluation refits, so it stays honest; the last few fits are kept).
+    ``tta`` > 1: each query is the average of that many augmented views of its audio, embedded by
+    ``encoder`` (the store's; `rag_flamingo.tta`)."""
 
     uses_shots, min_shots, needs_text = False, 0, False
     max_shots: int | None = None
     audio_encoders: Sequence[Any] = ()
     KEEP_FITS = 32
 
-    def __init__(self, method: Method, store, n_tags: int = 1):
+    def __init__(self, method: Method, store, n_tags: int = 1, encoder=None, tta: int = 1):
         self.method, self.name, self.n_tags = method, method.name, n_tags
+        self.encoder, self.tta = encoder, check_views(tta)
         self.support = Support.from_items(store.embeddings(), store.items, where=str(store.root))
         self._fits: dict[frozenset[int], tuple[Support, Fitted]] = {}
+
+    def embed(self, queries: Sequence[Query]) -> np.ndarray:
+        """The queries' L2-normalised embeddings [m, d] (float64), averaged over ``tta`` views."""
+        return embed_views(self.encoder, queries, self.tta)
 
     def fitted(self, own_rows: frozenset[int]) -> tuple[Support, Fitted]:
         if own_rows not in self._fits:
@@ -289,9 +301,52 @@ class SupportPredictor:
             by_own.setdefault(q.own_rows, []).append(i)
         for own, idx in by_own.items():
             support, fit = self.fitted(own)
-            scores = fit.scores(normalize_rows(np.stack([queries[i].embedding for i in idx]).astype(np.float64)))
+            scores = fit.scores(self.embed([queries[i] for i in idx]))
             for i, row in zip(idx, scores):
                 preds[i] = _restricted(task, support.labels, row, queries[i].options, self.n_tags)
+        return preds  # every index was filled
+
+
+class FusionPredictor:
+    """A support-set classifier's probabilities mixed with the retrieved shots' knn vote,
+    ``(1 - w) p_base + w p_vote`` (`rag_flamingo.adapters.Fusion`). ``w`` is chosen by
+    cross-validation on the support without the query's own rows, once per (own rows, shots)."""
+
+    name = "fusion"
+    uses_shots, min_shots, needs_text = True, 1, False
+    max_shots: int | None = None
+    audio_encoders: Sequence[Any] = ()
+
+    def __init__(self, base: SupportPredictor, knn: KnnPredictor):
+        self.base, self.knn, self.n_tags = base, knn, base.n_tags
+        self.fusion = Fusion(base.method, knn.temperature)
+        self._weights: dict[tuple[frozenset[int], int], float] = {}
+
+    def weight(self, own_rows: frozenset[int], k: int) -> float:
+        if (own_rows, k) not in self._weights:
+            if len(self._weights) >= self.base.KEEP_FITS:
+                self._weights.pop(next(key for key in self._weights if key[0]))  # keep the store-wide ones
+            self._weights[own_rows, k] = self.fusion.weight(self.base.fitted(own_rows)[0], k)
+        return self._weights[own_rows, k]
+
+    def predict(self, queries, task):
+        task = get_task(task)
+        _require_labels(self.name, task)
+        preds: list[Prediction | None] = [None] * len(queries)
+        by_own: dict[frozenset[int], list[int]] = {}
+        for i, q in enumerate(queries):
+            by_own.setdefault(q.own_rows, []).append(i)
+        for own, idx in by_own.items():
+            support, fit = self.base.fitted(own)
+            probs = class_probabilities(fit, self.base.embed([queries[i] for i in idx]), self.knn.temperature)
+            for i, p_base in zip(idx, probs):
+                q = queries[i]
+                w = self.weight(own, len(q.shots))
+                votes = self.knn.vote(q.shots)
+                fused = (1 - w) * p_base + w * np.array([votes.get(lab, 0.0) for lab in support.labels])
+                pred = _restricted(task, support.labels, fused, q.options, self.n_tags)
+                pred.shots = list(q.shots)
+                preds[i] = pred
         return preds  # every index was filled
 
 
@@ -383,15 +438,36 @@ def _prototype(ctx: PredictorContext) -> Predictor:
     return PrototypePredictor(ctx.store, n_tags=typical_tag_count(ctx.store.items))
 
 
+def _support_predictor(method: Method, ctx: PredictorContext) -> SupportPredictor:
+    tta = ctx.options.get("tta", 1)
+    return SupportPredictor(
+        method, ctx.store, n_tags=typical_tag_count(ctx.store.items), encoder=ctx.encoder, tta=1 if tta is None else tta
+    )
+
+
 def _support_factory(name: str) -> PredictorFactory:
     def build(ctx: PredictorContext) -> Predictor:
-        return SupportPredictor(METHODS[name](), ctx.store, n_tags=typical_tag_count(ctx.store.items))
+        return _support_predictor(METHODS[name](), ctx)
 
     return build
 
 
 for _name in METHODS:
     register_predictor(_name)(_support_factory(_name))
+
+FUSION_BASES: dict[str, type] = {"lda": ShrinkageLda, "prototype": NearestCentroid, "simpleshot": SimpleShot}
+
+
+@register_predictor("fusion")
+def _fusion(ctx: PredictorContext) -> Predictor:
+    base = ctx.options.get("base") or "lda"
+    if base not in FUSION_BASES:
+        raise ConfigError(
+            f"predictors.fusion.base={base!r} is not a fusion base{did_you_mean(base, FUSION_BASES)}; "
+            f"use one of {', '.join(FUSION_BASES)}"
+        )
+    knn = KnnPredictor(temperature=float(ctx.options.get("temperature", 0.1)))
+    return FusionPredictor(_support_predictor(FUSION_BASES[base](), ctx), knn)
 
 
 @register_predictor("zero_shot")
