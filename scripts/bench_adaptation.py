@@ -4,8 +4,10 @@ For each task of ``scripts/make_devset.py`` (support: ``train/``, queries: ``tes
 
 1. ``build_index dataset=folder dataset.root=<task> encoder=aisfx`` (the support store) and the same
    for ``split=test`` (the queries' embeddings, for step 3);
-2. ``evaluate`` with ``predictor=knn,prototype,simpleshot,tip_adapter,lda shots=1,4,16`` and again
-   with ``retrieval=balanced`` for knn: the table of the README's CLI, its metrics.json read back;
+2. ``evaluate`` with ``predictor=knn,prototype,simpleshot,tip_adapter,lda,fusion shots=1,4,16``, again
+   with ``retrieval=balanced`` for knn, with ``predictors.fusion.base=prototype``, and with test-time
+   augmentation (``predictors.lda.tta=4 predictors.fusion.tta=4``): the table of the README's CLI,
+   its metrics.json read back;
 3. support size: ``n`` recordings per class drawn from the support (5 seeded draws), the rest left
    out as each query's excluded rows (the predictors' own-row path), for 1-NN (knn at 1 shot),
    prototype and lda.
@@ -31,7 +33,8 @@ from rag_flamingo.predictors import PredictorContext, Query, build_predictor
 from rag_flamingo.retrieval import Retriever
 from rag_flamingo.store import IndexStore, item_labels
 
-PREDICTORS = "knn,prototype,simpleshot,tip_adapter,lda"
+PREDICTORS = "knn,prototype,simpleshot,tip_adapter,lda,fusion"
+TTA = 4
 SIZES = (1, 4, 16)
 DRAWS = 5
 
@@ -101,6 +104,29 @@ def main() -> None:
             {**r, "predictor": "knn+balanced"}
             for r in run_evaluate(
                 store, root, work / "eval_balanced", "predictor=knn", "shots=4,16", "retrieval=balanced"
+            )
+        ]
+        results += [
+            {**r, "predictor": "fusion, base=prototype"}
+            for r in run_evaluate(
+                store,
+                root,
+                work / "eval_fusion_prototype",
+                "predictor=fusion",
+                "shots=1,4,16",
+                "predictors.fusion.base=prototype",
+            )
+        ]
+        results += [
+            {**r, "predictor": f"{r['predictor']}, tta={TTA}"}
+            for r in run_evaluate(
+                store,
+                root,
+                work / "eval_tta",
+                "predictor=lda,fusion",
+                "shots=4",
+                f"predictors.lda.tta={TTA}",
+                f"predictors.fusion.tta={TTA}",
             )
         ]
         metrics = json.loads((work / "eval" / "metrics.json").read_text())
