@@ -414,7 +414,28 @@ def tables(out: Path) -> str:
             f"| {r['items']} | {r['workers']} | {r['wall_s']:.0f} | {r['main_peak_rss_mb']:.0f} | "
             f"{lo:.0f} ({hi:.0f}) | {worker} | {r['tree_peak_pss_mb']:.0f} | {r['index']} | {r['index_mb']:.2f} |"
         )
+    for r in read_rows(out, "build.jsonl"):
+        trace = out / f"build_trace_n{r['items']}_w{r['workers']}.jsonl"
+        if r["items"] >= 4000 and trace.exists():
+            lines += ["", f"{r['items']} items, {r['workers']} decode workers: " + per_shard(trace)]
     return "\n".join(lines)
+
+
+def per_shard(trace: Path) -> str:
+    """The main process's median RSS and the tree's median PSS while shard k is being written:
+    flat from shard to shard when nothing is kept per item."""
+    samples = [json.loads(x) for x in trace.read_text().splitlines() if x.strip()]
+    last = max(s["shards_done"] for s in samples)
+    parts = []
+    for k in range(last):
+        rows = [s for s in samples if s["shards_done"] == k and s["main_rss"]]
+        if rows:
+            rss = np.median([s["main_rss"] for s in rows]) / 1024
+            pss = np.median([s["tree_pss"] for s in rows]) / 1024
+            parts.append(f"shard {k + 1}: {rss:.0f} / {pss:.0f}")
+        else:
+            parts.append(f"shard {k + 1}: no sample")
+    return "main RSS / tree PSS MB, medians while writing " + "; ".join(parts)
 
 
 def plot(out: Path, png: Path) -> None:
