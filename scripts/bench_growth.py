@@ -8,7 +8,7 @@ item numbers past the demo's 8/4 per class), written as 16-bit wav files with JS
 
   python scripts/bench_growth.py evaluate --queries 48,192,768 --out outputs/bench_growth
   python scripts/bench_growth.py build --items 500,2000,8000 --workers 0,2 --out outputs/bench_growth
-  python scripts/bench_growth.py plot --out outputs/bench_growth --png docs/bench_growth.png
+  python scripts/bench_growth.py plot --out outputs/bench_growth --png docs/bench_growth.png   # + the tables
 
 evaluate: one store of ``--index-items`` clips (1-4 s) is built once with the ``build_index`` CLI;
 then, for each query count, a fresh process runs ``rag_flamingo.evaluate.evaluate`` (the code the
