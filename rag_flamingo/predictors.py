@@ -296,10 +296,7 @@ class SupportPredictor:
         task = get_task(task)
         _require_labels(self.name, task)
         preds: list[Prediction | None] = [None] * len(queries)
-        by_own: dict[frozenset[int], list[int]] = {}
-        for i, q in enumerate(queries):
-            by_own.setdefault(q.own_rows, []).append(i)
-        for own, idx in by_own.items():
+        for own, idx in _by_own_rows(queries).items():
             support, fit = self.fitted(own)
             scores = fit.scores(self.embed([queries[i] for i in idx]))
             for i, row in zip(idx, scores):
@@ -333,10 +330,7 @@ class FusionPredictor:
         task = get_task(task)
         _require_labels(self.name, task)
         preds: list[Prediction | None] = [None] * len(queries)
-        by_own: dict[frozenset[int], list[int]] = {}
-        for i, q in enumerate(queries):
-            by_own.setdefault(q.own_rows, []).append(i)
-        for own, idx in by_own.items():
+        for own, idx in _by_own_rows(queries).items():
             support, fit = self.base.fitted(own)
             probs = class_probabilities(fit, self.base.embed([queries[i] for i in idx]), self.knn.temperature)
             for i, p_base in zip(idx, probs):
@@ -410,6 +404,14 @@ class FlamingoPredictor:
             Prediction(a.output, a.score, a.label_scores, a.shots, a.prompt, a.dropped, a.samples)  # field order
             for a in answers
         ]
+
+
+def _by_own_rows(queries: Sequence[Query]) -> dict[frozenset[int], list[int]]:
+    """Query indices grouped by their own rows (one support fit serves each group)."""
+    groups: dict[frozenset[int], list[int]] = {}
+    for i, q in enumerate(queries):
+        groups.setdefault(q.own_rows, []).append(i)
+    return groups
 
 
 def _restricted(task: TaskSpec, labels: list[str], sims: np.ndarray, options, n_tags: int) -> Prediction:

@@ -62,6 +62,14 @@ ICL_HEADERS = {  # balanced shots are the nearest of each likely class: AF1's "s
 }
 TEMPLATES = ("eval", "train", "inference")
 
+
+def icl_header(mode: str) -> str:
+    """The sentence that introduces the shots of a retrieval ``mode`` (ConfigError for an unknown mode)."""
+    if mode not in ICL_HEADERS:
+        raise ConfigError(f"unknown retrieval mode {mode!r}; use one of {', '.join(ICL_HEADERS)}")
+    return ICL_HEADERS[mode]
+
+
 OPT_MAX_POSITIONS = 2048
 DEFAULT_MAX_NEW_TOKENS = 128  # every reference entry point generates at most 128 tokens
 DEFAULT_MAX_TOKENS = OPT_MAX_POSITIONS - DEFAULT_MAX_NEW_TOKENS
@@ -346,8 +354,7 @@ def render(
     task = get_task(task)
     if template not in TEMPLATES:
         raise ConfigError(f"unknown template {template!r}; use one of {', '.join(TEMPLATES)}")
-    if mode not in ICL_HEADERS:
-        raise ConfigError(f"unknown retrieval mode {mode!r}; use one of {', '.join(ICL_HEADERS)}")
+    header = icl_header(mode)
     if options and not task.options:
         raise ConfigError(f"task {task.name} takes no options list; pass options=None")
     query = _segment_prompt(task, query_item, options, template)
@@ -357,7 +364,7 @@ def render(
         space = " " if template == "inference" else ""
         return f"{BOS}{task.prefix.strip().lower()}{space}{MEDIA_TOKEN}{query}{SEP_TOKEN}"
     with_options = task.shot_options if shot_options is None else shot_options
-    parts = [BOS, ICL_HEADERS[mode], task.prefix]
+    parts = [BOS, header, task.prefix]
     for shot in shots:
         shot_prompt = _segment_prompt(task, shot.item, _shot_options(task, shot.item, with_options), template)
         parts.append(f"{MEDIA_TOKEN}{shot_prompt}{SEP_TOKEN}{_answer(task, shot.item)}{EOC_TOKEN}")

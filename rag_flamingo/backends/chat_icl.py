@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import ConfigError, did_you_mean
-from ..prompts import ICL_HEADERS, TaskSpec, answer_text, format_options, get_task, question_text
+from ..prompts import TaskSpec, answer_text, format_options, get_task, icl_header, question_text
 from ..retrieval import Shot
 
 ICL_FORMATS = ("single_turn", "multi_turn")
@@ -63,9 +63,8 @@ def _instruction(task: TaskSpec, item: dict, options: Sequence[str] | None = Non
 
 def header(task: TaskSpec, shots: int, mode: str = "knn") -> str:
     """What the prompt starts with: the retrieval header (with shots) and the task."""
-    if mode not in ICL_HEADERS:
-        raise ConfigError(f"unknown retrieval mode {mode!r}; use one of {', '.join(ICL_HEADERS)}")
-    return ((ICL_HEADERS[mode] if shots else "") + task.prefix).strip() + "\n"
+    lead = icl_header(mode)  # checked even without shots
+    return ((lead if shots else "") + task.prefix).strip() + "\n"
 
 
 def chat_messages(
