@@ -167,11 +167,10 @@ class QueryRunner:
             return batch
         batch.queries = len(kept)
         emb = np.asarray(self.encoder.embed([wave_for(w, self.encoder) for w in waves]), np.float32)
-        own = [self.retriever.own_rows(q.recording, c) for q, c in zip(kept, contents)]
-        copies = [
-            len(self.retriever.own_rows(None, c) - self.retriever.own_rows(q.recording, None))
-            for q, c in zip(kept, contents)
-        ]
+        recording = [self.retriever.own_rows(q.recording) for q in kept]
+        same_audio = [self.retriever.own_rows(content=c) for c in contents]
+        own = [r | a for r, a in zip(recording, same_audio)]
+        copies = [len(a - r) for r, a in zip(recording, same_audio)]  # exact copies from another recording
         shots_by_k: dict[int, list] = {}
         for name, k in combos:
             idx = [i for i, q in enumerate(kept) if done is None or not done(name, k, q.id)]
