@@ -24,15 +24,20 @@ Outputs, in ``output_dir`` (default ``outputs/evaluate/<dataset>-<task>-<query s
 
 - ``run.json``: the run key and what it covers: store (path, fingerprint), query manifest (path,
   sha256), task, retrieval, predictor options, engine options, model and decoding. A folder is only
-  resumed by a run with the same key; another key is refused (``overwrite=true`` starts over);
-- ``predictions.jsonl``: per query: predictor, shots, id, retrieved shot ids + scores, prompt,
-  output, score, target, and ``copies`` when exact copies of the query were excluded;
-- ``rejected.jsonl``: queries whose audio could not be used, with the reason (never fatal);
+  resumed by a run with the same key; another key is refused (``overwrite=true`` starts over).
+  Also ``query_audio``: how many query files, how many unreadable, and a digest of every query's
+  audio content (what the results were made from; ``metrics.json`` and ``results.md`` repeat it);
+- ``predictions.jsonl``: per query: predictor, shots, id, ``content`` (the digest of the audio it
+  was made from, as the store's ``content``), retrieved shot ids + scores, prompt, output, score,
+  target, and ``copies`` when exact copies of the query were excluded;
+- ``rejected.jsonl``: queries whose audio could not be used, with the reason and ``content`` (never fatal);
 - ``metrics.json``, ``results.md`` (a markdown table), ``metric_vs_shots.png`` (when the folder
   holds more than one shot count): over every (predictor, shots) in the folder, so a sweep run as
   several invocations ends with one table and one plot.
 
-Resumable: predictions are appended per query batch, a rerun skips what is done. Under torchrun
+Resumable: predictions are appended per query batch, a rerun skips what is done: records made
+from the query audio as it is now (every query file is hashed at the start, ~0.8 s per 2000
+ESC-50 clips); a query whose file changed since is predicted again and its old records dropped. Under torchrun
 rank r takes queries r, r+N, ... and writes ``parts/*-rank<r>.jsonl``; rank 0 waits, merges and
 scores. The query loop itself is `rag_flamingo.runner`.
 """
@@ -55,8 +60,10 @@ from .runner import (
     QueryRunner,
     Result,
     ResultFolder,
+    hash_queries,
     label_options,
     plan_combos,
+    query_audio_summary,
     record_key,
     run_key,
     shot_records,
@@ -121,12 +128,13 @@ def query_inputs(ev: Evaluation) -> list[QueryInput]:
     return out
 
 
-def prediction_record(result: Result, target) -> dict:
+def prediction_record(result: Result, target, content: str | None = None) -> dict:
     pred = result.prediction
     rec = {
         "predictor": result.predictor,
         "shots": result.shots,
         "id": result.query.id,
+        "content": content,  # content_key of the query's audio it was made from (a changed file is redone)
         "shot_ids": shot_records(result),
         "prompt": pred.prompt,
         "output": pred.output,
@@ -144,11 +152,18 @@ def prediction_record(result: Result, target) -> dict:
     return rec
 
 
-def run_queries(ev: Evaluation, out: ResultFolder, ranks: distributed.Ranks, progress: bool = True) -> None:
-    """Predict every (predictor, shots) for this rank's queries not done yet, batch by batch."""
+def run_queries(
+    ev: Evaluation, out: ResultFolder, ranks: distributed.Ranks, progress: bool = True
+) -> dict[str, str | None]:
+    """Predict every (predictor, shots) for this rank's queries not done yet, batch by batch.
+
+    Done means recorded from the query's audio as it is now: each record names the `content_key`
+    of the audio it was made from, so a query whose file changed is done again. Returns the
+    content of this rank's queries (id -> content_key, None when unreadable)."""
     combos = plan_combos(ev.predictors, _shot_counts(ev.cfg))
-    done, rejected_ids = out.done()
     inputs = query_inputs(ev)[ranks.rank :: ranks.world]
+    contents = hash_queries(inputs)
+    done, rejected_ids = out.done(contents)
     pending = [
         q for q in inputs if q.id not in rejected_ids and any(record_key(p, k, q.id) not in done for p, k in combos)
     ]
@@ -167,9 +182,10 @@ def run_queries(ev: Evaluation, out: ResultFolder, ranks: distributed.Ranks, pro
     )
     for batch in runner.batches(pending, combos, lambda p, k, i: record_key(p, k, i) in done, progress, "evaluate"):
         out.append(
-            [prediction_record(r, target_of(ev.task, r.query.item)) for r in batch.results],
-            [r.record() for r in batch.rejected],
+            [prediction_record(r, target_of(ev.task, r.query.item), contents[r.query.id]) for r in batch.results],
+            [{**r.record(), "content": contents[r.id]} for r in batch.rejected],
         )
+    return contents
 
 
 def _shot_counts(cfg: dict) -> list[int]:
@@ -211,11 +227,14 @@ def _evaluate(cfg: dict, ranks: distributed.Ranks, encoder, engine, progress: bo
         (out.root / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
     distributed.barrier(ranks)
     show = cfg.get("progress", True) if progress is None else progress
-    run_queries(ev, out, ranks, progress=bool(show))
+    contents = run_queries(ev, out, ranks, progress=bool(show))
     distributed.barrier(ranks)
     if not ranks.is_main:
         return None
-    preds, rejected = out.merge({r["id"]: i for i, r in enumerate(ev.rows)})
+    contents.update(hash_queries(q for q in query_inputs(ev) if q.id not in contents))  # the other ranks' share
+    preds, rejected = out.merge({r["id"]: i for i, r in enumerate(ev.rows)}, contents)
+    query_audio = query_audio_summary(contents)
+    out.describe(query_audio=query_audio)
     labels = ev.store.label_set()
     copies = {r["id"] for r in preds if r.get("copies")}
     summary = {
@@ -230,6 +249,7 @@ def _evaluate(cfg: dict, ranks: distributed.Ranks, encoder, engine, progress: bo
         "output_dir": str(out.root),
         "run_key": key,
         "run": settings,
+        "query_audio": query_audio,
         "results": score_predictions(preds, ev.task, labels),
         "chance": chance_level(preds, ev.task, labels),
     }

@@ -194,13 +194,25 @@ def write_report(root: Path, summary: dict) -> None:
     (root / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
     text = (
         f"# {title}\n\nstore: `{summary['store']}` (encoder {summary['encoder']}); "
-        f"{summary['queries']} queries, {summary['rejected']} rejected\n\n{markdown_table(summary['results'])}\n"
+        f"{summary['queries']} queries, {summary['rejected']} rejected\n\n{provenance_text(summary)}"
+        f"{markdown_table(summary['results'])}\n"
     )
     if chance:
         text += f"\n{chance_text(chance)}\n"
     if plot:
         text += f"\n![metric vs shots]({plot.name})\n"
     (root / "results.md").write_text(text)
+
+
+def provenance_text(summary: dict) -> str:
+    """The run key and the query audio the results were made from (a line of results.md), or ``""``."""
+    audio = summary.get("query_audio")
+    if not summary.get("run_key") or not audio:
+        return ""
+    return (
+        f"run key `{summary['run_key']}` (settings in run.json); query audio: {audio['files']} files, "
+        f"content digest `{audio['content_digest']}`\n\n"
+    )
 
 
 def summary_text(summary: dict) -> str:
