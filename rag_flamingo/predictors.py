@@ -21,6 +21,9 @@ Every predictor sees the same `Query` records: the retrieved shots for ``k`` (``
 evaluation), the retrieval embedding (from the store's encoder), the decoded audio and the store
 rows that are the query's own recording (never used as its evidence).
 Label predictors return ``label_scores`` over the option set so ranking metrics (mAP) can use them.
+No predictor answers without evidence (`no_answer`: an empty output, unmatched and wrong): knn with
+no shot voting for an offered label, the support-set predictors with no labelled row left once the
+query's own rows are out. zero_shot's evidence is the label text, flamingo's the model: they answer.
 
 Predictors are built by name from a registry (`register_predictor`, `build_predictor`); what a
 predictor can do is declared by its attributes (`Predictor`), never by ``if name == ...``.
@@ -134,11 +137,19 @@ def _require_labels(name: str, task: TaskSpec) -> None:
         )
 
 
+def no_answer(shots: Sequence[Shot] = ()) -> Prediction:
+    """What a predictor answers without evidence (no shot votes for an offered label, no support
+    example of one): nothing. The empty output matches no option, so the metrics count it wrong
+    and report it as unmatched; it is never a guess (such as the alphabetically first label)."""
+    return Prediction(output="", score=None, label_scores={}, shots=list(shots))
+
+
 def labels_from_scores(task: TaskSpec, scores: dict[str, float], n_tags: int = 1) -> Prediction:
-    """The answer of a label predictor: the best label, or for tagging the ``n_tags`` best."""
+    """The answer of a label predictor: the best label, or for tagging the ``n_tags`` best
+    (no answer when ``scores`` is empty: no label has evidence)."""
     ranked = sorted(scores, key=lambda lab: (-scores[lab], lab))
     if not ranked:
-        return Prediction(output="", score=None, label_scores={})
+        return no_answer()
     top = ranked[: max(1, n_tags)] if task.family == TaskFamily.TAGGING else ranked[:1]
     return Prediction(
         output=", ".join(task.map_label(lab) for lab in top),  # e.g. joy -> happy
@@ -158,7 +169,10 @@ class KnnPredictor:
 
     Each shot votes for its labels with weight ``exp((s - s_max) / temperature)`` (``s``: its
     retrieval similarity); a label's score is its share of the total weight (in [0, 1]). Ties break
-    alphabetically. Captioning: the caption of the most similar shot (a retrieval baseline).
+    alphabetically. The answer is among the offered labels some shot voted for: with no shot left
+    (a leave-one-out query alone in the store, every shot filtered) or no vote for an offered
+    label there is no answer (`no_answer`), never a label no shot named. Captioning: the caption
+    of the most similar shot (a retrieval baseline).
     """
 
     name = "knn"
@@ -200,8 +214,13 @@ class KnnPredictor:
         preds = []
         for q in queries:
             votes = self.vote(q.shots)
-            scores = {lab: votes.get(lab, 0.0) for lab in q.options} if q.options else votes
-            pred = labels_from_scores(task, scores, self.n_tags)
+            offered = set(q.options) if q.options else None
+            evidence = {lab: v for lab, v in votes.items() if v > 0 and (offered is None or lab in offered)}
+            if not evidence:
+                preds.append(no_answer(q.shots))
+                continue
+            pred = labels_from_scores(task, evidence, self.n_tags)  # only labels some shot voted for
+            pred.label_scores = {lab: votes.get(lab, 0.0) for lab in q.options} if q.options else votes
             pred.shots = list(q.shots)
             preds.append(pred)
         return preds
@@ -278,11 +297,16 @@ class SupportPredictor:
         self.method, self.name, self.n_tags = method, method.name, n_tags
         self.encoder, self.tta = encoder, check_views(tta)
         self.support = Support.from_items(store.embeddings(), store.items, where=str(store.root))
+        self._labelled = frozenset(self.support.rows.tolist())
         self._fits: dict[frozenset[int], tuple[Support, Fitted]] = {}
 
     def embed(self, queries: Sequence[Query]) -> np.ndarray:
         """The queries' L2-normalised embeddings [m, d] (float64), averaged over ``tta`` views."""
         return embed_views(self.encoder, queries, self.tta)
+
+    def has_support(self, own_rows: frozenset[int]) -> bool:
+        """Whether any labelled row is left once ``own_rows`` are (else nothing to fit, no answer)."""
+        return len(self._labelled) > len(own_rows & self._labelled)
 
     def fitted(self, own_rows: frozenset[int]) -> tuple[Support, Fitted]:
         if own_rows not in self._fits:
@@ -297,6 +321,10 @@ class SupportPredictor:
         _require_labels(self.name, task)
         preds: list[Prediction | None] = [None] * len(queries)
         for own, idx in _by_own_rows(queries).items():
+            if not self.has_support(own):  # every labelled row is the query's own: no evidence
+                for i in idx:
+                    preds[i] = no_answer()
+                continue
             support, fit = self.fitted(own)
             scores = fit.scores(self.embed([queries[i] for i in idx]))
             for i, row in zip(idx, scores):
@@ -331,6 +359,10 @@ class FusionPredictor:
         _require_labels(self.name, task)
         preds: list[Prediction | None] = [None] * len(queries)
         for own, idx in _by_own_rows(queries).items():
+            if not self.base.has_support(own):  # no labelled row left, so no vote either: no evidence
+                for i in idx:
+                    preds[i] = no_answer(queries[i].shots)
+                continue
             support, fit = self.base.fitted(own)
             probs = class_probabilities(fit, self.base.embed([queries[i] for i in idx]), self.knn.temperature)
             for i, p_base in zip(idx, probs):
