@@ -14,14 +14,17 @@ folder of a few labelled clips per new class (``build_index dataset=folder datas
 store=my_index``, grown later with ``mode=append``) defines the classes. ``audio`` (required): a
 file or a folder (searched recursively). Prints ``path<TAB>label<TAB>score`` per file (tabs,
 newlines and backslashes in a path are written as ``\\t``, ``\\n``, ``\\\\``); ``out=`` also writes
-JSON lines (path, label, score, shots, store). Unusable files are reported, never fatal. A file that
-is in the store (or an exact copy of one) never votes for itself. The encoder is the one the store
+JSON lines (path, label, score, shots, store): checked writable before any work, filled batch by
+batch in ``<out>.tmp`` (what an interrupted run keeps) and renamed to ``out`` at the end. Unusable
+files are reported, never fatal. A file that is in the store (or an exact copy of one) never votes
+for itself; with no evidence left the label is empty (no answer). The encoder is the one the store
 was built with (``encoder.name`` from its store.json).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,7 @@ from .audio import AUDIO_EXTENSIONS
 from .cli import compose_config, print_config, run_main
 from .components import build_encoder, build_predictors, open_store, task_name
 from .errors import ConfigError
-from .jsonl import append_jsonl, write_jsonl
+from .jsonl import append_jsonl
 from .prompts import TaskFamily, get_task
 from .retrieval import Retriever
 from .runner import QueryInput, QueryRunner, plan_combos, shot_records
@@ -62,6 +65,31 @@ def audio_files(path: str | Path) -> list[Path]:
     return [path]
 
 
+def check_out(value) -> Path:
+    """The ``out=`` file, checked before any work: not a folder, its folder creatable, and its
+    ``.tmp`` sibling (where the records go until the end) writable; ConfigError naming ``out=``."""
+    path = Path(str(value)).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"out={value}: is a folder; give a file to write, e.g. out={path / 'labels.jsonl'}")
+    tmp = temp_out(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = tmp.exists()
+        with open(tmp, "a", encoding="utf-8"):
+            pass
+        if not existed:
+            tmp.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"out={value}: cannot be written ({exc.strerror or exc}); give a file in a writable folder"
+        ) from None
+    return path
+
+
+def temp_out(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
 def tsv_field(text: str) -> str:
     """A path or label as one TSV field: backslash, tab, newline and carriage return escaped."""
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
@@ -80,6 +108,7 @@ def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
     k = int(cfg.get("k", 4))
     if k < 1:
         raise ConfigError(f"k={k}: the number of retrieved shots must be >= 1")
+    out_path = check_out(cfg["out"]) if cfg.get("out") else None
     files = audio_files(cfg["audio"])
     store = open_store(cfg)
     labels = store.label_set()
@@ -100,9 +129,8 @@ def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
         store, encoder, retriever, predictors, task, labels, batch_size=int(cfg.get("batch_size") or 8)
     )
     inputs = [QueryInput(str(p), p, {"id": str(p)}, recording_key({"path": str(p)}, Path.cwd())) for p in files]
-    out_path = Path(cfg["out"]).expanduser() if cfg.get("out") else None
     if out_path:
-        write_jsonl(out_path, [])
+        temp_out(out_path).write_text("", encoding="utf-8")  # started over: the records of this run only
     provenance = {
         "store": str(store.root),
         "store_fingerprint": store.fingerprint(),
@@ -131,8 +159,15 @@ def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
                 score = "" if rec["score"] is None else f"{rec['score']:.4f}"
                 print(f"{tsv_field(rec['path'])}\t{tsv_field(rec['label'])}\t{score}", file=stream, flush=True)
         if out_path:
-            append_jsonl(out_path, new)
+            append_jsonl(temp_out(out_path), new)
         records += new
+    if out_path:
+        try:
+            os.replace(temp_out(out_path), out_path)
+        except OSError as exc:
+            raise ConfigError(
+                f"out={cfg['out']}: cannot be replaced ({exc.strerror or exc}); the labels are in {temp_out(out_path)}"
+            ) from None
     return records
 
 

@@ -29,7 +29,7 @@ def bad_lines(folder_stores, tmp_path):
         ],
         evaluate: [
             (["predictr=knn"], "did you mean 'predictor'"),
-            (["shots=abc", f"store={store}"], "shots must be whole numbers"),
+            (["shots=abc", f"store={store}"], "shots=abc: must be a whole number"),
             (
                 [f"store={store}", "dataset=folder", f"dataset.root={clips}", "predictor=knn", "shots=0"],
                 "predictor knn needs shots >= 1",
@@ -84,6 +84,37 @@ def test_rag_classify_paths_with_tabs_and_newlines_stay_one_tsv_row(folder_store
     assert path.endswith("a\\tb\\nc.wav") and label == "hum" and float(score) > 0
     rec = json.loads((tmp_path / "o.jsonl").read_text())
     assert rec["path"].endswith(name) and rec["store"] == str(folder_stores / "train_idx")
+
+
+def test_rag_classify_out_is_checked_before_any_work_and_written_whole(folder_stores, tmp_path, capsys, monkeypatch):
+    store, clips = folder_stores / "train_idx", folder_stores / "test"
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    (tmp_path / "a_file").write_text("not a folder")
+    import rag_flamingo.classify as classify_module
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the store was opened before out= was checked")
+
+    with monkeypatch.context() as m:
+        m.setattr(classify_module, "open_store", no_work)
+        for out, expected in (
+            (folder, f"out={folder}: is a folder; give a file to write, e.g. out={folder / 'labels.jsonl'}"),
+            (tmp_path / "a_file" / "labels.jsonl", f"out={tmp_path / 'a_file' / 'labels.jsonl'}: cannot be written"),
+        ):
+            assert rag_classify([f"store={store}", f"audio={clips}", f"out={out}"]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith(f"rag_classify: error: {expected}"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "a_folder"]  # no out.tmp left behind
+    assert list(folder.iterdir()) == []
+    out = tmp_path / "labels.jsonl"
+    out.write_text("an earlier run's labels\n")
+    assert rag_classify([f"store={store}", f"audio={clips}", "k=1", f"out={out}"]) == 0
+    labels = {
+        json.loads(line)["path"].split("/")[-2]: json.loads(line)["label"] for line in out.read_text().splitlines()
+    }
+    assert labels == {"clicks": "clicks", "hum": "hum", "whistle": "whistle"}
+    assert not (tmp_path / "labels.jsonl.tmp").exists()
 
 
 def test_shots_beyond_the_store_warn_once_and_the_table_says_how_many_were_used(
