@@ -29,12 +29,12 @@ from typing import Protocol
 import faiss
 import numpy as np
 
+from rag_flamingo.config import INDEX_TYPES, IndexConfig
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.store import IndexRecord, apply_search_params, normalize_rows
 
 logger = logging.getLogger(__name__)
 
-INDEX_TYPES = ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq")
 EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 PQ_SIZES = (256, 128, 64, 48, 32, 24, 16, 8, 4)
 MIN_POINTS_PER_CENTROID = 39  # faiss warns below this
@@ -42,21 +42,8 @@ ADD_BLOCK = 65_536  # rows per add / exact-search block (IndexIVF.add splits int
 
 
 @dataclass
-class IndexOptions:
-    type: str = "auto"
-    metric: str = "cosine"
-    memory_budget: str = "4G"
-    flat_below: int = 1000
-    hnsw_m: int | None = None  # None: from the budget (auto) or 32
-    ef_construction: int = 80
-    nlist: int | None = None
-    pq_m: int | None = None
-    recall_k: int = 10
-    recall_target: float = 0.99
-    recall_queries: int = 1000
-    use_gpu: str | bool = "auto"
-    seed: int = 0
-    stream_above: int = 1_000_000  # build_index: above this many items, read the shards block by block
+class IndexOptions(IndexConfig):
+    """The ``index`` settings (declared, with their defaults and ranges, in `rag_flamingo.config.IndexConfig`)."""
 
     @classmethod
     def from_config(cls, cfg) -> IndexOptions:

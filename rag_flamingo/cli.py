@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import paths
+from .config import INDEX_TYPES
 from .errors import RagFlamingoError, did_you_mean
 
-INDEX_TYPES_HINT = "index= picks the index type (auto, flat, hnsw, ivf_flat, ivf_pq)"
+INDEX_TYPES_HINT = f"index= picks the index type ({', '.join(INDEX_TYPES)})"
 
 
 def compose_config(config_name: str, overrides: list[str], aliases: dict[str, str] | None = None) -> dict:
@@ -33,18 +34,53 @@ def compose_config(config_name: str, overrides: list[str], aliases: dict[str, st
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from .config import register
+    from .config import SCHEMAS, check_ranges, register
 
     register()
     overrides = normalize_overrides(overrides, aliases)
     with initialize_config_dir(config_dir=str(paths.conf_dir().resolve()), version_base="1.3", job_name=config_name):
         groups, settings = _check_groups(config_name, overrides)
-        base = _as_dict(compose(config_name=config_name, overrides=paths.with_user_conf(groups)))
+        base = _as_dict(_compose(compose, config_name, groups))
         for override in settings:
             _check_key(override, base)
-        cfg = compose(config_name=config_name, overrides=paths.with_user_conf(overrides))
+        cfg = _compose(compose, config_name, overrides)
     OmegaConf.resolve(cfg)
-    return _as_dict(cfg)
+    out = _as_dict(cfg)
+    check_ranges(SCHEMAS[config_name], out)
+    return out
+
+
+def _compose(compose: Callable, config_name: str, overrides: list[str]):
+    """Hydra's compose, its config-file errors made one line: YAML syntax (file and line), an unknown
+    key in a config file (with a "did you mean" from its schema), a value of the wrong type."""
+    import dataclasses
+
+    import yaml
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    from .errors import ConfigError
+
+    try:
+        return compose(config_name=config_name, overrides=paths.with_user_conf(overrides))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{mark.name}:{mark.line + 1}" if mark is not None else "a config file"
+        problem = getattr(exc, "problem", None) or one_line(exc)
+        raise ConfigError(f"{where}: not valid YAML ({problem}); fix the file") from None
+    except ConfigCompositionException as exc:
+        cause = exc.__cause__ or exc.__context__
+        if not isinstance(cause, OmegaConfBaseException):
+            raise
+        where = str(exc).split(":", 1)[0].split(" ConfigKeyError")[0].split(" ValidationError")[0]
+        schema = getattr(cause, "object_type", None)
+        if isinstance(cause, ConfigKeyError) and dataclasses.is_dataclass(schema):
+            known = [f.name for f in dataclasses.fields(schema)]
+            hint = did_you_mean(str(cause.key), known) or f" (known: {', '.join(known)})"
+            raise ConfigError(f"{where}: unknown key {cause.full_key!r}{hint}") from None
+        message = str(getattr(cause, "msg", "") or cause).splitlines()[0]
+        raise ConfigError(f"{where}: {cause.full_key}: {message}") from None
+        raise
 
 
 def _as_dict(cfg) -> dict:

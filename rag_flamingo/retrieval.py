@@ -23,8 +23,10 @@ without a query id the query embedding's bytes stand in for it.
 
 ``mode="balanced"`` shows the classes the query is likely to be: steps 1-5 as above, then the
 nearest ``per_class`` recordings of each of the nearest classes (classes ranked by their nearest
-recording), ``ceil(k / per_class)`` classes, nearest-first and cut at ``k``. When the store has fewer
-labels than that, each class gives more (``ceil(k / labels)``), so a prompt still holds ``k`` shots. A
+recording), as many classes as it takes to hold ``k`` rows (a class with fewer recordings than
+``per_class`` lets the next one in), nearest-first and cut at ``k``. When the store has fewer labels
+than ``ceil(k / per_class)``, each class gives more (``ceil(k / labels)``), so a prompt still holds
+``k`` shots. A
 multi-label item counts for each of its labels; unlabelled rows are never picked. The search widens
 until every chosen class has its share (or the store is exhausted). The reference's ``knn`` stays the
 default, for fidelity.
@@ -47,12 +49,13 @@ from typing import Any
 
 import numpy as np
 
+from .config import RETRIEVAL_MODES
 from .errors import ConfigError, StoreError
 from .store import IndexStore, item_labels, normalize_rows
 
 logger = logging.getLogger(__name__)
 
-MODES = ("knn", "balanced", "random")
+MODES = RETRIEVAL_MODES
 
 
 @dataclass
@@ -314,22 +317,32 @@ class Retriever:
         ranked = [members[int(rng.integers(len(members)))] for members in hits.values()]
         if self.near_duplicate_threshold is not None:
             ranked = self._drop_near_duplicates(ranked, k if self.mode == "knn" else len(ranked), query)
-        return ranked[:k] if self.mode == "knn" else self._balanced(ranked, k, allowed.label_count(self._labels))
+        if self.mode == "knn":
+            return ranked[:k]
+        return self._balanced(ranked, k, allowed.label_count(self._labels), complete=len(rows) >= len(self.store))
 
-    def _balanced(self, ranked: list[tuple[int, float]], k: int, n_labels: int) -> list[tuple[int, float]]:
-        """The nearest ``quota`` rows of each of the nearest ``ceil(k / quota)`` classes, nearest-first,
-        at most ``k`` (fewer: the search widens, see `_knn_rows`)."""
+    def _balanced(
+        self, ranked: list[tuple[int, float]], k: int, n_labels: int, complete: bool
+    ) -> list[tuple[int, float]]:
+        """The nearest ``quota`` rows of each of the nearest classes, as many classes as it takes to hold
+        ``k`` rows (a class with fewer rows than its quota lets the next class in), nearest-first, at most
+        ``k``. Fewer: the search widens (`_knn_rows`); a class short of its quota is only known to be
+        short when ``complete`` (the whole store was fetched), so until then the next class waits."""
         quota = max(self.per_class, math.ceil(k / max(1, n_labels)))
-        n_classes = math.ceil(k / quota)
-        chosen: dict[str, list[tuple[int, float]]] = {}
+        by_class: dict[str, list[tuple[int, float]]] = {}  # classes in the order of their nearest row
         for row, score in ranked:
             for lab in self._labels[row]:
-                if lab not in chosen and len(chosen) < n_classes:
-                    chosen[lab] = []
-                if lab in chosen and len(chosen[lab]) < quota:
-                    chosen[lab].append((row, score))
+                members = by_class.setdefault(lab, [])
+                if len(members) < quota:
+                    members.append((row, score))
         # rows beyond the fetched ones are all farther than these: k picks here are the exhaustive answer
-        picked = {row: score for rows in chosen.values() for row, score in rows}
+        picked: dict[int, float] = {}
+        for members in by_class.values():
+            if len(picked) >= k:
+                break
+            picked.update(members)
+            if len(members) < quota and not complete:
+                break  # its other rows may lie beyond this fetch
         return sorted(picked.items(), key=lambda rs: -rs[1])[:k]
 
     # ------------------------------------------------------------------ near duplicates

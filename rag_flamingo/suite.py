@@ -47,7 +47,8 @@ from typing import Any
 
 from .cli import compose_config, one_line
 from .components import as_list, store_path, task_name
-from .errors import ConfigError, RagFlamingoError
+from .errors import ConfigError, RagFlamingoError, did_you_mean
+from .predictors import predictor_names
 from .prompts import get_task
 from .report import COLUMNS
 
@@ -114,23 +115,22 @@ def _suite_dir(cfg: dict) -> Path:
     return Path(suite.get("output_dir") or Path("outputs") / "suite" / str(suite["name"])).expanduser()
 
 
-def _count_rows(cfg: dict, role: str, task) -> tuple[int, Path, Path]:
-    """(rows, manifest, audio root) of a split; ManifestError when the manifest is not there."""
-    from .datasets.manifest import read_manifest
-    from .datasets.sources import collapse_groups, resolve_split, split_name
+def _count_rows(cfg: dict, role: str, task) -> int:
+    """Rows of a split (the query split: as evaluate takes them); ManifestError when the manifest is
+    not there. Writes nothing (`sources.peek_split`): the plan of a dry run leaves no trace."""
+    from .datasets.sources import collapse_groups, peek_split, split_name
 
     split = split_name(cfg["dataset"], cfg.get(f"{role}_split") or role)
-    manifest, root = resolve_split(cfg["dataset"], split)
-    rows = read_manifest(manifest, allow_outside_root=bool(cfg["dataset"].get("allow_outside_root")))
+    rows, root, audio_exists = peek_split(cfg["dataset"], split)
     if role == "query":
         if task.family == "captioning":
             rows = collapse_groups(rows)
         if cfg.get("limit"):
             rows = rows[: int(cfg["limit"])]
-        present = sum((Path(root) / r["path"]).is_file() or Path(r["path"]).is_file() for r in rows)
+        present = not audio_exists or any((Path(root) / r["path"]).is_file() or Path(r["path"]).is_file() for r in rows)
         if rows and not present:
             raise ConfigError(f"none of the {len(rows)} query audio files is under {root}")
-    return len(rows), Path(manifest), Path(root)
+    return len(rows)
 
 
 def _store_state(path: Path, features: str | None) -> str:
@@ -199,9 +199,10 @@ def plan_run(suite: dict, run: dict, base: list[str], suite_dir: Path) -> tuple[
         return plan, None
     family = str(task.family)
     baselines = [str(b) for b in as_list((suite.get("baselines") or {}).get(family))]
-    if "baselines" in run:
+    if run.get("baselines") is not None:  # the run's own list (None: the family's)
         baselines = [str(b) for b in as_list(run.get("baselines"))]
     counted = [k for k in shots if k >= 1]
+    unknown = [b for b in ([FLAMINGO] if shots else []) + baselines if b not in predictor_names()]
     plan = RunPlan(
         name=name,
         dataset=dataset,
@@ -215,12 +216,19 @@ def plan_run(suite: dict, run: dict, base: list[str], suite_dir: Path) -> tuple[
         output_dir=str(out_dir),
     )
     features = suite.get("features") if shots else None
+    if unknown:
+        plan.status = "error"
+        plan.reason = "; ".join(
+            f"unknown predictor {b!r}{did_you_mean(b, predictor_names())}; registered: {', '.join(predictor_names())}"
+            for b in unknown
+        )
+        return plan, None
     try:
-        plan.queries, _, _ = _count_rows(cfg, "query", task)
+        plan.queries = _count_rows(cfg, "query", task)
         plan.store = str(store_path(cfg))
         state = _store_state(Path(plan.store), features)
         if state != "ready":
-            plan.index_items, _, _ = _count_rows(cfg, "index", task)
+            plan.index_items = _count_rows(cfg, "index", task)
         plan.status = state
     except RagFlamingoError as exc:
         plan.status, plan.reason = "skip", one_line(exc)
@@ -343,6 +351,7 @@ def run_suite(cfg: dict, overrides: list[str], evaluate: Evaluate) -> dict | Non
     if _is_main():
         print(plan_text(suite, plans), flush=True)
     if suite.get("dry_run"):
+        _refuse_failures(suite, plans)
         return None
     for plan, run_cfg in planned:
         if run_cfg is None or plan.status not in TODO:
@@ -357,7 +366,18 @@ def run_suite(cfg: dict, overrides: list[str], evaluate: Evaluate) -> dict | Non
             logger.error("suite %s: %s failed: %s", suite["name"], plan.name, plan.reason)
     if not _is_main():
         return None
-    return write_results(suite, plans, suite_dir)
+    record = write_results(suite, plans, suite_dir)
+    _refuse_failures(suite, plans)
+    return record
+
+
+def _refuse_failures(suite: dict, plans: list[RunPlan]) -> None:
+    """A run that cannot be planned (error) or failed makes the command fail, naming each (after the
+    plan or the results are written); skipped runs (data not there) are listed in the plan only."""
+    bad = [p for p in plans if p.status in ("error", "failed")]
+    if bad:
+        runs = "; ".join(f"{p.name} {p.status}: {p.reason}" for p in bad)
+        raise RagFlamingoError(f"suite {suite['name']}: {len(bad)} of {len(plans)} runs did not run: {runs}")
 
 
 # ----------------------------------------------------------------------------- results

@@ -105,7 +105,7 @@ def test_ensure_demo_caches_and_regenerates_stale(tmp_path, monkeypatch):
     mtime = marker.stat().st_mtime_ns
     assert demo.ensure_demo() == root and marker.stat().st_mtime_ns == mtime  # cached: untouched
     (root / "audio" / "train" / "rain_03.wav").unlink()  # a file lost: no longer complete
-    assert not demo._is_complete(root, demo.DEMO_SEED)
+    assert not demo.is_complete(root, demo.DEMO_SEED)
     stale = json.loads(marker.read_text())
     stale["version"] = -1
     marker.write_text(json.dumps(stale))

@@ -19,21 +19,23 @@ def store(tmp_path_factory):
 
 
 def brute_force(store, query, k, per_class, own_group=None):
-    """The rule written out: recordings ranked by similarity, classes by their nearest recording."""
+    """The rule written out: recordings ranked by similarity, classes by their nearest recording, as many
+    classes as it takes to hold k recordings."""
     vecs, labels, names = {}, {}, {}
     for row, item in enumerate(store.items):
         vecs.setdefault(item["group"], store.embeddings()[row])
         labels[item["group"]] = item["label"]
     ranked = sorted((g for g in vecs if g != own_group), key=lambda g: -float(vecs[g] @ query))
     quota = max(per_class, -(-k // len(set(labels.values()))))
-    n_classes = -(-k // quota)
     for g in ranked:
-        lab = labels[g]
-        if lab in names or len(names) < n_classes:
-            names.setdefault(lab, [])
-            if len(names[lab]) < quota:
-                names[lab].append(g)
-    picked = [g for gs in names.values() for g in gs]
+        names.setdefault(labels[g], [])
+        if len(names[labels[g]]) < quota:
+            names[labels[g]].append(g)
+    picked: list = []
+    for gs in names.values():
+        if len(picked) >= k:
+            break
+        picked += gs
     return sorted(picked, key=lambda g: -float(vecs[g] @ query))[:k]
 
 
@@ -87,3 +89,12 @@ def test_bad_settings(tmp_path):
 def test_selectable_from_config():
     cfg = compose_config("evaluate", ["retrieval=balanced", "retrieval.per_class=2"])
     assert cfg["retrieval"]["mode"] == "balanced" and cfg["retrieval"]["per_class"] == 2
+
+
+def test_a_class_short_of_its_quota_lets_the_next_class_in(tmp_path):
+    """per_class beyond every class's size: the prompt still holds k shots (the next classes fill it)."""
+    vectors, rows = corpus(n_groups=12)  # 12 recordings over 4 labels: 3 each
+    small = make_store(tmp_path / "s", vectors, rows)
+    for per_class in (2, 100):
+        shots = Retriever(small, mode="balanced", per_class=per_class).search(vectors[:1], 7, query_ids=["q"])[0]
+        assert len(shots) == 7 and len({s.row for s in shots}) == 7

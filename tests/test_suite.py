@@ -131,7 +131,9 @@ def test_unknown_suite_and_settings_are_one_line_errors(capsys):
     assert main(["suite=af2"]) == 2
     assert "suite=af2 is not a known suite" in capsys.readouterr().err
     assert main(["suite.dry_run=true"]) == 2  # no suite chosen: suite has no such key
-    assert "unknown option 'suite.dry_run'" in capsys.readouterr().err
+    assert "suite.dry_run needs a suite: pick one with suite=<name> (e.g. suite=demo suite.dry_run=true)" in (
+        capsys.readouterr().err
+    )
 
 
 def _records(path: Path) -> list[dict]:

@@ -282,7 +282,7 @@ def _marker(seed: int) -> dict:
     }
 
 
-def _is_complete(root: Path, seed: int) -> bool:
+def is_complete(root: Path, seed: int = DEMO_SEED) -> bool:
     """The marker matches this generator and seed, and every file is there."""
     try:
         marker = json.loads((root / "demo.json").read_text())
@@ -306,13 +306,13 @@ def ensure_demo(root: str | Path | None = None, seed: int = DEMO_SEED) -> Path:
     run never leaves a half-written demo, and concurrent callers end up with one complete copy.
     """
     root = Path(root) if root is not None else demo_root()
-    if _is_complete(root, seed):
+    if is_complete(root, seed):
         return root
     logger.info("generating the demo dataset into %s", root)
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     generate_demo(tmp, seed)
-    if _is_complete(root, seed):  # another process finished first
+    if is_complete(root, seed):  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
         return root
     if root.exists():

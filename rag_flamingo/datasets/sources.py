@@ -74,6 +74,30 @@ def resolve_split(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Pat
     raise ConfigError(f"dataset.source={source!r} is unknown; use demo, folder or official")
 
 
+def peek_split(dataset_cfg: Mapping[str, Any], split: str) -> tuple[list[dict], Path, bool]:
+    """``(rows, audio_root, audio_exists)`` of one split, writing nothing (a dry run's view): a folder
+    is scanned in memory, the demo's rows are known before it is generated (``audio_exists`` False:
+    generated on first use). Errors as `resolve_split`."""
+    from .manifest import read_manifest
+
+    if not _get(dataset_cfg, "name"):
+        raise ConfigError("dataset.name is not set (pick a dataset, e.g. dataset=demo or dataset=folder)")
+    split = split_name(dataset_cfg, split)
+    source = source_of(dataset_cfg)
+    if not _get(dataset_cfg, "manifest") and source == "demo":
+        _check_split(dataset_cfg, split, list(demo.SPLIT_SIZES))
+        root = Path(_get(dataset_cfg, "root") or demo.demo_root())
+        if not demo.is_complete(root):
+            return demo.demo_rows(split), root, False
+    elif not _get(dataset_cfg, "manifest") and source == "folder":
+        root = _folder_root(dataset_cfg)
+        splits = folder.scan_folder(root)
+        _check_split(dataset_cfg, split, list(splits))
+        return splits[split], root, True
+    manifest, root = resolve_split(dataset_cfg, split)
+    return read_manifest(manifest, allow_outside_root=bool(_get(dataset_cfg, "allow_outside_root"))), root, True
+
+
 def source_of(dataset_cfg: Mapping[str, Any]) -> str:
     name = _get(dataset_cfg, "name")
     return _get(dataset_cfg, "source") or (name if name in ("demo", "folder") else "official")
@@ -164,13 +188,17 @@ def _demo(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
     return root / f"{split}.jsonl", root
 
 
-def _folder(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
+def _folder_root(dataset_cfg: Mapping[str, Any]) -> Path:
     if not _get(dataset_cfg, "root"):
         raise ConfigError(
             "dataset.root is not set: point it at a folder of audio files "
             "(dataset=folder dataset.root=/path/to/audio), or set dataset.manifest"
         )
-    root = dataset_root(dataset_cfg).resolve()
+    return dataset_root(dataset_cfg).resolve()
+
+
+def _folder(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
+    root = _folder_root(dataset_cfg)
     splits = folder.scan_folder(root)
     _check_split(dataset_cfg, split, list(splits))
     key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
