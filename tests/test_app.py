@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import soundfile as sf
 from rag_flamingo import paths
 from rag_flamingo.app import ask, chat, labels, results
 from rag_flamingo.app.context import AppContext
-from rag_flamingo.app.main import load_config
+from rag_flamingo.app.main import check_address, load_config
 from rag_flamingo.app.main import main as rag_app
 from rag_flamingo.app.uploads import check_clip, crop_notes
 from rag_flamingo.datasets import demo
@@ -51,6 +52,37 @@ def test_no_arguments_opens_the_demo_store_and_cli_errors_are_one_line(tmp_path,
         assert rag_app(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0] and err[0].startswith("rag_app: error:"), (argv, err)
+
+
+def test_port_and_host_are_checked_before_anything_loads(tmp_path, capsys, monkeypatch):
+    """Not Gradio's traceback naming GRADIO_SERVER_PORT: one line naming port= or host=, exit 2,
+    before the encoders and models load."""
+    store = build_store(
+        tmp_path / "s",
+        [{"id": "a", "path": "a.wav", "label": "a"}],
+        np.eye(1, 4, dtype=np.float32),
+        {"name": "toy"},
+        features=False,
+    )
+    monkeypatch.setattr(AppContext, "warm_up", lambda self: pytest.fail("loaded before host/port were checked"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        for argv, expected in [
+            (["port=99999"], "port=99999: "),  # the range: checked when composed, and again by serve
+            (["port=0"], "port=0: "),
+            ([f"port={taken}"], f"port={taken}: already in use on 127.0.0.1; stop what serves it or choose another"),
+            (["host=no-such-host.invalid"], "host=no-such-host.invalid: not an address or a name this machine"),
+            (["host=192.0.2.1"], "host=192.0.2.1: not an address of this machine"),  # TEST-NET-1: never local
+        ]:
+            assert rag_app([f"store={store.root}", *argv]) == 2, argv
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith(f"rag_app: error: {expected}"), (argv, err)
+            assert "GRADIO" not in err[0] and ("65535" in err[0] or argv[0] not in ("port=99999", "port=0"))
+    for port in (0, 99999, "abc"):  # serve() called directly: its own check
+        with pytest.raises(ConfigError, match=rf"port={port}: .*1\.\.65535"):
+            check_address("127.0.0.1", port)
 
 
 # ----------------------------------------------------------------------------- uploads

@@ -18,7 +18,9 @@ only other writes are the New labels tab's: the store appended to and its clips 
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import sys
 import tempfile
 
@@ -32,10 +34,66 @@ def load_config(argv: list[str]) -> dict:
     return compose_config(CONFIG_NAME, argv)
 
 
+def check_address(host: str, port, bind: bool = True) -> None:
+    """``host=``/``port=`` checked before anything loads: the port in 1..65535, the host a name or
+    address of this machine and (``bind``) the port free there: bound and released at once, with
+    SO_REUSEADDR as the server binds it. ConfigError naming the setting and the fix (Gradio's own
+    errors name its GRADIO_SERVER_PORT environment variable, not the setting)."""
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        raise ConfigError(f"port={port}: not a port number; use 1..65535, e.g. port=7860") from None
+    if not 1 <= number <= 65535:
+        raise ConfigError(f"port={port}: out of range; use 1..65535, e.g. port=7860")
+    name = str(host)
+    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name  # [::1] as in a URL
+    try:
+        infos = socket.getaddrinfo(bare, number, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(
+            f"host={host}: not an address or a name this machine can resolve ({_reason(exc)}); "
+            f"use host=127.0.0.1 (this machine only) or host=0.0.0.0 (the network)"
+        ) from None
+    if not bind:
+        return
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ConfigError(_bind_error(host, number, exc)) from None
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "strerror", None) or exc)
+
+
+def _bind_error(host, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"port={port}: already in use on {host}; stop what serves it or choose another, "
+            f"e.g. port={_free_hint(port)}"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"port={port}: not allowed ({_reason(exc)}); ports below 1024 need privileges, use e.g. port=7860"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"host={host}: not an address of this machine ({_reason(exc)}); "
+            f"use host=127.0.0.1 (this machine only) or host=0.0.0.0 (the network)"
+        )
+    return f"host={host} port={port}: cannot serve there ({_reason(exc)})"
+
+
+def _free_hint(port: int) -> int:
+    return port + 1 if port < 65535 else 7860
+
+
 def serve(cfg: dict, encoders: dict | None = None, block: bool = True, upload_dir: str | None = None):
     """Open the stores, build the page and serve it; returns (the Blocks, the context) when not ``block``."""
     from .context import AppContext
 
+    check_address(cfg["host"], cfg["port"], bind=False)  # range and name first: no side effects
     try:
         import gradio  # noqa: F401  (the optional dependency: a clear message instead of an ImportError)
     except ImportError:
@@ -44,6 +102,7 @@ def serve(cfg: dict, encoders: dict | None = None, block: bool = True, upload_di
     if not (ctx.primary / "store.json").is_file():
         hint = "run scripts/demo.sh first (it builds it)" if not cfg.get("store") else "build it with build_index"
         raise StoreError(f"no index store at {ctx.primary}: {hint}, or give store=<path or name>")
+    check_address(cfg["host"], cfg["port"])  # free: before the encoders and models load
     if upload_dir:  # Gradio keeps uploads under GRADIO_TEMP_DIR (read when the page is built)
         os.environ["GRADIO_TEMP_DIR"] = upload_dir
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -51,16 +110,24 @@ def serve(cfg: dict, encoders: dict | None = None, block: bool = True, upload_di
     from .ui import build_app
 
     demo = build_app(ctx)
-    demo.launch(
-        server_name=str(cfg["host"]),
-        server_port=int(cfg["port"]),
-        share=bool(cfg.get("share")),
-        max_file_size=f"{int(cfg['max_upload_mb'])}mb",
-        prevent_thread_lock=not block,
-        show_error=False,
-        ssr_mode=False,
-        quiet=not block,
-    )
+    try:
+        demo.launch(
+            server_name=str(cfg["host"]),
+            server_port=int(cfg["port"]),
+            share=bool(cfg.get("share")),
+            max_file_size=f"{int(cfg['max_upload_mb'])}mb",
+            prevent_thread_lock=not block,
+            show_error=False,
+            ssr_mode=False,
+            quiet=not block,
+        )
+    except OSError as exc:  # taken since the check (Gradio's message names its environment variable)
+        if "port" not in str(exc).lower():
+            raise
+        raise ConfigError(
+            f"host={cfg['host']} port={cfg['port']}: cannot serve there (the port was taken meanwhile?); "
+            f"choose another, e.g. port={_free_hint(int(cfg['port']))}"
+        ) from None
     return demo, ctx
 
 
