@@ -334,6 +334,54 @@ def test_cli_and_resolve_split_end_to_end(tmp_path, capsys, monkeypatch):
     assert "metadata folder not found" in capsys.readouterr().err
 
 
+def test_cli_user_errors_are_one_line_naming_the_option_or_file(tmp_path, capsys):
+    """query_fold out of range or not a number, a metadata file that is not UTF-8, --out naming a
+    file: exit 2, one line ``<prog>: error: ...`` naming what to fix, no traceback, nothing written."""
+    root = tmp_path / "esc50"
+    _esc50(root)
+    header = ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"]
+    _csv(tmp_path / "us8k" / "metadata" / "UrbanSound8K.csv", header, [["1-3-0-0.wav", 1, 0, 1, 1, 1, 3, "dog_bark"]])
+    (tmp_path / "a_file").write_text("not a folder")
+    latin1 = tmp_path / "latin1"
+    (latin1 / "meta").mkdir(parents=True)
+    (latin1 / "meta" / "esc50.csv").write_bytes(
+        b"filename,fold,target,category,esc10,src_file,take\n1-1-A-0.wav,1,0,caf\xe9,True,1,A\n"
+    )
+    gtzan = tmp_path / "gtzan"
+    _touch_wav(gtzan / "genres_original" / "blues" / "blues.00000.wav")
+    for name in ("train_filtered.txt", "valid_filtered.txt"):
+        (gtzan / name).write_text("blues/blues.00000.wav\n")
+    (gtzan / "test_filtered.txt").write_bytes(b"blues/blues.00000.wav \xff\n")
+    out = tmp_path / "out"
+    cases = [
+        (["esc50", "--metadata", str(root), "--option", "query_fold=9"], "esc50: query_fold=9: the folds are 1..5"),
+        (["esc50", "--metadata", str(root), "--option", "query_fold=abc"], "esc50: query_fold=abc: not a fold number"),
+        (
+            ["us8k", "--metadata", str(tmp_path / "us8k"), "--option", "query_fold=0"],
+            "us8k: query_fold=0: the folds are 1..10",
+        ),
+        (["esc50", "--metadata", str(latin1)], f"{latin1 / 'meta' / 'esc50.csv'}: not UTF-8 text (byte 0xe9"),
+        (["gtzan", "--metadata", str(gtzan)], f"{gtzan / 'test_filtered.txt'}: not UTF-8 text (byte 0xff"),
+        (
+            ["esc50", "--metadata", str(root), "--out", str(tmp_path / "a_file")],
+            f"--out {tmp_path / 'a_file'}: is a file",
+        ),
+        (
+            ["esc50", "--metadata", str(root), "--out", str(tmp_path / "a_file" / "sub")],
+            f"--out {tmp_path / 'a_file' / 'sub'}: {tmp_path / 'a_file'} is a file",
+        ),
+    ]
+    for argv, expected in cases:
+        if "--out" not in argv:
+            argv = [*argv, "--out", str(out)]
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"python -m index_builder.manifests: error: {expected}"), (argv, err)
+    assert not out.exists()  # nothing written, no folder made
+    assert main(["esc50", "--metadata", str(root), "--out", str(out), "--option", "query_fold= 2"]) == 0
+    assert {r["fold"] for r in read_manifest(out / "test.jsonl")} == {2}
+
+
 def test_cli_runs_as_a_module(tmp_path):
     _esc50(tmp_path)
     done = subprocess.run(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,8 +59,18 @@ def make_manifests(
         raise ConfigError(
             f"{name}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known)) or '(none)'}"
         )
+    check_out(out)
     result = MakerResult()
-    for split, rows in make(metadata, **options).items():
+    try:
+        splits = make(metadata, **options)
+    except ConfigError as exc:  # a maker option's value (query_fold=9): say which dataset it was for
+        raise ConfigError(f"{name}: {exc}") from None
+    except UnicodeDecodeError as exc:  # a maker reading a file without `common`'s readers
+        raise ManifestError(
+            f"{name}: a metadata file under {metadata} is not UTF-8 text ({exc.reason}); "
+            f"the official files are UTF-8: re-extract the dataset"
+        ) from None
+    for split, rows in splits.items():
         _check_unique(name, split, rows)
         if check_audio:
             rows = _drop_missing(metadata, rows, out / f"{split}.missing.jsonl", result, split)
@@ -70,6 +81,20 @@ def make_manifests(
         result.counts[split] = len(rows)
         logger.info("%s/%s: %d rows -> %s", name, split, len(rows), result.manifests[split])
     return result
+
+
+def check_out(out: Path) -> None:
+    """The output folder, before any work: a folder or one that can be created there, not a file;
+    ConfigError naming ``--out``. Nothing is created until a manifest is written."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"--out {out}: is a file, not a folder; give the folder for <split>.jsonl (e.g. {out.parent / 'manifests'})"
+        )
+    existing = next(p for p in [out, *out.parents] if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is a file, so no folder can be made there; give another folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {existing} is not writable; give a writable folder")
 
 
 def _check_unique(name: str, split: str, rows: list[dict]) -> None:

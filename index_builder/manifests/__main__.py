@@ -11,10 +11,12 @@ from rag_flamingo.errors import RagFlamingoError
 
 from . import DATASETS, make_manifests
 
+PROG = "python -m index_builder.manifests"
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m index_builder.manifests",
+        prog=PROG,
         description="Turn a dataset's official metadata into JSONL manifests (one per split).",
     )
     parser.add_argument("dataset", choices=DATASETS)
@@ -47,13 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.option:
         key, sep, value = item.partition("=")
         if not sep:
-            print(f"error: --option {item!r} is not KEY=VALUE", file=sys.stderr)
+            print(f"{PROG}: error: --option {item!r} is not KEY=VALUE, e.g. --option query_fold=1", file=sys.stderr)
             return 2
         options[key.strip()] = value
     try:
         result = make_manifests(args.dataset, args.metadata, args.out, check_audio=args.check_audio, **options)
     except RagFlamingoError as exc:  # a user error: one line, exit 2, like every command of the project
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     for split, path in result.manifests.items():
         missing = f" ({result.missing[split]} without audio left out)" if split in result.missing else ""

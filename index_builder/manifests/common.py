@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rag_flamingo.audio import AUDIO_EXTENSIONS
-from rag_flamingo.errors import ManifestError
+from rag_flamingo.errors import ConfigError, ManifestError
 
 Splits = dict[str, list[dict]]
 
@@ -44,6 +44,29 @@ def read_csv(path: Path, columns: Iterable[str], header: bool = True, delimiter:
     ``header=False``: the file has no header line; ``columns`` names its columns in order.
     """
     columns = list(columns)
+    try:
+        return _read_csv(path, columns, header, delimiter)
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
+
+
+def not_utf8(path: Path, exc: UnicodeDecodeError) -> ManifestError:
+    """The error for a metadata file that is not UTF-8 text: the file, the byte, and the fix."""
+    return ManifestError(
+        f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+        f"the official files are UTF-8: re-extract it, or convert it (e.g. iconv -f latin1 -t utf-8)"
+    )
+
+
+def read_text(path: Path) -> str:
+    """A metadata text file (UTF-8); ManifestError naming the file when it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
+
+
+def _read_csv(path: Path, columns: list[str], header: bool, delimiter: str) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, fieldnames=None if header else columns, delimiter=delimiter)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
@@ -64,7 +87,7 @@ def read_csv(path: Path, columns: Iterable[str], header: bool = True, delimiter:
 
 def read_json(path: Path) -> object:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
 
@@ -89,8 +112,19 @@ def audio_files(folder: Path) -> list[Path]:
     )
 
 
-def fold_splits(rows: list[dict], folds: Iterable[int], query_fold: int) -> Splits:
-    """``fold<k>`` for every fold, plus ``train`` (all other folds) and ``test`` (``query_fold``)."""
+def fold_splits(rows: list[dict], folds: Iterable[int], query_fold: int | str) -> Splits:
+    """``fold<k>`` for every fold, plus ``train`` (all other folds) and ``test`` (``query_fold``,
+    the maker option: a number among ``folds``, else ConfigError naming it)."""
+    folds = list(folds)
+    span = f"{folds[0]}..{folds[-1]}"
+    try:
+        query_fold = int(str(query_fold).strip())
+    except ValueError:
+        raise ConfigError(
+            f"query_fold={query_fold}: not a fold number; use one of {span} (--option query_fold=N)"
+        ) from None
+    if query_fold not in folds:
+        raise ConfigError(f"query_fold={query_fold}: the folds are {span}; use one of them (--option query_fold=N)")
     splits: Splits = {f"fold{k}": [r for r in rows if r["fold"] == k] for k in folds}
     splits["train"] = [r for r in rows if r["fold"] != query_fold]
     splits["test"] = list(splits[f"fold{query_fold}"])

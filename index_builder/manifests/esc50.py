@@ -28,7 +28,7 @@ def make(metadata: Path, query_fold: int | str = 5) -> Splits:
         }
         for r in read_csv(csv_path, COLUMNS)
     ]
-    return fold_splits(rows, range(1, 6), int(query_fold))
+    return fold_splits(rows, range(1, 6), query_fold)
 
 
 def _join(*parts: str) -> str:

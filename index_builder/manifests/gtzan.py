@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rag_flamingo.errors import ManifestError
 
-from .common import Splits, audio_files, find_dir
+from .common import Splits, audio_files, find_dir, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _filtered_splits(metadata: Path, rows: list[dict]) -> Splits:
     by_id = {r["id"]: r for r in rows}
     splits: Splits = {}
     for split, name in FILTERED.items():
-        listed = [Path(line.strip()).stem for line in (metadata / name).read_text().splitlines() if line.strip()]
+        listed = [Path(line.strip()).stem for line in read_text(metadata / name).splitlines() if line.strip()]
         absent = [i for i in listed if i not in by_id]
         if absent:
             logger.warning(

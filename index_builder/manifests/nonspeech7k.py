@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rag_flamingo.errors import ManifestError
 
-from .common import Splits, read_csv
+from .common import Splits, read_csv, read_text
 
 SPLITS = {"train": "metadata of train set.csv", "test": "metadata of test set.csv"}
 FILE_COLUMNS = ("filename", "file name", "file_name", "fname", "file")
@@ -50,8 +50,7 @@ def make(metadata: Path) -> Splits:
 
 
 def _columns(csv_path: Path) -> tuple[str, str]:
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f), [])
+    header = next(csv.reader(read_text(csv_path).splitlines()), [])
     by_lower = {h.strip().lower(): h for h in header}
     file_col = next((by_lower[c] for c in FILE_COLUMNS if c in by_lower), None)
     class_col = next((by_lower[c] for c in CLASS_COLUMNS if c in by_lower), None)

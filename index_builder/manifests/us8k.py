@@ -35,4 +35,4 @@ def make(metadata: Path, query_fold: int | str = 10) -> Splits:
                 "salience": to_int(r["salience"], csv_path, "salience"),
             }
         )
-    return fold_splits(rows, range(1, 11), int(query_fold))
+    return fold_splits(rows, range(1, 11), query_fold)
