@@ -3,8 +3,8 @@
 Usage (Hydra overrides)::
 
     build_index                                   # demo dataset, aisfx, index=auto
-    build_index dataset=clotho encoder=ms_clap_2023 index=hnsw output=/data/idx/clotho
-    build_index dataset=folder dataset.root=DIR output=OUT
+    build_index dataset=clotho encoder=ms_clap_2023 index=hnsw store=/data/idx/clotho
+    build_index dataset=folder dataset.root=DIR store=OUT
     build_index ... mode=append dataset.manifest=new.jsonl
     build_index ... features=clapcap features_encoder.checkpoint=/ckpt/clapcap.pt
     torchrun --nproc_per_node=2 -m index_builder dataset=...   # ranks split the shards
@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 
 from rag_flamingo.cli import compose_config, export_roots, print_config, run_main
+from rag_flamingo.paths import store_folder
 
 CONFIG_NAME = "build_index"
 
@@ -38,7 +39,9 @@ def _run(argv: list[str]) -> None:
 
     cfg = load_config(argv)
     export_roots(cfg)
-    summary = run(config_from_dict(cfg))
+    build = config_from_dict(cfg)
+    store_folder(build.output)
+    summary = run(build)
     if summary is not None:
         print(summary.text(), flush=True)
 

@@ -81,6 +81,7 @@ def choose_index(n: int, dim: int, opts: IndexOptions) -> tuple[str, str]:
         )
         return kind, f"HNSW{m},Flat"
     nlist = opts.nlist or _nlist(n)
+    _check_trainable(kind, n, nlist, "lists")
     if kind == "ivf_flat":
         return kind, f"IVF{nlist},Flat"
     m = opts.pq_m or _pq_m(n, dim, budget)
@@ -89,7 +90,17 @@ def choose_index(n: int, dim: int, opts: IndexOptions) -> tuple[str, str]:
         if n >= MIN_POINTS_PER_CENTROID * 256
         else max(4, min(8, int(math.log2(max(2, n // MIN_POINTS_PER_CENTROID)))))
     )
+    _check_trainable(kind, n, 2**nbits, "PQ centroids per sub-quantiser")
     return kind, f"IVF{nlist},PQ{m}x{nbits}"
+
+
+def _check_trainable(kind: str, n: int, clusters: int, what: str) -> None:
+    """k-means cannot train ``clusters`` centroids on fewer points: say so instead of FAISS's abort."""
+    if n < clusters:
+        raise ConfigError(
+            f"index={kind} trains {clusters} {what} and needs at least {clusters} items, the store has {n}; "
+            f"rerun with index=flat or index=auto (the embeddings are kept, nothing is embedded again)"
+        )
 
 
 def _auto_kind(n: int, dim: int, budget: int, opts: IndexOptions) -> str:

@@ -38,12 +38,13 @@ def compose_config(config_name: str, overrides: list[str], aliases: dict[str, st
 
     register()
     overrides = normalize_overrides(overrides, aliases)
+    parse_overrides(overrides)
     with initialize_config_dir(config_dir=str(paths.conf_dir().resolve()), version_base="1.3", job_name=config_name):
         groups, settings = _check_groups(config_name, overrides)
         base = _as_dict(_compose(compose, config_name, groups))
         for override in settings:
             _check_key(override, base)
-        cfg = _compose(compose, config_name, overrides)
+        cfg = _compose(compose, config_name, [_plus_on_existing(o, base) for o in overrides])
     OmegaConf.resolve(cfg)
     out = _as_dict(cfg)
     check_ranges(SCHEMAS[config_name], out)
@@ -111,13 +112,9 @@ def expand_overrides(argv: Sequence[str], list_keys: Sequence[str] = ()) -> list
     list evaluated inside one run; any other comma sweep gives one run per value (cartesian product);
     ``-m``/``--multirun`` is accepted and changes nothing.
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    args = normalize_overrides([a for a in argv if a not in ("-m", "--multirun")])
-    parsed = OverridesParser.create().parse_overrides(args)
     fixed: list[str] = []
     sweeps: list[list[str]] = []
-    for ov in parsed:
+    for ov in parse_overrides(normalize_overrides([a for a in argv if a not in ("-m", "--multirun")])):
         key = ov.get_key_element()
         if not ov.is_sweep_override():
             fixed.append(str(ov.input_line))
@@ -126,6 +123,46 @@ def expand_overrides(argv: Sequence[str], list_keys: Sequence[str] = ()) -> list
         else:
             sweeps.append([f"{key}={v}" for v in ov.sweep_string_iterator()])
     return [fixed + list(combo) for combo in itertools.product(*sweeps)] if sweeps else [fixed]
+
+
+QUOTE_HINT = "a value with spaces, commas or brackets is quoted for the shell and for Hydra"
+
+
+def _parse_reason(exc: BaseException) -> str:
+    """Hydra's parse error without its link to the grammar page."""
+    return one_line(exc).split("; See https://")[0]
+
+
+def parse_overrides(args: list[str]) -> list:
+    """Hydra's parse of each ``key=value``; what it cannot read is one line with the quoted form to
+    paste (an unquoted space splits a value into two arguments, a comma makes a list of values)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    from .errors import ConfigError
+
+    parser = OverridesParser.create()
+    parsed = []
+    for i, arg in enumerate(args):
+        try:
+            (ov,) = parser.parse_overrides([arg])
+        except OverrideParseException as exc:
+            glued = "=" not in arg and i > 0 and "=" in args[i - 1]  # the rest of the previous argument's value
+            if "=" not in arg and not glued:
+                raise ConfigError(f"{arg!r} is not key=value (e.g. dataset=demo); see --help") from None
+            prefix, key, value = _split_override(args[i - 1] if glued else arg)
+            value = f"{value} {arg}" if glued else value
+            raise ConfigError(
+                f"{arg!r} cannot be read as key=value ({_parse_reason(exc)}); {QUOTE_HINT}: \"{prefix}{key}='{value}'\""
+            ) from None
+        if ov.is_sweep_override():
+            values = list(ov.sweep_string_iterator())
+            whole = ",".join(values)
+            if Path(whole).expanduser().exists() and not all(Path(v).expanduser().exists() for v in values):
+                key = ov.get_key_element()
+                raise ConfigError(f"{key}={whole}: a comma makes a list of values; {QUOTE_HINT}: \"{key}='{whole}'\"")
+        parsed.append(ov)
+    return parsed
 
 
 def _split_override(override: str) -> tuple[str, str, str]:
@@ -200,6 +237,18 @@ def _check_groups(config_name: str, overrides: list[str]) -> tuple[list[str], li
     return groups, settings
 
 
+def _plus_on_existing(override: str, base: dict) -> str:
+    """``+key=v`` on a key the config already has sets it (``++``), as the user meant, instead of
+    Hydra's "an item is already there" (older advice said ``+dataset.allow_outside_root=true``)."""
+    prefix, key, value = _split_override(override)
+    node: object = base
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return override
+        node = node[part]
+    return f"++{key}={value}" if prefix == "+" else override
+
+
 def _check_key(override: str, base: dict) -> None:
     """An override must set a key the config has (``+key=`` may add one inside a section, not at the top)."""
     from .errors import ConfigError
@@ -208,8 +257,13 @@ def _check_key(override: str, base: dict) -> None:
     node: object = base
     parts = key.split(".")
     for depth, part in enumerate(parts):
+        if isinstance(node, list) and not part.isdigit():
+            where = ".".join(parts[:depth])
+            raise ConfigError(
+                f"{where} is a list: set it whole ({where}=[...]), or one item by its position ({where}.0...)"
+            )
         if not isinstance(node, dict):
-            return  # below a value that is not a section (None, a list): its own checks apply
+            return  # below a value that is not a section (None, an item of a list): its own checks apply
         if part not in node:
             if prefix.startswith("+") and depth > 0:
                 return

@@ -140,7 +140,9 @@ class RagFlamingo:
         if decode not in DECODE_MODES:
             raise ConfigError(f"unknown flamingo.decode={decode!r}; use one of {', '.join(DECODE_MODES)}")
         if decode != "generate" and reranker is not None:
-            raise ConfigError(f"flamingo.decode={decode} scores the options; CLAP filtering needs decode=generate")
+            raise ConfigError(
+                f"flamingo.decode={decode} scores the options; CLAP filtering needs flamingo.decode=generate"
+            )
         self.decode = decode
 
     @property

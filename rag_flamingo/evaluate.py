@@ -189,10 +189,7 @@ def run_queries(
 
 
 def _shot_counts(cfg: dict) -> list[int]:
-    try:
-        return [int(s) for s in as_list(cfg.get("shots"))]
-    except (TypeError, ValueError):
-        raise ConfigError(f"shots must be whole numbers, e.g. shots=4 or shots=0,1,4; got {cfg.get('shots')}") from None
+    return [int(s) for s in as_list(cfg.get("shots"))]  # whole numbers >= 0: checked at composition
 
 
 def _warn_unknown_labels(ev: Evaluation, labels: list[str] | None) -> None:
@@ -274,9 +271,24 @@ def _run(argv: list[str]) -> None:
 
             run_suite(cfg, overrides, evaluate)
             continue
+        _refuse_suite_settings(cfg.get("suite") or {})
         summary = evaluate(cfg)
         if summary is not None:
             print(summary_text(summary), flush=True)
+
+
+def _refuse_suite_settings(suite: dict) -> None:
+    """``suite.dry_run=true`` without ``suite=<name>`` would run the one evaluation for real: refused."""
+    from dataclasses import asdict
+
+    from .config import SuiteConfig
+
+    defaults = asdict(SuiteConfig())
+    changed = sorted(k for k, v in suite.items() if k != "name" and v != defaults.get(k))
+    if changed:
+        keys = ", ".join(f"suite.{k}" for k in changed)
+        example = f"suite.{changed[0]}={str(suite[changed[0]]).lower()}"
+        raise ConfigError(f"{keys} needs a suite: pick one with suite=<name> (e.g. suite=demo {example})")
 
 
 def main(argv: list[str] | None = None) -> int:

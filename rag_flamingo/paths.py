@@ -81,5 +81,12 @@ def find_store(given: str, cache: str | Path | None = None) -> Path:
     if not path.exists() and not path.is_absolute():
         named = Path(cache or cache_root()).expanduser() / "indices" / path
         if named.exists():
-            return named
+            path = named
+    return store_folder(path)
+
+
+def store_folder(path: Path) -> Path:
+    """``path`` as a store's folder: refused when it is an existing file (a store is a directory)."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"store={path} is a file, not a store folder; name a folder (build_index creates it)")
     return path

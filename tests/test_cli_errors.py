@@ -16,12 +16,31 @@ from support.clips import evaluate_folder_queries
 def bad_lines(folder_stores, tmp_path):
     store, clips = folder_stores / "train_idx", folder_stores / "test"
     missing = tmp_path / "no_such_store"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a store")
     return {
         build_index: [
             (["stroe=x"], "did you mean 'store'"),
             (["index=/data/my_index"], "store=/data/my_index"),
             (["dataset=esc5"], "did you mean 'esc50'"),
-            (["mode=bogus", f"store={tmp_path / 's'}"], "mode='bogus'"),
+            (["mode=bogus", f"store={tmp_path / 's'}"], "mode=bogus: must be one of build, append"),
+            (
+                ["+encoder.chekpoint=x", f"store={tmp_path / 's'}"],
+                "encoder aisfx has no option 'chekpoint' (did you mean",
+            ),
+            (["num_workers=-1"], "num_workers=-1: must be >= 0"),
+            ([f"store={a_file}"], "is a file, not a store folder"),
+            (
+                [
+                    "dataset=folder",
+                    f"dataset.root={clips}",
+                    "index=ivf_pq",
+                    f"store={tmp_path / 'pq'}",
+                    "num_workers=0",
+                    "progress=false",
+                ],
+                "index=ivf_pq trains 16 PQ centroids per sub-quantiser and needs at least 16 items, the store has 3",
+            ),
             (["shard_size=abc"], "shard_size"),
             (["dataset=folder"], "dataset.root is not set"),
             (["dataset=folder", f"dataset.root={tmp_path / 'nowhere'}"], "folder not found"),
@@ -37,6 +56,10 @@ def bad_lines(folder_stores, tmp_path):
             ([f"store={store}", "dataset=folder", f"dataset.root={clips}", "predictor=bogus"], "unknown predictor"),
             ([f"store={missing}", "dataset=folder", f"dataset.root={clips}"], "no_such_store"),
             (["index=/data/my_index"], "store=/data/my_index"),
+            ([f"store={a_file}"], "is a file, not a store folder"),
+            (["limit=-1"], "limit=-1: must be >= 1"),
+            (["suite.dry_run=true"], "suite.dry_run needs a suite"),
+            (["suite.runs.shots=1"], "suite.runs is a list"),
             (["retrieval=knnn"], "did you mean 'knn'"),
             (["task=clasification"], "did you mean 'classification'"),
             (["+foo=1"], "unknown option 'foo'"),
@@ -47,7 +70,10 @@ def bad_lines(folder_stores, tmp_path):
             ([f"store={store}"], "audio= is required"),
             ([f"audio={clips}"], "store= is required"),
             ([f"store={store}", f"audio={clips}", "k=0"], "k=0"),
-            ([f"store={store}", f"audio={clips}", "k=abc"], "full_key: k"),
+            (
+                [f"store={store}", f"audio={clips}", "k=abc"],
+                "k=abc: k: Value 'abc' of type 'str' could not be converted to Integer",
+            ),
             (
                 [f"store={store}", f"audio={clips}", "encoder=laion_clap"],
                 "built with encoder 'aisfx', not 'laion_clap'",

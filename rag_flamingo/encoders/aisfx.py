@@ -267,6 +267,6 @@ class AisfxEncoder:
         }
 
 
-@register_encoder("aisfx")
+@register_encoder("aisfx", options=AisfxEncoder)
 def build_aisfx(**options) -> AisfxEncoder:
     return AisfxEncoder(**options)

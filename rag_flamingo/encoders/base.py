@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ..devices import autocast, autocast_dtype, best_device, resolve_precision  # noqa: F401 (the encoder API)
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 
 @runtime_checkable
@@ -40,16 +40,35 @@ class TextEncoder(Protocol):
 
 
 _REGISTRY: dict[str, Callable[..., AudioEncoder]] = {}
+_OPTIONS: dict[str, Callable] = {}  # name -> the callable whose keyword parameters are its options
 
 
-def register_encoder(name: str):
-    """Decorator: register a factory ``(**options) -> AudioEncoder`` under ``name``."""
+def register_encoder(name: str, options: Callable | None = None):
+    """Decorator: register a factory ``(**options) -> AudioEncoder`` under ``name``; ``options``: the
+    class or loader whose keyword parameters are the options it accepts (an unknown one is refused
+    with a "did you mean" before anything loads; None: the factory's own signature)."""
 
     def wrap(factory):
         _REGISTRY[name] = factory
+        _OPTIONS[name] = options or factory
         return factory
 
     return wrap
+
+
+def check_options(name: str, options: dict) -> None:
+    """Refuse an option the encoder does not take (``+encoder.chekpoint=...``), naming the ones it does."""
+    import inspect
+
+    target = _OPTIONS.get(name) or _REGISTRY[name]
+    params = inspect.signature(target).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return  # takes anything: its own checks apply
+    known = [p.name for p in params if p.default is not p.empty]  # the required ones its factory passes
+    for key in options:
+        if key not in known:
+            hint = did_you_mean(key, known) or f"; it takes {', '.join(sorted(known))}"
+            raise ConfigError(f"encoder {name} has no option {key!r}{hint}")
 
 
 def available_encoders() -> list[str]:
@@ -61,6 +80,7 @@ def build_encoder(name: str, **options) -> AudioEncoder:
     _import_builtin()
     if name not in _REGISTRY:
         raise ConfigError(f"unknown encoder '{name}'; available: {', '.join(sorted(_REGISTRY))}")
+    check_options(name, options)
     return _REGISTRY[name](**options)
 
 

@@ -155,6 +155,6 @@ class ClapcapEncoder:
         }
 
 
-@register_encoder("clapcap")
+@register_encoder("clapcap", options=ClapcapEncoder)
 def _clapcap(**options) -> ClapcapEncoder:
     return ClapcapEncoder(**options)

@@ -235,13 +235,13 @@ def load_hf_clap(
     )
 
 
-@register_encoder("hf_clap_fused")
+@register_encoder("hf_clap_fused", options=load_hf_clap)
 def _hf_clap_fused(**options: Any) -> LaionClapEncoder:
     """``laion/clap-htsat-fused`` through transformers.ClapModel."""
     return load_hf_clap(**({"name": "hf_clap_fused"} | options))
 
 
-@register_encoder("hf_clap_unfused")
+@register_encoder("hf_clap_unfused", options=load_hf_clap)
 def _hf_clap_unfused(**options: Any) -> LaionClapEncoder:
     """``laion/clap-htsat-unfused`` through transformers.ClapModel."""
     return load_hf_clap(**({"name": "hf_clap_unfused"} | options))

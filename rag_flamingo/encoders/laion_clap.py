@@ -457,13 +457,13 @@ def load_laion_clap(
     )
 
 
-@register_encoder("laion_clap")
+@register_encoder("laion_clap", options=load_laion_clap)
 def _laion_clap(**options: Any) -> LaionClapEncoder:
     """HTSAT-tiny non-fusion, ``630k-audioset-best.pt``."""
     return load_laion_clap(**({"name": "laion_clap"} | options))
 
 
-@register_encoder("laion_clap_fusion")
+@register_encoder("laion_clap_fusion", options=load_laion_clap)
 def _laion_clap_fusion(**options: Any) -> LaionClapEncoder:
     """HTSAT-tiny fusion, ``630k-audioset-fusion-best.pt`` (Audio Flamingo 1's retrieval model)."""
     defaults: dict[str, Any] = {
@@ -474,7 +474,7 @@ def _laion_clap_fusion(**options: Any) -> LaionClapEncoder:
     return load_laion_clap(**(defaults | options))
 
 
-@register_encoder("laion_clap_music")
+@register_encoder("laion_clap_music", options=load_laion_clap)
 def _laion_clap_music(**options: Any) -> LaionClapEncoder:
     """HTSAT-base non-fusion, ``music_audioset_epoch_15_esc_90.14.pt`` (also: music_speech_*)."""
     defaults: dict[str, Any] = {

@@ -378,5 +378,5 @@ def _factory(config: MSClapConfig):
     return build
 
 
-register_encoder("ms_clap_2022")(_factory(MSCLAP_2022))
-register_encoder("ms_clap_2023")(_factory(MSCLAP_2023))
+register_encoder("ms_clap_2022", options=MSClapEncoder)(_factory(MSCLAP_2022))
+register_encoder("ms_clap_2023", options=MSClapEncoder)(_factory(MSCLAP_2023))
