@@ -203,3 +203,48 @@ def test_suite_end_to_end_with_the_tiny_model(suite_env, capsys):
     again = capsys.readouterr().out
     assert "| nonspeech7k-event_classification | in-domain | ready |" in again and "stores to build: 0" in again
     assert {name: path.read_text() for name, path in done.items()} == before
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "name: bad\nbaseline_shot: [1]\nruns: [{dataset: demo}]\n",
+            "unknown key 'suite.baseline_shot' (did you mean 'baseline_shots'?)",
+        ),
+        ("name: bad\nruns:\n  - {dataset: demo, tsak: captioning}\n", "unknown key 'tsak' (did you mean 'task'?)"),
+        (
+            "name: bad\nruns:\n  - {dataset: demo, shots: [abc]}\n",
+            "shots[0]: Value 'abc' of type 'str' could not be converted",
+        ),
+        ("name: bad\nruns: [\n  - {dataset: demo\n", "bad.yaml:3: not valid YAML"),
+    ],
+)
+def test_a_suite_file_is_checked_against_its_schema(tmp_path, capsys, monkeypatch, text, expected):
+    (tmp_path / "conf" / "suite").mkdir(parents=True)
+    (tmp_path / "conf" / "suite" / "bad.yaml").write_text(text)
+    monkeypatch.setenv("RAG_FLAMINGO_CONF_PATH", str(tmp_path / "conf"))
+    assert main(["suite=bad", "suite.dry_run=true", f"cache_root={tmp_path / 'cache'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+
+
+def test_a_dry_run_writes_nothing_and_names_runs_that_cannot_run(tmp_path, capsys, monkeypatch):
+    """suite=demo on a fresh cache: the plan counts the demo's rows without generating it; an unknown
+    predictor is an error of its run in the plan, and the command exits 2 naming it."""
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "cache"
+    assert main(["suite=demo", "suite.dry_run=true", f"cache_root={cache}"]) == 0
+    plan = capsys.readouterr().out
+    assert "| demo-event_classification | demo | build | 48 | 96 |" in plan
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no cache, no outputs/, nothing
+    (tmp_path / "conf" / "suite").mkdir(parents=True)
+    (tmp_path / "conf" / "suite" / "typo.yaml").write_text(
+        "name: typo\nbaselines: {classification: [knn, prototyp]}\nruns: [{dataset: demo, shots: []}]\n"
+    )
+    monkeypatch.setenv("RAG_FLAMINGO_CONF_PATH", str(tmp_path / "conf"))
+    assert main(["suite=typo", "suite.dry_run=true", f"cache_root={cache}"]) == 2
+    out, err = capsys.readouterr()
+    assert "| demo-event_classification |  | error: unknown predictor 'prototyp' (did you mean 'prototype'?)" in out
+    assert err.count("\n") == 1 and "suite typo: 1 of 1 runs did not run: demo-event_classification error" in err
+    assert not cache.exists()
