@@ -1,23 +1,40 @@
-"""The runs behind ``build_index``: ``mode=build`` (resumable), ``mode=append``, ``mode=features``.
+"""The runs behind ``build_index``: ``mode=build`` (resumable), ``mode=append``, ``mode=repair``,
+``mode=features``.
 
 Every run holds the store's write lock (rank 0 under torchrun): a second build of the same store
-refuses at once.
-build:    plan (manifest order -> fixed shards) -> decode/embed/write the shards not yet done
-          (this rank's share) -> barrier -> rank 0 merges the shards, builds + tunes the FAISS
-          index, writes items/index/rejected/store.json -> optional feature cache -> summary.
-          On a complete store it checks every file against store.json: final files that are
-          missing or damaged are rebuilt from the shards, a damaged shard is re-embedded alone
-          (status "repaired"); a corrupted store.json is rebuilt from the shards.
-append:   the same for the manifest rows whose ids the store does not hold yet, in new shards
-          after the existing ones; the index is rebuilt from all shards (existing vectors are
-          read back, never re-embedded), so the result equals a build over the union.
+refuses at once. A store is its plans (``index_builder.plan``: one per source, written before its
+shards), so every mode but features starts by bringing the store in line with them (``_prepare``):
+
+- a plan file that is damaged or missing is written again from the copies its shards keep;
+- every shard is checked against its marker's checksums: a missing or damaged shard is embedded again
+  from its plan (its source's audio must still be there, otherwise an error names the shard, its
+  source and what to do), a shard holding rows that a later plan replaced drops them;
+- items, index, rejected.jsonl and store.json are made again from the shards when anything changed,
+  is damaged or missing (a corrupted store.json included); an intact store is left as it is.
+
+build:    a new store: the manifest is planned (fixed shards) -> decode/embed/write the shards not yet
+          done (this rank's share) -> barrier -> rank 0 merges the shards, builds + tunes the FAISS
+          index, writes items/index/rejected/store.json -> optional feature cache -> summary. On a
+          store whose first plan is this command's, the run resumes or repairs it (above).
+append:   the store is resumed/repaired first; then each manifest row is looked up by its row key
+          (``store.row_key``: its recording under its source's audio root, and its id): not stored
+          -> new; stored with the same content hash and fields -> unchanged (skipped); stored with
+          another content or other fields -> changed: planned again under its stored id, which
+          replaces the stored row (its shard drops it, so the old vector leaves the index). A new row
+          whose id another recording holds gets a namespaced id (``store.namespaced_id``). New and
+          changed rows are one new plan in shards after the existing ones; the index is rebuilt from
+          all shards (stored vectors are read back, never re-embedded).
+repair:   only the above, for any store (no dataset needed): ``build_index store=<store> mode=repair``.
 features: add ``features/<name>/`` to a complete store (nothing is re-embedded).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,33 +46,44 @@ from rag_flamingo import distributed, paths
 from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.datasets.sources import resolve_split, split_name
 from rag_flamingo.encoders.base import build_encoder
-from rag_flamingo.errors import ConfigError, StoreError
+from rag_flamingo.errors import AudioError, ConfigError, RagFlamingoError, StoreError
 from rag_flamingo.store import (
     FEATURES_DIR,
     INFO_FILE,
+    PLANS_DIR,
     REJECTED_FILE,
     SHARDS_DIR,
     BuildRecord,
     FeatureRecord,
     IndexRecord,
-    IndexStore,
     SourceRecord,
     StoreInfo,
     build_lock,
     check_format,
     comparable_fingerprint,
+    content_key,
     done_shards,
     drop_shard,
+    features_path,
     file_problems,
     item_from_record,
+    namespaced_id,
     read_all_shards,
     read_info,
     read_rejected,
+    read_shard_items,
     read_shard_rejected,
+    read_shard_vectors,
+    row_fields,
+    row_key,
     row_recording_keys,
+    shard_marker,
     shard_problem,
+    store_files,
     write_info,
+    write_marker,
     write_rejected,
+    write_shard,
     write_store,
 )
 
@@ -63,11 +91,12 @@ from .embedder import EmbedStats, embed_shards
 from .faiss_index import IndexOptions, build_index
 from .features import write_feature_shards
 from .ondisk import ShardRows, read_shard_tables
-from .plan import BuildPlan
+from .plan import REBUILD_HINT, BuildPlan, StorePlans, adopt_plans, drop_legacy_plan, load_plans, plan_diff
 from .quality import label_precision
+from .reader import resolve_path
 
 logger = logging.getLogger(__name__)
-MODES = ("build", "append", "features")
+MODES = ("build", "append", "repair", "features")
 
 
 @dataclass
@@ -94,7 +123,7 @@ class Summary:
     status: str  # built | appended | complete | repaired | features | nothing-new
     count: int = 0
     rejected: int = 0
-    skipped: int = 0
+    skipped: int = 0  # manifest rows already stored with the same content and fields
     embedded: int = 0
     embed_seconds: float = 0.0
     index: IndexRecord = field(default_factory=lambda: IndexRecord(type=""))
@@ -102,6 +131,11 @@ class Summary:
     features: list[str] = field(default_factory=list)
     quality: dict | None = None
     repaired: list[str] = field(default_factory=list)  # what was found broken and rebuilt
+    new: int = 0  # manifest rows the store did not hold
+    changed: int = 0  # manifest rows stored with another content or other fields: re-embedded, replaced
+    renamed: dict[str, str] = field(default_factory=dict)  # manifest id -> namespaced id
+    rows_line: bool = False  # an append: say what became of its manifest's rows
+    resumed: list[str] = field(default_factory=list)  # unfinished runs this one finished
 
     def text(self) -> str:
         idx = self.index
@@ -110,8 +144,21 @@ class Summary:
         lines = [
             f"build_index: {self.status} {self.output}",
             f"  items     {self.count} indexed, {self.rejected} rejected"
-            + (f" (reasons in {self.output / REJECTED_FILE})" if self.rejected else "")
-            + (f", {self.skipped} skipped (already in the store)" if self.skipped else ""),
+            + (f" (reasons in {self.output / REJECTED_FILE})" if self.rejected else ""),
+        ]
+        if self.rows_line:
+            lines.append(
+                f"  manifest  {self.new} new, {self.skipped} unchanged skipped, {self.changed} changed re-embedded"
+                + (" (replacing their stored versions)" if self.changed else "")
+            )
+        if self.renamed:
+            shown = ", ".join(f"{a} -> {b}" for a, b in list(self.renamed.items())[:3])
+            more = ", ..." if len(self.renamed) > 3 else ""
+            lines.append(
+                f"  ids       {len(self.renamed)} ids held by other recordings in the store were namespaced: "
+                f"{shown}{more}"
+            )
+        lines += [
             f"  encoder   {self.encoder}; embedded {self.embedded} clips this run in {self.embed_seconds:.1f} s{rate}",
             f"  index     {idx.factory} ({idx.type}, {idx.metric}), search {params}, "
             f"recall@10 {idx.recall_at_10:.4f} on {idx.recall_queries} queries"
@@ -126,6 +173,7 @@ class Summary:
             )
         if self.features:
             lines.append(f"  features  {', '.join(self.features)}")
+        lines += [f"  resumed   {what}" for what in self.resumed]
         lines += [f"  repaired  {problem}" for problem in self.repaired]
         return "\n".join(lines)
 
@@ -148,188 +196,528 @@ def run(cfg: BuildConfig) -> Summary | None:
         distributed.teardown(ranks)
 
 
-# ----------------------------------------------------------------------------- build / append
+# ----------------------------------------------------------------------------- build / append / repair
+
+
+@dataclass
+class _Run:
+    """One run's state (rank 0 fills most of it)."""
+
+    cfg: BuildConfig
+    ranks: distributed.Ranks
+    root: Path
+    encoder: Any = None  # built when first needed (a repair that embeds nothing loads no weights)
+    info: StoreInfo | None = None  # store.json as found (None: absent or corrupted)
+    info_corrupted: bool = False
+    plans: StorePlans | None = None
+    committed: set[int] = field(default_factory=set)  # first shards of the plans store.json describes
+    problems: list[str] = field(default_factory=list)  # what was found broken and rebuilt
+    touched: set[int] = field(default_factory=set)  # shards embedded or rewritten by this run
+    rewritten: set[int] = field(default_factory=set)  # shards that dropped rows a later plan replaced
+    added: BuildPlan | None = None  # the plan this run wrote
+    unchanged: dict | None = None  # an append's counts when it had nothing to add
+
+    def get_encoder(self):
+        if self.encoder is None:
+            self.encoder = _encoder(self.cfg.encoder, _rank_device(self.cfg.device, self.ranks))
+        return self.encoder
+
+
+class _Stopped(Exception):
+    """Rank 0 failed a step: the other ranks stop (rank 0 raises its error)."""
+
+
+def _on_main(ranks: distributed.Ranks, step: Callable[[], None]) -> None:
+    """Run ``step`` on rank 0; then every rank knows whether it failed (a barrier too)."""
+    error: BaseException | None = None
+    if ranks.is_main:
+        try:
+            step()
+        except Exception as exc:  # re-raised below, after the other ranks learn of it
+            error = exc
+    failed = distributed.sum_over_ranks(ranks, [int(error is not None)])[0]
+    if error is not None:
+        raise error
+    if failed:
+        raise _Stopped
 
 
 def _build(cfg: BuildConfig, ranks: distributed.Ranks) -> Summary | None:
-    source, rows = _read_source(cfg, ranks)
+    source, rows = (None, []) if cfg.mode == "repair" else _read_source(cfg, ranks)
     if not ranks.is_main:
         return _build_source(cfg, ranks, source, rows)
     with build_lock(cfg.output):
         return _build_source(cfg, ranks, source, rows)
 
 
-def _build_source(cfg: BuildConfig, ranks: distributed.Ranks, source: SourceRecord, rows: list[dict]) -> Summary | None:
-    root = Path(cfg.output)
-    encoder = _encoder(cfg.encoder, _rank_device(cfg.device, ranks))
-    fingerprint = encoder.fingerprint()
-    existing, repaired = _existing_info(root, cfg.mode, ranks)
-    if existing is not None:
-        check_format(root, existing)
-        BuildPlan.drop_committed(root, existing.build.shards)
-    skipped: list[str] = []
-    if cfg.mode == "build":
-        if existing is not None:
-            if not ranks.is_main:
-                return None
-            _check_complete_store(root, existing, source, fingerprint, cfg.shard_size)
-            return _check_or_repair(cfg, root, existing, source, rows, encoder, fingerprint)
-        first_shard, items = 0, rows
-    else:
-        if existing is None:
-            raise StoreError(
-                f"{root}: no complete store to append to; build it first with "
-                f"`build_index ... output={root}` (mode=build)"
+def _build_source(
+    cfg: BuildConfig, ranks: distributed.Ranks, source: SourceRecord | None, rows: list[dict]
+) -> Summary | None:
+    run = _Run(cfg, ranks, Path(cfg.output))
+    if cfg.mode != "repair":
+        run.get_encoder()  # its fingerprint is part of the plan
+    try:
+        _on_main(ranks, lambda: _prepare(run, source, rows))
+        stats = _embed_pending(run)
+        if cfg.mode == "append":
+            assert source is not None
+            _on_main(ranks, lambda: _plan_append(run, source, rows))
+            more = _embed_pending(run)
+            stats = EmbedStats(
+                stats.shards + more.shards,
+                stats.embedded + more.embedded,
+                stats.rejected + more.rejected,
+                stats.seconds + more.seconds,
+                stats.rejected_examples + more.rejected_examples,
             )
-        store = IndexStore.open(root)
-        store.check_encoder(fingerprint)
-        known = _known_ids(store)
-        items = [r for r in rows if r["id"] not in known]
-        skipped = [r["id"] for r in rows if r["id"] in known]
-        if skipped:
-            logger.info(
-                "append: %d ids already in the store are skipped (e.g. %s)", len(skipped), ", ".join(skipped[:5])
-            )
-        first_shard = existing.build.shards
-        if not items:
-            summary = _summary(root, existing, "nothing-new", EmbedStats(), len(skipped))
-            return summary if ranks.is_main else None
-    source.rows = len(items)
-    plan = BuildPlan(cfg.mode, source, comparable_fingerprint(fingerprint), cfg.shard_size, first_shard, items)
-    if ranks.is_main:
-        repaired += _drop_damaged_shards(root, plan.shards).values()
-        plan.claim(root)
-    distributed.barrier(ranks)
-    if not ranks.is_main:
-        plan.claim(root)
-    stats = _embed_pending(cfg, ranks, root, plan, encoder)
+    except _Stopped:
+        return None
     if not ranks.is_main:
         return None
-    missing = plan.pending(root)
-    if missing:
+    return _finish(run, stats)
+
+
+def _prepare(run: _Run, source: SourceRecord | None, rows: list[dict]) -> None:
+    """Rank 0: read store.json and the plans (recovering damaged plan files), check this command
+    against them, write a new build's plan, and bring every shard in line with its plan."""
+    cfg, root = run.cfg, run.root
+    drop_legacy_plan(root)
+    try:
+        run.info = read_info(root)
+    except StoreError as exc:
+        logger.warning("%s; rebuilding it from the shards", exc)
+        run.info_corrupted = True
+        run.problems.append(f"{INFO_FILE} was corrupted")
+    if run.info is not None:
+        check_format(root, run.info)
+    plans, problems = load_plans(root)
+    if run.info is None and not run.info_corrupted and cfg.mode == "repair" and plans is not None:
+        run.info_corrupted = True  # a repair finishes an interrupted run too: all its plans are the store's
+        run.problems.append(f"{INFO_FILE} was missing")
+    run.problems += problems
+    if plans is None and run.info is not None:
+        plans = adopt_plans(root, run.info)
+    if cfg.mode == "build":
+        assert source is not None
+        mine = _new_plan(run, "build", source, rows, 0, {"new": len(rows), "unchanged": 0, "changed": 0})
+        if plans is None:
+            _check_no_strays(root, mine)
+            mine.save(root)
+            plans, run.added = StorePlans(root, [mine]), mine
+        else:
+            diff = plan_diff(plans.plans[0].describe(), mine.describe())
+            if diff and (run.info is not None or run.info_corrupted):
+                raise StoreError(
+                    f"{root}: already holds a store built from another manifest, encoder or shard_size "
+                    f"(differs in: {', '.join(diff)}); add this manifest's new rows with mode=append, "
+                    f"repair the store with `build_index store={root} mode=repair`, or pick another store="
+                )
+            if diff:
+                raise StoreError(
+                    f"{root}: holds shards of an unfinished build with a different plan (differs in: "
+                    f"{', '.join(diff)}); rerun with the same dataset/encoder/shard_size to resume, "
+                    f"or pick another store= (or delete {root})"
+                )
+    elif plans is None and run.info_corrupted:
         raise StoreError(
-            f"{root}: shards {missing[:5]} were not written (a rank failed?); rerun the same command to finish them"
+            f"{root}: {INFO_FILE} is corrupted and the store was built before build plans were recorded "
+            f"({PLANS_DIR}/ is missing), so nothing says what its shards hold; {REBUILD_HINT}"
         )
-    info = _finalize(cfg, root, plan, fingerprint, existing)
-    BuildPlan.release(root)
-    if cfg.features:
-        _add_features(cfg, root, info)
-    status = "repaired" if repaired else "built" if cfg.mode == "build" else "appended"
-    return _summary(root, info, status, stats, len(skipped), repaired)
+    elif plans is None:
+        what = "append to" if cfg.mode == "append" else "repair"
+        raise StoreError(f"{root}: no store to {what}; build it first with `build_index ... store={root}`")
+    elif cfg.mode == "append":
+        _check_encoder(root, plans.encoder, run.get_encoder().fingerprint(), cfg.encoder)
+    run.plans = plans
+    if run.info is not None:
+        run.committed = {src.first_shard for src in run.info.build.sources}
+    elif run.info_corrupted:
+        run.committed = {plan.first_shard for plan in plans.plans}
+    built = plans.encoder
+
+    def check_encoder() -> None:  # a repair loads the encoder only when it embeds
+        _check_encoder(root, built, run.get_encoder().fingerprint(), cfg.encoder)
+
+    _reconcile_shards(run, check_encoder if cfg.mode == "repair" else None)
 
 
-def _embed_pending(cfg: BuildConfig, ranks: distributed.Ranks, root: Path, plan: BuildPlan, encoder) -> EmbedStats:
-    """Embed this rank's share of the plan's shards not yet done; the counts are summed over ranks."""
-    mine = [s for s in plan.pending(root) if ranks.owns(s)]
-    logger.info("rank %d/%d: %d of %d shards to embed", ranks.rank, ranks.world, len(mine), plan.shard_count)
-    stats = embed_shards(
-        plan,
-        mine,
-        root,
-        encoder,
-        Path(plan.source.audio_root),
-        cfg.batch_size,
-        cfg.num_workers,
-        cfg.min_seconds,
-        cfg.progress and ranks.is_main,
-        desc=f"embedding (rank {ranks.rank})" if ranks.world > 1 else "embedding",
+def _new_plan(
+    run: _Run, mode: str, source: SourceRecord, items: list[dict], first: int, counts: dict, renamed=None
+) -> BuildPlan:
+    fingerprint = run.get_encoder().fingerprint()
+    size = run.cfg.shard_size
+    shards = -(-len(items) // size)
+    src = replace(source, rows=len(items), first_shard=first, end_shard=first + shards, first_row=0, end_row=None)
+    return BuildPlan(
+        mode, src, comparable_fingerprint(fingerprint), size, first, items, fingerprint, counts, dict(renamed or {})
     )
+
+
+def _check_no_strays(root: Path, plan: BuildPlan) -> None:
+    """Complete shards found without a plan (an older version's interrupted build) are adopted when
+    their key is the one this plan gives them; any other shard is refused."""
+    stray = []
+    for shard in done_shards(root):
+        marker = shard_marker(root, shard)
+        if shard not in plan.rows_by_shard or marker is None or marker.key != plan.shard_key(shard):
+            stray.append(shard)
+    if stray:
+        raise StoreError(
+            f"{root}: has embedding shards {stray[:5]} from an unknown run; pick another store= or delete them"
+        )
+
+
+def _check_encoder(root: Path, built: dict, fingerprint: dict, options: dict) -> None:
+    """StoreError unless ``fingerprint`` is the encoder the store was built with; it names the
+    overrides that give the store's settings (those of the encoder's config options)."""
+    ours = comparable_fingerprint(fingerprint)
+    if built == ours:
+        return
+    diff = sorted(k for k in set(built) | set(ours) if built.get(k) != ours.get(k))
+    if built.get("name") != ours.get("name"):
+        overrides = [f"encoder={built.get('name')}"]
+    else:
+        overrides = [
+            f"encoder.{k}={built[k]}"
+            for k in diff
+            if k in options and k in built and isinstance(built[k], (str, int, float, bool)) and k != "name"
+        ]
+    hint = f" ({' '.join(overrides)})" if overrides else ""
+    raise StoreError(
+        f"{root}: built with encoder {built.get('name')!r} but this command's encoder differs (in: "
+        f"{', '.join(diff)}); run it with the encoder settings the store was built with{hint}"
+    )
+
+
+def _reconcile_shards(run: _Run, before_embedding: Callable[[], None] | None = None) -> list[int]:
+    """Rank 0: check every shard against its plan. A missing or damaged shard is dropped (the ranks
+    embed it again), one that holds rows a later plan replaced drops them. What cannot be done (its
+    audio is gone, ``before_embedding`` refuses) is an error before any shard is touched. Returns
+    the stored shards that must be embedded again."""
+    root, plans = run.root, run.plans
+    assert plans is not None
+    done = set(done_shards(root))
+    stray = sorted(s for s in done if s >= plans.end_shard)
+    if stray:
+        raise StoreError(
+            f"{root}: has embedding shards {stray[:5]} that no plan names (from an unknown run); delete "
+            f"{SHARDS_DIR}/{stray[0]:06d}.* (and the others) or pick another store="
+        )
+    redo, drop, rewrite, restamp = [], {}, [], []
+    for shard in range(plans.end_shard):
+        committed = plans.owner(shard).first_shard in run.committed
+        if shard not in done:
+            if committed:
+                run.problems.append(f"shard {shard} re-embedded (its done marker is missing)")
+                redo.append(shard)
+            continue
+        problem = shard_problem(root, shard)
+        if problem is None:
+            marker = shard_marker(root, shard)
+            assert marker is not None
+            if marker.key == plans.expected_key(shard):
+                if not marker.source:  # an older version's shard: give it its plan copy
+                    restamp.append(shard)
+                continue
+            if _drop_replaced_rows(run, shard, apply=False):
+                rewrite.append(shard)
+                continue
+            problem = "it does not hold the rows its plan gives it"
+        drop[shard] = problem
+        run.problems.append(f"shard {shard} re-embedded ({problem})")
+        if committed:
+            redo.append(shard)
+    _check_audio(run, redo)
+    if (redo or drop) and before_embedding is not None:
+        before_embedding()
+    for shard in restamp:
+        marker = shard_marker(root, shard)
+        assert marker is not None
+        marker.source, marker.rows = plans.owner(shard).describe(), plans.expected_rows(shard)
+        write_marker(root, shard, marker)
+    for shard in rewrite:
+        _drop_replaced_rows(run, shard)
+    for shard, problem in drop.items():
+        logger.warning("%s: shard %d is damaged (%s); it is embedded again", root, shard, problem)
+        drop_shard(root, shard)
+    return redo
+
+
+def _drop_replaced_rows(run: _Run, shard: int, apply: bool = True) -> bool:
+    """Rewrite an intact shard without the rows a later plan replaced (no re-embedding); False when
+    that does not make it what its plan says (``apply=False``: only say whether it would)."""
+    root, plans = run.root, run.plans
+    assert plans is not None
+    later = plans.superseded(shard)
+    if not later:
+        return False
+    table, rejected = read_shard_items(root, shard), read_shard_rejected(root, shard)
+    ids = [str(i) for i in table.column("id").to_pylist()]
+    keep = np.array([i not in later for i in ids], dtype=bool)
+    kept_rejected = [r for r in rejected if str(r["id"]) not in later]
+    expected = plans.expected_rows(shard)
+    kept_ids = {i for i, k in zip(ids, keep) if k} | {str(r["id"]) for r in kept_rejected}
+    if kept_ids != {str(r["id"]) for r in expected}:
+        return False
+    if not apply:
+        return True
+    records = [rec for rec, k in zip(table.to_pylist(), keep) if k]
+    vectors = read_shard_vectors(root, shard)[keep]
+    key, header = plans.expected_key(shard), plans.owner(shard).describe()
+    write_shard(root, shard, vectors, records, kept_rejected, key=key, source=header, rows=expected)
+    dropped = len(ids) + len(rejected) - len(kept_ids)
+    logger.info("%s: shard %d dropped %d rows a later append replaced", root, shard, dropped)
+    run.touched.add(shard)
+    run.rewritten.add(shard)
+    return True
+
+
+def _check_audio(run: _Run, shards: list[int]) -> None:
+    """A stored shard is embedded again only from its source's audio: a file that is gone (and was
+    not rejected before) is an error naming the shard, its source and the fix."""
+    root, plans = run.root, run.plans
+    assert plans is not None
+    if not shards:
+        return
+    try:
+        rejected = {str(r["id"]) for r in read_rejected(root)}
+    except RagFlamingoError:
+        rejected = set()
+    for shard in shards:
+        source = plans.owner(shard).source
+        audio_root = Path(source.audio_root)
+        rows = [r for r in plans.expected_rows(shard) if str(r["id"]) not in rejected]
+        gone = [path for path in (resolve_path(r, audio_root) for r in rows) if not path.is_file()]
+        if gone:
+            more = f" (and {len(gone) - 1} more of its files)" if len(gone) > 1 else ""
+            raise StoreError(
+                f"{root}: shard {shard} must be embedded again, but {gone[0]}{more} of its source "
+                f"{source.name} ({source.manifest}) is gone; put the audio back under {audio_root} and "
+                f"rerun, or delete {root} and build it again from the audio you have"
+            )
+
+
+def _embed_pending(run: _Run) -> EmbedStats:
+    """Embed this rank's share of the shards not done yet; the counts are summed over ranks."""
+    cfg, ranks, root = run.cfg, run.ranks, run.root
+    plans = run.plans if ranks.is_main else load_plans(root, recover=False)[0]
+    done = set(done_shards(root))
+    pending = [s for s in range(plans.end_shard) if s not in done] if plans is not None else []
+    mine = [s for s in pending if ranks.owns(s)]
+    logger.info("rank %d/%d: %d of %d shards to embed", ranks.rank, ranks.world, len(mine), len(pending))
+    stats = EmbedStats()
+    if mine:
+        assert plans is not None
+        encoder = run.get_encoder()
+        _check_encoder(root, plans.encoder, encoder.fingerprint(), cfg.encoder)
+        stats = embed_shards(
+            plans,
+            mine,
+            root,
+            encoder,
+            cfg.batch_size,
+            cfg.num_workers,
+            cfg.min_seconds,
+            cfg.progress and ranks.is_main,
+            desc=f"embedding (rank {ranks.rank})" if ranks.world > 1 else "embedding",
+        )
+    run.touched |= set(pending)
     stats.embedded, stats.rejected = distributed.sum_over_ranks(ranks, [stats.embedded, stats.rejected])
     distributed.barrier(ranks)
     return stats
 
 
-def _existing_info(root: Path, mode: str, ranks: distributed.Ranks) -> tuple[StoreInfo | None, list[str]]:
-    """store.json of the output, if any. A corrupted one, on a build, is set aside (rank 0 removes
-    it) so the store is rebuilt from its shards; an append needs it intact."""
-    try:
-        return read_info(root), []
-    except StoreError as exc:
-        if mode != "build":
-            raise
-        if ranks.is_main:
-            logger.warning("%s; rebuilding it from the shards", exc)
-            (root / INFO_FILE).unlink(missing_ok=True)
-        return None, [f"{INFO_FILE} was corrupted"]
+def _plan_append(run: _Run, source: SourceRecord, rows: list[dict]) -> None:
+    """Rank 0: the manifest's rows against the stored ones; new and changed rows become a new plan."""
+    root, plans = run.root, run.plans
+    assert plans is not None
+    stored = _stored_rows(root, plans)
+    audio_root = source.audio_root
+    hits: list[tuple[dict, Any]] = []  # (manifest row, stored row or None)
+    for row in rows:
+        recording, rid = row_key(row, audio_root)
+        hit = stored.get((recording, rid)) or stored.get((recording, namespaced_id(audio_root, rid)))
+        hits.append((row, hit))
+    contents = iter(_contents([row for row, hit in hits if hit is not None], Path(audio_root)))
+    taken = {rid: (row, src) for (row, _, src) in stored.values() for rid in [str(row["id"])]}
+    items, renamed = [], {}
+    counts = {"new": 0, "unchanged": 0, "changed": 0}
+    for row, hit in hits:
+        if hit is not None:
+            stored_row, stored_content, _ = hit
+            final = dict(row, id=stored_row["id"])
+            if next(contents) == stored_content and row_fields(final) == row_fields(stored_row):
+                counts["unchanged"] += 1
+                continue
+            counts["changed"] += 1
+        else:
+            rid = str(row["id"])
+            new_id = rid if rid not in taken else namespaced_id(audio_root, rid)
+            if new_id in taken:
+                other, other_source = taken[rid]
+                raise StoreError(
+                    f"{root}: {row['path']} of {source.manifest} cannot be added: its id {rid!r} is the id "
+                    f"of {other['path']} of {other_source.manifest}, and {new_id!r} is taken too; give "
+                    f"the rows ids of their own (a manifest: dataset.manifest=...) or append them from a "
+                    f"folder with another name"
+                )
+            if new_id != rid:
+                renamed[rid] = new_id
+            final = dict(row, id=new_id)
+            taken[new_id] = (final, source)
+            counts["new"] += 1
+        items.append(final)
+    if renamed:
+        logger.warning(
+            "append: %d ids are held by other recordings in the store; namespaced (e.g. %s -> %s)",
+            len(renamed),
+            *next(iter(renamed.items())),
+        )
+    if not items:
+        run.unchanged = counts
+        return
+    plan = _new_plan(run, "append", source, items, plans.end_shard, counts, renamed)
+    plan.save(root)
+    run.plans, run.added = plans.with_plan(plan), plan
+    for shard in range(plans.end_shard):  # the stored versions of the changed rows leave their shards
+        marker = shard_marker(root, shard)
+        if (marker is None or marker.key != run.plans.expected_key(shard)) and not _drop_replaced_rows(run, shard):
+            raise StoreError(f"{root}: shard {shard} changed while appending; {_repair_hint(root)}")
 
 
-def _drop_damaged_shards(root: Path, shards) -> dict[int, str]:
-    """Forget the complete shards among ``shards`` that fail their checksums or cannot be read;
-    returns what was wrong with each."""
-    problems = {}
+def _stored_rows(root: Path, plans: StorePlans) -> dict[tuple[str, str], tuple[dict, str | None, SourceRecord]]:
+    """Every stored row (indexed or rejected) by its row key: (plan row, content hash, source)."""
+    stored = {}
+    for shard in range(plans.end_shard):
+        source = plans.owner(shard).source
+        table = read_shard_items(root, shard)
+        content = dict(zip((str(i) for i in table.column("id").to_pylist()), table.column("content").to_pylist()))
+        content.update({str(r["id"]): r.get("content") for r in read_shard_rejected(root, shard)})
+        for row in plans.expected_rows(shard):
+            stored[row_key(row, source.audio_root)] = (row, content.get(str(row["id"])), source)
+    return stored
+
+
+def _contents(rows: list[dict], audio_root: Path) -> list[str | None]:
+    """The content hash of each row's audio (None when it cannot be read), hashed in threads."""
+
+    def one(row: dict) -> str | None:
+        try:
+            return content_key(resolve_path(row, audio_root), row.get("start"), row.get("end"))
+        except AudioError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        return list(pool.map(one, rows))
+
+
+def _repair_hint(root: Path) -> str:
+    return f"repair it with `build_index store={root} mode=repair`"
+
+
+def _finish(run: _Run, stats: EmbedStats) -> Summary:
+    """Rank 0: merge the shards into items/index/rejected/store.json when anything changed or is
+    damaged; the summary."""
+    cfg, root, plans, info = run.cfg, run.root, run.plans, run.info
+    assert plans is not None
     done = set(done_shards(root))
-    for shard in shards:
-        problem = shard_problem(root, shard) if shard in done else None
-        if problem:
-            logger.warning("%s: shard %d is damaged (%s); it is embedded again", root, shard, problem)
-            drop_shard(root, shard)
-            problems[shard] = f"shard {shard} re-embedded ({problem})"
-    return problems
-
-
-def _check_or_repair(
-    cfg: BuildConfig, root: Path, info: StoreInfo, source: SourceRecord, rows: list[dict], encoder, fingerprint: dict
-) -> Summary:
-    """A complete store for this command: verify every file; rebuild what is missing or damaged."""
-    final = {rel: rec for rel, rec in info.files.items() if not rel.startswith(f"{SHARDS_DIR}/")}
-    problems = file_problems(root, final, verify=True)
-    expected = range(info.build.shards)
-    damaged = _drop_damaged_shards(root, expected)
-    missing = [s for s in expected if s not in set(done_shards(root))]
-    problems += [damaged.get(s, f"shard {s} re-embedded (its done marker is missing)") for s in missing]
-    if not problems:
-        return _finish_complete(cfg, root, info)
+    missing = [s for s in range(plans.end_shard) if s not in done]
+    if missing:
+        raise StoreError(
+            f"{root}: shards {missing[:5]} were not written (a rank failed?); rerun the same command to finish them"
+        )
+    problems = run.problems
+    stale = info is None or bool(run.touched) or run.added is not None
+    if info is not None:
+        described = [(s.first_shard, s.end_shard, s.manifest_sha256) for s in info.build.sources]
+        planned = [(s.first_shard, s.end_shard, s.manifest_sha256) for s in plans.sources()]
+        if store_files(root) != info.files:  # a file damaged, missing, or not the one store.json records
+            final = {rel: rec for rel, rec in info.files.items() if rel.split("/")[0] not in (SHARDS_DIR, PLANS_DIR)}
+            problems += file_problems(root, final, verify=True)
+            stale = True
+        stale = stale or described != planned
+    resumed = [p for p in plans.plans if p.first_shard not in run.committed and not run.info_corrupted]
+    if not stale and not problems:
+        assert info is not None
+        status = "nothing-new" if run.unchanged is not None else "complete"
+        return _finish_complete(cfg, root, info, status, stats, run.unchanged)
     for problem in problems:
         logger.warning("%s: %s", root, problem)
-    plan = BuildPlan("build", source, comparable_fingerprint(fingerprint), cfg.shard_size, 0, rows)
-    foreign = [s for s in missing if s not in plan.shards]
-    if foreign:
-        raise StoreError(
-            f"{root}: shards {foreign[:5]} of an appended manifest are damaged; delete {root} "
-            f"and rerun the build and append commands"
-        )
-    stats = embed_shards(
-        plan,
-        missing,
-        root,
-        encoder,
-        Path(source.audio_root),
-        cfg.batch_size,
-        cfg.num_workers,
-        cfg.min_seconds,
-        cfg.progress,
-    )
-    features = _intact_features(cfg, root, info, problems)
-    info = _merge_shards(cfg, root, list(info.build.sources), info.encoder, features)
+    features = _kept_features(run, problems)
+    fingerprint = plans.fingerprint or run.get_encoder().fingerprint()
+    info = _merge_shards(cfg, root, plans, fingerprint, features, _index_options(run))
     if cfg.features:
         _add_features(cfg, root, info)
-    return _summary(root, info, "repaired", stats, 0, problems)
+    added = run.added or (resumed[-1] if resumed else None)
+    counts: dict | None = run.unchanged
+    if added is not None:
+        status, counts = ("built" if added.mode == "build" else "appended"), added.counts
+    elif problems:
+        status = "repaired"
+    else:
+        status = "nothing-new" if run.unchanged is not None else "complete"
+    summary = _summary(root, info, status, stats, counts if cfg.mode == "append" or status == "appended" else None)
+    summary.repaired = list(problems)
+    summary.renamed = dict(added.renamed) if added is not None else {}
+    summary.resumed = [
+        f"the unfinished {p.mode} of {p.source.manifest} ({_counts_text(p.counts)})" for p in resumed if p is not added
+    ]
+    return summary
 
 
-def _intact_features(cfg: BuildConfig, root: Path, info: StoreInfo, problems: list[str]) -> dict[str, FeatureRecord]:
-    """The feature caches to keep after a repair; a damaged feature file is removed (regenerated
-    when the command names its features, otherwise its cache is dropped with a warning)."""
-    keep = {}
+def _counts_text(counts: dict) -> str:
+    return f"{counts.get('new', 0)} new, {counts.get('unchanged', 0)} unchanged, {counts.get('changed', 0)} changed"
+
+
+def _index_options(run: _Run) -> IndexOptions:
+    """The command's index options; a repair keeps the store's index type and metric (unless given)."""
+    opts, info = run.cfg.index, run.info
+    if run.cfg.mode == "repair" and opts.type == "auto" and info is not None:
+        return replace(opts, type=info.index.type, metric=info.metric)
+    return opts
+
+
+def _kept_features(run: _Run, problems: list[str]) -> dict[str, FeatureRecord]:
+    """The feature caches still complete and aligned after this run. A damaged feature file, and the
+    file of a shard this run rewrote (or embedded again with another row count), is removed; a cache
+    left without a shard's file is dropped from store.json, unless the command regenerates it
+    (``features=<name>``), with a warning saying how to add it again."""
+    cfg, root, info, plans = run.cfg, run.root, run.info, run.plans
+    assert plans is not None
     wanted = [cfg.features] if isinstance(cfg.features, str) else list(cfg.features or [])
-    for name, described in info.features.items():
-        damaged = [p.split(" ")[0] for p in problems if p.startswith(f"{FEATURES_DIR}/{name}/")]
-        for rel in damaged:
+    names = sorted(p.name for p in (root / FEATURES_DIR).glob("*") if p.is_dir())
+    keep = {}
+    for name in names:
+        for rel in [p.split(" ")[0] for p in problems if p.startswith(f"{FEATURES_DIR}/{name}/")]:
             (root / rel).unlink(missing_ok=True)
-        if damaged and name not in wanted:
-            logger.warning(
-                "%s: features/%s was damaged and is dropped; add it again with features=%s", root, name, name
-            )
-            problems.append(f"features/{name} dropped (damaged); add it again with features={name}")
-            _remove_tree(root / FEATURES_DIR / name)
-        else:
+        for shard in run.touched:
+            path = features_path(root, name, shard)
+            marker = shard_marker(root, shard)
+            if path.is_file() and (shard in run.rewritten or marker is None or _feature_rows(path) != marker.count):
+                path.unlink()
+        described = info.features.get(name) if info is not None else None
+        complete = all(features_path(root, name, s).is_file() for s in range(plans.end_shard))
+        if described is not None and (complete or name in wanted):
             keep[name] = described
+        elif described is not None or info is None:
+            logger.warning(
+                "%s: features/%s lack some items now (appended, replaced or repaired ones); add them with "
+                "features=%s (only the missing ones are computed)",
+                root,
+                name,
+                name,
+            )
     return keep
 
 
-def _remove_tree(folder: Path) -> None:
-    import shutil
+def _feature_rows(path: Path) -> int | None:
+    from safetensors import safe_open
 
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            return int(handle.get_slice("mask").get_shape()[0])
+    except Exception:  # safetensors raises its own SafetensorError
+        return None
 
 
 def _read_source(cfg: BuildConfig, ranks: distributed.Ranks) -> tuple[SourceRecord, list[dict]]:
@@ -363,54 +751,16 @@ def _rank_device(device: str | None, ranks: distributed.Ranks) -> str | None:
     return device
 
 
-def _known_ids(store: IndexStore) -> set[str]:
-    """Ids the store already holds: indexed or rejected (an append neither re-embeds nor retries them)."""
-    return {str(it["id"]) for it in store.items} | {r["id"] for r in read_rejected(store.root)}
-
-
-def _check_complete_store(
-    root: Path, info: StoreInfo, source: SourceRecord, fingerprint: dict, shard_size: int
-) -> None:
-    sources = info.build.sources
-    same = (
-        len(sources) >= 1
-        and sources[0].manifest_sha256 == source.manifest_sha256
-        and comparable_fingerprint(info.encoder) == comparable_fingerprint(fingerprint)
-        and info.build.shard_size == shard_size
-    )
-    if not same:
-        raise StoreError(
-            f"{root}: already holds a complete store built from another manifest, encoder "
-            f"or shard_size; pick another output=, delete it, or add items with mode=append"
-        )
-
-
-def _finalize(
-    cfg: BuildConfig, root: Path, plan: BuildPlan, fingerprint: dict, existing: StoreInfo | None
-) -> StoreInfo:
-    sources = list(existing.build.sources) if existing else []
-    sources.append(
-        replace(
-            plan.source,
-            first_shard=plan.first_shard,
-            end_shard=plan.first_shard + plan.shard_count,
-            first_row=existing.count if existing else 0,
-            end_row=None,
-        )
-    )  # end_row: set by the merge
-    if existing and existing.features:
-        logger.warning(
-            "appended items have no cached features; rerun with features=%s to add them", ",".join(existing.features)
-        )
-    # no features: appended shards have none yet (re-added by the caller when requested)
-    return _merge_shards(cfg, root, sources, fingerprint, {})
-
-
 def _merge_shards(
-    cfg: BuildConfig, root: Path, sources: list[SourceRecord], fingerprint: dict, features: dict[str, FeatureRecord]
+    cfg: BuildConfig,
+    root: Path,
+    plans: StorePlans,
+    fingerprint: dict,
+    features: dict[str, FeatureRecord],
+    opts: IndexOptions,
 ) -> StoreInfo:
-    """Index all complete shards and write items/index/rejected/store.json for ``sources``."""
-    vectors, table = _shard_vectors(root, cfg.index)
+    """Index all shards and write items/index/rejected/store.json, its sources from the plans."""
+    vectors, table = _shard_vectors(root, opts)
     rejected = [r for s in done_shards(root) for r in read_shard_rejected(root, s)]
     write_rejected(root, rejected)
     if vectors.shape[0] == 0:
@@ -418,40 +768,49 @@ def _merge_shards(
             f"{root}: none of the {len(rejected)} items could be used; the reasons are in {root / REJECTED_FILE}"
         )
     start = time.perf_counter()
-    index, report = build_index(vectors, cfg.index)
+    index, report = build_index(vectors, opts)
     logger.info("index built in %.1f s", time.perf_counter() - start)
-    if sources[-1].end_row is None:
-        sources[-1].end_row = int(vectors.shape[0])
+    sources, row = plans.sources(), 0
+    for src in sources:  # each source's rows: the items its shards hold now
+        count = 0
+        for shard in range(src.first_shard, src.end_shard):
+            marker = shard_marker(root, shard)
+            count += marker.count if marker is not None else 0
+        src.first_row, src.end_row = row, row + count
+        row += count
     records = table.to_pylist()
     info = StoreInfo(
         encoder=fingerprint,
         dim=int(vectors.shape[1]),
         count=int(vectors.shape[0]),
-        metric=cfg.index.metric,
+        metric=opts.metric,
         index=report,
         features=features,
         dataset=sources[0].dataset,
         build=BuildRecord(
-            shard_size=cfg.shard_size, shards=sources[-1].end_shard, sources=sources, rejected=len(rejected)
+            shard_size=plans.plans[0].shard_size, shards=plans.end_shard, sources=sources, rejected=len(rejected)
         ),
     )
     items = [item_from_record(r) for r in records]
     if isinstance(vectors, np.ndarray):
         info.build.label_precision = label_precision(vectors, items, row_recording_keys(info, items))
     else:
-        logger.info("label precision is not measured above index.stream_above=%d items", cfg.index.stream_above)
+        logger.info("label precision is not measured above index.stream_above=%d items", opts.stream_above)
     write_store(root, info, index, records)
     return info
 
 
-def _finish_complete(cfg: BuildConfig, root: Path, info: StoreInfo) -> Summary:
+def _finish_complete(
+    cfg: BuildConfig, root: Path, info: StoreInfo, status: str, stats: EmbedStats, counts: dict | None
+) -> Summary:
     logger.info("%s is already a complete store for this dataset and encoder", root)
     wanted = cfg.index.type
-    if (wanted != "auto" and wanted != info.index.type) or cfg.index.metric != info.metric:
+    reindex = (wanted != "auto" and wanted != info.index.type) or cfg.index.metric != info.metric
+    if reindex and cfg.mode == "build":
         info = _reindex(cfg, root, info)  # another index over the stored vectors; nothing re-embedded
     if cfg.features:
         _add_features(cfg, root, info)
-    return _summary(root, info, "complete", EmbedStats(), 0)
+    return _summary(root, info, status, stats, counts)
 
 
 def _shard_vectors(root: Path, opts: IndexOptions) -> tuple[np.ndarray | ShardRows, pa.Table]:
@@ -482,7 +841,7 @@ def _features_only(cfg: BuildConfig) -> Summary:
     if not cfg.features:
         raise ConfigError("mode=features needs features=<name> (e.g. features=clapcap)")
     _add_features(cfg, root, info)
-    return _summary(root, info, "features", EmbedStats(), 0)
+    return _summary(root, info, "features", EmbedStats())
 
 
 def _add_features(cfg: BuildConfig, root: Path, info: StoreInfo) -> None:
@@ -514,22 +873,24 @@ def _shard_roots(root: Path, info: StoreInfo) -> dict[int, Path]:
 # ----------------------------------------------------------------------------- summary
 
 
-def _summary(
-    root: Path, info: StoreInfo, status: str, stats: EmbedStats, skipped: int, repaired: list[str] | None = None
-) -> Summary:
+def _summary(root: Path, info: StoreInfo, status: str, stats: EmbedStats, counts: dict | None = None) -> Summary:
+    """The run's summary; ``counts`` (an append's manifest rows: new / unchanged / changed) adds its line."""
+    counts = counts or {}
     return Summary(
         output=root,
         status=status,
         count=info.count,
         rejected=info.build.rejected,
-        skipped=skipped,
+        skipped=int(counts.get("unchanged", 0)),
         embedded=stats.embedded,
         embed_seconds=stats.seconds,
         index=info.index,
         encoder=f"{info.encoder.get('name')} (dim {info.dim}, {info.metric})",
         features=sorted(info.features),
         quality=info.build.label_precision,
-        repaired=list(repaired or []),
+        new=int(counts.get("new", 0)),
+        changed=int(counts.get("changed", 0)),
+        rows_line=bool(counts),
     )
 
 

@@ -124,7 +124,7 @@ def check_ranges(schema: type, cfg: Mapping) -> None:
 
 RETRIEVAL_MODES = ("knn", "balanced", "random")
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq")
-BUILD_MODES = ("build", "append", "features")
+BUILD_MODES = ("build", "append", "repair", "features")
 FUSION_BASES = ("lda", "prototype", "simpleshot")
 TEMPLATES = ("eval", "train", "inference")
 DECODES = ("generate", "rank", "rank_sum")

@@ -17,19 +17,27 @@ Layout::
                             a digest of the encoder and the shard's item ids)
       features/<name>/    optional per-item model features aligned with the shards,
         000000.safetensors  e.g. clapcap windows: "features" [n, W, D], "mask" [n, W]
+      plans/              what each source (the build, then each append) asked for, written before
+        000000.jsonl        its shards and never changed: a header (the source: manifest, audio root,
+                            shard range; the encoder; shard size; the counts of its manifest rows)
+                            and one line per shard with the manifest rows planned into it
       rejected.jsonl      items skipped while building, with the reason
       build.lock          held (fcntl.flock) by the one build_index writing the store
 
 Integrity: store.json records the size and sha256 of every other file (``StoreInfo.files``).
 ``IndexStore.open`` checks that each is present with its size (and its checksum with
 ``verify=True``); a corrupted store.json, a missing, truncated or unreadable file is a StoreError
-naming the file, never a traceback. Rerunning the same ``build_index`` command repairs a store: the
-final files are rebuilt from intact shards, a damaged shard alone is re-embedded. A store of another
-format version is refused (format 1 predates the ``content`` column: rebuild it).
+naming the file, never a traceback. The plans are the store's authority: every other file can be
+made again from them (a shard by embedding its planned rows from its source's audio; items, index,
+rejected.jsonl and store.json from the shards), and each shard's marker keeps its own plan rows
+and source, so a lost plan file is written again from its shards. ``build_index store=<store>
+mode=repair`` (or rerunning a command that built the store) does that. A store of another format
+version is refused (format 1 predates the ``content`` column: rebuild it).
 
 Identity: ``content`` is a digest of the item's audio bytes (``content_key``); ``recording_key``
-names the recording an item is across sources (see there). The store refuses to be queried with an
-encoder other than the one it was built with.
+names the recording an item is across sources (see there); a store row is one manifest row of one
+source: its recording and its id (``row_key``). The store refuses to be queried with an encoder
+other than the one it was built with.
 """
 
 from __future__ import annotations
@@ -67,7 +75,16 @@ SHARDS_DIR = "shards"
 FEATURES_DIR = "features"
 REJECTED_FILE = "rejected.jsonl"
 LOCK_FILE = "build.lock"
-REPAIR_HINT = "rerun the same build_index command: it repairs the store from its shards"
+PLANS_DIR = "plans"
+REPAIR_HINT = (
+    "repair it with `build_index store=<the store folder> mode=repair` (or rerun the same build_index command)"
+)
+
+
+def repair_hint(root: str | Path) -> str:
+    """The one repair instruction of every error about a damaged store file."""
+    return f"repair it with `build_index store={root} mode=repair` (or rerun the same build_index command)"
+
 
 # Manifest fields kept as typed columns; any other manifest key goes into the JSON column `meta`.
 ITEM_COLUMNS = {
@@ -378,6 +395,29 @@ def row_recording_keys(info: StoreInfo, items: list[dict]) -> list[str]:
     return [recording_key(item, info.source_of_row(row).audio_root) for row, item in enumerate(items)]
 
 
+def row_key(row: dict, audio_root: str | Path) -> tuple[str, str]:
+    """Which store row a manifest row is: its recording (``recording_key``) and its id.
+
+    The recording alone does not name a row (the segments of one file, or several questions about
+    one clip, are rows of one recording); the id alone does not either (``dog/1`` of two folders).
+    An append finds a row already stored by this key and compares its ``content`` and fields
+    (``row_fields``): equal is unchanged, different is replaced.
+    """
+    return recording_key(row, audio_root), str(row["id"])
+
+
+def namespaced_id(audio_root: str | Path, row_id: str) -> str:
+    """The id an appended row gets when another recording already holds its own id:
+    ``<audio root's folder name>:<id>`` (``new_clips:dog/1``)."""
+    return f"{Path(_resolved_root(str(audio_root))).name or 'root'}:{row_id}"
+
+
+def row_fields(row: dict) -> dict:
+    """A manifest row's fields as the store keeps them (``item_record``), without what the build
+    adds (``content``, ``split``): two rows with equal fields describe the same item."""
+    return {k: v for k, v in item_record(row).items() if k not in ("content", "split")}
+
+
 def item_labels(item: dict) -> list[str]:
     """The labels of an item: ``labels`` if present, else ``[label]``, else []."""
     if item.get("labels"):
@@ -391,14 +431,26 @@ def item_labels(item: dict) -> list[str]:
 @dataclass
 class ShardMarker(Record):
     """A shard's ``.done`` file: its item count, the size and sha256 of each of its files, and its
-    ``key`` (what the shard was built from: a digest of the encoder and the shard's item ids)."""
+    ``key`` (what the shard was built from: a digest of the encoder and the shard's item ids).
+
+    A shard written by ``build_index`` also keeps its plan: ``source`` (the header of its source's
+    plan file) and ``rows`` (the manifest rows planned into it), so a lost plan file is written
+    again from its shards."""
 
     count: int
     key: str = ""
     files: dict[str, FileRecord] = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+    rows: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.files = _records(FileRecord, self.files, "files")
+        if not isinstance(self.source, dict) or not isinstance(self.rows, list):
+            raise TypeError("a shard marker's source is an object and its rows a list")
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        return {k: v for k, v in out.items() if k not in ("source", "rows") or v}
 
 
 def shard_stem(root: Path, shard: int) -> Path:
@@ -412,12 +464,15 @@ def write_shard(
     records: list[dict],
     rejected: list[dict] | None = None,
     key: str = "",
+    source: dict | None = None,
+    rows: list[dict] | None = None,
 ) -> None:
     """Write one shard atomically; the `.done` marker is written last.
 
     ``rejected`` (items skipped in this shard, each with a ``reason``) is kept with the shard, so
     a resumed build neither retries nor duplicates them. The marker records the size and sha256 of
-    each file and ``key`` (what the shard was built from), so a damaged shard is found and redone.
+    each file and ``key`` (what the shard was built from), so a damaged shard is found and redone,
+    and the shard's plan (``source``: its plan header, ``rows``: its planned rows) when given.
     """
     stem = shard_stem(root, shard)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -432,13 +487,20 @@ def write_shard(
     else:
         shard_rejected_path(root, shard).unlink(missing_ok=True)
     marker = ShardMarker(len(records), key, {_relative(root, p): FileRecord.of(p) for p in paths})
-    _atomic(stem.with_suffix(".done"), lambda p: Path(p).write_text(json.dumps(marker.to_dict(), sort_keys=True)))
+    marker.source, marker.rows = dict(source or {}), list(rows or [])
+    write_marker(root, shard, marker)
+
+
+def write_marker(root: Path, shard: int, marker: ShardMarker) -> None:
+    """(Re)write a shard's `.done` marker (after its files)."""
+    text = json.dumps(marker.to_dict(), sort_keys=True, ensure_ascii=False)
+    _atomic(shard_stem(root, shard).with_suffix(".done"), lambda p: Path(p).write_text(text, encoding="utf-8"))
 
 
 def shard_marker(root: Path, shard: int) -> ShardMarker | None:
     """The `.done` record of a complete shard (None when it is missing or unreadable)."""
     try:
-        return ShardMarker.from_dict(json.loads(shard_stem(root, shard).with_suffix(".done").read_text()))
+        return ShardMarker.from_dict(json.loads(shard_stem(root, shard).with_suffix(".done").read_text("utf-8")))
     except (OSError, ValueError, TypeError):
         return None
 
@@ -492,7 +554,52 @@ def done_shards(root: Path) -> list[int]:
     folder = Path(root) / SHARDS_DIR
     if not folder.is_dir():
         return []
-    return sorted(int(p.stem) for p in folder.glob("*.done"))
+    return sorted(int(p.stem) for p in folder.glob("*.done") if p.stem.isdigit())  # not a cut write's .tmp
+
+
+# ----------------------------------------------------------------------------- plans
+
+
+def plan_path(root: Path, first_shard: int) -> Path:
+    return Path(root) / PLANS_DIR / f"{first_shard:06d}.jsonl"
+
+
+def plan_files(root: Path) -> list[Path]:
+    """The plan files of a store, in shard order."""
+    folder = Path(root) / PLANS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.jsonl") if p.stem.isdigit())
+
+
+def write_plan_file(root: Path, first_shard: int, header: dict, shards: list[tuple[int, list[dict]]]) -> Path:
+    """``plans/<first_shard>.jsonl``: ``header`` (with the sha256 of the lines below it) and one line
+    per shard with its planned rows; written atomically."""
+    body = "".join(
+        json.dumps({"shard": shard, "rows": rows}, sort_keys=True, ensure_ascii=False) + "\n" for shard, rows in shards
+    )
+    head = dict(header, rows_sha256=hashlib.sha256(body.encode("utf-8")).hexdigest())
+    text = json.dumps(head, sort_keys=True, ensure_ascii=False) + "\n" + body
+    path = plan_path(root, first_shard)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
+    return path
+
+
+def read_plan_file(path: Path) -> tuple[dict, dict[int, list[dict]]]:
+    """(header, rows by shard) of a plan file; StoreError naming it when it is missing or damaged."""
+    try:
+        head, _, body = Path(path).read_bytes().partition(b"\n")
+        header = json.loads(head)
+        if not isinstance(header, dict) or header.get("rows_sha256") != hashlib.sha256(body).hexdigest():
+            raise ValueError("its rows do not match the checksum in its header")
+        shards: dict[int, list[dict]] = {}
+        for line in body.decode("utf-8").splitlines():
+            entry = json.loads(line)
+            shards[int(entry["shard"])] = list(entry["rows"])
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise StoreError(f"{path}: damaged ({str(exc)[:120]})") from exc
+    return header, shards
 
 
 def read_shard_vectors(root: Path, shard: int) -> np.ndarray:
@@ -501,9 +608,9 @@ def read_shard_vectors(root: Path, shard: int) -> np.ndarray:
     try:
         vectors = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise StoreError(f"{path}: not a plain float array ({exc}); {REPAIR_HINT}") from exc
+        raise StoreError(f"{path}: not a plain float array ({exc}); {repair_hint(root)}") from exc
     if vectors.ndim != 2 or vectors.dtype != np.float32:
-        raise StoreError(f"{path}: holds {vectors.dtype} {vectors.shape}, not float32 [n, dim]; {REPAIR_HINT}")
+        raise StoreError(f"{path}: holds {vectors.dtype} {vectors.shape}, not float32 [n, dim]; {repair_hint(root)}")
     return vectors
 
 
@@ -574,7 +681,7 @@ class FeatureCache:
             try:
                 handle = safe_open(str(path), framework="numpy")
             except Exception as exc:  # safetensors raises its own SafetensorError
-                raise StoreError(f"{path}: unreadable ({exc}); {REPAIR_HINT} (with features={name})") from exc
+                raise StoreError(f"{path}: unreadable ({exc}); {repair_hint(root)} (with features={name})") from exc
             self._files.append(handle)
             self._starts.append(start)
             start += handle.get_slice("mask").get_shape()[0]
@@ -616,11 +723,13 @@ def store_files(root: Path) -> dict[str, FileRecord]:
     for shard in done_shards(root):
         marker = shard_marker(root, shard)
         if marker is None:
-            raise StoreError(f"{root}: {SHARDS_DIR}/{shard:06d}.done is unreadable; {REPAIR_HINT}")
+            raise StoreError(f"{root}: {SHARDS_DIR}/{shard:06d}.done is unreadable; {repair_hint(root)}")
         files.update(marker.files)
     for name in (INDEX_FILE, ITEMS_FILE, REJECTED_FILE):
         if (root / name).is_file():
             files[name] = FileRecord.of(root / name)
+    for path in plan_files(root):
+        files[_relative(root, path)] = FileRecord.of(path)
     for path in sorted((root / FEATURES_DIR).glob("*/*.safetensors")):
         files[_relative(root, path)] = FileRecord.of(path)
     return files
@@ -684,9 +793,9 @@ def read_info(root: Path) -> StoreInfo | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         info = StoreInfo.from_dict(data) if isinstance(data, dict) else None
     except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise StoreError(f"{path}: corrupted ({str(exc)[:120]}); {REPAIR_HINT}") from exc
+        raise StoreError(f"{path}: corrupted ({str(exc)[:120]}); {repair_hint(root)}") from exc
     if info is None:
-        raise StoreError(f"{path}: corrupted (a JSON {type(data).__name__}, not an object); {REPAIR_HINT}")
+        raise StoreError(f"{path}: corrupted (a JSON {type(data).__name__}, not an object); {repair_hint(root)}")
     return info
 
 
@@ -729,7 +838,7 @@ def _read_index(path: Path) -> faiss.Index:
         return faiss.read_index(str(path))
     except RuntimeError as exc:  # faiss reports every read failure as RuntimeError
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "unreadable"
-        raise StoreError(f"{path}: unreadable FAISS index ({first}); {REPAIR_HINT}") from exc
+        raise StoreError(f"{path}: unreadable FAISS index ({first}); {repair_hint(Path(path).parent)}") from exc
 
 
 class IndexStore:
@@ -759,16 +868,16 @@ class IndexStore:
         ] + file_problems(root, info.files, verify)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise StoreError(f"{root}: {problems[0]}{more}; {REPAIR_HINT}")
+            raise StoreError(f"{root}: {problems[0]}{more}; {repair_hint(root)}")
         index = _read_index(root / INDEX_FILE)
         items = read_parquet(root / ITEMS_FILE)
         if index.ntotal != items.num_rows or index.ntotal != info.count:
             raise StoreError(
                 f"{root}: index ({index.ntotal}), items ({items.num_rows}) and store.json "
-                f"({info.count}) disagree; {REPAIR_HINT}"
+                f"({info.count}) disagree; {repair_hint(root)}"
             )
         if "content" not in items.column_names:
-            raise StoreError(f"{root / ITEMS_FILE}: has no content column; {REPAIR_HINT}")
+            raise StoreError(f"{root / ITEMS_FILE}: has no content column; {repair_hint(root)}")
         return cls(root, info, index, items)
 
     def __len__(self) -> int:

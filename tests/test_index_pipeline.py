@@ -186,7 +186,8 @@ def test_append_equals_rebuild_on_union(tmp_path, capsys):
     capsys.readouterr()
     run_cli([f"dataset.manifest={second}", f"output={appended}", "mode=append", *common])
     printed = capsys.readouterr().out
-    assert "appended" in printed and "2 skipped" in printed and "embedded 3 clips" in printed
+    assert "appended" in printed and "embedded 3 clips" in printed
+    assert "3 new, 2 unchanged skipped, 0 changed re-embedded" in printed
     run_cli([f"dataset.manifest={union}", f"output={rebuilt}", *common])
     a, b = IndexStore.open(appended), IndexStore.open(rebuilt)
     assert a.items == b.items and len(a) == len(rows)
