@@ -9,6 +9,7 @@ Usage (Hydra overrides)::
     build_index ... features=clapcap features_encoder.checkpoint=/ckpt/clapcap.pt
     torchrun --nproc_per_node=2 -m index_builder dataset=...   # ranks split the shards
     build_index --cfg                             # print the composed config and exit
+    build_index --check dataset=clotho            # every file the run needs: present, or the command that fetches it
 
 Composition, ``--help``, logging and error exits: ``rag_flamingo.cli``.
 """
@@ -17,8 +18,9 @@ from __future__ import annotations
 
 import sys
 
-from rag_flamingo.cli import compose_config, export_roots, print_config, run_main
+from rag_flamingo.cli import compose_config, export_roots, handle_flags, run_main
 from rag_flamingo.paths import store_folder
+from rag_flamingo.preflight import require
 
 CONFIG_NAME = "build_index"
 
@@ -32,8 +34,7 @@ def load_config(overrides: list[str]) -> dict:
 
 
 def _run(argv: list[str]) -> None:
-    if "--cfg" in argv:
-        print_config(CONFIG_NAME, [a for a in argv if a != "--cfg"], ALIASES)
+    if handle_flags(CONFIG_NAME, argv, ALIASES):
         return
     from .pipeline import config_from_dict, run  # heavy imports (torch, faiss) only when running
 
@@ -41,6 +42,7 @@ def _run(argv: list[str]) -> None:
     export_roots(cfg)
     build = config_from_dict(cfg)
     store_folder(build.output)
+    require(CONFIG_NAME, cfg)
     summary = run(build)
     if summary is not None:
         print(summary.text(), flush=True)

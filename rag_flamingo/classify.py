@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from .audio import AUDIO_EXTENSIONS
-from .cli import compose_config, print_config, run_main
+from .cli import compose_config, handle_flags, run_main
 from .components import build_encoder, build_predictors, open_store, task_name
 from .errors import ConfigError
 from .jsonl import append_jsonl
+from .preflight import require
 from .prompts import TaskFamily, get_task
 from .retrieval import Retriever
 from .runner import QueryInput, QueryRunner, plan_combos, shot_records
@@ -172,10 +173,11 @@ def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
 
 
 def _run(argv: list[str]) -> None:
-    if "--cfg" in argv:
-        print_config(CONFIG_NAME, [a for a in argv if a != "--cfg"])
+    if handle_flags(CONFIG_NAME, argv):
         return
-    classify(load_config(argv))
+    cfg = load_config(argv)
+    require(CONFIG_NAME, cfg)
+    classify(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

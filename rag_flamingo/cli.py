@@ -105,6 +105,32 @@ def print_config(config_name: str, overrides: list[str], aliases: dict[str, str]
     print(OmegaConf.to_yaml(compose_config(config_name, overrides, aliases)))
 
 
+def handle_flags(
+    config_name: str, argv: list[str], aliases: dict[str, str] | None = None, list_keys: Sequence[str] = ()
+) -> bool:
+    """``--cfg`` (the composed config) and ``--check`` (`rag_flamingo.preflight`: every artifact the
+    command line needs, present or missing, with its fetch command; exit 2 when one is missing).
+    True when a flag was handled (the command then stops)."""
+    from .preflight import CHECK_FLAG, MissingArtifacts, artifacts, report
+
+    rest = [a for a in argv if a not in ("--cfg", CHECK_FLAG)]
+    if "--cfg" in argv:
+        print_config(config_name, rest, aliases)
+        return True
+    if CHECK_FLAG not in argv:
+        return False
+    missing = 0
+    for overrides in expand_overrides(rest, list_keys):
+        cfg = compose_config(config_name, overrides, aliases)
+        export_roots(cfg)
+        found = artifacts(config_name, cfg)
+        print(report(config_name, found), flush=True)
+        missing += sum(not a.present for a in found)
+    if missing:
+        raise MissingArtifacts(f"{missing} artifacts missing; each row above names the command that fetches it")
+    return True
+
+
 def expand_overrides(argv: Sequence[str], list_keys: Sequence[str] = ()) -> list[list[str]]:
     """Command-line overrides -> one override list per run.
 

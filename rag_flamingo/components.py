@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import paths
 from .errors import ConfigError, StoreError
@@ -17,6 +17,14 @@ from .predictors import Predictor, PredictorContext, build_predictor, predictor_
 from .prompts import TaskFamily, TaskSpec, get_task
 from .retrieval import Retriever
 from .store import IndexStore, comparable_fingerprint
+
+
+class StoreView(Protocol):
+    """What `check_encoder_request` reads of a store (an open `IndexStore`, or store.json alone)."""
+
+    root: Path
+    info: Any
+
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +73,7 @@ def open_store(cfg: dict) -> IndexStore:
     return IndexStore.open(store_path(cfg), verify=bool(cfg.get("verify_store", False)))
 
 
-def check_encoder_request(store: IndexStore, options: dict) -> None:
+def check_encoder_request(store: IndexStore | StoreView, options: dict) -> None:
     """Refuse an encoder request that cannot match the store, before any weights are loaded or downloaded:
     another encoder name, or an option (crop, windows, model variant) the store was built without."""
     built = comparable_fingerprint(store.info.encoder)

@@ -50,10 +50,11 @@ import sys
 from pathlib import Path
 
 from . import distributed
-from .cli import compose_config, expand_overrides, export_roots, print_config, run_main
+from .cli import compose_config, expand_overrides, export_roots, handle_flags, run_main
 from .components import Evaluation, as_list, prepare
 from .errors import ConfigError
 from .hashing import file_sha256
+from .preflight import require
 from .prompts import TaskFamily
 from .runner import (
     QueryInput,
@@ -260,8 +261,7 @@ def _evaluate(cfg: dict, ranks: distributed.Ranks, encoder, engine, progress: bo
 def _run(argv: list[str]) -> None:
     from .report import summary_text
 
-    if "--cfg" in argv:
-        print_config(CONFIG_NAME, [a for a in argv if a != "--cfg"])
+    if handle_flags(CONFIG_NAME, argv, list_keys=LIST_KEYS):
         return
     for overrides in expand_overrides(argv, LIST_KEYS):
         cfg = load_config(overrides)
@@ -272,6 +272,7 @@ def _run(argv: list[str]) -> None:
             run_suite(cfg, overrides, evaluate)
             continue
         _refuse_suite_settings(cfg.get("suite") or {})
+        require(CONFIG_NAME, cfg)
         summary = evaluate(cfg)
         if summary is not None:
             print(summary_text(summary), flush=True)

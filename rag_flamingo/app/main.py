@@ -24,7 +24,7 @@ import socket
 import sys
 import tempfile
 
-from ..cli import compose_config, export_roots, print_config, run_main
+from ..cli import compose_config, export_roots, handle_flags, run_main
 from ..errors import ConfigError, StoreError
 
 CONFIG_NAME = "rag_app"
@@ -132,8 +132,7 @@ def serve(cfg: dict, encoders: dict | None = None, block: bool = True, upload_di
 
 
 def _run(argv: list[str]) -> None:
-    if "--cfg" in argv:
-        print_config(CONFIG_NAME, [a for a in argv if a != "--cfg"])
+    if handle_flags(CONFIG_NAME, argv):
         return
     cfg = load_config(argv)
     export_roots(cfg)

@@ -212,6 +212,12 @@ def _folder(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
     return manifest, root
 
 
+def manifest_maker(name: str, root: Path) -> str:
+    """The command that turns an official dataset's metadata (downloaded as its data_manifests README
+    says) into our manifests."""
+    return f"python -m index_builder.manifests {name} --metadata {root} --out {root / 'manifests'} --check-audio"
+
+
 def _official(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
     name = _get(dataset_cfg, "name")
     root = dataset_root(dataset_cfg)
@@ -225,7 +231,6 @@ def _official(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
     if name in OFFICIAL_DATASETS:
         maker = (
             f"\nMake it from the official metadata (see data_manifests/{name}/README.md in the "
-            f"rag-flamingo repository):\n"
-            f"  python -m index_builder.manifests {name} --metadata {root} --out {root / 'manifests'}"
+            f"rag-flamingo repository):\n  {manifest_maker(name, root)}"
         )
     raise ManifestError(f"dataset {name!r}: no manifest for split {split!r}; looked for:\n  {path}{maker}")

@@ -56,6 +56,17 @@ def register_encoder(name: str, options: Callable | None = None):
     return wrap
 
 
+def option_defaults(name: str) -> dict:
+    """The options ``name`` takes and their defaults (what ``build_encoder(name)`` uses when unset)."""
+    import inspect
+
+    _import_builtin()
+    if name not in _REGISTRY:
+        return {}
+    params = inspect.signature(_OPTIONS.get(name) or _REGISTRY[name]).parameters.values()
+    return {p.name: p.default for p in params if p.default is not p.empty}
+
+
 def check_options(name: str, options: dict) -> None:
     """Refuse an option the encoder does not take (``+encoder.chekpoint=...``), naming the ones it does."""
     import inspect

@@ -1,0 +1,288 @@
+"""Preflight: every artifact a command line needs, present or missing, with the one command that makes
+each present, found in a few seconds without loading a model, touching the network or writing a file.
+
+``build_index``, ``evaluate``, ``rag_classify`` and ``rag_app`` take ``--check``: the composed
+config's artifacts as a table, exit 0 when all are there, 2 when one is missing. Without ``--check``
+each command runs the same preflight before any heavy work (`require`), so a run that lacks three
+downloads names all three at once instead of failing on the first after minutes of embedding.
+
+What is looked at (each only when the command line uses it):
+- the index store (``store.json``) and, for ``predictor=flamingo`` on AF1, its cached shot features;
+- the dataset's manifest for the split the command reads (official datasets: the manifest maker's
+  command; a folder: the folder; the demo is generated on first use);
+- encoder weights: a local ``checkpoint``, a hub ``hub_repo``/``filename`` in the Hugging Face cache,
+  a transformers hub id (``model``), a text tower (``text_model``); aisfx's weights ship in its wheel;
+- Audio Flamingo: the checkpoint (``model.checkpoint``), the OPT config and tokenizer (``model.lm``,
+  ``model.tokenizer``), its window encoder (``model.audio_encoder``); a transformers audio-LM's hub
+  repo or folder (``model.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import RagFlamingoError
+
+CHECK_FLAG = "--check"
+
+
+class MissingArtifacts(RagFlamingoError):
+    """A command needs files that are not there (each named with the command that fetches it)."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    what: str  # "AF1 checkpoint (model.checkpoint)"
+    where: str  # a path, hf://repo/file, or a hub repo id
+    present: bool
+    fetch: str = ""  # the one command that makes it present ("" when present)
+
+    def line(self) -> str:
+        return f"{self.what}: {self.where}" + ("" if self.present else f" -- fetch: {self.fetch}")
+
+
+# ----------------------------------------------------------------------------- files and hub caches
+
+
+def _hub_file(repo: str, filename: str, revision: str | None = None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo, filename, revision=revision), str)
+
+
+def _hub_snapshot(repo_or_dir: str, include: Iterable[str]) -> bool:
+    """A local folder, or the files of a hub repo matching ``include`` in the cache (no request)."""
+    if Path(repo_or_dir).expanduser().is_dir():
+        return True
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_or_dir, allow_patterns=list(include), local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError), or not a repo id at all
+        return False
+    return any(folder.iterdir())
+
+
+def _download(repo: str, filename: str | None = None, include: Iterable[str] = ()) -> str:
+    return " ".join(["hf download", repo, *([filename] if filename else []), *(f"--include '{p}'" for p in include)])
+
+
+def weights(what: str, options: Mapping[str, Any], setting: str) -> list[Artifact]:
+    """The files an encoder's (or window encoder's) options name: a local ``checkpoint`` (else the hub
+    ``hub_repo``/``filename``), a transformers ``model`` hub id, a ``text_model`` text tower."""
+    from .checkpoints import TOKENIZER_FILES
+
+    out: list[Artifact] = []
+    name = str(options.get("name") or options.get("_target_") or "encoder")
+    checkpoint, repo, filename = options.get("checkpoint"), options.get("hub_repo"), options.get("filename")
+    if checkpoint:
+        path = Path(str(checkpoint)).expanduser()
+        fetch = (
+            f"{_download(repo, filename)} --local-dir {path.parent}"
+            if repo and filename
+            else f"put the file there, or set {setting}.checkpoint"
+        )
+        out.append(Artifact(f"{what} {name} weights ({setting}.checkpoint)", str(path), path.is_file(), fetch))
+    elif repo and filename:
+        present = _hub_file(str(repo), str(filename))
+        out.append(Artifact(f"{what} {name} weights", f"hf://{repo}/{filename}", present, _download(repo, filename)))
+    elif name == "aisfx":
+        from .encoders.aisfx import CHECKPOINT_IN_WHEEL
+
+        present = importlib.util.find_spec("aisfx") is not None
+        where = f"aisfx wheel ({CHECKPOINT_IN_WHEEL})"
+        out.append(Artifact(f"{what} aisfx weights", where, present, "pip install --no-deps aisfx==0.1.2"))
+    if options.get("model") and isinstance(options.get("model"), str):  # transformers ClapModel
+        hub = str(options["model"])
+        out.append(Artifact(f"{what} {name} model ({setting}.model)", hub, _hub_snapshot(hub, ["*"]), _download(hub)))
+    text = options.get("text_model")
+    if text and options.get("with_text", True):
+        include = list(TOKENIZER_FILES)
+        out.append(
+            Artifact(
+                f"{what} {name} text tower config + tokenizer ({setting}.text_model)",
+                str(text),
+                _hub_snapshot(str(text), include),
+                _download(str(text), include=include),
+            )
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- the parts of a command
+
+
+def dataset_artifacts(dataset: Mapping[str, Any], split: str) -> list[Artifact]:
+    """The manifest (and audio root) a split of a dataset config is read from."""
+    from .datasets.sources import dataset_root, manifest_maker, source_of, split_name
+    from .errors import ConfigError
+
+    name = str(dataset.get("name") or "")
+    try:
+        split = split_name(dataset, split)
+    except ConfigError as exc:
+        return [Artifact(f"dataset {name} split {split}", str(exc), False, "fix the dataset settings")]
+    manifest = dataset.get("manifest")
+    if manifest and not isinstance(manifest, Mapping):
+        path = Path(str(manifest).replace("{split}", split)).expanduser()
+        fix = "write it, or fix dataset.manifest"
+        return [Artifact(f"dataset {name} manifest ({split})", str(path), path.is_file(), fix)]
+    source = source_of(dataset)
+    if source == "demo":
+        return [Artifact("dataset demo", "generated on first use (numpy only)", True)]
+    if source == "folder":
+        root = dataset.get("root")
+        if not root:
+            return [Artifact("dataset folder", "dataset.root is not set", False, "dataset.root=/path/to/audio")]
+        present = Path(str(root)).expanduser().is_dir()
+        fix = "folder not found: point dataset.root at a folder of audio files"
+        return [Artifact("dataset folder (dataset.root)", str(root), present, fix)]
+    root = dataset_root(dataset)
+    path = root / "manifests" / f"{split}.jsonl"
+    return [Artifact(f"dataset {name} manifest ({split})", str(path), path.is_file(), manifest_maker(name, root))]
+
+
+def model_artifacts(model: Mapping[str, Any]) -> list[Artifact]:
+    """Audio Flamingo's files (``model.backend=af1``), or a transformers audio-LM's repo or folder."""
+    from .backends import backend_name
+    from .checkpoints import TOKENIZER_FILES
+    from .encoders.base import option_defaults
+
+    if backend_name(model) == "transformers":
+        hub = str(model.get("checkpoint") or "")
+        what = f"model {model.get('name')} (model.checkpoint)"
+        return [Artifact(what, hub, _hub_snapshot(hub, ["*"]), _download(hub))]
+    out: list[Artifact] = []
+    ck = model.get("checkpoint") or {}
+    ck = ck if isinstance(ck, Mapping) else {"path": ck}
+    if ck.get("path"):
+        path = Path(str(ck["path"])).expanduser()
+        fetch = "fix model.checkpoint.path"
+        if ck.get("repo_id") and ck.get("filename"):
+            fetch = _download(ck["repo_id"], ck["filename"]) + f" --local-dir {path.parent}"
+        out.append(Artifact("AF1 checkpoint (model.checkpoint.path)", str(path), path.exists(), fetch))
+    elif ck.get("repo_id") and ck.get("filename"):
+        present = _hub_file(str(ck["repo_id"]), str(ck["filename"]), ck.get("revision"))
+        where, fetch = f"hf://{ck['repo_id']}/{ck['filename']}", _download(ck["repo_id"], ck["filename"])
+        out.append(Artifact("AF1 checkpoint (model.checkpoint)", where, present, fetch))
+    include = list(TOKENIZER_FILES)
+    for key in dict.fromkeys(k for k in ("lm", "tokenizer") if model.get(k)):
+        hub = str(model[key])
+        if key == "tokenizer" and hub == model.get("lm"):
+            continue  # one download serves both
+        fetch = _download(hub, include=include)
+        out.append(Artifact(f"OPT config + tokenizer (model.{key})", hub, _hub_snapshot(hub, include), fetch))
+    audio = model.get("audio_encoder") or {}
+    if isinstance(audio, Mapping) and audio.get("name"):
+        out += weights("AF1 window encoder", {**option_defaults(audio["name"]), **audio}, "model.audio_encoder")
+    return out
+
+
+def _check_store_encoder(store: Path, options: Mapping[str, Any]) -> None:
+    """A store that exists is asked for with its own encoder (else listing that encoder's downloads
+    would send the user after the wrong files): `components.check_encoder_request` on store.json."""
+    from types import SimpleNamespace
+
+    from .components import check_encoder_request
+    from .store import INFO_FILE, read_info
+
+    if (store / INFO_FILE).is_file():
+        info = read_info(store)
+        if info is not None:
+            check_encoder_request(SimpleNamespace(root=store, info=info), dict(options))
+
+
+def _build_command(cfg: Mapping[str, Any], store: Path, features: str | None) -> str:
+    """The build_index command that makes the store a query command line expects."""
+    dataset = cfg.get("dataset") or {}
+    parts = ["build_index"]
+    if dataset.get("name"):
+        parts.append(f"dataset={dataset['name']}")
+        if dataset.get("manifest"):
+            parts.append(f"'dataset.manifest={dataset['manifest']}'")
+        if dataset.get("root") and (dataset.get("manifest") or dataset.get("source") == "folder"):
+            parts.append(f"dataset.root={dataset['root']}")  # an official dataset's root follows data_root
+        if cfg.get("index_split") not in (None, "index"):
+            parts.append(f"split={cfg['index_split']}")
+    encoder = (cfg.get("encoder") or {}).get("name")
+    parts += [f"encoder={encoder}"] if encoder else []
+    parts += [f"features={features}"] if features else []
+    return " ".join([*parts, f"store={store}"])
+
+
+def store_artifacts(store: Path, features: str | None, build: str) -> list[Artifact]:
+    from .store import INFO_FILE, read_info
+
+    present = (store / INFO_FILE).is_file()
+    out = [Artifact("index store (store=)", str(store), present, build)]
+    if features and present:
+        try:
+            info = read_info(store)
+        except RagFlamingoError:
+            info = None
+        has = info is not None and features in info.features
+        fetch = f"build_index store={store} mode=features features={features}"
+        out.append(Artifact(f"store's cached {features} shot features", str(store), has, fetch))
+    return out
+
+
+def artifacts(config_name: str, cfg: Mapping[str, Any]) -> list[Artifact]:
+    """Everything ``config_name`` (build_index | evaluate | rag_classify | rag_app) needs for ``cfg``."""
+    from .components import as_list, store_path
+    from .encoders.base import option_defaults
+
+    if config_name == "build_index":
+        out = dataset_artifacts(cfg["dataset"], str(cfg.get("split") or "index")) if cfg.get("mode") != "repair" else []
+        encoder = cfg.get("encoder") or {}
+        if cfg.get("mode") in ("build", "append") and encoder.get("name"):
+            out += weights("retrieval encoder", {**option_defaults(encoder["name"]), **encoder}, "encoder")
+        for name in as_list(cfg.get("features")):
+            options = {**option_defaults(str(name)), "name": name, **(cfg.get("features_encoder") or {})}
+            out += weights("features encoder", options, "features_encoder")
+        return out
+    out = []
+    store = None
+    if cfg.get("store") or cfg.get("dataset"):
+        store = store_path(dict(cfg))
+    predictors = [str(p) for p in as_list(cfg.get("predictor"))]
+    flamingo = "flamingo" in predictors
+    model = cfg.get("model") or {}
+    if store is not None:
+        from .backends import backend_name
+
+        af1 = flamingo and bool(model) and backend_name(model) == "af1"
+        features = (cfg.get("flamingo") or {}).get("features") if af1 else None
+        out += store_artifacts(store, features, _build_command(cfg, store, features))
+        _check_store_encoder(store, cfg.get("encoder") or {})
+    if config_name == "evaluate":
+        out += dataset_artifacts(cfg["dataset"], str(cfg.get("query_split") or "query"))
+    encoder = cfg.get("encoder") or {}
+    if encoder.get("name"):
+        out += weights("retrieval encoder", {**option_defaults(encoder["name"]), **encoder}, "encoder")
+    if flamingo and model:
+        out += model_artifacts(model)
+    return out
+
+
+def report(config_name: str, found: list[Artifact]) -> str:
+    """``--check``'s table: one row per artifact, then what to do."""
+    lines = [f"{config_name} --check: {len(found)} artifacts, {sum(not a.present for a in found)} missing", ""]
+    lines += ["| artifact | where | status | fetch |", "| --- | --- | --- | --- |"]
+    for a in found:
+        lines.append(
+            f"| {a.what} | {a.where} | {'present' if a.present else 'MISSING'} | {'' if a.present else a.fetch} |"
+        )
+    return "\n".join(lines)
+
+
+def require(config_name: str, cfg: Mapping[str, Any]) -> None:
+    """Refuse, in one line listing every missing artifact with its fetch command, before any work."""
+    missing = [a for a in artifacts(config_name, cfg) if not a.present]
+    if missing:
+        listed = "; ".join(f"[{i}] {a.line()}" for i, a in enumerate(missing, 1))
+        table = f"`{config_name} {CHECK_FLAG}` with the same settings shows them as a table"
+        raise MissingArtifacts(f"{len(missing)} missing ({table}): {listed}")
