@@ -220,8 +220,9 @@ def load_plans(root: Path, recover: bool = True) -> tuple[StorePlans | None, lis
     copies: dict[int, dict[int, tuple[dict, list[dict]]]] = {}  # first shard -> shard -> (header, rows)
     for shard in done_shards(root):
         marker = shard_marker(root, shard)
-        if marker is not None and marker.source.get("first_shard") is not None:
-            copies.setdefault(int(marker.source["first_shard"]), {})[shard] = (marker.source, marker.rows)
+        first = marker.source.get("first_shard") if marker is not None else None
+        if marker is not None and isinstance(first, int):
+            copies.setdefault(first, {})[shard] = (marker.source, marker.rows)
     problems = []
     for first in sorted((set(damaged) | set(copies)) - set(plans)):
         where = plan_path(root, first)
@@ -229,7 +230,8 @@ def load_plans(root: Path, recover: bool = True) -> tuple[StorePlans | None, lis
         if not recover:
             raise StoreError(f"{what}; {_repair_hint(root)}")
         plans[first] = _recover(root, first, copies.get(first, {}), what)
-        problems.append(f"{where.relative_to(root)} written again from its shards ({what.split(': ', 1)[-1]})")
+        reason = damaged[first].split(": ", 1)[-1] if first in damaged else "missing"
+        problems.append(f"{PLANS_DIR}/{where.name} written again from its shards (it was {reason})")
     if not plans:
         return None, problems
     return StorePlans(root, list(plans.values())), problems
@@ -237,7 +239,10 @@ def load_plans(root: Path, recover: bool = True) -> tuple[StorePlans | None, lis
 
 def _recover(root: Path, first: int, copies: dict[int, tuple[dict, list[dict]]], what: str) -> BuildPlan:
     header = next(iter(copies.values()))[0] if copies else None
-    end = int(header["source"]["end_shard"]) if header else first + 1
+    try:
+        end = int(header["source"]["end_shard"]) if header else first + 1
+    except (KeyError, TypeError, ValueError):
+        header, end = None, first + 1
     lost = [s for s in range(first, end) if s not in copies]
     if header is None or lost:
         shard = lost[0] if lost else first
