@@ -257,6 +257,23 @@ class QueryConfig:
     device: str = "auto"
 
 
+FIGURE_SCALES = ("fraction", "percent")
+
+
+@dataclass
+class FigureConfig:
+    """A published (or reproduced) figure of a suite run, held against ours by `rag_flamingo.suite`."""
+
+    value: float | None = None  # null: none published / none readable (say why in note)
+    scale: str | None = ranged("fraction", choices=FIGURE_SCALES, note="percent: /100 to compare; null: fraction")
+    metric: str | None = None  # what the figure measures, when it is not the run's main metric as is
+    shots: int | None = ranged(0, ge=0, note="our shot count it corresponds to (retrieved shots, query not counted)")
+    source: str | None = None  # file, table or figure
+    note: str = ""  # how it was read (approximate, derived, ...), why not comparable
+    comparable: bool = True  # false: ours is not measured the way this figure was (say why in note)
+    approximate: bool = False  # read off a chart or derived: the comparison says so
+
+
 @dataclass
 class SuiteRunConfig:
     """One run of a suite: a dataset (and task) evaluated with the model and the baselines."""
@@ -267,7 +284,9 @@ class SuiteRunConfig:
     shots: list[int] = field(default_factory=lambda: [0])  # predictor=flamingo at these shot counts
     baselines: list[str] | None = None  # None: the suite's baselines of the task's family
     overrides: list[str] = field(default_factory=list)  # this run's own evaluate overrides
-    paper: dict[str, Any] = field(default_factory=dict)  # the published figure: value, source
+    paper: FigureConfig = field(default_factory=FigureConfig)  # the published figure of the run's main metric
+    paper_other: list[FigureConfig] = field(default_factory=list)  # further published figures (subsets, shots)
+    reproduced: list[FigureConfig] = field(default_factory=list)  # others' figures with the released weights
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Scores, tables and plots of an evaluation folder (``evaluate`` writes them; sweeps reuse them).
 
 - `score_predictions`: predictions.jsonl records -> one result per (predictor, shots) with the
-  task family's metrics (`rag_flamingo.metrics`);
+  task family's metrics (`rag_flamingo.metrics`), each with its 95% bootstrap interval (``ci``:
+  queries resampled, seeded, every metric recomputed per resample by `metrics.bootstrap`; the
+  result's ``bootstrap`` says how many resamples, the seed and the seconds they cost);
 - `chance_level`: what guessing scores on single-label classification (uniform over the options,
   and always answering the most frequent target), printed and plotted next to the results;
 - `markdown_table`: those results as a markdown table (printed and written to results.md);
@@ -19,6 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics as M
+from .metrics import bootstrap as B
+from .metrics.captioning import captioning_statistic
+from .metrics.classification import canonical_reference
 from .prompts import TaskFamily
 
 # family -> (main metric, columns of the table)
@@ -64,38 +69,66 @@ def chance_text(chance: dict | None) -> str:
 
 def score_group(records: list[dict], task, labels: Sequence[str]) -> dict:
     """The family's metrics for one (predictor, shots) group of prediction records."""
+    return _score(records, task, labels)[0]
+
+
+def _score(records: list[dict], task, labels: Sequence[str]) -> tuple[dict, B.Statistic]:
+    """The group's metrics, and the bootstrap statistic recomputing them on a resample of its queries."""
     outputs = [r["output"] or "" for r in records]
     family = task.family
     if family == TaskFamily.CLASSIFICATION:
-        options = _options(records, task, labels)
-        res = M.classification_metrics(outputs, [r["target"] for r in records], options)
-        return {"n": res.n, "accuracy": res.accuracy, "macro_f1": res.macro_f1, "unmatched": res.unmatched}
+        options = list(dict.fromkeys(_options(records, task, labels)))
+        references = [r["target"] for r in records]
+        res = M.classification_metrics(outputs, references, options)
+        truth = [canonical_reference(ref, options, i) for i, ref in enumerate(references)]
+        out = {"n": res.n, "accuracy": res.accuracy, "macro_f1": res.macro_f1, "unmatched": res.unmatched}
+        return out, B.classification_statistic(truth, res.predictions)
     if family == TaskFamily.TAGGING:
         vocab = sorted(set(labels) | {lab for r in records for lab in r["target"]})
         scores = None
         if all(r.get("label_scores") is not None for r in records):
             scores = np.array([[r["label_scores"].get(lab, 0.0) for lab in vocab] for r in records])
         tags = M.multilabel_metrics(outputs, [r["target"] for r in records], vocab, scores=scores)
-        return {
+        index = {lab: i for i, lab in enumerate(vocab)}
+        truth_m = np.zeros((len(records), len(vocab)))
+        pred_m = np.zeros_like(truth_m)
+        for i, r in enumerate(records):
+            for ref in r["target"]:
+                truth_m[i, index[canonical_reference(ref, vocab, i)]] = 1
+            for lab in tags.predictions[i] if tags.predictions else []:
+                pred_m[i, index[lab]] = 1
+        tagged: dict[str, float | int | None] = {
             "n": tags.n,
             "mAP": tags.mAP,
             "micro_f1": tags.micro_f1,
             "macro_f1": tags.macro_f1,
             "unmatched": tags.unmatched,
         }
+        return tagged, B.tagging_statistic(truth_m, pred_m, scores)
     if family == TaskFamily.CAPTIONING:
-        caps = M.captioning_metrics(outputs, [r["target"] for r in records])
-        return {"n": caps["n"], **{k: caps[k] for k in ("cider_d", "bleu_4", "rouge_l", "spider")}}
+        references = [r["target"] for r in records]
+        caps = M.captioning_metrics(outputs, references)
+        out = {"n": caps["n"], **{k: caps[k] for k in ("cider_d", "bleu_4", "rouge_l", "spider")}}
+        return out, captioning_statistic(outputs, references, caps["per_item"])
     aqa = M.aqa_accuracy(outputs, [r["target"] for r in records])
-    return {"n": aqa.n, "accuracy": aqa.accuracy, "unmatched": aqa.unmatched}
+    out = {"n": aqa.n, "accuracy": aqa.accuracy, "unmatched": aqa.unmatched}
+    return out, B.mean_statistic({"accuracy": [float(x) for x in aqa.per_item]})
 
 
-def score_predictions(records: Sequence[dict], task, labels: Sequence[str]) -> list[dict]:
-    """One result per (predictor, shots), sorted by predictor then shots (shot-free first)."""
+def score_predictions(
+    records: Sequence[dict], task, labels: Sequence[str], resamples: int = B.RESAMPLES, seed: int = B.SEED
+) -> list[dict]:
+    """One result per (predictor, shots), sorted by predictor then shots (shot-free first), each with
+    ``ci`` (metric -> [low, high], the 95% bootstrap interval over ``resamples`` resamples of its
+    queries, seeded) and ``bootstrap`` (resamples, seed, level, seconds)."""
     results = []
     for (name, shots), group in _groups(records).items():
         used = None if shots is None else round(float(np.mean([len(r.get("shot_ids") or []) for r in group])), 2)
-        results.append({"predictor": name, "shots": shots, **score_group(group, task, labels), "shots_used": used})
+        scored, statistic = _score(group, task, labels)
+        ci, seconds = B.bootstrap(statistic, len(group), resamples=resamples, seed=seed)
+        ci = {k: v for k, v in ci.items() if scored.get(k) is not None}
+        boot = {"resamples": resamples, "seed": seed, "level": B.LEVEL, "unit": "query", "seconds": round(seconds, 3)}
+        results.append({"predictor": name, "shots": shots, **scored, "shots_used": used, "ci": ci, "bootstrap": boot})
     results.sort(key=lambda r: (r["predictor"], -1 if r["shots"] is None else r["shots"]))
     for r in results:
         r["family"] = task.family
@@ -111,8 +144,9 @@ def _fmt(value) -> str:
 
 
 def markdown_table(results: Sequence[dict]) -> str:
-    """One row per (predictor, shots); ``shots used`` is the mean number of shots the prompts held
-    (fewer than asked when the store runs short after filtering and self-exclusion)."""
+    """One row per (predictor, shots); each metric with its 95% bootstrap interval ``[low, high]``
+    where the result has one; ``shots used`` is the mean number of shots the prompts held (fewer
+    than asked when the store runs short after filtering and self-exclusion)."""
     if not results:
         return "(no predictions)"
     family = results[0].get("family", "classification")
@@ -125,11 +159,27 @@ def markdown_table(results: Sequence[dict]) -> str:
             r["predictor"],
             "–" if r["shots"] is None else str(r["shots"]),
             str(r["n"]),
-            *(_fmt(r.get(c)) for c in cols),
+            *(_fmt(r.get(c)) + _interval((r.get("ci") or {}).get(c)) for c in cols),
             "–" if used is None else f"{used:g}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _interval(ci) -> str:
+    return "" if not ci else f" [{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
+def bootstrap_text(results: Sequence[dict]) -> str:
+    """The line under a table that says how its intervals were made and what they cost."""
+    boots = [r["bootstrap"] for r in results if r.get("bootstrap")]
+    if not boots:
+        return ""
+    b = boots[0]
+    return (
+        f"[low, high]: {b['level']:.0%} bootstrap interval, {b['resamples']} resamples of the queries (seed "
+        f"{b['seed']}), every metric recomputed per resample; cost {sum(x['seconds'] for x in boots):.2f} s"
+    )
 
 
 def plot_metric_vs_shots(
@@ -197,6 +247,8 @@ def write_report(root: Path, summary: dict) -> None:
         f"{summary['queries']} queries, {summary['rejected']} rejected\n\n{provenance_text(summary)}"
         f"{markdown_table(summary['results'])}\n"
     )
+    if bootstrap_text(summary["results"]):
+        text += f"\n{bootstrap_text(summary['results'])}\n"
     if chance:
         text += f"\n{chance_text(chance)}\n"
     if plot:
@@ -222,6 +274,8 @@ def summary_text(summary: dict) -> str:
         f"{summary['rejected']} rejected), store {summary['store']}",
         markdown_table(summary["results"]),
     ]
+    if bootstrap_text(summary["results"]):
+        lines.append(bootstrap_text(summary["results"]))
     if summary.get("chance"):
         lines.append(chance_text(summary["chance"]))
     if summary.get("queries_with_copies_in_store"):

@@ -13,7 +13,9 @@ Flamingo v1's evaluation table, ``demo`` a small offline example; your own in
       - dataset: esc50                       # any dataset config; task: default its first
         shots: [0, 7]                        # predictor=flamingo at these shot counts
         setting: zero-shot                   # a label for the table
-        paper: {value: null, source: null}   # the published figure to print beside ours (null: n/a)
+        paper: {value: 86.9, scale: percent, shots: 0, source: "poster, in-domain table"}
+        paper_other: []                      # further published figures (subsets, other shot counts)
+        reproduced: []                       # figures others got with the released weights
 
 For every run the suite first **plans**: the query split's manifest and audio (missing: the run is
 skipped and listed, with the command that makes the manifest), the store (reused when complete,
@@ -31,7 +33,9 @@ A run that fails is reported and the suite goes on. Under torchrun every rank ru
 - ``results.json``: the plan, and per run its status, metric, our results (each predictor and shot
   count), the paper's figure and its source, the evaluation folder (whose run.json says what
   produced every number);
-- ``results.md``: the table, one row per run;
+- ``results.md``: the table, one row per run, then ours against every published figure: our value
+  with its 95% bootstrap interval, the figure on our scale, and whether it lies inside the interval
+  (`rag_flamingo.figures`: figures, scales, verdicts);
 - ``ours_vs_paper.png``: the main metric per run, ours (each predictor/shots) and the paper's bar.
 """
 
@@ -48,6 +52,7 @@ from typing import Any
 from .cli import compose_config, one_line
 from .components import as_list, store_path, task_name
 from .errors import ConfigError, RagFlamingoError, did_you_mean
+from .figures import COMPARISON_HEAD, as_fraction, compare, comparison_rows, figure_text, run_figures, value_text
 from .predictors import predictor_names
 from .prompts import get_task
 from .report import COLUMNS
@@ -73,6 +78,8 @@ class RunPlan:
     baselines: list[str]
     baseline_shots: list[int]
     paper: dict
+    paper_other: list[dict] = field(default_factory=list)
+    reproduced: list[dict] = field(default_factory=list)
     status: str = "ready"  # ready | build | features | skip | error; after running: done | failed
     reason: str = ""
     queries: int = 0
@@ -184,7 +191,7 @@ def plan_run(suite: dict, run: dict, base: list[str], suite_dir: Path) -> tuple[
     if not dataset:
         raise ConfigError(f"suite {suite.get('name')}: a run has no dataset: {run}")
     shots = sorted({int(s) for s in as_list(run.get("shots", [0]))})
-    paper = dict(run.get("paper") or {})
+    paper, paper_other, reproduced = run_figures(run, f"suite {suite.get('name')} run {dataset}")
     try:
         cfg = compose_config("evaluate", run_overrides(suite, run, base, suite_dir))
         task = get_task(task_name(cfg))
@@ -195,6 +202,7 @@ def plan_run(suite: dict, run: dict, base: list[str], suite_dir: Path) -> tuple[
         plan = RunPlan(
             dataset, dataset, str(run.get("task") or "?"), str(run.get("setting") or ""), "", shots, [], [], paper
         )
+        plan.paper_other, plan.reproduced = paper_other, reproduced
         plan.status, plan.reason = "error", one_line(exc)
         return plan, None
     family = str(task.family)
@@ -213,6 +221,8 @@ def plan_run(suite: dict, run: dict, base: list[str], suite_dir: Path) -> tuple[
         baselines=baselines,
         baseline_shots=counted or sorted({int(s) for s in as_list(suite.get("baseline_shots", [7]))}),
         paper=paper,
+        paper_other=paper_other,
+        reproduced=reproduced,
         output_dir=str(out_dir),
     )
     features = suite.get("features") if shots else None
@@ -262,6 +272,8 @@ def plan_text(suite: dict, plans: list[RunPlan]) -> str:
         "flamingo shots",
         "baselines",
         *[f"time {k}" for k in kinds],
+        "paper",
+        "reproduced",
     ]
     lines = [f"suite {suite['name']}: {len(plans)} runs", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for p in plans:
@@ -276,6 +288,8 @@ def plan_text(suite: dict, plans: list[RunPlan]) -> str:
             str(p.shots) if p.shots else "-",
             baselines,
             *[_times(p.seconds.get(k)) if p.status in TODO else "-" for k in kinds],
+            "; ".join(figure_text(f) for f in [p.paper, *p.paper_other]),
+            "; ".join(figure_text(f) for f in p.reproduced) or "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     todo = [p for p in plans if p.status in TODO]
@@ -385,7 +399,13 @@ def _refuse_failures(suite: dict, plans: list[RunPlan]) -> None:
 
 def _ours(plan: RunPlan) -> list[dict]:
     return [
-        {"predictor": r["predictor"], "shots": r["shots"], "value": r.get(plan.metric), "n": r.get("n")}
+        {
+            "predictor": r["predictor"],
+            "shots": r["shots"],
+            "value": r.get(plan.metric),
+            "ci": (r.get("ci") or {}).get(plan.metric),
+            "n": r.get("n"),
+        }
         for r in plan.results
     ]
 
@@ -408,17 +428,29 @@ def results_markdown(suite: dict, plans: list[RunPlan]) -> str:
         "figure the publication reports, with its source; n/a where none was found. Every number of ours comes "
         "from the run folder named in results.json (its run.json says what produced it).",
         "",
-        "| dataset | task | setting | metric | ours | paper | source | status |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| dataset | task | setting | metric | ours | paper | paper on our scale | source | status |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in plans:
         ours = "; ".join(f"{_label(e)}: {_fmt(e['value'])}" for e in _ours(p)) or "-"
         status = p.status + (f" ({p.reason})" if p.reason else "")
-        paper = p.paper.get("value")
         lines.append(
-            f"| {p.dataset} | {p.task} | {p.setting} | {p.metric} | {ours} | {_fmt(paper)} | "
-            f"{p.paper.get('source') or 'n/a'} | {status} |"
+            f"| {p.dataset} | {p.task} | {p.setting} | {p.metric} | {ours} | {value_text(p.paper)} | "
+            f"{_fmt(as_fraction(p.paper))} | {p.paper.get('source') or 'n/a'} | {status} |"
         )
+    lines += [
+        "",
+        "## Ours against the published figures",
+        "",
+        "Ours: Audio Flamingo at the figure's shot count (retrieved shots; the query is not counted), with its "
+        "95% bootstrap interval (queries resampled, every metric recomputed per resample; metrics.json of the run "
+        "folder says how many resamples, the seed and what it cost). Published: the figure as printed, then on "
+        "our scale. Paper: the publication; reproduced: others with the released weights.",
+        "",
+        *COMPARISON_HEAD,
+    ]
+    for p in plans:
+        lines += comparison_rows(p.dataset, p.task, p.metric, _figures(p), p.results)
     return "\n".join(lines) + "\n"
 
 
@@ -439,7 +471,7 @@ def plot_ours_vs_paper(plans: list[RunPlan], path: Path) -> Path | None:
         xs, ys = [], []
         for i, p in enumerate(rows):
             value = (
-                p.paper.get("value")
+                (as_fraction(p.paper) if p.paper.get("comparable") else None)
                 if label == "paper"
                 else next((e["value"] for e in _ours(p) if _label(e) == label), None)
             )
@@ -459,12 +491,21 @@ def plot_ours_vs_paper(plans: list[RunPlan], path: Path) -> Path | None:
     return path
 
 
+def _versus(plan: RunPlan) -> list[dict]:
+    """Each published figure of the run with ours beside it (`figures.compare`)."""
+    return [{"kind": kind, **fig, **compare(fig, plan.results, plan.metric)} for kind, fig in _figures(plan)]
+
+
+def _figures(plan: RunPlan) -> list[tuple[str, dict]]:
+    return [("paper", f) for f in [plan.paper, *plan.paper_other]] + [("reproduced", f) for f in plan.reproduced]
+
+
 def write_results(suite: dict, plans: list[RunPlan], suite_dir: Path) -> dict:
     suite_dir.mkdir(parents=True, exist_ok=True)
     plot = plot_ours_vs_paper(plans, suite_dir / "ours_vs_paper.png")
     record = {
         "suite": suite["name"],
-        "runs": [dict(asdict(p), ours=_ours(p)) for p in plans],
+        "runs": [dict(asdict(p), ours=_ours(p), versus_paper=_versus(p)) for p in plans],
         "plot": str(plot) if plot else None,
     }
     (suite_dir / "results.json").write_text(json.dumps(record, indent=2, default=str))

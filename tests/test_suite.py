@@ -87,7 +87,13 @@ costs:
     features: {tiny_windows: 0.25}
     query: {flamingo: 2.0}
 runs:
-  - {dataset: nonspeech7k, setting: in-domain, shots: [0], paper: {value: 0.5, source: "a test figure (Table 0)"}}
+  - dataset: nonspeech7k
+    setting: in-domain
+    shots: [0]
+    paper: {value: 50.0, scale: percent, source: "a test figure (Table 0)"}
+    paper_other:
+      - {value: 40.0, scale: percent, metric: "accuracy (a subset)", comparable: false, note: "subset not run"}
+    reproduced: [{value: 0.5, source: "a reproduction"}, {value: null, source: "unreadable", note: "cut off"}]
   - {dataset: clotho, setting: zero-shot, shots: [0, 2], paper: {value: null, source: null}}
   - {dataset: clotho_aqa, task: aqa, setting: in-domain, shots: [0, 1]}
   - {dataset: crema_d, setting: zero-shot, shots: [0]}
@@ -125,6 +131,21 @@ def test_af1_dry_run_on_a_fresh_clone(tmp_path, capsys, monkeypatch):
         assert f"| {name} |" in out
     assert out.count("skip: dataset") == 13 and "python -m index_builder.manifests clotho_aqa" in out
     assert "skipped: 13" in out and not (tmp_path / "cache").exists()  # nothing built, nothing loaded
+    # every run prints the published figure(s) with scale and source, and others' reproductions
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "skip: dataset" in line]
+    head = next(line for line in out.splitlines() if line.startswith("| run |")).split(" | ")
+    paper, reproduced = head.index("paper"), head.index("reproduced |")
+    assert len(rows) == 13 and all("[poster, " in row.split(" | ")[paper] for row in rows)
+    for cell in (
+        "86.9 % accuracy (unanimous) @0 shots [poster, in-domain table]",
+        "86.7 % accuracy (unanimous) @0 shots [#9]",
+        "| 0.465 CIDEr @0 shots [poster, in-domain table (Clotho-v2)] | 0.461 CIDEr @0 shots [#9] |",
+        "0.538 CIDEr (paper's 8 shots) @7 shots [poster, retrieval-augmented captioning table]",
+        "≈94.7 % accuracy (paper's 8 shots) @7 shots [poster, ICL-improvement plot]",
+        "n/a @0 shots (row not readable in the stored copy) [#9]",
+    ):
+        assert cell in out, cell
+    assert reproduced > paper
 
 
 def test_unknown_suite_and_settings_are_one_line_errors(capsys):
@@ -167,7 +188,19 @@ def test_suite_end_to_end_with_the_tiny_model(suite_env, capsys):
         k: e["value"] for k, e in ours.items()
     }
     assert ours[("prototype", None)]["value"] == 1.0  # two far-apart tones: the centroids separate them
-    assert ns["metric"] == "accuracy" and ns["paper"] == {"value": 0.5, "source": "a test figure (Table 0)"}
+    assert ns["metric"] == "accuracy" and ns["paper"]["value"] == 50.0 and ns["paper"]["scale"] == "percent"
+    # ours against every published figure: the flamingo result at the figure's shots, with its interval
+    flamingo = next(r for r in metrics["results"] if r["predictor"] == "flamingo")
+    lo, hi = flamingo["ci"]["accuracy"]
+    assert lo <= flamingo["accuracy"] <= hi and flamingo["bootstrap"]["resamples"] == 1000
+    verdicts = [(v["kind"], v["published"], v["verdict"]) for v in ns["versus_paper"]]
+    inside = "inside" if lo <= 0.5 <= hi else "outside"
+    assert verdicts == [
+        ("paper", 0.5, inside),
+        ("paper", 0.4, "not comparable: subset not run"),
+        ("reproduced", 0.5, inside),
+        ("reproduced", None, "no published value (cut off)"),
+    ]
     assert {(e["predictor"], e["shots"]) for e in runs["clotho"]["ours"]} == {
         ("flamingo", 0),
         ("flamingo", 2),
@@ -191,7 +224,12 @@ def test_suite_end_to_end_with_the_tiny_model(suite_env, capsys):
     assert json.loads((Path(runs["clotho_aqa"]["store"]) / "store.json").read_text())["features"]["tiny_windows"]
     table = (out / "results.md").read_text()
     assert "| nonspeech7k | event_classification | in-domain | accuracy |" in table
-    assert "| 0.5000 | a test figure (Table 0) | done |" in table and "| n/a | n/a | done |" in table
+    assert "| 50.0 % | 0.5000 | a test figure (Table 0) | done |" in table and "| n/a | n/a | n/a | done |" in table
+    assert (
+        "| nonspeech7k | event_classification | paper | accuracy | 0 | "
+        f"{flamingo['accuracy']:.4f} [{lo:.4f}, {hi:.4f}] | 50.0 % (0.5000) | "
+        f"a test figure (Table 0) | {inside} |" in table
+    )
     assert "| crema_d |" in table and "skip (dataset 'crema_d'" in table
     assert (out / "ours_vs_paper.png").stat().st_size > 0
     capsys.readouterr()
@@ -213,6 +251,14 @@ def test_suite_end_to_end_with_the_tiny_model(suite_env, capsys):
             "unknown key 'suite.baseline_shot' (did you mean 'baseline_shots'?)",
         ),
         ("name: bad\nruns:\n  - {dataset: demo, tsak: captioning}\n", "unknown key 'tsak' (did you mean 'task'?)"),
+        (
+            "name: bad\nruns:\n  - {dataset: demo, paper: {value: 50, scale: percnt}}\n",
+            "run demo.paper.scale=percnt: must be one of fraction, percent (did you mean 'percent'?)",
+        ),
+        (
+            "name: bad\nruns:\n  - {dataset: demo, paper: {vlaue: 50}}\n",
+            "unknown key 'paper.vlaue' (did you mean 'value'?)",
+        ),
         (
             "name: bad\nruns:\n  - {dataset: demo, shots: [abc]}\n",
             "shots[0]: Value 'abc' of type 'str' could not be converted",

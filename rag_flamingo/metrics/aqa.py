@@ -24,6 +24,7 @@ class AQAResult:
     correct: int
     unmatched: int
     unmatched_examples: list[dict] = field(default_factory=list)
+    per_item: list[bool] = field(default_factory=list, repr=False)  # each item correct or not
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -42,6 +43,7 @@ def aqa_accuracy(
         raise ConfigError(f"{len(options)} option lists for {len(answers)} items; give one (or None) per item")
     correct = unmatched = 0
     examples: list[dict] = []
+    per_item: list[bool] = []
     for i, (out, ans) in enumerate(zip(outputs, answers)):
         opts = options[i] if options is not None else None
         if opts is None and auto_yes_no and normalize(ans) in YES_NO:
@@ -50,13 +52,20 @@ def aqa_accuracy(
             pick = match_option(out, opts)
             if pick is None:
                 unmatched += 1
+                per_item.append(False)
                 if len(examples) < max_examples:
                     examples.append({"index": i, "output": out, "reference": ans})
                 continue
-            correct += normalize(pick) == normalize(ans)
+            per_item.append(normalize(pick) == normalize(ans))
         else:
-            correct += normalize(out) == normalize(ans)
+            per_item.append(normalize(out) == normalize(ans))
+        correct += per_item[-1]
     n = len(answers)
     return AQAResult(
-        n=n, accuracy=correct / n if n else 0.0, correct=int(correct), unmatched=unmatched, unmatched_examples=examples
+        n=n,
+        accuracy=correct / n if n else 0.0,
+        correct=int(correct),
+        unmatched=unmatched,
+        unmatched_examples=examples,
+        per_item=per_item,
     )

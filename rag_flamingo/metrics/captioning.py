@@ -287,3 +287,101 @@ def captioning_metrics(
             raise ConfigError(f"SPICE requested but unavailable: {reason}")
         logger.info("SPICE/SPIDEr not computed: %s", reason)
     return out
+
+
+# ----------------------------------------------------------------------------- bootstrap
+
+
+def captioning_statistic(
+    candidates: Sequence[str],
+    mult_references: Sequence[Sequence[str]],
+    per_item: dict[str, list[float]],
+    n: int = 4,
+    sigma: float = 6.0,
+    tokenizer: Tokenizer = tokenize,
+) -> Callable[[np.ndarray], dict[str, float | None]]:
+    """``weights -> {cider_d, bleu_4, rouge_l, spider}`` on a resampled corpus (`bootstrap.bootstrap`).
+
+    CIDEr-D is recomputed from the resample: its document frequencies and corpus size count each
+    query as often as it was drawn. Since IDF >= 0, every n-gram term of CIDEr-D's clipped dot
+    product and norms is IDF² times a count that does not depend on the corpus, so each (query,
+    reference, n) similarity is a ratio of sparse dot products with the vector IDF² (computed once
+    here, evaluated per resample). BLEU-4 sums the drawn queries' n-gram statistics; ROUGE-L (and
+    SPICE for SPIDEr, from ``per_item``) are means of per-item scores. All weights 1: the metrics.
+    """
+    from scipy import sparse
+
+    _check(candidates, mult_references)
+    cand_tokens = [tokenizer(c) for c in candidates]
+    ref_tokens = [[tokenizer(r) for r in rs] for rs in mult_references]
+    bleu_stats = [_bleu_stats(c, rs, n) for c, rs in zip(cand_tokens, ref_tokens)]
+    bleu_lens = np.array([[s.test_len, s.ref_len] for s in bleu_stats], dtype=np.float64)
+    bleu_guess = np.array([s.guess for s in bleu_stats], dtype=np.float64)
+    bleu_correct = np.array([s.correct for s in bleu_stats], dtype=np.float64)
+    rouge = np.asarray(per_item["rouge_l"], dtype=np.float64)
+    spice_items = np.asarray(per_item["spice"], dtype=np.float64) if per_item.get("spice") else None
+
+    vocab: dict[Gram, int] = {}
+
+    def gid(gram: Gram) -> int:
+        return vocab.setdefault(gram, len(vocab))
+
+    doc_rows, doc_cols = [], []
+    a_data, c_data, r_data = [], [], []  # (row, col, value) triples of the three matrices
+    penalty, row_item = [], []
+    refs_per_item = np.array([len(rs) for rs in ref_tokens], dtype=np.float64)
+    row = 0
+    for i, (cand, refs) in enumerate(zip(cand_tokens, ref_tokens)):
+        c_counts = _ngrams(cand, n)
+        r_counts = [_ngrams(r, n) for r in refs]
+        for gram in set().union(*[r.keys() for r in r_counts]):
+            doc_rows.append(i)
+            doc_cols.append(gid(gram))
+        c_len = max(0, len(cand) - 1)
+        for rc, ref in zip(r_counts, refs):
+            pen = math.exp(-((c_len - max(0, len(ref) - 1)) ** 2) / (2 * sigma**2))
+            for size in range(1, n + 1):
+                for gram, tf in c_counts.items():
+                    if len(gram) == size:
+                        c_data.append((row, gid(gram), float(tf * tf)))
+                        if gram in rc:
+                            a_data.append((row, gid(gram), float(min(tf, rc[gram]) * rc[gram])))
+                for gram, tf in rc.items():
+                    if len(gram) == size:
+                        r_data.append((row, gid(gram), float(tf * tf)))
+                penalty.append(pen)
+                row_item.append(i)
+                row += 1
+
+    def matrix(data: list[tuple[int, int, float]]):
+        rows, cols, vals = (list(x) for x in zip(*data)) if data else ([], [], [])
+        return sparse.csr_matrix((vals, (rows, cols)), shape=(row, len(vocab)))
+
+    docs = sparse.csr_matrix(
+        (np.ones(len(doc_rows)), (doc_rows, doc_cols)), shape=(len(cand_tokens), len(vocab))
+    ).T.tocsr()
+    dot_m, cand_m, ref_m = matrix(a_data), matrix(c_data), matrix(r_data)
+    pen_v, item_v = np.asarray(penalty), np.asarray(row_item)
+    norm = 10.0 / (n * refs_per_item)
+
+    def stat(w: np.ndarray) -> dict[str, float | None]:
+        total = w.sum()
+        out: dict[str, float | None] = {"cider_d": None, "spider": None}
+        if len(candidates) >= 2:
+            idf = math.log(total) - np.log(np.maximum(1.0, docs @ w))
+            q = idf * idf
+            dot, cn, rn = dot_m @ q, cand_m @ q, ref_m @ q
+            denom = np.sqrt(cn * rn)
+            sim = np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), dot) * pen_v
+            items = np.bincount(item_v, weights=sim, minlength=len(candidates)) * norm
+            cider = float(w @ items / total)
+            out["cider_d"] = cider
+            if spice_items is not None:
+                out["spider"] = (cider + float(w @ spice_items / total)) / 2
+        lens = w @ bleu_lens
+        sums = _BleuStats(lens[0], lens[1], list(w @ bleu_guess), list(w @ bleu_correct))
+        out["bleu_4"] = float(_bleu_from(sums, n))
+        out["rouge_l"] = float(w @ rouge / total)
+        return out
+
+    return stat
