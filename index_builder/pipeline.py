@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rag_flamingo import distributed, paths
+from rag_flamingo import distributed
+from rag_flamingo.components import store_path
 from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.datasets.sources import resolve_split, split_name
 from rag_flamingo.encoders.base import build_encoder
@@ -837,7 +838,7 @@ def _features_only(cfg: BuildConfig) -> Summary:
     root = Path(cfg.output)
     info = read_info(root)
     if info is None:
-        raise StoreError(f"{root}: no complete store; build it first (build_index ... output={root})")
+        raise StoreError(f"{root}: no complete store; build it first (build_index ... store={root})")
     if not cfg.features:
         raise ConfigError("mode=features needs features=<name> (e.g. features=clapcap)")
     _add_features(cfg, root, info)
@@ -897,9 +898,7 @@ def _summary(root: Path, info: StoreInfo, status: str, stats: EmbedStats, counts
 def config_from_dict(cfg: dict[str, Any]) -> BuildConfig:
     """A BuildConfig from the composed Hydra config (as a plain dict)."""
     split = split_name(cfg["dataset"], str(cfg.get("split") or "index"))
-    store = cfg.get("store") or paths.default_store(
-        cfg["cache_root"], cfg["dataset"]["name"], split, cfg["encoder"]["name"]
-    )
+    store = store_path(cfg, split_key="split")
     features = cfg.get("features")
     return BuildConfig(
         output=Path(store).expanduser(),

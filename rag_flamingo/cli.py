@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -325,10 +326,16 @@ def run_main(
         level=os.environ.get("RAG_FLAMINGO_LOG", log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build it found: noise here
+    ranked = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if ranked:  # torchrun stops the other ranks with SIGTERM when one fails: they exit 2 at once, quietly
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(2))
     try:
         return body(argv) or 0
     except (RagFlamingoError, HydraException, OmegaConfBaseException) as exc:
-        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank meets it: rank 0 says it
+            print(f"{prog}: error: {one_line(exc)}", file=sys.stderr, flush=True)
+        if ranked:
+            os._exit(2)  # no wait at a barrier or a process-group teardown for ranks that will never come
         return 2
 
 

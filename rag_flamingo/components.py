@@ -54,19 +54,25 @@ def task_name(cfg: dict) -> str:
     return str(tasks[0])
 
 
-def store_path(cfg: dict) -> Path:
-    """``store`` (a path, or a name under ``${cache_root}/indices``), else what build_index writes for
-    the dataset's index split and the encoder (`paths.default_store`)."""
-    from .datasets.sources import split_name
+def store_path(cfg: dict, split_key: str = "index_split", encoder: str | None = None) -> Path:
+    """The one resolver of a command's store: ``store`` (a path, or a name under
+    ``${cache_root}/indices``), else what build_index writes for the dataset's index split (``split_key``
+    names the config's split setting: build_index's ``split``) and the encoder (``encoder``: the name
+    when the config has none), `paths.default_store` named by `sources.store_stem`."""
+    from .datasets.sources import split_name, store_stem
 
     cache = Path(cfg.get("cache_root") or paths.cache_root()).expanduser()
     given = cfg.get("store")
     if given:
         return paths.find_store(str(given), cache)
-    if not cfg.get("dataset"):
+    dataset = cfg.get("dataset") or {}
+    if not dataset.get("name"):
         raise ConfigError("store= is not set: the index store to use (build_index ... store=my_index)")
-    split = split_name(cfg["dataset"], cfg.get("index_split") or "index")
-    return paths.default_store(cache, cfg["dataset"]["name"], split, cfg["encoder"]["name"])
+    split = split_name(dataset, str(cfg.get(split_key) or "index"))
+    name = (cfg.get("encoder") or {}).get("name") or encoder
+    if not name:
+        raise ConfigError("encoder= is not set: the encoder the store was built with (e.g. encoder=aisfx)")
+    return paths.store_folder(paths.default_store(cache, store_stem(dataset), split, str(name)))
 
 
 def open_store(cfg: dict) -> IndexStore:

@@ -15,6 +15,7 @@ The defaults here are the documented defaults (the YAML files hold only the grou
 
 import dataclasses
 import math
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -99,7 +100,8 @@ def ranges(schema: type, prefix: str = "") -> dict[str, tuple[Range, bool]]:
 
 def _section_schema(hint: Any) -> type | None:
     """The dataclass a field holds (also inside ``X | None``), or None."""
-    for candidate in (hint, *typing.get_args(hint)):
+    optional = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else ()
+    for candidate in (hint, *optional):
         if dataclasses.is_dataclass(candidate) and isinstance(candidate, type):
             return candidate
     return None
@@ -237,7 +239,7 @@ class IndexConfig:
     recall_queries: int = ranged(1000, ge=1)
     use_gpu: Any = ranged("auto", choices=("auto", True, False))
     seed: int = ranged(0, ge=0)
-    stream_above: int = ranged(1_000_000, ge=1)  # above this many items the index is built block by block
+    stream_above: int = ranged(1_000_000, ge=0)  # above this many items the index is built block by block
 
 
 @dataclass

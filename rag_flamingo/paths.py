@@ -71,7 +71,8 @@ def with_user_conf(overrides: list[str]) -> list[str]:
 
 def default_store(cache: str | Path, dataset: str, split: str, encoder: str) -> Path:
     """Where ``build_index`` writes a dataset split's store by default, and where ``evaluate`` looks
-    for it: ``<cache root>/indices/<dataset>-<split>-<encoder>``."""
+    for it: ``<cache root>/indices/<dataset>-<split>-<encoder>`` (``dataset``: `sources.store_stem`,
+    which names a folder of your own by its name and a hash of its path: ``folder-sounds-1a2b3c4d``)."""
     return Path(cache).expanduser() / "indices" / f"{dataset}-{split}-{encoder}"
 
 

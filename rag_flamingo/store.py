@@ -826,7 +826,7 @@ def build_lock(root: Path) -> Iterator[None]:
         except BlockingIOError:
             raise StoreError(
                 f"{root}: another build_index is writing this store ({LOCK_FILE} is locked); "
-                f"wait for it to finish or pick another output="
+                f"wait for it to finish or pick another store="
             ) from None
         yield
     finally:
@@ -858,7 +858,7 @@ class IndexStore:
         if info is None:
             raise StoreError(
                 f"{root}: not a complete index store (no {INFO_FILE}); build it with "
-                f"`build_index ... output={root}` (an interrupted build resumes)"
+                f"`build_index ... store={root}` (an interrupted build resumes)"
             )
         check_format(root, info)
         problems = [
@@ -946,7 +946,7 @@ class IndexStore:
         if name not in self.info.features:
             raise StoreError(
                 f"{self.root}: no '{name}' features in this store; add them with "
-                f"`build_index ... output={self.root} features={name}`"
+                f"`build_index store={self.root} mode=features features={name}`"
             )
         return FeatureCache(self.root, name)
 

@@ -177,4 +177,11 @@ def test_readme_manifest_placeholder_and_folder_splits(tmp_path):
         (tmp_path / "clips" / split / "dog" / "1.wav").write_bytes(b"")
     cfg = load_config(["dataset=folder", f"dataset.root={tmp_path / 'clips'}"])
     assert split_name(cfg["dataset"], "index") == "train" and split_name(cfg["dataset"], "query") == "test"
-    assert store_path(cfg).name == "folder-train-aisfx"
+    name = store_path(cfg).name
+    assert name.startswith("folder-clips-") and name.endswith("-train-aisfx")
+    # a second folder of the same name elsewhere gets its own default store; the same folder the same one
+    (tmp_path / "other" / "clips").mkdir(parents=True)
+    other = load_config(["dataset=folder", f"dataset.root={tmp_path / 'other' / 'clips'}"])
+    again = load_config(["dataset=folder", f"dataset.root={tmp_path / 'other' / '..' / 'clips'}"])
+    assert store_path(other).name.startswith("folder-clips-") and store_path(other) != store_path(cfg)
+    assert store_path(again) == store_path(cfg)

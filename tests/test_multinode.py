@@ -78,3 +78,29 @@ def test_two_nodes_equal_one_process(tmp_path):
     shared_vectors, shared_items = read_all_shards(shared)
     one_vectors, one_items = read_all_shards(one)
     assert np.array_equal(shared_vectors, one_vectors) and shared_items.equals(one_items)
+
+
+@pytest.mark.timeout(120)
+def test_a_user_error_under_torchrun_is_one_line_from_rank_0_and_every_rank_exits_2(tmp_path):
+    """Each rank meets the same bad setting: rank 0 prints the one line, every rank exits 2 at once
+    (torchrun's own failure summary follows; its exit code is 1)."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "-m",
+            "rag_flamingo.evaluate",
+            "limit=-1",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1", RAG_FLAMINGO_CACHE_ROOT=str(tmp_path / "cache")),
+        timeout=100,
+        cwd=tmp_path,
+    )
+    ours = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("evaluate:")]
+    assert ours == ["evaluate: error: limit=-1: must be >= 1 (null: every query)"]
+    codes = [line.split(":")[1].split()[0] for line in run.stderr.splitlines() if line.strip().startswith("exitcode")]
+    assert codes == ["2", "2"] and "rag_flamingo/" not in run.stderr  # no traceback through our code

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
-from ..components import build_encoder, build_engine, encoder_from_options
-from ..datasets.sources import split_name
+from ..components import build_encoder, build_engine, encoder_from_options, store_path
 from ..errors import ConfigError, RagFlamingoError, StoreError
 from ..predictors import Predictor, PredictorContext, build_predictor, predictor_names
 from ..retrieval import Retriever
@@ -33,14 +32,7 @@ DEMO_ENCODER = "aisfx"
 def primary_store(cfg: dict) -> Path:
     """``store=`` (a path or a name under ``<cache_root>/indices``), else the index store of ``dataset``
     (default: the demo store `scripts/demo.sh` builds)."""
-    cache = Path(cfg["cache_root"]).expanduser()
-    if cfg.get("store"):
-        return paths.find_store(str(cfg["store"]), cache)
-    dataset = cfg.get("dataset") or {}
-    if not dataset.get("name"):
-        raise ConfigError("store= is not set: the index store to open (build_index ... store=my_index)")
-    encoder = (cfg.get("encoder") or {}).get("name") or DEMO_ENCODER
-    return paths.default_store(cache, dataset["name"], split_name(dataset, cfg.get("index_split") or "index"), encoder)
+    return store_path(cfg, encoder=DEMO_ENCODER)
 
 
 @dataclass

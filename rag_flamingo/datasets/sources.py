@@ -98,6 +98,30 @@ def peek_split(dataset_cfg: Mapping[str, Any], split: str) -> tuple[list[dict], 
     return read_manifest(manifest, allow_outside_root=bool(_get(dataset_cfg, "allow_outside_root"))), root, True
 
 
+def store_stem(dataset_cfg: Mapping[str, Any]) -> str:
+    """The dataset's part of a default store name (`paths.default_store`): its name; for a folder of
+    your own, or a manifest of your own, also that folder's (manifest's) name and a short hash of its
+    resolved path, so that two folders never share a default store."""
+    name = str(_get(dataset_cfg, "name"))
+    manifest = _get(dataset_cfg, "manifest")
+    if manifest:
+        spec = json.dumps(manifest, sort_keys=True) if isinstance(manifest, Mapping) else str(manifest)
+        label = "manifest"
+        if not isinstance(manifest, Mapping):
+            named = Path(str(manifest).replace("{split}", ""))
+            label = named.name.removesuffix(".jsonl").strip("._-") or named.parent.name
+        where = f"{spec}|{_get(dataset_cfg, 'root') or ''}"
+        if not isinstance(manifest, Mapping):
+            where = f"{Path(spec).expanduser().resolve()}|{where}"
+    elif source_of(dataset_cfg) == "folder" and _get(dataset_cfg, "root"):
+        resolved = dataset_root(dataset_cfg).resolve()
+        label, where = resolved.name, str(resolved)
+    else:
+        return name
+    slug = "".join(c if c.isalnum() or c in "._" else "_" for c in label).strip("._") or "data"
+    return f"{name}-{slug}-{hashlib.sha1(where.encode()).hexdigest()[:8]}"
+
+
 def source_of(dataset_cfg: Mapping[str, Any]) -> str:
     name = _get(dataset_cfg, "name")
     return _get(dataset_cfg, "source") or (name if name in ("demo", "folder") else "official")
