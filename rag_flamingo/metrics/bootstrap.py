@@ -97,41 +97,61 @@ def classification_statistic(truth: Sequence[str], predicted: Sequence[str | Non
 def tagging_statistic(truth: np.ndarray, predicted: np.ndarray | None, scores: np.ndarray | None) -> Statistic:
     """micro-F1 and macro-F1 (over labels occurring in the resample's references or predictions) from
     binary [N, C] matrices, and mAP from scores [N, C] (a resampled query counted as often as drawn)."""
+    from scipy import sparse
+
     truth = np.asarray(truth, dtype=np.float64)
+    t_sparse = sparse.csr_matrix(truth).T.tocsr()
+    counts = None
+    if predicted is not None:
+        pred = np.asarray(predicted, dtype=np.float64)
+        counts = [sparse.csr_matrix(m).T.tocsr() for m in (truth * pred, pred * (1 - truth), truth * (1 - pred), pred)]
+    ap = average_precision_statistic(truth, np.asarray(scores, dtype=np.float64)) if scores is not None else None
 
     def stat(w: np.ndarray) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
-        if predicted is not None:
-            pred = np.asarray(predicted, dtype=np.float64)
-            tp = w @ (truth * pred)
-            fp = w @ (pred * (1 - truth))
-            fn = w @ (truth * (1 - pred))
-            used = (w @ truth > 0) | (w @ pred > 0)
+        if counts is not None:
+            tp, fp, fn, predicted_count = (m @ w for m in counts)
+            used = (t_sparse @ w > 0) | (predicted_count > 0)
             total = 2 * tp.sum() + fp.sum() + fn.sum()
             out["micro_f1"] = float(2 * tp.sum() / total) if total > 0 else 0.0
             out["macro_f1"] = float(_f1(tp, fp, fn)[used].mean()) if used.any() else 0.0
-        if scores is not None:
-            out["mAP"] = weighted_map(truth, np.asarray(scores, dtype=np.float64), w)
+        if ap is not None:
+            out["mAP"] = ap(w)
         return out
 
     return stat
 
 
+def average_precision_statistic(truth: np.ndarray, scores: np.ndarray) -> Callable[[np.ndarray], float | None]:
+    """``weights -> mAP``: the mean over labels with a positive of scikit-learn's step-wise average
+    precision (ties in score form one threshold), each item counted ``w`` times. The score order and
+    the tie groups do not depend on the weights: sorted once, each resample is cumulative sums.
+    AP = sum over items of w·y / positives x the precision at the end of the item's tie group."""
+    n, c = truth.shape
+    order = np.argsort(-scores, axis=0, kind="mergesort")
+    y = np.take_along_axis(truth, order, axis=0)
+    s = np.take_along_axis(scores, order, axis=0)
+    end = np.ones((n, c), dtype=bool)
+    end[:-1] = s[1:] != s[:-1]  # the last row of each tie group
+    group_end = np.where(end, np.arange(n)[:, None], n)  # each row: the index of its group's last row
+    group_end = np.flip(np.minimum.accumulate(np.flip(group_end, axis=0), axis=0), axis=0)
+
+    def ap(w: np.ndarray) -> float | None:
+        ws = w[order]
+        hits = ws * y
+        tp = np.cumsum(hits, axis=0)
+        seen = np.cumsum(ws, axis=0)
+        precision = np.divide(tp, seen, out=np.zeros_like(tp), where=seen > 0)
+        at_end = np.take_along_axis(precision, group_end, axis=0)
+        positives = hits.sum(axis=0)
+        cols = positives > 0
+        if not cols.any():
+            return None
+        return float(np.mean((hits * at_end).sum(axis=0)[cols] / positives[cols]))
+
+    return ap
+
+
 def weighted_map(truth: np.ndarray, scores: np.ndarray, w: np.ndarray) -> float | None:
-    """Mean over labels with a positive of the average precision, each item counted ``w`` times
-    (scikit-learn's step-wise AP: ties in score form one threshold)."""
-    aps = []
-    for c in range(truth.shape[1]):
-        pos = w @ truth[:, c]
-        if pos <= 0:
-            continue
-        order = np.argsort(-scores[:, c], kind="mergesort")
-        s, y, ww = scores[order, c], truth[order, c], w[order]
-        last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # the last item of each distinct score
-        tps = np.cumsum(ww * y)[last]
-        fps = np.cumsum(ww * (1 - y))[last]
-        keep = (tps + fps) > 0
-        precision = np.divide(tps, tps + fps, out=np.zeros_like(tps), where=keep)
-        recall = tps / pos
-        aps.append(float(np.sum(np.diff(np.r_[0.0, recall]) * precision)))
-    return float(np.mean(aps)) if aps else None
+    """mAP with each item counted ``w`` times (`average_precision_statistic` for one weighting)."""
+    return average_precision_statistic(np.asarray(truth, dtype=np.float64), np.asarray(scores, dtype=np.float64))(w)
