@@ -5,7 +5,7 @@ Usage (Hydra overrides; the config is ``rag_flamingo/conf/evaluate.yaml`` + ``da
 
     evaluate dataset=demo task=classification predictor=knn shots=4
     evaluate dataset=demo predictor=knn,prototype shots=1,4,8          # one run, the whole grid
-    evaluate dataset=esc50 predictor=flamingo -m shots=0,1,4,7        # model=foundation: hub weights
+    evaluate dataset=esc50 predictor=flamingo shots=0,1,4,7        # model=foundation: hub weights
     evaluate dataset=esc50 predictor=flamingo model.checkpoint.path=/ckpt/foundation.pt shots=4
     evaluate store=/path/to/my_index dataset=folder dataset.root=clips/ predictor=prototype
     torchrun --nproc_per_node=4 -m rag_flamingo.evaluate dataset=esc50 predictor=flamingo ...

@@ -237,6 +237,10 @@ def artifacts(config_name: str, cfg: Mapping[str, Any]) -> list[Artifact]:
 
     if config_name == "build_index":
         out = dataset_artifacts(cfg["dataset"], str(cfg.get("split") or "index")) if cfg.get("mode") != "repair" else []
+        if cfg.get("mode") in ("append", "repair", "features"):  # they work on a store that exists
+            store = store_path(dict(cfg), split_key="split")
+            build = f"build_index dataset={(cfg.get('dataset') or {}).get('name')} store={store}"
+            out += store_artifacts(store, None, build)
         encoder = cfg.get("encoder") or {}
         if cfg.get("mode") in ("build", "append") and encoder.get("name"):
             out += weights("retrieval encoder", {**option_defaults(encoder["name"]), **encoder}, "encoder")
@@ -247,10 +251,12 @@ def artifacts(config_name: str, cfg: Mapping[str, Any]) -> list[Artifact]:
     out = []
     store = None
     if cfg.get("store") or cfg.get("dataset"):
-        store = store_path(dict(cfg))
+        from .datasets.demo import DEMO_ENCODER
+
+        store = store_path(dict(cfg), encoder=DEMO_ENCODER if config_name == "rag_app" else None)
     predictors = [str(p) for p in as_list(cfg.get("predictor"))]
-    flamingo = "flamingo" in predictors
     model = cfg.get("model") or {}
+    flamingo = "flamingo" in predictors or (config_name == "rag_app" and bool(model))  # the app's Ask and Chat tabs
     if store is not None:
         from .backends import backend_name
 

@@ -18,15 +18,13 @@ from typing import Any
 
 from .. import paths
 from ..components import build_encoder, build_engine, encoder_from_options, store_path
+from ..datasets.demo import DEMO_ENCODER
 from ..errors import ConfigError, RagFlamingoError, StoreError
 from ..predictors import Predictor, PredictorContext, build_predictor, predictor_names
 from ..retrieval import Retriever
 from ..store import INFO_FILE, IndexStore
 
 logger = logging.getLogger(__name__)
-
-# the encoder scripts/demo.sh builds the demo store with (build_index's default `encoder: aisfx`)
-DEMO_ENCODER = "aisfx"
 
 
 def primary_store(cfg: dict) -> Path:

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 44100
 DEMO_SEED = 20240611
+DEMO_ENCODER = "aisfx"  # the encoder scripts/demo.sh builds the demo store with (build_index's default)
 SPLIT_SIZES = {"train": 8, "test": 4}
 GENERATOR_VERSION = 1  # bump whenever the audio or the rows change: cached copies are regenerated
 
