@@ -24,6 +24,13 @@ Two formats (``model.icl_format``):
       assistant: rain
       user: <audio q>classify this sound. OPTIONS: ...
 
+  That is the message order; the model's chat template decides where an audio's placeholder lands
+  in its turn. Qwen2-Audio keeps it in place (``Here are similar examples. ...\nAudio 1:
+  <|AUDIO|>\nclassify this sound.``); AF3's and Music Flamingo's templates put each user turn's
+  ``<sound>`` first, so their first turn renders as ``<sound>Here are similar examples. The task
+  is ...\nclassify this sound.``: the header comes after shot 1's audio (tested in
+  ``tests/test_backends_decoding.py``).
+
 The texts are AF1's (`rag_flamingo.prompts`: the retrieval header, the task prefix, the task's
 instruction or the AQA question, the options block, the answer text) in their natural case; shots
 carry no options, the query does, as in AF1. Zero shots: one user turn with the task prefix, the

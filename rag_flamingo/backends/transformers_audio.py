@@ -50,6 +50,7 @@ from ..model.generation_settings import GenerationSettings
 from ..prompts import drop_order  # the one drop policy of AF1's prompts: least similar first
 from ..retrieval import Retriever, Shot
 from .chat_icl import chat_messages, check_icl_format, count_audios
+from .decoding import explicit_generation
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ class TransformersAudioEngine:
             )
         self.max_tokens = context - self.generation.max_new_tokens
         self.query_audio = ProcessorAudio(f"{self.name}-audio", self.sample_rate, self.max_seconds)
+        # our decoding only: the checkpoint's generation_config.json decides nothing but its token ids
+        self.generation_config, self.decoding = explicit_generation(model, self.generation, self.tokenizer)
 
     @property
     def max_shots(self) -> int:
@@ -267,21 +270,8 @@ class TransformersAudioEngine:
 
     # ------------------------------------------------------------------ the model step
     def generation_kwargs(self) -> dict[str, Any]:
-        g = self.generation
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=g.max_new_tokens,
-            num_beams=g.num_beams,
-            do_sample=g.do_sample,
-            length_penalty=g.length_penalty,
-            early_stopping=g.early_stopping,
-            use_cache=g.use_cache,
-            pad_token_id=self.tokenizer.pad_token_id
-            if self.tokenizer.pad_token_id is not None
-            else self.tokenizer.eos_token_id,
-        )
-        if g.do_sample:
-            kwargs.update(top_k=g.top_k, top_p=g.top_p, temperature=g.temperature)
-        return kwargs
+        """What ``generate`` gets besides the inputs: our explicit config (`decoding.explicit_generation`)."""
+        return {"generation_config": self.generation_config}
 
     @torch.inference_mode()
     def generate(
