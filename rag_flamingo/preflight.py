@@ -238,9 +238,9 @@ def artifacts(config_name: str, cfg: Mapping[str, Any]) -> list[Artifact]:
     if config_name == "build_index":
         out = dataset_artifacts(cfg["dataset"], str(cfg.get("split") or "index")) if cfg.get("mode") != "repair" else []
         if cfg.get("mode") in ("append", "repair", "features"):  # they work on a store that exists
-            store = store_path(dict(cfg), split_key="split")
-            build = f"build_index dataset={(cfg.get('dataset') or {}).get('name')} store={store}"
-            out += store_artifacts(store, None, build)
+            built = store_path(dict(cfg), split_key="split")
+            build = f"build_index dataset={(cfg.get('dataset') or {}).get('name')} store={built}"
+            out += store_artifacts(built, None, build)
         encoder = cfg.get("encoder") or {}
         if cfg.get("mode") in ("build", "append") and encoder.get("name"):
             out += weights("retrieval encoder", {**option_defaults(encoder["name"]), **encoder}, "encoder")
@@ -249,7 +249,7 @@ def artifacts(config_name: str, cfg: Mapping[str, Any]) -> list[Artifact]:
             out += weights("features encoder", options, "features_encoder")
         return out
     out = []
-    store = None
+    store: Path | None = None
     if cfg.get("store") or cfg.get("dataset"):
         from .datasets.demo import DEMO_ENCODER
 
