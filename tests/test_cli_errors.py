@@ -172,6 +172,10 @@ def test_readme_manifest_placeholder_and_folder_splits(tmp_path):
 
     cfg = load_config(["dataset=folder", f"dataset.manifest={tmp_path}/{{split}}.jsonl", "dataset.root=/audio"])
     assert cfg["dataset"]["manifest"] == f"{tmp_path}/{{split}}.jsonl"
+    # a per-split manifest of your own: build_index indexes train, evaluate queries test (not all.jsonl)
+    assert split_name(cfg["dataset"], "index") == "train" and split_name(cfg["dataset"], "query") == "test"
+    single = load_config(["dataset=folder", f"dataset.manifest={tmp_path}/mine.jsonl"])
+    assert split_name(single["dataset"], "index") == split_name(single["dataset"], "query") == "all"
     for split in ("train", "test"):
         (tmp_path / "clips" / split / "dog").mkdir(parents=True)
         (tmp_path / "clips" / split / "dog" / "1.wav").write_bytes(b"")

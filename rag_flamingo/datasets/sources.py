@@ -145,7 +145,11 @@ def split_name(dataset_cfg: Mapping[str, Any], split: str) -> str:
 
 
 def _auto_split(dataset_cfg: Mapping[str, Any], role: str) -> str:
-    if source_of(dataset_cfg) != "folder" or _get(dataset_cfg, "manifest") or not _get(dataset_cfg, "root"):
+    manifest = _get(dataset_cfg, "manifest")
+    if manifest:  # a manifest of your own: per split (a {split} path, or {split: path}) -> train/test, else all
+        per_split = isinstance(manifest, Mapping) or "{split}" in str(manifest)
+        return ("train" if role == "index" else "test") if per_split else folder.ALL_SPLIT
+    if source_of(dataset_cfg) != "folder" or not _get(dataset_cfg, "root"):
         return folder.ALL_SPLIT
     found = folder.folder_splits(folder.list_audio_files(dataset_root(dataset_cfg)))
     if {"train", "test"} <= set(found):
