@@ -88,10 +88,11 @@ def resolve_checkpoint(
     source: CheckpointSource,
     what: str = "checkpoint",
     cache_dir: str | None = None,
-    local_option: str = "encoder.checkpoint",
+    local_option: str | None = None,
 ) -> Path:
     """A local file for ``source``; CheckpointError with the fix when it is unavailable.
-    ``local_option``: the config option that takes a local file instead, named in the hub error."""
+    ``local_option``: the config option that takes a local file instead, named in the hub error
+    (None: an encoder's ``checkpoint``, under the section it is used from)."""
     if source.path:
         path = Path(os.path.expanduser(str(source.path)))
         if not path.is_file():
@@ -108,10 +109,13 @@ def resolve_checkpoint(
     try:
         return hf_download(source.repo_id, source.filename, cache_dir=cache_dir, revision=source.revision)
     except CheckpointError as exc:
-        raise CheckpointError(
-            f"{what}: {exc} (a local file goes in the option `{local_option}`, e.g. "
-            f"{local_option}=/path/to/{source.filename})"
-        ) from exc.__cause__
+        where = (
+            f"the option `{local_option}`, e.g. {local_option}=/path/to/{source.filename}"
+            if local_option
+            else "the encoder's `checkpoint` option of the section it is used from: encoder.checkpoint, "
+            "features_encoder.checkpoint (build_index features=) or model.audio_encoder.checkpoint"
+        )
+        raise CheckpointError(f"{what}: {exc} (a local file goes in {where})") from exc.__cause__
 
 
 def offline_help(

@@ -67,6 +67,18 @@ def _hub_snapshot(repo_or_dir: str, include: Iterable[str]) -> bool:
     return any(folder.iterdir())
 
 
+def _snapshot(what: str, repo_or_dir: str, include: Iterable[str], setting: str) -> Artifact:
+    """A hub repo's files (or a local folder) as an artifact; a path that is not a folder is named as one."""
+    from .checkpoints import looks_like_hub_id
+
+    include = list(include)
+    if looks_like_hub_id(repo_or_dir) and not Path(repo_or_dir).expanduser().exists():
+        fetch = _download(repo_or_dir, include=[] if include == ["*"] else include)
+    else:
+        fetch = f"no such folder: point {setting} at a folder holding the files, or at a hub id"
+    return Artifact(what, repo_or_dir, _hub_snapshot(repo_or_dir, include), fetch)
+
+
 def _download(repo: str, filename: str | None = None, include: Iterable[str] = ()) -> str:
     return " ".join(["hf download", repo, *([filename] if filename else []), *(f"--include '{p}'" for p in include)])
 
@@ -98,18 +110,11 @@ def weights(what: str, options: Mapping[str, Any], setting: str) -> list[Artifac
         out.append(Artifact(f"{what} aisfx weights", where, present, "pip install --no-deps aisfx==0.1.2"))
     if options.get("model") and isinstance(options.get("model"), str):  # transformers ClapModel
         hub = str(options["model"])
-        out.append(Artifact(f"{what} {name} model ({setting}.model)", hub, _hub_snapshot(hub, ["*"]), _download(hub)))
+        out.append(_snapshot(f"{what} {name} model ({setting}.model)", hub, ["*"], f"{setting}.model"))
     text = options.get("text_model")
     if text and options.get("with_text", True):
-        include = list(TOKENIZER_FILES)
-        out.append(
-            Artifact(
-                f"{what} {name} text tower config + tokenizer ({setting}.text_model)",
-                str(text),
-                _hub_snapshot(str(text), include),
-                _download(str(text), include=include),
-            )
-        )
+        tower = f"{what} {name} text tower config + tokenizer ({setting}.text_model)"
+        out.append(_snapshot(tower, str(text), TOKENIZER_FILES, f"{setting}.text_model"))
     return out
 
 
@@ -154,8 +159,7 @@ def model_artifacts(model: Mapping[str, Any]) -> list[Artifact]:
 
     if backend_name(model) == "transformers":
         hub = str(model.get("checkpoint") or "")
-        what = f"model {model.get('name')} (model.checkpoint)"
-        return [Artifact(what, hub, _hub_snapshot(hub, ["*"]), _download(hub))]
+        return [_snapshot(f"model {model.get('name')} (model.checkpoint)", hub, ["*"], "model.checkpoint")]
     out: list[Artifact] = []
     ck = model.get("checkpoint") or {}
     ck = ck if isinstance(ck, Mapping) else {"path": ck}
@@ -169,13 +173,11 @@ def model_artifacts(model: Mapping[str, Any]) -> list[Artifact]:
         present = _hub_file(str(ck["repo_id"]), str(ck["filename"]), ck.get("revision"))
         where, fetch = f"hf://{ck['repo_id']}/{ck['filename']}", _download(ck["repo_id"], ck["filename"])
         out.append(Artifact("AF1 checkpoint (model.checkpoint)", where, present, fetch))
-    include = list(TOKENIZER_FILES)
     for key in dict.fromkeys(k for k in ("lm", "tokenizer") if model.get(k)):
         hub = str(model[key])
         if key == "tokenizer" and hub == model.get("lm"):
             continue  # one download serves both
-        fetch = _download(hub, include=include)
-        out.append(Artifact(f"OPT config + tokenizer (model.{key})", hub, _hub_snapshot(hub, include), fetch))
+        out.append(_snapshot(f"OPT config + tokenizer (model.{key})", hub, TOKENIZER_FILES, f"model.{key}"))
     audio = model.get("audio_encoder") or {}
     if isinstance(audio, Mapping) and audio.get("name"):
         out += weights("AF1 window encoder", {**option_defaults(audio["name"]), **audio}, "model.audio_encoder")
