@@ -14,12 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .audio import AudioSource
-from .engine import Answer, RagFlamingo
+from .engine import RagFlamingo
 from .errors import AudioError, ConfigError
+from .prediction import Prediction
 from .predictors import FlamingoPredictor
 from .prompts import get_task
 from .runner import QueryInput, QueryRunner
 from .store import recording_key
+
+Answer = Prediction  # the name this module's answers had before they were one record
 
 
 def answer_batch(
@@ -29,8 +32,8 @@ def answer_batch(
     k: int = 4,
     items: Sequence[dict] | None = None,
     options: Sequence[str] | None = None,
-) -> list[Answer]:
-    """One `Answer` per clip. ``items[i]`` carries the query's fields the task needs (``question``
+) -> list[Prediction]:
+    """One `Prediction` per clip. ``items[i]`` carries the query's fields the task needs (``question``
     for AQA, ``id``, ``start``/``end``); a clip that is in the store never sees itself as a shot."""
     if engine.retrieval_encoder is None:
         raise ConfigError("answering clips needs the engine's retrieval_encoder= (the store's encoder)")
@@ -60,17 +63,7 @@ def answer_batch(
     if batch.rejected:
         bad = batch.rejected[0]
         raise AudioError(bad.path or bad.id, bad.reason)
-    return [
-        Answer(
-            r.prediction.output,
-            r.prediction.prompt or "",
-            r.prediction.shots,
-            r.prediction.dropped,
-            r.prediction.score,
-            r.prediction.samples,
-        )
-        for r in batch.results
-    ]
+    return [r.prediction for r in batch.results]  # the engine's record itself (label_scores with decode=rank)
 
 
 def answer(
@@ -80,7 +73,7 @@ def answer(
     k: int = 4,
     question: str | None = None,
     options: Sequence[str] | None = None,
-) -> Answer:
+) -> Prediction:
     """One clip: ``answer(engine, "dog.wav", "classification", k=4, options=store.label_set())``."""
     item = {"question": question} if question else {}
     return answer_batch(engine, [audio], task, k, [item], options)[0]

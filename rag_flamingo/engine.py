@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,6 +47,7 @@ from .errors import ConfigError, StoreError
 from .model import GenerationSettings, generate, postprocess_output, silence_features, tokenize_prompts
 from .model.media import pack_window_features
 from .model.scoring import answer_token_ids, score_continuations
+from .prediction import Prediction
 from .prompts import TaskFamily, build_prompt, get_task, token_counter
 from .retrieval import Retriever, Shot
 from .store import comparable_fingerprint, normalize_rows
@@ -55,19 +55,6 @@ from .store import comparable_fingerprint, normalize_rows
 logger = logging.getLogger(__name__)
 
 DECODE_MODES = {"generate": None, "rank": "mean", "rank_sum": "sum"}  # decode -> the rank score (scoring.SCORE_KINDS)
-
-
-@dataclass
-class Answer:
-    """One generated answer with everything needed to audit it."""
-
-    output: str
-    prompt: str
-    shots: list[Shot]
-    dropped: int = 0  # retrieved shots the prompt budget could not hold
-    score: float | None = None  # CLAP-filter similarity of the kept sample; decode=rank: the best option's score
-    samples: list[tuple[str, float]] = field(default_factory=list)  # (text, CLAP score), reranked
-    label_scores: dict[str, float] | None = None  # decode=rank: every option's log-likelihood score
 
 
 class ClapReranker:
@@ -233,7 +220,7 @@ class RagFlamingo:
         waves: Sequence[dict[DecodeKey, np.ndarray]],
         options: Sequence[str] | None = None,
         query_options: Sequence[Sequence[str] | None] | None = None,
-    ) -> list[Answer]:
+    ) -> list[Prediction]:
         """Answers for a batch of queries whose shots are already retrieved."""
         per_query = list(query_options) if query_options is not None else [options] * len(items)
         ranked = self._ranked_rows(task, per_query)
@@ -241,7 +228,7 @@ class RagFlamingo:
         feats, mask = self.media(prompts, [wave_for(w, self.window_encoder) for w in waves])
         ids, attn = tokenize_prompts(self.tokenizer, [p.text for p in prompts])
         rest = [b for b in range(len(prompts)) if b not in ranked]
-        answers: dict[int, Answer] = {}
+        answers: dict[int, Prediction] = {}
         if ranked:
             r = torch.tensor(ranked)
             opts = [per_query[b] or [] for b in ranked]
@@ -267,7 +254,7 @@ class RagFlamingo:
             )
         return [b for b, opts in enumerate(per_query) if opts]
 
-    def _generate(self, prompts, waves, ids, attn, feats, mask) -> list[Answer]:
+    def _generate(self, prompts, waves, ids, attn, feats, mask) -> list[Prediction]:
         """Generated answers (CLAP-filtered when sampling several)."""
         n = self.generation.num_return_sequences
         out = generate(self.model, ids, attn, feats, mask, self.generation)
@@ -278,7 +265,7 @@ class RagFlamingo:
         answers = []
         for b, p in enumerate(prompts):
             cands = texts[b * n : (b + 1) * n]
-            ans = Answer(cands[0], p.text, list(p.shots), dropped=len(p.dropped))
+            ans = Prediction(cands[0], prompt=p.text, shots=list(p.shots), dropped=len(p.dropped))
             if n > 1 and self.reranker is not None:  # checked in __init__: n > 1 has a reranker
                 best, scores = self.reranker.pick(wave_for(waves[b], self.reranker.encoder), cands)
                 ans.output, ans.score = cands[best], float(scores[best])
@@ -286,7 +273,7 @@ class RagFlamingo:
             answers.append(ans)
         return answers
 
-    def _rank(self, task: str, prompts, options: Sequence[Sequence[str]], ids, attn, feats, mask) -> list[Answer]:
+    def _rank(self, task: str, prompts, options: Sequence[Sequence[str]], ids, attn, feats, mask) -> list[Prediction]:
         """The best option of each query by the log-likelihood of its answer (see the module docstring)."""
         spec = get_task(task)
         cfg = self.model.config
@@ -306,10 +293,10 @@ class RagFlamingo:
             label_scores = {o: float(v) for o, v in zip(opts, s.get(kind))}
             best = min(label_scores, key=lambda o: (-label_scores[o], o))
             answers.append(
-                Answer(
+                Prediction(
                     spec.map_label(best),
-                    p.text,
-                    list(p.shots),
+                    prompt=p.text,
+                    shots=list(p.shots),
                     dropped=len(p.dropped),
                     score=label_scores[best],
                     label_scores=label_scores,
@@ -340,4 +327,4 @@ class FlamingoEngine(Protocol):
         waves: Sequence[dict[DecodeKey, np.ndarray]],
         options: Sequence[str] | None = None,
         query_options: Sequence[Sequence[str] | None] | None = None,
-    ) -> list[Answer]: ...
+    ) -> list[Prediction]: ...

@@ -43,6 +43,7 @@ from .adapters import probabilities as class_probabilities
 from .audio import DecodeKey
 from .config import ZERO_SHOT_TEMPLATE
 from .errors import ConfigError, did_you_mean
+from .prediction import Prediction
 from .prompts import TaskFamily, TaskSpec, answer_text, get_task
 from .retrieval import Shot
 from .store import item_labels, normalize_rows
@@ -64,17 +65,6 @@ class Query:
     shots: list[Shot] = field(default_factory=list)  # retrieved for the current k, prompt order
     options: list[str] | None = None  # the answer set offered (labels; yes/no for AQA), or None
     own_rows: frozenset[int] = frozenset()  # store rows of the query's own recording (or exact copies)
-
-
-@dataclass
-class Prediction:
-    output: str  # the answer text (a label for label predictors; tags joined by ", ")
-    score: float | None = None  # confidence of ``output`` (vote share, cosine, CLAP score)
-    label_scores: dict[str, float] | None = None  # every option's score (label predictors)
-    shots: list[Shot] = field(default_factory=list)  # the shots that informed the answer
-    prompt: str | None = None  # flamingo only
-    dropped: int = 0  # flamingo: shots the prompt budget dropped
-    samples: list[tuple[str, float]] = field(default_factory=list)  # flamingo + CLAP filter
 
 
 class Predictor(Protocol):
@@ -432,10 +422,7 @@ class FlamingoPredictor:
             [q.waves for q in queries],
             query_options=[q.options if task.options else None for q in queries],
         )
-        return [
-            Prediction(a.output, a.score, a.label_scores, a.shots, a.prompt, a.dropped, a.samples)  # field order
-            for a in answers
-        ]
+        return list(answers)
 
 
 def _by_own_rows(queries: Sequence[Query]) -> dict[frozenset[int], list[int]]:

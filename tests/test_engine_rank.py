@@ -164,3 +164,15 @@ def test_evaluate_with_rank_decoding_end_to_end(parts, tmp_path):
         assert set(r["label_scores"]) == labels and r["output"] in labels
         assert r["label_scores"][r["output"]] == max(r["label_scores"].values())
     assert json.loads((out / "run.json").read_text())["settings"]["flamingo"]["decode"] == "rank"
+
+
+def test_the_python_api_returns_the_engines_record_with_every_option_scored(parts):
+    """One answer record from the engine to `api.answer`: with decode=rank its label_scores survive."""
+    from rag_flamingo.api import answer
+
+    eng = make_engine(parts)
+    row = parts["test"][0]
+    labels = parts["store"].label_set()
+    got = answer(eng, parts["root"] / row["path"], "event_classification", k=2, options=labels)
+    assert got.label_scores is not None and set(got.label_scores) == set(labels)
+    assert got.label_scores[got.output] == max(got.label_scores.values()) and got.prompt.count("<audio>") == 3

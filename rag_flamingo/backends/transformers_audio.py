@@ -44,9 +44,9 @@ import torch
 
 from ..audio import DecodeKey, load_audio, wave_for
 from ..checkpoints import pretrained_dir
-from ..engine import Answer
 from ..errors import AudioError, CheckpointError, ConfigError
 from ..model.generation_settings import GenerationSettings
+from ..prediction import Prediction
 from ..prompts import drop_order  # the one drop policy of AF1's prompts: least similar first
 from ..retrieval import Retriever, Shot
 from .chat_icl import chat_messages, check_icl_format, count_audios
@@ -282,7 +282,7 @@ class TransformersAudioEngine:
         waves: Sequence[dict[DecodeKey, np.ndarray]],
         options: Sequence[str] | None = None,
         query_options: Sequence[Sequence[str] | None] | None = None,
-    ) -> list[Answer]:
+    ) -> list[Prediction]:
         """Answers for a batch of queries whose shots are already retrieved."""
         per_query = list(query_options) if query_options is not None else [options] * len(items)
         shot_audio: dict[int, EncodedAudio | None] = {}
@@ -306,7 +306,9 @@ class TransformersAudioEngine:
         out = self.model.generate(**batch, **self.generation_kwargs())
         new = out[:, batch["input_ids"].shape[1] :]
         outputs = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return [Answer(o.strip(), t, s, dropped=d) for o, t, s, d in zip(outputs, texts, kept, dropped)]
+        return [
+            Prediction(o.strip(), prompt=t, shots=s, dropped=d) for o, t, s, d in zip(outputs, texts, kept, dropped)
+        ]
 
 
 # ---------------------------------------------------------------------- from config
