@@ -29,7 +29,7 @@ from .prompts import TaskFamily
 # family -> (main metric, columns of the table)
 COLUMNS = {
     "classification": ("accuracy", ["accuracy", "macro_f1", "unmatched"]),
-    "tagging": ("mAP", ["mAP", "micro_f1", "macro_f1", "unmatched"]),
+    "tagging": ("mAP", ["mAP", "micro_f1", "macro_f1", "approx_f1", "unmatched"]),
     "captioning": ("cider_d", ["cider_d", "bleu_4", "rouge_l", "spider"]),
     "aqa": ("accuracy", ["accuracy", "unmatched"]),
 }
@@ -89,6 +89,7 @@ def _score(records: list[dict], task, labels: Sequence[str]) -> tuple[dict, B.St
         if all(r.get("label_scores") is not None for r in records):
             scores = np.array([[r["label_scores"].get(lab, 0.0) for lab in vocab] for r in records])
         tags = M.multilabel_metrics(outputs, [r["target"] for r in records], vocab, scores=scores)
+        approx = M.approximate_f1(outputs, [r["target"] for r in records])
         index = {lab: i for i, lab in enumerate(vocab)}
         truth_m = np.zeros((len(records), len(vocab)))
         pred_m = np.zeros_like(truth_m)
@@ -102,9 +103,10 @@ def _score(records: list[dict], task, labels: Sequence[str]) -> tuple[dict, B.St
             "mAP": tags.mAP,
             "micro_f1": tags.micro_f1,
             "macro_f1": tags.macro_f1,
+            "approx_f1": approx.approx_f1,
             "unmatched": tags.unmatched,
         }
-        return tagged, B.tagging_statistic(truth_m, pred_m, scores)
+        return tagged, B.tagging_statistic(truth_m, pred_m, scores, np.asarray(approx.counts).reshape(-1, 4))
     if family == TaskFamily.CAPTIONING:
         references = [r["target"] for r in records]
         caps = M.captioning_metrics(outputs, references)

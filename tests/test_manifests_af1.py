@@ -67,13 +67,23 @@ def _clotho_aqa(root: Path) -> None:
             ["dog.wav", "Is a dog barking?", "yes", "yes"],
         ],
     )
-    _csv(root / "clotho_aqa_test.csv", header, [["bird.wav", "Are birds singing?", "no", "yes"]] * 3)
+    _csv(
+        root / "clotho_aqa_test.csv",
+        header,
+        [["bird.wav", "Are birds singing?", "no", "yes"]] * 3
+        + [["bird.wav", "How many birds sing?", "Two", "yes"]] * 3
+        + [["bird.wav", "What is singing?", "birds", "yes"]] * 3
+        + [["bird.wav", "How many calls?", c, "yes"] for c in ("3", "3", "4")],
+    )
 
 
 def test_clotho_aqa_rows_answers_and_groups(tmp_path):
     _clotho_aqa(tmp_path)
     splits = _made("clotho_aqa", tmp_path, tmp_path / "out")
-    assert sorted(splits) == ["test", "test_unanimous", "train", "train_unanimous"]
+    assert sorted(splits) == [
+        *["test", "test_non_binary", "test_numerical", "test_unanimous"],
+        *["train", "train_unanimous"],  # train has no non-binary or numerical question: not written
+    ]
     rain_yes, rain_what, dog = splits["train"]
     assert rain_yes == {
         "id": "rain on roof#1",
@@ -84,11 +94,19 @@ def test_clotho_aqa_rows_answers_and_groups(tmp_path):
         "answers": ["yes", "yes", "no"],
         "unanimous": False,
         "binary": True,
+        "numerical": False,
     }
     assert rain_what["id"] == "rain on roof#2" and rain_what["answer"] == "water"  # 3-way tie: the first
     assert rain_what["group"] == rain_yes["group"]  # one recording: never its own shot
     assert [r["id"] for r in splits["train_unanimous"]] == [dog["id"]]
-    assert splits["test"][0]["answer"] == "no" and splits["test_unanimous"] == splits["test"]
+    assert splits["test"][0]["answer"] == "no"
+    # test: 4 questions; "how many calls" (3, 3, 4) is not unanimous, so in no subset
+    ids = {r["question"]: r["id"] for r in splits["test"]}
+    assert [r["answer"] for r in splits["test"]] == ["no", "two", "birds", "3"]
+    assert [r["id"] for r in splits["test_unanimous"]] == [ids[q] for q in list(ids)[:3]]
+    assert [r["id"] for r in splits["test_non_binary"]] == [ids["How many birds sing?"], ids["What is singing?"]]
+    assert [r["id"] for r in splits["test_numerical"]] == [ids["How many birds sing?"]]
+    assert splits["test"][3]["numerical"] and not splits["test"][3]["unanimous"]
 
 
 def test_clotho_aqa_prompts_follow_the_reference(tmp_path):

@@ -9,6 +9,8 @@ import pytest
 
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.metrics import (
+    approximate_f1,
+    approximate_match,
     aqa_accuracy,
     bleu,
     captioning_metrics,
@@ -241,6 +243,46 @@ def test_multilabel_map_from_scores():
     assert math.isnan(res.micro_f1)
     with pytest.raises(ConfigError, match="shape"):
         multilabel_metrics(None, refs, labels, scores=scores[:, :1])
+
+
+def test_approximate_f1_hand_computed():
+    """Our reading of AF1's FSD50k F1_approx (rag_flamingo/metrics/multilabel.approximate_f1)."""
+    outputs = ["dog, barking, animal", "Music; guitar", ""]
+    refs = [["Dog", "Domestic_animals_and_pets"], ["Acoustic_guitar", "Music"], ["Speech"]]
+    res = approximate_f1(outputs, refs)
+    # item 1: "dog" = "dog" (hit); "barking" names no label of the item; "animal" is not a whole word
+    #         of "domestic animals and pets" -> pieces 1 of 3, labels 1 of 2 (Dog)
+    # item 2: "music" = "music"; "guitar" is a whole word of "acoustic guitar" -> pieces 2 of 2, labels 2 of 2
+    # item 3: nothing generated -> pieces 0 of 0, labels 0 of 1
+    assert res.counts == [[1, 3, 1, 2], [2, 2, 2, 2], [0, 0, 0, 1]]
+    # precision = 3/5 = 0.6, recall = 3/5 = 0.6, F1 = 2 * 0.6 * 0.6 / 1.2 = 0.6
+    assert res.approx_precision == pytest.approx(0.6) and res.approx_recall == pytest.approx(0.6)
+    assert res.approx_f1 == pytest.approx(0.6)
+    # the vocabulary-snapped micro F1 drops "barking" and "animal" (not labels): a different number
+    vocab = ["Dog", "Domestic_animals_and_pets", "Acoustic_guitar", "Music", "Speech"]
+    assert multilabel_metrics(outputs, refs, vocab).micro_f1 != pytest.approx(res.approx_f1)
+    # repeated pieces count once; an empty output and no labels give 0, not an error
+    assert approximate_f1(["rain, Rain., rain"], [["rain"]]).approx_f1 == 1.0
+    assert approximate_f1([""], [[]]).approx_f1 == 0.0
+    assert approximate_match("crowded indoor", "CrowdedIndoor") and not approximate_match("car", "carhorn")
+    with pytest.raises(ConfigError, match="2 outputs but 1"):
+        approximate_f1(["a", "b"], [["a"]])
+
+
+def test_approximate_f1_in_the_report_with_its_interval():
+    from rag_flamingo.prompts import get_task
+    from rag_flamingo.report import score_predictions
+
+    records = [
+        {"predictor": "flamingo", "shots": 0, "id": "a", "output": "dog, barking, animal", "target": ["Dog", "Cat"]},
+        {"predictor": "flamingo", "shots": 0, "id": "b", "output": "cat", "target": ["Cat"]},
+    ]
+    (res,) = score_predictions(records, get_task("fsd50k_tagging"), ["Dog", "Cat"], resamples=200)
+    # pieces: 1 of 3 + 1 of 1 -> P = 2/4; labels: 1 of 2 + 1 of 1 -> R = 2/3; F1 = 2PR/(P+R) = 4/7
+    assert res["approx_f1"] == pytest.approx(4 / 7)
+    lo, hi = res["ci"]["approx_f1"]
+    # resamples: {a, a} -> P 1/3, R 1/2, F1 0.4; {b, b} -> 1.0; {a, b} -> 4/7: the interval spans them
+    assert lo == pytest.approx(0.4) and hi == pytest.approx(1.0)
 
 
 # ----------------------------------------------------------------------------- AQA

@@ -94,9 +94,13 @@ def classification_statistic(truth: Sequence[str], predicted: Sequence[str | Non
     return stat
 
 
-def tagging_statistic(truth: np.ndarray, predicted: np.ndarray | None, scores: np.ndarray | None) -> Statistic:
+def tagging_statistic(
+    truth: np.ndarray, predicted: np.ndarray | None, scores: np.ndarray | None, approx: np.ndarray | None = None
+) -> Statistic:
     """micro-F1 and macro-F1 (over labels occurring in the resample's references or predictions) from
-    binary [N, C] matrices, and mAP from scores [N, C] (a resampled query counted as often as drawn)."""
+    binary [N, C] matrices, mAP from scores [N, C] (a resampled query counted as often as drawn), and the
+    approximate F1 from per-query counts [N, 4] (`multilabel.approximate_f1`: matched pieces, pieces,
+    matched labels, labels)."""
     from scipy import sparse
 
     truth = np.asarray(truth, dtype=np.float64)
@@ -117,6 +121,11 @@ def tagging_statistic(truth: np.ndarray, predicted: np.ndarray | None, scores: n
             out["macro_f1"] = float(_f1(tp, fp, fn)[used].mean()) if used.any() else 0.0
         if ap is not None:
             out["mAP"] = ap(w)
+        if approx is not None:
+            hit_p, n_p, hit_t, n_t = np.asarray(approx, dtype=np.float64).T @ w
+            precision = hit_p / n_p if n_p > 0 else 0.0
+            recall = hit_t / n_t if n_t > 0 else 0.0
+            out["approx_f1"] = float(2 * precision * recall / (precision + recall)) if precision + recall > 0 else 0.0
         return out
 
     return stat

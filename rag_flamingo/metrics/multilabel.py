@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .classification import canonical_reference
-from .text import match_option
+from .text import match_option, normalize
 
 _SPLIT = re.compile(r"[,;\n]")
 
@@ -118,3 +118,67 @@ def multilabel_metrics(
     result.micro_recall = float(recall_score(truth, pred, average="micro", **kw))
     result.macro_f1 = float(f1_score(truth, pred, labels=used, average="macro", **kw)) if used else 0.0
     return result
+
+
+# ----------------------------------------------------------------------------- approximate F1
+
+
+@dataclass
+class ApproximateF1Result:
+    """F1 of generated tags against each item's true labels under `approximate_match` (micro over the
+    set). ``counts``: per item ``[matched pieces, pieces, matched labels, labels]``."""
+
+    n: int
+    approx_f1: float
+    approx_precision: float
+    approx_recall: float
+    counts: list[list[int]] = field(default_factory=list, repr=False)
+
+
+def approximate_match(piece: str, label: str) -> bool:
+    """Whether a generated tag names a true label, approximately: after `text.normalize` (lowercase,
+    punctuation and underscores to spaces), equal, equal without spaces, or one found as whole words
+    in the other (``guitar`` ~ ``Acoustic_guitar``, ``dog barking`` ~ ``dog``; ``animal`` is not
+    ``animals``)."""
+    a, b = normalize(piece), normalize(label)
+    if not a or not b:
+        return False
+    return a == b or a.replace(" ", "") == b.replace(" ", "") or f" {b} " in f" {a} " or f" {a} " in f" {b} "
+
+
+def approximate_counts(output: str | Sequence[str], labels: Sequence[str]) -> list[int]:
+    """``[matched pieces, pieces, matched labels, labels]`` of one item: its output split at commas,
+    semicolons and newlines (repeats after normalisation counted once), each piece matched against
+    the item's own true labels (never the vocabulary)."""
+    raw = _SPLIT.split(output) if isinstance(output, str) else list(output)
+    pieces = list(dict.fromkeys(normalize(p) for p in raw if normalize(p)))
+    truth = list(dict.fromkeys(str(lab) for lab in labels))
+    hit_pieces = sum(any(approximate_match(p, t) for t in truth) for p in pieces)
+    hit_labels = sum(any(approximate_match(p, t) for p in pieces) for t in truth)
+    return [hit_pieces, len(pieces), hit_labels, len(truth)]
+
+
+def approximate_f1_from_counts(counts: np.ndarray) -> tuple[float, float, float]:
+    """(F1, precision, recall) from summed counts ``[matched pieces, pieces, matched labels, labels]``:
+    precision = matched pieces / pieces, recall = matched labels / labels (0 when nothing is there)."""
+    hit_p, n_p, hit_t, n_t = (float(x) for x in counts)
+    precision = hit_p / n_p if n_p > 0 else 0.0
+    recall = hit_t / n_t if n_t > 0 else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return f1, precision, recall
+
+
+def approximate_f1(outputs: Sequence[str | Sequence[str]], references: Sequence[Sequence[str]]) -> ApproximateF1Result:
+    """OUR reading of AF1's FSD50k "approximate F1" (F1_approx): AF1 publishes the figure (69.7) but
+    neither the poster nor the released code defines it (docs/af1_prompts.md, "FSD50k approximate F1").
+    A generated tag is correct when it approximately matches one of the item's true labels
+    (`approximate_match`), a true label is found when some generated tag approximately matches it;
+    precision and recall are pooled over all items (micro), F1 their harmonic mean. Unlike ``micro_f1``,
+    tags that name no label of the vocabulary count as false positives, and no tag is snapped to the
+    vocabulary first."""
+    if len(outputs) != len(references):
+        raise ConfigError(f"{len(outputs)} outputs but {len(references)} reference label lists")
+    counts = [approximate_counts(out, refs) for out, refs in zip(outputs, references, strict=True)]
+    total = np.asarray(counts, dtype=np.float64).reshape(-1, 4).sum(axis=0)
+    f1, precision, recall = approximate_f1_from_counts(total)
+    return ApproximateF1Result(len(references), f1, precision, recall, counts)
