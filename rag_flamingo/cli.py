@@ -106,19 +106,57 @@ def print_config(config_name: str, overrides: list[str], aliases: dict[str, str]
     print(OmegaConf.to_yaml(compose_config(config_name, overrides, aliases)))
 
 
+CFG_PARTS = ("job", "hydra", "all")  # Hydra's --cfg choices
+INFO_PARTS = ("all", "config", "defaults", "searchpath")
+
+
+def take_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Hydra's flags out of ``argv``: ``--cfg``/``-c`` [job|hydra|all], ``--resolve``, ``--info``
+    [all|config|defaults|searchpath], and ``--check``; the rest are overrides."""
+    from .preflight import CHECK_FLAG
+
+    flags: dict[str, str] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg, following = argv[i], argv[i + 1] if i + 1 < len(argv) else None
+        if arg in ("--cfg", "-c", "--info"):
+            choices = CFG_PARTS if arg != "--info" else INFO_PARTS
+            part = following if following is not None and following in choices else choices[0]
+            flags["info" if arg == "--info" else "cfg"] = part
+            i += 2 if following == part else 1
+            continue
+        if arg in ("--resolve", CHECK_FLAG):
+            flags[arg.lstrip("-")] = "true"
+        else:
+            rest.append(arg)
+        i += 1
+    return flags, rest
+
+
 def handle_flags(
     config_name: str, argv: list[str], aliases: dict[str, str] | None = None, list_keys: Sequence[str] = ()
 ) -> bool:
-    """``--cfg`` (the composed config) and ``--check`` (`rag_flamingo.preflight`: every artifact the
-    command line needs, present or missing, with its fetch command; exit 2 when one is missing).
+    """Hydra's ``--cfg [job|hydra|all]`` (the composed config, always resolved, so ``--resolve`` changes
+    nothing), ``--info [all|config|defaults|searchpath]`` (where configs come from, the groups and
+    their options), and ``--check`` (`rag_flamingo.preflight`: every artifact the command line needs,
+    present or missing, with its fetch command; exit 2 when one is missing).
     True when a flag was handled (the command then stops)."""
-    from .preflight import CHECK_FLAG, MissingArtifacts, artifacts, report
+    from .preflight import MissingArtifacts, artifacts, report
 
-    rest = [a for a in argv if a not in ("--cfg", CHECK_FLAG)]
-    if "--cfg" in argv:
-        print_config(config_name, rest, aliases)
+    flags, rest = take_flags(argv)
+    if "cfg" in flags:
+        if flags["cfg"] in ("job", "all"):
+            print_config(config_name, rest, aliases)
+        if flags["cfg"] in ("hydra", "all"):
+            print(_hydra_config(config_name, normalize_overrides(rest, aliases)))
         return True
-    if CHECK_FLAG not in argv:
+    if "info" in flags:
+        print(_info(config_name, flags["info"], normalize_overrides(rest, aliases)))
+        return True
+    if "check" not in flags:
+        if "resolve" in flags:
+            raise _config_error("--resolve goes with --cfg (e.g. --cfg job --resolve); configs print resolved")
         return False
     missing = 0
     for overrides in expand_overrides(rest, list_keys):
@@ -130,6 +168,48 @@ def handle_flags(
     if missing:
         raise MissingArtifacts(f"{missing} artifacts missing; each row above names the command that fetches it")
     return True
+
+
+def _config_error(message: str) -> Exception:
+    from .errors import ConfigError
+
+    return ConfigError(message)
+
+
+def _hydra_config(config_name: str, overrides: list[str]) -> str:
+    """``--cfg hydra``: Hydra's own section for this command line (as Hydra prints it, unresolved)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from .config import register
+
+    register()
+    parse_overrides(overrides)
+    with initialize_config_dir(config_dir=str(paths.conf_dir().resolve()), version_base="1.3", job_name=config_name):
+        cfg = _compose_hydra(compose, config_name, overrides)
+    return OmegaConf.to_yaml(OmegaConf.create({"hydra": OmegaConf.to_container(cfg.hydra, resolve=False)}))
+
+
+def _compose_hydra(compose: Callable, config_name: str, overrides: list[str]):
+    return compose(config_name=config_name, overrides=paths.with_user_conf(overrides), return_hydra_config=True)
+
+
+def _info(config_name: str, part: str, overrides: list[str]) -> str:
+    """``--info``: the config search path, the config groups with their options, and the defaults."""
+    from omegaconf import OmegaConf
+
+    lines = [f"{config_name}: rag_flamingo/conf/{config_name}.yaml, typed by rag_flamingo/config.py"]
+    if part in ("all", "searchpath"):
+        lines += ["", "Config search path:", f"  {paths.conf_dir()} (the package's)"]
+        lines += [f"  {d} (RAG_FLAMINGO_CONF_PATH)" for d in paths.user_conf_dirs()]
+    if part in ("all", "config"):
+        lines += ["", "Config groups (key=option):"]
+        for group in sorted(_config_groups(config_name)):
+            lines.append(f"  {group}: {', '.join(_group_options(group, overrides))}")
+    if part in ("all", "defaults"):
+        defaults = _as_dict(OmegaConf.load(paths.conf_dir() / f"{config_name}.yaml")).get("defaults", [])
+        lines += ["", "Defaults list:"] + [f"  {entry}" for entry in defaults]
+    return "\n".join(lines)
 
 
 def expand_overrides(argv: Sequence[str], list_keys: Sequence[str] = ()) -> list[list[str]]:
@@ -331,6 +411,9 @@ def run_main(
         signal.signal(signal.SIGTERM, lambda *_: os._exit(2))
     try:
         return body(argv) or 0
+    except BrokenPipeError:  # the reader went away (`... --cfg | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (RagFlamingoError, HydraException, OmegaConfBaseException) as exc:
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank meets it: rank 0 says it
             print(f"{prog}: error: {one_line(exc)}", file=sys.stderr, flush=True)

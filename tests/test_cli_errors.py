@@ -189,3 +189,21 @@ def test_readme_manifest_placeholder_and_folder_splits(tmp_path):
     again = load_config(["dataset=folder", f"dataset.root={tmp_path / 'other' / '..' / 'clips'}"])
     assert store_path(other).name.startswith("folder-clips-") and store_path(other) != store_path(cfg)
     assert store_path(again) == store_path(cfg)
+
+
+def test_hydras_own_flags_work_as_in_hydra(capsys):
+    for main in (build_index, evaluate, rag_classify):
+        assert main(["--cfg", "job", "--resolve"]) == 0
+        job = capsys.readouterr().out
+        assert "cache_root:" in job and "hydra:" not in job and "${" not in job  # printed resolved
+        assert main(["--cfg", "hydra"]) == 0
+        hydra = capsys.readouterr().out
+        assert hydra.startswith("hydra:") and "cache_root:" not in hydra
+        assert main(["-c", "all"]) == 0
+        both = capsys.readouterr().out
+        assert "cache_root:" in both and "hydra:" in both
+        assert main(["--info"]) == 0
+        info = capsys.readouterr().out
+        assert "Config search path:" in info and "encoder: aisfx," in info and "Defaults list:" in info
+    assert evaluate(["--resolve"]) == 2
+    assert "--resolve goes with --cfg" in capsys.readouterr().err
