@@ -282,6 +282,8 @@ class SuiteRunConfig:
 
     dataset: str = ""  # a dataset config name
     task: str | None = None  # None: the dataset's first task
+    name: str | None = None  # the run's name and folder; None: <dataset>-<task> (two runs of one task need one)
+    metric: str | None = None  # the main metric (a column of the task family's table); None: the family's first
     setting: str = ""  # a label for the table (in-domain, zero-shot, ...)
     shots: list[int] = field(default_factory=lambda: [0])  # predictor=flamingo at these shot counts
     baselines: list[str] | None = None  # None: the suite's baselines of the task's family

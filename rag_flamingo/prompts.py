@@ -181,6 +181,22 @@ TASKS: dict[str, TaskSpec] = {
             "what is the instrument of this music?",
             True,
         ),
+        # NSynth-SourceClassification / NSynth-QualityClassification: the code paths of AF1's data.py
+        # (augment_single_classification and its options; the quality prompt); no released config uses them
+        _task(
+            "source_classification",
+            "classification",
+            "source classification",
+            "what is the source of this music?",
+            True,
+        ),
+        _task(
+            "quality_classification",
+            "tagging",
+            "quality classification",
+            "what are the qualities of the music?",
+            False,
+        ),
         _task(
             "genre_classification", "classification", "genre classification", "what is the genre of this music?", True
         ),

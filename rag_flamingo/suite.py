@@ -13,6 +13,8 @@ Flamingo v1's evaluation table, ``demo`` a small offline example; your own in
       - dataset: esc50                       # any dataset config; task: default its first
         shots: [0, 7]                        # predictor=flamingo at these shot counts
         setting: zero-shot                   # a label for the table
+        name: null                           # the run's name and folder (default <dataset>-<task>)
+        metric: null                         # the main metric (default the task family's first)
         paper: {value: 86.9, scale: percent, shots: 0, source: "poster, in-domain table"}
         paper_other: []                      # further published figures (subsets, other shot counts)
         reproduced: []                       # figures others got with the released weights
@@ -24,7 +26,7 @@ the number of queries and (predictor, shots) combinations, and a rough time from
 costs (``costs`` in the suite YAML, each with its source; "n/a" where nothing was measured). The
 plan is printed; ``suite.dry_run=true`` stops there. Then it builds what is missing
 (`index_builder.pipeline`, ``features=<suite.features>``) and runs `rag_flamingo.evaluate.evaluate`
-twice per run into one folder ``<output_dir>/<dataset>-<task>``: Audio Flamingo at the run's shots,
+twice per run into one folder ``<output_dir>/<name>`` (default ``<dataset>-<task>``): Audio Flamingo at the run's shots,
 then the training-free baselines of the task's family. Every step resumes: a complete store is
 reused, an evaluation folder keeps its predictions (a rerun of the same suite skips what is done).
 A run that fails is reported and the suite goes on. Under torchrun every rank runs the same steps
@@ -195,12 +197,20 @@ def plan_run(suite: dict, run: dict, base: list[str], suite_dir: Path) -> tuple[
     try:
         cfg = compose_config("evaluate", run_overrides(suite, run, base, suite_dir))
         task = get_task(task_name(cfg))
-        name = f"{dataset}-{task.name}"
+        name = str(run.get("name") or f"{dataset}-{task.name}")
         out_dir = suite_dir / name
         cfg["output_dir"] = str(out_dir)  # the run's folder: one per dataset and task
     except RagFlamingoError as exc:
         plan = RunPlan(
-            dataset, dataset, str(run.get("task") or "?"), str(run.get("setting") or ""), "", shots, [], [], paper
+            str(run.get("name") or dataset),
+            dataset,
+            str(run.get("task") or "?"),
+            str(run.get("setting") or ""),
+            "",
+            shots,
+            [],
+            [],
+            paper,
         )
         plan.paper_other, plan.reproduced = paper_other, reproduced
         plan.status, plan.reason = "error", one_line(exc)
@@ -210,13 +220,19 @@ def plan_run(suite: dict, run: dict, base: list[str], suite_dir: Path) -> tuple[
     if run.get("baselines") is not None:  # the run's own list (None: the family's)
         baselines = [str(b) for b in as_list(run.get("baselines"))]
     counted = [k for k in shots if k >= 1]
+    metric, columns = COLUMNS[family][0], COLUMNS[family][1]
+    if run.get("metric") and str(run["metric"]) not in columns:
+        raise ConfigError(
+            f"suite {suite.get('name')} run {name}: metric={run['metric']} is not a {family} metric"
+            f"{did_you_mean(str(run['metric']), columns)}; one of {', '.join(c for c in columns if c != 'unmatched')}"
+        )
     unknown = [b for b in ([FLAMINGO] if shots else []) + baselines if b not in predictor_names()]
     plan = RunPlan(
         name=name,
         dataset=dataset,
         task=task.name,
         setting=str(run.get("setting") or ""),
-        metric=COLUMNS[family][0],
+        metric=str(run.get("metric") or metric),
         shots=shots,
         baselines=baselines,
         baseline_shots=counted or sorted({int(s) for s in as_list(suite.get("baseline_shots", [7]))}),

@@ -258,9 +258,13 @@ def test_nsynth(tmp_path):
         make_manifests("nsynth", tmp_path, tmp_path / "out")
     (tmp_path / "nsynth-valid" / "examples.json").unlink()
     splits = _made("nsynth", tmp_path, tmp_path / "out")
-    assert list(splits) == ["test"]
+    assert list(splits) == ["test", "test_source", "test_quality"]  # one split pair per AF1 task
     first, second = splits["test"]
     assert first["path"] == "nsynth-test/audio/bass_synthetic_033-022-050.wav"
+    assert [r["label"] for r in splits["test_source"]] == ["synthetic", "synthetic"]
+    quality = splits["test_quality"]
+    assert [r["labels"] for r in quality] == [["dark"], []] and all("label" not in r for r in quality)
+    assert [r["id"] for r in quality] == [r["id"] for r in splits["test_source"]] == [first["id"], second["id"]]
     assert (first["label"], first["instrument_source"], first["qualities"], first["pitch"], first["velocity"]) == (
         "bass",
         "synthetic",

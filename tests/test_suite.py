@@ -118,7 +118,7 @@ def test_af1_dry_run_on_a_fresh_clone(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RAG_FLAMINGO_DATA_ROOT", str(tmp_path / "no_data"))
     assert main(["suite=af1", "suite.dry_run=true", f"cache_root={tmp_path / 'cache'}"]) == 0
     out = capsys.readouterr().out
-    assert "suite af1: 13 runs" in out
+    assert "suite af1: 17 runs" in out  # the 13 sets; ClothoAQA's 3 subsets and NSynth's 3 tasks are runs
     for name in (
         "clotho_aqa-aqa",
         "music_avqa-aqa",
@@ -127,15 +127,21 @@ def test_af1_dry_run_on_a_fresh_clone(tmp_path, capsys, monkeypatch):
         "ravdess-emotion_classification",
         "audiocaps-captioning",
         "medley_solos_db-instrument_classification",
+        "clotho_aqa-aqa-non_binary",
+        "clotho_aqa-aqa-numerical",
+        "nsynth-instrument_classification",
+        "nsynth-quality_classification",
+        "nsynth-source_classification",
     ):
         assert f"| {name} |" in out
-    assert out.count("skip: dataset") == 13 and "python -m index_builder.manifests clotho_aqa" in out
-    assert "skipped: 13" in out and not (tmp_path / "cache").exists()  # nothing built, nothing loaded
+    assert out.count("skip: dataset") == 17 and "python -m index_builder.manifests clotho_aqa" in out
+    assert "no manifest for split 'test_numerical'" in out and "no manifest for split 'test_source'" in out
+    assert "skipped: 17" in out and not (tmp_path / "cache").exists()  # nothing built, nothing loaded
     # every run prints the published figure(s) with scale and source, and others' reproductions
     rows = [line for line in out.splitlines() if line.startswith("| ") and "skip: dataset" in line]
     head = next(line for line in out.splitlines() if line.startswith("| run |")).split(" | ")
     paper, reproduced = head.index("paper"), head.index("reproduced |")
-    assert len(rows) == 13 and all("[poster, " in row.split(" | ")[paper] for row in rows)
+    assert len(rows) == 17 and all("[poster, " in row.split(" | ")[paper] for row in rows)
     for cell in (
         "86.9 % accuracy (unanimous) @0 shots [poster, in-domain table]",
         "86.7 % accuracy (unanimous) @0 shots [#9]",
@@ -264,6 +270,10 @@ def test_suite_end_to_end_with_the_tiny_model(suite_env, capsys):
             "shots[0]: Value 'abc' of type 'str' could not be converted",
         ),
         ("name: bad\nruns: [\n  - {dataset: demo\n", "bad.yaml:3: not valid YAML"),
+        (
+            "name: bad\nruns:\n  - {dataset: demo, metric: acuracy}\n",
+            "run demo-event_classification: metric=acuracy is not a classification metric (did you mean 'accuracy'?)",
+        ),
     ],
 )
 def test_a_suite_file_is_checked_against_its_schema(tmp_path, capsys, monkeypatch, text, expected):

@@ -5,6 +5,16 @@ instrument_source_str, qualities_str, pitch, velocity, ...}) + ``nsynth-<split>/
 12,678) and ``test`` (4,096; query). ``label`` = instrument family (``synth_lead`` ->
 ``synth lead``); the row also keeps ``instrument_source`` (acoustic/electronic/synthetic),
 ``qualities`` (list), ``pitch`` (MIDI), ``velocity`` and ``instrument``.
+
+AF1 reports three NSynth tasks (poster, in-domain table: instrument, quality, source); each is a
+pair of splits whose rows carry that task's label, so a store of the index split holds the task's
+label set (its options and the baselines' votes):
+
+- ``<split>``: instrument family (``label``), task ``instrument_classification``;
+- ``<split>_source``: ``label`` = instrument source (acoustic, electronic, synthetic), task
+  ``source_classification``;
+- ``<split>_quality``: ``labels`` = the note's qualities (``fast_decay`` -> ``fast decay``; a note
+  without qualities has none), no ``label``, task ``quality_classification`` (multi-label).
 """
 
 from __future__ import annotations
@@ -24,7 +34,10 @@ def make(metadata: Path) -> Splits:
     for split, folder in SPLITS.items():
         path = metadata / folder / "examples.json"
         if path.is_file():
-            splits[split] = _rows(path, folder)
+            rows = _rows(path, folder)
+            splits[split] = rows
+            splits[f"{split}_source"] = [dict(r, label=r["instrument_source"]) for r in rows]
+            splits[f"{split}_quality"] = [_quality_row(r) for r in rows]
     if not splits:
         raise ManifestError(
             f"{metadata}: no nsynth-{{train,valid,test}}/examples.json found "
@@ -55,3 +68,9 @@ def _rows(path: Path, folder: str) -> list[dict]:
             }
         )
     return rows
+
+
+def _quality_row(row: dict) -> dict:
+    out = {k: v for k, v in row.items() if k != "label"}
+    out["labels"] = [readable(q) for q in row["qualities"]]
+    return out
