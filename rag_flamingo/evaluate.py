@@ -25,8 +25,10 @@ Outputs, in ``output_dir`` (default ``outputs/evaluate/<dataset>-<task>-<query s
 - ``run.json``: the run key and what it covers: store (path, fingerprint), query manifest (path,
   sha256), task, retrieval, predictor options, engine options, model and decoding. A folder is only
   resumed by a run with the same key; another key is refused (``overwrite=true`` starts over).
-  Also ``query_audio``: how many query files, how many unreadable, and a digest of every query's
-  audio content (what the results were made from; ``metrics.json`` and ``results.md`` repeat it);
+  Also ``decoding``: the model engine's effective generation config (ours, never a checkpoint's
+  generation_config.json; null without a model), and ``query_audio``: how many query files, how many
+  unreadable, and a digest of every query's audio content (what the results were made from;
+  ``metrics.json`` and ``results.md`` repeat it);
 - ``predictions.jsonl``: per query: predictor, shots, id, ``content`` (the digest of the audio it
   was made from, as the store's ``content``), retrieved shot ids + scores, prompt, output, score,
   target, and ``copies`` when exact copies of the query were excluded;
@@ -105,6 +107,28 @@ def run_settings(ev: Evaluation) -> dict:
         "flamingo": cfg.get("flamingo"),
         "model": model,
     }
+
+
+def engine_decoding(ev: Evaluation) -> dict | None:
+    """The decoding the run's model engine actually uses, for run.json (None: no model in the run).
+
+    The transformers backends: ``engine.decoding`` (`backends.decoding.explicit_generation`: the
+    effective ``GenerationConfig``, ours whatever the checkpoint's generation_config.json says, and the
+    checkpoint's settings that were ignored). The AF1 engine: its `GenerationSettings` (AF1's own
+    decoding loop, `model.generation.generate`, reads no generation_config at all)."""
+    from dataclasses import asdict, is_dataclass
+
+    for predictor in ev.predictors.values():
+        engine = getattr(predictor, "engine", None)
+        if engine is None:
+            continue
+        decoding = getattr(engine, "decoding", None)
+        if isinstance(decoding, dict):
+            return {"backend": type(engine).__name__, **decoding}
+        generation = getattr(engine, "generation", None)
+        if is_dataclass(generation) and not isinstance(generation, type):
+            return {"backend": type(engine).__name__, "effective": asdict(generation), "checkpoint_ignored": {}}
+    return None
 
 
 def output_dir(ev: Evaluation, key: str) -> Path:
@@ -232,7 +256,7 @@ def _evaluate(cfg: dict, ranks: distributed.Ranks, encoder, engine, progress: bo
     contents.update(hash_queries(q for q in query_inputs(ev) if q.id not in contents))  # the other ranks' share
     preds, rejected = out.merge({r["id"]: i for i, r in enumerate(ev.rows)}, contents)
     query_audio = query_audio_summary(contents)
-    out.describe(query_audio=query_audio)
+    out.describe(query_audio=query_audio, decoding=engine_decoding(ev))
     labels = ev.store.label_set()
     copies = {r["id"] for r in preds if r.get("copies")}
     summary = {

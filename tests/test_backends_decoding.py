@@ -128,3 +128,32 @@ def test_af3_multi_turn_renders_the_header_after_the_first_shots_audio(setup):
         "<|im_start|>user\n<sound>classify this sound.\nOPTIONS:\n - dog.\n - rain.<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
+
+
+def test_run_json_records_the_effective_decoding_not_the_checkpoints(setup, tmp_path):
+    """evaluate writes the engine's effective generation config into run.json: the checkpoint with
+    decoding settings of its own records the same effective config as the plain one, and names what
+    it ignored."""
+    from rag_flamingo.evaluate import evaluate, load_config
+
+    recorded = {}
+    for name in ("plain", "own"):
+        cfg = load_config(
+            [
+                "dataset=demo",
+                f"store={setup['store'].root}",
+                "predictor=flamingo",
+                "shots=0",
+                "limit=2",
+                "progress=false",
+                f"output_dir={tmp_path / name}",
+            ]
+        )
+        summary = evaluate(cfg, encoder=setup["enc"], engine=_engine(setup, setup[name]))
+        assert summary is not None and summary["results"][0]["n"] == 2
+        recorded[name] = json.loads((tmp_path / name / "run.json").read_text())["decoding"]
+    own, plain = recorded["own"], recorded["plain"]
+    assert own["backend"] == "TransformersAudioEngine" and own["effective"] == plain["effective"]
+    assert own["effective"]["repetition_penalty"] == 1.0 and own["effective"]["do_sample"] is False
+    assert own["effective"]["max_new_tokens"] == 6
+    assert own["checkpoint_ignored"]["repetition_penalty"] == 1.05 and plain["checkpoint_ignored"] == {}
