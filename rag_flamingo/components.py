@@ -192,10 +192,36 @@ def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever, mo
     )
 
 
+def load_model_parts(cfg: dict) -> tuple | None:
+    """The (model, tokenizer, window encoder) `build_engine` would load for ``cfg``'s AF1 ``model`` group,
+    loaded once to be shared by several evaluations (``evaluate suite=...``). None for the transformers
+    backends (their engine reduces the loaded model's generation_config to its token ids and records what
+    it ignored: a shared model would record nothing the second time; each evaluation loads its own) and
+    when there is no model config."""
+    from .backends import backend_name
+    from .model import load_model
+    from .model.factory import generation_settings
+
+    mc = dict(cfg.get("model") or {})
+    if not mc or backend_name(mc) == "transformers" or not mc.get("audio_encoder"):
+        return None
+    if cfg.get("device") not in (None, "auto") and mc.get("device") in (None, "auto"):
+        mc["device"] = cfg["device"]
+    generation_settings(mc)  # checked before any weights load
+    return (*load_model(mc), encoder_from_options(mc["audio_encoder"]))
+
+
 def build_predictors(
-    cfg: dict, names: list[str], store: IndexStore, encoder, retriever: Retriever, engine=None
+    cfg: dict,
+    names: list[str],
+    store: IndexStore,
+    encoder,
+    retriever: Retriever,
+    engine=None,
+    model_parts: tuple | None = None,
 ) -> dict[str, Predictor]:
-    """The named predictors (``predictors.<name>`` options); the engine is built only if one needs it."""
+    """The named predictors (``predictors.<name>`` options); the engine is built only if one needs it
+    (from ``model_parts`` when given: see `load_model_parts`)."""
     if not names:
         raise ConfigError(f"predictor is empty; use one or more of {', '.join(predictor_names())}")
     options = cfg.get("predictors") or {}
@@ -203,7 +229,7 @@ def build_predictors(
 
     def the_engine():
         if built[0] is None:
-            built[0] = build_engine(cfg, store, encoder, retriever)
+            built[0] = build_engine(cfg, store, encoder, retriever, model_parts)
         return built[0]
 
     return {
@@ -250,8 +276,9 @@ def query_rows(cfg: dict, task: TaskSpec) -> tuple[list[dict], Path, str, Path]:
     return (rows[: int(limit)] if limit else rows), Path(root), split, Path(manifest)
 
 
-def prepare(cfg: dict, encoder=None, engine=None) -> Evaluation:
-    """Open the store, build the encoder/retriever/predictors, read the query rows."""
+def prepare(cfg: dict, encoder=None, engine=None, model_parts: tuple | None = None) -> Evaluation:
+    """Open the store, build the encoder/retriever/predictors, read the query rows (the engine from
+    ``model_parts`` when given: a model already loaded, `load_model_parts`)."""
     task = get_task(task_name(cfg))
     rows, audio_root, split, manifest = query_rows(cfg, task)  # manifest errors before any model loads
     store = open_store(cfg)
@@ -261,5 +288,5 @@ def prepare(cfg: dict, encoder=None, engine=None) -> Evaluation:
         store.check_encoder(encoder.fingerprint())
     retriever = Retriever.from_config(store, encoder, cfg.get("retrieval"))
     names = [str(p) for p in as_list(cfg.get("predictor"))]
-    predictors = build_predictors(cfg, names, store, encoder, retriever, engine)
+    predictors = build_predictors(cfg, names, store, encoder, retriever, engine, model_parts)
     return Evaluation(cfg, store, encoder, task, rows, audio_root, split, manifest, predictors, retriever)

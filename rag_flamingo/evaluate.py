@@ -26,7 +26,7 @@ Outputs, in ``output_dir`` (default ``outputs/evaluate/<dataset>-<task>-<query s
   sha256), task, retrieval, predictor options, engine options, model and decoding. A folder is only
   resumed by a run with the same key; another key is refused (``overwrite=true`` starts over).
   Also ``decoding``: the model engine's effective generation config (ours, never a checkpoint's
-  generation_config.json; null without a model), and ``query_audio``: how many query files, how many
+  generation_config.json; absent until a model ran in the folder), and ``query_audio``: how many query files, how many
   unreadable, and a digest of every query's audio content (what the results were made from;
   ``metrics.json`` and ``results.md`` repeat it);
 - ``predictions.jsonl``: per query: predictor, shots, id, ``content`` (the digest of the audio it
@@ -228,19 +228,24 @@ def _warn_unknown_labels(ev: Evaluation, labels: list[str] | None) -> None:
             )
 
 
-def evaluate(cfg: dict, encoder=None, engine=None, progress: bool | None = None) -> dict | None:
-    """Run one evaluation; rank 0 returns the summary (None on other ranks)."""
+def evaluate(
+    cfg: dict, encoder=None, engine=None, progress: bool | None = None, model_parts: tuple | None = None
+) -> dict | None:
+    """Run one evaluation; rank 0 returns the summary (None on other ranks). ``model_parts``: the AF1
+    model already loaded (`components.load_model_parts`; the suite loads it once for all its runs)."""
     ranks = distributed.setup()
     try:
-        return _evaluate(cfg, ranks, encoder, engine, progress)
+        return _evaluate(cfg, ranks, encoder, engine, progress, model_parts)
     finally:
         distributed.teardown(ranks)
 
 
-def _evaluate(cfg: dict, ranks: distributed.Ranks, encoder, engine, progress: bool | None) -> dict | None:
+def _evaluate(
+    cfg: dict, ranks: distributed.Ranks, encoder, engine, progress: bool | None, model_parts: tuple | None = None
+) -> dict | None:
     from .report import chance_level, score_predictions, write_report
 
-    ev = prepare(cfg, encoder=encoder, engine=engine)
+    ev = prepare(cfg, encoder=encoder, engine=engine, model_parts=model_parts)
     settings = run_settings(ev)
     key = run_key(settings)
     out = ResultFolder(output_dir(ev, key), ranks.rank)
@@ -256,7 +261,8 @@ def _evaluate(cfg: dict, ranks: distributed.Ranks, encoder, engine, progress: bo
     contents.update(hash_queries(q for q in query_inputs(ev) if q.id not in contents))  # the other ranks' share
     preds, rejected = out.merge({r["id"]: i for i, r in enumerate(ev.rows)}, contents)
     query_audio = query_audio_summary(contents)
-    out.describe(query_audio=query_audio, decoding=engine_decoding(ev))
+    decoding = engine_decoding(ev)  # a model-free evaluation into the same folder keeps the model's record
+    out.describe(query_audio=query_audio, **({"decoding": decoding} if decoding is not None else {}))
     labels = ev.store.label_set()
     copies = {r["id"] for r in preds if r.get("copies")}
     summary = {

@@ -26,7 +26,8 @@ the number of queries and (predictor, shots) combinations, and a rough time from
 costs (``costs`` in the suite YAML, each with its source; "n/a" where nothing was measured). The
 plan is printed; ``suite.dry_run=true`` stops there. Then it builds what is missing
 (`index_builder.pipeline`, ``features=<suite.features>``) and runs `rag_flamingo.evaluate.evaluate`
-twice per run into one folder ``<output_dir>/<name>`` (default ``<dataset>-<task>``): Audio Flamingo at the run's shots,
+twice per run (the model loaded once for the whole suite: `ModelCache`) into one folder
+``<output_dir>/<name>`` (default ``<dataset>-<task>``): Audio Flamingo at the run's shots,
 then the training-free baselines of the task's family. Every step resumes: a complete store is
 reused, an evaluation folder keeps its predictions (a rerun of the same suite skips what is done).
 A run that fails is reported and the suite goes on. Under torchrun every rank runs the same steps
@@ -61,7 +62,7 @@ from .report import COLUMNS
 
 logger = logging.getLogger(__name__)
 
-Evaluate = Callable[[dict], "dict | None"]  # one evaluation run: config -> summary (rank 0) or None
+Evaluate = Callable[..., "dict | None"]  # one evaluation run: (config, model_parts=) -> summary (rank 0) or None
 
 FLAMINGO = "flamingo"
 TODO = ("ready", "build", "features")  # plan states that run
@@ -346,13 +347,34 @@ def build_store(suite: dict, cfg: dict, plan: RunPlan, base: list[str]) -> None:
         print(summary.text(), flush=True)
 
 
-def run_one(suite: dict, cfg: dict, plan: RunPlan, base: list[str], evaluate: Evaluate) -> None:
+class ModelCache:
+    """The AF1 model parts per distinct ``model`` config (and device), loaded on first use and shared by
+    every run of the suite (`components.load_model_parts`; None: each evaluation loads its own)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, tuple | None] = {}
+        self.loads = 0
+
+    def get(self, cfg: dict) -> tuple | None:
+        from .components import load_model_parts
+
+        key = json.dumps([cfg.get("model"), cfg.get("device")], sort_keys=True, default=str)
+        if key not in self.parts:
+            self.parts[key] = load_model_parts(cfg)
+            self.loads += self.parts[key] is not None
+        return self.parts[key]
+
+
+def run_one(
+    suite: dict, cfg: dict, plan: RunPlan, base: list[str], evaluate: Evaluate, models: ModelCache | None = None
+) -> None:
     features = suite.get("features") if plan.shots else None
     if _store_state(Path(plan.store), features) != "ready":  # checked again: an earlier run may have built it
         build_store(suite, cfg, plan, base)
     summary = None
     if plan.shots:
-        summary = evaluate(dict(cfg, predictor=[FLAMINGO], shots=list(plan.shots)))
+        parts = (models or ModelCache()).get(cfg)
+        summary = evaluate(dict(cfg, predictor=[FLAMINGO], shots=list(plan.shots)), model_parts=parts)
     if plan.baselines:
         summary = evaluate(dict(cfg, predictor=list(plan.baselines), shots=list(plan.baseline_shots)))
     if summary is not None:  # rank 0: the folder's scores over every (predictor, shots) in it
@@ -383,13 +405,14 @@ def run_suite(cfg: dict, overrides: list[str], evaluate: Evaluate) -> dict | Non
     if suite.get("dry_run"):
         _refuse_failures(suite, plans)
         return None
+    models = ModelCache()  # each model is loaded once, on the first run that needs it
     for plan, run_cfg in planned:
         if run_cfg is None or plan.status not in TODO:
             continue
         if _is_main():
             print(f"\nsuite {suite['name']}: {plan.name} ({plan.status})", flush=True)
         try:
-            run_one(suite, run_cfg, plan, base, evaluate)
+            run_one(suite, run_cfg, plan, base, evaluate, models)
             plan.status, plan.reason = "done", ""
         except RagFlamingoError as exc:  # one run's problem never stops the suite
             plan.status, plan.reason = "failed", one_line(exc)

@@ -168,7 +168,12 @@ def _records(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_suite_end_to_end_with_the_tiny_model(suite_env, capsys):
+def test_suite_end_to_end_with_the_tiny_model(suite_env, capsys, monkeypatch):
+    import rag_flamingo.model as model_pkg
+
+    loads = []
+    real_load = model_pkg.load_model
+    monkeypatch.setattr(model_pkg, "load_model", lambda mc, *a, **k: loads.append(mc) or real_load(mc, *a, **k))
     _datasets(suite_env["data"])
     args = ["suite=mini", *suite_env["roots"], *TINY_MODEL]
     # the plan only: three stores to build, one dataset without data listed as skipped
@@ -181,6 +186,7 @@ def test_suite_end_to_end_with_the_tiny_model(suite_env, capsys):
     assert "stores to build: 3" in plan and not suite_env["cache"].exists()
 
     assert main(args) == 0
+    assert len(loads) == 1  # three runs with the model (six evaluations): one load for the suite
     out = suite_env["out"]
     results = json.loads((out / "results.json").read_text())
     runs = {r["dataset"]: r for r in results["runs"]}
@@ -195,6 +201,8 @@ def test_suite_end_to_end_with_the_tiny_model(suite_env, capsys):
     }
     assert ours[("prototype", None)]["value"] == 1.0  # two far-apart tones: the centroids separate them
     assert ns["metric"] == "accuracy" and ns["paper"]["value"] == 50.0 and ns["paper"]["scale"] == "percent"
+    decoding = json.loads((Path(ns["output_dir"]) / "run.json").read_text())["decoding"]
+    assert decoding["backend"] == "RagFlamingo" and decoding["effective"]["max_new_tokens"] == 3
     # ours against every published figure: the flamingo result at the figure's shots, with its interval
     flamingo = next(r for r in metrics["results"] if r["predictor"] == "flamingo")
     lo, hi = flamingo["ci"]["accuracy"]
