@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -407,8 +408,6 @@ def run_main(
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which SIMD build it found: noise here
     ranked = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if ranked:  # torchrun stops the other ranks with SIGTERM when one fails: they exit 2 at once, quietly
-        signal.signal(signal.SIGTERM, lambda *_: os._exit(2))
     try:
         return body(argv) or 0
     except BrokenPipeError:  # the reader went away (`... --cfg | head`): nothing left to say
@@ -417,9 +416,24 @@ def run_main(
     except (RagFlamingoError, HydraException, OmegaConfBaseException) as exc:
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank meets it: rank 0 says it
             print(f"{prog}: error: {one_line(exc)}", file=sys.stderr, flush=True)
+        elif ranked:  # let rank 0 say it first: the launcher stops the others once one rank has exited
+            signal.signal(signal.SIGTERM, lambda *_: os._exit(2))
+            time.sleep(5)
         if ranked:
             os._exit(2)  # no wait at a barrier or a process-group teardown for ranks that will never come
         return 2
+    except Exception as exc:
+        if ranked and _peer_gone(exc):  # another rank stopped (its own error says why): leave quietly
+            os._exit(2)
+        raise
+
+
+def _peer_gone(exc: BaseException) -> bool:
+    """A torch.distributed collective failed because another rank's process is gone."""
+    text = str(exc)
+    return type(exc).__name__ == "DistBackendError" or any(
+        sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+    )
 
 
 def one_line(exc: BaseException) -> str:

@@ -60,8 +60,10 @@ def append_jsonl(path: str | Path, records: Iterable[dict]) -> None:
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict], sort_keys: bool = False) -> None:
+    """Write ``records`` whole: to a temporary file of this process, then renamed over ``path`` (two
+    processes writing one file at once, e.g. torchrun ranks, each rename a complete file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.write_text("".join(dumps(r, sort_keys) for r in records), encoding="utf-8")
     os.replace(tmp, path)

@@ -240,9 +240,12 @@ def artifacts(config_name: str, cfg: Mapping[str, Any]) -> list[Artifact]:
     if config_name == "build_index":
         out = dataset_artifacts(cfg["dataset"], str(cfg.get("split") or "index")) if cfg.get("mode") != "repair" else []
         if cfg.get("mode") in ("append", "repair", "features"):  # they work on a store that exists
+            from .store import INFO_FILE, PLANS_DIR, SHARDS_DIR
+
             built = store_path(dict(cfg), split_key="split")
             build = f"build_index dataset={(cfg.get('dataset') or {}).get('name')} store={built}"
-            out += store_artifacts(built, None, build)
+            made = any((built / part).exists() for part in (INFO_FILE, PLANS_DIR, SHARDS_DIR))  # repairable
+            out.append(Artifact("index store (store=)", str(built), made, build))
         encoder = cfg.get("encoder") or {}
         if cfg.get("mode") in ("build", "append") and encoder.get("name"):
             out += weights("retrieval encoder", {**option_defaults(encoder["name"]), **encoder}, "encoder")
