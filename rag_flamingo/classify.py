@@ -15,16 +15,18 @@ store=my_index``, grown later with ``mode=append``) defines the classes. ``audio
 file or a folder (searched recursively). Prints ``path<TAB>label<TAB>score`` per file (tabs,
 newlines and backslashes in a path are written as ``\\t``, ``\\n``, ``\\\\``); ``out=`` also writes
 JSON lines (path, label, score, shots, store): checked writable before any work, filled batch by
-batch in ``<out>.tmp`` (what an interrupted run keeps) and renamed to ``out`` at the end. Unusable
-files are reported, never fatal. A file that is in the store (or an exact copy of one) never votes
-for itself; with no evidence left the label is empty (no answer). The encoder is the one the store
-was built with (``encoder.name`` from its store.json).
+batch in ``<out>.tmp`` (what an interrupted run keeps) and renamed to ``out`` at the end (an ``out``
+that is a symlink is followed: its target gets the labels and the link stays; a device, FIFO or
+socket is refused). Unusable files are reported, never fatal. A file that is in the store (or an
+exact copy of one) never votes for itself; with no evidence left the label is empty (no answer).
+The encoder is the one the store was built with (``encoder.name`` from its store.json).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,12 +69,29 @@ def audio_files(path: str | Path) -> list[Path]:
 
 
 def check_out(value) -> Path:
-    """The ``out=`` file, checked before any work: not a folder, its folder creatable, and its
-    ``.tmp`` sibling (where the records go until the end) writable; ConfigError naming ``out=``."""
-    path = Path(str(value)).expanduser()
-    if path.is_dir():
-        raise ConfigError(f"out={value}: is a folder; give a file to write, e.g. out={path / 'labels.jsonl'}")
+    """The ``out=`` file, checked before any work: not a folder, not a device, FIFO or socket (the
+    labels are renamed over ``out`` at the end, which would replace it), its folder creatable, and
+    its ``.tmp`` sibling (where the records go until the end) writable; ConfigError naming ``out=``.
+    A symlink is followed: the returned path is its target, so the labels are written there
+    (atomically, through the target's ``.tmp`` sibling) and the link stays a link."""
+    given = Path(str(value)).expanduser()
+    if given.is_dir():
+        raise ConfigError(f"out={value}: is a folder; give a file to write, e.g. out={given / 'labels.jsonl'}")
+    path = Path(os.path.realpath(given))
     tmp = temp_out(path)
+    for candidate, what in ((path, ""), (tmp, f" (its temporary file {tmp})")):
+        try:
+            mode = candidate.lstat().st_mode
+        except (FileNotFoundError, NotADirectoryError):  # not there yet (a folder it needs is checked below)
+            continue
+        except OSError as exc:
+            raise ConfigError(f"out={value}: cannot be checked ({exc.strerror or exc}); give a regular file") from None
+        refusal = out_refusal(mode)
+        if refusal:
+            raise ConfigError(
+                f"out={value}{what}: {refusal}, not a regular file; the labels would replace it, so give "
+                f"a regular file to write, e.g. out=labels.jsonl (or omit out= and redirect stdout)"
+            )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         existed = tmp.exists()
@@ -85,6 +104,24 @@ def check_out(value) -> Path:
             f"out={value}: cannot be written ({exc.strerror or exc}); give a file in a writable folder"
         ) from None
     return path
+
+
+def out_refusal(mode: int) -> str | None:
+    """Why an existing path of this ``st_mode`` (from ``lstat``) cannot be ``out=``, or None for a
+    regular file."""
+    kinds = (
+        (stat.S_ISREG, None),
+        (stat.S_ISDIR, "is a folder"),
+        (stat.S_ISCHR, "is a character device"),
+        (stat.S_ISBLK, "is a block device"),
+        (stat.S_ISFIFO, "is a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "is a socket"),
+        (stat.S_ISLNK, "is a symlink"),
+    )
+    for test, refusal in kinds:
+        if test(mode):
+            return refusal
+    return "is not a regular file"
 
 
 def temp_out(path: Path) -> Path:
