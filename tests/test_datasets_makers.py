@@ -1,6 +1,7 @@
 """Manifest makers on small metadata files written here in each dataset's official layout."""
 
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -413,3 +414,85 @@ def test_cli_runs_as_a_module(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(ConfigError, match="no manifest maker for 'kazoo'"):
         make_manifests("kazoo", ".", "out")
+
+
+def _one_error_line(capsys, prog: str = "python -m index_builder.manifests") -> str:
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{prog}: error: "), err
+    assert "Traceback" not in captured.err and "usage:" not in captured.err
+    return err[0].split(": error: ", 1)[1]
+
+
+def test_cli_argument_mistakes_are_one_line_with_a_did_you_mean(tmp_path, capsys):
+    root = tmp_path / "esc50"
+    _esc50(root)
+    out = str(tmp_path / "out")
+    cases = [
+        (
+            ["esc51", "--metadata", str(root), "--out", out],
+            "argument dataset: invalid choice 'esc51' (did you mean 'esc50'?)",
+        ),
+        (
+            ["esc50", "--metadta", str(root), "--out", out],
+            "unrecognized argument --metadta (did you mean '--metadata'?)",
+        ),
+        (["esc50", "--metadata", str(root), "--out", out, "--bogus"], "unrecognized argument --bogus; the options are"),
+        (["esc50", "--out", out], "the following arguments are required: --metadata"),
+        (
+            ["esc50", "--metadata", str(root), "--out", out, "--option", "quer_fold=1"],
+            "esc50: unknown option(s) quer_fold (did you mean 'query_fold'?)",
+        ),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        assert _one_error_line(capsys).startswith(expected), argv
+    assert not (tmp_path / "out").exists()
+    assert main(["esc50", "--meta", str(root), "--out", out]) == 0  # argparse's abbreviations still work
+    assert main(["--help"]) == 0 and "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc: a folder where mkdir always fails")
+def test_cli_out_that_cannot_be_created_is_one_line_naming_out(tmp_path, capsys):
+    root = tmp_path / "esc50"
+    _esc50(root)
+    for out in ("/proc/no_such_manifests", "/proc/no_such_manifests/deeper", "/proc"):
+        assert main(["esc50", "--metadata", str(root), "--out", out]) == 2, out
+        assert _one_error_line(capsys).startswith(f"--out {out}: cannot be created or written"), out
+
+
+def test_manifest_write_failure_is_one_line_naming_out(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import index_builder.manifests as manifests
+
+    root = tmp_path / "esc50"
+    _esc50(root)
+
+    def full(rows, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(manifests, "write_manifest", full)
+    out = tmp_path / "out"
+    assert main(["esc50", "--metadata", str(root), "--out", str(out)]) == 2
+    assert _one_error_line(capsys).startswith(f"--out {out}: {out / 'fold1.jsonl'} cannot be written (No space left")
+
+
+def test_video_audio_argument_and_out_mistakes_are_one_line(tmp_path, capsys):
+    from index_builder.manifests.video_audio import PROG
+    from index_builder.manifests.video_audio import main as video_audio
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    out = str(tmp_path / "wav")
+    for argv, expected in (
+        (["--videoz", str(videos), "--out", out], "unrecognized argument --videoz (did you mean '--videos'?)"),
+        (["--videos", str(videos)], "the following arguments are required: --out"),
+        (["--videos", str(videos), "--out", out, "--sample-rate", "x"], "argument --sample-rate: invalid int value"),
+        (["--videos", str(tmp_path / "none"), "--out", out], f"{tmp_path / 'none'}: video folder not found"),
+    ):
+        assert video_audio(argv) == 2, argv
+        assert _one_error_line(capsys, PROG).startswith(expected), argv
+    if Path("/proc/self").is_dir() and importlib.util.find_spec("av") is not None:
+        assert video_audio(["--videos", str(videos), "--out", "/proc/no_such_wavs"]) == 2
+        assert _one_error_line(capsys, PROG).startswith("--out /proc/no_such_wavs: cannot be created")

@@ -8,16 +8,18 @@ rows' ``path`` values are relative to it, so the same folder is the dataset's ``
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag_flamingo.datasets.manifest import write_manifest
 from rag_flamingo.datasets.sources import OFFICIAL_DATASETS
-from rag_flamingo.errors import ConfigError, ManifestError
+from rag_flamingo.errors import ConfigError, ManifestError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +58,8 @@ def make_manifests(
     known = set(inspect.signature(make).parameters) - {"metadata"}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ConfigError(
-            f"{name}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known)) or '(none)'}"
-        )
+        named = ", ".join(f"{u}{did_you_mean(u, known)}" for u in unknown)
+        raise ConfigError(f"{name}: unknown option(s) {named}; known: {', '.join(sorted(known)) or '(none)'}")
     check_out(out)
     result = MakerResult()
     try:
@@ -73,11 +74,11 @@ def make_manifests(
     for split, rows in splits.items():
         _check_unique(name, split, rows)
         if check_audio:
-            rows = _drop_missing(metadata, rows, out / f"{split}.missing.jsonl", result, split)
+            rows = _drop_missing(metadata, rows, out / f"{split}.missing.jsonl", result, split, out)
         if not rows:
             logger.warning("%s/%s: no rows, no manifest written", name, split)
             continue
-        result.manifests[split] = write_manifest(rows, out / f"{split}.jsonl")
+        result.manifests[split] = _write(rows, out / f"{split}.jsonl", out)
         result.counts[split] = len(rows)
         logger.info("%s/%s: %d rows -> %s", name, split, len(rows), result.manifests[split])
     return result
@@ -95,6 +96,28 @@ def check_out(out: Path) -> None:
         raise ConfigError(f"--out {out}: {existing} is a file, so no folder can be made there; give another folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out}: {existing} is not writable; give a writable folder")
+    _probe(out, existing)
+
+
+def _probe(out: Path, existing: Path) -> None:
+    """Make the missing folders of ``out`` and a file in it, then remove them again: what the
+    permission bits cannot tell (``/proc``, a read-only mount, root) fails here, before any work."""
+    made: list[Path] = []
+    try:
+        for folder in reversed([out, *out.parents][: [out, *out.parents].index(existing)]):
+            folder.mkdir()
+            made.append(folder)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {out}: cannot be created or written ({exc.strerror or exc}); give a writable folder"
+        ) from None
+    finally:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def _check_unique(name: str, split: str, rows: list[dict]) -> None:
@@ -108,13 +131,25 @@ def _check_unique(name: str, split: str, rows: list[dict]) -> None:
         seen[row["id"]] = row["path"]
 
 
-def _drop_missing(metadata: Path, rows: list[dict], report: Path, result: MakerResult, split: str) -> list[dict]:
+def _write(rows: list[dict], path: Path, out: Path) -> Path:
+    """``write_manifest``, a failure to write (disk full, a folder that refuses files) one line naming ``--out``."""
+    try:
+        return write_manifest(rows, path)
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {out}: {path} cannot be written ({exc.strerror or exc}); give a writable folder"
+        ) from None
+
+
+def _drop_missing(
+    metadata: Path, rows: list[dict], report: Path, result: MakerResult, split: str, out: Path
+) -> list[dict]:
     present: list[dict] = []
     absent: list[dict] = []
     for row in rows:
         (present if (metadata / row["path"]).is_file() else absent).append(row)
     if absent:
-        write_manifest([dict(r, reason="audio file not found") for r in absent], report)
+        _write([dict(r, reason="audio file not found") for r in absent], report, out)
         result.missing[split] = len(absent)
         logger.warning("%s: %d of %d rows have no audio file; listed in %s", split, len(absent), len(rows), report)
     elif report.exists():

@@ -10,12 +10,14 @@ from rag_flamingo.cli import one_line
 from rag_flamingo.errors import RagFlamingoError
 
 from . import DATASETS, make_manifests
+from .cli_args import OneLineParser, run_parser
 
 PROG = "python -m index_builder.manifests"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace | int:
+    """The arguments, or the exit code when argparse stopped (2 after a one-line error, 0 after --help)."""
+    parser = OneLineParser(
         prog=PROG,
         description="Turn a dataset's official metadata into JSONL manifests (one per split).",
     )
@@ -39,11 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="a maker option, e.g. query_fold=1 (esc50/us8k) or audio_pattern=... (audiocaps)",
     )
-    return parser.parse_args(argv)
+    return run_parser(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if isinstance(args, int):
+        return args
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     options = {}
     for item in args.option:

@@ -12,7 +12,6 @@ it never stops the run. The manifest maker then leaves such questions out with `
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -24,10 +23,13 @@ from rag_flamingo.cli import one_line
 from rag_flamingo.datasets.manifest import write_manifest
 from rag_flamingo.errors import ConfigError, RagFlamingoError
 
+from .cli_args import OneLineParser, run_parser
+
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 FAILED_FILE = "failed.jsonl"
+PROG = "python -m index_builder.manifests.video_audio"
 
 
 @dataclass
@@ -56,7 +58,12 @@ def extract_audio(videos: str | Path, out: str | Path, sample_rate: int | None =
     videos, out = Path(videos), Path(out)
     if not videos.is_dir():
         raise ConfigError(f"{videos}: video folder not found")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {out}: cannot be created ({exc.strerror or exc}); give a writable folder for the WAV files"
+        ) from None
     result = ExtractResult()
     for video in video_files(videos):
         target = out / f"{video.stem}.wav"
@@ -109,18 +116,18 @@ def _write_wav(target: Path, wave: np.ndarray, rate: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m index_builder.manifests.video_audio", description=__doc__.splitlines()[0]
-    )
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--videos", required=True, help="folder of video files (searched recursively)")
     parser.add_argument("--out", required=True, help="folder for <video stem>.wav")
     parser.add_argument("--sample-rate", type=int, default=None, help="resample to this rate (default: the stream's)")
-    args = parser.parse_args(argv)
+    args = run_parser(parser, argv)
+    if isinstance(args, int):
+        return args
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         result = extract_audio(args.videos, args.out, args.sample_rate)
     except RagFlamingoError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     failed = f", {len(result.failed)} failed (listed in {Path(args.out) / FAILED_FILE})" if result.failed else ""
     print(f"{len(result.written)} written, {len(result.kept)} already there{failed}")
