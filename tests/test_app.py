@@ -17,7 +17,7 @@ import soundfile as sf
 from rag_flamingo import paths
 from rag_flamingo.app import ask, chat, labels, results
 from rag_flamingo.app.context import AppContext
-from rag_flamingo.app.main import check_address, load_config
+from rag_flamingo.app.main import check_address, check_folders, load_config
 from rag_flamingo.app.main import main as rag_app
 from rag_flamingo.app.uploads import check_clip, crop_notes
 from rag_flamingo.datasets import demo
@@ -83,6 +83,47 @@ def test_port_and_host_are_checked_before_anything_loads(tmp_path, capsys, monke
     for port in (0, 99999, "abc"):  # serve() called directly: its own check
         with pytest.raises(ConfigError, match=rf"port={port}: .*1\.\.65535"):
             check_address("127.0.0.1", port)
+
+
+def test_stores_clips_dir_and_results_dir_are_checked_before_anything_loads(tmp_path, capsys, monkeypatch):
+    """A ``stores`` entry that is not a store, a ``clips_dir`` that cannot be made or written, a
+    ``results_dir`` that is a file: one line naming the setting, exit 2, before the encoders load."""
+    store = build_store(
+        tmp_path / "s",
+        [{"id": "a", "path": "a.wav", "label": "a"}],
+        np.eye(1, 4, dtype=np.float32),
+        {"name": "toy"},
+        features=False,
+    )
+    monkeypatch.setattr(AppContext, "warm_up", lambda self: pytest.fail("loaded before the settings were checked"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["stores=[nonexist]"], f"stores=[nonexist]: {Path('nonexist')} does not exist; build it with build_index"),
+        (
+            [f"stores=[{store.root},{tmp_path / 'empty'}]"],
+            f"stores=[{tmp_path / 'empty'}]: {tmp_path / 'empty'} is not",
+        ),
+        ([f"clips_dir={tmp_path / 'a_file'}"], f"clips_dir={tmp_path / 'a_file'}: is a file, not a folder"),
+        ([f"clips_dir={tmp_path / 'a_file' / 'x'}"], f"clips_dir={tmp_path / 'a_file' / 'x'}: is under"),
+        ([f"results_dir={tmp_path / 'a_file'}"], f"results_dir={tmp_path / 'a_file'}: is a file, not a folder"),
+    ]
+    if Path("/proc/self").is_dir():  # Linux: a folder where mkdir always fails, even for root
+        cases.append((["clips_dir=/proc/xx"], "clips_dir=/proc/xx: cannot be created or written"))
+    for argv, expected in cases:
+        assert rag_app([f"store={store.root}", *argv]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"rag_app: error: {expected}"), (argv, err)
+    # fine: a clips_dir still to be made (the probe leaves nothing behind), a results_dir not there yet
+    cfg = app_config(
+        f"store={store.root}",
+        f"stores=[{store.root}]",
+        f"clips_dir={tmp_path / 'new' / 'clips'}",
+        f"results_dir={tmp_path / 'no_results_yet'}",
+    )
+    check_folders(cfg, Path(cfg["cache_root"]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty", "s"]
 
 
 # ----------------------------------------------------------------------------- uploads

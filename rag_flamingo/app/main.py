@@ -18,11 +18,13 @@ only other writes are the New labels tab's: the store appended to and its clips 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
 import sys
 import tempfile
+from pathlib import Path
 
 from ..cli import compose_config, export_roots, handle_flags, run_main
 from ..errors import ConfigError, StoreError
@@ -89,6 +91,56 @@ def _free_hint(port: int) -> int:
     return port + 1 if port < 65535 else 7860
 
 
+def check_folders(cfg: dict, cache: Path) -> None:
+    """The other settings that name files, before anything loads: every ``stores`` entry an index
+    store (a path or a name under ``<cache>/indices``), ``clips_dir`` (when given) a folder that can
+    be created and written (probed: what this makes is removed again), ``results_dir`` not a file (a
+    folder that does not exist yet lists nothing). ConfigError / StoreError naming the setting."""
+    from .. import paths
+    from ..store import INFO_FILE
+
+    for given in cfg.get("stores") or []:
+        store = paths.find_store(str(given), cache)
+        if not (store / INFO_FILE).is_file():
+            what = "is not an index store (no store.json)" if store.is_dir() else "does not exist"
+            raise StoreError(f"stores=[{given}]: {store} {what}; build it with build_index, or leave it out of stores=")
+    if cfg.get("clips_dir"):
+        _check_writable_folder("clips_dir", str(cfg["clips_dir"]))
+    results = cfg.get("results_dir")
+    if results and Path(str(results)).expanduser().exists() and not Path(str(results)).expanduser().is_dir():
+        raise ConfigError(
+            f"results_dir={results}: is a file, not a folder; give the folder evaluate writes to "
+            f"(e.g. results_dir=outputs/evaluate)"
+        )
+
+
+def _check_writable_folder(key: str, value: str) -> None:
+    """``value`` is a folder, or can be made, and a file can be written in it: probed by making the
+    missing folders and a file, then removing them. ConfigError naming ``key=``."""
+    folder = Path(value).expanduser()
+    chain = [folder, *folder.parents]
+    existing = next(p for p in chain if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == folder else f"is under {existing}, a file"
+        raise ConfigError(f"{key}={value}: {where}, not a folder; give a writable folder")
+    made: list[Path] = []
+    try:
+        for missing in reversed(chain[: chain.index(existing)]):
+            missing.mkdir()
+            made.append(missing)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"{key}={value}: cannot be created or written ({_reason(exc)}); give a writable folder"
+        ) from None
+    finally:
+        for missing in reversed(made):
+            with contextlib.suppress(OSError):
+                missing.rmdir()
+
+
 def serve(cfg: dict, encoders: dict | None = None, block: bool = True, upload_dir: str | None = None):
     """Open the stores, build the page and serve it; returns (the Blocks, the context) when not ``block``."""
     from .context import AppContext
@@ -102,6 +154,7 @@ def serve(cfg: dict, encoders: dict | None = None, block: bool = True, upload_di
     if not (ctx.primary / "store.json").is_file():
         hint = "run scripts/demo.sh first (it builds it)" if not cfg.get("store") else "build it with build_index"
         raise StoreError(f"no index store at {ctx.primary}: {hint}, or give store=<path or name>")
+    check_folders(cfg, ctx.cache)  # stores, clips_dir, results_dir: before the encoders and models load
     check_address(cfg["host"], cfg["port"])  # free: before the encoders and models load
     if upload_dir:  # Gradio keeps uploads under GRADIO_TEMP_DIR (read when the page is built)
         os.environ["GRADIO_TEMP_DIR"] = upload_dir
