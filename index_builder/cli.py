@@ -17,10 +17,13 @@ Composition, ``--help``, logging and error exits: ``rag_flamingo.cli``.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from rag_flamingo.cli import compose_config, export_roots, handle_flags, run_main
+from rag_flamingo.errors import ConfigError
 from rag_flamingo.paths import store_folder
 from rag_flamingo.preflight import require
+from rag_flamingo.store import STORE_MARKERS
 
 CONFIG_NAME = "build_index"
 
@@ -42,10 +45,18 @@ def _run(argv: list[str]) -> None:
     export_roots(cfg)
     build = config_from_dict(cfg)
     store_folder(build.output)
+    _refuse_a_folder_of_other_files(build.output)
     require(CONFIG_NAME, cfg)
     summary = run(build)
     if summary is not None:
         print(summary.text(), flush=True)
+
+
+def _refuse_a_folder_of_other_files(store: Path) -> None:
+    """A store goes into a new or empty folder, or one that is a store: never among the user's files
+    (``store=`` naming a folder of audio would mix the store's files with them)."""
+    if store.is_dir() and any(store.iterdir()) and not any((store / m).exists() for m in STORE_MARKERS):
+        raise ConfigError(f"store={store} holds other files, not a store; name a new or empty folder for the store")
 
 
 def main(argv: list[str] | None = None) -> int:

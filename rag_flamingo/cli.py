@@ -36,7 +36,7 @@ def compose_config(config_name: str, overrides: list[str], aliases: dict[str, st
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from .config import SCHEMAS, check_ranges, register
+    from .config import SCHEMAS, check_bool_text, check_ranges, register
 
     register()
     overrides = normalize_overrides(overrides, aliases)
@@ -46,10 +46,16 @@ def compose_config(config_name: str, overrides: list[str], aliases: dict[str, st
         base = _as_dict(_compose(compose, config_name, groups))
         for override in settings:
             _check_key(override, base)
+            _, key, value = _split_override(override)
+            check_bool_text(SCHEMAS[config_name], key, value)
         cfg = _compose(compose, config_name, [_plus_on_existing(o, base) for o in overrides])
     OmegaConf.resolve(cfg)
     out = _as_dict(cfg)
     check_ranges(SCHEMAS[config_name], out)
+    if out.get("model"):  # an open group: its decoding and sizes are checked by the model's own rules
+        from .model.factory import check_model_settings
+
+        check_model_settings(out["model"])
     return out
 
 
@@ -155,6 +161,10 @@ def handle_flags(
     if "info" in flags:
         print(_info(config_name, flags["info"], normalize_overrides(rest, aliases)))
         return True
+    if "check" in flags and any(o.partition("=")[0] == "suite" for o in rest):
+        raise _config_error(
+            "--check takes one command line; a suite's plan lists what each run needs: suite.dry_run=true"
+        )
     if "check" not in flags:
         if "resolve" in flags:
             raise _config_error("--resolve goes with --cfg (e.g. --cfg job --resolve); configs print resolved")
@@ -377,6 +387,8 @@ def _check_key(override: str, base: dict) -> None:
                 return
             where = ".".join(parts[:depth]) or "the top level"
             hint = did_you_mean(part, node) or f": {where} has {', '.join(sorted(map(str, node)))}"
+            if not node:  # a group left unchosen (rag_classify's encoder: the store's own)
+                hint = f": {where} has no settings until one is chosen ({where}=<name> {key}=...)"
             raise ConfigError(f"unknown option {key!r}{hint}")
         node = node[part]
 

@@ -15,6 +15,7 @@ The defaults here are the documented defaults (the YAML files hold only the grou
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -35,22 +36,27 @@ class Range:
     gt: float | None = None
     le: float | None = None
     choices: tuple = ()
-    whole: bool = False
+    whole: bool = False  # an int (for settings typed ``Any``, where Hydra does not check it)
+    many: bool = False  # or a list of such values (``shots=0,1,4``)
+    pattern: str = ""  # a text setting's form (a regular expression the whole value matches)
     note: str = ""  # what null means, or why the range
 
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is outside the range (None: it is inside)."""
-        values = value if self.whole and isinstance(value, list) else [value]
+        values = value if self.many and isinstance(value, list) else [value]
+        plural = " (or a list of them)" if self.many else ""
         for v in values:
             if self.whole and (isinstance(v, bool) or not isinstance(v, int)):
-                return "must be a whole number" + self._bounds() + (" (or a list of them)" if self.whole else "")
+                return "must be a whole number" + self._bounds() + plural
+            if self.pattern and not re.fullmatch(self.pattern, str(v)):
+                return f"must look like {self.note or self.pattern}"
             if self.choices and v not in self.choices:
                 return (
                     f"must be one of {', '.join(map(str, self.choices))}{did_you_mean(str(v), map(str, self.choices))}"
                 )
             number = isinstance(v, (int, float)) and not isinstance(v, bool)
             if number and (not math.isfinite(v) or not self._inside(v)):
-                return "must be" + self._bounds() + (" (or a list of them)" if self.whole else "")
+                return "must be" + self._bounds() + plural
         return None
 
     def _inside(self, v: float) -> bool:
@@ -71,6 +77,8 @@ class Range:
         """The range as the docs and messages say it."""
         if self.choices:
             return "one of " + ", ".join(map(str, self.choices))
+        if self.pattern:
+            return self.note or self.pattern
         return ("a whole number" if self.whole else "") + self._bounds()
 
 
@@ -98,6 +106,32 @@ def ranges(schema: type, prefix: str = "") -> dict[str, tuple[Range, bool]]:
     return out
 
 
+def scalar_types(schema: type, prefix: str = "") -> dict[str, type]:
+    """``{dotted key: int | float | bool}`` of the schema's scalar settings (also ``X | None``)."""
+    out: dict[str, type] = {}
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        hint = hints[f.name]
+        section = _section_schema(hint)
+        if section is not None:
+            out.update(scalar_types(section, f"{prefix}{f.name}."))
+            continue
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        inner = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+        if len(inner) == 1 and inner[0] in (int, float, bool):
+            out[f"{prefix}{f.name}"] = inner[0]
+    return out
+
+
+BOOL_WORDS = ("true", "false", "yes", "no", "on", "off")
+
+
+def check_bool_text(schema: type, key: str, text: str) -> None:
+    """A yes/no setting's text as typed on the command line: OmegaConf would read ``overwrite=2`` as true."""
+    if scalar_types(schema).get(key) is bool and text.strip().lower() not in (*BOOL_WORDS, "null", "none"):
+        raise ConfigError(f"{key}={text}: must be true or false")
+
+
 def _section_schema(hint: Any) -> type | None:
     """The dataclass a field holds (also inside ``X | None``), or None."""
     optional = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else ()
@@ -120,7 +154,7 @@ def check_ranges(schema: type, cfg: Mapping) -> None:
         problem = rule.problem(node)
         if problem:
             shown = ",".join(map(str, node)) if isinstance(node, list) else node
-            note = f" ({rule.note})" if rule.note else ""
+            note = f" ({rule.note})" if rule.note and not rule.pattern else ""
             raise ConfigError(f"{key}={shown}: {problem}{note}")
 
 
@@ -131,6 +165,8 @@ FUSION_BASES = ("lda", "prototype", "simpleshot")
 TEMPLATES = ("eval", "train", "inference")
 DECODES = ("generate", "rank", "rank_sum")
 DATASET_SOURCES = ("official", "folder", "demo")
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:[0-9]+)?"
+DEVICE_NOTE = "auto, cpu, cuda, cuda:N or mps"
 
 
 @dataclass
@@ -256,7 +292,7 @@ class QueryConfig:
     predictors: PredictorOptions = field(default_factory=PredictorOptions)
     flamingo: FlamingoConfig = field(default_factory=FlamingoConfig)
     batch_size: int = ranged(8, ge=1)  # queries per batch
-    device: str = "auto"
+    device: str = ranged("auto", pattern=DEVICE_PATTERN, note=DEVICE_NOTE)
 
 
 FIGURE_SCALES = ("fraction", "percent")
@@ -317,7 +353,7 @@ class EvaluateConfig(QueryConfig):
     query_split: str = "query"  # a split name, or the role: the split whose items are the queries
     limit: int | None = ranged(None, ge=1, note="null: every query")  # only the first N queries
     predictor: Any = "knn"  # one or a list of the registered predictors
-    shots: Any = ranged(4, whole=True, ge=0)  # one or a list of shot counts
+    shots: Any = ranged(4, whole=True, many=True, ge=0)  # one or a list of shot counts
     output_dir: str | None = None  # None: outputs/evaluate/<dataset>-<task>-<split>-<run key>
     overwrite: bool = False  # start a reused output_dir over when its run key differs
     progress: bool = True
@@ -349,8 +385,8 @@ class BuildIndexConfig:
     features_encoder: Any = field(default_factory=dict)
     shard_size: int = ranged(1000, ge=1)
     batch_size: int = ranged(32, ge=1)
-    num_workers: int = ranged(2, ge=0)
-    device: str = "auto"
+    num_workers: int = ranged(2, ge=0, le=256)  # decoding processes (0: in the main process)
+    device: str = ranged("auto", pattern=DEVICE_PATTERN, note=DEVICE_NOTE)
     min_seconds: float = ranged(0.1, ge=0)
     progress: bool = True
 

@@ -25,7 +25,17 @@ DTYPES: dict[str, torch.dtype] = {
 def best_device(device: str | None = None) -> torch.device:
     """``device`` if given ('cpu', 'cuda', 'cuda:1', ...), else CUDA when present, else CPU."""
     if device and device != "auto":
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except RuntimeError:
+            raise ConfigError(f"device={device}: not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        if chosen.type == "cuda" and (
+            not torch.cuda.is_available() or (chosen.index or 0) >= torch.cuda.device_count()
+        ):
+            raise ConfigError(f"device={device}: torch sees no such CUDA device here; use device=auto or device=cpu")
+        if chosen.type == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError(f"device={device}: torch sees no MPS device here; use device=auto or device=cpu")
+        return chosen
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

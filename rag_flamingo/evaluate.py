@@ -293,7 +293,13 @@ def _run(argv: list[str]) -> None:
 
     if handle_flags(CONFIG_NAME, argv, list_keys=LIST_KEYS):
         return
-    for overrides in expand_overrides(argv, LIST_KEYS):
+    runs = expand_overrides(argv, LIST_KEYS)
+    if len(runs) > 1 and any(o.partition("=")[0].lstrip("+") == "output_dir" for o in runs[0]):
+        raise ConfigError(
+            f"a comma list runs {len(runs)} evaluations, and one output_dir= would hold them all (the second "
+            "is refused after the first has run); leave output_dir out (one folder per run) or run them one by one"
+        )
+    for overrides in runs:
         cfg = load_config(overrides)
         export_roots(cfg)
         if (cfg.get("suite") or {}).get("name"):  # evaluate suite=af1: hand over to the suite runner

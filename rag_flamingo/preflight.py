@@ -198,18 +198,25 @@ def _check_store_encoder(store: Path, options: Mapping[str, Any]) -> None:
             check_encoder_request(SimpleNamespace(root=store, info=info), dict(options))
 
 
-def _build_command(cfg: Mapping[str, Any], store: Path, features: str | None) -> str:
-    """The build_index command that makes the store a query command line expects."""
+def _build_command(cfg: Mapping[str, Any], store: Path, features: str | None, split_key: str = "index_split") -> str:
+    """The build_index command that makes the store a command line expects. Without a dataset (a
+    ``store=`` of rag_classify or rag_app) the labelled clips are the user's to name: a placeholder."""
+    from .store import STORE_MARKERS
+
+    if store.is_dir() and any(store.iterdir()) and not any((store / m).exists() for m in STORE_MARKERS):
+        return f"{store} holds other files, not a store: name a new folder for build_index (store=<new folder>)"
     dataset = cfg.get("dataset") or {}
     parts = ["build_index"]
-    if dataset.get("name"):
+    if not dataset.get("name"):
+        parts.append("dataset=folder dataset.root=<your labelled clips>")
+    else:
         parts.append(f"dataset={dataset['name']}")
         if dataset.get("manifest"):
             parts.append(f"'dataset.manifest={dataset['manifest']}'")
         if dataset.get("root") and (dataset.get("manifest") or dataset.get("source") == "folder"):
             parts.append(f"dataset.root={dataset['root']}")  # an official dataset's root follows data_root
-        if cfg.get("index_split") not in (None, "index"):
-            parts.append(f"split={cfg['index_split']}")
+        if cfg.get(split_key) not in (None, "index"):
+            parts.append(f"split={cfg[split_key]}")
     encoder = (cfg.get("encoder") or {}).get("name")
     parts += [f"encoder={encoder}"] if encoder else []
     parts += [f"features={features}"] if features else []
@@ -238,12 +245,13 @@ def artifacts(config_name: str, cfg: Mapping[str, Any]) -> list[Artifact]:
     from .encoders.base import option_defaults
 
     if config_name == "build_index":
-        out = dataset_artifacts(cfg["dataset"], str(cfg.get("split") or "index")) if cfg.get("mode") != "repair" else []
+        split = str(cfg.get("split") or "index")
+        out = [] if cfg.get("mode") == "repair" else dataset_artifacts(cfg["dataset"], split)
         if cfg.get("mode") in ("append", "repair", "features"):  # they work on a store that exists
             from .store import INFO_FILE, PLANS_DIR, SHARDS_DIR
 
             built = store_path(dict(cfg), split_key="split")
-            build = f"build_index dataset={(cfg.get('dataset') or {}).get('name')} store={built}"
+            build = _build_command({**cfg, "mode": "build"}, built, None, split_key="split")
             made = any((built / part).exists() for part in (INFO_FILE, PLANS_DIR, SHARDS_DIR))  # repairable
             out.append(Artifact("index store (store=)", str(built), made, build))
         encoder = cfg.get("encoder") or {}
@@ -255,9 +263,19 @@ def artifacts(config_name: str, cfg: Mapping[str, Any]) -> list[Artifact]:
         return out
     out = []
     store: Path | None = None
+    if config_name == "rag_classify":  # its two required settings, named here too (with --check)
+        if not cfg.get("store"):
+            out.append(
+                Artifact("index store (store=)", "store= is required", False, "store=<the folder build_index wrote>")
+            )
+        if not cfg.get("audio"):
+            out.append(Artifact("audio to label (audio=)", "audio= is required", False, "audio=<a file or a folder>"))
     if cfg.get("store") or cfg.get("dataset"):
         from .datasets.demo import DEMO_ENCODER
+        from .datasets.sources import check_split_exists
 
+        if cfg.get("dataset") and not cfg.get("store"):
+            check_split_exists(cfg["dataset"], str(cfg.get("index_split") or "index"), "index_split")
         store = store_path(dict(cfg), encoder=DEMO_ENCODER if config_name == "rag_app" else None)
     predictors = [str(p) for p in as_list(cfg.get("predictor"))]
     model = cfg.get("model") or {}
@@ -270,6 +288,9 @@ def artifacts(config_name: str, cfg: Mapping[str, Any]) -> list[Artifact]:
         out += store_artifacts(store, features, _build_command(cfg, store, features))
         _check_store_encoder(store, cfg.get("encoder") or {})
     if config_name == "evaluate":
+        from .datasets.sources import check_split_exists
+
+        check_split_exists(cfg["dataset"], str(cfg.get("query_split") or "query"), "query_split")
         out += dataset_artifacts(cfg["dataset"], str(cfg.get("query_split") or "query"))
     encoder = cfg.get("encoder") or {}
     if encoder.get("name"):

@@ -76,6 +76,8 @@ FEATURES_DIR = "features"
 REJECTED_FILE = "rejected.jsonl"
 LOCK_FILE = "build.lock"
 PLANS_DIR = "plans"
+# what marks a folder as a store, or a build of one under way (build_plan.json: plans of older builds)
+STORE_MARKERS = (INFO_FILE, INDEX_FILE, ITEMS_FILE, SHARDS_DIR, PLANS_DIR, LOCK_FILE, "build_plan.json")
 REPAIR_HINT = (
     "repair it with `build_index store=<the store folder> mode=repair` (or rerun the same build_index command)"
 )

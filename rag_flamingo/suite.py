@@ -330,10 +330,8 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def build_store(suite: dict, cfg: dict, plan: RunPlan, base: list[str]) -> None:
-    """``build_index`` for the run's index split (mode=features when only the features are missing)."""
-    from index_builder.pipeline import config_from_dict, run
-
+def build_overrides(suite: dict, plan: RunPlan, base: list[str]) -> list[str]:
+    """The ``build_index`` command line of the run's store (mode=features when only they are missing)."""
     keep = ("encoder", "dataset", "data_root", "cache_root", "device", "progress")
     overrides = [o for o in base if _key(o).split(".")[0] in keep]
     overrides += [str(o) for o in as_list(suite.get("build_overrides"))]
@@ -342,6 +340,14 @@ def build_store(suite: dict, cfg: dict, plan: RunPlan, base: list[str]) -> None:
         overrides.append(f"features={suite['features']}")
     if _store_state(Path(plan.store), None) == "ready":  # complete: only the features are missing
         overrides.append("mode=features")
+    return overrides
+
+
+def build_store(suite: dict, cfg: dict, plan: RunPlan, base: list[str]) -> None:
+    """``build_index`` for the run's index split."""
+    from index_builder.pipeline import config_from_dict, run
+
+    overrides = build_overrides(suite, plan, base)
     summary = run(config_from_dict(compose_config("build_index", overrides, {"output": "store"})))
     if summary is not None and _is_main():
         print(summary.text(), flush=True)
@@ -381,6 +387,24 @@ def run_one(
         plan.results = summary["results"]
 
 
+def check_suite(suite: dict) -> None:
+    """What the suite's schema cannot say: baselines keyed by task family, shot counts >= 0."""
+    from .prompts import TaskFamily
+
+    families = [f.value for f in TaskFamily]
+    for family in suite.get("baselines") or {}:
+        if family not in families:
+            raise ConfigError(
+                f"suite {suite.get('name')}: baselines.{family} is not a task family"
+                f"{did_you_mean(family, families)}; use {', '.join(families)}"
+            )
+    counts = [("baseline_shots", as_list(suite.get("baseline_shots")))]
+    counts += [(f"runs[{i}].shots", as_list(run.get("shots"))) for i, run in enumerate(as_list(suite.get("runs")))]
+    for where, shots in counts:
+        if any(int(k) < 0 for k in shots):
+            raise ConfigError(f"suite {suite.get('name')}: {where}={shots}: shot counts must be >= 0")
+
+
 def run_suite(cfg: dict, overrides: list[str], evaluate: Evaluate) -> dict | None:
     """Plan (and unless ``suite.dry_run``) run the suite, each evaluation with ``evaluate`` (the
     caller's `rag_flamingo.evaluate.evaluate`: the suite sits below the command that runs it); rank 0
@@ -389,6 +413,7 @@ def run_suite(cfg: dict, overrides: list[str], evaluate: Evaluate) -> dict | Non
     runs = as_list(suite.get("runs"))
     if not runs:
         raise ConfigError(f"suite {suite.get('name')} has no runs")
+    check_suite(suite)
     base = base_overrides(suite, overrides)
     suite_dir = _suite_dir(cfg)
     planned = [plan_run(suite, dict(run), base, suite_dir) for run in runs]
@@ -400,6 +425,10 @@ def run_suite(cfg: dict, overrides: list[str], evaluate: Evaluate) -> dict | Non
             plan.seconds = _estimate(plan, suite.get("costs") or {}, plan.encoder, None)
         elif plan.status in ("build", "features"):
             building[plan.store] = plan.name
+            try:  # the store's build_index command line is checked now, not after the runs before it
+                compose_config("build_index", build_overrides(suite, plan, base), {"output": "store"})
+            except RagFlamingoError as exc:
+                plan.status, plan.reason = "error", f"build_index: {one_line(exc)}"
     if _is_main():
         print(plan_text(suite, plans), flush=True)
     if suite.get("dry_run"):

@@ -29,6 +29,18 @@ def bad_lines(folder_stores, tmp_path):
                 "encoder aisfx has no option 'chekpoint' (did you mean",
             ),
             (["num_workers=-1"], "num_workers=-1: must be >= 0"),
+            (["num_workers=100000"], "num_workers=100000: must be >= 0 and <= 256"),
+            ([f"store={tmp_path / 'cu'}", "device=cuda:99"], "device=cuda:99: torch sees no such CUDA device"),
+            (
+                ["dataset=folder", f"dataset.root={clips}", f"store={tmp_path / 'mb'}", "encoder.max_blocks=0"],
+                "encoder option max_blocks=0: must be >= 1",
+            ),
+            (
+                ["dataset=folder", f"dataset.root={clips}", f"store={tmp_path / 'ms'}", "encoder.max_seconds=nan"],
+                "encoder option max_seconds=nan: must be > 0",
+            ),
+            (["dataset=folder", f"dataset.root={clips}", f"store={clips}"], "holds other files, not a store"),
+            (["progress=2"], "progress=2: must be true or false"),
             ([f"store={a_file}"], "is a file, not a store folder"),
             (
                 [
@@ -60,6 +72,15 @@ def bad_lines(folder_stores, tmp_path):
             (["limit=-1"], "limit=-1: must be >= 1"),
             (["suite.dry_run=true"], "suite.dry_run needs a suite"),
             (["suite.runs.shots=1"], "suite.runs is a list"),
+            (["device=tpu"], "device=tpu: must look like auto, cpu, cuda, cuda:N or mps"),
+            (["model.generation.num_beams=0"], "model.generation.num_beams=0: must be >= 1"),
+            (["model.num_slots=0"], "model.num_slots=0: must be >= 1"),
+            (["dataset=demo", "index_split=bar"], "index_split=bar: dataset 'demo' has no split 'bar'"),
+            (["--check", "suite=af1"], "a suite's plan lists what each run needs"),
+            (
+                [f"store={store}", "dataset=folder", f"dataset.root={clips},{store}", f"output_dir={tmp_path / 'o'}"],
+                "a comma list runs 2 evaluations, and one output_dir=",
+            ),
             (["retrieval=knnn"], "did you mean 'knn'"),
             (["task=clasification"], "did you mean 'classification'"),
             (["+foo=1"], "unknown option 'foo'"),
@@ -82,6 +103,11 @@ def bad_lines(folder_stores, tmp_path):
             ([f"store={missing}", f"audio={clips}"], "no_such_store"),
             ([f"store={store}", f"audio={tmp_path / 'nothing.wav'}"], "no such file"),
             ([f"store={store}", f"audio={clips}", "task=captioning"], "not captioning"),
+            (
+                [f"store={store}", f"audio={clips}", "encoder.max_seconds=0"],
+                "encoder has no settings until one is chosen (encoder=<name> encoder.max_seconds=...)",
+            ),
+            ([f"store={clips}", f"audio={clips}"], "holds other files, not a store"),
         ],
     }
 

@@ -8,8 +8,6 @@ import ast
 import dataclasses
 import re
 import shlex
-import types
-import typing
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from index_builder.cli import main as build_index
 from rag_flamingo.app.main import main as rag_app
 from rag_flamingo.classify import main as rag_classify
 from rag_flamingo.cli import compose_config
-from rag_flamingo.config import SCHEMAS, Range, check_ranges, ranges
+from rag_flamingo.config import SCHEMAS, Range, check_ranges, ranges, scalar_types
 from rag_flamingo.evaluate import main as evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +28,8 @@ def bad_values(rule: Range) -> list[str]:
     out = []
     if rule.choices:
         out.append("bogus_choice")
+    if rule.pattern:
+        out.append("bogus_form")
     if rule.whole:
         out.append("1.5")
     for bound, step in ((rule.ge, -1), (rule.gt, 0), (rule.le, 1)):
@@ -39,22 +39,7 @@ def bad_values(rule: Range) -> list[str]:
     return out
 
 
-def typed_fields(schema: type, prefix: str = "") -> dict[str, type]:
-    """``{dotted key: int | float | bool}`` of the schema's scalar settings (Hydra checks their type)."""
-    out: dict[str, type] = {}
-    hints = typing.get_type_hints(schema)
-    for f in dataclasses.fields(schema):
-        hint = hints[f.name]
-        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-        inner = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
-        if dataclasses.is_dataclass(inner[0]):
-            out.update(typed_fields(inner[0], f"{prefix}{f.name}."))
-        elif inner[0] in (int, float, bool) and len(inner) == 1:
-            out[f"{prefix}{f.name}"] = inner[0]
-    return out
-
-
-WRONG_TYPE = {int: "abc", float: "abc", bool: "maybe"}
+WRONG_TYPE = {int: "abc", float: "abc", bool: "2"}  # OmegaConf alone would read 2 as true
 
 
 def cases() -> list[tuple[str, str, str]]:
@@ -64,7 +49,7 @@ def cases() -> list[tuple[str, str, str]]:
     out = []
     for cli, schema in SCHEMAS.items():
         mine = [(key, value) for key, (rule, _) in ranges(schema).items() for value in bad_values(rule)]
-        mine += [(key, WRONG_TYPE[kind]) for key, kind in typed_fields(schema).items()]
+        mine += [(key, WRONG_TYPE[kind]) for key, kind in scalar_types(schema).items()]
         for key, value in mine:
             if (key, value) not in seen:
                 seen.add((key, value))  # type: ignore[arg-type]

@@ -88,3 +88,9 @@ def test_build_index_checks_the_features_encoder_before_embedding(folder_stores,
     assert not out.exists()  # refused before anything was embedded
     assert build_index(["--check", "dataset=folder", f"dataset.root={folder_stores / 'train'}", f"store={out}"]) == 0
     assert not Path(out).exists()
+
+
+def test_rag_classify_check_names_its_two_required_settings(tmp_path, capsys):
+    assert rag_classify(["--check", f"audio={tmp_path}"]) == 2
+    rows = _rows(capsys.readouterr().out)
+    assert rows["index store (store=)"] == ["store= is required", "MISSING", "store=<the folder build_index wrote>"]

@@ -8,7 +8,7 @@ command runs in README order:
   with ``--check`` it must compose as written and reach the preflight's table (exit 0: every artifact
   there; exit 2: one line naming the missing ones, each with its fetch command); a command whose
   artifacts are all there and that needs no model weights then runs for real (the folder builds,
-  ``rag_classify``, the suite's dry run);
+  ``rag_classify``); a suite runs its plan (``suite.dry_run=true``, which writes nothing);
 - the manifest makers and the checkpoint converter: run on a folder without the official files, they
   must answer with one line (exit 2) naming what is missing, not an argument error;
 - ``scripts/demo.sh`` / ``scripts/test.sh`` are the two entry commands (CI runs the second; the first is
@@ -144,7 +144,11 @@ def test_every_documented_command_runs_as_pasted(tmp_path, capsys, monkeypatch):
                 seen[where] = "download"
                 continue
             prog, args = _argv([w.replace("$RAG_FLAMINGO_DATA_ROOT", str(tmp_path / "data")) for w in words])
-            if prog in CLIS and "--cfg" in args:
+            if prog == "evaluate" and any(a.startswith("suite=") for a in args):  # a suite: its plan is its check
+                plan = [*args, "suite.dry_run=true"] if "suite.dry_run=true" not in args else args
+                assert evaluate(plan) == 0 and "| run | setting | status |" in capsys.readouterr().out, where
+                seen[where] = "ran" if plan is args else "suite plan"
+            elif prog in CLIS and "--cfg" in args:
                 assert CLIS[prog](args) == 0 and "cache_root:" in capsys.readouterr().out, where
                 seen[where] = "ran"
             elif prog in CLIS:
@@ -153,10 +157,7 @@ def test_every_documented_command_runs_as_pasted(tmp_path, capsys, monkeypatch):
                 assert "| artifact | where | status | fetch |" in out, (where, out, err)
                 assert code == 0 or (code == 2 and err.count("\n") == 1 and "missing" in err), (where, err)
                 seen[where] = "check" if code else "all present"
-                real = code == 0 and prog in REAL_RUNS
-                if prog == "evaluate" and "suite.dry_run=true" in args:
-                    real = True
-                if real:
+                if code == 0 and prog in REAL_RUNS:
                     assert CLIS[prog](args) == 0, (where, capsys.readouterr().err)
                     capsys.readouterr()
                     seen[where] = "ran"

@@ -279,6 +279,12 @@ def test_suite_end_to_end_with_the_tiny_model(suite_env, capsys, monkeypatch):
         ),
         ("name: bad\nruns: [\n  - {dataset: demo\n", "bad.yaml:3: not valid YAML"),
         (
+            "name: bad\nbaselines: {clasification: [knn]}\nruns: [{dataset: demo}]\n",
+            "baselines.clasification is not a task family (did you mean 'classification'?)",
+        ),
+        ("name: bad\nbaseline_shots: [-1]\nruns: [{dataset: demo}]\n", "baseline_shots=[-1]: shot counts must be >= 0"),
+        ("name: bad\nruns: [{dataset: demo, shots: [0, -4]}]\n", "runs[0].shots=[0, -4]: shot counts must be >= 0"),
+        (
             "name: bad\nruns:\n  - {dataset: demo, metric: acuracy}\n",
             "run demo-event_classification: metric=acuracy is not a classification metric (did you mean 'accuracy'?)",
         ),
@@ -311,4 +317,10 @@ def test_a_dry_run_writes_nothing_and_names_runs_that_cannot_run(tmp_path, capsy
     out, err = capsys.readouterr()
     assert "| demo-event_classification |  | error: unknown predictor 'prototyp' (did you mean 'prototype'?)" in out
     assert err.count("\n") == 1 and "suite typo: 1 of 1 runs did not run: demo-event_classification error" in err
+    # the store's build_index command line is checked in the plan, not after the runs before it
+    (tmp_path / "conf" / "suite" / "workers.yaml").write_text(
+        "name: workers\nbuild_overrides: [num_workers=-1]\nruns: [{dataset: demo, shots: []}]\n"
+    )
+    assert main(["suite=workers", "suite.dry_run=true", f"cache_root={cache}"]) == 2
+    assert "build_index: num_workers=-1: must be >= 0" in capsys.readouterr().err
     assert not cache.exists()

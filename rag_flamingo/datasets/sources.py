@@ -122,6 +122,28 @@ def store_stem(dataset_cfg: Mapping[str, Any]) -> str:
     return f"{name}-{slug}-{hashlib.sha1(where.encode()).hexdigest()[:8]}"
 
 
+def check_split_exists(dataset_cfg: Mapping[str, Any], split: str, setting: str = "split") -> None:
+    """Refuse a split the dataset does not have (``index_split=bar``), where its splits are known
+    without writing anything: the demo's, an official dataset's ``splits.available``, a folder's."""
+    if _get(dataset_cfg, "manifest"):
+        return  # a manifest of your own: any split its path names
+    name = split_name(dataset_cfg, split)
+    source = source_of(dataset_cfg)
+    known: list[str] | None = None
+    if source == "demo":
+        known = list(demo.SPLIT_SIZES)
+    elif source == "folder" and _get(dataset_cfg, "root") and dataset_root(dataset_cfg).is_dir():
+        known = list(folder.scan_folder(dataset_root(dataset_cfg).resolve()))
+    elif source == "official":
+        available = _get(_get(dataset_cfg, "splits") or {}, "available")
+        known = [str(s) for s in available] if available else None
+    if known is not None and name not in known:
+        dataset = _get(dataset_cfg, "name")
+        raise ConfigError(
+            f"{setting}={split}: dataset {dataset!r} has no split {name!r}; available: {', '.join(known)}"
+        )
+
+
 def source_of(dataset_cfg: Mapping[str, Any]) -> str:
     name = _get(dataset_cfg, "name")
     return _get(dataset_cfg, "source") or (name if name in ("demo", "folder") else "official")

@@ -37,7 +37,7 @@ from torch import nn
 from ..checkpoints import checkpoint_sha256, load_strict, load_torch_file
 from ..devices import autocast, autocast_dtype, best_device
 from ..errors import CheckpointError
-from .base import register_encoder
+from .base import check_option, register_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -215,8 +215,9 @@ class AisfxEncoder:
         self.config = config
         self.sample_rate = config.sample_rate
         self.dim = config.dim
-        self.max_seconds = float(max_seconds) if max_seconds else None
-        self.max_blocks = int(max_blocks)
+        check_option("max_seconds", max_seconds, gt=0)  # null: the whole clip
+        self.max_seconds = float(max_seconds) if max_seconds is not None else None
+        self.max_blocks = int(check_option("max_blocks", max_blocks, nullable=False, whole=True, ge=1))
         self.checkpoint = Path(checkpoint).expanduser() if checkpoint else default_checkpoint()
         self.device = best_device(device)
         self.dtype = autocast_dtype(self.device)

@@ -102,11 +102,22 @@ def _import_builtin() -> None:
     importlib.import_module("rag_flamingo.encoders")
 
 
+def check_option(option: str, value, nullable: bool = True, **rule):
+    """An encoder option checked against a range (`rag_flamingo.config.Range`: ``gt``, ``ge``, ``le``,
+    ``whole``) before anything loads: ``check_option("max_seconds", v, gt=0)``. Returns ``value``."""
+    from ..config import Range
+
+    if value is None and nullable:
+        return None
+    problem = Range(**rule).problem(value) if value is not None else "must be set"
+    if problem:
+        null = " (or null)" if nullable else ""
+        raise ConfigError(f"encoder option {option}={value}: {problem}{null}")
+    return value
+
+
 def check_batch_size(size: int) -> int:
-    size = int(size)
-    if size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {size}")
-    return size
+    return int(check_option("batch_size", size, nullable=False, whole=True, ge=1))
 
 
 def micro_batches(n: int, size: int, pad: bool = True) -> Iterator[tuple[list[int], int]]:

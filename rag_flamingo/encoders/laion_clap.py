@@ -53,7 +53,15 @@ from ..checkpoints import (
     resolve_checkpoint,
 )
 from ..errors import CheckpointError, ConfigError
-from .base import autocast, best_device, check_batch_size, micro_batches, register_encoder, resolve_precision
+from .base import (
+    autocast,
+    best_device,
+    check_batch_size,
+    check_option,
+    micro_batches,
+    register_encoder,
+    resolve_precision,
+)
 from .htsat import HTSAT, HTSATConfig
 from .laion_fusion import FusionMelConfig, FusionPatchEmbed, HTKLogMel, fusion_input, repeat_pad, rowwise
 from .windows import end_aligned_starts
@@ -395,6 +403,7 @@ class LaionClapEncoder:
 
 
 def check_max_seconds(value: float | None) -> float | None:
+    check_option("max_seconds", value, gt=0)
     if value is not None and float(value) < WINDOW_SAMPLES / SAMPLE_RATE:
         raise ConfigError(f"max_seconds={value} is shorter than the 10 s encoder window; use >= 10 or null")
     return None if value is None else float(value)

@@ -46,7 +46,15 @@ from ..checkpoints import (
     resolve_checkpoint,
 )
 from ..errors import ConfigError
-from .base import autocast, best_device, check_batch_size, micro_batches, register_encoder, resolve_precision
+from .base import (
+    autocast,
+    best_device,
+    check_batch_size,
+    check_option,
+    micro_batches,
+    register_encoder,
+    resolve_precision,
+)
 from .cnn14 import Cnn14, Cnn14Config
 from .htsat import HTSAT, HTSAT_TINY
 from .windows import end_aligned_starts
@@ -260,7 +268,8 @@ class MSClapEncoder:
         self.long_audio = long_audio
         crop_starts(2, 1, long_audio)  # validate the policy early
         # audio after max_seconds is not used (None: all of it); the index builder reads only that much
-        self.max_seconds = float(max_seconds) if max_seconds else None
+        check_option("max_seconds", max_seconds, gt=0)  # null: all of it
+        self.max_seconds = float(max_seconds) if max_seconds is not None else None
         self.batch_size = check_batch_size(batch_size)
         self.source = CheckpointSource(checkpoint, hub_repo, filename or config.filename)
         self.checkpoint_path = resolve_checkpoint(self.source, f"MS-CLAP {config.version} checkpoint")

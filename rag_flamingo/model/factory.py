@@ -76,6 +76,27 @@ def generation_settings(cfg: Mapping[str, Any], clap_samples: int = 1) -> Genera
     return GenerationSettings.from_config(section, **extra)
 
 
+MODEL_RANGES: dict[str, dict[str, Any]] = {  # the model group's numeric settings (open group: no schema)
+    "num_slots": {"whole": True, "ge": 1},  # AF1: audios per prompt, the query included
+    "max_audios": {"whole": True, "ge": 1},  # transformers audio-LMs
+    "max_context": {"whole": True, "ge": 1},
+    "max_seconds": {"gt": 0},
+}
+
+
+def check_model_settings(cfg: Mapping[str, Any]) -> None:
+    """A ``model`` section's decoding (`GenerationSettings`) and sizes checked before any work: one
+    ConfigError naming the setting (``model.generation.num_beams=0``, ``model.num_slots=0``)."""
+    from ..config import Range
+
+    generation_settings(cfg)
+    for key, rule in MODEL_RANGES.items():
+        value = cfg.get(key)
+        problem = Range(**rule).problem(value) if value is not None else None
+        if problem:
+            raise ConfigError(f"model.{key}={value}: {problem}")
+
+
 def _plain(cfg) -> dict:
     try:
         from omegaconf import DictConfig, OmegaConf
