@@ -91,3 +91,35 @@ def store_folder(path: Path) -> Path:
     if path.exists() and not path.is_dir():
         raise ConfigError(f"store={path} is a file, not a store folder; name a folder (build_index creates it)")
     return path
+
+
+def check_writable_folder(folder: Path, setting: str) -> None:
+    """``folder`` is a folder, or can be made, and a file can be written in it: probed by making the
+    missing folders and a file, then removing them again (what permission bits cannot tell: ``/proc``,
+    a read-only mount, root). ConfigError naming ``setting`` as typed (``clips_dir=``, ``--out ``)."""
+    import contextlib
+    import tempfile
+
+    folder = Path(folder).expanduser()
+    chain = [folder, *folder.parents]
+    existing = next(p for p in chain if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == folder else f"is under {existing}, a file"
+        raise ConfigError(f"{setting}{folder}: {where}, not a folder; give a writable folder")
+    made: list[Path] = []
+    try:
+        for missing in reversed(chain[: chain.index(existing)]):
+            missing.mkdir()
+            made.append(missing)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise ConfigError(
+            f"{setting}{folder}: cannot be created or written ({reason}); give a writable folder"
+        ) from None
+    finally:
+        for missing in reversed(made):
+            with contextlib.suppress(OSError):
+                missing.rmdir()

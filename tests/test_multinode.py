@@ -84,25 +84,21 @@ def test_two_nodes_equal_one_process(tmp_path):
 def test_a_user_error_under_torchrun_is_one_line_from_rank_0_and_every_rank_exits_2(tmp_path):
     """Each rank meets the same bad setting: rank 0 prints the one line, every rank exits 2 at once
     (torchrun's own failure summary follows; its exit code is 1)."""
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "-m",
-            "rag_flamingo.evaluate",
-            "limit=-1",
-        ],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, OMP_NUM_THREADS="1", RAG_FLAMINGO_CACHE_ROOT=str(tmp_path / "cache")),
-        timeout=100,
-        cwd=tmp_path,
-    )
+    run = _evaluate_on_two_ranks(["limit=-1"], tmp_path)
     ours = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("evaluate:")]
     assert ours == ["evaluate: error: limit=-1: must be >= 1 (null: every query)"], run.stderr[-3000:]
     assert _exit_codes(run.stderr)[0] == 2 and "rag_flamingo/" not in run.stderr  # no traceback through our code
+
+
+def _evaluate_on_two_ranks(args: list[str], tmp_path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "rag_flamingo.evaluate", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1", RAG_FLAMINGO_CACHE_ROOT=str(tmp_path / "cache")),
+        timeout=150,
+        cwd=tmp_path,
+    )
 
 
 def _exit_codes(stderr: str) -> list[int]:
@@ -136,14 +132,7 @@ def test_an_error_of_rank_0_alone_stops_every_rank_with_code_2(folder_stores, tm
         "retrieval.seed=5",
         "progress=false",
     ]
-    run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "rag_flamingo.evaluate", *args],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, OMP_NUM_THREADS="1", RAG_FLAMINGO_CACHE_ROOT=str(tmp_path / "cache")),
-        timeout=150,
-        cwd=tmp_path,
-    )
+    run = _evaluate_on_two_ranks(args, tmp_path)
     ours = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("evaluate:")]
     assert len(ours) == 1 and "holds results of another run" in ours[0], run.stderr[-3000:]
     assert _exit_codes(run.stderr)[0] == 2 and "[rank1]" not in run.stderr and "[rank0]" not in run.stderr

@@ -8,18 +8,17 @@ rows' ``path`` values are relative to it, so the same folder is the dataset's ``
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import inspect
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag_flamingo.datasets.manifest import write_manifest
 from rag_flamingo.datasets.sources import OFFICIAL_DATASETS
 from rag_flamingo.errors import ConfigError, ManifestError, did_you_mean
+from rag_flamingo.paths import check_writable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -96,28 +95,7 @@ def check_out(out: Path) -> None:
         raise ConfigError(f"--out {out}: {existing} is a file, so no folder can be made there; give another folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out}: {existing} is not writable; give a writable folder")
-    _probe(out, existing)
-
-
-def _probe(out: Path, existing: Path) -> None:
-    """Make the missing folders of ``out`` and a file in it, then remove them again: what the
-    permission bits cannot tell (``/proc``, a read-only mount, root) fails here, before any work."""
-    made: list[Path] = []
-    try:
-        for folder in reversed([out, *out.parents][: [out, *out.parents].index(existing)]):
-            folder.mkdir()
-            made.append(folder)
-        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ConfigError(
-            f"--out {out}: cannot be created or written ({exc.strerror or exc}); give a writable folder"
-        ) from None
-    finally:
-        for folder in reversed(made):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+    check_writable_folder(out, "--out ")
 
 
 def _check_unique(name: str, split: str, rows: list[dict]) -> None:

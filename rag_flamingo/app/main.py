@@ -18,7 +18,6 @@ only other writes are the New labels tab's: the store appended to and its clips 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import socket
@@ -26,6 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .. import paths
 from ..cli import compose_config, export_roots, handle_flags, run_main
 from ..errors import ConfigError, StoreError
 
@@ -96,7 +96,6 @@ def check_folders(cfg: dict, cache: Path) -> None:
     store (a path or a name under ``<cache>/indices``), ``clips_dir`` (when given) a folder that can
     be created and written (probed: what this makes is removed again), ``results_dir`` not a file (a
     folder that does not exist yet lists nothing). ConfigError / StoreError naming the setting."""
-    from .. import paths
     from ..store import INFO_FILE
 
     for given in cfg.get("stores") or []:
@@ -105,40 +104,13 @@ def check_folders(cfg: dict, cache: Path) -> None:
             what = "is not an index store (no store.json)" if store.is_dir() else "does not exist"
             raise StoreError(f"stores=[{given}]: {store} {what}; build it with build_index, or leave it out of stores=")
     if cfg.get("clips_dir"):
-        _check_writable_folder("clips_dir", str(cfg["clips_dir"]))
+        paths.check_writable_folder(Path(str(cfg["clips_dir"])), "clips_dir=")
     results = cfg.get("results_dir")
     if results and Path(str(results)).expanduser().exists() and not Path(str(results)).expanduser().is_dir():
         raise ConfigError(
             f"results_dir={results}: is a file, not a folder; give the folder evaluate writes to "
             f"(e.g. results_dir=outputs/evaluate)"
         )
-
-
-def _check_writable_folder(key: str, value: str) -> None:
-    """``value`` is a folder, or can be made, and a file can be written in it: probed by making the
-    missing folders and a file, then removing them. ConfigError naming ``key=``."""
-    folder = Path(value).expanduser()
-    chain = [folder, *folder.parents]
-    existing = next(p for p in chain if p.exists())
-    if not existing.is_dir():
-        where = "is a file" if existing == folder else f"is under {existing}, a file"
-        raise ConfigError(f"{key}={value}: {where}, not a folder; give a writable folder")
-    made: list[Path] = []
-    try:
-        for missing in reversed(chain[: chain.index(existing)]):
-            missing.mkdir()
-            made.append(missing)
-        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ConfigError(
-            f"{key}={value}: cannot be created or written ({_reason(exc)}); give a writable folder"
-        ) from None
-    finally:
-        for missing in reversed(made):
-            with contextlib.suppress(OSError):
-                missing.rmdir()
 
 
 def serve(cfg: dict, encoders: dict | None = None, block: bool = True, upload_dir: str | None = None):
