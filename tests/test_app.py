@@ -54,16 +54,20 @@ def test_no_arguments_opens_the_demo_store_and_cli_errors_are_one_line(tmp_path,
         assert len(err) == 1 and expected in err[0] and err[0].startswith("rag_app: error:"), (argv, err)
 
 
-def test_port_and_host_are_checked_before_anything_loads(tmp_path, capsys, monkeypatch):
-    """Not Gradio's traceback naming GRADIO_SERVER_PORT: one line naming port= or host=, exit 2,
-    before the encoders and models load."""
-    store = build_store(
+def _one_item_store(tmp_path):
+    return build_store(
         tmp_path / "s",
         [{"id": "a", "path": "a.wav", "label": "a"}],
         np.eye(1, 4, dtype=np.float32),
         {"name": "toy"},
         features=False,
     )
+
+
+def test_port_and_host_are_checked_before_anything_loads(tmp_path, capsys, monkeypatch):
+    """Not Gradio's traceback naming GRADIO_SERVER_PORT: one line naming port= or host=, exit 2,
+    before the encoders and models load."""
+    store = _one_item_store(tmp_path)
     monkeypatch.setattr(AppContext, "warm_up", lambda self: pytest.fail("loaded before host/port were checked"))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -88,13 +92,7 @@ def test_port_and_host_are_checked_before_anything_loads(tmp_path, capsys, monke
 def test_stores_clips_dir_and_results_dir_are_checked_before_anything_loads(tmp_path, capsys, monkeypatch):
     """A ``stores`` entry that is not a store, a ``clips_dir`` that cannot be made or written, a
     ``results_dir`` that is a file: one line naming the setting, exit 2, before the encoders load."""
-    store = build_store(
-        tmp_path / "s",
-        [{"id": "a", "path": "a.wav", "label": "a"}],
-        np.eye(1, 4, dtype=np.float32),
-        {"name": "toy"},
-        features=False,
-    )
+    store = _one_item_store(tmp_path)
     monkeypatch.setattr(AppContext, "warm_up", lambda self: pytest.fail("loaded before the settings were checked"))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a_file").write_text("not a folder")
