@@ -426,11 +426,13 @@ def run_main(
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (RagFlamingoError, HydraException, OmegaConfBaseException) as exc:
-        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank meets it: rank 0 says it
+        rank = int(os.environ.get("RANK", "0"))
+        if rank == 0:  # under torchrun every rank usually meets it: rank 0 says it
             print(f"{prog}: error: {one_line(exc)}", file=sys.stderr, flush=True)
-        elif ranked:  # let rank 0 say it first: the launcher stops the others once one rank has exited
-            signal.signal(signal.SIGTERM, lambda *_: os._exit(2))
+        elif ranked:  # rank 0 says it first: the launcher stops the others once one rank has exited;
+            signal.signal(signal.SIGTERM, lambda *_: os._exit(2))  # still here: rank 0 did not meet it
             time.sleep(5)
+            print(f"{prog}: error: (rank {rank}) {one_line(exc)}", file=sys.stderr, flush=True)
         if ranked:
             os._exit(2)  # no wait at a barrier or a process-group teardown for ranks that will never come
         return 2

@@ -9,6 +9,7 @@ of 1 and never touches torch.distributed.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -39,8 +40,11 @@ def setup(timeout_hours: float = 24.0) -> Ranks:
     ranks = Ranks(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         # gloo works on CPU and GPU hosts; only barriers travel through it. The timeout is long
-        # because rank 0 may wait for the slowest rank's shards.
+        # because rank 0 may wait for the slowest rank's shards. One group per process, for every
+        # step of it (a suite builds stores and evaluates in one process): joining again after a
+        # teardown races with ranks still in the old group, so the group ends with the process.
         dist.init_process_group("gloo", timeout=timedelta(hours=timeout_hours))
+        atexit.register(_destroy)
     # Share the cores between ranks instead of every rank using all of them.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # (bitwise results depend on it)
     return ranks
@@ -52,7 +56,13 @@ def barrier(ranks: Ranks) -> None:
 
 
 def teardown(ranks: Ranks) -> None:
+    """The end of one step: the ranks meet, the group stays for the process's next step (see `setup`)."""
     if ranks.world > 1 and dist.is_initialized():
+        dist.barrier()
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

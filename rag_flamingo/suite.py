@@ -374,6 +374,9 @@ class ModelCache:
 def run_one(
     suite: dict, cfg: dict, plan: RunPlan, base: list[str], evaluate: Evaluate, models: ModelCache | None = None
 ) -> None:
+    from . import distributed
+
+    distributed.barrier(distributed.setup())  # every rank sees what the runs before (rank 0's part) wrote
     features = suite.get("features") if plan.shots else None
     if _store_state(Path(plan.store), features) != "ready":  # checked again: an earlier run may have built it
         build_store(suite, cfg, plan, base)

@@ -324,3 +324,44 @@ def test_a_dry_run_writes_nothing_and_names_runs_that_cannot_run(tmp_path, capsy
     assert main(["suite=workers", "suite.dry_run=true", f"cache_root={cache}"]) == 2
     assert "build_index: num_workers=-1: must be >= 0" in capsys.readouterr().err
     assert not cache.exists()
+
+
+def _ours(out: Path) -> dict:
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    return {
+        r["name"]: (r["status"], sorted((e["predictor"], e["shots"] or 0, e["value"]) for e in r["ours"])) for r in runs
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_the_demo_suite_under_torchrun_equals_one_process(tmp_path):
+    """Two ranks build the store and split every run's queries; the numbers equal a plain run's (one
+    process group for the suite's steps, the ranks meeting before each run)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", RAG_FLAMINGO_CACHE_ROOT=str(tmp_path / "cache"))
+    two = tmp_path / "two"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "rag_flamingo.evaluate"]
+    run = subprocess.run(
+        [*launch, "suite=demo", f"suite.output_dir={two}", "progress=false"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=350,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    one = tmp_path / "one"  # the store is there now: one process evaluates the same queries
+    single = subprocess.run(
+        [sys.executable, "-m", "rag_flamingo.evaluate", "suite=demo", f"suite.output_dir={one}", "progress=false"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=350,
+        cwd=tmp_path,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert _ours(two) == _ours(one) and all(status == "done" for status, _ in _ours(one).values())
