@@ -102,8 +102,16 @@ def _as_dict(cfg) -> dict:
 
 
 def normalize_overrides(overrides: list[str], aliases: dict[str, str] | None = None) -> list[str]:
-    """Aliases renamed (``output=`` -> ``store=``), ``{split}`` placeholders quoted."""
-    return [_literal_braces(_alias(o, aliases or {})) for o in overrides]
+    """Aliases renamed (``output=`` -> ``store=``; an alias and its name both given is refused),
+    ``{split}`` placeholders quoted."""
+    from .errors import ConfigError
+
+    heads = [_split_override(o)[1].split(".")[0] for o in overrides]
+    for old, new in (aliases or {}).items():
+        if old in heads and new in heads:
+            raise ConfigError(f"{old}= and {new}= name the same setting ({old}= is the old name); give {new}= only")
+    renamed = [_alias(o, aliases or {}) for o in overrides]
+    return [_literal_braces(o) for o in renamed]
 
 
 def print_config(config_name: str, overrides: list[str], aliases: dict[str, str] | None = None) -> None:
@@ -129,6 +137,11 @@ def take_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
         arg, following = argv[i], argv[i + 1] if i + 1 < len(argv) else None
         if arg in ("--cfg", "-c", "--info"):
             choices = CFG_PARTS if arg != "--info" else INFO_PARTS
+            bare = following is not None and "=" not in following and not following.startswith("-")
+            if bare and following is not None and following not in choices:  # --info bogus: a misspelt choice
+                raise _config_error(
+                    f"{arg} {following}: use one of {', '.join(choices)}{did_you_mean(following, choices)}"
+                )
             part = following if following is not None and following in choices else choices[0]
             flags["info" if arg == "--info" else "cfg"] = part
             i += 2 if following == part else 1
@@ -156,7 +169,7 @@ def handle_flags(
         if flags["cfg"] in ("job", "all"):
             print_config(config_name, rest, aliases)
         if flags["cfg"] in ("hydra", "all"):
-            print(_hydra_config(config_name, normalize_overrides(rest, aliases)))
+            print(_hydra_config(config_name, normalize_overrides(rest, aliases), "resolve" in flags))
         return True
     if "info" in flags:
         print(_info(config_name, flags["info"], normalize_overrides(rest, aliases)))
@@ -187,10 +200,12 @@ def _config_error(message: str) -> Exception:
     return ConfigError(message)
 
 
-def _hydra_config(config_name: str, overrides: list[str]) -> str:
-    """``--cfg hydra``: Hydra's own section for this command line (as Hydra prints it, unresolved)."""
+def _hydra_config(config_name: str, overrides: list[str], resolve: bool = False) -> str:
+    """``--cfg hydra``: Hydra's own section for this command line (``resolve``: interpolations filled
+    in where they can be outside a run; ``${now:...}`` and the like stay as written otherwise)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from .config import register
 
@@ -198,7 +213,11 @@ def _hydra_config(config_name: str, overrides: list[str]) -> str:
     parse_overrides(overrides)
     with initialize_config_dir(config_dir=str(paths.conf_dir().resolve()), version_base="1.3", job_name=config_name):
         cfg = _compose_hydra(compose, config_name, overrides)
-    return OmegaConf.to_yaml(OmegaConf.create({"hydra": OmegaConf.to_container(cfg.hydra, resolve=False)}))
+    try:
+        section = OmegaConf.to_container(cfg.hydra, resolve=resolve)
+    except OmegaConfBaseException:  # runtime-only values (the run's output dir, ...): as written
+        section = OmegaConf.to_container(cfg.hydra, resolve=False)
+    return OmegaConf.to_yaml(OmegaConf.create({"hydra": section}))
 
 
 def _compose_hydra(compose: Callable, config_name: str, overrides: list[str]):

@@ -123,3 +123,14 @@ def check_writable_folder(folder: Path, setting: str) -> None:
         for missing in reversed(made):
             with contextlib.suppress(OSError):
                 missing.rmdir()
+
+
+def config_path(p: str | None) -> str | None:
+    """A path written in a config: from the working directory, else (when it exists there) from the
+    repository root (``conf/model/tiny.yaml`` names the test fixtures so)."""
+    if p is None:
+        return None
+    path = Path(str(p)).expanduser()
+    if not path.is_absolute() and not path.exists() and (source_root() / path).exists():
+        return str(source_root() / path)
+    return str(path) if path.exists() else str(p)

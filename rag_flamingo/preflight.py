@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import paths
 from .errors import RagFlamingoError
 
 CHECK_FLAG = "--check"
@@ -69,14 +70,25 @@ def _hub_snapshot(repo_or_dir: str, include: Iterable[str]) -> bool:
 
 def _snapshot(what: str, repo_or_dir: str, include: Iterable[str], setting: str) -> Artifact:
     """A hub repo's files (or a local folder) as an artifact; a path that is not a folder is named as one."""
-    from .checkpoints import looks_like_hub_id
-
     include = list(include)
-    if looks_like_hub_id(repo_or_dir) and not Path(repo_or_dir).expanduser().exists():
+    path_like = repo_or_dir.startswith(("/", "./", "../", "~")) or Path(repo_or_dir).expanduser().exists()
+    if not path_like:  # a hub id: namespaced (facebook/opt-iml-max-1.3b) or a legacy one (roberta-base, gpt2)
         fetch = _download(repo_or_dir, include=[] if include == ["*"] else include)
     else:
         fetch = f"no such folder: point {setting} at a folder holding the files, or at a hub id"
     return Artifact(what, repo_or_dir, _hub_snapshot(repo_or_dir, include), fetch)
+
+
+def _download_to(repo: str, filename: str, path: Path, convert: bool = False) -> str:
+    """The command that puts the released ``filename`` at ``path`` (another name: moved, or converted
+    with scripts/convert_checkpoint.py when ``convert`` and ``path`` is a .safetensors file)."""
+    fetched = path.parent / filename
+    command = f"{_download(repo, filename)} --local-dir {path.parent}"
+    if fetched == path:
+        return command
+    if convert and path.suffix == ".safetensors":
+        return f"{command} && python scripts/convert_checkpoint.py {fetched} {path}"
+    return f"{command} && mv {fetched} {path}"
 
 
 def _download(repo: str, filename: str | None = None, include: Iterable[str] = ()) -> str:
@@ -92,11 +104,11 @@ def weights(what: str, options: Mapping[str, Any], setting: str) -> list[Artifac
     name = str(options.get("name") or options.get("_target_") or "encoder")
     checkpoint, repo, filename = options.get("checkpoint"), options.get("hub_repo"), options.get("filename")
     if checkpoint:
-        path = Path(str(checkpoint)).expanduser()
+        path = Path(str(paths.config_path(str(checkpoint))))
         fetch = (
-            f"{_download(repo, filename)} --local-dir {path.parent}"
+            _download_to(repo, filename, path)
             if repo and filename
-            else f"put the file there, or set {setting}.checkpoint"
+            else f"put the file there, or fix {setting}.checkpoint"
         )
         out.append(Artifact(f"{what} {name} weights ({setting}.checkpoint)", str(path), path.is_file(), fetch))
     elif repo and filename:
@@ -156,6 +168,7 @@ def model_artifacts(model: Mapping[str, Any]) -> list[Artifact]:
     from .backends import backend_name
     from .checkpoints import TOKENIZER_FILES
     from .encoders.base import option_defaults
+    from .model.factory import DEFAULT_TOKENIZER
 
     if backend_name(model) == "transformers":
         hub = str(model.get("checkpoint") or "")
@@ -163,21 +176,29 @@ def model_artifacts(model: Mapping[str, Any]) -> list[Artifact]:
     out: list[Artifact] = []
     ck = model.get("checkpoint") or {}
     ck = ck if isinstance(ck, Mapping) else {"path": ck}
-    if ck.get("path"):
-        path = Path(str(ck["path"])).expanduser()
+    local = paths.config_path(ck.get("path")) if ck.get("path") else None  # as `model.factory.load_model` reads
+    if local:
+        path = Path(local)
         fetch = "fix model.checkpoint.path"
         if ck.get("repo_id") and ck.get("filename"):
-            fetch = _download(ck["repo_id"], ck["filename"]) + f" --local-dir {path.parent}"
+            fetch = _download_to(ck["repo_id"], ck["filename"], path, convert=True)
         out.append(Artifact("AF1 checkpoint (model.checkpoint.path)", str(path), path.exists(), fetch))
     elif ck.get("repo_id") and ck.get("filename"):
         present = _hub_file(str(ck["repo_id"]), str(ck["filename"]), ck.get("revision"))
         where, fetch = f"hf://{ck['repo_id']}/{ck['filename']}", _download(ck["repo_id"], ck["filename"])
         out.append(Artifact("AF1 checkpoint (model.checkpoint)", where, present, fetch))
-    for key in dict.fromkeys(k for k in ("lm", "tokenizer") if model.get(k)):
-        hub = str(model[key])
-        if key == "tokenizer" and hub == model.get("lm"):
-            continue  # one download serves both
-        out.append(_snapshot(f"OPT config + tokenizer (model.{key})", hub, TOKENIZER_FILES, f"model.{key}"))
+    config = paths.config_path(model.get("config")) if model.get("config") else None
+    if config:
+        out.append(Artifact("AF1 config (model.config)", config, Path(config).is_file(), "fix model.config"))
+    tokenizer = paths.config_path(model.get("tokenizer")) or DEFAULT_TOKENIZER
+    needs_lm = config is None and not (local or "").endswith(".safetensors")  # a converted file has its config
+    lm = paths.config_path(model.get("lm")) if needs_lm and model.get("lm") else None
+    if lm and lm != tokenizer:
+        out.append(_snapshot("OPT config (model.lm)", lm, TOKENIZER_FILES, "model.lm"))
+    what = (
+        "OPT config + tokenizer (model.lm, model.tokenizer)" if lm == tokenizer else "OPT tokenizer (model.tokenizer)"
+    )
+    out.append(_snapshot(what, tokenizer, TOKENIZER_FILES, "model.tokenizer"))
     audio = model.get("audio_encoder") or {}
     if isinstance(audio, Mapping) and audio.get("name"):
         out += weights("AF1 window encoder", {**option_defaults(audio["name"]), **audio}, "model.audio_encoder")
@@ -227,7 +248,19 @@ def store_artifacts(store: Path, features: str | None, build: str) -> list[Artif
     from .store import INFO_FILE, read_info
 
     present = (store / INFO_FILE).is_file()
-    out = [Artifact("index store (store=)", str(store), present, build)]
+    where = str(store)
+    if present:  # the files store.json records, by size (as opening the store checks them)
+        from .store import file_problems
+
+        try:
+            recorded = read_info(store)
+            problems = file_problems(store, recorded.files) if recorded is not None else ["store.json unreadable"]
+        except RagFlamingoError as exc:
+            problems = [str(exc)]
+        if problems:
+            present, where = False, f"{store} ({problems[0]})"
+            build = f"build_index store={store} mode=repair"
+    out = [Artifact("index store (store=)", where, present, build)]
     if features and present:
         try:
             info = read_info(store)
@@ -252,6 +285,8 @@ def artifacts(config_name: str, cfg: Mapping[str, Any]) -> list[Artifact]:
 
             built = store_path(dict(cfg), split_key="split")
             build = _build_command({**cfg, "mode": "build"}, built, None, split_key="split")
+            if cfg.get("mode") == "repair":  # no dataset is named with repair: the user's to say
+                build = f"nothing to repair there: build it first (build_index dataset=<yours> store={built})"
             made = any((built / part).exists() for part in (INFO_FILE, PLANS_DIR, SHARDS_DIR))  # repairable
             out.append(Artifact("index store (store=)", str(built), made, build))
         encoder = cfg.get("encoder") or {}
@@ -268,8 +303,10 @@ def artifacts(config_name: str, cfg: Mapping[str, Any]) -> list[Artifact]:
             out.append(
                 Artifact("index store (store=)", "store= is required", False, "store=<the folder build_index wrote>")
             )
-        if not cfg.get("audio"):
-            out.append(Artifact("audio to label (audio=)", "audio= is required", False, "audio=<a file or a folder>"))
+        audio = cfg.get("audio")
+        where = str(audio) if audio else "audio= is required"
+        present = bool(audio) and Path(str(audio)).expanduser().exists()
+        out.append(Artifact("audio to label (audio=)", where, present, "no such file or folder: audio=<one that exists>"))
     if cfg.get("store") or cfg.get("dataset"):
         from .datasets.demo import DEMO_ENCODER
         from .datasets.sources import check_split_exists
@@ -300,9 +337,16 @@ def artifacts(config_name: str, cfg: Mapping[str, Any]) -> list[Artifact]:
     return out
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def report(config_name: str, found: list[Artifact]) -> str:
     """``--check``'s table: one row per artifact, then what to do."""
-    lines = [f"{config_name} --check: {len(found)} artifacts, {sum(not a.present for a in found)} missing", ""]
+    lines = [
+        f"{config_name} --check: {_count(len(found), 'artifact')}, {sum(not a.present for a in found)} missing",
+        "",
+    ]
     lines += ["| artifact | where | status | fetch |", "| --- | --- | --- | --- |"]
     for a in found:
         lines.append(

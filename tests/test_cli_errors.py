@@ -41,6 +41,8 @@ def bad_lines(folder_stores, tmp_path):
             ),
             (["dataset=folder", f"dataset.root={clips}", f"store={clips}"], "holds other files, not a store"),
             (["progress=2"], "progress=2: must be true or false"),
+            ([f"output={tmp_path / 'o2'}", f"store={tmp_path / 'o3'}"], "output= and store= name the same setting"),
+            (["--info", "bogus"], "--info bogus: use one of all, config, defaults, searchpath"),
             ([f"store={a_file}"], "is a file, not a store folder"),
             (
                 [
@@ -200,6 +202,13 @@ def test_readme_manifest_placeholder_and_folder_splits(tmp_path):
     assert cfg["dataset"]["manifest"] == f"{tmp_path}/{{split}}.jsonl"
     # a per-split manifest of your own: build_index indexes train, evaluate queries test (not all.jsonl)
     assert split_name(cfg["dataset"], "index") == "train" and split_name(cfg["dataset"], "query") == "test"
+    # one manifest, however its path is spelt (absolute, relative, through a symlink): one default store
+    (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
+    spelt = [
+        load_config(["dataset=folder", f"dataset.manifest={where}/{{split}}.jsonl", "dataset.root=/audio"])
+        for where in (tmp_path, tmp_path / "link", tmp_path / "clips" / "..")
+    ]
+    assert len({store_path(c) for c in spelt}) == 1
     single = load_config(["dataset=folder", f"dataset.manifest={tmp_path}/mine.jsonl"])
     assert split_name(single["dataset"], "index") == split_name(single["dataset"], "query") == "all"
     for split in ("train", "test"):

@@ -28,7 +28,7 @@ def test_a_real_weights_run_lists_every_download_at_once(tmp_path, capsys, monke
         "dataset esc50 manifest (test)": "MISSING",
         "retrieval encoder aisfx weights": "present",
         "AF1 checkpoint (model.checkpoint)": "MISSING",
-        "OPT config + tokenizer (model.lm)": "MISSING",
+        "OPT config + tokenizer (model.lm, model.tokenizer)": "MISSING",
         "AF1 window encoder clapcap weights": "MISSING",
     }
     store = cache / "indices" / "esc50-train-aisfx"
@@ -63,7 +63,7 @@ def test_local_files_count_and_a_store_without_the_model_features_says_how_to_ad
     assert (
         rows["index store (store=)"][1] == "present" and rows["AF1 checkpoint (model.checkpoint.path)"][1] == "present"
     )
-    assert rows["OPT config + tokenizer (model.lm)"][1] == "present"
+    assert rows["OPT config + tokenizer (model.lm, model.tokenizer)"][1] == "present"
     assert rows["store's cached clapcap shot features"] == [
         str(store),
         "MISSING",
@@ -94,3 +94,52 @@ def test_rag_classify_check_names_its_two_required_settings(tmp_path, capsys):
     assert rag_classify(["--check", f"audio={tmp_path}"]) == 2
     rows = _rows(capsys.readouterr().out)
     assert rows["index store (store=)"] == ["store= is required", "MISSING", "store=<the folder build_index wrote>"]
+
+
+def test_fetch_commands_make_the_row_present_and_rows_follow_the_loaders_rules(
+    folder_stores, tmp_path, capsys, monkeypatch
+):
+    """A local file under another name is fetched and moved (or converted); a legacy hub id gets its
+    hf download; relative model paths resolve as the loader resolves them (the repository root);
+    model.lm is asked only when the loader reads it; a missing audio= and a damaged store are named."""
+    monkeypatch.chdir(tmp_path)  # not the repository root
+    ck = tmp_path / "ck"
+    argv = [
+        "dataset=esc50",
+        "predictor=flamingo",
+        f"model.checkpoint.path={ck / 'foundation.safetensors'}",
+        f"model.audio_encoder.checkpoint={ck / 'my_clapcap.pth'}",
+        "encoder=laion_clap_fusion",
+    ]
+    assert evaluate(["--check", *argv]) == 2
+    rows = _rows(capsys.readouterr().out)
+    assert rows["AF1 checkpoint (model.checkpoint.path)"][2] == (
+        f"hf download nvidia/audio-flamingo foundation.pt --local-dir {ck} && "
+        f"python scripts/convert_checkpoint.py {ck / 'foundation.pt'} {ck / 'foundation.safetensors'}"
+    )
+    clapcap = rows["AF1 window encoder clapcap weights (model.audio_encoder.checkpoint)"][2]
+    assert clapcap.endswith(f"&& mv {ck / 'clapcap_weights_2023.pth'} {ck / 'my_clapcap.pth'}")
+    tower = rows["retrieval encoder laion_clap_fusion text tower config + tokenizer (encoder.text_model)"]
+    assert tower[2] == "hf download roberta-base --include '*.json' --include '*.txt'"
+    assert "OPT config (model.lm)" not in rows  # a converted checkpoint carries its config
+    # model=tiny from another folder: its fixture paths resolve from the repository root, as the loader does
+    assert (
+        evaluate(
+            ["--check", "dataset=folder", f"dataset.root={folder_stores / 'test'}", "predictor=flamingo", "model=tiny"]
+        )
+        == 2
+    )
+    rows = _rows(capsys.readouterr().out)
+    assert rows["AF1 checkpoint (model.checkpoint.path)"][1] == rows["OPT tokenizer (model.tokenizer)"][1] == "present"
+    assert not any(what.startswith("OPT config") for what in rows)  # model.config is given: no lm read
+    # rag_classify: an audio= that is not there; a store with a file missing
+    store = tmp_path / "store"
+    import shutil
+
+    shutil.copytree(folder_stores / "train_idx", store)
+    assert rag_classify(["--check", f"store={store}", f"audio={tmp_path / 'nothing.wav'}"]) == 2
+    assert _rows(capsys.readouterr().out)["audio to label (audio=)"][1] == "MISSING"
+    (store / "index.faiss").unlink()
+    assert rag_classify(["--check", f"store={store}", f"audio={folder_stores / 'test'}"]) == 2
+    row = _rows(capsys.readouterr().out)["index store (store=)"]
+    assert "index.faiss" in row[0] and row[1:] == ["MISSING", f"build_index store={store} mode=repair"]

@@ -104,18 +104,18 @@ def store_stem(dataset_cfg: Mapping[str, Any]) -> str:
     resolved path, so that two folders never share a default store."""
     name = str(_get(dataset_cfg, "name"))
     manifest = _get(dataset_cfg, "manifest")
-    if manifest:
-        spec = json.dumps(manifest, sort_keys=True) if isinstance(manifest, Mapping) else str(manifest)
+    if manifest:  # the resolved manifest path(s) and audio root: however they are spelt, one store
+        specs = dict(manifest) if isinstance(manifest, Mapping) else {"": manifest}
+        paths_ = {str(k): str(Path(str(v)).expanduser().resolve()) for k, v in sorted(specs.items())}
+        root = _get(dataset_cfg, "root")
+        where = json.dumps([paths_, str(Path(str(root)).expanduser().resolve()) if root else ""])
         label = "manifest"
         if not isinstance(manifest, Mapping):
-            named = Path(str(manifest).replace("{split}", ""))
+            named = Path(paths_[""].replace("{split}", ""))
             label = named.name.removesuffix(".jsonl").strip("._-") or named.parent.name
-        where = f"{spec}|{_get(dataset_cfg, 'root') or ''}"
-        if not isinstance(manifest, Mapping):
-            where = f"{Path(spec).expanduser().resolve()}|{where}"
     elif source_of(dataset_cfg) == "folder" and _get(dataset_cfg, "root"):
-        resolved = dataset_root(dataset_cfg).resolve()
-        label, where = resolved.name, str(resolved)
+        folder_root = dataset_root(dataset_cfg).resolve()
+        label, where = folder_root.name, str(folder_root)
     else:
         return name
     slug = "".join(c if c.isalnum() or c in "._" else "_" for c in label).strip("._") or "data"

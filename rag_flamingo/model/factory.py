@@ -3,35 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..devices import best_device, model_dtype, parse_dtype
 from ..errors import ConfigError
-from ..paths import source_root
+from ..paths import config_path
 from .config import AudioFlamingoConfig
 from .generation_settings import GenerationSettings
 from .loading import load_audio_flamingo
 from .modeling import AudioFlamingo
 from .tokenizer import load_af1_tokenizer
 
-
-def _local(p: str | None) -> str | None:
-    """Relative paths in configs: from the working directory, else from the repository root."""
-    if p is None:
-        return None
-    path = Path(str(p)).expanduser()
-    if not path.is_absolute() and not path.exists() and (source_root() / path).exists():
-        return str(source_root() / path)
-    return str(path) if path.exists() else str(p)
+DEFAULT_TOKENIZER = "facebook/opt-iml-max-1.3b"  # AF1's (model.tokenizer unset)
 
 
 def checkpoint_spec(cfg: Mapping[str, Any]) -> Any:
     ck = cfg.get("checkpoint") or {}
     if ck.get("path"):
-        return _local(ck["path"])
+        return config_path(ck["path"])
     if ck.get("repo_id") and ck.get("filename"):
         return {"repo_id": ck["repo_id"], "filename": ck["filename"]}
     raise ConfigError("model.checkpoint needs `path` or `repo_id` + `filename`")
@@ -47,14 +38,16 @@ def load_model(cfg: Mapping[str, Any]) -> tuple[AudioFlamingo, Any]:
     cfg = _plain(cfg)
     device = best_device(cfg.get("device"))
     cache_dir = cfg.get("cache_dir")
-    tokenizer = load_af1_tokenizer(_local(cfg.get("tokenizer")) or "facebook/opt-iml-max-1.3b", cache_dir=cache_dir)
+    tokenizer = load_af1_tokenizer(
+        config_path(cfg.get("tokenizer")) or "facebook/opt-iml-max-1.3b", cache_dir=cache_dir
+    )
     spec = checkpoint_spec(cfg)
     config = cfg.get("config")
     if config is None:  # a converted file carries its config; a released .pt has the foundation sizes
         converted = isinstance(spec, str) and spec.endswith(".safetensors")
         config = None if converted else AudioFlamingoConfig.foundation(lm=cfg.get("lm"))
     else:
-        config = _local(config)
+        config = config_path(config)
     model = load_audio_flamingo(
         spec,
         config,
