@@ -306,7 +306,8 @@ def artifacts(config_name: str, cfg: Mapping[str, Any]) -> list[Artifact]:
         audio = cfg.get("audio")
         where = str(audio) if audio else "audio= is required"
         present = bool(audio) and Path(str(audio)).expanduser().exists()
-        out.append(Artifact("audio to label (audio=)", where, present, "no such file or folder: audio=<one that exists>"))
+        fix = "no such file or folder: audio=<one that exists>"
+        out.append(Artifact("audio to label (audio=)", where, present, fix))
     if cfg.get("store") or cfg.get("dataset"):
         from .datasets.demo import DEMO_ENCODER
         from .datasets.sources import check_split_exists
