@@ -165,6 +165,9 @@ def handle_flags(
     from .preflight import MissingArtifacts, artifacts, report
 
     flags, rest = take_flags(argv)
+    asked = [f"--{f}" for f in ("cfg", "info", "check") if f in flags]
+    if len(asked) > 1:
+        raise _config_error(f"{' and '.join(asked)} each print a report of their own: give one of them")
     if "cfg" in flags:
         if flags["cfg"] in ("job", "all"):
             print_config(config_name, rest, aliases)

@@ -242,3 +242,5 @@ def test_hydras_own_flags_work_as_in_hydra(capsys):
         assert "Config search path:" in info and "encoder: aisfx," in info and "Defaults list:" in info
     assert evaluate(["--resolve"]) == 2
     assert "--resolve goes with --cfg" in capsys.readouterr().err
+    assert build_index(["--cfg", "--check"]) == 2
+    assert "--cfg and --check each print a report of their own" in capsys.readouterr().err
