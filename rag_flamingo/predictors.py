@@ -74,7 +74,6 @@ class Predictor(Protocol):
     uses_shots: bool  # False: the answer does not depend on k (reported once, shots None)
     min_shots: int  # the fewest shots it can answer with (knn: 1; flamingo: 0 = zero-shot)
     max_shots: int | None  # the most (flamingo: the model's audio slots - 1), None: no limit
-    needs_text: bool  # needs an encoder with text embeddings (CLAP zero-shot)
     audio_encoders: Sequence[Any]  # encoders (beyond the store's) whose rate the query is decoded at
 
     def predict(self, queries: Sequence[Query], task: TaskSpec | str) -> list[Prediction]: ...
@@ -166,7 +165,7 @@ class KnnPredictor:
     """
 
     name = "knn"
-    uses_shots, min_shots, needs_text = True, 1, False
+    uses_shots, min_shots = True, 1
     max_shots: int | None = None
     audio_encoders: Sequence[Any] = ()
 
@@ -225,7 +224,7 @@ class PrototypePredictor:
     """
 
     name = "prototype"
-    uses_shots, min_shots, needs_text = False, 0, False
+    uses_shots, min_shots = False, 0
     max_shots: int | None = None
     audio_encoders: Sequence[Any] = ()
 
@@ -278,7 +277,7 @@ class SupportPredictor:
     ``tta`` > 1: each query is the average of that many augmented views of its audio, embedded by
     ``encoder`` (the store's; `rag_flamingo.tta`)."""
 
-    uses_shots, min_shots, needs_text = False, 0, False
+    uses_shots, min_shots = False, 0
     max_shots: int | None = None
     audio_encoders: Sequence[Any] = ()
     KEEP_FITS = 32
@@ -328,7 +327,7 @@ class FusionPredictor:
     cross-validation on the support without the query's own rows, once per (own rows, shots)."""
 
     name = "fusion"
-    uses_shots, min_shots, needs_text = True, 1, False
+    uses_shots, min_shots = True, 1
     max_shots: int | None = None
     audio_encoders: Sequence[Any] = ()
 
@@ -370,7 +369,7 @@ class ZeroShotPredictor:
     """CLAP zero-shot: cosine between the query's audio embedding and ``template`` per label."""
 
     name = "zero_shot"
-    uses_shots, min_shots, needs_text = False, 0, True
+    uses_shots, min_shots = False, 0
     max_shots: int | None = None
     audio_encoders: Sequence[Any] = ()
 
@@ -399,7 +398,7 @@ class FlamingoPredictor:
     """Audio Flamingo with the retrieved shots in context (see `rag_flamingo.engine`)."""
 
     name = "flamingo"
-    uses_shots, min_shots, needs_text = True, 0, False
+    uses_shots, min_shots = True, 0
 
     def __init__(self, engine):
         self.engine = engine

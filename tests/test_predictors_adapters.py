@@ -51,7 +51,7 @@ def test_registered_and_built_from_the_registry(tmp_path):
     assert {"simpleshot", "tip_adapter", "lda"} <= set(predictor_names())
     for name in ("simpleshot", "tip_adapter", "lda"):
         pred = build_predictor(name, PredictorContext({}, store, None, None, lambda: None))
-        assert pred.name == name and not pred.uses_shots and not pred.needs_text
+        assert pred.name == name and not pred.uses_shots
         out = ask(pred, x[:2])[0]
         assert out.output in {"a", "b"} and set(out.label_scores) == {"a", "b"}
         with pytest.raises(ConfigError, match="classification/tagging"):
