@@ -23,7 +23,7 @@ from rag_flamingo.cli import compose_config, export_roots, handle_flags, run_mai
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.paths import store_folder
 from rag_flamingo.preflight import require
-from rag_flamingo.store import STORE_MARKERS
+from rag_flamingo.store import holds_other_files
 
 CONFIG_NAME = "build_index"
 
@@ -55,7 +55,7 @@ def _run(argv: list[str]) -> None:
 def _refuse_a_folder_of_other_files(store: Path) -> None:
     """A store goes into a new or empty folder, or one that is a store: never among the user's files
     (``store=`` naming a folder of audio would mix the store's files with them)."""
-    if store.is_dir() and any(store.iterdir()) and not any((store / m).exists() for m in STORE_MARKERS):
+    if holds_other_files(store):
         raise ConfigError(f"store={store} holds other files, not a store; name a new or empty folder for the store")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import paths
 from .config import INDEX_TYPES
-from .errors import RagFlamingoError, did_you_mean
+from .errors import ConfigError, RagFlamingoError, did_you_mean
 
 INDEX_TYPES_HINT = f"index= picks the index type ({', '.join(INDEX_TYPES)})"
 
@@ -68,8 +68,6 @@ def _compose(compose: Callable, config_name: str, overrides: list[str]):
     from hydra.errors import ConfigCompositionException
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-    from .errors import ConfigError
-
     try:
         return compose(config_name=config_name, overrides=paths.with_user_conf(overrides))
     except yaml.YAMLError as exc:
@@ -104,8 +102,6 @@ def _as_dict(cfg) -> dict:
 def normalize_overrides(overrides: list[str], aliases: dict[str, str] | None = None) -> list[str]:
     """Aliases renamed (``output=`` -> ``store=``; an alias and its name both given is refused),
     ``{split}`` placeholders quoted."""
-    from .errors import ConfigError
-
     heads = [_split_override(o)[1].split(".")[0] for o in overrides]
     for old, new in (aliases or {}).items():
         if old in heads and new in heads:
@@ -139,7 +135,7 @@ def take_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
             choices = CFG_PARTS if arg != "--info" else INFO_PARTS
             bare = following is not None and "=" not in following and not following.startswith("-")
             if bare and following is not None and following not in choices:  # --info bogus: a misspelt choice
-                raise _config_error(
+                raise ConfigError(
                     f"{arg} {following}: use one of {', '.join(choices)}{did_you_mean(following, choices)}"
                 )
             part = following if following is not None and following in choices else choices[0]
@@ -167,7 +163,7 @@ def handle_flags(
     flags, rest = take_flags(argv)
     asked = [f"--{f}" for f in ("cfg", "info", "check") if f in flags]
     if len(asked) > 1:
-        raise _config_error(f"{' and '.join(asked)} each print a report of their own: give one of them")
+        raise ConfigError(f"{' and '.join(asked)} each print a report of their own: give one of them")
     if "cfg" in flags:
         if flags["cfg"] in ("job", "all"):
             print_config(config_name, rest, aliases)
@@ -178,12 +174,12 @@ def handle_flags(
         print(_info(config_name, flags["info"], normalize_overrides(rest, aliases)))
         return True
     if "check" in flags and any(o.partition("=")[0] == "suite" for o in rest):
-        raise _config_error(
+        raise ConfigError(
             "--check takes one command line; a suite's plan lists what each run needs: suite.dry_run=true"
         )
     if "check" not in flags:
         if "resolve" in flags:
-            raise _config_error("--resolve goes with --cfg (e.g. --cfg job --resolve); configs print resolved")
+            raise ConfigError("--resolve goes with --cfg (e.g. --cfg job --resolve); configs print resolved")
         return False
     missing = 0
     for overrides in expand_overrides(rest, list_keys):
@@ -195,12 +191,6 @@ def handle_flags(
     if missing:
         raise MissingArtifacts(f"{missing} artifacts missing; each row above names the command that fetches it")
     return True
-
-
-def _config_error(message: str) -> Exception:
-    from .errors import ConfigError
-
-    return ConfigError(message)
 
 
 def _hydra_config(config_name: str, overrides: list[str], resolve: bool = False) -> str:
@@ -215,16 +205,12 @@ def _hydra_config(config_name: str, overrides: list[str], resolve: bool = False)
     register()
     parse_overrides(overrides)
     with initialize_config_dir(config_dir=str(paths.conf_dir().resolve()), version_base="1.3", job_name=config_name):
-        cfg = _compose_hydra(compose, config_name, overrides)
+        cfg = compose(config_name=config_name, overrides=paths.with_user_conf(overrides), return_hydra_config=True)
     try:
         section = OmegaConf.to_container(cfg.hydra, resolve=resolve)
     except OmegaConfBaseException:  # runtime-only values (the run's output dir, ...): as written
         section = OmegaConf.to_container(cfg.hydra, resolve=False)
     return OmegaConf.to_yaml(OmegaConf.create({"hydra": section}))
-
-
-def _compose_hydra(compose: Callable, config_name: str, overrides: list[str]):
-    return compose(config_name=config_name, overrides=paths.with_user_conf(overrides), return_hydra_config=True)
 
 
 def _info(config_name: str, part: str, overrides: list[str]) -> str:
@@ -278,8 +264,6 @@ def parse_overrides(args: list[str]) -> list:
     paste (an unquoted space splits a value into two arguments, a comma makes a list of values)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
-
-    from .errors import ConfigError
 
     parser = OverridesParser.create()
     parsed = []
@@ -351,8 +335,6 @@ def _config_groups(config_name: str) -> set[str]:
 
 def _check_groups(config_name: str, overrides: list[str]) -> tuple[list[str], list[str]]:
     """Split ``overrides`` into group choices (``dataset=esc50``, checked) and settings."""
-    from .errors import ConfigError
-
     known_groups = _config_groups(config_name)
     groups, settings = [], []
     for override in overrides:
@@ -391,8 +373,6 @@ def _plus_on_existing(override: str, base: dict) -> str:
 
 def _check_key(override: str, base: dict) -> None:
     """An override must set a key the config has (``+key=`` may add one inside a section, not at the top)."""
-    from .errors import ConfigError
-
     prefix, key, _ = _split_override(override)
     node: object = base
     parts = key.split(".")

@@ -14,6 +14,7 @@ The defaults here are the documented defaults (the YAML files hold only the grou
 """
 
 import dataclasses
+import functools
 import math
 import re
 import types
@@ -91,6 +92,7 @@ def ranged(default: Any, note: str = "", **rule: Any) -> Any:
     return field(default=default, metadata={"range": Range(note=note, **rule)})
 
 
+@functools.cache
 def ranges(schema: type, prefix: str = "") -> dict[str, tuple[Range, bool]]:
     """``{dotted key: (range, null allowed)}`` of every ranged setting of ``schema`` and its sections."""
     out: dict[str, tuple[Range, bool]] = {}
@@ -106,6 +108,7 @@ def ranges(schema: type, prefix: str = "") -> dict[str, tuple[Range, bool]]:
     return out
 
 
+@functools.cache
 def scalar_types(schema: type, prefix: str = "") -> dict[str, type]:
     """``{dotted key: int | float | bool}`` of the schema's scalar settings (also ``X | None``)."""
     out: dict[str, type] = {}

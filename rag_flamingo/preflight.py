@@ -205,26 +205,12 @@ def model_artifacts(model: Mapping[str, Any]) -> list[Artifact]:
     return out
 
 
-def _check_store_encoder(store: Path, options: Mapping[str, Any]) -> None:
-    """A store that exists is asked for with its own encoder (else listing that encoder's downloads
-    would send the user after the wrong files): `components.check_encoder_request` on store.json."""
-    from types import SimpleNamespace
-
-    from .components import check_encoder_request
-    from .store import INFO_FILE, read_info
-
-    if (store / INFO_FILE).is_file():
-        info = read_info(store)
-        if info is not None:
-            check_encoder_request(SimpleNamespace(root=store, info=info), dict(options))
-
-
 def _build_command(cfg: Mapping[str, Any], store: Path, features: str | None, split_key: str = "index_split") -> str:
     """The build_index command that makes the store a command line expects. Without a dataset (a
     ``store=`` of rag_classify or rag_app) the labelled clips are the user's to name: a placeholder."""
-    from .store import STORE_MARKERS
+    from .store import holds_other_files
 
-    if store.is_dir() and any(store.iterdir()) and not any((store / m).exists() for m in STORE_MARKERS):
+    if holds_other_files(store):
         return f"{store} holds other files, not a store: name a new folder for build_index (store=<new folder>)"
     dataset = cfg.get("dataset") or {}
     parts = ["build_index"]
@@ -244,31 +230,33 @@ def _build_command(cfg: Mapping[str, Any], store: Path, features: str | None, sp
     return " ".join([*parts, f"store={store}"])
 
 
-def store_artifacts(store: Path, features: str | None, build: str) -> list[Artifact]:
-    from .store import INFO_FILE, read_info
+def store_artifacts(
+    store: Path, features: str | None, build: str, encoder: Mapping[str, Any] | None = None
+) -> list[Artifact]:
+    """The store (its store.json, the files it records by size, as opening it checks them) and its
+    cached model features. A store that is there is asked for with its own ``encoder`` (else listing
+    that encoder's downloads would send the user after the wrong files)."""
+    from types import SimpleNamespace
 
-    present = (store / INFO_FILE).is_file()
+    from .components import check_encoder_request
+    from .store import INFO_FILE, file_problems, read_info
+
+    info = None
     where = str(store)
-    if present:  # the files store.json records, by size (as opening the store checks them)
-        from .store import file_problems
-
+    if (store / INFO_FILE).is_file():
         try:
-            recorded = read_info(store)
-            problems = file_problems(store, recorded.files) if recorded is not None else ["store.json unreadable"]
+            info = read_info(store)
+            problems = file_problems(store, info.files) if info is not None else ["store.json unreadable"]
         except RagFlamingoError as exc:
             problems = [str(exc)]
         if problems:
-            present, where = False, f"{store} ({problems[0]})"
-            build = f"build_index store={store} mode=repair"
-    out = [Artifact("index store (store=)", where, present, build)]
-    if features and present:
-        try:
-            info = read_info(store)
-        except RagFlamingoError:
-            info = None
-        has = info is not None and features in info.features
+            info, where, build = None, f"{store} ({problems[0]})", f"build_index store={store} mode=repair"
+        elif encoder is not None and info is not None:
+            check_encoder_request(SimpleNamespace(root=store, info=info), dict(encoder))
+    out = [Artifact("index store (store=)", where, info is not None, build)]
+    if features and info is not None:
         fetch = f"build_index store={store} mode=features features={features}"
-        out.append(Artifact(f"store's cached {features} shot features", str(store), has, fetch))
+        out.append(Artifact(f"store's cached {features} shot features", str(store), features in info.features, fetch))
     return out
 
 
@@ -323,8 +311,7 @@ def artifacts(config_name: str, cfg: Mapping[str, Any]) -> list[Artifact]:
 
         af1 = flamingo and bool(model) and backend_name(model) == "af1"
         features = (cfg.get("flamingo") or {}).get("features") if af1 else None
-        out += store_artifacts(store, features, _build_command(cfg, store, features))
-        _check_store_encoder(store, cfg.get("encoder") or {})
+        out += store_artifacts(store, features, _build_command(cfg, store, features), cfg.get("encoder") or {})
     if config_name == "evaluate":
         from .datasets.sources import check_split_exists
 

@@ -78,6 +78,14 @@ LOCK_FILE = "build.lock"
 PLANS_DIR = "plans"
 # what marks a folder as a store, or a build of one under way (build_plan.json: plans of older builds)
 STORE_MARKERS = (INFO_FILE, INDEX_FILE, ITEMS_FILE, SHARDS_DIR, PLANS_DIR, LOCK_FILE, "build_plan.json")
+
+
+def holds_other_files(folder: Path) -> bool:
+    """``folder`` exists with files in it and none of a store's: the user's files, never a store's place."""
+    folder = Path(folder)
+    return folder.is_dir() and any(folder.iterdir()) and not any((folder / m).exists() for m in STORE_MARKERS)
+
+
 REPAIR_HINT = (
     "repair it with `build_index store=<the store folder> mode=repair` (or rerun the same build_index command)"
 )
