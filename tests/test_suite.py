@@ -343,25 +343,17 @@ def test_the_demo_suite_under_torchrun_equals_one_process(tmp_path):
     import sys
 
     env = dict(os.environ, OMP_NUM_THREADS="1", RAG_FLAMINGO_CACHE_ROOT=str(tmp_path / "cache"))
-    two = tmp_path / "two"
+    two, one = tmp_path / "two", tmp_path / "one"
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "rag_flamingo.evaluate"]
-    run = subprocess.run(
-        [*launch, "suite=demo", f"suite.output_dir={two}", "progress=false"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=350,
-        cwd=tmp_path,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    one = tmp_path / "one"  # the store is there now: one process evaluates the same queries
-    single = subprocess.run(
-        [sys.executable, "-m", "rag_flamingo.evaluate", "suite=demo", f"suite.output_dir={one}", "progress=false"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=350,
-        cwd=tmp_path,
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
+    # two ranks first (they build the store), then one process on the same store and queries
+    for command, out in ((launch, two), ([sys.executable, "-m", "rag_flamingo.evaluate"], one)):
+        run = subprocess.run(
+            [*command, "suite=demo", f"suite.output_dir={out}", "progress=false"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=350,
+            cwd=tmp_path,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
     assert _ours(two) == _ours(one) and all(status == "done" for status, _ in _ours(one).values())
