@@ -31,7 +31,9 @@ import numpy as np
 
 from rag_flamingo.config import INDEX_TYPES, IndexConfig
 from rag_flamingo.errors import ConfigError
-from rag_flamingo.store import IndexRecord, apply_search_params, normalize_rows
+from rag_flamingo.store.index_store import apply_search_params
+from rag_flamingo.store.records import IndexRecord
+from rag_flamingo.vectors import normalize_rows
 
 logger = logging.getLogger(__name__)
 

@@ -21,14 +21,8 @@ import numpy as np
 import pyarrow as pa
 
 from rag_flamingo.errors import StoreError
-from rag_flamingo.store import (
-    REPAIR_HINT,
-    SHARDS_DIR,
-    done_shards,
-    read_shard_items,
-    read_shard_vectors,
-    shard_marker,
-)
+from rag_flamingo.store.layout import REPAIR_HINT, SHARDS_DIR
+from rag_flamingo.store.shards import done_shards, read_shard_items, read_shard_vectors, shard_marker
 
 
 class ShardRows:

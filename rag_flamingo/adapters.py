@@ -39,7 +39,8 @@ from typing import Protocol
 import numpy as np
 
 from .errors import ConfigError
-from .store import item_labels, normalize_rows
+from .labels import item_labels
+from .vectors import normalize_rows
 
 
 @dataclass(frozen=True)

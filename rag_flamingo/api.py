@@ -20,7 +20,7 @@ from .prediction import Prediction
 from .predictors import FlamingoPredictor
 from .prompts import get_task
 from .runner import QueryInput, QueryRunner
-from .store import recording_key
+from .store.items import recording_key
 
 Answer = Prediction  # the name this module's answers had before they were one record
 

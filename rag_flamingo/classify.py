@@ -40,7 +40,7 @@ from .preflight import require
 from .prompts import TaskFamily, get_task
 from .retrieval import Retriever
 from .runner import QueryInput, QueryRunner, plan_combos, shot_records
-from .store import recording_key
+from .store.items import recording_key
 
 logger = logging.getLogger(__name__)
 

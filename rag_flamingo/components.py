@@ -16,7 +16,8 @@ from .errors import ConfigError, StoreError
 from .predictors import Predictor, PredictorContext, build_predictor, predictor_names
 from .prompts import TaskFamily, TaskSpec, get_task
 from .retrieval import Retriever
-from .store import IndexStore, comparable_fingerprint
+from .store.index_store import IndexStore
+from .store.records import comparable_fingerprint
 
 
 class StoreView(Protocol):

@@ -50,7 +50,8 @@ from .model.scoring import answer_token_ids, score_continuations
 from .prediction import Prediction
 from .prompts import TaskFamily, build_prompt, get_task, token_counter
 from .retrieval import Retriever, Shot
-from .store import comparable_fingerprint, normalize_rows
+from .store.records import comparable_fingerprint
+from .vectors import normalize_rows
 
 logger = logging.getLogger(__name__)
 

@@ -72,7 +72,7 @@ from .runner import (
     shot_records,
     target_of,
 )
-from .store import recording_key
+from .store.items import recording_key
 
 logger = logging.getLogger(__name__)
 

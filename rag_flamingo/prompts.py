@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from .errors import ConfigError, ManifestError
+from .labels import item_labels
 from .retrieval import Shot
-from .store import item_labels
 from .tokens import BOS, EOC_TOKEN, EOS, MEDIA_TOKEN, SEP_TOKEN
 
 logger = logging.getLogger(__name__)

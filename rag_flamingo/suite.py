@@ -145,7 +145,8 @@ def _count_rows(cfg: dict, role: str, task) -> int:
 
 def _store_state(path: Path, features: str | None) -> str:
     """ready (complete, with the features the model needs), features (only they are missing), build."""
-    from .store import INFO_FILE, read_info
+    from .store.layout import INFO_FILE
+    from .store.records import read_info
 
     if not (path / INFO_FILE).is_file():
         return "build"

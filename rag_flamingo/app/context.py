@@ -22,7 +22,8 @@ from ..datasets.demo import DEMO_ENCODER
 from ..errors import ConfigError, RagFlamingoError, StoreError
 from ..predictors import Predictor, PredictorContext, build_predictor, predictor_names
 from ..retrieval import Retriever
-from ..store import INFO_FILE, IndexStore
+from ..store.index_store import IndexStore
+from ..store.layout import INFO_FILE
 
 logger = logging.getLogger(__name__)
 
