@@ -37,10 +37,10 @@ from .components import build_encoder, build_predictors, open_store, task_name
 from .errors import ConfigError
 from .jsonl import append_jsonl
 from .preflight import require
-from .prompts import TaskFamily, get_task
 from .retrieval import Retriever
 from .runner import QueryInput, QueryRunner, plan_combos, shot_records
 from .store.items import recording_key
+from .tasks import TaskFamily, get_task
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from typing import Any, Protocol
 from . import paths
 from .errors import ConfigError, StoreError
 from .predictors import Predictor, PredictorContext, build_predictor, predictor_names
-from .prompts import TaskFamily, TaskSpec, get_task
 from .retrieval import Retriever
 from .store.index_store import IndexStore
 from .store.records import comparable_fingerprint
+from .tasks import TaskFamily, TaskSpec, get_task
 
 
 class StoreView(Protocol):

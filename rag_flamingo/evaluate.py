@@ -57,7 +57,6 @@ from .components import Evaluation, as_list, prepare
 from .errors import ConfigError
 from .hashing import file_sha256
 from .preflight import require
-from .prompts import TaskFamily
 from .runner import (
     QueryInput,
     QueryRunner,
@@ -73,6 +72,7 @@ from .runner import (
     target_of,
 )
 from .store.items import recording_key
+from .tasks import TaskFamily
 
 logger = logging.getLogger(__name__)
 

@@ -45,8 +45,9 @@ from .config import ZERO_SHOT_TEMPLATE
 from .errors import ConfigError, did_you_mean
 from .labels import item_labels
 from .prediction import Prediction
-from .prompts import TaskFamily, TaskSpec, answer_text, get_task
+from .prompts import answer_text
 from .retrieval import Shot
+from .tasks import TaskFamily, TaskSpec, get_task
 from .tta import check_views, embed_views
 from .vectors import normalize_rows
 

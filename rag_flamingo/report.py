@@ -24,7 +24,7 @@ from . import metrics as M
 from .metrics import bootstrap as B
 from .metrics.captioning import captioning_statistic
 from .metrics.classification import canonical_reference
-from .prompts import TaskFamily
+from .tasks import TaskFamily
 
 # family -> (main metric, columns of the table)
 COLUMNS = {

@@ -33,10 +33,11 @@ from .errors import AudioError, ConfigError, ManifestError
 from .jsonl import append_jsonl, read_jsonl, write_jsonl
 from .labels import item_labels
 from .predictors import Prediction, Predictor, Query
-from .prompts import TaskFamily, TaskSpec, answer_text, default_options
+from .prompts import answer_text, default_options
 from .retrieval import Retriever
 from .store.index_store import IndexStore
 from .store.items import content_key
+from .tasks import TaskFamily, TaskSpec
 
 logger = logging.getLogger(__name__)
 

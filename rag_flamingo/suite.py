@@ -57,8 +57,8 @@ from .components import as_list, store_path, task_name
 from .errors import ConfigError, RagFlamingoError, did_you_mean
 from .figures import COMPARISON_HEAD, as_fraction, compare, comparison_rows, figure_text, run_figures, value_text
 from .predictors import predictor_names
-from .prompts import get_task
 from .report import COLUMNS
+from .tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -393,7 +393,7 @@ def run_one(
 
 def check_suite(suite: dict) -> None:
     """What the suite's schema cannot say: baselines keyed by task family, shot counts >= 0."""
-    from .prompts import TaskFamily
+    from .tasks import TaskFamily
 
     families = [f.value for f in TaskFamily]
     for family in suite.get("baselines") or {}:
