@@ -282,7 +282,8 @@ def check_build_index(device: str, size: dict, work: Path) -> dict:
 def check_faiss(device: str, size: dict) -> dict:
     import faiss
 
-    from index_builder.faiss_index import IndexOptions, build_index, exact_neighbours
+    from index_builder.faiss_index import build_index, exact_neighbours
+    from rag_flamingo.config import IndexConfig
 
     n, dim = size["vectors"], 512
     rng = np.random.default_rng(0)
@@ -292,7 +293,7 @@ def check_faiss(device: str, size: dict) -> dict:
     out: dict = {"vectors": n, "dim": dim, "faiss": faiss.__version__, "threads": faiss.omp_get_max_threads()}
     for kind in ("ivf_flat", "ivf_pq"):
         start = time.perf_counter()
-        _, report = build_index(x, IndexOptions(type=kind, pq_m=size["pq_m"], recall_queries=size["queries"]))
+        _, report = build_index(x, IndexConfig(type=kind, pq_m=size["pq_m"], recall_queries=size["queries"]))
         out[kind] = {
             "factory": report.factory,
             "gpu": report.gpu,

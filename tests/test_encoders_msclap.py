@@ -183,7 +183,7 @@ def test_hydra_encoder_configs_build(own_2023, audio_files):
     from rag_flamingo.cli import compose_config
 
     ckpt, text_dir = own_2023
-    options = dict(compose_config("build_index", ["encoder=ms_clap_2023"])["encoder"])
+    options = dict(compose_config("build_index", ["encoder=ms_clap_2023"]).encoder)
     name = options.pop("name")
     options.update(checkpoint=str(ckpt), text_model=str(text_dir), max_seconds=8.0, device="cpu")
     enc = build_encoder(name, **options)

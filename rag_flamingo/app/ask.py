@@ -66,7 +66,7 @@ def ask(
     question: str | None = None,
 ) -> AskResult:
     """Answer one uploaded clip; a user error raises a RagFlamingoError with the message to show."""
-    clip = check_clip(clip_path, float(ctx.cfg["max_upload_mb"]))
+    clip = check_clip(clip_path, ctx.cfg.max_upload_mb)
     parts = ctx.parts(store_path)
     spec = get_task(task)
     offered = task_choices(parts.store)
