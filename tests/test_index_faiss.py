@@ -6,7 +6,7 @@ import faiss
 import numpy as np
 import pytest
 
-from index_builder.faiss_index import (
+from rag_flamingo.indexing.faiss_index import (
     build_index,
     choose_index,
     exact_neighbours,

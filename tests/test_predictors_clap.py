@@ -15,7 +15,7 @@ from rag_flamingo.encoders.laion_clap import LaionClapConfig, LaionClapModel, lo
 from rag_flamingo.engine import ClapReranker, RagFlamingo
 from rag_flamingo.model import GenerationSettings
 from rag_flamingo.predictors import Query, ZeroShotPredictor
-from support import laion_oracle as lo
+from oracles import laion as lo
 from support.engine import TinyWindowEncoder, build_store, embed_rows, tiny_flamingo
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")]

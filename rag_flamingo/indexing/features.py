@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rag_flamingo.store import (
+from ..store import (
     FeatureRecord,
     done_shards,
     features_path,
