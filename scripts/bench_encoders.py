@@ -64,8 +64,8 @@ def bench_builder(name: str):
 
 
 def _msclap_case(workdir: Path, args, version: str) -> BenchCase:
-    from rag_flamingo.encoders.ms_clap import MSCLAP_2022, MSCLAP_2023, MSClapEncoder
     from oracles.msclap import build_msclap_clap, import_msclap, make_text_tower_dir, msclap_wrapper, randomize_
+    from rag_flamingo.encoders.ms_clap import MSCLAP_2022, MSCLAP_2023, MSClapEncoder
 
     import_msclap()
     text_dir = make_text_tower_dir(workdir, "gpt2" if version == "2023" else "bert")
@@ -108,7 +108,6 @@ def _ms_clap_2022(workdir: Path, args) -> BenchCase:
 def _clapcap(workdir: Path, args) -> BenchCase:
     """Baseline: AF1's pipeline (reference data.py windowing re-implemented in the tests, from the spec)
     through the original clapcap audio encoder on all 16 windows per clip, as AF1 runs it."""
-    from rag_flamingo.encoders.clapcap import ClapcapEncoder
     from oracles.msclap import (
         build_msclap_clap,
         import_msclap,
@@ -116,6 +115,7 @@ def _clapcap(workdir: Path, args) -> BenchCase:
         randomize_,
         reference_af1_clips,
     )
+    from rag_flamingo.encoders.clapcap import ClapcapEncoder
 
     msclap = import_msclap()
     text_dir = make_text_tower_dir(workdir, "gpt2")
@@ -147,9 +147,9 @@ def _clapcap(workdir: Path, args) -> BenchCase:
 def _laion_case(workdir: Path, args, amodel: str, enable_fusion: bool, hf: bool = False) -> BenchCase:
     """Stock laion_clap.CLAP_Module at its real architecture (random weights; RoBERTa of 1 layer),
     saved as a released .pt and loaded by ours; baseline = its get_audio_embedding_from_filelist."""
+    from oracles import laion as lo
     from rag_flamingo.encoders.hf_clap import convert_original_to_transformers, load_hf_clap
     from rag_flamingo.encoders.laion_clap import load_laion_clap
-    from oracles import laion as lo
 
     standins = lo.make_hub_standins(workdir / "hub")
     module = lo.build_clap_module(standins, amodel=amodel, enable_fusion=enable_fusion)

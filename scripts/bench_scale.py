@@ -56,8 +56,8 @@ def measure_one(path: Path, kind: str, nlist: int | None) -> dict:
     """Build one index in this process and measure it (run in a subprocess by ``main``)."""
     import faiss
 
-    from rag_flamingo.indexing.faiss_index import build_index, choose_index
     from rag_flamingo.config import IndexConfig
+    from rag_flamingo.indexing.faiss_index import build_index, choose_index
 
     vectors = np.load(path)
     n = vectors.shape[0]

@@ -120,8 +120,8 @@ def random_laion_checkpoint(work: Path, amodel: str, fusion: bool) -> tuple[Path
     """(original-format *.pt with random weights, local RoBERTa stand-in dir), made once per model."""
     from types import SimpleNamespace
 
-    from rag_flamingo.encoders.laion_clap import LaionClapConfig, LaionClapModel, load_text_side
     from oracles import laion as lo
+    from rag_flamingo.encoders.laion_clap import LaionClapConfig, LaionClapModel, load_text_side
 
     text_dir = lo.make_hub_standins(work / "hub") / "roberta-base"
     path = work / f"laion_{amodel}{'_fusion' if fusion else ''}_random.pt"
@@ -282,8 +282,8 @@ def check_build_index(device: str, size: dict, work: Path) -> dict:
 def check_faiss(device: str, size: dict) -> dict:
     import faiss
 
-    from rag_flamingo.indexing.faiss_index import build_index, exact_neighbours
     from rag_flamingo.config import IndexConfig
+    from rag_flamingo.indexing.faiss_index import build_index, exact_neighbours
 
     n, dim = size["vectors"], 512
     rng = np.random.default_rng(0)

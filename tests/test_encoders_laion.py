@@ -17,11 +17,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from oracles import laion as lo
 from rag_flamingo.audio import int16_roundtrip, librosa_length, load_audio
 from rag_flamingo.encoders import build_encoder
 from rag_flamingo.encoders.laion_clap import load_laion_clap
 from rag_flamingo.errors import CheckpointError, ConfigError
-from oracles import laion as lo
 
 SR = 48000
 COS_MIN, MAX_ABS = 0.9999, 1e-4

@@ -15,12 +15,12 @@ import pytest
 import soundfile as sf
 import torch
 
+from oracles.msclap import build_msclap_clap, make_text_tower_dir, msclap_wrapper, randomize_, require_msclap
 from rag_flamingo.audio import load_audio, torchaudio_length
 from rag_flamingo.encoders import available_encoders, build_encoder
 from rag_flamingo.encoders.clapcap import ClapcapEncoder
 from rag_flamingo.encoders.ms_clap import MSCLAP_2022, MSCLAP_2023, MSClapEncoder, crop_starts
 from rag_flamingo.errors import CheckpointError, ConfigError
-from oracles.msclap import build_msclap_clap, make_text_tower_dir, msclap_wrapper, randomize_, require_msclap
 from support.signals import SR, assert_close, write_wave
 
 TEXTS = ["a dog barks loudly in the park", "rain on a roof", "birds sing while a car passes by"]

@@ -9,10 +9,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from rag_flamingo.audio import load_audio
-from rag_flamingo.encoders.clapcap import ClapcapEncoder
-from rag_flamingo.encoders.windows import AF1_WINDOWS
-from rag_flamingo.errors import CheckpointError
 from oracles.msclap import (
     build_msclap_clap,
     import_msclap,
@@ -21,6 +17,10 @@ from oracles.msclap import (
     reference_af1_clips,
     require_msclap,
 )
+from rag_flamingo.audio import load_audio
+from rag_flamingo.encoders.clapcap import ClapcapEncoder
+from rag_flamingo.encoders.windows import AF1_WINDOWS
+from rag_flamingo.errors import CheckpointError
 from support.signals import assert_close, write_wave
 
 SR = 44100

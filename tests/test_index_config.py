@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from index_builder.cli import load_config
-from rag_flamingo.indexing.pipeline import resolve
 from rag_flamingo.errors import ConfigError
+from rag_flamingo.indexing.pipeline import resolve
 
 
 def test_defaults_compose(monkeypatch, tmp_path):

@@ -6,6 +6,8 @@ import faiss
 import numpy as np
 import pytest
 
+from rag_flamingo.config import IndexConfig, typed
+from rag_flamingo.errors import ConfigError
 from rag_flamingo.indexing.faiss_index import (
     build_index,
     choose_index,
@@ -13,8 +15,6 @@ from rag_flamingo.indexing.faiss_index import (
     parse_bytes,
     sample_queries,
 )
-from rag_flamingo.config import IndexConfig, typed
-from rag_flamingo.errors import ConfigError
 from rag_flamingo.store import IndexStore, StoreInfo, normalize_rows, write_shard, write_store
 
 

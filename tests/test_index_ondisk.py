@@ -13,10 +13,10 @@ from test_index_pipeline import FAST, make_folder
 
 import rag_flamingo.indexing.faiss_index as faiss_index
 from index_builder.cli import main
-from rag_flamingo.indexing.faiss_index import build_index, training_rows
-from rag_flamingo.indexing.ondisk import ShardRows
 from rag_flamingo.config import IndexConfig
 from rag_flamingo.errors import StoreError
+from rag_flamingo.indexing.faiss_index import build_index, training_rows
+from rag_flamingo.indexing.ondisk import ShardRows
 from rag_flamingo.store import IndexStore, normalize_rows, read_all_vectors, read_info, shard_stem, write_shard
 
 SHARD_SIZES = [700, 1300, 0, 999, 1001, 500]  # 4,500 rows, one empty shard

@@ -310,8 +310,8 @@ def test_features_need_a_window_encoder(tmp_path):
     out = tmp_path / "store"
     run_cli(["dataset=folder", f"dataset.root={root}", f"output={out}", *FAST])
     from index_builder.cli import load_config
-    from rag_flamingo.indexing.pipeline import resolve, run
     from rag_flamingo.errors import ConfigError
+    from rag_flamingo.indexing.pipeline import resolve, run
 
     with pytest.raises(ConfigError, match="window_features"):
         run(

@@ -22,7 +22,6 @@ from ..store import (
     read_shard_items,
     write_features,
 )
-
 from .reader import decode_loader, decode_spec, plan_entries
 
 logger = logging.getLogger(__name__)

@@ -88,7 +88,6 @@ from ..store import (
     write_shard,
     write_store,
 )
-
 from .embedder import EmbedStats, embed_shards
 from .faiss_index import build_index
 from .features import write_feature_shards
