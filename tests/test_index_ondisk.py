@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from test_index_pipeline import FAST, make_folder
 
-import index_builder.faiss_index as faiss_index
+import rag_flamingo.indexing.faiss_index as faiss_index
 from index_builder.cli import main
-from index_builder.faiss_index import build_index, training_rows
-from index_builder.ondisk import ShardRows
 from rag_flamingo.config import IndexConfig
 from rag_flamingo.errors import StoreError
+from rag_flamingo.indexing.faiss_index import build_index, training_rows
+from rag_flamingo.indexing.ondisk import ShardRows
 from rag_flamingo.store import IndexStore, normalize_rows, read_all_vectors, read_info, shard_stem, write_shard
 
 SHARD_SIZES = [700, 1300, 0, 999, 1001, 500]  # 4,500 rows, one empty shard
