@@ -40,7 +40,7 @@ def load_config(overrides: list[str]) -> BuildIndexConfig:
 def _run(argv: list[str]) -> None:
     if handle_flags(CONFIG_NAME, argv, ALIASES):
         return
-    from .pipeline import resolve, run  # heavy imports (torch, faiss) only when running
+    from rag_flamingo.indexing.pipeline import resolve, run  # heavy imports (torch, faiss) only when running
 
     cfg = load_config(argv)
     export_roots(cfg)

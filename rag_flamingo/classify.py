@@ -155,7 +155,7 @@ def classify(cfg: ClassifyConfig, encoder=None, engine=None, stream=None) -> lis
     parts = query_parts(cfg, store, encoder)
     predictors = build_predictors(cfg, [cfg.predictor], parts, engine)
     combos = plan_combos(predictors, [cfg.k])
-    runner = QueryRunner(store, parts.encoder, parts.retriever, predictors, task, labels, batch_size=cfg.batch_size)
+    runner = QueryRunner(parts.encoder, parts.retriever, predictors, task, labels, batch_size=cfg.batch_size)
     inputs = [QueryInput(str(p), p, {"id": str(p)}, recording_key({"path": str(p)}, Path.cwd())) for p in files]
     if out_path:
         temp_out(out_path).write_text("", encoding="utf-8")  # started over: the records of this run only

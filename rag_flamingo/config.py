@@ -266,7 +266,7 @@ class DatasetConfig:
 
 @dataclass
 class IndexConfig:
-    """An ``index/`` config: the FAISS index build_index makes (``index_builder.faiss_index``)."""
+    """An ``index/`` config: the FAISS index build_index makes (``rag_flamingo.indexing.faiss_index``)."""
 
     type: str = ranged("auto", choices=INDEX_TYPES)
     metric: str = ranged("cosine", choices=("cosine", "l2"))
@@ -398,9 +398,9 @@ class BuildIndexConfig:
 
     @property
     def output(self) -> Path:
-        """The store folder (``store``, once `index_builder.pipeline.resolve` has resolved it)."""
+        """The store folder (``store``, once `rag_flamingo.indexing.pipeline.resolve` has resolved it)."""
         if not self.store:
-            raise ConfigError("store is not resolved (index_builder.pipeline.resolve(cfg) resolves it)")
+            raise ConfigError("store is not resolved (rag_flamingo.indexing.pipeline.resolve(cfg) resolves it)")
         return Path(self.store).expanduser()
 
 

@@ -196,7 +196,6 @@ def run_queries(
     labels = label_options(ev.task, ev.store)
     _warn_unknown_labels(ev, labels)
     runner = QueryRunner(
-        ev.store,
         ev.encoder,
         ev.retriever,
         ev.predictors,

@@ -25,7 +25,7 @@ built when the index split's manifest is there, its features added when only the
 the number of queries and (predictor, shots) combinations, and a rough time from measured per-item
 costs (``costs`` in the suite YAML, each with its source; "n/a" where nothing was measured). The
 plan is printed; ``suite.dry_run=true`` stops there. Then it builds what is missing
-(`index_builder.pipeline`, ``features=<suite.features>``) and runs `rag_flamingo.evaluate.evaluate`
+(`rag_flamingo.indexing.pipeline`, ``features=<suite.features>``) and runs `rag_flamingo.evaluate.evaluate`
 twice per run (the model loaded once for the whole suite: `ModelCache`) into one folder
 ``<output_dir>/<name>`` (default ``<dataset>-<task>``): Audio Flamingo at the run's shots,
 then the training-free baselines of the task's family. Every step resumes: a complete store is
@@ -348,7 +348,7 @@ def build_overrides(suite: SuiteConfig, plan: RunPlan, base: list[str]) -> list[
 
 def build_store(suite: SuiteConfig, plan: RunPlan, base: list[str]) -> None:
     """``build_index`` for the run's index split."""
-    from index_builder.pipeline import resolve, run
+    from rag_flamingo.indexing.pipeline import resolve, run
 
     overrides = build_overrides(suite, plan, base)
     summary = run(resolve(compose_config("build_index", overrides, {"output": "store"})))

@@ -27,10 +27,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from index_builder.pipeline import run
-from index_builder.reader import decode_item, decode_spec
 from rag_flamingo.config import BuildIndexConfig, typed
 from rag_flamingo.encoders import build_encoder
+from rag_flamingo.indexing.pipeline import run
+from rag_flamingo.indexing.reader import decode_item, decode_spec
 
 
 def make_files(root: Path, count: int, seconds: float, seed: int = 0) -> list[dict]:

@@ -2,7 +2,7 @@
 """How the index's cost grows: build time, memory, size, recall@10 and query latency against the
 number of vectors, for every index type ``index=auto`` can choose, and which one it chooses.
 
-Each (size, type) is built by ``index_builder.faiss_index.build_index`` (the code build_index runs,
+Each (size, type) is built by ``rag_flamingo.indexing.faiss_index.build_index`` (the code build_index runs,
 recall tuning included) in a fresh subprocess, so its peak memory is its own. Vectors are synthetic,
 clustered, unit-length 512-d float32 (seeded), written once per size to a scratch folder.
 
@@ -56,8 +56,8 @@ def measure_one(path: Path, kind: str, nlist: int | None) -> dict:
     """Build one index in this process and measure it (run in a subprocess by ``main``)."""
     import faiss
 
-    from index_builder.faiss_index import build_index, choose_index
     from rag_flamingo.config import IndexConfig
+    from rag_flamingo.indexing.faiss_index import build_index, choose_index
 
     vectors = np.load(path)
     n = vectors.shape[0]

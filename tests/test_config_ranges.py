@@ -101,7 +101,7 @@ def suggested_overrides() -> dict[str, str]:
     """``{override: where}``: every literal ``key=value`` an error message of the packages suggests,
     where ``key`` is a setting of one of the CLIs (not a Python argument) and the value is not a
     placeholder (``<name>``, ``...``, an f-string field)."""
-    settings = {key for name in SCHEMAS for key in compose_config(name, [])}
+    settings = {f.name for schema in SCHEMAS.values() for f in dataclasses.fields(schema)}
     out = {}
     for package in ("rag_flamingo", "index_builder"):
         for path in sorted((ROOT / package).rglob("*.py")):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from index_builder.cli import load_config
-from index_builder.pipeline import resolve
 from rag_flamingo.errors import ConfigError
+from rag_flamingo.indexing.pipeline import resolve
 
 
 def test_defaults_compose(monkeypatch, tmp_path):
@@ -42,7 +42,7 @@ def test_overrides_as_in_the_issue(monkeypatch, tmp_path):
     cfg = load_config(["dataset=folder", f"dataset.root={tmp_path}", "index.memory_budget=1G", "shard_size=10"])
     assert resolve(cfg).split == "all" and cfg.index.memory_budget == "1G" and cfg.shard_size == 10
     with pytest.raises(ConfigError, match="mode"):
-        from index_builder.pipeline import run
+        from rag_flamingo.indexing.pipeline import run
 
         run(resolve(load_config(["mode=merge"])))
 

@@ -6,15 +6,15 @@ import faiss
 import numpy as np
 import pytest
 
-from index_builder.faiss_index import (
+from rag_flamingo.config import IndexConfig, typed
+from rag_flamingo.errors import ConfigError
+from rag_flamingo.indexing.faiss_index import (
     build_index,
     choose_index,
     exact_neighbours,
     parse_bytes,
     sample_queries,
 )
-from rag_flamingo.config import IndexConfig, typed
-from rag_flamingo.errors import ConfigError
 from rag_flamingo.store.index_store import IndexStore, write_store
 from rag_flamingo.store.records import StoreInfo
 from rag_flamingo.store.shards import write_shard

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from test_index_pipeline import FAST, make_folder
 
-import index_builder.faiss_index as faiss_index
+import rag_flamingo.indexing.faiss_index as faiss_index
 from index_builder.cli import main
-from index_builder.faiss_index import build_index, training_rows
-from index_builder.ondisk import ShardRows
 from rag_flamingo.config import IndexConfig
 from rag_flamingo.errors import StoreError
+from rag_flamingo.indexing.faiss_index import build_index, training_rows
+from rag_flamingo.indexing.ondisk import ShardRows
 from rag_flamingo.store.index_store import IndexStore
 from rag_flamingo.store.records import read_info
 from rag_flamingo.store.shards import read_all_vectors, shard_stem, write_shard

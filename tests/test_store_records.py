@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index_builder.faiss_index import build_index
-from index_builder.plan import BuildPlan
 from rag_flamingo.config import IndexConfig
 from rag_flamingo.errors import StoreError
 from rag_flamingo.hashing import file_sha256
+from rag_flamingo.indexing.faiss_index import build_index
+from rag_flamingo.indexing.plan import BuildPlan
 from rag_flamingo.store.items import item_record
 from rag_flamingo.store.layout import INFO_FILE
 from rag_flamingo.store.records import (

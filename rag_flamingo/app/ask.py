@@ -82,7 +82,7 @@ def ask(
         pred = ctx.predictor(parts, predictor, clap_samples)
         combos = plan_combos({predictor: pred}, [int(k)])
         runner = QueryRunner(
-            parts.store, parts.encoder, parts.retriever, {predictor: pred}, spec, label_options(spec, parts.store), 1
+            parts.encoder, parts.retriever, {predictor: pred}, spec, label_options(spec, parts.store), 1
         )
         query = QueryInput(clip.path.name, clip.path, item, recording_key({"path": clip.path.name}, clip.path.parent))
         batch = runner.run_batch([query], combos)

@@ -1,5 +1,5 @@
 """The New labels tab: a few uploaded clips of a new label are appended to a store with the index
-builder's append mode (`index_builder.pipeline.run`, ``mode=append``: only the new clips are
+builder's append mode (`rag_flamingo.indexing.pipeline.run`, ``mode=append``: only the new clips are
 embedded, the index is rebuilt from all shards), after which the store answers with the enlarged
 label set.
 
@@ -94,7 +94,7 @@ def add_clips(
 
 def append_to_store(ctx: AppContext, store: IndexStore, manifest: Path, audio_root: Path):
     """``build_index store=<store> mode=append`` over ``manifest`` (the store's own encoder)."""
-    from index_builder.pipeline import resolve, run
+    from rag_flamingo.indexing.pipeline import resolve, run
 
     encoder = store.info.encoder.get("name")
     cfg = compose_config(

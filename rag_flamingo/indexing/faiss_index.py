@@ -11,7 +11,7 @@ used as queries, raising efSearch (HNSW) / nprobe (IVF) until it reaches ``recal
 largest value; the chosen parameters and the achieved recall are the store's ``IndexRecord``.
 
 The vectors come as ``VectorRows``: an array in memory (``ArrayRows``) or the store's shards read a
-block at a time (``index_builder.ondisk.ShardRows``, for stores larger than memory). Both go through
+block at a time (``rag_flamingo.indexing.ondisk.ShardRows``, for stores larger than memory). Both go through
 the same steps -- normalisation decided over all rows, training on a seeded sample of rows, adding
 in blocks of ``ADD_BLOCK`` rows, exact neighbours merged block by block -- so they give the same
 index, byte for byte.
@@ -28,11 +28,11 @@ from typing import Protocol
 import faiss
 import numpy as np
 
-from rag_flamingo.config import IndexConfig
-from rag_flamingo.errors import ConfigError
-from rag_flamingo.store.index_store import apply_search_params
-from rag_flamingo.store.records import IndexRecord
-from rag_flamingo.vectors import normalize_rows
+from ..config import IndexConfig
+from ..errors import ConfigError
+from ..store.index_store import apply_search_params
+from ..store.records import IndexRecord
+from ..vectors import normalize_rows
 
 logger = logging.getLogger(__name__)
 

@@ -14,11 +14,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rag_flamingo.store.features import features_path, write_features
-from rag_flamingo.store.items import item_from_record
-from rag_flamingo.store.records import FeatureRecord
-from rag_flamingo.store.shards import done_shards, read_shard_items
-
+from ..store.features import features_path, write_features
+from ..store.items import item_from_record
+from ..store.records import FeatureRecord
+from ..store.shards import done_shards, read_shard_items
 from .reader import decode_loader, decode_spec, plan_entries
 
 logger = logging.getLogger(__name__)

@@ -22,19 +22,12 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rag_flamingo.errors import StoreError
-from rag_flamingo.store.items import item_from_record
-from rag_flamingo.store.layout import PLANS_DIR
-from rag_flamingo.store.plans import plan_files, plan_path, read_plan_file, write_plan_file
-from rag_flamingo.store.records import SourceRecord, StoreInfo, comparable_fingerprint
-from rag_flamingo.store.shards import (
-    done_shards,
-    read_shard_items,
-    read_shard_rejected,
-    shard_marker,
-    shard_problem,
-    write_marker,
-)
+from ..errors import StoreError
+from ..store.items import item_from_record
+from ..store.layout import PLANS_DIR
+from ..store.plans import plan_files, plan_path, read_plan_file, write_plan_file
+from ..store.records import SourceRecord, StoreInfo, comparable_fingerprint
+from ..store.shards import done_shards, read_shard_items, read_shard_rejected, shard_marker, shard_problem, write_marker
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from rag_flamingo.labels import item_labels
+from ..labels import item_labels
 
 
 def label_precision(

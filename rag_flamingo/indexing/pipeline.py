@@ -2,7 +2,7 @@
 ``mode=features``.
 
 Every run holds the store's write lock (rank 0 under torchrun): a second build of the same store
-refuses at once. A store is its plans (``index_builder.plan``: one per source, written before its
+refuses at once. A store is its plans (``rag_flamingo.indexing.plan``: one per source, written before its
 shards), so every mode but features starts by bringing the store in line with them (``_prepare``):
 
 - a plan file that is damaged or missing is written again from the copies its shards keep;
@@ -42,26 +42,19 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rag_flamingo import distributed
-from rag_flamingo.components import store_path
-from rag_flamingo.config import BuildIndexConfig, IndexConfig
-from rag_flamingo.datasets.manifest import read_manifest
-from rag_flamingo.datasets.sources import resolve_split, split_name
-from rag_flamingo.encoders.base import build_encoder
-from rag_flamingo.errors import AudioError, ConfigError, RagFlamingoError, StoreError
-from rag_flamingo.store.features import features_path
-from rag_flamingo.store.index_store import store_files, write_info, write_store
-from rag_flamingo.store.items import (
-    content_key,
-    item_from_record,
-    namespaced_id,
-    row_fields,
-    row_key,
-    row_recording_keys,
-)
-from rag_flamingo.store.layout import FEATURES_DIR, INFO_FILE, PLANS_DIR, REJECTED_FILE, SHARDS_DIR
-from rag_flamingo.store.lock import build_lock
-from rag_flamingo.store.records import (
+from .. import distributed
+from ..components import store_path
+from ..config import BuildIndexConfig, IndexConfig
+from ..datasets.manifest import read_manifest
+from ..datasets.sources import resolve_split, split_name
+from ..encoders.base import build_encoder
+from ..errors import AudioError, ConfigError, RagFlamingoError, StoreError
+from ..store.features import features_path
+from ..store.index_store import store_files, write_info, write_store
+from ..store.items import content_key, item_from_record, namespaced_id, row_fields, row_key, row_recording_keys
+from ..store.layout import FEATURES_DIR, INFO_FILE, PLANS_DIR, REJECTED_FILE, SHARDS_DIR
+from ..store.lock import build_lock
+from ..store.records import (
     BuildRecord,
     FeatureRecord,
     IndexRecord,
@@ -72,7 +65,7 @@ from rag_flamingo.store.records import (
     file_problems,
     read_info,
 )
-from rag_flamingo.store.shards import (
+from ..store.shards import (
     done_shards,
     drop_shard,
     read_all_shards,
@@ -86,7 +79,6 @@ from rag_flamingo.store.shards import (
     write_rejected,
     write_shard,
 )
-
 from .embedder import EmbedStats, embed_shards
 from .faiss_index import build_index
 from .features import write_feature_shards
