@@ -50,8 +50,9 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError, ManifestError
 from .labels import item_labels
+from .metrics.aqa import YES_NO
 from .retrieval import Shot
-from .tasks import YES_NO, TaskFamily, TaskSpec, get_task
+from .tasks import TaskFamily, TaskSpec, get_task
 from .tokens import BOS, EOC_TOKEN, EOS, MEDIA_TOKEN, SEP_TOKEN
 
 logger = logging.getLogger(__name__)

@@ -39,8 +39,6 @@ EMOTION_MAP = {
     "pleasantly surprised": "pleasantly surprised",
 }
 
-YES_NO = ("yes", "no")  # the options of a binary (yes/no) question
-
 
 class TaskFamily(StrEnum):
     """What kind of answer a task wants (and so which metrics score it)."""
