@@ -8,8 +8,9 @@ import sys
 
 import numpy as np
 
-from rag_flamingo import checkpoints, store
+from rag_flamingo import checkpoints
 from rag_flamingo.hashing import file_sha256
+from rag_flamingo.store import items, records
 
 
 def test_file_sha256_reads_every_chunk(tmp_path):
@@ -25,8 +26,8 @@ def test_file_sha256_reads_every_chunk(tmp_path):
 
 def test_one_function_for_store_manifests_and_checkpoints():
     assert checkpoints.file_sha256 is file_sha256
-    assert store.file_sha256 is file_sha256
-    assert not hasattr(store, "file_digest")
+    assert records.file_sha256 is file_sha256 and items.file_sha256 is file_sha256
+    assert not hasattr(records, "file_digest")
 
 
 def test_hashing_imports_neither_torch_nor_faiss():
