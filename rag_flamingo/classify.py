@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import shift
 from .audio import AUDIO_EXTENSIONS
 from .cli import compose_config, handle_flags, run_main
 from .components import build_encoder, build_predictors, open_store, task_name
@@ -148,6 +149,7 @@ def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
         raise ConfigError(f"k={k}: the number of retrieved shots must be >= 1")
     out_path = check_out(cfg["out"]) if cfg.get("out") else None
     files = audio_files(cfg["audio"])
+    batch_size = shift.query_batch(cfg.get("adapt"), cfg.get("batch_size"), len(files))
     store = open_store(cfg)
     labels = store.label_set()
     if not labels:
@@ -163,9 +165,7 @@ def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
     name = str(cfg.get("predictor") or "knn")
     predictors = build_predictors(cfg, [name], store, encoder, retriever, engine)
     combos = plan_combos(predictors, [k])
-    runner = QueryRunner(
-        store, encoder, retriever, predictors, task, labels, batch_size=int(cfg.get("batch_size") or 8)
-    )
+    runner = QueryRunner(store, encoder, retriever, predictors, task, labels, batch_size)
     inputs = [QueryInput(str(p), p, {"id": str(p)}, recording_key({"path": str(p)}, Path.cwd())) for p in files]
     if out_path:
         temp_out(out_path).write_text("", encoding="utf-8")  # started over: the records of this run only

@@ -234,7 +234,10 @@ def build_predictors(
 
     return {
         name: build_predictor(
-            name, PredictorContext(dict(options.get(name) or {}), store, encoder, retriever, the_engine)
+            name,
+            PredictorContext(
+                dict(options.get(name) or {}), store, encoder, retriever, the_engine, cfg.get("adapt") or "none"
+            ),
         )
         for name in names
     }

@@ -165,6 +165,7 @@ RETRIEVAL_MODES = ("knn", "balanced", "random")
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq")
 BUILD_MODES = ("build", "append", "repair", "features")
 FUSION_BASES = ("lda", "prototype", "simpleshot")
+ADAPT_MODES = ("none", "source", "center", "standardize", "propagate")  # `rag_flamingo.shift.MODES`
 TEMPLATES = ("eval", "train", "inference")
 DECODES = ("generate", "rank", "rank_sum")
 DATASET_SOURCES = ("official", "folder", "demo")
@@ -296,6 +297,8 @@ class QueryConfig:
     flamingo: FlamingoConfig = field(default_factory=FlamingoConfig)
     batch_size: int = ranged(8, ge=1)  # queries per batch
     device: str = ranged("auto", pattern=DEVICE_PATTERN, note=DEVICE_NOTE)
+    # `rag_flamingo.shift`: source needs no queries; center, standardize, propagate are transductive
+    adapt: str = ranged("none", choices=ADAPT_MODES)
 
 
 FIGURE_SCALES = ("fraction", "percent")

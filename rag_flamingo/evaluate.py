@@ -51,7 +51,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import distributed
+from . import distributed, shift
 from .cli import compose_config, expand_overrides, export_roots, handle_flags, run_main
 from .components import Evaluation, as_list, prepare
 from .errors import ConfigError
@@ -104,6 +104,7 @@ def run_settings(ev: Evaluation) -> dict:
         "task": ev.task.name,
         "retrieval": cfg.get("retrieval"),
         "predictors": cfg.get("predictors"),
+        **({"adapt": cfg["adapt"]} if cfg.get("adapt", "none") != "none" else {}),  # older run keys stay valid
         "flamingo": cfg.get("flamingo"),
         "model": model,
     }
@@ -195,6 +196,7 @@ def run_queries(
     logger.info("rank %d: %d of %d queries to do (%d combos)", ranks.rank, len(pending), len(inputs), len(combos))
     labels = label_options(ev.task, ev.store)
     _warn_unknown_labels(ev, labels)
+    batch_size = shift.query_batch(ev.cfg.get("adapt"), ev.cfg.get("batch_size"), len(pending), ranks.world)
     runner = QueryRunner(
         ev.store,
         ev.encoder,
@@ -202,7 +204,7 @@ def run_queries(
         ev.predictors,
         ev.task,
         labels,
-        batch_size=int(ev.cfg.get("batch_size") or 8),
+        batch_size=batch_size,
         require_target=True,
     )
     for batch in runner.batches(pending, combos, lambda p, k, i: record_key(p, k, i) in done, progress, "evaluate"):
