@@ -165,6 +165,7 @@ RETRIEVAL_MODES = ("knn", "balanced", "random")
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq")
 BUILD_MODES = ("build", "append", "repair", "features")
 FUSION_BASES = ("lda", "prototype", "simpleshot")
+KNN_TEMPERATURE = 0.003  # small: k shots answer as the nearest unless others tie with it (within T ln(k - 1))
 ADAPT_MODES = ("none", "source", "center", "standardize", "propagate")  # `rag_flamingo.shift.MODES`
 TEMPLATES = ("eval", "train", "inference")
 DECODES = ("generate", "rank", "rank_sum")
@@ -188,7 +189,8 @@ class RetrievalConfig:
 
 @dataclass
 class KnnOptions:
-    temperature: float = ranged(0.1, gt=0)  # vote weight exp((s - s_max) / temperature)
+    # vote weight exp((s - s_max) / temperature); the default chosen across sets (BENCHMARKS.md, "Across sets")
+    temperature: float = ranged(KNN_TEMPERATURE, gt=0)
 
 
 @dataclass

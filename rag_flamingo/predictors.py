@@ -53,7 +53,7 @@ from .adapters import (
 )
 from .adapters import probabilities as class_probabilities
 from .audio import DecodeKey
-from .config import ZERO_SHOT_TEMPLATE
+from .config import KNN_TEMPERATURE, ZERO_SHOT_TEMPLATE
 from .errors import ConfigError, did_you_mean
 from .prediction import Prediction
 from .prompts import TaskFamily, TaskSpec, answer_text, get_task
@@ -173,7 +173,10 @@ class KnnPredictor:
 
     Each shot votes for its labels with weight ``exp((s - s_max) / temperature)`` (``s``: its
     retrieval similarity); a label's score is its share of the total weight (in [0, 1]). Ties break
-    alphabetically. The answer is among the offered labels some shot voted for: with no shot left
+    alphabetically. At the default temperature (`config.KNN_TEMPERATURE`, chosen across development
+    sets) more shots never overrule the nearest one unless they come within ``T ln(k - 1)`` of its
+    similarity (its weight then no longer outweighs all the others together): 1-NN is the limit as
+    the temperature goes to 0, a plain majority vote as it grows. The answer is among the offered labels some shot voted for: with no shot left
     (a leave-one-out query alone in the store, every shot filtered) or no vote for an offered
     label there is no answer (`no_answer`), never a label no shot named. Captioning: the caption
     of the most similar shot (a retrieval baseline).
@@ -184,7 +187,7 @@ class KnnPredictor:
     max_shots: int | None = None
     audio_encoders: Sequence[Any] = ()
 
-    def __init__(self, temperature: float = 0.1, n_tags: int = 1):
+    def __init__(self, temperature: float = KNN_TEMPERATURE, n_tags: int = 1):
         if temperature <= 0:
             raise ConfigError(f"knn temperature must be > 0, got {temperature}")
         self.temperature, self.n_tags = float(temperature), int(n_tags)
@@ -434,7 +437,7 @@ def _adapted(name: str, ctx: PredictorContext) -> Predictor:
         raise ConfigError(f"adapt={ctx.adapt} applies to {', '.join(ADAPTABLE)}, not to predictor {name}")
     if (ctx.options.get("tta") or 1) > 1:
         raise ConfigError(f"predictors.{name}.tta and adapt={ctx.adapt} are not combined; use one of them")
-    temperature = float(ctx.options.get("temperature", 0.1))
+    temperature = float(ctx.options.get("temperature", KNN_TEMPERATURE if name == "knn" else 0.1))
     if name == "knn":
         return AdaptedPredictor(name, lambda k: NeighbourVote(k, temperature), ctx.store, ctx.adapt, temperature, True)
     method: type = NearestCentroid if name == "prototype" else METHODS[name]
@@ -525,7 +528,7 @@ def _query_inputs(q: Query) -> dict:
 @register_predictor("knn")
 def _knn(ctx: PredictorContext) -> Predictor:
     return KnnPredictor(
-        temperature=float(ctx.options.get("temperature", 0.1)), n_tags=typical_tag_count(ctx.store.items)
+        temperature=float(ctx.options.get("temperature", KNN_TEMPERATURE)), n_tags=typical_tag_count(ctx.store.items)
     )
 
 

@@ -21,6 +21,7 @@ unit length afterwards (the predictors compare cosines).
 
 A support row's source: its manifest ``source`` field, else the part of its file name before ``__``
 (``<source>__<file>``, as ``scripts/make_devset.py`` names them), else one source for the store.
+Sources of a single label are pooled (`adapted`): one instrument's notes say nothing of its offset.
 """
 
 from __future__ import annotations
@@ -140,6 +141,11 @@ def propagate(support: np.ndarray, onehot: np.ndarray, queries: np.ndarray, prob
 
 
 def adapted(mode: str, support: Support, sources: Sequence[str], queries: np.ndarray) -> tuple[Support, np.ndarray]:
-    """``support`` (its rows' ``sources``) and ``queries`` in the space of ``mode`` (`space`)."""
-    emb, q = space(mode, support.emb, sources, queries)
+    """``support`` (its rows' ``sources``) and ``queries`` in the space of ``mode`` (`space`).
+    A source whose rows hold a single label is pooled with the other such sources (``""``): its
+    mean is its label's as much as its offset, and removing it would remove the label."""
+    src = np.asarray(sources, dtype=object)
+    spans = {s: int(support.onehot[src == s].any(0).sum()) for s in set(sources)}
+    pooled = ["" if spans[s] < 2 else s for s in sources]
+    emb, q = space(mode, support.emb, pooled, queries)
     return replace(support, emb=emb), q

@@ -172,3 +172,18 @@ def test_rag_classify_refuses_a_transductive_mode_for_one_clip(tmp_path, capsys)
     assert len(err) == 1 and "transductive" in err[0], err
     assert rag_classify([f"store={tmp_path}/store", f"audio={clip}", "adapt=centre"]) == 2
     assert "adapt" in capsys.readouterr().err
+
+
+def test_a_source_of_one_label_is_pooled_not_centred_away():
+    """One instrument per source (every row of a source one label): its mean is the label, so
+    adapt=source pools such sources instead of removing their means (which would erase the label)."""
+    rng = np.random.default_rng(2)
+    emb = normalize_rows(rng.normal(size=(6, DIM)) + np.repeat(np.eye(DIM)[:3] * 3, 2, axis=0))
+    support = Support(emb, ["a", "b", "c"], np.repeat(np.eye(3), 2, axis=0), np.arange(6))
+    queries = rng.normal(size=(2, DIM))
+    got, q = shift.adapted("source", support, ["x", "x", "y", "y", "z", "z"], queries)
+    want, want_q = shift.space("source", emb, [""] * 6, queries)
+    np.testing.assert_allclose(got.emb, want, atol=1e-9)
+    np.testing.assert_allclose(q, want_q, atol=1e-9)
+    mixed, _ = shift.adapted("source", support, ["x", "y", "x", "y", "x", "y"], queries)
+    np.testing.assert_allclose(mixed.emb, shift.space("source", emb, ["x", "y"] * 3, queries)[0], atol=1e-9)
