@@ -176,10 +176,10 @@ class KnnPredictor:
     alphabetically. At the default temperature (`config.KNN_TEMPERATURE`, chosen across development
     sets) more shots never overrule the nearest one unless they come within ``T ln(k - 1)`` of its
     similarity (its weight then no longer outweighs all the others together): 1-NN is the limit as
-    the temperature goes to 0, a plain majority vote as it grows. The answer is among the offered labels some shot voted for: with no shot left
-    (a leave-one-out query alone in the store, every shot filtered) or no vote for an offered
-    label there is no answer (`no_answer`), never a label no shot named. Captioning: the caption
-    of the most similar shot (a retrieval baseline).
+    the temperature goes to 0, a plain majority vote as it grows. The answer is among the offered
+    labels some shot voted for: with no shot left (a leave-one-out query alone in the store, every
+    shot filtered) or no vote for an offered label there is no answer (`no_answer`), never a label
+    no shot named. Captioning: the caption of the most similar shot (a retrieval baseline).
     """
 
     name = "knn"

@@ -15,8 +15,9 @@ embeddings with the library's own code (`rag_flamingo.adapters` fitted on the su
 
 Selection, leave-one-set-out: for each set, the candidate with the best mean gain over 1-NN on the
 *other* sets (ties: the first in the grid order) is the one reported for it; the knn temperature at
-k=8 by the best *worst* gain over the other sets (its goal: never below 1-NN). Intervals: 95% bootstrap over the queries (`rag_flamingo.metrics.bootstrap`), of
-the accuracy and of the paired difference with 1-NN (a difference whose interval excludes 0 is real).
+k=8 by the best *worst* gain over the other sets (its goal: never below 1-NN). Intervals: 95%
+bootstrap over the queries (`rag_flamingo.metrics.bootstrap`), of the accuracy and of the paired
+difference with 1-NN (a difference whose interval excludes 0 is real).
 
     python scripts/make_devset.py --out devset && python scripts/make_devset_gm.py --out devset_gm
     python scripts/bench_sets.py --sets devset/drums,devset/instruments,devset_gm/gm_drums,devset_gm/gm_instruments \\
@@ -169,17 +170,15 @@ def main() -> None:
         for s in results:
             row = summary["sets"][s][n]
             lo, hi = (100 * v for v in row["vs_1nn_interval"])
-            cells.append(
-                f"{row['accuracy']:.3f} ({100 * (row['accuracy'] - summary['sets'][s][base]['accuracy']):+.1f}, [{lo:+.1f}, {hi:+.1f}])"
-            )
+            delta = 100 * (row["accuracy"] - summary["sets"][s][base]["accuracy"])
+            cells.append(f"{row['accuracy']:.3f} ({delta:+.1f}, [{lo:+.1f}, {hi:+.1f}])")
         print(f"| {n} | " + " | ".join(cells) + " |")
     print("\nleave-one-set-out:")
     for held, picks in summary["selection"].items():
         for what, r in picks.items():
             lo, hi = (100 * v for v in r["vs_1nn_interval"])
-            print(
-                f"{held}: {what} = {r['chosen']}: {r['accuracy']:.3f}, vs 1-NN {100 * r['vs_1nn']:+.1f} [{lo:+.1f}, {hi:+.1f}]"
-            )
+            gain = f"vs 1-NN {100 * r['vs_1nn']:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+            print(f"{held}: {what} = {r['chosen']}: {r['accuracy']:.3f}, {gain}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import pytest
 
 from rag_flamingo import shift
 from rag_flamingo.adapters import NeighbourVote, Support
+from rag_flamingo.app.main import serve
 from rag_flamingo.classify import main as rag_classify
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.predictors import KnnPredictor, PredictorContext, Query, build_predictor
@@ -158,6 +159,8 @@ def test_refusals_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="one process"):
         shift.query_batch("center", 8, 100, world=2)
     assert shift.query_batch("center", 8, 100) == 100 and shift.query_batch("source", 8, 100) == 8
+    with pytest.raises(ConfigError, match="transductive"):  # the app answers one clip at a time
+        serve({"host": "127.0.0.1", "port": 7860, "adapt": "center"}, block=False)
 
 
 def test_rag_classify_refuses_a_transductive_mode_for_one_clip(tmp_path, capsys):

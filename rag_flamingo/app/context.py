@@ -120,7 +120,12 @@ class AppContext:
                 return parts.predictors[name]
             options = dict((self.cfg.get("predictors") or {}).get(name) or {})
             context = PredictorContext(
-                options, parts.store, parts.encoder, parts.retriever, lambda: self.engine(parts, clap_samples)
+                options,
+                parts.store,
+                parts.encoder,
+                parts.retriever,
+                lambda: self.engine(parts, clap_samples),
+                self.cfg.get("adapt") or "none",
             )
             built = build_predictor(name, context)
             if clap_samples <= 1:
