@@ -101,14 +101,13 @@ def space(mode: str, support: np.ndarray, sources: Sequence[str], queries: np.nd
         return _unit(support), _unit(queries)
     if mode == "source":
         means = source_means(support, sources)
-        src = list(sources)
-        shifted = support - np.stack([means[s] for s in src])
+        shifted = support - np.stack([means[s] for s in sources])
         return _unit(shifted), _unit(queries - np.mean(list(means.values()), axis=0))
     if mode == "standardize":
-        src = np.asarray(sources)
+        by_row = np.asarray(sources)
         out = np.empty_like(support)
         for s in set(sources):
-            out[src == s] = _standardized(support[src == s])
+            out[by_row == s] = _standardized(support[by_row == s])
         return _unit(out), _unit(_standardized(queries))
     return _unit(support - support.mean(0)), _unit(queries - queries.mean(0))  # center, propagate
 
