@@ -21,9 +21,12 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from .errors import ConfigError, did_you_mean
+
+T = TypeVar("T")
 
 ZERO_SHOT_TEMPLATE = "this is a sound of {label}"
 
@@ -165,7 +168,6 @@ RETRIEVAL_MODES = ("knn", "balanced", "random")
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq")
 BUILD_MODES = ("build", "append", "repair", "features")
 FUSION_BASES = ("lda", "prototype", "simpleshot")
-KNN_TEMPERATURE = 0.003  # small: k shots answer as the nearest unless others tie with it (within T ln(k - 1))
 ADAPT_MODES = ("none", "source", "center", "standardize", "propagate")  # `rag_flamingo.shift.MODES`
 TEMPLATES = ("eval", "train", "inference")
 DECODES = ("generate", "rank", "rank_sum")
@@ -189,8 +191,9 @@ class RetrievalConfig:
 
 @dataclass
 class KnnOptions:
-    # vote weight exp((s - s_max) / temperature); the default chosen across sets (BENCHMARKS.md, "Across sets")
-    temperature: float = ranged(KNN_TEMPERATURE, gt=0)
+    # vote weight exp((s - s_max) / temperature); the default chosen across sets (BENCHMARKS.md, "Across
+    # sets"), small: k shots answer as the nearest one unless others come within T ln(k - 1) of it
+    temperature: float = ranged(0.003, gt=0)
 
 
 @dataclass
@@ -266,7 +269,7 @@ class DatasetConfig:
 
 @dataclass
 class IndexConfig:
-    """An ``index/`` config: the FAISS index build_index makes (``index_builder.faiss_index``)."""
+    """An ``index/`` config: the FAISS index build_index makes (``rag_flamingo.indexing.faiss_index``)."""
 
     type: str = ranged("auto", choices=INDEX_TYPES)
     metric: str = ranged("cosine", choices=("cosine", "l2"))
@@ -398,6 +401,13 @@ class BuildIndexConfig:
     min_seconds: float = ranged(0.1, ge=0)
     progress: bool = True
 
+    @property
+    def output(self) -> Path:
+        """The store folder (``store``, once `rag_flamingo.indexing.pipeline.resolve` has resolved it)."""
+        if not self.store:
+            raise ConfigError("store is not resolved (rag_flamingo.indexing.pipeline.resolve(cfg) resolves it)")
+        return Path(self.store).expanduser()
+
 
 @dataclass
 class AppConfig(QueryConfig):
@@ -423,6 +433,20 @@ SCHEMAS: dict[str, type] = {
     "build_index": BuildIndexConfig,
     "rag_app": AppConfig,
 }
+
+
+def typed(schema: type[T], values: Mapping | None = None) -> T:
+    """``schema`` filled in from ``values`` (a mapping of its settings, sections as mappings), checked as
+    composition checks a config file: an unknown key or a value of the wrong type is a ConfigError."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), dict(values or {}))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{schema.__name__}: {str(exc).splitlines()[0]}") from None
+    check_ranges(schema, OmegaConf.to_container(merged, resolve=True))  # type: ignore[arg-type]
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
 
 
 def register() -> None:

@@ -53,7 +53,7 @@ from .adapters import (
 )
 from .adapters import probabilities as class_probabilities
 from .audio import DecodeKey
-from .config import KNN_TEMPERATURE, ZERO_SHOT_TEMPLATE
+from .config import ZERO_SHOT_TEMPLATE, KnnOptions, PredictorOptions, SupportOptions
 from .errors import ConfigError, did_you_mean
 from .prediction import Prediction
 from .prompts import TaskFamily, TaskSpec, answer_text, get_task
@@ -93,10 +93,11 @@ class Predictor(Protocol):
 
 @dataclass
 class PredictorContext:
-    """What a predictor factory may use: its options (``predictors.<name>`` of the config), the
-    store, its encoder, the retriever, and the engine (built on first use: only flamingo needs it)."""
+    """What a predictor factory may use: the ``predictors`` section (each reads its own
+    ``predictors.<name>``), the store, its encoder, the retriever, and the engine (built on first use:
+    only flamingo needs it)."""
 
-    options: dict
+    options: PredictorOptions
     store: Any
     encoder: Any
     retriever: Any
@@ -173,7 +174,7 @@ class KnnPredictor:
 
     Each shot votes for its labels with weight ``exp((s - s_max) / temperature)`` (``s``: its
     retrieval similarity); a label's score is its share of the total weight (in [0, 1]). Ties break
-    alphabetically. At the default temperature (`config.KNN_TEMPERATURE`, chosen across development
+    alphabetically. At the default temperature (`config.KnnOptions`, chosen across development
     sets) more shots never overrule the nearest one unless they come within ``T ln(k - 1)`` of its
     similarity (its weight then no longer outweighs all the others together): 1-NN is the limit as
     the temperature goes to 0, a plain majority vote as it grows. The answer is among the offered
@@ -187,7 +188,7 @@ class KnnPredictor:
     max_shots: int | None = None
     audio_encoders: Sequence[Any] = ()
 
-    def __init__(self, temperature: float = KNN_TEMPERATURE, n_tags: int = 1):
+    def __init__(self, temperature: float = KnnOptions.temperature, n_tags: int = 1):
         if temperature <= 0:
             raise ConfigError(f"knn temperature must be > 0, got {temperature}")
         self.temperature, self.n_tags = float(temperature), int(n_tags)
@@ -435,9 +436,10 @@ def _adapted(name: str, ctx: PredictorContext) -> Predictor:
     shift.check(ctx.adapt)
     if name not in ADAPTABLE:
         raise ConfigError(f"adapt={ctx.adapt} applies to {', '.join(ADAPTABLE)}, not to predictor {name}")
-    if (ctx.options.get("tta") or 1) > 1:
+    if getattr(getattr(ctx.options, name, None), "tta", 1) > 1:
         raise ConfigError(f"predictors.{name}.tta and adapt={ctx.adapt} are not combined; use one of them")
-    temperature = float(ctx.options.get("temperature", KNN_TEMPERATURE if name == "knn" else 0.1))
+    # knn's vote; a cosine rule's class probabilities (for propagate) as fusion makes them
+    temperature = ctx.options.knn.temperature if name == "knn" else ctx.options.fusion.temperature
     if name == "knn":
         return AdaptedPredictor(name, lambda k: NeighbourVote(k, temperature), ctx.store, ctx.adapt, temperature, True)
     method: type = NearestCentroid if name == "prototype" else METHODS[name]
@@ -527,9 +529,7 @@ def _query_inputs(q: Query) -> dict:
 
 @register_predictor("knn")
 def _knn(ctx: PredictorContext) -> Predictor:
-    return KnnPredictor(
-        temperature=float(ctx.options.get("temperature", KNN_TEMPERATURE)), n_tags=typical_tag_count(ctx.store.items)
-    )
+    return KnnPredictor(temperature=ctx.options.knn.temperature, n_tags=typical_tag_count(ctx.store.items))
 
 
 @register_predictor("prototype")
@@ -537,16 +537,15 @@ def _prototype(ctx: PredictorContext) -> Predictor:
     return PrototypePredictor(ctx.store, n_tags=typical_tag_count(ctx.store.items))
 
 
-def _support_predictor(method: Method, ctx: PredictorContext) -> SupportPredictor:
-    tta = ctx.options.get("tta", 1)
+def _support_predictor(method: Method, ctx: PredictorContext, options: SupportOptions) -> SupportPredictor:
     return SupportPredictor(
-        method, ctx.store, n_tags=typical_tag_count(ctx.store.items), encoder=ctx.encoder, tta=1 if tta is None else tta
+        method, ctx.store, n_tags=typical_tag_count(ctx.store.items), encoder=ctx.encoder, tta=options.tta
     )
 
 
 def _support_factory(name: str) -> PredictorFactory:
     def build(ctx: PredictorContext) -> Predictor:
-        return _support_predictor(METHODS[name](), ctx)
+        return _support_predictor(METHODS[name](), ctx, getattr(ctx.options, name))
 
     return build
 
@@ -559,14 +558,15 @@ FUSION_BASES: dict[str, type] = {"lda": ShrinkageLda, "prototype": NearestCentro
 
 @register_predictor("fusion")
 def _fusion(ctx: PredictorContext) -> Predictor:
-    base = ctx.options.get("base") or "lda"
+    options = ctx.options.fusion
+    base = options.base
     if base not in FUSION_BASES:
         raise ConfigError(
             f"predictors.fusion.base={base!r} is not a fusion base{did_you_mean(base, FUSION_BASES)}; "
             f"use one of {', '.join(FUSION_BASES)}"
         )
-    knn = KnnPredictor(temperature=float(ctx.options.get("temperature", 0.1)))
-    return FusionPredictor(_support_predictor(FUSION_BASES[base](), ctx), knn)
+    knn = KnnPredictor(temperature=options.temperature)
+    return FusionPredictor(_support_predictor(FUSION_BASES[base](), ctx, options), knn)
 
 
 @register_predictor("zero_shot")
@@ -574,7 +574,7 @@ def _zero_shot(ctx: PredictorContext) -> Predictor:
     return ZeroShotPredictor(
         ctx.encoder,
         ctx.store.label_set(),
-        template=ctx.options.get("template") or ZERO_SHOT_TEMPLATE,
+        template=ctx.options.zero_shot.template,
         n_tags=typical_tag_count(ctx.store.items),
     )
 

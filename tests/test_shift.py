@@ -10,6 +10,7 @@ from rag_flamingo import shift
 from rag_flamingo.adapters import NeighbourVote, Support
 from rag_flamingo.app.main import serve
 from rag_flamingo.classify import main as rag_classify
+from rag_flamingo.config import AppConfig, PredictorOptions
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.predictors import KnnPredictor, PredictorContext, Query, build_predictor
 from rag_flamingo.retrieval import Shot
@@ -49,8 +50,10 @@ def ask(pred, embeddings, k=1):
     return [p.output for p in pred.predict(queries, "classification")]
 
 
-def context(store, adapt, **options):
-    return PredictorContext(dict(options), store, None, None, lambda: None, adapt)
+def context(store, adapt, lda_tta=1):
+    options = PredictorOptions()
+    options.lda.tta = lda_tta
+    return PredictorContext(options, store, None, None, lambda: None, adapt)
 
 
 def test_item_source_from_the_field_or_the_file_name():
@@ -149,7 +152,7 @@ def test_refusals_are_one_line(tmp_path):
         with pytest.raises(ConfigError, match=match):
             build_predictor(name, context(store, "center"))
     with pytest.raises(ConfigError, match="not combined"):
-        build_predictor("lda", context(store, "center", tta=4))
+        build_predictor("lda", context(store, "center", lda_tta=4))
     with pytest.raises(ConfigError, match="adapt='bogus'"):
         build_predictor("lda", context(store, "bogus"))
     pred = build_predictor("prototype", context(store, "center"))
@@ -160,7 +163,7 @@ def test_refusals_are_one_line(tmp_path):
         shift.query_batch("center", 8, 100, world=2)
     assert shift.query_batch("center", 8, 100) == 100 and shift.query_batch("source", 8, 100) == 8
     with pytest.raises(ConfigError, match="transductive"):  # the app answers one clip at a time
-        serve({"host": "127.0.0.1", "port": 7860, "adapt": "center"}, block=False)
+        serve(AppConfig(adapt="center"), block=False)
 
 
 def test_rag_classify_refuses_a_transductive_mode_for_one_clip(tmp_path, capsys):
