@@ -37,9 +37,10 @@ import numpy as np
 
 from index_builder.cli import main as build_index
 from rag_flamingo.adapters import METHODS, NearestCentroid, NeighbourVote, Support, probabilities
+from rag_flamingo.labels import item_labels
 from rag_flamingo.metrics.bootstrap import bootstrap, mean_statistic
 from rag_flamingo.shift import MODES, adapted, item_source, propagate
-from rag_flamingo.store import IndexStore, item_labels
+from rag_flamingo.store.index_store import IndexStore
 
 TEMPERATURES = (0.1, 0.03, 0.01, 0.003)
 KS = (1, 4, 8)

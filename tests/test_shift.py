@@ -14,7 +14,7 @@ from rag_flamingo.config import AppConfig, PredictorOptions
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.predictors import KnnPredictor, PredictorContext, Query, build_predictor
 from rag_flamingo.retrieval import Shot
-from rag_flamingo.store import normalize_rows
+from rag_flamingo.vectors import normalize_rows
 from support.engine import build_store
 
 DIM = 8
