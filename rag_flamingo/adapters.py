@@ -230,6 +230,36 @@ class _Single:
 METHODS: dict[str, type] = {m.name: m for m in (SimpleShot, TipAdapter, ShrinkageLda)}
 
 
+@dataclass
+class _Vote:
+    posteriors = True  # vote shares
+    emb: np.ndarray
+    onehot: np.ndarray
+    k: int
+    temperature: float
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        sims = queries @ self.emb.T
+        k = min(self.k, len(self.emb))
+        near = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        weights = vote_weights(np.take_along_axis(sims, near, 1), self.temperature)
+        return np.einsum("mk,mkl->ml", weights, self.onehot[near]) / weights.sum(1, keepdims=True)
+
+
+@dataclass
+class NeighbourVote:
+    """The knn predictor's similarity-weighted vote of the ``k`` nearest support rows, by exact search
+    over the support (for a support in another space than the index's: `rag_flamingo.shift`).
+    Its scores are vote shares (class probabilities)."""
+
+    k: int = 1
+    temperature: float = 0.1
+    name = "knn"
+
+    def fit(self, support: Support) -> Fitted:
+        return _Vote(support.emb, support.onehot, self.k, self.temperature)
+
+
 def vote_weights(sims: np.ndarray | Sequence[float], temperature: float) -> np.ndarray:
     """The neighbour vote's weights ``exp((s - s_max) / temperature)`` of similarities ``sims`` [..., k]."""
     sims = np.asarray(sims, np.float64)

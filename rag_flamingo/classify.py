@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import shift
 from .audio import AUDIO_EXTENSIONS
 from .cli import compose_config, handle_flags, run_main
 from .components import build_predictors, open_store, query_parts, task_name
@@ -145,6 +146,7 @@ def classify(cfg: ClassifyConfig, encoder=None, engine=None, stream=None) -> lis
         raise ConfigError("audio= is required: a file or a folder of audio to label (e.g. audio=clips/)")
     out_path = check_out(cfg.out) if cfg.out else None
     files = audio_files(cfg.audio)
+    batch_size = shift.query_batch(cfg.adapt, cfg.batch_size, len(files))
     store = open_store(cfg)
     labels = store.label_set()
     if not labels:
@@ -155,7 +157,7 @@ def classify(cfg: ClassifyConfig, encoder=None, engine=None, stream=None) -> lis
     parts = query_parts(cfg, store, encoder)
     predictors = build_predictors(cfg, [cfg.predictor], parts, engine)
     combos = plan_combos(predictors, [cfg.k])
-    runner = QueryRunner(parts.encoder, parts.retriever, predictors, task, labels, batch_size=cfg.batch_size)
+    runner = QueryRunner(parts.encoder, parts.retriever, predictors, task, labels, batch_size=batch_size)
     inputs = [QueryInput(str(p), p, {"id": str(p)}, recording_key({"path": str(p)}, Path.cwd())) for p in files]
     if out_path:
         temp_out(out_path).write_text("", encoding="utf-8")  # started over: the records of this run only

@@ -241,7 +241,7 @@ def query_parts(cfg: QueryConfig, store: IndexStore | None = None, encoder=None)
 
 def predictor_context(cfg: QueryConfig, parts: QueryParts, engine: Callable[[], Any]) -> PredictorContext:
     """What a registered predictor is built from (``engine``: builds or returns the model's engine)."""
-    return PredictorContext(cfg.predictors, parts.store, parts.encoder, parts.retriever, engine)
+    return PredictorContext(cfg.predictors, parts.store, parts.encoder, parts.retriever, engine, cfg.adapt)
 
 
 def build_predictors(

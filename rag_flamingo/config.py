@@ -168,6 +168,7 @@ RETRIEVAL_MODES = ("knn", "balanced", "random")
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf_flat", "ivf_pq")
 BUILD_MODES = ("build", "append", "repair", "features")
 FUSION_BASES = ("lda", "prototype", "simpleshot")
+ADAPT_MODES = ("none", "source", "center", "standardize", "propagate")  # `rag_flamingo.shift.MODES`
 TEMPLATES = ("eval", "train", "inference")
 DECODES = ("generate", "rank", "rank_sum")
 DATASET_SOURCES = ("official", "folder", "demo")
@@ -190,7 +191,9 @@ class RetrievalConfig:
 
 @dataclass
 class KnnOptions:
-    temperature: float = ranged(0.1, gt=0)  # vote weight exp((s - s_max) / temperature)
+    # vote weight exp((s - s_max) / temperature); the default chosen across sets (BENCHMARKS.md, "Across
+    # sets"), small: k shots answer as the nearest one unless others come within T ln(k - 1) of it
+    temperature: float = ranged(0.003, gt=0)
 
 
 @dataclass
@@ -299,6 +302,8 @@ class QueryConfig:
     flamingo: FlamingoConfig = field(default_factory=FlamingoConfig)
     batch_size: int = ranged(8, ge=1)  # queries per batch
     device: str = ranged("auto", pattern=DEVICE_PATTERN, note=DEVICE_NOTE)
+    # `rag_flamingo.shift`: source needs no queries; center, standardize, propagate are transductive
+    adapt: str = ranged("none", choices=ADAPT_MODES)
 
 
 FIGURE_SCALES = ("fraction", "percent")

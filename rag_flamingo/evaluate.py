@@ -52,7 +52,7 @@ import sys
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
-from . import distributed
+from . import distributed, shift
 from .cli import compose_config, expand_overrides, export_roots, handle_flags, run_main
 from .components import Evaluation, as_list, prepare
 from .config import EvaluateConfig, SuiteConfig
@@ -106,6 +106,7 @@ def run_settings(ev: Evaluation) -> dict:
         "task": ev.task.name,
         "retrieval": asdict(cfg.retrieval),
         "predictors": asdict(cfg.predictors),
+        **({"adapt": cfg.adapt} if cfg.adapt != "none" else {}),  # older run keys stay valid
         "flamingo": asdict(cfg.flamingo),
         "model": model,
     }
@@ -195,13 +196,14 @@ def run_queries(
     logger.info("rank %d: %d of %d queries to do (%d combos)", ranks.rank, len(pending), len(inputs), len(combos))
     labels = label_options(ev.task, ev.store)
     _warn_unknown_labels(ev, labels)
+    batch_size = shift.query_batch(ev.cfg.adapt, ev.cfg.batch_size, len(pending), ranks.world)
     runner = QueryRunner(
         ev.encoder,
         ev.retriever,
         ev.predictors,
         ev.task,
         labels,
-        batch_size=ev.cfg.batch_size,
+        batch_size=batch_size,
         require_target=True,
     )
     for batch in runner.batches(pending, combos, lambda p, k, i: record_key(p, k, i) in done, progress, "evaluate"):

@@ -38,7 +38,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .adapters import METHODS, Fitted, Fusion, Method, NearestCentroid, ShrinkageLda, SimpleShot, Support, vote_weights
+from . import shift
+from .adapters import (
+    METHODS,
+    Fitted,
+    Fusion,
+    Method,
+    NearestCentroid,
+    NeighbourVote,
+    ShrinkageLda,
+    SimpleShot,
+    Support,
+    vote_weights,
+)
 from .adapters import probabilities as class_probabilities
 from .audio import DecodeKey
 from .config import ZERO_SHOT_TEMPLATE, KnnOptions, PredictorOptions, SupportOptions
@@ -92,6 +104,7 @@ class PredictorContext:
     encoder: Any
     retriever: Any
     engine: Callable[[], Any]
+    adapt: str = "none"  # `rag_flamingo.shift` mode (`AdaptedPredictor`)
 
 
 PredictorFactory = Callable[[PredictorContext], Predictor]
@@ -118,6 +131,8 @@ def build_predictor(name: str, ctx: PredictorContext) -> Predictor:
             f"unknown predictor {name!r}{did_you_mean(name, _REGISTRY)}; "
             f"use one or more of {', '.join(predictor_names())}"
         )
+    if ctx.adapt != "none":
+        return _adapted(name, ctx)
     return _REGISTRY[name](ctx)
 
 
@@ -161,10 +176,13 @@ class KnnPredictor:
 
     Each shot votes for its labels with weight ``exp((s - s_max) / temperature)`` (``s``: its
     retrieval similarity); a label's score is its share of the total weight (in [0, 1]). Ties break
-    alphabetically. The answer is among the offered labels some shot voted for: with no shot left
-    (a leave-one-out query alone in the store, every shot filtered) or no vote for an offered
-    label there is no answer (`no_answer`), never a label no shot named. Captioning: the caption
-    of the most similar shot (a retrieval baseline).
+    alphabetically. At the default temperature (`config.KnnOptions`, chosen across development
+    sets) more shots never overrule the nearest one unless they come within ``T ln(k - 1)`` of its
+    similarity (its weight then no longer outweighs all the others together): 1-NN is the limit as
+    the temperature goes to 0, a plain majority vote as it grows. The answer is among the offered
+    labels some shot voted for: with no shot left (a leave-one-out query alone in the store, every
+    shot filtered) or no vote for an offered label there is no answer (`no_answer`), never a label
+    no shot named. Captioning: the caption of the most similar shot (a retrieval baseline).
     """
 
     name = "knn"
@@ -366,6 +384,68 @@ class FusionPredictor:
                 pred.shots = list(q.shots)
                 preds[i] = pred
         return preds  # every index was filled
+
+
+class AdaptedPredictor:
+    """knn or a support-set rule in the space of ``adapt`` (`rag_flamingo.shift`): the store's
+    labelled rows and the queries re-expressed together (for a transductive mode, every query of
+    the call: evaluate and rag_classify pass all their clips in one call), then the rule fitted on
+    the store's rows without each query's own. knn votes its ``k`` (the query's shot count) nearest
+    rows of the adapted space, found by exact search (`adapters.NeighbourVote`), not the index's
+    shots; ``propagate`` spreads the rule's class probabilities (`adapters.probabilities` at
+    ``temperature``) over the graph of store and queries."""
+
+    max_shots: int | None = None
+    audio_encoders: Sequence[Any] = ()
+
+    def __init__(self, name: str, method: Callable[[int], Method], store, mode: str, temperature: float, knn: bool):
+        shift.check(mode)
+        self.name, self.method, self.mode, self.temperature = name, method, mode, float(temperature)
+        self.uses_shots, self.min_shots = knn, int(knn)
+        self.support = Support.from_items(store.embeddings(), store.items, where=str(store.root))
+        self.sources = [shift.item_source(store.item(int(r))) for r in self.support.rows]
+        self.n_tags = typical_tag_count(store.items)
+
+    def predict(self, queries, task):
+        task = get_task(task)
+        _require_labels(self.name, task)
+        shift.check(self.mode, len(queries))
+        support, emb = shift.adapted(
+            self.mode, self.support, self.sources, np.stack([q.embedding for q in queries]).astype(np.float64)
+        )
+        groups: dict[tuple[frozenset[int], int], list[int]] = {}
+        for i, q in enumerate(queries):
+            groups.setdefault((q.own_rows, len(q.shots)), []).append(i)
+        preds: list[Prediction] = [no_answer()] * len(queries)
+        for (own, k), idx in groups.items():
+            rest = support.without(own)
+            if not rest.labels or (self.uses_shots and k < 1):  # no labelled row left, or no shot: no evidence
+                continue
+            fit = self.method(k).fit(rest)
+            scores = fit.scores(emb[idx])
+            if self.mode == "propagate":
+                probs = class_probabilities(fit, emb[idx], self.temperature)
+                scores = shift.propagate(rest.emb, rest.onehot, emb[idx], probs)
+            for i, row in zip(idx, scores):
+                preds[i] = _restricted(task, rest.labels, row, queries[i].options, self.n_tags)
+        return preds
+
+
+ADAPTABLE = ("knn", "prototype", *METHODS)
+
+
+def _adapted(name: str, ctx: PredictorContext) -> Predictor:
+    shift.check(ctx.adapt)
+    if name not in ADAPTABLE:
+        raise ConfigError(f"adapt={ctx.adapt} applies to {', '.join(ADAPTABLE)}, not to predictor {name}")
+    if getattr(getattr(ctx.options, name, None), "tta", 1) > 1:
+        raise ConfigError(f"predictors.{name}.tta and adapt={ctx.adapt} are not combined; use one of them")
+    # knn's vote; a cosine rule's class probabilities (for propagate) as fusion makes them
+    temperature = ctx.options.knn.temperature if name == "knn" else ctx.options.fusion.temperature
+    if name == "knn":
+        return AdaptedPredictor(name, lambda k: NeighbourVote(k, temperature), ctx.store, ctx.adapt, temperature, True)
+    method: type = NearestCentroid if name == "prototype" else METHODS[name]
+    return AdaptedPredictor(name, lambda k: method(), ctx.store, ctx.adapt, temperature, False)
 
 
 class ZeroShotPredictor:

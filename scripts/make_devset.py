@@ -253,26 +253,42 @@ def write(rows: list[dict], root: Path, work: Path) -> list[dict]:
     return listing
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("devset"), help="where the task folders go")
-    p.add_argument("--work", type=Path, default=None, help="where the .deb files are kept (default: a temp dir)")
-    args = p.parse_args(argv)
-    work = args.work or Path(tempfile.mkdtemp(prefix="devset-debs-"))
-    packages = fetch(PACKAGES, work)
-    summary: dict = {"packages": packages, "seed": SEED, "per_source_label": PER_SOURCE_LABEL, "tasks": {}}
-    for task, collect in (("drums", drum_files), ("instruments", instrument_files)):
-        root = args.out / task
-        if root.exists():
-            shutil.rmtree(root)
-        listing = write(collect(work, np.random.default_rng(SEED)), root, work)
+def save(out: Path, tasks: dict[str, list[dict]], summary: dict) -> None:
+    """Print each task's counts per split and write ``<out>/devset.json`` (``summary`` + the listings)."""
+    summary["tasks"] = {}
+    for task, listing in tasks.items():
         counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for row in listing:
             counts[row["path"].split("/")[0]][row["label"]] += 1
         summary["tasks"][task] = {"counts": counts, "files": listing}
         for split in ("train", "test"):
             print(f"{task} {split}: {sum(counts[split].values())} files, {dict(sorted(counts[split].items()))}")
-    (args.out / "devset.json").write_text(json.dumps(summary, indent=1, default=dict) + "\n")
+    (out / "devset.json").write_text(json.dumps(summary, indent=1, default=dict) + "\n")
+
+
+def fresh(root: Path) -> Path:
+    """``root``, emptied (a task folder is always written whole)."""
+    if root.exists():
+        shutil.rmtree(root)
+    return root
+
+
+def arguments(argv: list[str] | None, doc: str, default_out: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path(default_out), help="where the task folders go")
+    p.add_argument("--work", type=Path, default=None, help="where the .deb files are kept (default: a temp dir)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv, __doc__, "devset")
+    work = args.work or Path(tempfile.mkdtemp(prefix="devset-debs-"))
+    packages = fetch(PACKAGES, work)
+    tasks = {
+        task: write(collect(work, np.random.default_rng(SEED)), fresh(args.out / task), work)
+        for task, collect in (("drums", drum_files), ("instruments", instrument_files))
+    }
+    save(args.out, tasks, {"packages": packages, "seed": SEED, "per_source_label": PER_SOURCE_LABEL})
     return 0
 
 

@@ -233,3 +233,23 @@ def test_rag_classify_with_flamingo(setup, tmp_path, capsys):
     chosen = classify_config(["store=x", "audio=y", "model=tiny", "model.generation.max_new_tokens=2"]).model
     assert chosen["name"] == "af1_tiny" and chosen["generation"]["max_new_tokens"] == 2
     assert classify_config(["store=x", "audio=y"]).model["name"] == "af1_foundation"
+
+
+def test_a_transductive_adapt_predicts_every_query_together(setup, tmp_path):
+    """adapt=center: one batch whatever batch_size (its statistics are the whole query set's), the
+    setting in the run key, refused on several ranks."""
+    outputs = {}
+    for batch in (3, 50):
+        extra = ("predictor=[knn,lda]", "shots=2", "limit=10", "adapt=center", f"batch_size={batch}")
+        cfg = config(setup, tmp_path / str(batch), *extra)
+        summary = evaluate(cfg, encoder=setup["enc"])
+        assert summary["run"]["adapt"] == "center"
+        outputs[batch] = [
+            (r["predictor"], r["id"], r["output"]) for r in lines(tmp_path / str(batch) / "eval" / "predictions.jsonl")
+        ]
+    assert outputs[3] == outputs[50] and len(outputs[3]) == 20
+    plain = evaluate(config(setup, tmp_path / "plain", "predictor=lda", "limit=10"), encoder=setup["enc"])
+    assert "adapt" not in plain["run"] and plain["run_key"] != summary["run_key"]
+    ev = prepare(config(setup, tmp_path / "ranks", "predictor=lda", "limit=10", "adapt=center"), encoder=setup["enc"])
+    with pytest.raises(ConfigError, match="one process"):
+        run_queries(ev, ResultFolder(tmp_path / "ranks" / "eval", 0), Ranks(0, 2), progress=False)

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .. import paths
+from .. import paths, shift
 from ..cli import compose_config, export_roots, handle_flags, run_main
 from ..config import AppConfig
 from ..errors import ConfigError, StoreError
@@ -119,6 +119,7 @@ def serve(cfg: AppConfig, encoders: dict | None = None, block: bool = True, uplo
     from .context import AppContext
 
     check_address(cfg.host, cfg.port, bind=False)  # range and name first: no side effects
+    shift.check(cfg.adapt, 1)  # the page answers one clip at a time: no transductive mode
     try:
         import gradio  # noqa: F401  (the optional dependency: a clear message instead of an ImportError)
     except ImportError:
