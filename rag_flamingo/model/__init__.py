@@ -30,12 +30,13 @@ from .generation import GenerationOutput, generate
 from .generation_settings import GenerationSettings
 from .loading import af1_key_layout, checkpoint_files, load_audio_flamingo
 from .media import WindowFeatureEncoder, encode_prompt_audios, pack_window_features, silence_features
-from .modeling import AudioFlamingo, AudioFlamingoOutput
+from .modeling import AudioFlamingo, AudioFlamingoForConditionalGeneration, AudioFlamingoOutput
 from .tokenizer import af1_token_ids, load_af1_tokenizer, postprocess_output, tokenize_prompts
 
 __all__ = [
     "AudioFlamingo",
     "AudioFlamingoConfig",
+    "AudioFlamingoForConditionalGeneration",
     "AudioFlamingoOutput",
     "ChatSession",
     "GenerationOutput",

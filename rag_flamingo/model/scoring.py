@@ -132,8 +132,8 @@ def score_continuations(
 
     first = cache = counts = None
     if share_prefix:  # one prefill of every prompt: the KV cache and the next-token distribution
-        pre = model(input_ids, attention_mask=attn, use_cache=True, last_logits_only=True, **common)
-        first, cache, counts = pre.logits[:, -1].float().log_softmax(-1), pre.past_key_values, pre.media_counts
+        pre = model(input_ids, attention_mask=attn, use_cache=True, logits_to_keep=1, **common)
+        first, cache, counts = pre.logits[:, -1].float().log_softmax(-1), pre.cache, pre.media_counts
 
     out = []
     for b, opts in enumerate(continuations):
@@ -155,7 +155,7 @@ def score_continuations(
                         attention_mask=torch.cat([attn[b : b + 1].expand(n, -1), fed_mask], 1),
                         media_kv=_rows(media_kv, b, n),
                         audio_mask=audio_mask[b : b + 1].expand(n, -1),
-                        past_key_values=_cache_rows(cache, b, n),
+                        cache=_cache_rows(cache, b, n),
                         prior_counts=counts[b : b + 1].expand(n),
                         use_cache=True,
                     )
