@@ -147,7 +147,7 @@ def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever, mo
     ``model_parts``: (model, tokenizer, window encoder) already loaded from that group (one model shared
     by several stores), instead of loading them here."""
     from .backends import backend_name
-    from .engine import ClapReranker, RagFlamingo
+    from .engine import RagFlamingo
     from .model import load_model
     from .model.factory import generation_settings
 
@@ -160,22 +160,20 @@ def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever, mo
     if backend_name(mc) == "transformers":  # AF3, Music Flamingo, Qwen2-Audio (rag_flamingo/backends/)
         from .backends.transformers_audio import build_transformers_engine
 
-        return build_transformers_engine(cfg, store, encoder, retriever, model_parts)
+        return build_transformers_engine(
+            cfg, store, encoder, retriever, model_parts, clap_reranker(cfg.get("flamingo") or {}, encoder)
+        )
     if cfg.get("device") not in (None, "auto") and mc.get("device") in (None, "auto"):
         mc["device"] = cfg["device"]
     if not mc.get("audio_encoder"):
         raise ConfigError("predictor=flamingo needs model.audio_encoder (e.g. {name: clapcap})")
     fc = cfg.get("flamingo") or {}
-    clap = fc.get("clap_filter") or {}
-    samples = int(clap.get("samples") or 1)
+    samples = int((fc.get("clap_filter") or {}).get("samples") or 1)
     generation = generation_settings(mc, clap_samples=samples)  # checked before any weights load
     if model_parts is None:
         model_parts = (*load_model(mc), encoder_from_options(mc["audio_encoder"]))
     model, tokenizer, window_encoder = model_parts
-    reranker = None
-    if samples > 1:
-        ropts = clap.get("encoder") or {}
-        reranker = ClapReranker(encoder_from_options(ropts) if ropts else encoder)
+    reranker = clap_reranker(fc, encoder)
     return RagFlamingo(
         store,
         model,
@@ -190,6 +188,18 @@ def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever, mo
         reranker=reranker,
         decode=fc.get("decode") or "generate",
     )
+
+
+def clap_reranker(flamingo: dict, encoder) -> Any:
+    """The CLAP filter of a ``flamingo`` section (``clap_filter.samples`` > 1), any backend: its own
+    ``clap_filter.encoder``, else the store's encoder; None when off."""
+    from .engine import ClapReranker
+
+    clap = flamingo.get("clap_filter") or {}
+    if int(clap.get("samples") or 1) <= 1:
+        return None
+    options = clap.get("encoder") or {}
+    return ClapReranker(encoder_from_options(options) if options else encoder)
 
 
 def load_model_parts(cfg: dict) -> tuple | None:

@@ -311,20 +311,23 @@ def convert_released_checkpoint(
 
     The same strict mapping as loading (aliases checked, ``lm_head`` wins). ``dtype``: keep
     (None/fp32) or cast to bf16/fp16 (halves the folder). ``tokenizer``: the base tokenizer (hub id or
-    folder) or an AF1 tokenizer object; it is checked against the config before anything is written.
+    folder) or an AF1 tokenizer object; it is checked against the config before anything is written
+    (None: the weights alone, for benchmarks of random models without a tokenizer of their size).
     """
     from .tokenizer import check_tokenizer, load_af1_tokenizer
 
     config = _as_config(config) if config is not None else AudioFlamingoConfig.foundation()
     if isinstance(tokenizer, (str, Path)):
         tokenizer = load_af1_tokenizer(str(tokenizer), cache_dir=cache_dir)
-    check_tokenizer(tokenizer, config)
+    if tokenizer is not None:
+        check_tokenizer(tokenizer, config)
     model = load_audio_flamingo(checkpoint, config, dtype=parse_dtype(dtype, "dtype"), cache_dir=cache_dir)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out}: exists and is not a folder; the converted checkpoint is a folder")
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
     return out
 
 

@@ -195,3 +195,51 @@ def answer_token_ids(tokenizer, prompt_text: str, full_texts: Sequence[str], end
             raise ConfigError(f"answer text changes the prompt's tokens: {text[len(prompt_text) :]!r}")
         out.append(ids[len(prompt) : len(ids) - end_tokens])
     return out
+
+
+@torch.inference_mode()
+def score_after_prompt(
+    model,
+    prompt: dict[str, torch.Tensor],
+    continuations: Sequence[Sequence[int]],
+    *,
+    end_ids: Sequence[int] = (),
+    rows_per_pass: int = 32,
+) -> OptionScores:
+    """The same scores as `score_continuations` for any transformers causal LM (the audio-language
+    models of `rag_flamingo.backends`): ``prompt`` is the model's inputs for one prompt (``input_ids``
+    (1, T), ``attention_mask`` and its audio features), prefilled once; the continuations then run as
+    rows continuing from its KV cache (the audio is merged at the prefill, so later tokens need none)."""
+    if prompt["input_ids"].shape[0] != 1:
+        raise ValueError("score_after_prompt scores the options of one prompt")
+    if any(len(c) == 0 and not end_ids for c in continuations):
+        raise ConfigError("an empty continuation scores nothing; give it tokens or end_ids")
+    device = prompt["input_ids"].device
+    pre = model(**prompt, use_cache=True, logits_to_keep=1)
+    first, cache = pre.logits[:, -1].float().log_softmax(-1), pre.cache
+    attn = prompt["attention_mask"]
+    ends = torch.tensor(list(end_ids), dtype=torch.long, device=device)
+    pad = 0  # any id: padded positions are masked out of the attention and of the targets
+    total = np.zeros(len(continuations), np.float64)
+    length = np.array([len(c) + (1 if end_ids else 0) for c in continuations], np.int64)
+    for start in range(0, len(continuations), rows_per_pass):
+        chunk = [list(c) for c in continuations[start : start + rows_per_pass]]
+        n, width = len(chunk), max(len(c) for c in chunk)
+        fed, fed_mask = _pad(chunk, width if end_ids else width - 1, pad, device)
+        targets, target_mask = _pad(chunk, width, pad, device)
+        logp = first.expand(n, -1)[:, None]
+        if fed.shape[1]:
+            step = model(
+                input_ids=fed,
+                attention_mask=torch.cat([attn.expand(n, -1), fed_mask], 1),
+                cache=_cache_rows(cache, 0, n),
+                use_cache=True,
+            )
+            logp = torch.cat([logp, step.logits.float().log_softmax(-1)], 1)
+        tok = logp[:, :width].gather(2, targets[:, :, None]).squeeze(2) * target_mask
+        scores = tok.sum(1).double()
+        if end_ids:
+            lens = torch.tensor([len(c) for c in chunk], device=device)
+            scores = scores + logp[torch.arange(n, device=device), lens][:, ends].logsumexp(-1).double()
+        total[start : start + n] = scores.cpu().numpy()
+    return OptionScores(total, length)
