@@ -382,6 +382,20 @@ def test_streamer_gets_generates_tokens_in_order(tiny):
     assert streamed[-1] == whole and all(whole.startswith(p) for p in streamed[:-1]) and len(streamed) > 2
 
 
+def test_model_generate_takes_audio_features_directly(tiny):
+    """transformers' own ``model.generate(audio_features=..., audio_mask=...)`` (the README's Python API)
+    decodes as our wrapper does, greedy and beam search."""
+    model, _, arr = tiny
+    n = "icl_caption_3audio"
+    ids, x, xm = arr[f"{n}/input_ids"], arr[f"{n}/audio_x"], arr[f"{n}/audio_x_mask"]
+    for beams in (1, 2):
+        direct = model.generate(
+            input_ids=ids, audio_features=x, audio_mask=xm, max_new_tokens=6, num_beams=beams, eos_token_id=[]
+        )
+        ours = generate(model, ids, None, x, xm, max_new_tokens=6, num_beams=beams, eos_token_id=None)
+        assert torch.equal(direct, ours.sequences)
+
+
 def test_postprocess_output():
     assert postprocess_output("</s></s>x<audio>q<SEP>a<SEP> dog barks<|endofchunk|></s><pad>") == " dog barks"
     assert postprocess_output("no sep</s>") == "no sep"

@@ -317,6 +317,7 @@ def convert_released_checkpoint(
     from .tokenizer import check_tokenizer, load_af1_tokenizer
 
     config = _as_config(config) if config is not None else AudioFlamingoConfig.foundation()
+    checkpoint_files(checkpoint, cache_dir)  # a missing checkpoint is named before the tokenizer is fetched
     if isinstance(tokenizer, (str, Path)):
         tokenizer = load_af1_tokenizer(str(tokenizer), cache_dir=cache_dir)
     if tokenizer is not None:
