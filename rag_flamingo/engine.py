@@ -269,8 +269,10 @@ class RagFlamingo:
         waves: Sequence[dict[DecodeKey, np.ndarray]],
         options: Sequence[str] | None = None,
         query_options: Sequence[Sequence[str] | None] | None = None,
+        streamer: Any = None,
     ) -> list[Prediction]:
-        """Answers for a batch of queries whose shots are already retrieved."""
+        """Answers for a batch of queries whose shots are already retrieved (``streamer``: fed a
+        one-query answer's tokens as they come)."""
         per_query = list(query_options) if query_options is not None else [options] * len(items)
         ranked = ranked_rows(self.decode, task, per_query)
         prompts = self.prompts(task, items, shots, options, query_options)
@@ -286,15 +288,15 @@ class RagFlamingo:
         if rest:
             r = torch.tensor(rest)
             made = self._generate(
-                [prompts[b] for b in rest], [waves[b] for b in rest], ids[r], attn[r], feats[r], mask[r]
+                [prompts[b] for b in rest], [waves[b] for b in rest], ids[r], attn[r], feats[r], mask[r], streamer
             )
             answers.update(zip(rest, made))
         return [answers[b] for b in range(len(prompts))]
 
-    def _generate(self, prompts, waves, ids, attn, feats, mask) -> list[Prediction]:
+    def _generate(self, prompts, waves, ids, attn, feats, mask, streamer=None) -> list[Prediction]:
         """Generated answers (CLAP-filtered when sampling several)."""
         n = self.generation.num_return_sequences
-        out = generate(self.model, ids, attn, feats, mask, self.generation)
+        out = generate(self.model, ids, attn, feats, mask, self.generation, streamer=streamer)
         texts = [
             postprocess_output(t).strip()
             for t in self.tokenizer.batch_decode(out.new_tokens, skip_special_tokens=False)
@@ -327,11 +329,16 @@ class RagFlamingo:
 
 
 class FlamingoEngine(Protocol):
-    """What the ``flamingo`` predictor uses from an engine: `RagFlamingo` (model.backend=af1) or
-    `rag_flamingo.backends.transformers_audio.TransformersAudioEngine` (model.backend=transformers)."""
+    """The one interface of every model backend, what the ``flamingo`` predictor, `rag_flamingo.api` and
+    the app use: `RagFlamingo` (model.backend=af1) or
+    `rag_flamingo.backends.transformers_audio.TransformersAudioEngine` (model.backend=transformers).
+    ``generate`` answers a batch of prompts of shots + query: generated (CLAP-filtered with a
+    reranker), or with ``decode=rank`` the best of each query's options by log-likelihood;
+    ``streamer`` (transformers' streamers) gets a one-query answer's tokens as they come."""
 
     store: Any
     retriever: Retriever
+    retrieval_encoder: Any  # the store's encoder (None: the caller embeds the queries)
     audio_slots: int  # audios a prompt holds, the query included
 
     @property
@@ -348,4 +355,5 @@ class FlamingoEngine(Protocol):
         waves: Sequence[dict[DecodeKey, np.ndarray]],
         options: Sequence[str] | None = None,
         query_options: Sequence[Sequence[str] | None] | None = None,
+        streamer: Any = None,
     ) -> list[Prediction]: ...

@@ -115,6 +115,7 @@ class TransformersAudioEngine:
         decode: str = "generate",
     ):
         self.store, self.model, self.processor = store, model, processor
+        self.retrieval_encoder = retrieval_encoder
         self.retriever = retriever or Retriever(store, retrieval_encoder)
         self.generation = generation or GenerationSettings()
         self.icl_format = check_icl_format(icl_format)
