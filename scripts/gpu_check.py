@@ -58,7 +58,7 @@ def sizes(dry: bool) -> dict:
             "vectors": 4000,
             "pq_m": 8,
             "queries": 100,
-            "new_tokens": 4,
+            "new_tokens": 24,  # enough decode steps to stand above the timing noise of a loaded CPU
             "e2e": {"store": 4, "queries": 1, "seconds": 2.0, "shots": 3, "window_batch": 1, "feature_batch": 4},
         }
     # pq_m=64: auto would take PQ256 (2 dims per code), whose training alone can outlast the run
