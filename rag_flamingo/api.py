@@ -52,7 +52,6 @@ def answer_batch(
             QueryInput(item["id"], source, item, recording_key({"path": str(source)}, Path.cwd()) if file else None)
         )
     runner = QueryRunner(
-        engine.store,
         engine.retrieval_encoder,
         engine.retriever,
         {"flamingo": FlamingoPredictor(engine)},

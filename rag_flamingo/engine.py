@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from .audio import DecodeKey, wave_for
+from .config import FlamingoConfig
 from .errors import ConfigError, StoreError
 from .model import GenerationSettings, generate, postprocess_output, silence_features, tokenize_prompts
 from .model.media import pack_window_features
@@ -152,7 +153,7 @@ class RagFlamingo:
         *,
         retriever: Retriever | None = None,
         generation: GenerationSettings | None = None,
-        feature_name: str = "clapcap",
+        feature_name: str = FlamingoConfig.features,
         audio_slots: int | None = None,
         template: str = "eval",
         max_tokens: int | None = None,

@@ -129,8 +129,7 @@ class QueryRunner:
 
     def __init__(
         self,
-        store: IndexStore,
-        encoder,
+        encoder,  # the store's encoder (the retriever searches its store)
         retriever: Retriever,
         predictors: dict[str, Predictor],
         task: TaskSpec,
@@ -138,7 +137,7 @@ class QueryRunner:
         batch_size: int = 8,
         require_target: bool = False,
     ):
-        self.store, self.encoder, self.retriever = store, encoder, retriever
+        self.encoder, self.retriever = encoder, retriever
         self.predictors, self.task, self.labels = predictors, task, list(options) if options else None
         self.batch_size = max(1, int(batch_size))
         self.require_target = require_target

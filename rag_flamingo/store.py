@@ -221,7 +221,7 @@ class BuildRecord(Record):
     shards: int = 0  # shards 0 .. shards-1 are the store's
     sources: list[SourceRecord] = field(default_factory=list)
     rejected: int = 0
-    label_precision: dict | None = None  # index_builder.quality.label_precision (None: no labels)
+    label_precision: dict | None = None  # rag_flamingo.indexing.quality.label_precision (None: no labels)
 
     def __post_init__(self) -> None:
         if not isinstance(self.sources, list):

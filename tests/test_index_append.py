@@ -124,7 +124,7 @@ def test_changed_rows_replace_their_stored_versions(tmp_path, capsys):
 
 
 def test_an_interrupted_append_is_finished_by_rerunning_it(tmp_path, capsys, monkeypatch):
-    import index_builder.embedder as embedder
+    import rag_flamingo.indexing.embedder as embedder
 
     root = make_folder(tmp_path / "audio", per_class=2, classes=("sine", "noise"))
     common = ["dataset=folder", f"dataset.root={root}", "shard_size=2", *FAST]

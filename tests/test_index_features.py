@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from index_builder.features import write_feature_shards
 from rag_flamingo.audio import load_audio
 from rag_flamingo.encoders.clapcap import ClapcapAudioModel, ClapcapEncoder
+from rag_flamingo.indexing.features import write_feature_shards
 from rag_flamingo.store import FeatureCache, features_path, item_record, write_shard
 
 

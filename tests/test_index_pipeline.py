@@ -156,9 +156,9 @@ def test_manifest_errors_before_any_work(tmp_path):
     out = tmp_path / "store"
     with pytest.raises(ManifestError, match="duplicate id"):
         from index_builder.cli import load_config
-        from index_builder.pipeline import config_from_dict, run
+        from rag_flamingo.indexing.pipeline import resolve, run
 
-        run(config_from_dict(load_config([f"dataset.manifest={bad}", f"dataset.root={root}", f"output={out}", *FAST])))
+        run(resolve(load_config([f"dataset.manifest={bad}", f"dataset.root={root}", f"output={out}", *FAST])))
     assert not out.exists()
     missing = write_manifest(tmp_path / "missing.jsonl", [{"id": "a"}])
     code = subprocess.run(
@@ -203,10 +203,10 @@ def test_append_equals_rebuild_on_union(tmp_path, capsys):
     # appending with another encoder configuration is refused
     with pytest.raises(StoreError, match="built with encoder"):
         from index_builder.cli import load_config
-        from index_builder.pipeline import config_from_dict, run
+        from rag_flamingo.indexing.pipeline import resolve, run
 
         run(
-            config_from_dict(
+            resolve(
                 load_config(
                     [
                         f"dataset.manifest={second}",
@@ -310,12 +310,12 @@ def test_features_need_a_window_encoder(tmp_path):
     out = tmp_path / "store"
     run_cli(["dataset=folder", f"dataset.root={root}", f"output={out}", *FAST])
     from index_builder.cli import load_config
-    from index_builder.pipeline import config_from_dict, run
     from rag_flamingo.errors import ConfigError
+    from rag_flamingo.indexing.pipeline import resolve, run
 
     with pytest.raises(ConfigError, match="window_features"):
         run(
-            config_from_dict(
+            resolve(
                 load_config(
                     [
                         "dataset=folder",
@@ -372,10 +372,8 @@ def test_no_usable_item_is_a_clear_error(tmp_path):
     (root / "x" / "a.wav").write_bytes(b"junk")
     sf.write(root / "x" / "b.wav", np.zeros(8000, np.float32), 8000)
     from index_builder.cli import load_config
-    from index_builder.pipeline import config_from_dict, run
+    from rag_flamingo.indexing.pipeline import resolve, run
 
     with pytest.raises(StoreError, match="none of the 2 items"):
-        run(
-            config_from_dict(load_config(["dataset=folder", f"dataset.root={root}", f"output={tmp_path / 's'}", *FAST]))
-        )
+        run(resolve(load_config(["dataset=folder", f"dataset.root={root}", f"output={tmp_path / 's'}", *FAST])))
     assert len((tmp_path / "s" / "rejected.jsonl").read_text().splitlines()) == 2

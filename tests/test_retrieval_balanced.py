@@ -88,7 +88,7 @@ def test_bad_settings(tmp_path):
 
 def test_selectable_from_config():
     cfg = compose_config("evaluate", ["retrieval=balanced", "retrieval.per_class=2"])
-    assert cfg["retrieval"]["mode"] == "balanced" and cfg["retrieval"]["per_class"] == 2
+    assert cfg.retrieval.mode == "balanced" and cfg.retrieval.per_class == 2
 
 
 def test_a_class_short_of_its_quota_lets_the_next_class_in(tmp_path):

@@ -64,7 +64,7 @@ def ask(
     question: str | None = None,
 ) -> AskResult:
     """Answer one uploaded clip; a user error raises a RagFlamingoError with the message to show."""
-    clip = check_clip(clip_path, float(ctx.cfg["max_upload_mb"]))
+    clip = check_clip(clip_path, ctx.cfg.max_upload_mb)
     parts = ctx.parts(store_path)
     spec = get_task(task)
     offered = task_choices(parts.store)
@@ -80,7 +80,7 @@ def ask(
         pred = ctx.predictor(parts, predictor, clap_samples)
         combos = plan_combos({predictor: pred}, [int(k)])
         runner = QueryRunner(
-            parts.store, parts.encoder, parts.retriever, {predictor: pred}, spec, label_options(spec, parts.store), 1
+            parts.encoder, parts.retriever, {predictor: pred}, spec, label_options(spec, parts.store), 1
         )
         query = QueryInput(clip.path.name, clip.path, item, recording_key({"path": clip.path.name}, clip.path.parent))
         batch = runner.run_batch([query], combos)

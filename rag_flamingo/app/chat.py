@@ -35,7 +35,7 @@ class Chat:
 
 def start_chat(ctx: AppContext, clip_path: str | Path | None) -> Chat:
     """A new dialogue about the uploaded clip (the model is loaded on first use)."""
-    clip = check_clip(clip_path, float(ctx.cfg["max_upload_mb"]))
+    clip = check_clip(clip_path, ctx.cfg.max_upload_mb)
     if ctx.has_model and not ctx.is_af1:
         raise ConfigError("the Chat tab holds a dialogue with the AF1 chat model (model=chat), not this model")
     with ctx.lock:

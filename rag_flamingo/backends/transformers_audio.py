@@ -51,6 +51,7 @@ import torch
 
 from ..audio import DecodeKey, load_audio, wave_for
 from ..checkpoints import pretrained_dir
+from ..config import FlamingoConfig
 from ..engine import ClapReranker, best_option, check_decode, clap_filtered, option_end_ids, ranked_rows
 from ..errors import AudioError, CheckpointError, ConfigError
 from ..model.generation_settings import GenerationSettings
@@ -404,25 +405,20 @@ def load_transformers_audio(mc: Mapping[str, Any]) -> tuple[Any, Any]:
 
 
 def build_transformers_engine(
-    cfg: Mapping[str, Any],
+    mc: dict,
+    fc: FlamingoConfig,
     store,
     encoder,
     retriever: Retriever,
     model_parts: tuple | None = None,
     reranker: ClapReranker | None = None,
 ) -> TransformersAudioEngine:
-    """The engine of a ``model`` config with ``backend: transformers`` (see conf/model/af3.yaml);
-    ``model_parts``: (model, processor) already loaded from it; ``reranker``: the CLAP filter
-    (`rag_flamingo.components.clap_reranker`)."""
+    """The engine of a ``model`` group with ``backend: transformers`` (``mc``, see conf/model/af3.yaml)
+    and the ``flamingo`` section; ``model_parts``: (model, processor) already loaded from it;
+    ``reranker``: the CLAP filter (`rag_flamingo.components.clap_reranker`)."""
     from ..model.factory import generation_settings
 
-    mc = dict(cfg.get("model") or {})
-    if cfg.get("device") not in (None, "auto") and mc.get("device") in (None, "auto"):
-        mc["device"] = cfg["device"]
-    fc = cfg.get("flamingo") or {}
-    samples = int((fc.get("clap_filter") or {}).get("samples") or 1)
-    generation = generation_settings(mc, clap_samples=samples)  # checked before any weights load
-
+    generation = generation_settings(mc, clap_samples=fc.clap_filter.samples)  # checked before any weights load
     icl_format = check_icl_format(str(mc.get("icl_format") or "single_turn"))
     if model_parts is None:
         model_parts = load_transformers_audio(mc)
@@ -435,10 +431,10 @@ def build_transformers_engine(
         retriever=retriever,
         generation=generation,
         icl_format=icl_format,
-        max_audios=int(fc.get("audio_slots") or mc.get("max_audios") or 8),
+        max_audios=int(fc.audio_slots or mc.get("max_audios") or 8),
         max_seconds=mc.get("max_seconds"),
         max_context=mc.get("max_context"),
         name=str(mc.get("name") or ""),
         reranker=reranker,
-        decode=fc.get("decode") or "generate",
+        decode=fc.decode,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from rag_flamingo.store import item_labels
+from ..store import item_labels
 
 
 def label_precision(

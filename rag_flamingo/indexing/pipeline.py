@@ -2,7 +2,7 @@
 ``mode=features``.
 
 Every run holds the store's write lock (rank 0 under torchrun): a second build of the same store
-refuses at once. A store is its plans (``index_builder.plan``: one per source, written before its
+refuses at once. A store is its plans (``rag_flamingo.indexing.plan``: one per source, written before its
 shards), so every mode but features starts by bringing the store in line with them (``_prepare``):
 
 - a plan file that is damaged or missing is written again from the copies its shards keep;
@@ -42,13 +42,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rag_flamingo import distributed
-from rag_flamingo.components import store_path
-from rag_flamingo.datasets.manifest import read_manifest
-from rag_flamingo.datasets.sources import resolve_split, split_name
-from rag_flamingo.encoders.base import build_encoder
-from rag_flamingo.errors import AudioError, ConfigError, RagFlamingoError, StoreError
-from rag_flamingo.store import (
+from .. import distributed
+from ..components import store_path
+from ..config import BuildIndexConfig, IndexConfig
+from ..datasets.manifest import read_manifest
+from ..datasets.sources import resolve_split, split_name
+from ..encoders.base import build_encoder
+from ..errors import AudioError, ConfigError, RagFlamingoError, StoreError
+from ..store import (
     FEATURES_DIR,
     INFO_FILE,
     PLANS_DIR,
@@ -87,9 +88,8 @@ from rag_flamingo.store import (
     write_shard,
     write_store,
 )
-
 from .embedder import EmbedStats, embed_shards
-from .faiss_index import IndexOptions, build_index
+from .faiss_index import build_index
 from .features import write_feature_shards
 from .ondisk import ShardRows, read_shard_tables
 from .plan import REBUILD_HINT, BuildPlan, StorePlans, adopt_plans, drop_legacy_plan, load_plans, plan_diff
@@ -98,24 +98,6 @@ from .reader import resolve_path
 
 logger = logging.getLogger(__name__)
 MODES = ("build", "append", "repair", "features")
-
-
-@dataclass
-class BuildConfig:
-    output: Path
-    dataset: dict
-    encoder: dict
-    index: IndexOptions
-    split: str = "index"
-    mode: str = "build"
-    features: str | None = None
-    features_encoder: dict = field(default_factory=dict)
-    shard_size: int = 1000
-    batch_size: int = 32
-    num_workers: int = 2
-    device: str | None = None
-    min_seconds: float = 0.1
-    progress: bool = True
 
 
 @dataclass
@@ -179,7 +161,7 @@ class Summary:
         return "\n".join(lines)
 
 
-def run(cfg: BuildConfig) -> Summary | None:
+def run(cfg: BuildIndexConfig) -> Summary | None:
     """Run one build; returns the summary on rank 0 (None on other ranks)."""
     if cfg.mode not in MODES:
         raise ConfigError(f"mode={cfg.mode!r}; use one of {', '.join(MODES)}")
@@ -204,7 +186,7 @@ def run(cfg: BuildConfig) -> Summary | None:
 class _Run:
     """One run's state (rank 0 fills most of it)."""
 
-    cfg: BuildConfig
+    cfg: BuildIndexConfig
     ranks: distributed.Ranks
     root: Path
     encoder: Any = None  # built when first needed (a repair that embeds nothing loads no weights)
@@ -243,7 +225,7 @@ def _on_main(ranks: distributed.Ranks, step: Callable[[], None]) -> None:
         raise _Stopped
 
 
-def _build(cfg: BuildConfig, ranks: distributed.Ranks) -> Summary | None:
+def _build(cfg: BuildIndexConfig, ranks: distributed.Ranks) -> Summary | None:
     source, rows = (None, []) if cfg.mode == "repair" else _read_source(cfg, ranks)
     if not ranks.is_main:
         return _build_source(cfg, ranks, source, rows)
@@ -252,7 +234,7 @@ def _build(cfg: BuildConfig, ranks: distributed.Ranks) -> Summary | None:
 
 
 def _build_source(
-    cfg: BuildConfig, ranks: distributed.Ranks, source: SourceRecord | None, rows: list[dict]
+    cfg: BuildIndexConfig, ranks: distributed.Ranks, source: SourceRecord | None, rows: list[dict]
 ) -> Summary | None:
     run = _Run(cfg, ranks, Path(cfg.output))
     if cfg.mode != "repair":
@@ -670,7 +652,7 @@ def _counts_text(counts: dict) -> str:
     return f"{counts.get('new', 0)} new, {counts.get('unchanged', 0)} unchanged, {counts.get('changed', 0)} changed"
 
 
-def _index_options(run: _Run) -> IndexOptions:
+def _index_options(run: _Run) -> IndexConfig:
     """The command's index options; a repair keeps the store's index type and metric (unless given)."""
     opts, info = run.cfg.index, run.info
     if run.cfg.mode == "repair" and opts.type == "auto" and info is not None:
@@ -721,15 +703,15 @@ def _feature_rows(path: Path) -> int | None:
         return None
 
 
-def _read_source(cfg: BuildConfig, ranks: distributed.Ranks) -> tuple[SourceRecord, list[dict]]:
+def _read_source(cfg: BuildIndexConfig, ranks: distributed.Ranks) -> tuple[SourceRecord, list[dict]]:
     """Resolve and validate the manifest (rank 0 first: a generated dataset is made once)."""
     if not ranks.is_main:
         distributed.barrier(ranks)
     manifest, audio_root = resolve_split(cfg.dataset, cfg.split)
     if ranks.is_main:
         distributed.barrier(ranks)
-    rows = read_manifest(manifest, allow_outside_root=bool(cfg.dataset.get("allow_outside_root")))
-    name = str(cfg.dataset.get("name") or Path(manifest).stem)
+    rows = read_manifest(manifest, allow_outside_root=cfg.dataset.allow_outside_root)
+    name = cfg.dataset.name or Path(manifest).stem
     return SourceRecord.from_manifest(name, split_name(cfg.dataset, cfg.split), manifest, audio_root), rows
 
 
@@ -753,12 +735,12 @@ def _rank_device(device: str | None, ranks: distributed.Ranks) -> str | None:
 
 
 def _merge_shards(
-    cfg: BuildConfig,
+    cfg: BuildIndexConfig,
     root: Path,
     plans: StorePlans,
     fingerprint: dict,
     features: dict[str, FeatureRecord],
-    opts: IndexOptions,
+    opts: IndexConfig,
 ) -> StoreInfo:
     """Index all shards and write items/index/rejected/store.json, its sources from the plans."""
     vectors, table = _shard_vectors(root, opts)
@@ -802,7 +784,7 @@ def _merge_shards(
 
 
 def _finish_complete(
-    cfg: BuildConfig, root: Path, info: StoreInfo, status: str, stats: EmbedStats, counts: dict | None
+    cfg: BuildIndexConfig, root: Path, info: StoreInfo, status: str, stats: EmbedStats, counts: dict | None
 ) -> Summary:
     logger.info("%s is already a complete store for this dataset and encoder", root)
     wanted = cfg.index.type
@@ -814,7 +796,7 @@ def _finish_complete(
     return _summary(root, info, status, stats, counts)
 
 
-def _shard_vectors(root: Path, opts: IndexOptions) -> tuple[np.ndarray | ShardRows, pa.Table]:
+def _shard_vectors(root: Path, opts: IndexConfig) -> tuple[np.ndarray | ShardRows, pa.Table]:
     """All stored vectors in memory, or above ``index.stream_above`` items the shards read block by
     block (the index is built without holding all vectors at once), with the items table."""
     rows = ShardRows(root)
@@ -823,7 +805,7 @@ def _shard_vectors(root: Path, opts: IndexOptions) -> tuple[np.ndarray | ShardRo
     return rows, read_shard_tables(root, rows.shards)
 
 
-def _reindex(cfg: BuildConfig, root: Path, info: StoreInfo) -> StoreInfo:
+def _reindex(cfg: BuildIndexConfig, root: Path, info: StoreInfo) -> StoreInfo:
     vectors, table = _shard_vectors(root, cfg.index)
     index, report = build_index(vectors, cfg.index)
     info.index, info.metric = report, cfg.index.metric
@@ -834,7 +816,7 @@ def _reindex(cfg: BuildConfig, root: Path, info: StoreInfo) -> StoreInfo:
 # ----------------------------------------------------------------------------- features
 
 
-def _features_only(cfg: BuildConfig) -> Summary:
+def _features_only(cfg: BuildIndexConfig) -> Summary:
     root = Path(cfg.output)
     info = read_info(root)
     if info is None:
@@ -845,7 +827,7 @@ def _features_only(cfg: BuildConfig) -> Summary:
     return _summary(root, info, "features", EmbedStats())
 
 
-def _add_features(cfg: BuildConfig, root: Path, info: StoreInfo) -> None:
+def _add_features(cfg: BuildIndexConfig, root: Path, info: StoreInfo) -> None:
     names = [cfg.features] if isinstance(cfg.features, str) else list(cfg.features or [])
     shard_roots = _shard_roots(root, info)
     for name in names:
@@ -895,27 +877,11 @@ def _summary(root: Path, info: StoreInfo, status: str, stats: EmbedStats, counts
     )
 
 
-def config_from_dict(cfg: dict[str, Any]) -> BuildConfig:
-    """A BuildConfig from the composed Hydra config (as a plain dict)."""
-    split = split_name(cfg["dataset"], str(cfg.get("split") or "index"))
-    store = store_path(cfg, split_key="split")
-    features = cfg.get("features")
-    return BuildConfig(
-        output=Path(store).expanduser(),
-        dataset=dict(cfg["dataset"]),
-        encoder=dict(cfg["encoder"]),
-        index=IndexOptions.from_config(cfg.get("index") or {}),
-        split=split,
-        mode=str(cfg.get("mode") or "build"),
-        features=features or None,
-        features_encoder=dict(cfg.get("features_encoder") or {}),
-        shard_size=int(cfg.get("shard_size", 1000)),
-        batch_size=int(cfg.get("batch_size", 32)),
-        num_workers=int(cfg.get("num_workers", 2)),
-        device=cfg.get("device"),
-        min_seconds=float(cfg.get("min_seconds", 0.1)),
-        progress=bool(cfg.get("progress", True)),
-    )
+def resolve(cfg: BuildIndexConfig) -> BuildIndexConfig:
+    """``cfg`` with its store folder (``store``: `components.store_path`) and its split (a role such as
+    ``index`` looked up in ``dataset.splits``) resolved: what the pipeline runs on."""
+    split = split_name(cfg.dataset, cfg.split)
+    return replace(cfg, store=str(store_path(cfg, split_key="split").expanduser()), split=split)
 
 
-__all__ = ["BuildConfig", "Summary", "run", "config_from_dict"]
+__all__ = ["Summary", "resolve", "run"]

@@ -22,8 +22,8 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rag_flamingo.errors import StoreError
-from rag_flamingo.store import (
+from ..errors import StoreError
+from ..store import (
     PLANS_DIR,
     SourceRecord,
     StoreInfo,

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rag_flamingo.store import (
+from ..store import (
     FeatureRecord,
     done_shards,
     features_path,
@@ -22,7 +22,6 @@ from rag_flamingo.store import (
     read_shard_items,
     write_features,
 )
-
 from .reader import decode_loader, decode_spec, plan_entries
 
 logger = logging.getLogger(__name__)

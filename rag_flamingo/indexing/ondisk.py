@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from rag_flamingo.errors import StoreError
-from rag_flamingo.store import (
+from ..errors import StoreError
+from ..store import (
     REPAIR_HINT,
     SHARDS_DIR,
     done_shards,
