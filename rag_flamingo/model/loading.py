@@ -247,12 +247,13 @@ def load_audio_flamingo(
     ``config``: an `AudioFlamingoConfig`, a JSON path (af1_tiny format or ours), a dict, or None
     (the config stored in a converted file, else the foundation preset with the OPT config read
     from ``facebook/opt-iml-max-1.3b``). ``tokenizer``: if given, its special-token ids and size
-    are checked against the config. ``dtype``/``device``: cast/move after loading (e.g. bf16 on GPU).
+    are checked against the config. ``dtype``/``device``: cast/move after loading (e.g. bf16 on GPU; a
+    converted folder keeps its saved dtype when ``dtype`` is None).
     """
     folder = pretrained_folder(checkpoint)
     if folder is not None:
         model = AudioFlamingoForConditionalGeneration.from_pretrained(
-            folder, **({"config": _as_config(config)} if config is not None else {}), dtype=dtype or torch.float32
+            folder, **({"config": _as_config(config)} if config is not None else {}), dtype=dtype or "auto"
         )
         if tokenizer is not None:
             from .tokenizer import check_tokenizer
