@@ -24,7 +24,7 @@ from rag_flamingo.config import BuildIndexConfig
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.paths import store_folder
 from rag_flamingo.preflight import require
-from rag_flamingo.store import holds_other_files
+from rag_flamingo.store.layout import holds_other_files
 
 CONFIG_NAME = "build_index"
 

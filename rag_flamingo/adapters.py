@@ -40,7 +40,8 @@ import numpy as np
 
 from .config import FusionOptions
 from .errors import ConfigError
-from .store import item_labels, normalize_rows
+from .labels import item_labels
+from .vectors import normalize_rows
 
 
 @dataclass(frozen=True)

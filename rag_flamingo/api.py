@@ -19,9 +19,9 @@ from .engine import FlamingoEngine
 from .errors import AudioError, ConfigError
 from .prediction import Prediction
 from .predictors import FlamingoPredictor
-from .prompts import get_task
 from .runner import QueryInput, QueryRunner
-from .store import recording_key
+from .store.items import recording_key
+from .tasks import get_task
 
 Answer = Prediction  # the name this module's answers had before they were one record
 

@@ -38,9 +38,9 @@ from .config import ClassifyConfig
 from .errors import ConfigError
 from .jsonl import append_jsonl
 from .preflight import require
-from .prompts import TaskFamily, get_task
 from .runner import QueryInput, QueryRunner, plan_combos, shot_records
-from .store import recording_key
+from .store.items import recording_key
+from .tasks import TaskFamily, get_task
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,10 @@ from . import paths
 from .config import BuildIndexConfig, ClassifyConfig, EvaluateConfig, FlamingoConfig, QueryConfig
 from .errors import ConfigError, StoreError
 from .predictors import Predictor, PredictorContext, build_predictor, predictor_names
-from .prompts import TaskFamily, TaskSpec, get_task
 from .retrieval import Retriever
-from .store import IndexStore, comparable_fingerprint
+from .store.index_store import IndexStore
+from .store.records import comparable_fingerprint
+from .tasks import TaskFamily, TaskSpec, get_task
 
 
 class StoreView(Protocol):

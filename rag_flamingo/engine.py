@@ -49,9 +49,11 @@ from .model import GenerationSettings, generate, postprocess_output, silence_fea
 from .model.media import pack_window_features
 from .model.scoring import OptionScores, answer_token_ids, score_continuations
 from .prediction import Prediction
-from .prompts import TaskFamily, build_prompt, get_task, token_counter
+from .prompts import build_prompt, token_counter
 from .retrieval import Retriever, Shot
-from .store import comparable_fingerprint, normalize_rows
+from .store.records import comparable_fingerprint
+from .tasks import TaskFamily, get_task
+from .vectors import normalize_rows
 
 logger = logging.getLogger(__name__)
 

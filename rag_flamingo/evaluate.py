@@ -59,7 +59,6 @@ from .config import EvaluateConfig, SuiteConfig
 from .errors import ConfigError
 from .hashing import file_sha256
 from .preflight import require
-from .prompts import TaskFamily
 from .runner import (
     QueryInput,
     QueryRunner,
@@ -74,7 +73,8 @@ from .runner import (
     shot_records,
     target_of,
 )
-from .store import recording_key
+from .store.items import recording_key
+from .tasks import TaskFamily
 
 logger = logging.getLogger(__name__)
 

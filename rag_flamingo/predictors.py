@@ -43,11 +43,13 @@ from .adapters import probabilities as class_probabilities
 from .audio import DecodeKey
 from .config import ZERO_SHOT_TEMPLATE, KnnOptions, PredictorOptions, SupportOptions
 from .errors import ConfigError, did_you_mean
+from .labels import item_labels
 from .prediction import Prediction
-from .prompts import TaskFamily, TaskSpec, answer_text, get_task
+from .prompts import answer_text
 from .retrieval import Shot
-from .store import item_labels, normalize_rows
+from .tasks import TaskFamily, TaskSpec, get_task
 from .tta import check_views, embed_views
+from .vectors import normalize_rows
 
 logger = logging.getLogger(__name__)
 

@@ -211,7 +211,7 @@ def model_artifacts(model: Mapping[str, Any]) -> list[Artifact]:
 def _build_command(cfg: Any, store: Path, features: str | None, split_key: str = "index_split") -> str:
     """The build_index command that makes the store a command line expects. Without a dataset (a
     ``store=`` of rag_classify or rag_app) the labelled clips are the user's to name: a placeholder."""
-    from .store import holds_other_files
+    from .store.layout import holds_other_files
 
     if holds_other_files(store):
         return f"{store} holds other files, not a store: name a new folder for build_index (store=<new folder>)"
@@ -242,7 +242,8 @@ def store_artifacts(
     from types import SimpleNamespace
 
     from .components import check_encoder_request
-    from .store import INFO_FILE, file_problems, read_info
+    from .store.layout import INFO_FILE
+    from .store.records import file_problems, read_info
 
     info = None
     where = str(store)
@@ -277,7 +278,7 @@ def _build_artifacts(cfg: BuildIndexConfig) -> list[Artifact]:
 
     out = [] if cfg.mode == "repair" else dataset_artifacts(cfg.dataset, cfg.split)
     if cfg.mode in ("append", "repair", "features"):  # they work on a store that exists
-        from .store import INFO_FILE, PLANS_DIR, SHARDS_DIR
+        from .store.layout import INFO_FILE, PLANS_DIR, SHARDS_DIR
 
         built = store_path(cfg, split_key="split")
         build = _build_command(cfg, built, None, split_key="split")

@@ -6,7 +6,7 @@ For each query the retriever
 1. over-fetches ``k + overfetch`` neighbours (AF1 searches ``n_samples + 50``),
 2. drops rows that fail the ``filters`` (split, label subset, any item field),
 3. drops the query's own rows (``exclude_rows``, from `Retriever.own_rows`: the rows of the same
-   recording -- same source and group, see `rag_flamingo.store.recording_key` -- and exact copies
+   recording -- same source and group, see `rag_flamingo.store.items.recording_key` -- and exact copies
    of its audio file, by content hash; AF1 drops the query's own file),
 4. keeps one row per recording (AF1: one random manifest row per neighbour file, picked among the
    hits of that file; several captions of one recording are several rows of one recording),
@@ -52,7 +52,9 @@ import numpy as np
 
 from .config import RETRIEVAL_MODES, RetrievalConfig
 from .errors import ConfigError, StoreError
-from .store import IndexStore, item_labels, normalize_rows
+from .labels import item_labels
+from .store.index_store import IndexStore
+from .vectors import normalize_rows
 
 logger = logging.getLogger(__name__)
 

@@ -31,10 +31,13 @@ from tqdm import tqdm
 from .audio import AudioSource, load_for_encoders, wave_for
 from .errors import AudioError, ConfigError, ManifestError
 from .jsonl import append_jsonl, read_jsonl, write_jsonl
+from .labels import item_labels
 from .predictors import Prediction, Predictor, Query
-from .prompts import TaskFamily, TaskSpec, answer_text, default_options
+from .prompts import answer_text, default_options
 from .retrieval import Retriever
-from .store import IndexStore, content_key, item_labels
+from .store.index_store import IndexStore
+from .store.items import content_key
+from .tasks import TaskFamily, TaskSpec
 
 logger = logging.getLogger(__name__)
 

@@ -58,8 +58,8 @@ from .config import EvaluateConfig, SuiteConfig, SuiteRunConfig
 from .errors import ConfigError, RagFlamingoError, did_you_mean
 from .figures import COMPARISON_HEAD, as_fraction, compare, comparison_rows, figure_text, run_figures, value_text
 from .predictors import predictor_names
-from .prompts import get_task
-from .report import COLUMNS
+from .report import COLUMNS, plot_ours_vs_paper
+from .tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,8 @@ def _count_rows(cfg: EvaluateConfig, role: str, task) -> int:
 
 def _store_state(path: Path, features: str | None) -> str:
     """ready (complete, with the features the model needs), features (only they are missing), build."""
-    from .store import INFO_FILE, read_info
+    from .store.layout import INFO_FILE
+    from .store.records import read_info
 
     if not (path / INFO_FILE).is_file():
         return "build"
@@ -399,7 +400,7 @@ def run_one(
 
 def check_suite(suite: SuiteConfig) -> None:
     """What the suite's schema cannot say: baselines keyed by task family, shot counts >= 0."""
-    from .prompts import TaskFamily
+    from .tasks import TaskFamily
 
     families = [f.value for f in TaskFamily]
     for family in suite.baselines:
@@ -531,43 +532,6 @@ def results_markdown(suite: SuiteConfig, plans: list[RunPlan]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_ours_vs_paper(plans: list[RunPlan], path: Path) -> Path | None:
-    """One group of bars per run with results: ours (each predictor/shots) and the paper's figure."""
-    rows = [p for p in plans if p.results]
-    if not rows:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = sorted({_label(e) for p in rows for e in _ours(p)}) + ["paper"]
-    width = 0.8 / len(labels)
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) * len(labels) / 2), 4), dpi=120)
-    for j, label in enumerate(labels):
-        xs, ys = [], []
-        for i, p in enumerate(rows):
-            value = (
-                (as_fraction(p.paper) if p.paper.get("comparable") else None)
-                if label == "paper"
-                else next((e["value"] for e in _ours(p) if _label(e) == label), None)
-            )
-            if value is not None:
-                xs.append(i + (j - (len(labels) - 1) / 2) * width)
-                ys.append(float(value))
-        if xs:
-            ax.bar(xs, ys, width, label=label, color="black" if label == "paper" else f"C{j % 10}")
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([f"{p.dataset}\n{p.metric}" for p in rows], fontsize=8)
-    ax.set_title("ours vs the paper (main metric per dataset; no bar: n/a)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 def _versus(plan: RunPlan) -> list[dict]:
     """Each published figure of the run with ours beside it (`figures.compare`)."""
     return [{"kind": kind, **fig, **compare(fig, plan.results, plan.metric)} for kind, fig in _figures(plan)]
@@ -579,7 +543,13 @@ def _figures(plan: RunPlan) -> list[tuple[str, dict]]:
 
 def write_results(suite: SuiteConfig, plans: list[RunPlan], suite_dir: Path) -> dict:
     suite_dir.mkdir(parents=True, exist_ok=True)
-    plot = plot_ours_vs_paper(plans, suite_dir / "ours_vs_paper.png")
+    rows = [p for p in plans if p.results]
+    plot = plot_ours_vs_paper(
+        [f"{p.dataset}\n{p.metric}" for p in rows],
+        [{_label(e): e["value"] for e in _ours(p)} for p in rows],
+        [as_fraction(p.paper) if p.paper.get("comparable") else None for p in rows],
+        suite_dir / "ours_vs_paper.png",
+    )
     record = {
         "suite": suite.name,
         "runs": [dict(asdict(p), ours=_ours(p), versus_paper=_versus(p)) for p in plans],

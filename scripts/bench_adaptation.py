@@ -30,9 +30,10 @@ import numpy as np
 from index_builder.cli import main as build_index
 from rag_flamingo.config import PredictorOptions
 from rag_flamingo.evaluate import main as evaluate
+from rag_flamingo.labels import item_labels
 from rag_flamingo.predictors import PredictorContext, Query, build_predictor
 from rag_flamingo.retrieval import Retriever
-from rag_flamingo.store import IndexStore, item_labels
+from rag_flamingo.store.index_store import IndexStore
 
 PREDICTORS = "knn,prototype,simpleshot,tip_adapter,lda,fusion"
 TTA = 4

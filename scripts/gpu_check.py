@@ -448,7 +448,7 @@ def check_e2e(device: str, size: dict, work: Path, dry: bool) -> dict:
     from rag_flamingo.encoders import build_encoder
     from rag_flamingo.engine import RagFlamingo
     from rag_flamingo.model import GenerationSettings, af1_token_ids, load_af1_tokenizer
-    from rag_flamingo.store import IndexStore
+    from rag_flamingo.store.index_store import IndexStore
 
     work.mkdir(parents=True, exist_ok=True)
     e2e = size["e2e"]

@@ -23,7 +23,7 @@ from rag_flamingo.app.uploads import check_clip, crop_notes
 from rag_flamingo.datasets import demo
 from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.errors import AudioError, ConfigError, RagFlamingoError
-from rag_flamingo.store import IndexStore
+from rag_flamingo.store.index_store import IndexStore
 from support.clips import SR, synth, write_class
 from support.engine import TinyWindowEncoder, build_store, embed_rows
 

@@ -10,7 +10,7 @@ from rag_flamingo import paths
 from rag_flamingo.config import DatasetConfig, typed
 from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.datasets.sources import resolve_split
-from rag_flamingo.prompts import TASKS
+from rag_flamingo.tasks import TASKS
 
 CONF = Path(__file__).resolve().parents[1] / "rag_flamingo" / "conf" / "dataset"
 REPO_MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"

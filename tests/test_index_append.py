@@ -13,7 +13,8 @@ import soundfile as sf
 from test_index_pipeline import FAST, make_folder, manifest_rows, run_cli, store_bytes, tone, write_manifest
 
 from index_builder.cli import main
-from rag_flamingo.store import IndexStore, content_key, recording_key
+from rag_flamingo.store.index_store import IndexStore
+from rag_flamingo.store.items import content_key, recording_key
 
 
 def by_id(store: IndexStore) -> dict[str, int]:

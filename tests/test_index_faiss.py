@@ -15,7 +15,10 @@ from rag_flamingo.indexing.faiss_index import (
     parse_bytes,
     sample_queries,
 )
-from rag_flamingo.store import IndexStore, StoreInfo, normalize_rows, write_shard, write_store
+from rag_flamingo.store.index_store import IndexStore, write_store
+from rag_flamingo.store.records import StoreInfo
+from rag_flamingo.store.shards import write_shard
+from rag_flamingo.vectors import normalize_rows
 
 
 def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:

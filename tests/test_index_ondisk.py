@@ -17,7 +17,10 @@ from rag_flamingo.config import IndexConfig
 from rag_flamingo.errors import StoreError
 from rag_flamingo.indexing.faiss_index import build_index, training_rows
 from rag_flamingo.indexing.ondisk import ShardRows
-from rag_flamingo.store import IndexStore, normalize_rows, read_all_vectors, read_info, shard_stem, write_shard
+from rag_flamingo.store.index_store import IndexStore
+from rag_flamingo.store.records import read_info
+from rag_flamingo.store.shards import read_all_vectors, shard_stem, write_shard
+from rag_flamingo.vectors import normalize_rows
 
 SHARD_SIZES = [700, 1300, 0, 999, 1001, 500]  # 4,500 rows, one empty shard
 

@@ -18,7 +18,8 @@ import soundfile as sf
 
 from index_builder.cli import main
 from rag_flamingo.errors import ManifestError, StoreError
-from rag_flamingo.store import IndexStore, done_shards, read_all_shards
+from rag_flamingo.store.index_store import IndexStore
+from rag_flamingo.store.shards import done_shards, read_all_shards
 
 FAST = ["encoder.max_seconds=1.5", "num_workers=0", "progress=false", "batch_size=3"]
 FORMAT2 = Path(__file__).parent / "fixtures" / "store_format2.json"  # store.json before its records were typed

@@ -20,7 +20,9 @@ from test_store_integrity import flip_byte, truncate
 from index_builder.cli import load_config
 from rag_flamingo.errors import StoreError
 from rag_flamingo.indexing.pipeline import resolve, run
-from rag_flamingo.store import INDEX_FILE, INFO_FILE, ITEMS_FILE, IndexStore, build_lock
+from rag_flamingo.store.index_store import IndexStore
+from rag_flamingo.store.layout import INDEX_FILE, INFO_FILE, ITEMS_FILE
+from rag_flamingo.store.lock import build_lock
 
 
 @pytest.fixture(scope="module")

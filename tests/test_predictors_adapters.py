@@ -16,7 +16,7 @@ from rag_flamingo.predictors import (
     build_predictor,
     predictor_names,
 )
-from rag_flamingo.store import normalize_rows
+from rag_flamingo.vectors import normalize_rows
 from support.engine import build_store
 
 

@@ -12,8 +12,8 @@ from rag_flamingo.config import FusionOptions, PredictorOptions, SupportOptions
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.predictors import PredictorContext, Query, SupportPredictor, build_predictor, predictor_names
 from rag_flamingo.retrieval import Retriever
-from rag_flamingo.store import normalize_rows
 from rag_flamingo.tta import GAIN_DB, SHIFT_SECONDS, embed_views, views
+from rag_flamingo.vectors import normalize_rows
 from support.engine import TinyWindowEncoder, build_store
 
 

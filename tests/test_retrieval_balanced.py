@@ -9,7 +9,7 @@ from test_retrieval import DIM, N_GROUPS, ROWS_PER_GROUP, corpus, groups, make_s
 from rag_flamingo.cli import compose_config
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.retrieval import Retriever
-from rag_flamingo.store import normalize_rows
+from rag_flamingo.vectors import normalize_rows
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ from rag_flamingo.errors import StoreError
 from rag_flamingo.hashing import file_sha256
 from rag_flamingo.indexing.faiss_index import build_index
 from rag_flamingo.indexing.plan import BuildPlan
-from rag_flamingo.store import (
-    INFO_FILE,
+from rag_flamingo.store.items import item_record
+from rag_flamingo.store.layout import INFO_FILE
+from rag_flamingo.store.records import (
     BuildRecord,
     DatasetRecord,
     FeatureRecord,
@@ -24,12 +25,9 @@ from rag_flamingo.store import (
     ShardMarker,
     SourceRecord,
     StoreInfo,
-    item_record,
     read_info,
-    shard_marker,
-    shard_stem,
-    write_shard,
 )
+from rag_flamingo.store.shards import shard_marker, shard_stem, write_shard
 
 FORMAT2 = Path(__file__).parent / "fixtures" / "store_format2.json"
 

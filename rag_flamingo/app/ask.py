@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import AudioError, ConfigError
-from ..prompts import TaskFamily, get_task
+from ..labels import item_labels
 from ..runner import QueryInput, QueryRunner, label_options, plan_combos
-from ..store import IndexStore, item_labels, recording_key
+from ..store.index_store import IndexStore
+from ..store.items import recording_key
+from ..tasks import TaskFamily, get_task
 from .context import AppContext
 from .render import ShotRow, item_text, shots_text
 from .uploads import check_clip, crop_notes

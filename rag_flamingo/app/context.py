@@ -31,7 +31,8 @@ from ..config import AppConfig
 from ..datasets.demo import DEMO_ENCODER
 from ..errors import ConfigError, RagFlamingoError, StoreError
 from ..predictors import Predictor, build_predictor, predictor_names
-from ..store import INFO_FILE, IndexStore
+from ..store.index_store import IndexStore
+from ..store.layout import INFO_FILE
 
 logger = logging.getLogger(__name__)
 

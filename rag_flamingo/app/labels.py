@@ -24,7 +24,8 @@ from ..cli import compose_config
 from ..datasets.manifest import write_manifest
 from ..errors import AudioError, ConfigError
 from ..hashing import file_sha256
-from ..store import IndexStore, item_labels
+from ..labels import item_labels
+from ..store.index_store import IndexStore
 from .context import AppContext
 from .uploads import check_clip
 

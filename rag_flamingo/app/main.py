@@ -98,7 +98,7 @@ def check_folders(cfg: AppConfig, cache: Path) -> None:
     store (a path or a name under ``<cache>/indices``), ``clips_dir`` (when given) a folder that can
     be created and written (probed: what this makes is removed again), ``results_dir`` not a file (a
     folder that does not exist yet lists nothing). ConfigError / StoreError naming the setting."""
-    from ..store import INFO_FILE
+    from ..store.layout import INFO_FILE
 
     for given in cfg.stores:
         store = paths.find_store(str(given), cache)

@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from ..encoders.base import AudioEncoder
 from ..errors import AudioError
-from ..store import content_key, item_record, write_shard
+from ..store.items import content_key, item_record
+from ..store.shards import write_shard
 from .plan import BuildPlan, StorePlans
 from .reader import decode_loader, decode_spec, plan_entries, resolve_path
 

@@ -30,7 +30,9 @@ import numpy as np
 
 from ..config import IndexConfig
 from ..errors import ConfigError
-from ..store import IndexRecord, apply_search_params, normalize_rows
+from ..store.index_store import apply_search_params
+from ..store.records import IndexRecord
+from ..vectors import normalize_rows
 
 logger = logging.getLogger(__name__)
 

@@ -21,14 +21,8 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import StoreError
-from ..store import (
-    REPAIR_HINT,
-    SHARDS_DIR,
-    done_shards,
-    read_shard_items,
-    read_shard_vectors,
-    shard_marker,
-)
+from ..store.layout import REPAIR_HINT, SHARDS_DIR
+from ..store.shards import done_shards, read_shard_items, read_shard_vectors, shard_marker
 
 
 class ShardRows:

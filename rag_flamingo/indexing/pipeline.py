@@ -17,11 +17,11 @@ build:    a new store: the manifest is planned (fixed shards) -> decode/embed/wr
           index, writes items/index/rejected/store.json -> optional feature cache -> summary. On a
           store whose first plan is this command's, the run resumes or repairs it (above).
 append:   the store is resumed/repaired first; then each manifest row is looked up by its row key
-          (``store.row_key``: its recording under its source's audio root, and its id): not stored
+          (``store.items.row_key``: its recording under its source's audio root, and its id): not stored
           -> new; stored with the same content hash and fields -> unchanged (skipped); stored with
           another content or other fields -> changed: planned again under its stored id, which
           replaces the stored row (its shard drops it, so the old vector leaves the index). A new row
-          whose id another recording holds gets a namespaced id (``store.namespaced_id``). New and
+          whose id another recording holds gets a namespaced id (``store.items.namespaced_id``). New and
           changed rows are one new plan in shards after the existing ones; the index is rebuilt from
           all shards (stored vectors are read back, never re-embedded).
 repair:   only the above, for any store (no dataset needed): ``build_index store=<store> mode=repair``.
@@ -49,44 +49,35 @@ from ..datasets.manifest import read_manifest
 from ..datasets.sources import resolve_split, split_name
 from ..encoders.base import build_encoder
 from ..errors import AudioError, ConfigError, RagFlamingoError, StoreError
-from ..store import (
-    FEATURES_DIR,
-    INFO_FILE,
-    PLANS_DIR,
-    REJECTED_FILE,
-    SHARDS_DIR,
+from ..store.features import features_path
+from ..store.index_store import store_files, write_info, write_store
+from ..store.items import content_key, item_from_record, namespaced_id, row_fields, row_key, row_recording_keys
+from ..store.layout import FEATURES_DIR, INFO_FILE, PLANS_DIR, REJECTED_FILE, SHARDS_DIR
+from ..store.lock import build_lock
+from ..store.records import (
     BuildRecord,
     FeatureRecord,
     IndexRecord,
     SourceRecord,
     StoreInfo,
-    build_lock,
     check_format,
     comparable_fingerprint,
-    content_key,
+    file_problems,
+    read_info,
+)
+from ..store.shards import (
     done_shards,
     drop_shard,
-    features_path,
-    file_problems,
-    item_from_record,
-    namespaced_id,
     read_all_shards,
-    read_info,
     read_rejected,
     read_shard_items,
     read_shard_rejected,
     read_shard_vectors,
-    row_fields,
-    row_key,
-    row_recording_keys,
     shard_marker,
     shard_problem,
-    store_files,
-    write_info,
     write_marker,
     write_rejected,
     write_shard,
-    write_store,
 )
 from .embedder import EmbedStats, embed_shards
 from .faiss_index import build_index

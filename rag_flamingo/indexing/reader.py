@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..audio import check_usable, decode_key, load_audio
 from ..encoders.base import AudioEncoder
 from ..errors import AudioError
-from ..store import content_key
+from ..store.items import content_key
 
 
 @dataclass(frozen=True)
