@@ -1,4 +1,5 @@
-"""Answer clips in one call with a `RagFlamingo` engine: retrieve ``k`` shots, prompt, generate.
+"""Answer clips in one call with any model backend's engine (`rag_flamingo.engine.FlamingoEngine`:
+`RagFlamingo` for AF1, the transformers audio-LMs' engine): retrieve ``k`` shots, prompt, answer.
 
     from rag_flamingo.api import answer
     result = answer(engine, "dog.wav", "event_classification", k=4, options=engine.store.label_set())
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .audio import AudioSource
-from .engine import RagFlamingo
+from .engine import FlamingoEngine
 from .errors import AudioError, ConfigError
 from .prediction import Prediction
 from .predictors import FlamingoPredictor
@@ -26,7 +27,7 @@ Answer = Prediction  # the name this module's answers had before they were one r
 
 
 def answer_batch(
-    engine: RagFlamingo,
+    engine: FlamingoEngine,
     audios: Sequence[AudioSource],
     task: str,
     k: int = 4,
@@ -66,7 +67,7 @@ def answer_batch(
 
 
 def answer(
-    engine: RagFlamingo,
+    engine: FlamingoEngine,
     audio: AudioSource,
     task: str,
     k: int = 4,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import paths
-from .config import BuildIndexConfig, ClassifyConfig, EvaluateConfig, QueryConfig
+from .config import BuildIndexConfig, ClassifyConfig, EvaluateConfig, FlamingoConfig, QueryConfig
 from .errors import ConfigError, StoreError
 from .predictors import Predictor, PredictorContext, build_predictor, predictor_names
 from .retrieval import Retriever
@@ -150,7 +150,7 @@ def build_engine(cfg: QueryConfig, store: IndexStore, encoder, retriever: Retrie
     ``model_parts``: (model, tokenizer, window encoder) already loaded from that group (one model shared
     by several stores), instead of loading them here."""
     from .backends import backend_name
-    from .engine import ClapReranker, RagFlamingo
+    from .engine import RagFlamingo
     from .model import load_model
     from .model.factory import generation_settings
 
@@ -163,7 +163,8 @@ def build_engine(cfg: QueryConfig, store: IndexStore, encoder, retriever: Retrie
     if backend_name(mc) == "transformers":  # AF3, Music Flamingo, Qwen2-Audio (rag_flamingo/backends/)
         from .backends.transformers_audio import build_transformers_engine
 
-        return build_transformers_engine(mc, cfg.flamingo, store, encoder, retriever, model_parts)
+        reranker = clap_reranker(cfg.flamingo, encoder)
+        return build_transformers_engine(mc, cfg.flamingo, store, encoder, retriever, model_parts, reranker)
     if not mc.get("audio_encoder"):
         raise ConfigError("predictor=flamingo needs model.audio_encoder (e.g. {name: clapcap})")
     fc = cfg.flamingo
@@ -172,10 +173,7 @@ def build_engine(cfg: QueryConfig, store: IndexStore, encoder, retriever: Retrie
     if model_parts is None:
         model_parts = (*load_model(mc), encoder_from_options(mc["audio_encoder"]))
     model, tokenizer, window_encoder = model_parts
-    reranker = None
-    if samples > 1:
-        ropts = fc.clap_filter.encoder or {}
-        reranker = ClapReranker(encoder_from_options(ropts) if ropts else encoder)
+    reranker = clap_reranker(fc, encoder)
     return RagFlamingo(
         store,
         model,
@@ -190,6 +188,17 @@ def build_engine(cfg: QueryConfig, store: IndexStore, encoder, retriever: Retrie
         reranker=reranker,
         decode=fc.decode,
     )
+
+
+def clap_reranker(flamingo: FlamingoConfig, encoder) -> Any:
+    """The CLAP filter of the ``flamingo`` section (``clap_filter.samples`` > 1), any backend: its own
+    ``clap_filter.encoder``, else the store's encoder; None when off."""
+    from .engine import ClapReranker
+
+    if flamingo.clap_filter.samples <= 1:
+        return None
+    options = flamingo.clap_filter.encoder or {}
+    return ClapReranker(encoder_from_options(options) if options else encoder)
 
 
 def model_settings(cfg: QueryConfig) -> dict:

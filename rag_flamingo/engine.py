@@ -47,7 +47,7 @@ from .config import FlamingoConfig
 from .errors import ConfigError, StoreError
 from .model import GenerationSettings, generate, postprocess_output, silence_features, tokenize_prompts
 from .model.media import pack_window_features
-from .model.scoring import answer_token_ids, score_continuations
+from .model.scoring import OptionScores, answer_token_ids, score_continuations
 from .prediction import Prediction
 from .prompts import build_prompt, token_counter
 from .retrieval import Retriever, Shot
@@ -79,6 +79,61 @@ class ClapReranker:
         emb = np.asarray(self.encoder.embed([wave]), np.float32)[0]
         scores = self.scores(emb, texts)
         return int(np.argmax(scores)), scores
+
+
+def check_decode(decode: str, reranker: ClapReranker | None) -> str:
+    """``flamingo.decode`` checked, for every backend (CLAP filtering picks among generated answers)."""
+    if decode not in DECODE_MODES:
+        raise ConfigError(f"unknown flamingo.decode={decode!r}; use one of {', '.join(DECODE_MODES)}")
+    if decode != "generate" and reranker is not None:
+        raise ConfigError(f"flamingo.decode={decode} scores the options; CLAP filtering needs flamingo.decode=generate")
+    return decode
+
+
+def ranked_rows(decode: str, task: str, per_query: Sequence[Sequence[str] | None]) -> list[int]:
+    """The queries answered by ranking their options (decode=rank: those with options)."""
+    if decode == "generate":
+        return []
+    spec = get_task(task)
+    if not spec.options:
+        raise ConfigError(
+            f"flamingo.decode={decode} scores a query's options, and task {spec.name} offers none "
+            f"(classification, tagging with options, yes/no AQA do); use flamingo.decode=generate"
+        )
+    return [b for b, opts in enumerate(per_query) if opts]
+
+
+def option_end_ids(task: str, tokenizer, end_ids: Sequence[int]) -> list[int]:
+    """The tokens that end an option: the answer's end (``end_ids``), and for tagging the ``,`` before
+    the next tag (an option is scored as the answer's first tag)."""
+    out = list(end_ids)
+    if get_task(task).family == TaskFamily.TAGGING:
+        comma = tokenizer.encode(",", add_special_tokens=False)
+        out += comma if len(comma) == 1 else []
+    return out
+
+
+def best_option(task: str, options: Sequence[str], scores: OptionScores, decode: str, **record: Any) -> Prediction:
+    """The best option by the ``decode`` mode's score (ties: alphabetical), every option's score kept."""
+    spec = get_task(task)
+    kind = DECODE_MODES[decode]
+    assert kind is not None  # ranked_rows: decode is a rank mode
+    label_scores = {o: float(v) for o, v in zip(options, scores.get(kind))}
+    best = min(label_scores, key=lambda o: (-label_scores[o], o))
+    return Prediction(spec.map_label(best), score=label_scores[best], label_scores=label_scores, **record)
+
+
+def clap_filtered(
+    reranker: ClapReranker | None, candidates: list[str], wave: dict[DecodeKey, np.ndarray], **record: Any
+) -> Prediction:
+    """One query's answer from its sampled ``candidates``: the first, or with a reranker the one whose
+    CLAP text embedding is nearest the query audio's (every sample and its score kept)."""
+    answer = Prediction(candidates[0], **record)
+    if len(candidates) > 1 and reranker is not None:
+        best, scores = reranker.pick(wave_for(wave, reranker.encoder), candidates)
+        answer.output, answer.score = candidates[best], float(scores[best])
+        answer.samples = [(c, float(s)) for c, s in zip(candidates, scores)]
+    return answer
 
 
 class RagFlamingo:
@@ -127,13 +182,7 @@ class RagFlamingo:
         self.pad_window = silence_features(window_encoder).float()
         if self.generation.num_return_sequences > 1 and reranker is None:
             raise ConfigError("generation.num_return_sequences > 1 needs a CLAP reranker (clap_filter.encoder)")
-        if decode not in DECODE_MODES:
-            raise ConfigError(f"unknown flamingo.decode={decode!r}; use one of {', '.join(DECODE_MODES)}")
-        if decode != "generate" and reranker is not None:
-            raise ConfigError(
-                f"flamingo.decode={decode} scores the options; CLAP filtering needs flamingo.decode=generate"
-            )
-        self.decode = decode
+        self.decode = check_decode(decode, reranker)
 
     @property
     def max_shots(self) -> int:
@@ -223,10 +272,12 @@ class RagFlamingo:
         waves: Sequence[dict[DecodeKey, np.ndarray]],
         options: Sequence[str] | None = None,
         query_options: Sequence[Sequence[str] | None] | None = None,
+        streamer: Any = None,
     ) -> list[Prediction]:
-        """Answers for a batch of queries whose shots are already retrieved."""
+        """Answers for a batch of queries whose shots are already retrieved (``streamer``: fed a
+        one-query answer's tokens as they come)."""
         per_query = list(query_options) if query_options is not None else [options] * len(items)
-        ranked = self._ranked_rows(task, per_query)
+        ranked = ranked_rows(self.decode, task, per_query)
         prompts = self.prompts(task, items, shots, options, query_options)
         feats, mask = self.media(prompts, [wave_for(w, self.window_encoder) for w in waves])
         ids, attn = tokenize_prompts(self.tokenizer, [p.text for p in prompts])
@@ -240,80 +291,57 @@ class RagFlamingo:
         if rest:
             r = torch.tensor(rest)
             made = self._generate(
-                [prompts[b] for b in rest], [waves[b] for b in rest], ids[r], attn[r], feats[r], mask[r]
+                [prompts[b] for b in rest], [waves[b] for b in rest], ids[r], attn[r], feats[r], mask[r], streamer
             )
             answers.update(zip(rest, made))
         return [answers[b] for b in range(len(prompts))]
 
-    def _ranked_rows(self, task: str, per_query: Sequence[Sequence[str] | None]) -> list[int]:
-        """The queries answered by ranking their options (decode=rank: those with options)."""
-        if self.decode == "generate":
-            return []
-        spec = get_task(task)
-        if not spec.options:
-            raise ConfigError(
-                f"flamingo.decode={self.decode} scores a query's options, and task {spec.name} offers none "
-                f"(classification, tagging with options, yes/no AQA do); use flamingo.decode=generate"
-            )
-        return [b for b, opts in enumerate(per_query) if opts]
-
-    def _generate(self, prompts, waves, ids, attn, feats, mask) -> list[Prediction]:
+    def _generate(self, prompts, waves, ids, attn, feats, mask, streamer=None) -> list[Prediction]:
         """Generated answers (CLAP-filtered when sampling several)."""
         n = self.generation.num_return_sequences
-        out = generate(self.model, ids, attn, feats, mask, self.generation)
+        out = generate(self.model, ids, attn, feats, mask, self.generation, streamer=streamer)
         texts = [
             postprocess_output(t).strip()
             for t in self.tokenizer.batch_decode(out.new_tokens, skip_special_tokens=False)
         ]
-        answers = []
-        for b, p in enumerate(prompts):
-            cands = texts[b * n : (b + 1) * n]
-            ans = Prediction(cands[0], prompt=p.text, shots=list(p.shots), dropped=len(p.dropped))
-            if n > 1 and self.reranker is not None:  # checked in __init__: n > 1 has a reranker
-                best, scores = self.reranker.pick(wave_for(waves[b], self.reranker.encoder), cands)
-                ans.output, ans.score = cands[best], float(scores[best])
-                ans.samples = [(c, float(s)) for c, s in zip(cands, scores)]
-            answers.append(ans)
-        return answers
+        return [
+            clap_filtered(
+                self.reranker,
+                texts[b * n : (b + 1) * n],
+                waves[b],
+                prompt=p.text,
+                shots=list(p.shots),
+                dropped=len(p.dropped),
+            )
+            for b, p in enumerate(prompts)
+        ]
 
     def _rank(self, task: str, prompts, options: Sequence[Sequence[str]], ids, attn, feats, mask) -> list[Prediction]:
         """The best option of each query by the log-likelihood of its answer (see the module docstring)."""
         spec = get_task(task)
-        cfg = self.model.config
-        end_ids = [cfg.eoc_token_id]
-        if spec.family == TaskFamily.TAGGING:  # an option is the first tag: "," or the answer's end follows
-            comma = self.tokenizer.encode(",", add_special_tokens=False)
-            end_ids += comma if len(comma) == 1 else []
+        end_ids = option_end_ids(task, self.tokenizer, [self.model.config.eoc_token_id])
         conts = [
             answer_token_ids(self.tokenizer, p.text, [p.full_text(spec.map_label(o)) for o in opts], 2)
             for p, opts in zip(prompts, options)
         ]
         scores = score_continuations(self.model, ids, attn, feats, mask, conts, end_ids=end_ids)
-        kind = DECODE_MODES[self.decode]
-        assert kind is not None  # _ranked_rows: decode is a rank mode
-        answers = []
-        for p, opts, s in zip(prompts, options, scores):
-            label_scores = {o: float(v) for o, v in zip(opts, s.get(kind))}
-            best = min(label_scores, key=lambda o: (-label_scores[o], o))
-            answers.append(
-                Prediction(
-                    spec.map_label(best),
-                    prompt=p.text,
-                    shots=list(p.shots),
-                    dropped=len(p.dropped),
-                    score=label_scores[best],
-                    label_scores=label_scores,
-                )
-            )
-        return answers
+        return [
+            best_option(task, opts, s, self.decode, prompt=p.text, shots=list(p.shots), dropped=len(p.dropped))
+            for p, opts, s in zip(prompts, options, scores)
+        ]
 
 
 class FlamingoEngine(Protocol):
-    """What the ``flamingo`` predictor uses from an engine: `RagFlamingo` (model.backend=af1) or
-    `rag_flamingo.backends.transformers_audio.TransformersAudioEngine` (model.backend=transformers)."""
+    """The one interface of every model backend, what the ``flamingo`` predictor, `rag_flamingo.api` and
+    the app use: `RagFlamingo` (model.backend=af1) or
+    `rag_flamingo.backends.transformers_audio.TransformersAudioEngine` (model.backend=transformers).
+    ``generate`` answers a batch of prompts of shots + query: generated (CLAP-filtered with a
+    reranker), or with ``decode=rank`` the best of each query's options by log-likelihood;
+    ``streamer`` (transformers' streamers) gets a one-query answer's tokens as they come."""
 
     store: Any
     retriever: Retriever
+    retrieval_encoder: Any  # the store's encoder (None: the caller embeds the queries)
     audio_slots: int  # audios a prompt holds, the query included
 
     @property
@@ -330,4 +358,5 @@ class FlamingoEngine(Protocol):
         waves: Sequence[dict[DecodeKey, np.ndarray]],
         options: Sequence[str] | None = None,
         query_options: Sequence[Sequence[str] | None] | None = None,
+        streamer: Any = None,
     ) -> list[Prediction]: ...

@@ -87,7 +87,7 @@ def _download_to(repo: str, filename: str, path: Path, convert: bool = False) ->
     command = f"{_download(repo, filename)} --local-dir {path.parent}"
     if fetched == path:
         return command
-    if convert and path.suffix == ".safetensors":
+    if convert and path.suffix != Path(filename).suffix:  # a converted folder (or an older .safetensors)
         return f"{command} && python scripts/convert_checkpoint.py {fetched} {path}"
     return f"{command} && mv {fetched} {path}"
 
@@ -169,7 +169,8 @@ def model_artifacts(model: Mapping[str, Any]) -> list[Artifact]:
     from .backends import backend_name
     from .checkpoints import TOKENIZER_FILES
     from .encoders.base import option_defaults
-    from .model.factory import DEFAULT_TOKENIZER
+    from .model.factory import default_tokenizer
+    from .model.loading import pretrained_folder
 
     if backend_name(model) == "transformers":
         hub = str(model.get("checkpoint") or "")
@@ -191,8 +192,9 @@ def model_artifacts(model: Mapping[str, Any]) -> list[Artifact]:
     config = paths.config_path(model.get("config")) if model.get("config") else None
     if config:
         out.append(Artifact("AF1 config (model.config)", config, Path(config).is_file(), "fix model.config"))
-    tokenizer = paths.config_path(model.get("tokenizer")) or DEFAULT_TOKENIZER
-    needs_lm = config is None and not (local or "").endswith(".safetensors")  # a converted file has its config
+    tokenizer = paths.config_path(model.get("tokenizer")) or default_tokenizer(local)
+    converted = local is not None and (local.endswith(".safetensors") or pretrained_folder(local) is not None)
+    needs_lm = config is None and not converted  # a converted folder or file has its config
     lm = paths.config_path(model.get("lm")) if needs_lm and model.get("lm") else None
     if lm and lm != tokenizer:
         out.append(_snapshot("OPT config (model.lm)", lm, TOKENIZER_FILES, "model.lm"))

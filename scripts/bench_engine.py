@@ -223,7 +223,7 @@ def main() -> None:
     engine = RagFlamingo(store, model, tokenizer, clapcap, build_encoder("aisfx", device="cpu"), generation=gen)
     task, options = "classification", store.label_set()
     # never stop at </s> so both pipelines generate exactly max_new_tokens tokens
-    engine.model.config.eos_token_id = -10
+    engine.model.config.eos_token_id = None
 
     warm = queries[0]
     engine_timed(engine, work, warm, args.shots, task, options)  # warm-up (allocations, lazy inits)

@@ -4,6 +4,10 @@
 1. Latency of an 8-audio ICL prompt generating 32 tokens greedily: ours (KV cache with correct
    media masks) vs uncached generation (the only correct way with the reference code, whose cached
    decoding shows the query audio to the first new token only). Both must give the same tokens.
+   With ``--baseline REV`` also the same cached greedy generation by the package as it was at git
+   revision REV (e.g. the hand-written decoding loop before generation moved to transformers'
+   ``generate``), side by side: both run in fresh processes on the same weights and prompt, in
+   alternating rounds (so a change of machine load hits both), best time of each; tokens compared.
 2. Peak RAM of loading a checkpoint in the released format (``{'model_state_dict'}`` with the
    alias copies, torch.load mmap) vs the converted safetensors file, each in a fresh subprocess
    (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after touching every weight, minus the
@@ -11,12 +15,14 @@
 
   python scripts/bench_model.py                 # defaults below
   python scripts/bench_model.py --skip-ram --new-tokens 16
+  python scripts/bench_model.py --skip-ram --baseline 5f45c84   # old vs new cached greedy generation
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -79,6 +85,51 @@ def time_generation(model, ids, feats, mask, new_tokens, use_cache, repeats):
     return best, out
 
 
+_GEN_CHILD = r"""
+import json, sys, time, torch
+torch.set_num_threads(int(sys.argv[4]))
+from rag_flamingo.model import AudioFlamingoConfig, generate, load_audio_flamingo
+model = load_audio_flamingo(sys.argv[1], AudioFlamingoConfig.from_dict(json.loads(sys.argv[2])))
+ids, feats, mask = torch.load(sys.argv[3])
+new_tokens, repeats = int(sys.argv[5]), int(sys.argv[6])
+generate(model, ids[:, :64], None, feats, mask, max_new_tokens=2)  # warm-up
+best = float("inf")
+for _ in range(repeats):
+    t = time.perf_counter()
+    out = generate(model, ids, None, feats, mask, max_new_tokens=new_tokens, eos_token_id=None, use_cache=True)
+    best = min(best, time.perf_counter() - t)
+print(json.dumps({"s": best, "tokens": out.new_tokens[0].tolist()}))
+"""
+
+
+def versus_baseline(model, cfg, prompt, args) -> dict:
+    """Cached greedy generation by this tree and by the package at git revision ``args.baseline``,
+    each in fresh processes, ``args.rounds`` alternating rounds of ``args.repeats`` runs."""
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        (tmp / "old").mkdir()
+        archive = subprocess.run(
+            ["git", "archive", args.baseline, "rag_flamingo"], cwd=root, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp / "old")], input=archive, check=True)
+        weights = tmp / "mid.pt"
+        torch.save({"model_state_dict": released_state_dict(model)}, weights)
+        torch.save(prompt, tmp / "prompt.pt")
+        (tmp / "child.py").write_text(_GEN_CHILD)
+        child = [str(tmp / "child.py"), str(weights), json.dumps(cfg.to_dict()), str(tmp / "prompt.pt")]
+        child += [str(args.threads), str(args.new_tokens), str(args.repeats)]
+        runs: dict[str, list] = {"new": [], "old": []}
+        for _ in range(args.rounds):
+            for name, tree in (("new", root), ("old", tmp / "old")):
+                env = {**os.environ, "PYTHONPATH": str(tree)}
+                r = subprocess.run([sys.executable, *child], capture_output=True, text=True, env=env, check=True)
+                runs[name].append(json.loads(r.stdout.strip().splitlines()[-1]))
+    new, old = min(r["s"] for r in runs["new"]), min(r["s"] for r in runs["old"])
+    same = all(r["tokens"] == runs["new"][0]["tokens"] for r in runs["new"] + runs["old"])
+    return {"baseline": args.baseline, "new_s": new, "old_s": old, "new_over_old": new / old, "same_tokens": same}
+
+
 _RAM_CHILD = r"""
 import json, resource, sys, torch
 torch.set_num_threads(1)
@@ -126,6 +177,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--baseline", default=None, help="git revision whose generation to time side by side")
+    p.add_argument("--rounds", type=int, default=3, help="alternating new/old rounds with --baseline")
     p.add_argument("--skip-ram", action="store_true")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
@@ -168,19 +221,27 @@ def main(argv=None) -> int:
             f"same tokens: {same}"
         )
 
+    if args.baseline:
+        vs = versus_baseline(model, cfg, icl_prompt(args.audios, args.segment_tokens, cfg), args)
+        res["versus_baseline"] = vs
+        print(
+            f"cached greedy, {args.new_tokens} tokens: this tree {vs['new_s']:.2f} s, {args.baseline} "
+            f"{vs['old_s']:.2f} s (new/old {vs['new_over_old']:.2f}), same tokens: {vs['same_tokens']}"
+        )
+
     if not args.skip_ram:
         with tempfile.TemporaryDirectory() as d:
             original = Path(d) / "mid.pt"
             torch.save({"model_state_dict": released_state_dict(model)}, original)
-            converted = convert_released_checkpoint(original, Path(d) / "mid.safetensors", cfg)
+            converted = convert_released_checkpoint(original, Path(d) / "mid-hf", cfg, tokenizer=None)
             del model
             rows = {}
             for name, path, c in (
                 ("original .pt (with aliases)", original, cfg),
-                ("converted .safetensors", converted, None),
+                ("converted folder (model.safetensors)", converted, None),
             ):
                 r = load_peak(path, c)
-                r["file_mb"] = path.stat().st_size / 2**20
+                r["file_mb"] = (path / "model.safetensors" if path.is_dir() else path).stat().st_size / 2**20
                 r["ratio"] = r["peak_delta_kb"] * 1024 / model_bytes
                 rows[name] = r
                 print(

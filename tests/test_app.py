@@ -227,18 +227,45 @@ def test_chat_two_rounds_then_the_model_limit(tiny_ctx):
     ctx, root = tiny_ctx
     clip = root / read_manifest(root / "test.jsonl")[0]["path"]
     dialogue = chat.start_chat(ctx, clip)
-    first = chat.say(ctx, dialogue, "What do you hear?")
-    second = chat.say(ctx, dialogue, "Anything else?")
+    streamed = list(chat.say(ctx, dialogue, "What do you hear?"))  # the answer as it grows
+    first = streamed[-1]
+    assert len(streamed) >= 2 and all(first.startswith(p) for p in streamed[:-1])
+    second = list(chat.say(ctx, dialogue, "Anything else?"))[-1]
     assert [u for u, _ in dialogue.session.history] == ["What do you hear?", "Anything else?"]
-    assert [a for _, a in dialogue.session.history] == [first, second] and dialogue.rounds_left == 2
+    assert [a.strip() for _, a in dialogue.session.history] == [first, second] and dialogue.rounds_left == 2
     with pytest.raises(ConfigError, match="type a message"):
-        chat.say(ctx, dialogue, "  ")
-    chat.say(ctx, dialogue, "3")
-    chat.say(ctx, dialogue, "4")
+        list(chat.say(ctx, dialogue, "  "))
+    list(chat.say(ctx, dialogue, "3"))
+    list(chat.say(ctx, dialogue, "4"))
     with pytest.raises(ConfigError, match="up to 4 rounds"):
-        chat.say(ctx, dialogue, "5")
+        list(chat.say(ctx, dialogue, "5"))
     with pytest.raises(ConfigError, match="no model configured"):
         chat.start_chat(AppContext(app_config(f"store={ctx.primary}")), clip)
+
+
+def test_ask_with_a_transformers_audio_lm(tmp_path):
+    """rag_app model=qwen2_audio model.checkpoint=<folder>: the Ask tab answers with the tiny Qwen2-Audio
+    (generated, and ranked over the options with flamingo.decode=rank); the Chat tab says it is AF1's."""
+    from support.audio_lms import save_tiny
+
+    root = demo.ensure_demo()
+    train = [{**r, "path": str(root / r["path"])} for r in read_manifest(root / "train.jsonl")]
+    enc = TinyWindowEncoder()
+    store = build_store(tmp_path / "store", train, embed_rows(enc, train, root), enc.fingerprint(), features=False)
+    folder = save_tiny("qwen2_audio", tmp_path / "qwen2_audio")
+    clip = root / read_manifest(root / "test.jsonl")[0]["path"]
+    base = [f"store={store.root}", "model=qwen2_audio", f"model.checkpoint={folder}", "model.device=cpu"]
+    base.append("model.generation.max_new_tokens=3")
+    ctx = AppContext(app_config(*base), encoders={enc.name: enc})
+    assert "flamingo" in ctx.predictor_choices(ctx.parts(ctx.primary))[0]
+    res = ask.ask(ctx, clip, ctx.primary, "classification", "flamingo", 2)
+    assert res.prompt is not None and res.prompt.count("<|AUDIO|>") == 3 and isinstance(res.output, str)
+    ranked = AppContext(app_config(*base, "flamingo.decode=rank"), encoders={enc.name: enc})
+    res = ask.ask(ranked, clip, ranked.primary, "classification", "flamingo", 2)
+    labels = sorted({r["label"] for r in train})
+    assert res.output in labels
+    with pytest.raises(ConfigError, match="AF1 chat model"):
+        chat.start_chat(ctx, clip)
 
 
 # ----------------------------------------------------------------------------- New labels

@@ -175,13 +175,30 @@ def test_results_of_an_evaluate_folder(app, page):
     screenshot(page, "results")
 
 
+# every text the last assistant message of the Chat log shows, recorded as the page changes it
+WATCH_CHAT = """
+window.chatTexts = [];
+const log = document.querySelector('#chat-log');
+new MutationObserver(() => {
+    const bots = log.querySelectorAll('[data-testid="bot"]');
+    const text = bots.length ? bots[bots.length - 1].innerText.trim() : '';
+    if (text && window.chatTexts[window.chatTexts.length - 1] !== text) window.chatTexts.push(text);
+}).observe(log, {childList: true, subtree: true, characterData: true});
+"""
+
+
 def test_two_chat_rounds_with_the_tiny_model(app, page):
+    """Two rounds; the answer streams in: the page shows it growing, each text a prefix of the last."""
     open_tab(page, "Chat")
     upload(page, "#chat-audio", demo_clip(app, "rain"))
     for i, message in enumerate(["What do you hear?", "Is it loud?"], 1):
+        page.execute_script(WATCH_CHAT)
         page.find_element("css selector", "#chat-msg textarea").send_keys(message)
         page.find_element("css selector", "#chat-send").click()
         wait(page, lambda d, i=i: f"{4 - i} round" in text_of(d, "#chat-status"))
+        shown = page.execute_script("return window.chatTexts")
+        assert len(shown) >= 2, shown  # at least one partial answer before the whole one
+        assert all(shown[-1].startswith(t) for t in shown[:-1]), shown
     log = text_of(page, "#chat-log")
     assert "What do you hear?" in log and "Is it loud?" in log
     assert len(page.find_elements("css selector", "#chat-log .message-row, #chat-log [data-testid='bot']")) >= 2

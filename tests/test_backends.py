@@ -279,3 +279,55 @@ def test_config_errors_are_one_line_user_errors(tmp_path):
         load_transformers_audio(
             {"checkpoint": "nvidia/audio-flamingo-3-hf", "model_class": CLASSES["af3"], "cache_dir": str(tmp_path)}
         )
+
+
+# ------------------------------------------------------------------ rank classification, streaming
+def full_forward_scores(engine, text, audios, answers, end_ids):
+    """Summed log-likelihood of each answer then an end token, from one uncached forward of the
+    expanded prompt + the answer (the end's probabilities summed at the position after the answer)."""
+    out = []
+    for ids in engine.answer_ids(text, audios, answers):
+        batch = engine.inputs([text], [audios])
+        prompt_len = batch["input_ids"].shape[1]
+        tail = torch.tensor([ids])
+        batch["input_ids"] = torch.cat([batch["input_ids"], tail], 1)
+        batch["attention_mask"] = torch.cat([batch["attention_mask"], torch.ones_like(tail)], 1)
+        with torch.no_grad():
+            logp = engine.model(**batch).logits[0].double().log_softmax(-1)
+        total = sum(float(logp[prompt_len + j - 1, t]) for j, t in enumerate(ids))
+        out.append(total + float(logp[prompt_len + len(ids) - 1, end_ids].logsumexp(-1)))
+    return out
+
+
+def test_rank_scores_equal_full_forwards(tiny):
+    """decode=rank: the prompt prefilled once, each option continuing from its KV cache, scores the
+    same as a full forward of prompt + option + end of turn; the best option is the answer."""
+    base = tiny["engine"]
+    engine = TransformersAudioEngine(
+        tiny["store"], tiny["model"], tiny["processor"], tiny["enc"], generation=base.generation, decode="rank_sum"
+    )
+    options = ["dog bark", "rain", "siren", "a"]
+    shots = shots_of(tiny["store"], [3, 17])
+    wave = {decode_key(engine.query_audio): query_wave(tiny, 2)}
+    answer = engine.generate(TASK, [{"id": "q"}], [shots], [wave], options)[0]
+    query = engine.encode_audio(query_wave(tiny, 2))
+    shot_audio = {s.row: engine.encode_audio(engine.shot_audio(s)) for s in shots}
+    text, _, _, audios = engine.prompt(TASK, {"id": "q"}, shots, options, shot_audio, query)
+    assert text == answer.prompt
+    eos = engine.generation_config.eos_token_id
+    expected = full_forward_scores(engine, text, audios, options, [eos] if isinstance(eos, int) else eos)
+    assert [answer.label_scores[o] for o in options] == pytest.approx(expected, abs=1e-4)
+    assert answer.output == options[int(np.argmax(expected))] and answer.score == pytest.approx(max(expected), abs=1e-4)
+    with pytest.raises(ConfigError, match="offers none"):
+        engine.generate("captioning", [{"id": "q"}], [[]], [wave])
+
+
+def test_streamed_tokens_are_generates_tokens(tiny):
+    """A streamer gets the answer's tokens in generate's order (the Chat tab's stream)."""
+    from transformers import TextIteratorStreamer
+
+    engine = tiny["engine"]
+    wave = {decode_key(engine.query_audio): query_wave(tiny, 1)}
+    streamer = TextIteratorStreamer(engine.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    answer = engine.generate(TASK, [{"id": "q"}], [shots_of(tiny["store"], [5])], [wave], streamer=streamer)[0]
+    assert "".join(streamer).strip() == answer.output

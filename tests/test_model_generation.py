@@ -352,6 +352,50 @@ def test_chat_template_matches_reference_and_feeds_back_answers(tiny):
         session.ask("5")
 
 
+def test_streamer_gets_generates_tokens_in_order(tiny):
+    """transformers' streamers see the new tokens as generate makes them: the same ids in the same
+    order (greedy and sampling), and ChatSession.ask_stream ends on ask's answer."""
+    from transformers.generation.streamers import BaseStreamer
+
+    class Recorder(BaseStreamer):
+        def __init__(self):
+            self.puts: list[list[int]] = []
+
+        def put(self, value):
+            self.puts.append(value.reshape(-1).tolist())
+
+        def end(self):
+            pass
+
+    model, tok, arr = tiny
+    n = "icl_caption_3audio"
+    ids, x, xm = arr[f"{n}/input_ids"], arr[f"{n}/audio_x"], arr[f"{n}/audio_x_mask"]
+    for extra in ({}, {"do_sample": True, "seed": 3}):
+        rec = Recorder()
+        out = generate(model, ids, None, x, xm, max_new_tokens=8, eos_token_id=None, streamer=rec, **extra)
+        assert rec.puts[0] == ids[0].tolist()  # the prompt first, then one token per step
+        assert sum(rec.puts[1:], []) == out.new_tokens[0].tolist()
+    settings = GenerationSettings(max_new_tokens=8)
+    m = "chat_dialog_1round"
+    streamed = list(ChatSession(model, tok, arr[f"{m}/audio_x"], arr[f"{m}/audio_x_mask"], settings).ask_stream("hi"))
+    whole = ChatSession(model, tok, arr[f"{m}/audio_x"], arr[f"{m}/audio_x_mask"], settings).ask("hi")
+    assert streamed[-1] == whole and all(whole.startswith(p) for p in streamed[:-1]) and len(streamed) > 2
+
+
+def test_model_generate_takes_audio_features_directly(tiny):
+    """transformers' own ``model.generate(audio_features=..., audio_mask=...)`` (the README's Python API)
+    decodes as our wrapper does, greedy and beam search."""
+    model, _, arr = tiny
+    n = "icl_caption_3audio"
+    ids, x, xm = arr[f"{n}/input_ids"], arr[f"{n}/audio_x"], arr[f"{n}/audio_x_mask"]
+    for beams in (1, 2):
+        direct = model.generate(
+            input_ids=ids, audio_features=x, audio_mask=xm, max_new_tokens=6, num_beams=beams, eos_token_id=[]
+        )
+        ours = generate(model, ids, None, x, xm, max_new_tokens=6, num_beams=beams, eos_token_id=None)
+        assert torch.equal(direct, ours.sequences)
+
+
 def test_postprocess_output():
     assert postprocess_output("</s></s>x<audio>q<SEP>a<SEP> dog barks<|endofchunk|></s><pad>") == " dog barks"
     assert postprocess_output("no sep</s>") == "no sep"

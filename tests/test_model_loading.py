@@ -1,4 +1,4 @@
-"""Strict loading of the released AF1 layout, parts, conversion to safetensors, offline failures."""
+"""Strict loading of the released AF1 layout, parts, conversion to a transformers folder, offline failures."""
 
 from __future__ import annotations
 
@@ -11,9 +11,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from rag_flamingo.errors import CheckpointError
-from rag_flamingo.model import AudioFlamingoConfig, af1_key_layout, generate, load_af1_tokenizer, load_audio_flamingo
+from rag_flamingo.model import (
+    AudioFlamingoConfig,
+    AudioFlamingoForConditionalGeneration,
+    af1_key_layout,
+    generate,
+    load_af1_tokenizer,
+    load_audio_flamingo,
+)
 from rag_flamingo.model.loading import build_meta_model, convert_released_checkpoint, released_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,8 +280,9 @@ def test_tokenizer_mismatch_is_reported():
 
 
 # ------------------------------------------------------------------ conversion
-def test_convert_script_round_trip(tmp_path, reference_model):
-    out = tmp_path / "tiny.safetensors"
+def test_convert_script_writes_a_transformers_folder(tmp_path, reference_model):
+    """The converter writes save_pretrained's layout; from_pretrained loads exactly the released-format model."""
+    out = tmp_path / "tiny-hf"
     r = subprocess.run(
         [
             sys.executable,
@@ -282,34 +291,75 @@ def test_convert_script_round_trip(tmp_path, reference_model):
             str(out),
             "--config",
             str(TINY / "config.json"),
+            "--tokenizer",
+            str(TINY / "tokenizer"),
         ],
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
     assert r.returncode == 0, r.stderr
+    names = {f.name for f in out.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer_config.json"} <= names
     from safetensors import safe_open
 
-    with safe_open(str(out), "pt") as f:
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
     assert len(keys) == 140 - 55  # no aliases
     assert not any("old_decoder_blocks" in k or "gated_cross_attn_layers." in k or "lm_head" in k for k in keys)
-    converted = load_audio_flamingo(out)  # config from the file's metadata
-    assert converted.config == reference_model.config
-    assert _same_weights(converted, reference_model)
+    assert json.loads((out / "config.json").read_text())["model_type"] == "audio_flamingo"
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert (generation["eos_token_id"], generation["pad_token_id"]) == (2, 1)
 
-    half = convert_released_checkpoint(TINY / "checkpoint.pt", tmp_path / "bf16.safetensors", CFG, "bf16")
-    assert half.stat().st_size < out.stat().st_size * 0.6
-    bf16 = load_audio_flamingo(half)
-    assert bf16.dtype == torch.bfloat16
+    converted = AudioFlamingoForConditionalGeneration.from_pretrained(out)
+    saved_only = ("transformers_version", "architectures", "dtype", "_name_or_path")  # what saving and loading add
+    assert {k: v for k, v in converted.config.to_dict().items() if k not in saved_only} == {
+        k: v for k, v in reference_model.config.to_dict().items() if k not in saved_only
+    }
+    assert _same_weights(converted, reference_model)
+    tok = AutoTokenizer.from_pretrained(out)  # the AF1 tokenizer, its three tokens included
+    assert tok.convert_tokens_to_ids(["<audio>", "<|endofchunk|>", "<SEP>"]) == [600, 601, 602]
+    assert _same_weights(load_audio_flamingo(out, tokenizer=load_af1_tokenizer(str(out))), reference_model)
     ids = torch.tensor([[2, 2, 600, 5, 6, 602]])
     x, xm = torch.randn(1, 4, 32), torch.ones(1, 4)
+    assert torch.equal(
+        generate(converted, ids, None, x, xm, max_new_tokens=4, eos_token_id=None).sequences,
+        generate(reference_model, ids, None, x, xm, max_new_tokens=4, eos_token_id=None).sequences,
+    )
+
+    half = convert_released_checkpoint(
+        TINY / "checkpoint.pt", tmp_path / "bf16", CFG, "bf16", tokenizer=str(TINY / "tokenizer")
+    )
+    size = (half / "model.safetensors").stat().st_size
+    assert size < (out / "model.safetensors").stat().st_size * 0.6
+    bf16 = load_audio_flamingo(half)  # the dtype it was saved in
+    assert bf16.dtype == torch.bfloat16
     with torch.no_grad():
         ref = reference_model(ids, x, xm).logits
         got = bf16(ids, x, xm).logits.float()
     assert (got - ref).abs().max() < 0.1 * ref.abs().max()
     beams = generate(bf16, ids, None, x, xm, max_new_tokens=3, num_beams=2, eos_token_id=None)
     assert beams.new_tokens.shape == (1, 3)
+
+
+def test_save_pretrained_round_trip_and_strict_from_pretrained(tmp_path, reference_model):
+    from safetensors.torch import load_file, save_file
+
+    reference_model.save_pretrained(tmp_path / "m")
+    again = AudioFlamingoForConditionalGeneration.from_pretrained(tmp_path / "m")
+    assert _same_weights(again, reference_model)
+    weights = load_file(str(tmp_path / "m" / "model.safetensors"))
+    for name, change in (
+        ("missing", lambda sd: sd.pop("decoder.final_layer_norm.bias")),
+        ("unexpected", lambda sd: sd.__setitem__("decoder.extra", torch.zeros(1))),
+    ):
+        broken = dict(weights)
+        change(broken)
+        folder = tmp_path / name
+        reference_model.config.save_pretrained(folder)
+        save_file(broken, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        with pytest.raises(CheckpointError, match=name):
+            AudioFlamingoForConditionalGeneration.from_pretrained(folder)
 
 
 def test_converted_file_is_checked(tmp_path):

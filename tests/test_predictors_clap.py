@@ -71,3 +71,31 @@ def test_clap_filter_keeps_the_sample_nearest_the_audio(clap, tmp_path):
     assert ans.output == texts[int(np.argmax(expected))] and ans.score == pytest.approx(float(expected.max()), abs=1e-5)
     with pytest.raises(Exception, match="CLAP reranker"):
         RagFlamingo(store, model, tok, enc, enc, generation=gen)
+
+
+def test_clap_filter_with_a_transformers_audio_lm(clap, tmp_path):
+    """The same filter for the transformers backend (tiny Qwen2-Audio): N sampled answers, the one whose
+    CLAP text embedding is nearest the query audio's kept, through the same `api.answer`."""
+    from rag_flamingo.backends.transformers_audio import TransformersAudioEngine, load_transformers_audio
+    from support.audio_lms import save_tiny
+
+    root = demo.ensure_demo()
+    train = [{**r, "path": str(root / r["path"])} for r in read_manifest(root / "train.jsonl")[:24]]
+    enc = TinyWindowEncoder()
+    store = build_store(tmp_path / "store", train, embed_rows(enc, train, root), enc.fingerprint(), features=False)
+    folder = save_tiny("qwen2_audio", tmp_path / "qwen2_audio")
+    model, processor = load_transformers_audio(
+        {"checkpoint": str(folder), "model_class": "Qwen2AudioForConditionalGeneration", "device": "cpu"}
+    )
+    gen = GenerationSettings(max_new_tokens=5, do_sample=True, num_return_sequences=4, top_k=50, seed=1)
+    eng = TransformersAudioEngine(store, model, processor, enc, generation=gen, reranker=ClapReranker(clap))
+    audio = root / read_manifest(root / "test.jsonl")[0]["path"]
+    ans = answer(eng, audio, "captioning", k=2)
+    assert len(ans.samples) == 4
+    texts = [t for t, _ in ans.samples]
+    waves = load_for_encoders(audio, [enc, *eng.audio_encoders])
+    expected = unit(clap.embed_text(texts)) @ unit(clap.embed([wave_for(waves, clap)])[0])
+    assert [s for _, s in ans.samples] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert ans.output == texts[int(np.argmax(expected))] and ans.score == pytest.approx(float(expected.max()), abs=1e-5)
+    with pytest.raises(Exception, match="CLAP reranker"):
+        TransformersAudioEngine(store, model, processor, enc, generation=gen)

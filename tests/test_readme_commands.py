@@ -48,7 +48,7 @@ PLACEHOLDERS = {
     "/path/to/my_index": "my_index",
     "/data/idx/clotho": "idx/clotho",
     "/shared/indices/audiocaps": "idx/audiocaps",
-    "/ckpt/foundation.safetensors": "ckpt/foundation.safetensors",
+    "/ckpt/foundation-hf": "ckpt/foundation-hf",
     "/models/music-flamingo": "models/music-flamingo",
     "/data/audiocaps": "data/audiocaps",
 }

@@ -4,11 +4,12 @@ demo stops after one).
 
 The clip is decoded for the model's window encoder (`rag_flamingo.audio.load_for_encoders`, the
 same decoding as queries) and packed into the model's audio slots once; every round feeds the
-earlier answers back.
+earlier answers back. Answers stream into the page as the model writes them (`ChatSession.ask_stream`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class Chat:
 def start_chat(ctx: AppContext, clip_path: str | Path | None) -> Chat:
     """A new dialogue about the uploaded clip (the model is loaded on first use)."""
     clip = check_clip(clip_path, ctx.cfg.max_upload_mb)
+    if ctx.has_model and not ctx.is_af1:
+        raise ConfigError("the Chat tab holds a dialogue with the AF1 chat model (model=chat), not this model")
     with ctx.lock:
         model, tokenizer, window_encoder = ctx.model_parts()
         settings, slots, rounds = ctx.chat_settings()
@@ -44,8 +47,9 @@ def start_chat(ctx: AppContext, clip_path: str | Path | None) -> Chat:
     return Chat(clip.path, session, crop_notes(clip, [window_encoder]))
 
 
-def say(ctx: AppContext, chat: Chat, message: str) -> str:
-    """The model's answer to ``message`` (the next round of ``chat``)."""
+def say(ctx: AppContext, chat: Chat, message: str) -> Iterator[str]:
+    """The model's answer to ``message`` (the next round of ``chat``) as it grows, token by token;
+    the last value is the whole answer."""
     text = (message or "").strip()
     if not text:
         raise ConfigError("type a message first")
@@ -53,5 +57,5 @@ def say(ctx: AppContext, chat: Chat, message: str) -> str:
         raise ConfigError(
             f"the chat model was trained for up to {chat.session.max_rounds} rounds; press Clear to start over"
         )
-    with ctx.lock:
-        return chat.session.ask(text).strip()
+    for partial in chat.session.ask_stream(text, ctx.lock):
+        yield partial.strip()

@@ -148,8 +148,17 @@ class AppContext:
     def has_model(self) -> bool:
         return bool(self.cfg.model)
 
+    @property
+    def is_af1(self) -> bool:
+        """The model is AF1 (``model.backend=af1``): its cached shot features and the Chat tab apply."""
+        from ..backends import backend_name
+
+        return self.has_model and backend_name(self.cfg.model) == "af1"
+
     def model_parts(self) -> tuple:
-        """(model, tokenizer, window encoder) of the ``model`` group, loaded once."""
+        """The ``model`` group's model, loaded once: (model, tokenizer, window encoder) for AF1,
+        (model, processor) for a transformers audio-LM (``model.backend=transformers``)."""
+        from ..backends.transformers_audio import load_transformers_audio
         from ..model import load_model
 
         with self.lock:
@@ -160,20 +169,24 @@ class AppContext:
                         "no model configured: start rag_app with model=chat (the dialogue model) or "
                         "model=foundation, and model.checkpoint.path=/path/to/the/checkpoint"
                     )
+                if not self.is_af1:
+                    self._model = load_transformers_audio(mc)
+                    return self._model
                 if not mc.get("audio_encoder"):
                     raise ConfigError("the model needs model.audio_encoder (e.g. {name: clapcap})")
                 self._model = (*load_model(mc), encoder_from_options(mc["audio_encoder"]))
             return self._model
 
     def engine(self, parts: StoreParts, clap_samples: int = 1):
-        """`RagFlamingo` over a store with the shared model; ``clap_samples`` > 1 turns the CLAP filter on."""
+        """The model's engine over a store (`RagFlamingo`, or the transformers backend's), sharing the
+        loaded model; ``clap_samples`` > 1 turns the CLAP filter on."""
         key = (parts.store.root.resolve(), max(1, int(clap_samples)))
         with self.lock:
             if key not in self._engines:
                 if not self.has_model:
                     self.model_parts()  # the one message saying how to configure a model
                 feature = self.cfg.flamingo.features
-                if feature not in parts.store.info.features:
+                if self.is_af1 and feature not in parts.store.info.features:  # the others read the shots' audio
                     where = self.store_arg(parts.store.root)
                     raise StoreError(
                         f"{parts.store.root.name} has no cached '{feature}' shot features, which flamingo "

@@ -6,7 +6,8 @@ Usage (``key=value`` arguments; the config is ``rag_flamingo/conf/rag_app.yaml``
     rag_app                                   # the demo store scripts/demo.sh built, http://127.0.0.1:7860
     rag_app store=my_index port=7861          # another store (a path, or a name under <cache_root>/indices)
     rag_app store=my_index model=chat         # + flamingo answers and the Chat tab (AF1 chat, hub weights)
-    rag_app model=foundation model.checkpoint.path=/ckpt/foundation.safetensors
+    rag_app model=foundation model.checkpoint.path=/ckpt/foundation-hf
+    rag_app model=qwen2_audio model.checkpoint=Qwen/Qwen2-Audio-7B-Instruct   # or af3, music_flamingo
 
 Tabs: Ask (a clip against a store: knn, prototype, zero_shot with a CLAP store, flamingo with a
 model and a store with cached shot features), Chat (multi-turn with the chat model), New labels

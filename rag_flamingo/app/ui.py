@@ -54,6 +54,29 @@ def guarded(outputs: int, status: int) -> Callable:
     return wrap
 
 
+def guarded_stream(outputs: int, status: int) -> Callable:
+    """`guarded` for a handler that yields its outputs as they grow (the Chat tab's streamed answer)."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*args):
+            try:
+                yield from fn(*args)
+                return
+            except RagFlamingoError as exc:
+                text = message(str(exc))
+            except Exception as exc:  # a bug: the server log has the traceback, the page one line
+                logger.exception("rag_app: %s failed", fn.__name__)
+                text = message(f"internal error ({type(exc).__name__}: {exc}); the server log has the details")
+            out: list[Any] = [gr.update() for _ in range(outputs)]
+            out[status] = text
+            yield tuple(out)
+
+        return run
+
+    return wrap
+
+
 def build_app(ctx: AppContext) -> gr.Blocks:
     seconds = float(ctx.cfg.player_seconds)
     stores = [(p.name, str(p)) for p in ctx.store_paths()]
@@ -159,7 +182,7 @@ def _ask_tab(ctx: AppContext, stores, first: str, seconds: float) -> None:
 
 
 def _chat_tab(ctx: AppContext) -> None:
-    if not ctx.has_model:
+    if not ctx.is_af1:
         gr.Markdown(
             "Chat needs the AF1 chat model: start `rag_app model=chat` "
             "(`model.checkpoint.path=/path/to/chat.pt` for a local file).",
@@ -177,16 +200,17 @@ def _chat_tab(ctx: AppContext) -> None:
             send = gr.Button("Send", variant="primary", elem_id="chat-send")
             status = gr.Markdown(elem_id="chat-status")
 
-    @guarded(outputs=4, status=3)
+    @guarded_stream(outputs=4, status=3)
     def on_send(clip, msg, history, current):
         history = list(history or [])
         if current is None or str(current.clip) != str(clip):
             current, history = chat_tab.start_chat(ctx, clip), []
-        reply = chat_tab.say(ctx, current, msg)
-        history += [{"role": "user", "content": msg}, {"role": "assistant", "content": reply}]
+        asked = [*history, {"role": "user", "content": msg}]
+        for reply in chat_tab.say(ctx, current, msg):  # the answer as it grows
+            yield [*asked, {"role": "assistant", "content": reply}], "", current, "writing..."
         left = current.rounds_left
         note = " ".join(current.notes) + f" {left} round{'s' if left != 1 else ''} left."
-        return history, "", current, note.strip()
+        yield [*asked, {"role": "assistant", "content": reply}], "", current, note.strip()
 
     send.click(
         on_send, [audio, text, log, state], [log, text, state, status], concurrency_id=MODEL_QUEUE, concurrency_limit=1

@@ -52,7 +52,7 @@ def ours(settings: GenerationSettings) -> dict[str, Any]:
         "length_penalty": settings.length_penalty,
         "early_stopping": settings.early_stopping,
         "use_cache": settings.use_cache,
-        "num_return_sequences": 1,
+        "num_return_sequences": settings.num_return_sequences,
     }
     # greedy/beam: the sampling knobs at the library's defaults, which generate ignores without sampling
     out.update(

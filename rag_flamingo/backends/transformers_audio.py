@@ -27,6 +27,13 @@ Budget: at most ``max_audios`` audios (shots + query), ``max_seconds`` of each a
 expanded prompt plus ``max_new_tokens`` within the model's context; shots that do not fit, or whose
 audio cannot be decoded, are dropped (least similar first, like AF1's prompts) and counted.
 
+Rank classification (``flamingo.decode=rank`` / ``rank_sum``) as for AF1: each query's prompt is
+prefilled once and every option's answer tokens (then the end of the turn, the checkpoint's EOS)
+continue from its KV cache (`rag_flamingo.model.scoring.score_after_prompt`). The CLAP filter
+(``flamingo.clap_filter.samples`` > 1) samples that many answers and keeps the one nearest the
+query audio in CLAP space (`rag_flamingo.engine.clap_filtered`). A ``streamer`` (transformers'
+``TextIteratorStreamer``) receives the tokens of a one-query ``generate`` as they come.
+
 Memory: ``dtype`` auto is bf16 on CUDA and fp32 on CPU; ``device_map`` (e.g. ``auto``) and
 ``offload_folder`` are handed to ``from_pretrained`` for the 7-8B models (accelerate). One model
 per process: the engine is built once and shared by the predictors.
@@ -45,10 +52,12 @@ import torch
 from ..audio import DecodeKey, load_audio, wave_for
 from ..checkpoints import pretrained_dir
 from ..config import FlamingoConfig
+from ..engine import ClapReranker, best_option, check_decode, clap_filtered, option_end_ids, ranked_rows
 from ..errors import AudioError, CheckpointError, ConfigError
 from ..model.generation_settings import GenerationSettings
+from ..model.scoring import answer_token_ids, score_after_prompt
 from ..prediction import Prediction
-from ..prompts import drop_order  # the one drop policy of AF1's prompts: least similar first
+from ..prompts import drop_order, get_task  # drop_order: the one drop policy of AF1's prompts, least similar first
 from ..retrieval import Retriever, Shot
 from .chat_icl import chat_messages, check_icl_format, count_audios
 from .decoding import explicit_generation
@@ -103,19 +112,21 @@ class TransformersAudioEngine:
         max_seconds: float | None = 30.0,
         max_context: int | None = None,
         name: str = "",
+        reranker: ClapReranker | None = None,
+        decode: str = "generate",
     ):
         self.store, self.model, self.processor = store, model, processor
+        self.retrieval_encoder = retrieval_encoder
         self.retriever = retriever or Retriever(store, retrieval_encoder)
         self.generation = generation or GenerationSettings()
         self.icl_format = check_icl_format(icl_format)
         self.name = name or type(model).__name__
         if self.generation.reference_cache_quirk:
             raise ConfigError("model.generation.reference_cache_quirk is AF1's (model.backend=af1); set it false")
-        if self.generation.num_return_sequences > 1:
-            raise ConfigError(
-                "several answers per query (the CLAP filter, num_return_sequences > 1) are AF1 only; "
-                "use flamingo.clap_filter.samples=1 with model.backend=transformers"
-            )
+        if self.generation.num_return_sequences > 1 and reranker is None:
+            raise ConfigError("generation.num_return_sequences > 1 needs a CLAP reranker (clap_filter.encoder)")
+        self.reranker = reranker
+        self.decode = check_decode(decode, reranker)
         token = getattr(processor, "audio_token", None)
         if not token:
             raise ConfigError(f"{type(processor).__name__} has no audio_token: not an audio-language model processor")
@@ -144,8 +155,9 @@ class TransformersAudioEngine:
 
     @property
     def audio_encoders(self) -> list:
-        """What the query is decoded for: the processor's sample rate, ``max_seconds`` read."""
-        return [self.query_audio]
+        """What the query is decoded for: the processor's sample rate, ``max_seconds`` read (and the
+        CLAP filter's encoder)."""
+        return [self.query_audio] + ([self.reranker.encoder] if self.reranker else [])
 
     # ------------------------------------------------------------------ audio
     def encode_audio(self, wave: np.ndarray) -> EncodedAudio:
@@ -283,9 +295,12 @@ class TransformersAudioEngine:
         waves: Sequence[dict[DecodeKey, np.ndarray]],
         options: Sequence[str] | None = None,
         query_options: Sequence[Sequence[str] | None] | None = None,
+        streamer: Any = None,
     ) -> list[Prediction]:
-        """Answers for a batch of queries whose shots are already retrieved."""
+        """Answers for a batch of queries whose shots are already retrieved: generated, or with
+        ``decode=rank`` the best of each query's options. ``streamer``: fed a one-query answer's tokens."""
         per_query = list(query_options) if query_options is not None else [options] * len(items)
+        ranked = ranked_rows(self.decode, task, per_query)
         shot_audio: dict[int, EncodedAudio | None] = {}
         for shot in {s.row: s for group in shots for s in group}.values():
             try:
@@ -301,15 +316,44 @@ class TransformersAudioEngine:
             kept.append(used)
             dropped.append(n_dropped)
             audios.append(prompt_audios)
+        records = [dict(prompt=t, shots=s, dropped=d) for t, s, d in zip(texts, kept, dropped)]
+        answers: dict[int, Prediction] = {}
+        for b in ranked:
+            answers[b] = self._rank(task, texts[b], audios[b], per_query[b] or [], records[b])
+        rest = [b for b in range(len(items)) if b not in answers]
+        if rest:
+            made = self._generate([texts[b] for b in rest], [audios[b] for b in rest], streamer)
+            for b, candidates in zip(rest, made):
+                answers[b] = clap_filtered(self.reranker, candidates, waves[b], **records[b])
+        return [answers[b] for b in range(len(items))]
+
+    def _generate(self, texts: list[str], audios: list[list[EncodedAudio]], streamer: Any = None) -> list[list[str]]:
+        """Each prompt's generated answers (``num_return_sequences`` of them: samples for the CLAP filter)."""
         batch = self.inputs(texts, audios)
-        if self.generation.do_sample and self.generation.seed is not None:
-            torch.manual_seed(self.generation.seed)
-        out = self.model.generate(**batch, **self.generation_kwargs())
+        n = self.generation.num_return_sequences
+        with torch.random.fork_rng(devices=[self.model.device] if self.model.device.type == "cuda" else []):
+            if self.generation.do_sample and self.generation.seed is not None:
+                torch.manual_seed(self.generation.seed)
+            out = self.model.generate(**batch, **self.generation_kwargs(), streamer=streamer)
         new = out[:, batch["input_ids"].shape[1] :]
-        outputs = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return [
-            Prediction(o.strip(), prompt=t, shots=s, dropped=d) for o, t, s, d in zip(outputs, texts, kept, dropped)
-        ]
+        outputs = [o.strip() for o in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        return [outputs[b * n : (b + 1) * n] for b in range(len(texts))]
+
+    def answer_ids(self, text: str, audios: list[EncodedAudio], answers: Sequence[str]) -> list[list[int]]:
+        """The tokens each answer adds after the expanded prompt ``text`` (tokenized whole, as generated)."""
+        expanded = self.expand(text, audios)
+        return answer_token_ids(self.tokenizer, expanded, [expanded + a for a in answers], 0)
+
+    def _rank(
+        self, task: str, text: str, audios: list[EncodedAudio], options: Sequence[str], record: dict
+    ) -> Prediction:
+        """The best option by the log-likelihood of its answer then the end of the turn (shared prefix)."""
+        spec = get_task(task)
+        eos = self.generation_config.eos_token_id
+        end_ids = option_end_ids(task, self.tokenizer, [eos] if isinstance(eos, int) else list(eos))
+        conts = self.answer_ids(text, audios, [spec.map_label(o) for o in options])
+        scores = score_after_prompt(self.model, self.inputs([text], [audios]), conts, end_ids=end_ids)
+        return best_option(task, options, scores, self.decode, **record)
 
 
 # ---------------------------------------------------------------------- from config
@@ -361,17 +405,20 @@ def load_transformers_audio(mc: Mapping[str, Any]) -> tuple[Any, Any]:
 
 
 def build_transformers_engine(
-    mc: dict, fc: FlamingoConfig, store, encoder, retriever: Retriever, model_parts: tuple | None = None
+    mc: dict,
+    fc: FlamingoConfig,
+    store,
+    encoder,
+    retriever: Retriever,
+    model_parts: tuple | None = None,
+    reranker: ClapReranker | None = None,
 ) -> TransformersAudioEngine:
     """The engine of a ``model`` group with ``backend: transformers`` (``mc``, see conf/model/af3.yaml)
-    and the ``flamingo`` section; ``model_parts``: (model, processor) already loaded from it."""
+    and the ``flamingo`` section; ``model_parts``: (model, processor) already loaded from it;
+    ``reranker``: the CLAP filter (`rag_flamingo.components.clap_reranker`)."""
     from ..model.factory import generation_settings
 
-    if fc.clap_filter.samples > 1:
-        raise ConfigError("flamingo.clap_filter is AF1 only (model.backend=af1); drop it for this model")
-    if fc.decode != "generate":  # rank classification scores options with AF1 only
-        raise ConfigError(f"flamingo.decode={fc.decode} is AF1 only (model.backend=af1); use flamingo.decode=generate")
-    generation = generation_settings(mc)  # checked before any weights load
+    generation = generation_settings(mc, clap_samples=fc.clap_filter.samples)  # checked before any weights load
     icl_format = check_icl_format(str(mc.get("icl_format") or "single_turn"))
     if model_parts is None:
         model_parts = load_transformers_audio(mc)
@@ -388,4 +435,6 @@ def build_transformers_engine(
         max_seconds=mc.get("max_seconds"),
         max_context=mc.get("max_context"),
         name=str(mc.get("name") or ""),
+        reranker=reranker,
+        decode=fc.decode,
     )

@@ -9,8 +9,11 @@ chat model was trained with up to 4 rounds, so `ChatSession` refuses a 5th.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from threading import Thread
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -53,14 +56,42 @@ class ChatSession:
     max_rounds: int = MAX_ROUNDS
     history: list[tuple[str, str]] = field(default_factory=list)
 
-    def ask(self, user: str) -> str:
+    def ask(self, user: str, streamer: Any = None) -> str:
+        """The answer to ``user`` (recorded in ``history``); ``streamer`` gets its tokens as they come."""
         if len(self.history) >= self.max_rounds:
             raise ConfigError(f"the AF1 chat model supports up to {self.max_rounds} rounds; start a new ChatSession")
         prompt = chat_prompt([*self.history, (user, None)])
         ids, mask = tokenize_prompts(self.tokenizer, [prompt])
-        out = generate(self.model, ids, mask, self.audio_features, self.audio_mask, self.settings)
+        out = generate(self.model, ids, mask, self.audio_features, self.audio_mask, self.settings, streamer=streamer)
         text = self.tokenizer.decode(out.new_tokens[0], skip_special_tokens=False)
         assert isinstance(text, str)  # one sequence decodes to one string
         answer = postprocess_output(text)
         self.history.append((user, answer))
         return answer
+
+    def ask_stream(self, user: str, lock: AbstractContextManager | None = None) -> Iterator[str]:
+        """The answer to ``user`` as it grows, post-processed (transformers' ``TextIteratorStreamer``;
+        the model runs in a thread, under ``lock`` when given); the last value is `ask`'s answer."""
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=False)
+        done: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with lock or nullcontext():
+                    done["answer"] = self.ask(user, streamer)
+            except BaseException as exc:  # handed to the reader, which re-raises it
+                done["error"] = exc
+                streamer.end()
+
+        thread = Thread(target=run, daemon=True)
+        thread.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            yield postprocess_output(text)
+        thread.join()
+        if "error" in done:
+            raise done["error"]
+        yield done["answer"]

@@ -1,6 +1,7 @@
-"""`AudioFlamingoConfig`: every hyper-parameter of an Audio Flamingo v1 model.
+"""`AudioFlamingoConfig`: every hyper-parameter of an Audio Flamingo v1 model, a transformers
+``PreTrainedConfig`` (``model_type`` ``audio_flamingo``: ``save_pretrained`` writes it as ``config.json``).
 
-Accepts the af1_tiny ``config.json`` layout (``opt_config`` + ``audio_embed_dim`` +
+`AudioFlamingoConfig.from_dict` also accepts the af1_tiny ``config.json`` layout (``opt_config`` + ``audio_embed_dim`` +
 ``audio_transformer_kwargs`` + ``windows_per_audio`` + ``cross_attn_every_n_layers`` + optional
 ``xattn_block`` / ``special_token_ids``) and has a ``foundation()`` preset with the released sizes
 (AF1: https://github.com/NVIDIA/audio-flamingo/blob/5ea6f6d6dc50b35f24d0362ef0c24680b5199414/foundation/src/factory.py).
@@ -9,11 +10,11 @@ Accepts the af1_tiny ``config.json`` layout (``opt_config`` + ``audio_embed_dim`
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from transformers import OPTConfig
+from transformers import OPTConfig, PreTrainedConfig
 
 from ..errors import ConfigError
 
@@ -45,9 +46,14 @@ AF1_LM_ID = "facebook/opt-iml-max-1.3b"
 AF1_VOCAB_SIZE = 50268
 
 
-@dataclass
-class AudioFlamingoConfig:
-    """Hyper-parameters of the AF1 architecture (defaults = the released foundation/chat models)."""
+class AudioFlamingoConfig(PreTrainedConfig):
+    """Hyper-parameters of the AF1 architecture (defaults = the released foundation/chat models).
+
+    transformers makes every ``PreTrainedConfig`` subclass a keyword-only dataclass: the fields below
+    are its constructor's arguments. The OPT layers' kernel is transformers' ``attn_implementation``
+    (``sdpa`` by default, ``eager`` = the reference's math)."""
+
+    model_type = "audio_flamingo"
 
     opt: dict[str, Any] = field(default_factory=lambda: dict(_OPT_IML_MAX_1_3B))
     audio_embed_dim: int = 1024
@@ -68,8 +74,7 @@ class AudioFlamingoConfig:
     sep_token_id: int = 50267
     eos_token_id: int = 2
     pad_token_id: int = 1
-    # attention kernel of the OPT layers: "sdpa" or "eager"
-    attn_implementation: str = "sdpa"
+    bos_token_id: int = 2
 
     # ---------------------------------------------------------------- derived
     @property
@@ -81,8 +86,18 @@ class AudioFlamingoConfig:
         return int(self.opt["vocab_size"])
 
     @property
-    def num_layers(self) -> int:
+    def num_hidden_layers(self) -> int:  # read by transformers' caches
         return int(self.opt["num_hidden_layers"])
+
+    num_layers = num_hidden_layers
+
+    @property
+    def num_attention_heads(self) -> int:
+        return int(self.opt["num_attention_heads"])
+
+    @property
+    def max_position_embeddings(self) -> int:
+        return int(self.opt["max_position_embeddings"])
 
     @property
     def max_audios(self) -> int:
@@ -95,7 +110,7 @@ class AudioFlamingoConfig:
 
     def opt_config(self) -> OPTConfig:
         cfg = OPTConfig(**self.opt)
-        cfg._attn_implementation = self.attn_implementation
+        cfg._attn_implementation = self._attn_implementation or "sdpa"
         return cfg
 
     # ---------------------------------------------------------------- constructors
@@ -109,11 +124,16 @@ class AudioFlamingoConfig:
         return cfg
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AudioFlamingoConfig:
-        """From our own ``to_dict()`` output or the af1_tiny ``config.json`` layout."""
-        if "opt_config" not in d:
-            known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-            return cls(**known)
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> AudioFlamingoConfig:
+        """From our own ``to_dict()`` output (what ``from_pretrained`` reads) or the af1_tiny
+        ``config.json`` layout."""
+        if "opt_config" not in config_dict:
+            return super().from_dict(config_dict, **kwargs)
+        config = cls._from_af1_layout(config_dict)
+        return super().from_dict(config.to_dict(), **kwargs) if kwargs else config
+
+    @classmethod
+    def _from_af1_layout(cls, d: dict[str, Any]) -> AudioFlamingoConfig:
         opt = {k: d["opt_config"][k] for k in _OPT_IML_MAX_1_3B if k in d["opt_config"]}
         at = d.get("audio_transformer_kwargs", {})
         xb = d.get("xattn_block", {})
@@ -151,9 +171,6 @@ class AudioFlamingoConfig:
             return cls.from_dict(d)
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{path}: not an AF1 model config ({e!r})") from e
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _opt_dict_from_pretrained(lm: str) -> dict[str, Any]:

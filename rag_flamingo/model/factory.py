@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..paths import config_path
 from .config import AudioFlamingoConfig
 from .generation_settings import GenerationSettings
-from .loading import load_audio_flamingo
+from .loading import load_audio_flamingo, pretrained_folder
 from .modeling import AudioFlamingo
 from .tokenizer import load_af1_tokenizer
 
@@ -28,6 +28,12 @@ def checkpoint_spec(cfg: Mapping[str, Any]) -> Any:
     raise ConfigError("model.checkpoint needs `path` or `repo_id` + `filename`")
 
 
+def default_tokenizer(spec: Any) -> str:
+    """``model.tokenizer`` unset: a converted folder's own tokenizer, else AF1's base tokenizer."""
+    folder = pretrained_folder(spec)
+    return str(folder) if folder is not None and (folder / "tokenizer_config.json").is_file() else DEFAULT_TOKENIZER
+
+
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
     """``model.dtype``: auto (bf16 on CUDA, fp32 on CPU) or a dtype name."""
     return parse_dtype(name, "model.dtype", model_dtype(device))
@@ -38,13 +44,12 @@ def load_model(cfg: Mapping[str, Any]) -> tuple[AudioFlamingo, Any]:
     cfg = _plain(cfg)
     device = best_device(cfg.get("device"))
     cache_dir = cfg.get("cache_dir")
-    tokenizer = load_af1_tokenizer(
-        config_path(cfg.get("tokenizer")) or "facebook/opt-iml-max-1.3b", cache_dir=cache_dir
-    )
     spec = checkpoint_spec(cfg)
+    folder = pretrained_folder(spec)
+    tokenizer = load_af1_tokenizer(config_path(cfg.get("tokenizer")) or default_tokenizer(spec), cache_dir=cache_dir)
     config = cfg.get("config")
-    if config is None:  # a converted file carries its config; a released .pt has the foundation sizes
-        converted = isinstance(spec, str) and spec.endswith(".safetensors")
+    if config is None:  # a converted folder or file carries its config; a released .pt has the foundation sizes
+        converted = folder is not None or (isinstance(spec, str) and spec.endswith(".safetensors"))
         config = None if converted else AudioFlamingoConfig.foundation(lm=cfg.get("lm"))
     else:
         config = config_path(config)

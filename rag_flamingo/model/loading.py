@@ -22,10 +22,13 @@ log a warning. A ``module.`` prefix is accepted only as an exact prefix on every
 
 Sources: a local ``.pt`` (``{'model_state_dict': ...}`` or a flat dict), the five
 ``*_part{1..5}.pt`` files (a directory or a list), a hub file (``hf://nvidia/audio-flamingo/foundation.pt``,
-``{"repo_id":..., "filename":...}`` or the names ``foundation`` / ``chat``), or a ``.safetensors``
-written by ``scripts/convert_checkpoint.py`` (our keys, no aliases). ``.pt`` files are always read
-with ``torch.load(weights_only=True, mmap=True)``; the model is built on the meta device and the
-tensors are assigned, so loading costs about one model's worth of memory.
+``{"repo_id":..., "filename":...}`` or the names ``foundation`` / ``chat``), a converted folder
+(``save_pretrained``'s layout, written by ``scripts/convert_checkpoint.py``: ``config.json``,
+``model.safetensors``, ``generation_config.json`` and the tokenizer's files; read with
+``AudioFlamingoForConditionalGeneration.from_pretrained``, strictly), or a single ``.safetensors`` of
+our keys with the config in its metadata (what the converter wrote before the folder layout).
+``.pt`` files are always read with ``torch.load(weights_only=True, mmap=True)``; the model is built
+on the meta device and the tensors are assigned, so loading costs about one model's worth of memory.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from ..checkpoints import CheckpointSource, key_mismatch, read_state_dict, resol
 from ..devices import parse_dtype
 from ..errors import CheckpointError
 from .config import AF1_LM_ID, AudioFlamingoConfig
-from .modeling import AudioFlamingo
+from .modeling import AudioFlamingo, AudioFlamingoForConditionalGeneration
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,15 @@ def af1_key_layout(model: AudioFlamingo) -> list[KeySpec]:
 
 
 # ---------------------------------------------------------------------- sources
+def pretrained_folder(checkpoint: Any) -> Path | None:
+    """The folder of a ``save_pretrained`` checkpoint (one holding ``config.json``), else None."""
+    if isinstance(checkpoint, (str, Path)):
+        path = Path(str(checkpoint)).expanduser()
+        if path.is_dir() and (path / "config.json").is_file():
+            return path
+    return None
+
+
 def checkpoint_files(checkpoint: Any, cache_dir: str | None = None) -> list[Path]:
     """Local file(s) for a checkpoint spec (see module docstring); hub files come through the cache."""
     if isinstance(checkpoint, (list, tuple)):
@@ -235,8 +247,19 @@ def load_audio_flamingo(
     ``config``: an `AudioFlamingoConfig`, a JSON path (af1_tiny format or ours), a dict, or None
     (the config stored in a converted file, else the foundation preset with the OPT config read
     from ``facebook/opt-iml-max-1.3b``). ``tokenizer``: if given, its special-token ids and size
-    are checked against the config. ``dtype``/``device``: cast/move after loading (e.g. bf16 on GPU).
+    are checked against the config. ``dtype``/``device``: cast/move after loading (e.g. bf16 on GPU; a
+    converted folder keeps its saved dtype when ``dtype`` is None).
     """
+    folder = pretrained_folder(checkpoint)
+    if folder is not None:
+        model = AudioFlamingoForConditionalGeneration.from_pretrained(
+            folder, **({"config": _as_config(config)} if config is not None else {}), dtype=dtype or "auto"
+        )
+        if tokenizer is not None:
+            from .tokenizer import check_tokenizer
+
+            check_tokenizer(tokenizer, model.config)
+        return model.to(device) if device is not None else model
     paths = checkpoint_files(checkpoint, cache_dir)
     source = ", ".join(str(p) for p in paths)
     converted = len(paths) == 1 and paths[0].suffix == ".safetensors"
@@ -257,7 +280,7 @@ def load_audio_flamingo(
     model.load_state_dict(sd, strict=True, assign=True)
     model.eval()
     if dtype is not None or device is not None:
-        model.to(device=device, dtype=dtype)
+        model.to(device=device, dtype=dtype)  # type: ignore[call-arg]  # PreTrainedModel.to's wrapper hides its signature
     return model
 
 
@@ -280,32 +303,33 @@ def convert_released_checkpoint(
     config: AudioFlamingoConfig | str | Path | Mapping | None = None,
     dtype: str | torch.dtype | None = None,
     cache_dir: str | None = None,
+    tokenizer: Any = AF1_LM_ID,
 ) -> Path:
-    """Released AF1 ``.pt`` (or parts) -> one safetensors file with our keys, no aliases.
+    """Released AF1 ``.pt`` (or parts, or a hub name) -> a ``save_pretrained`` folder: ``config.json``,
+    ``model.safetensors`` (our keys, no aliases), ``generation_config.json`` and the AF1 tokenizer's
+    files, so ``AudioFlamingoForConditionalGeneration.from_pretrained(out)`` (or
+    ``load_audio_flamingo(out)``) needs nothing else.
 
-    The same strict mapping as loading (aliases checked, ``lm_head`` wins). The file carries the
-    model config in its metadata, so ``load_audio_flamingo(out)`` needs nothing else.
-    ``dtype``: keep (None/fp32) or cast to bf16/fp16 (halves the file).
+    The same strict mapping as loading (aliases checked, ``lm_head`` wins). ``dtype``: keep
+    (None/fp32) or cast to bf16/fp16 (halves the folder). ``tokenizer``: the base tokenizer (hub id or
+    folder) or an AF1 tokenizer object; it is checked against the config before anything is written
+    (None: the weights alone, for benchmarks of random models without a tokenizer of their size).
     """
-    from safetensors.torch import save_file
+    from .tokenizer import check_tokenizer, load_af1_tokenizer
 
     config = _as_config(config) if config is not None else AudioFlamingoConfig.foundation()
-    target = parse_dtype(dtype, "dtype")
-    paths = checkpoint_files(checkpoint, cache_dir)
-    model = build_meta_model(config)
-    sd = map_released_state_dict(read_released_state_dict(paths), af1_key_layout(model), ", ".join(map(str, paths)))
-    sd = {k: (v.to(target) if target is not None and v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+    checkpoint_files(checkpoint, cache_dir)  # a missing checkpoint is named before the tokenizer is fetched
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = load_af1_tokenizer(str(tokenizer), cache_dir=cache_dir)
+    if tokenizer is not None:
+        check_tokenizer(tokenizer, config)
+    model = load_audio_flamingo(checkpoint, config, dtype=parse_dtype(dtype, "dtype"), cache_dir=cache_dir)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "format_name": CONVERTED_FORMAT,
-        "config": json.dumps(config.to_dict()),
-        "source": ", ".join(p.name for p in paths),
-        "dtype": str(next(iter(sd.values())).dtype),
-    }
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    save_file(sd, str(tmp), metadata=meta)
-    tmp.replace(out)
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out}: exists and is not a folder; the converted checkpoint is a folder")
+    model.save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
     return out
 
 

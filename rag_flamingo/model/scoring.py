@@ -111,8 +111,6 @@ def score_continuations(
     device = model.device
     if len(continuations) != input_ids.shape[0]:
         raise ValueError(f"{len(continuations)} continuation lists for {input_ids.shape[0]} prompts")
-    if rows_per_pass < 1:
-        raise ConfigError(f"rows_per_pass must be >= 1, got {rows_per_pass}")
     if any(len(c) == 0 and not end_ids for opts in continuations for c in opts):
         raise ConfigError("an empty continuation scores nothing; give it tokens or end_ids")
     input_ids = input_ids.to(device)
@@ -127,57 +125,59 @@ def score_continuations(
             f"{positions} positions; use fewer shots or shorter options"
         )
     media_kv = model.project_audio(model.encode_audio(audio_features))
-    ends = torch.tensor(list(end_ids), dtype=torch.long, device=device)
     common = dict(media_kv=media_kv, audio_mask=audio_mask)
-
-    first = cache = counts = None
     if share_prefix:  # one prefill of every prompt: the KV cache and the next-token distribution
-        pre = model(input_ids, attention_mask=attn, use_cache=True, last_logits_only=True, **common)
-        first, cache, counts = pre.logits[:, -1].float().log_softmax(-1), pre.past_key_values, pre.media_counts
+        pre = model(input_ids, attention_mask=attn, use_cache=True, logits_to_keep=1, **common)
+        first, cache, counts = pre.logits[:, -1].float().log_softmax(-1), pre.cache, pre.media_counts
 
-    out = []
-    for b, opts in enumerate(continuations):
-        total = np.zeros(len(opts), np.float64)
-        length = np.array([len(c) + (1 if end_ids else 0) for c in opts], np.int64)
-        for start in range(0, len(opts), rows_per_pass):
-            chunk = [list(c) for c in opts[start : start + rows_per_pass]]
-            n = len(chunk)
-            width = max(len(c) for c in chunk)
-            # inputs: every token whose successor is scored (the last one only when an end follows)
-            fed, fed_mask = _pad(chunk, width if end_ids else width - 1, cfg.pad_token_id, device)
-            targets, target_mask = _pad(chunk, width, cfg.pad_token_id, device)
-            if share_prefix:
-                assert first is not None and cache is not None and counts is not None
-                logp = first[b : b + 1, None].expand(n, 1, -1)
-                if fed.shape[1]:
-                    step = model(
-                        fed,
-                        attention_mask=torch.cat([attn[b : b + 1].expand(n, -1), fed_mask], 1),
-                        media_kv=_rows(media_kv, b, n),
-                        audio_mask=audio_mask[b : b + 1].expand(n, -1),
-                        past_key_values=_cache_rows(cache, b, n),
-                        prior_counts=counts[b : b + 1].expand(n),
-                        use_cache=True,
-                    )
-                    logp = torch.cat([logp, step.logits.float().log_softmax(-1)], 1)
-            else:  # one uncached forward of prompt + continuation per row
-                full = model(
-                    torch.cat([input_ids[b : b + 1].expand(n, -1), fed], 1),
-                    attention_mask=torch.cat([attn[b : b + 1].expand(n, -1), fed_mask], 1),
-                    media_kv=_rows(media_kv, b, n),
-                    audio_mask=audio_mask[b : b + 1].expand(n, -1),
-                )
-                logp = full.logits[:, input_ids.shape[1] - 1 :].float().log_softmax(-1)
-            # logp[:, j] is the distribution of continuation token j (j = len: of the end token)
-            tok = logp[:, :width].gather(2, targets[:, :, None]).squeeze(2) * target_mask
-            scores = tok.sum(1).double()
-            if end_ids:
-                lens = torch.tensor([len(c) for c in chunk], device=device)
-                at_end = logp[torch.arange(n, device=device), lens]  # (n, V)
-                scores = scores + at_end[:, ends].logsumexp(-1).double()
-            total[start : start + n] = scores.cpu().numpy()
-        out.append(OptionScores(total, length))
-    return out
+    def log_probs(b: int, fed: torch.Tensor, fed_mask: torch.Tensor) -> torch.Tensor:
+        n = fed.shape[0]
+        rows = dict(
+            attention_mask=torch.cat([attn[b : b + 1].expand(n, -1), fed_mask], 1),
+            media_kv=_rows(media_kv, b, n),
+            audio_mask=audio_mask[b : b + 1].expand(n, -1),
+        )
+        if not share_prefix:  # one uncached forward of prompt + continuation per row
+            full = model(torch.cat([input_ids[b : b + 1].expand(n, -1), fed], 1), **rows)
+            return full.logits[:, input_ids.shape[1] - 1 :].float().log_softmax(-1)
+        logp = first[b : b + 1, None].expand(n, 1, -1)
+        if not fed.shape[1]:
+            return logp
+        cached = dict(cache=_cache_rows(cache, b, n), prior_counts=counts[b : b + 1].expand(n), use_cache=True)
+        step = model(fed, **rows, **cached)
+        return torch.cat([logp, step.logits.float().log_softmax(-1)], 1)
+
+    return [
+        _option_scores(opts, end_ids, rows_per_pass, cfg.pad_token_id, device, lambda f, m, b=b: log_probs(b, f, m))
+        for b, opts in enumerate(continuations)
+    ]
+
+
+def _option_scores(
+    options: Sequence[Sequence[int]], end_ids: Sequence[int], rows_per_pass: int, pad: int, device, log_probs
+) -> OptionScores:
+    """One prompt's option scores, ``rows_per_pass`` options at a time. ``log_probs(fed, fed_mask)``:
+    for the fed tokens (every continuation token whose successor is scored, right-padded), (n, >= width,
+    V) log-probabilities whose row j is the distribution of continuation token j (j = len: the end's)."""
+    if rows_per_pass < 1:
+        raise ConfigError(f"rows_per_pass must be >= 1, got {rows_per_pass}")
+    ends = torch.tensor(list(end_ids), dtype=torch.long, device=device)
+    total = np.zeros(len(options), np.float64)
+    length = np.array([len(c) + (1 if end_ids else 0) for c in options], np.int64)
+    for start in range(0, len(options), rows_per_pass):
+        chunk = [list(c) for c in options[start : start + rows_per_pass]]
+        n, width = len(chunk), max(len(c) for c in chunk)
+        # inputs: every token whose successor is scored (the last one only when an end follows)
+        fed, fed_mask = _pad(chunk, width if end_ids else width - 1, pad, device)
+        targets, target_mask = _pad(chunk, width, pad, device)
+        logp = log_probs(fed, fed_mask)
+        tok = logp[:, :width].gather(2, targets[:, :, None]).squeeze(2) * target_mask
+        scores = tok.sum(1).double()
+        if end_ids:
+            lens = torch.tensor([len(c) for c in chunk], device=device)
+            scores = scores + logp[torch.arange(n, device=device), lens][:, ends].logsumexp(-1).double()
+        total[start : start + n] = scores.cpu().numpy()
+    return OptionScores(total, length)
 
 
 def answer_token_ids(tokenizer, prompt_text: str, full_texts: Sequence[str], end_tokens: int) -> list[list[int]]:
@@ -195,3 +195,36 @@ def answer_token_ids(tokenizer, prompt_text: str, full_texts: Sequence[str], end
             raise ConfigError(f"answer text changes the prompt's tokens: {text[len(prompt_text) :]!r}")
         out.append(ids[len(prompt) : len(ids) - end_tokens])
     return out
+
+
+@torch.inference_mode()
+def score_after_prompt(
+    model,
+    prompt: dict[str, torch.Tensor],
+    continuations: Sequence[Sequence[int]],
+    *,
+    end_ids: Sequence[int] = (),
+    rows_per_pass: int = 32,
+) -> OptionScores:
+    """The same scores as `score_continuations` for any transformers causal LM (the audio-language
+    models of `rag_flamingo.backends`): ``prompt`` is the model's inputs for one prompt (``input_ids``
+    (1, T), ``attention_mask`` and its audio features), prefilled once; the continuations then run as
+    rows continuing from its KV cache (the audio is merged at the prefill, so later tokens need none)."""
+    if prompt["input_ids"].shape[0] != 1:
+        raise ValueError("score_after_prompt scores the options of one prompt")
+    if any(len(c) == 0 and not end_ids for c in continuations):
+        raise ConfigError("an empty continuation scores nothing; give it tokens or end_ids")
+    pre = model(**prompt, use_cache=True, logits_to_keep=1)
+    first, cache, attn = pre.logits[:, -1].float().log_softmax(-1), pre.cache, prompt["attention_mask"]
+
+    def log_probs(fed: torch.Tensor, fed_mask: torch.Tensor) -> torch.Tensor:
+        n = fed.shape[0]
+        logp = first.expand(n, -1)[:, None]
+        if not fed.shape[1]:
+            return logp
+        mask = torch.cat([attn.expand(n, -1), fed_mask], 1)
+        step = model(input_ids=fed, attention_mask=mask, cache=_cache_rows(cache, 0, n), use_cache=True)
+        return torch.cat([logp, step.logits.float().log_softmax(-1)], 1)
+
+    # pad: any id, padded positions are masked out of the attention and of the targets
+    return _option_scores(continuations, end_ids, rows_per_pass, 0, prompt["input_ids"].device, log_probs)
