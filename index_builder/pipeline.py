@@ -23,7 +23,8 @@ append:   the store is resumed/repaired first; then each manifest row is looked 
           replaces the stored row (its shard drops it, so the old vector leaves the index). A new row
           whose id another recording holds gets a namespaced id (``store.namespaced_id``). New and
           changed rows are one new plan in shards after the existing ones; the index is rebuilt from
-          all shards (stored vectors are read back, never re-embedded).
+          all shards (stored vectors are read back, never re-embedded). The store's feature caches
+          are filled in for the new shards with the encoder each records (``_add_features``).
 repair:   only the above, for any store (no dataset needed): ``build_index store=<store> mode=repair``.
 features: add ``features/<name>/`` to a complete store (nothing is re-embedded).
 """
