@@ -4,6 +4,9 @@ package's file-list API on the same weights and files where an oracle exists.
 
     python scripts/bench_encoders.py [--clips 24] [--seconds 5] [--batch-size 8] [--encoders a,b] [--roofline]
 
+``--paths [--audio DIR]``: aisfx end to end on each runtime/precision path (``encoders.runtime``) side by
+side in one run, with parity and top-10 neighbour equality against today's torch fp32 + librosa path.
+
 ``--roofline``: each encoder's FLOPs per clip (torch.utils.flop_counter) and its clips/s as a share of
 this CPU's measured dense matmul rate (fp32, and bf16: native or emulated as the CPU has it).
 
@@ -306,6 +309,62 @@ def markdown(rows: list[dict], args) -> str:
     return "\n".join(out)
 
 
+# ----------------------------------------------------------------------------- aisfx's paths side by side
+
+AISFX_PATHS = {  # label -> (runtime, precision, frontend)
+    "torch fp32, librosa frontend (before)": ("torch", "fp32", "librosa"),
+    "torch fp32": ("torch", "fp32", "torch"),
+    "openvino fp32": ("openvino", "fp32", "torch"),
+    "torch bf16": ("torch", "bf16", "torch"),
+}
+
+
+def bench_paths(files: list[Path], args) -> str:
+    """aisfx end to end (decode + frontend + forward) on each runtime/precision path, interleaved in
+    one run; parity against the first path (cos, max abs) and its top-10 neighbours over the files."""
+    import faiss
+
+    from rag_flamingo.encoders.aisfx import AisfxEncoder
+
+    encoders = {}
+    for label, (runtime, precision, frontend) in AISFX_PATHS.items():
+        try:
+            encoders[label] = AisfxEncoder(device="cpu", runtime=runtime, precision=precision)
+        except Exception as exc:  # openvino not installed: say so, keep going
+            print(f"# {label}: skipped ({exc})", file=sys.stderr)
+            continue
+        if frontend == "librosa":
+            encoders[label].frontend.log_mel = encoders[label].frontend.librosa_log_mel  # type: ignore[method-assign]
+    waves = [load_audio(f, 44100, max_seconds=10.0) for f in files]
+    embeddings = {label: enc.embed(waves) for label, enc in encoders.items()}  # also the warm-up
+    times: dict[str, list[float]] = {label: [] for label in encoders}
+    for _ in range(args.repeats):
+        for label, enc in encoders.items():
+            times[label].append(timed(lambda enc=enc: run_ours(BenchCase(enc), files, args.batch_size))[0])
+    ref_label = next(iter(encoders))
+    ref = embeddings[ref_label]
+    index = faiss.IndexFlatIP(ref.shape[1])
+    index.add(ref)
+    _, want = index.search(ref, 10)
+    base = len(files) / min(times[ref_label])
+    out = [
+        f"aisfx, {len(files)} files ({args.audio or 'generated'}; first 10 s), batch {args.batch_size}, torch "
+        f"threads {torch.get_num_threads()}, best of {args.repeats} interleaved; CPU {cpu_name()}.",
+        "",
+        "| path | clips/s (wall) | vs before | min cos vs before | max abs vs before | same top-10 as before |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, emb in embeddings.items():
+        cps = len(files) / min(times[label])
+        _, got = index.search(emb, 10)
+        same = np.mean([set(g) == set(w) for g, w in zip(got, want)])
+        cos = float((emb * ref).sum(1).min())
+        out.append(
+            f"| {label} | {cps:.2f} | {cps / base:.2f}x | {cos:.6f} | {np.abs(emb - ref).max():.1e} | {same:.1%} |"
+        )
+    return "\n".join(out)
+
+
 def roofline_markdown(rows: list[dict], args) -> str:
     """Each encoder's clips/s against this CPU's measured matmul rate: the share of the hardware's
     dense-compute limit its end-to-end embedding (decode + frontend + forward) reaches."""
@@ -348,6 +407,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--encoders", default="", help="comma-separated names (default: all registered)")
     p.add_argument("--roofline", action="store_true", help="FLOPs per clip and the share of the matmul rate")
+    p.add_argument("--paths", action="store_true", help="aisfx's runtime/precision paths side by side")
+    p.add_argument("--audio", default="", help="--paths: a folder of real recordings (default: generated files)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -360,6 +421,16 @@ def main(argv: list[str] | None = None) -> None:
             "fp32": matmul_rate(torch.float32),
             "bf16": matmul_rate(torch.bfloat16, 2048 if args.native_bf16 else 512),
         }
+    if args.paths:
+        with tempfile.TemporaryDirectory(prefix="bench_encoders_") as tmp:
+            found = (
+                sorted(p for p in Path(args.audio).rglob("*") if p.suffix in (".wav", ".flac")) if args.audio else []
+            )
+            files = found[:: max(1, len(found) // args.clips)][: args.clips] or make_files(
+                Path(tmp), args.clips, args.seconds
+            )
+            print(bench_paths(files, args))
+        return
     names = [n for n in args.encoders.split(",") if n] or available_encoders()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_encoders_") as tmp:

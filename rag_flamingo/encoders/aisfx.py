@@ -181,6 +181,24 @@ class AisfxFrontend:
         self.mel_bank = torch.from_numpy(bank.astype(np.float32))
         self.window = torch.hann_window(c.n_fft, periodic=True)
 
+    def librosa_log_mel(self, wave: np.ndarray) -> np.ndarray:
+        """The same frames through librosa's own STFT: the package's path (the parity reference)."""
+        c = self.config
+        peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+        spec = librosa.feature.melspectrogram(
+            y=(wave / (peak if peak > 0 else 1.0)).astype(np.float32),
+            sr=c.sample_rate,
+            n_fft=c.n_fft,
+            hop_length=c.hop_length,
+            n_mels=c.n_mels,
+            fmin=c.fmin,
+            fmax=c.fmax,
+            htk=True,
+            norm=1.0,
+            power=2.0,
+        )
+        return (np.log10(spec * c.log_scale + 1.0) / c.spec_max).T.astype(np.float32)
+
     def log_mel(self, wave: np.ndarray) -> np.ndarray:
         c = self.config
         y = torch.from_numpy(np.ascontiguousarray(wave, np.float32))
