@@ -251,6 +251,8 @@ def clip_flops(encoder, seconds: float) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     wave = np.random.default_rng(0).standard_normal(int(seconds * encoder.sample_rate)).astype(np.float32) * 0.1
+    if getattr(encoder, "runtime", "torch") != "torch":  # another runtime's work is invisible to torch
+        encoder = type(encoder)(device="cpu", runtime="torch", precision="fp32", max_seconds=encoder.max_seconds)
     with FlopCounterMode(display=False) as counter:
         encoder.embed([wave])
     return float(counter.get_total_flops())
@@ -315,6 +317,7 @@ AISFX_PATHS = {  # label -> (runtime, precision, frontend)
     "torch fp32, librosa frontend (before)": ("torch", "fp32", "librosa"),
     "torch fp32": ("torch", "fp32", "torch"),
     "openvino fp32": ("openvino", "fp32", "torch"),
+    "openvino fp32, librosa frontend": ("openvino", "fp32", "librosa"),
     "torch bf16": ("torch", "bf16", "torch"),
 }
 
@@ -328,6 +331,8 @@ def bench_paths(files: list[Path], args) -> str:
 
     encoders = {}
     for label, (runtime, precision, frontend) in AISFX_PATHS.items():
+        if precision not in args.precisions.split(","):
+            continue
         try:
             encoders[label] = AisfxEncoder(device="cpu", runtime=runtime, precision=precision)
         except Exception as exc:  # openvino not installed: say so, keep going
@@ -409,6 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--roofline", action="store_true", help="FLOPs per clip and the share of the matmul rate")
     p.add_argument("--paths", action="store_true", help="aisfx's runtime/precision paths side by side")
     p.add_argument("--audio", default="", help="--paths: a folder of real recordings (default: generated files)")
+    p.add_argument("--precisions", default="fp32,bf16", help="--paths: the precisions to run (bf16 emulated: slow)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
