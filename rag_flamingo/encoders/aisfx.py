@@ -170,7 +170,8 @@ class AisfxFrontend:
 
     The frames are librosa's ``melspectrogram`` (centred, zero-padded, periodic Hann, power 2, htk
     bands with norm 1: the package's path) computed with ``torch.stft`` and librosa's own filter
-    bank: 1.5-7x faster than librosa's STFT on 1-2 threads, equal frames (tests/test_aisfx.py)."""
+    bank: 3-18 ms against librosa's 21-30 ms per 10 s clip in isolation (BENCHMARKS.md), the same frames
+    to 1e-5 (tests/test_encoder_runtime.py)."""
 
     def __init__(self, config: AisfxConfig):
         self.config = config

@@ -6,8 +6,8 @@
   openvino also the runtime's own device query), else fp32; on CUDA fp16 autocast, as before.
 - ``runtime``: ``torch`` (eager PyTorch) or ``openvino`` (the network converted once to an OpenVINO
   graph, cached, and compiled for this CPU; the optional ``fast`` extra installs it). ``auto``: for
-  fp32, openvino on a CPU device where it is installed (measured faster, BENCHMARKS.md "Encoders
-  against the hardware"), else torch; for bf16, torch (whose bf16 parity the tests check; OpenVINO's
+  fp32, openvino on a CPU device where it is installed (up to 1.9x torch end to end, BENCHMARKS.md
+  "Encoders against the hardware"), else torch; for bf16, torch (whose bf16 parity the tests check; OpenVINO's
   bf16 is used only when asked for, on a CPU that has it). A GPU device always runs torch.
 
 Both paths are held to the same contract by the tests: fp32 at cos >= 0.9999 and max abs <= 1e-4 against
