@@ -1,9 +1,5 @@
-"""The offline index builder behind ``build_index``: manifest -> decode -> embed -> shards -> FAISS.
+"""The ``build_index`` command (``cli``: Hydra composition, then `rag_flamingo.indexing.pipeline`) and
+the makers of official datasets' manifests (``manifests``: ``python -m index_builder.manifests``).
 
-Modules, in the order data flows through them (clip-retrieval's reader -> mapper -> writer):
-``plan`` (which items go in which shard, resume bookkeeping), ``reader`` (parallel decoding),
-``embedder`` (batched embedding, shard writing), ``faiss_index`` (index choice, training, recall
-tuning), ``features`` (cached model features), ``pipeline``
-(the build / append / features runs), ``cli`` (the Hydra entry point). torchrun ranks come from
-``rag_flamingo.distributed``, shared with the evaluation side.
+A client of ``rag_flamingo``: it imports the library, the library never imports it.
 """

@@ -20,10 +20,11 @@ import sys
 from pathlib import Path
 
 from rag_flamingo.cli import compose_config, export_roots, handle_flags, run_main
+from rag_flamingo.config import BuildIndexConfig
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.paths import store_folder
 from rag_flamingo.preflight import require
-from rag_flamingo.store import holds_other_files
+from rag_flamingo.store.layout import holds_other_files
 
 CONFIG_NAME = "build_index"
 
@@ -31,19 +32,19 @@ CONFIG_NAME = "build_index"
 ALIASES = {"output": "store"}  # the store's folder was once output=; the name is store= in every command
 
 
-def load_config(overrides: list[str]) -> dict:
-    """The composed, resolved config as a plain dict."""
+def load_config(overrides: list[str]) -> BuildIndexConfig:
+    """The composed, resolved config."""
     return compose_config(CONFIG_NAME, overrides, ALIASES)
 
 
 def _run(argv: list[str]) -> None:
     if handle_flags(CONFIG_NAME, argv, ALIASES):
         return
-    from .pipeline import config_from_dict, run  # heavy imports (torch, faiss) only when running
+    from rag_flamingo.indexing.pipeline import resolve, run  # heavy imports (torch, faiss) only when running
 
     cfg = load_config(argv)
     export_roots(cfg)
-    build = config_from_dict(cfg)
+    build = resolve(cfg)
     store_folder(build.output)
     _refuse_a_folder_of_other_files(build.output)
     require(CONFIG_NAME, cfg)

@@ -38,8 +38,10 @@ from typing import Protocol
 
 import numpy as np
 
+from .config import FusionOptions
 from .errors import ConfigError
-from .store import item_labels, normalize_rows
+from .labels import item_labels
+from .vectors import normalize_rows
 
 
 @dataclass(frozen=True)
@@ -254,7 +256,7 @@ class Fusion:
     FOLDS = 5
     MAX_SELECT = 2000  # cross-validation on at most this many support rows (a seeded subset)
 
-    def __init__(self, base: Method, temperature: float = 0.1):
+    def __init__(self, base: Method, temperature: float = FusionOptions.temperature):
         if temperature <= 0:
             raise ConfigError(f"fusion temperature must be > 0, got {temperature}")
         self.base, self.temperature = base, float(temperature)

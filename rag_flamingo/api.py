@@ -18,9 +18,9 @@ from .engine import RagFlamingo
 from .errors import AudioError, ConfigError
 from .prediction import Prediction
 from .predictors import FlamingoPredictor
-from .prompts import get_task
 from .runner import QueryInput, QueryRunner
-from .store import recording_key
+from .store.items import recording_key
+from .tasks import get_task
 
 Answer = Prediction  # the name this module's answers had before they were one record
 
@@ -51,7 +51,6 @@ def answer_batch(
             QueryInput(item["id"], source, item, recording_key({"path": str(source)}, Path.cwd()) if file else None)
         )
     runner = QueryRunner(
-        engine.store,
         engine.retrieval_encoder,
         engine.retriever,
         {"flamingo": FlamingoPredictor(engine)},

@@ -33,21 +33,21 @@ from typing import Any
 
 from .audio import AUDIO_EXTENSIONS
 from .cli import compose_config, handle_flags, run_main
-from .components import build_encoder, build_predictors, open_store, task_name
+from .components import build_predictors, open_store, query_parts, task_name
+from .config import ClassifyConfig
 from .errors import ConfigError
 from .jsonl import append_jsonl
 from .preflight import require
-from .prompts import TaskFamily, get_task
-from .retrieval import Retriever
 from .runner import QueryInput, QueryRunner, plan_combos, shot_records
-from .store import recording_key
+from .store.items import recording_key
+from .tasks import TaskFamily, get_task
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "rag_classify"
 
 
-def load_config(argv: list[str]) -> dict:
+def load_config(argv: list[str]) -> ClassifyConfig:
     """``rag_flamingo/conf/rag_classify.yaml`` composed with the ``key=value`` arguments."""
     return compose_config(CONFIG_NAME, argv)
 
@@ -133,21 +133,18 @@ def tsv_field(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
-    """Label every file of ``cfg['audio']``; returns the records (also printed / written to ``out``)."""
+def classify(cfg: ClassifyConfig, encoder=None, engine=None, stream=None) -> list[dict]:
+    """Label every file of ``cfg.audio``; returns the records (also printed / written to ``out``)."""
     stream = stream or sys.stdout
     task = get_task(task_name(cfg))
     if task.family not in (TaskFamily.CLASSIFICATION, TaskFamily.TAGGING):
         raise ConfigError(f"rag_classify labels audio (task=classification or tagging), not {task.name}")
-    if not cfg.get("store"):
+    if not cfg.store:
         raise ConfigError("store= is required: the index store to classify against (build_index ... store=my_index)")
-    if not cfg.get("audio"):
+    if not cfg.audio:
         raise ConfigError("audio= is required: a file or a folder of audio to label (e.g. audio=clips/)")
-    k = int(cfg.get("k", 4))
-    if k < 1:
-        raise ConfigError(f"k={k}: the number of retrieved shots must be >= 1")
-    out_path = check_out(cfg["out"]) if cfg.get("out") else None
-    files = audio_files(cfg["audio"])
+    out_path = check_out(cfg.out) if cfg.out else None
+    files = audio_files(cfg.audio)
     store = open_store(cfg)
     labels = store.label_set()
     if not labels:
@@ -155,24 +152,17 @@ def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
             f"{store.root}: the store has no labels; index labelled clips (one sub-folder per "
             f"label with dataset=folder, or 'label' in the manifest)"
         )
-    if encoder is None:
-        encoder = build_encoder(cfg, store)
-    else:
-        store.check_encoder(encoder.fingerprint())
-    retriever = Retriever.from_config(store, encoder, cfg.get("retrieval"))
-    name = str(cfg.get("predictor") or "knn")
-    predictors = build_predictors(cfg, [name], store, encoder, retriever, engine)
-    combos = plan_combos(predictors, [k])
-    runner = QueryRunner(
-        store, encoder, retriever, predictors, task, labels, batch_size=int(cfg.get("batch_size") or 8)
-    )
+    parts = query_parts(cfg, store, encoder)
+    predictors = build_predictors(cfg, [cfg.predictor], parts, engine)
+    combos = plan_combos(predictors, [cfg.k])
+    runner = QueryRunner(parts.encoder, parts.retriever, predictors, task, labels, batch_size=cfg.batch_size)
     inputs = [QueryInput(str(p), p, {"id": str(p)}, recording_key({"path": str(p)}, Path.cwd())) for p in files]
     if out_path:
         temp_out(out_path).write_text("", encoding="utf-8")  # started over: the records of this run only
     provenance = {
         "store": str(store.root),
         "store_fingerprint": store.fingerprint(),
-        "predictor": name,
+        "predictor": cfg.predictor,
         "k": combos[0][1],
     }
     records: list[dict[str, Any]] = []
@@ -204,7 +194,7 @@ def classify(cfg: dict, encoder=None, engine=None, stream=None) -> list[dict]:
             os.replace(temp_out(out_path), out_path)
         except OSError as exc:
             raise ConfigError(
-                f"out={cfg['out']}: cannot be replaced ({exc.strerror or exc}); the labels are in {temp_out(out_path)}"
+                f"out={cfg.out}: cannot be replaced ({exc.strerror or exc}); the labels are in {temp_out(out_path)}"
             ) from None
     return records
 

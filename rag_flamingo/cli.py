@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import paths
 from .config import INDEX_TYPES
@@ -25,8 +26,10 @@ from .errors import ConfigError, RagFlamingoError, did_you_mean
 INDEX_TYPES_HINT = f"index= picks the index type ({', '.join(INDEX_TYPES)})"
 
 
-def compose_config(config_name: str, overrides: list[str], aliases: dict[str, str] | None = None) -> dict:
-    """``rag_flamingo/conf/<config_name>.yaml`` composed with Hydra overrides, resolved, as a plain dict.
+def compose_config(config_name: str, overrides: list[str], aliases: dict[str, str] | None = None) -> Any:
+    """``rag_flamingo/conf/<config_name>.yaml`` composed with Hydra overrides, resolved, as its typed
+    schema (`rag_flamingo.config.SCHEMAS`: ``EvaluateConfig``, ``BuildIndexConfig``, ...): the one place
+    where settings are read by name; everything after it reads attributes.
 
     Every override is checked first, so a mistake is one line that names it: an unknown key or group
     option (with a "did you mean"), ``index=<a path>`` (the store is ``store=``). ``aliases`` maps an
@@ -50,13 +53,13 @@ def compose_config(config_name: str, overrides: list[str], aliases: dict[str, st
             check_bool_text(SCHEMAS[config_name], key, value)
         cfg = _compose(compose, config_name, [_plus_on_existing(o, base) for o in overrides])
     OmegaConf.resolve(cfg)
-    out = _as_dict(cfg)
-    check_ranges(SCHEMAS[config_name], out)
-    if out.get("model"):  # an open group: its decoding and sizes are checked by the model's own rules
+    check_ranges(SCHEMAS[config_name], _as_dict(cfg))
+    typed: Any = OmegaConf.to_object(cfg)  # the schema's dataclasses; open groups (encoder, model, task) dicts
+    if getattr(typed, "model", None):  # an open group: its decoding and sizes are checked by the model's own rules
         from .model.factory import check_model_settings
 
-        check_model_settings(out["model"])
-    return out
+        check_model_settings(typed.model)
+    return typed
 
 
 def _compose(compose: Callable, config_name: str, overrides: list[str]):
@@ -395,10 +398,10 @@ def _check_key(override: str, base: dict) -> None:
         node = node[part]
 
 
-def export_roots(cfg: dict) -> None:
+def export_roots(cfg: Any) -> None:
     """The config wins over the environment for everything downstream (dataset sources read these)."""
-    os.environ["RAG_FLAMINGO_DATA_ROOT"] = str(cfg["data_root"])
-    os.environ["RAG_FLAMINGO_CACHE_ROOT"] = str(cfg["cache_root"])
+    os.environ["RAG_FLAMINGO_DATA_ROOT"] = str(cfg.data_root)
+    os.environ["RAG_FLAMINGO_CACHE_ROOT"] = str(cfg.cache_root)
 
 
 def run_main(

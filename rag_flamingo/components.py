@@ -7,16 +7,19 @@ the dataset's query rows.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from . import paths
+from .config import BuildIndexConfig, ClassifyConfig, EvaluateConfig, QueryConfig
 from .errors import ConfigError, StoreError
 from .predictors import Predictor, PredictorContext, build_predictor, predictor_names
-from .prompts import TaskFamily, TaskSpec, get_task
 from .retrieval import Retriever
-from .store import IndexStore, comparable_fingerprint
+from .store.index_store import IndexStore
+from .store.records import comparable_fingerprint
+from .tasks import TaskFamily, TaskSpec, get_task
 
 
 class StoreView(Protocol):
@@ -44,40 +47,40 @@ RUNTIME_OPTIONS = (
 )
 
 
-def task_name(cfg: dict) -> str:
+def task_name(cfg: EvaluateConfig | ClassifyConfig) -> str:
     """``task.name``, or the dataset's first task (``task=auto``)."""
-    name = (cfg.get("task") or {}).get("name")
+    name = cfg.task.get("name")  # an open group (task/*.yaml): a mapping
     if name:
         return str(name)
-    tasks = (cfg.get("dataset") or {}).get("tasks") or []
+    dataset = getattr(cfg, "dataset", None)
+    tasks = dataset.tasks if dataset is not None else []
     if not tasks:
         raise ConfigError("no task: pass task=<name> (e.g. task=classification)")
     return str(tasks[0])
 
 
-def store_path(cfg: dict, split_key: str = "index_split", encoder: str | None = None) -> Path:
+def store_path(cfg: QueryConfig | BuildIndexConfig, split_key: str = "index_split", encoder: str | None = None) -> Path:
     """The one resolver of a command's store: ``store`` (a path, or a name under
     ``${cache_root}/indices``), else what build_index writes for the dataset's index split (``split_key``
     names the config's split setting: build_index's ``split``) and the encoder (``encoder``: the name
     when the config has none), `paths.default_store` named by `sources.store_stem`."""
     from .datasets.sources import split_name, store_stem
 
-    cache = Path(cfg.get("cache_root") or paths.cache_root()).expanduser()
-    given = cfg.get("store")
-    if given:
-        return paths.find_store(str(given), cache)
-    dataset = cfg.get("dataset") or {}
-    if not dataset.get("name"):
+    cache = Path(cfg.cache_root).expanduser()
+    if cfg.store:
+        return paths.find_store(cfg.store, cache)
+    dataset = getattr(cfg, "dataset", None)
+    if dataset is None or not dataset.name:
         raise ConfigError("store= is not set: the index store to use (build_index ... store=my_index)")
-    split = split_name(dataset, str(cfg.get(split_key) or "index"))
-    name = (cfg.get("encoder") or {}).get("name") or encoder
+    split = split_name(dataset, str(getattr(cfg, split_key)))
+    name = cfg.encoder.get("name") or encoder
     if not name:
         raise ConfigError("encoder= is not set: the encoder the store was built with (e.g. encoder=aisfx)")
     return paths.store_folder(paths.default_store(cache, store_stem(dataset), split, str(name)))
 
 
-def open_store(cfg: dict) -> IndexStore:
-    return IndexStore.open(store_path(cfg), verify=bool(cfg.get("verify_store", False)))
+def open_store(cfg: QueryConfig) -> IndexStore:
+    return IndexStore.open(store_path(cfg), verify=cfg.verify_store)
 
 
 def check_encoder_request(store: IndexStore | StoreView, options: dict) -> None:
@@ -107,18 +110,18 @@ def check_encoder_request(store: IndexStore | StoreView, options: dict) -> None:
         )
 
 
-def build_encoder(cfg: dict, store: IndexStore):
-    """The retrieval encoder of ``cfg['encoder']`` (default: the store's, from store.json), checked
+def build_encoder(cfg: QueryConfig, store: IndexStore):
+    """The retrieval encoder of ``cfg.encoder`` (default: the store's, from store.json), checked
     against the store (options first, then the full fingerprint once built)."""
     from .encoders import build_encoder as build_named
 
-    options = dict(cfg.get("encoder") or {})
+    options = dict(cfg.encoder)
     options["name"] = options.get("name") or store.info.encoder.get("name")
     if not options["name"]:
         raise ConfigError("encoder.name is not set (use the encoder the store was built with, e.g. encoder=aisfx)")
     check_encoder_request(store, options)
-    if cfg.get("device") not in (None, "auto") and not options.get("device"):
-        options["device"] = cfg["device"]
+    if cfg.device != "auto" and not options.get("device"):
+        options["device"] = cfg.device
     follow_store_precision(store, options)
     encoder = build_named(options.pop("name"), **options)
     store.check_encoder(encoder.fingerprint())
@@ -157,7 +160,7 @@ def encoder_from_options(options: dict):
     return build_named(name, **options)
 
 
-def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever, model_parts: tuple | None = None):
+def build_engine(cfg: QueryConfig, store: IndexStore, encoder, retriever: Retriever, model_parts: tuple | None = None):
     """`RagFlamingo` from the ``model`` group (checkpoint, tokenizer, audio encoder, decoding; see
     `rag_flamingo.model.load_model`) and the ``flamingo`` section (how the engine uses it); with
     ``model.backend=transformers`` the engine of `rag_flamingo.backends.transformers_audio`.
@@ -168,7 +171,7 @@ def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever, mo
     from .model import load_model
     from .model.factory import generation_settings
 
-    mc = dict(cfg.get("model") or {})
+    mc = model_settings(cfg)
     if not mc:
         raise ConfigError(
             "predictor=flamingo needs a model config (model=foundation, model=chat, or "
@@ -177,21 +180,18 @@ def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever, mo
     if backend_name(mc) == "transformers":  # AF3, Music Flamingo, Qwen2-Audio (rag_flamingo/backends/)
         from .backends.transformers_audio import build_transformers_engine
 
-        return build_transformers_engine(cfg, store, encoder, retriever, model_parts)
-    if cfg.get("device") not in (None, "auto") and mc.get("device") in (None, "auto"):
-        mc["device"] = cfg["device"]
+        return build_transformers_engine(mc, cfg.flamingo, store, encoder, retriever, model_parts)
     if not mc.get("audio_encoder"):
         raise ConfigError("predictor=flamingo needs model.audio_encoder (e.g. {name: clapcap})")
-    fc = cfg.get("flamingo") or {}
-    clap = fc.get("clap_filter") or {}
-    samples = int(clap.get("samples") or 1)
+    fc = cfg.flamingo
+    samples = fc.clap_filter.samples
     generation = generation_settings(mc, clap_samples=samples)  # checked before any weights load
     if model_parts is None:
         model_parts = (*load_model(mc), encoder_from_options(mc["audio_encoder"]))
     model, tokenizer, window_encoder = model_parts
     reranker = None
     if samples > 1:
-        ropts = clap.get("encoder") or {}
+        ropts = fc.clap_filter.encoder or {}
         reranker = ClapReranker(encoder_from_options(ropts) if ropts else encoder)
     return RagFlamingo(
         store,
@@ -201,15 +201,24 @@ def build_engine(cfg: dict, store: IndexStore, encoder, retriever: Retriever, mo
         encoder,
         retriever=retriever,
         generation=generation,
-        feature_name=fc.get("features") or "clapcap",
-        audio_slots=fc.get("audio_slots") or mc.get("num_slots"),
-        template=fc.get("template") or "eval",
+        feature_name=fc.features,
+        audio_slots=fc.audio_slots or mc.get("num_slots"),
+        template=fc.template,
         reranker=reranker,
-        decode=fc.get("decode") or "generate",
+        decode=fc.decode,
     )
 
 
-def load_model_parts(cfg: dict) -> tuple | None:
+def model_settings(cfg: QueryConfig) -> dict:
+    """The ``model`` group (an open group: a mapping its loader checks), with the command's ``device``
+    where the group leaves it to the command."""
+    mc = dict(cfg.model)
+    if mc and cfg.device != "auto" and mc.get("device") in (None, "auto"):
+        mc["device"] = cfg.device
+    return mc
+
+
+def load_model_parts(cfg: QueryConfig) -> tuple | None:
     """The (model, tokenizer, window encoder) `build_engine` would load for ``cfg``'s AF1 ``model`` group,
     loaded once to be shared by several evaluations (``evaluate suite=...``). None for the transformers
     backends (their engine reduces the loaded model's generation_config to its token ids and records what
@@ -219,42 +228,54 @@ def load_model_parts(cfg: dict) -> tuple | None:
     from .model import load_model
     from .model.factory import generation_settings
 
-    mc = dict(cfg.get("model") or {})
+    mc = model_settings(cfg)
     if not mc or backend_name(mc) == "transformers" or not mc.get("audio_encoder"):
         return None
-    if cfg.get("device") not in (None, "auto") and mc.get("device") in (None, "auto"):
-        mc["device"] = cfg["device"]
     generation_settings(mc)  # checked before any weights load
     return (*load_model(mc), encoder_from_options(mc["audio_encoder"]))
 
 
+@dataclass
+class QueryParts:
+    """One store with what answers queries against it: its encoder (checked against it) and the retriever."""
+
+    store: IndexStore
+    encoder: Any
+    retriever: Retriever
+
+
+def query_parts(cfg: QueryConfig, store: IndexStore | None = None, encoder=None) -> QueryParts:
+    """The one assembly of the query side (evaluate, rag_classify, rag_app, the suite): the store
+    (``store=``, or the one handed in), its encoder (``cfg.encoder``, or the one handed in: checked
+    against the store) and the retriever of ``cfg.retrieval``."""
+    store = store if store is not None else open_store(cfg)
+    if encoder is None:
+        encoder = build_encoder(cfg, store)
+    else:
+        store.check_encoder(encoder.fingerprint())
+    return QueryParts(store, encoder, Retriever.from_config(store, encoder, cfg.retrieval))
+
+
+def predictor_context(cfg: QueryConfig, parts: QueryParts, engine: Callable[[], Any]) -> PredictorContext:
+    """What a registered predictor is built from (``engine``: builds or returns the model's engine)."""
+    return PredictorContext(cfg.predictors, parts.store, parts.encoder, parts.retriever, engine)
+
+
 def build_predictors(
-    cfg: dict,
-    names: list[str],
-    store: IndexStore,
-    encoder,
-    retriever: Retriever,
-    engine=None,
-    model_parts: tuple | None = None,
+    cfg: QueryConfig, names: list[str], parts: QueryParts, engine=None, model_parts: tuple | None = None
 ) -> dict[str, Predictor]:
     """The named predictors (``predictors.<name>`` options); the engine is built only if one needs it
     (from ``model_parts`` when given: see `load_model_parts`)."""
     if not names:
         raise ConfigError(f"predictor is empty; use one or more of {', '.join(predictor_names())}")
-    options = cfg.get("predictors") or {}
     built: list[Any] = [engine]
 
     def the_engine():
         if built[0] is None:
-            built[0] = build_engine(cfg, store, encoder, retriever, model_parts)
+            built[0] = build_engine(cfg, parts.store, parts.encoder, parts.retriever, model_parts)
         return built[0]
 
-    return {
-        name: build_predictor(
-            name, PredictorContext(dict(options.get(name) or {}), store, encoder, retriever, the_engine)
-        )
-        for name in names
-    }
+    return {name: build_predictor(name, predictor_context(cfg, parts, the_engine)) for name in names}
 
 
 def as_list(value) -> list:
@@ -267,7 +288,7 @@ def as_list(value) -> list:
 class Evaluation:
     """Everything one evaluation run needs, built from the config (or handed in, e.g. by tests)."""
 
-    cfg: dict
+    cfg: EvaluateConfig
     store: IndexStore
     encoder: Any  # the store's retrieval encoder
     task: TaskSpec
@@ -279,31 +300,27 @@ class Evaluation:
     retriever: Retriever
 
 
-def query_rows(cfg: dict, task: TaskSpec) -> tuple[list[dict], Path, str, Path]:
+def query_rows(cfg: EvaluateConfig, task: TaskSpec) -> tuple[list[dict], Path, str, Path]:
     """(rows, audio root, split name, manifest) of the dataset's query split."""
     from .datasets.manifest import read_manifest
     from .datasets.sources import collapse_groups, resolve_split, split_name
 
-    split = split_name(cfg["dataset"], cfg.get("query_split") or "query")
-    manifest, root = resolve_split(cfg["dataset"], split)
-    rows = read_manifest(manifest, allow_outside_root=bool(cfg["dataset"].get("allow_outside_root")))
+    split = split_name(cfg.dataset, cfg.query_split)
+    manifest, root = resolve_split(cfg.dataset, split)
+    rows = read_manifest(manifest, allow_outside_root=cfg.dataset.allow_outside_root)
     if task.family == TaskFamily.CAPTIONING:
         rows = collapse_groups(rows)  # each recording once, scored against all its captions
-    limit = cfg.get("limit")
-    return (rows[: int(limit)] if limit else rows), Path(root), split, Path(manifest)
+    return (rows[: cfg.limit] if cfg.limit else rows), Path(root), split, Path(manifest)
 
 
-def prepare(cfg: dict, encoder=None, engine=None, model_parts: tuple | None = None) -> Evaluation:
+def prepare(cfg: EvaluateConfig, encoder=None, engine=None, model_parts: tuple | None = None) -> Evaluation:
     """Open the store, build the encoder/retriever/predictors, read the query rows (the engine from
     ``model_parts`` when given: a model already loaded, `load_model_parts`)."""
     task = get_task(task_name(cfg))
     rows, audio_root, split, manifest = query_rows(cfg, task)  # manifest errors before any model loads
-    store = open_store(cfg)
-    if encoder is None:
-        encoder = build_encoder(cfg, store)
-    else:
-        store.check_encoder(encoder.fingerprint())
-    retriever = Retriever.from_config(store, encoder, cfg.get("retrieval"))
-    names = [str(p) for p in as_list(cfg.get("predictor"))]
-    predictors = build_predictors(cfg, names, store, encoder, retriever, engine, model_parts)
-    return Evaluation(cfg, store, encoder, task, rows, audio_root, split, manifest, predictors, retriever)
+    parts = query_parts(cfg, encoder=encoder)
+    names = [str(p) for p in as_list(cfg.predictor)]
+    predictors = build_predictors(cfg, names, parts, engine, model_parts)
+    return Evaluation(
+        cfg, parts.store, parts.encoder, task, rows, audio_root, split, manifest, predictors, parts.retriever
+    )

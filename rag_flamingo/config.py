@@ -21,9 +21,12 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from .errors import ConfigError, did_you_mean
+
+T = TypeVar("T")
 
 ZERO_SHOT_TEMPLATE = "this is a sound of {label}"
 
@@ -263,7 +266,7 @@ class DatasetConfig:
 
 @dataclass
 class IndexConfig:
-    """An ``index/`` config: the FAISS index build_index makes (``index_builder.faiss_index``)."""
+    """An ``index/`` config: the FAISS index build_index makes (``rag_flamingo.indexing.faiss_index``)."""
 
     type: str = ranged("auto", choices=INDEX_TYPES)
     metric: str = ranged("cosine", choices=("cosine", "l2"))
@@ -393,6 +396,13 @@ class BuildIndexConfig:
     min_seconds: float = ranged(0.1, ge=0)
     progress: bool = True
 
+    @property
+    def output(self) -> Path:
+        """The store folder (``store``, once `rag_flamingo.indexing.pipeline.resolve` has resolved it)."""
+        if not self.store:
+            raise ConfigError("store is not resolved (rag_flamingo.indexing.pipeline.resolve(cfg) resolves it)")
+        return Path(self.store).expanduser()
+
 
 @dataclass
 class AppConfig(QueryConfig):
@@ -418,6 +428,20 @@ SCHEMAS: dict[str, type] = {
     "build_index": BuildIndexConfig,
     "rag_app": AppConfig,
 }
+
+
+def typed(schema: type[T], values: Mapping | None = None) -> T:
+    """``schema`` filled in from ``values`` (a mapping of its settings, sections as mappings), checked as
+    composition checks a config file: an unknown key or a value of the wrong type is a ConfigError."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), dict(values or {}))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{schema.__name__}: {str(exc).splitlines()[0]}") from None
+    check_ranges(schema, OmegaConf.to_container(merged, resolve=True))  # type: ignore[arg-type]
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
 
 
 def register() -> None:

@@ -43,14 +43,17 @@ import numpy as np
 import torch
 
 from .audio import DecodeKey, wave_for
+from .config import FlamingoConfig
 from .errors import ConfigError, StoreError
 from .model import GenerationSettings, generate, postprocess_output, silence_features, tokenize_prompts
 from .model.media import pack_window_features
 from .model.scoring import answer_token_ids, score_continuations
 from .prediction import Prediction
-from .prompts import TaskFamily, build_prompt, get_task, token_counter
+from .prompts import build_prompt, token_counter
 from .retrieval import Retriever, Shot
-from .store import comparable_fingerprint, normalize_rows
+from .store.records import comparable_fingerprint
+from .tasks import TaskFamily, get_task
+from .vectors import normalize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +100,7 @@ class RagFlamingo:
         *,
         retriever: Retriever | None = None,
         generation: GenerationSettings | None = None,
-        feature_name: str = "clapcap",
+        feature_name: str = FlamingoConfig.features,
         audio_slots: int | None = None,
         template: str = "eval",
         max_tokens: int | None = None,

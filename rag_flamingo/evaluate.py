@@ -49,15 +49,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 from . import distributed
 from .cli import compose_config, expand_overrides, export_roots, handle_flags, run_main
 from .components import Evaluation, as_list, prepare
+from .config import EvaluateConfig, SuiteConfig
 from .errors import ConfigError
 from .hashing import file_sha256
 from .preflight import require
-from .prompts import TaskFamily
 from .runner import (
     QueryInput,
     QueryRunner,
@@ -72,7 +73,8 @@ from .runner import (
     shot_records,
     target_of,
 )
-from .store import recording_key
+from .store.items import recording_key
+from .tasks import TaskFamily
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +82,8 @@ CONFIG_NAME = "evaluate"
 LIST_KEYS = ("predictor", "shots")  # comma lists evaluated inside one run
 
 
-def load_config(overrides: list[str]) -> dict:
-    """The composed, resolved ``evaluate`` config as a plain dict."""
+def load_config(overrides: list[str]) -> EvaluateConfig:
+    """The composed, resolved ``evaluate`` config."""
     return compose_config(CONFIG_NAME, overrides)
 
 
@@ -91,20 +93,20 @@ def load_config(overrides: list[str]) -> dict:
 def run_settings(ev: Evaluation) -> dict:
     """Everything that changes a prediction (not which predictors/shots, nor how fast)."""
     cfg = ev.cfg
-    model = {k: v for k, v in (cfg.get("model") or {}).items() if k != "device"}
+    model = {k: v for k, v in cfg.model.items() if k != "device"}
     return {
         "store": {"path": str(ev.store.root.resolve()), "fingerprint": ev.store.fingerprint()},
         "queries": {
-            "dataset": cfg["dataset"].get("name"),
+            "dataset": cfg.dataset.name,
             "split": ev.query_split,
             "manifest": str(ev.manifest.resolve()),
             "manifest_sha256": file_sha256(ev.manifest),
             "audio_root": str(ev.audio_root.resolve()),
         },
         "task": ev.task.name,
-        "retrieval": cfg.get("retrieval"),
-        "predictors": cfg.get("predictors"),
-        "flamingo": cfg.get("flamingo"),
+        "retrieval": asdict(cfg.retrieval),
+        "predictors": asdict(cfg.predictors),
+        "flamingo": asdict(cfg.flamingo),
         "model": model,
     }
 
@@ -116,8 +118,6 @@ def engine_decoding(ev: Evaluation) -> dict | None:
     effective ``GenerationConfig``, ours whatever the checkpoint's generation_config.json says, and the
     checkpoint's settings that were ignored). The AF1 engine: its `GenerationSettings` (AF1's own
     decoding loop, `model.generation.generate`, reads no generation_config at all)."""
-    from dataclasses import asdict, is_dataclass
-
     for predictor in ev.predictors.values():
         engine = getattr(predictor, "engine", None)
         if engine is None:
@@ -132,9 +132,9 @@ def engine_decoding(ev: Evaluation) -> dict | None:
 
 
 def output_dir(ev: Evaluation, key: str) -> Path:
-    if ev.cfg.get("output_dir"):
-        return Path(ev.cfg["output_dir"]).expanduser()
-    return Path("outputs") / "evaluate" / f"{ev.cfg['dataset']['name']}-{ev.task.name}-{ev.query_split}-{key[:8]}"
+    if ev.cfg.output_dir:
+        return Path(ev.cfg.output_dir).expanduser()
+    return Path("outputs") / "evaluate" / f"{ev.cfg.dataset.name}-{ev.task.name}-{ev.query_split}-{key[:8]}"
 
 
 # ----------------------------------------------------------------------------- the run
@@ -196,13 +196,12 @@ def run_queries(
     labels = label_options(ev.task, ev.store)
     _warn_unknown_labels(ev, labels)
     runner = QueryRunner(
-        ev.store,
         ev.encoder,
         ev.retriever,
         ev.predictors,
         ev.task,
         labels,
-        batch_size=int(ev.cfg.get("batch_size") or 8),
+        batch_size=ev.cfg.batch_size,
         require_target=True,
     )
     for batch in runner.batches(pending, combos, lambda p, k, i: record_key(p, k, i) in done, progress, "evaluate"):
@@ -213,8 +212,8 @@ def run_queries(
     return contents
 
 
-def _shot_counts(cfg: dict) -> list[int]:
-    return [int(s) for s in as_list(cfg.get("shots"))]  # whole numbers >= 0: checked at composition
+def _shot_counts(cfg: EvaluateConfig) -> list[int]:
+    return [int(s) for s in as_list(cfg.shots)]  # whole numbers >= 0: checked at composition
 
 
 def _warn_unknown_labels(ev: Evaluation, labels: list[str] | None) -> None:
@@ -229,7 +228,7 @@ def _warn_unknown_labels(ev: Evaluation, labels: list[str] | None) -> None:
 
 
 def evaluate(
-    cfg: dict, encoder=None, engine=None, progress: bool | None = None, model_parts: tuple | None = None
+    cfg: EvaluateConfig, encoder=None, engine=None, progress: bool | None = None, model_parts: tuple | None = None
 ) -> dict | None:
     """Run one evaluation; rank 0 returns the summary (None on other ranks). ``model_parts``: the AF1
     model already loaded (`components.load_model_parts`; the suite loads it once for all its runs)."""
@@ -241,7 +240,12 @@ def evaluate(
 
 
 def _evaluate(
-    cfg: dict, ranks: distributed.Ranks, encoder, engine, progress: bool | None, model_parts: tuple | None = None
+    cfg: EvaluateConfig,
+    ranks: distributed.Ranks,
+    encoder,
+    engine,
+    progress: bool | None,
+    model_parts: tuple | None = None,
 ) -> dict | None:
     from .report import chance_level, score_predictions, write_report
 
@@ -250,10 +254,10 @@ def _evaluate(
     key = run_key(settings)
     out = ResultFolder(output_dir(ev, key), ranks.rank)
     if ranks.is_main:
-        out.claim(settings, bool(cfg.get("overwrite")))
-        (out.root / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
+        out.claim(settings, cfg.overwrite)
+        (out.root / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
     distributed.barrier(ranks)
-    show = cfg.get("progress", True) if progress is None else progress
+    show = cfg.progress if progress is None else progress
     contents = run_queries(ev, out, ranks, progress=bool(show))
     distributed.barrier(ranks)
     if not ranks.is_main:
@@ -266,7 +270,7 @@ def _evaluate(
     labels = ev.store.label_set()
     copies = {r["id"] for r in preds if r.get("copies")}
     summary = {
-        "dataset": cfg["dataset"]["name"],
+        "dataset": cfg.dataset.name,
         "task": ev.task.name,
         "query_split": ev.query_split,
         "store": str(ev.store.root),
@@ -302,29 +306,25 @@ def _run(argv: list[str]) -> None:
     for overrides in runs:
         cfg = load_config(overrides)
         export_roots(cfg)
-        if (cfg.get("suite") or {}).get("name"):  # evaluate suite=af1: hand over to the suite runner
+        if cfg.suite.name:  # evaluate suite=af1: hand over to the suite runner
             from .suite import run_suite
 
             run_suite(cfg, overrides, evaluate)
             continue
-        _refuse_suite_settings(cfg.get("suite") or {})
+        _refuse_suite_settings(cfg.suite)
         require(CONFIG_NAME, cfg)
         summary = evaluate(cfg)
         if summary is not None:
             print(summary_text(summary), flush=True)
 
 
-def _refuse_suite_settings(suite: dict) -> None:
+def _refuse_suite_settings(suite: SuiteConfig) -> None:
     """``suite.dry_run=true`` without ``suite=<name>`` would run the one evaluation for real: refused."""
-    from dataclasses import asdict
-
-    from .config import SuiteConfig
-
-    defaults = asdict(SuiteConfig())
-    changed = sorted(k for k, v in suite.items() if k != "name" and v != defaults.get(k))
+    given, defaults = asdict(suite), asdict(SuiteConfig())
+    changed = sorted(k for k, v in given.items() if k != "name" and v != defaults[k])
     if changed:
         keys = ", ".join(f"suite.{k}" for k in changed)
-        example = f"suite.{changed[0]}={str(suite[changed[0]]).lower()}"
+        example = f"suite.{changed[0]}={str(given[changed[0]]).lower()}"
         raise ConfigError(f"{keys} needs a suite: pick one with suite=<name> (e.g. suite=demo {example})")
 
 

@@ -18,19 +18,14 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .config import FigureConfig, check_ranges
+from .config import FigureConfig, SuiteRunConfig, check_ranges
 from .errors import ConfigError
 
-DEFAULTS = {f.name: f.default for f in dataclasses.fields(FigureConfig)}
 
-
-def figure(raw: Mapping | None, where: str) -> dict:
-    """One figure with every field (defaults filled), its ranges checked (ConfigError naming ``where``)."""
-    raw = dict(raw or {})
-    unknown = sorted(set(raw) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown figure key(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
-    out = {**DEFAULTS, **raw}
+def figure(fig: FigureConfig, where: str) -> dict:
+    """One figure as the record results.json keeps, its ranges checked (ConfigError naming ``where``;
+    a suite file's figures were checked at composition, a figure made in code is checked here)."""
+    out = dataclasses.asdict(fig)
     try:
         check_ranges(FigureConfig, out)
     except ConfigError as exc:
@@ -38,11 +33,11 @@ def figure(raw: Mapping | None, where: str) -> dict:
     return out
 
 
-def run_figures(run: Mapping, name: str) -> tuple[dict, list[dict], list[dict]]:
+def run_figures(run: SuiteRunConfig, name: str) -> tuple[dict, list[dict], list[dict]]:
     """(paper, paper_other, reproduced) of a suite run, checked."""
-    paper = figure(run.get("paper"), f"{name}.paper")
-    other = [figure(f, f"{name}.paper_other[{i}]") for i, f in enumerate(run.get("paper_other") or [])]
-    reproduced = [figure(f, f"{name}.reproduced[{i}]") for i, f in enumerate(run.get("reproduced") or [])]
+    paper = figure(run.paper, f"{name}.paper")
+    other = [figure(f, f"{name}.paper_other[{i}]") for i, f in enumerate(run.paper_other)]
+    reproduced = [figure(f, f"{name}.reproduced[{i}]") for i, f in enumerate(run.reproduced)]
     return paper, other, reproduced
 
 

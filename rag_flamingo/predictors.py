@@ -41,13 +41,15 @@ import numpy as np
 from .adapters import METHODS, Fitted, Fusion, Method, NearestCentroid, ShrinkageLda, SimpleShot, Support, vote_weights
 from .adapters import probabilities as class_probabilities
 from .audio import DecodeKey
-from .config import ZERO_SHOT_TEMPLATE
+from .config import ZERO_SHOT_TEMPLATE, KnnOptions, PredictorOptions, SupportOptions
 from .errors import ConfigError, did_you_mean
+from .labels import item_labels
 from .prediction import Prediction
-from .prompts import TaskFamily, TaskSpec, answer_text, get_task
+from .prompts import answer_text
 from .retrieval import Shot
-from .store import item_labels, normalize_rows
+from .tasks import TaskFamily, TaskSpec, get_task
 from .tta import check_views, embed_views
+from .vectors import normalize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +83,11 @@ class Predictor(Protocol):
 
 @dataclass
 class PredictorContext:
-    """What a predictor factory may use: its options (``predictors.<name>`` of the config), the
-    store, its encoder, the retriever, and the engine (built on first use: only flamingo needs it)."""
+    """What a predictor factory may use: the ``predictors`` section (each reads its own
+    ``predictors.<name>``), the store, its encoder, the retriever, and the engine (built on first use:
+    only flamingo needs it)."""
 
-    options: dict
+    options: PredictorOptions
     store: Any
     encoder: Any
     retriever: Any
@@ -169,7 +172,7 @@ class KnnPredictor:
     max_shots: int | None = None
     audio_encoders: Sequence[Any] = ()
 
-    def __init__(self, temperature: float = 0.1, n_tags: int = 1):
+    def __init__(self, temperature: float = KnnOptions.temperature, n_tags: int = 1):
         if temperature <= 0:
             raise ConfigError(f"knn temperature must be > 0, got {temperature}")
         self.temperature, self.n_tags = float(temperature), int(n_tags)
@@ -448,9 +451,7 @@ def _query_inputs(q: Query) -> dict:
 
 @register_predictor("knn")
 def _knn(ctx: PredictorContext) -> Predictor:
-    return KnnPredictor(
-        temperature=float(ctx.options.get("temperature", 0.1)), n_tags=typical_tag_count(ctx.store.items)
-    )
+    return KnnPredictor(temperature=ctx.options.knn.temperature, n_tags=typical_tag_count(ctx.store.items))
 
 
 @register_predictor("prototype")
@@ -458,16 +459,15 @@ def _prototype(ctx: PredictorContext) -> Predictor:
     return PrototypePredictor(ctx.store, n_tags=typical_tag_count(ctx.store.items))
 
 
-def _support_predictor(method: Method, ctx: PredictorContext) -> SupportPredictor:
-    tta = ctx.options.get("tta", 1)
+def _support_predictor(method: Method, ctx: PredictorContext, options: SupportOptions) -> SupportPredictor:
     return SupportPredictor(
-        method, ctx.store, n_tags=typical_tag_count(ctx.store.items), encoder=ctx.encoder, tta=1 if tta is None else tta
+        method, ctx.store, n_tags=typical_tag_count(ctx.store.items), encoder=ctx.encoder, tta=options.tta
     )
 
 
 def _support_factory(name: str) -> PredictorFactory:
     def build(ctx: PredictorContext) -> Predictor:
-        return _support_predictor(METHODS[name](), ctx)
+        return _support_predictor(METHODS[name](), ctx, getattr(ctx.options, name))
 
     return build
 
@@ -480,14 +480,15 @@ FUSION_BASES: dict[str, type] = {"lda": ShrinkageLda, "prototype": NearestCentro
 
 @register_predictor("fusion")
 def _fusion(ctx: PredictorContext) -> Predictor:
-    base = ctx.options.get("base") or "lda"
+    options = ctx.options.fusion
+    base = options.base
     if base not in FUSION_BASES:
         raise ConfigError(
             f"predictors.fusion.base={base!r} is not a fusion base{did_you_mean(base, FUSION_BASES)}; "
             f"use one of {', '.join(FUSION_BASES)}"
         )
-    knn = KnnPredictor(temperature=float(ctx.options.get("temperature", 0.1)))
-    return FusionPredictor(_support_predictor(FUSION_BASES[base](), ctx), knn)
+    knn = KnnPredictor(temperature=options.temperature)
+    return FusionPredictor(_support_predictor(FUSION_BASES[base](), ctx, options), knn)
 
 
 @register_predictor("zero_shot")
@@ -495,7 +496,7 @@ def _zero_shot(ctx: PredictorContext) -> Predictor:
     return ZeroShotPredictor(
         ctx.encoder,
         ctx.store.label_set(),
-        template=ctx.options.get("template") or ZERO_SHOT_TEMPLATE,
+        template=ctx.options.zero_shot.template,
         n_tags=typical_tag_count(ctx.store.items),
     )
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
+from .config import AppConfig, BuildIndexConfig, ClassifyConfig, DatasetConfig, EvaluateConfig
 from .errors import RagFlamingoError
 
 CHECK_FLAG = "--check"
@@ -133,17 +134,17 @@ def weights(what: str, options: Mapping[str, Any], setting: str) -> list[Artifac
 # ----------------------------------------------------------------------------- the parts of a command
 
 
-def dataset_artifacts(dataset: Mapping[str, Any], split: str) -> list[Artifact]:
+def dataset_artifacts(dataset: DatasetConfig, split: str) -> list[Artifact]:
     """The manifest (and audio root) a split of a dataset config is read from."""
     from .datasets.sources import dataset_root, manifest_maker, source_of, split_name
     from .errors import ConfigError
 
-    name = str(dataset.get("name") or "")
+    name = str(dataset.name or "")
     try:
         split = split_name(dataset, split)
     except ConfigError as exc:
         return [Artifact(f"dataset {name} split {split}", str(exc), False, "fix the dataset settings")]
-    manifest = dataset.get("manifest")
+    manifest = dataset.manifest
     if manifest and not isinstance(manifest, Mapping):
         path = Path(str(manifest).replace("{split}", split)).expanduser()
         fix = "write it, or fix dataset.manifest"
@@ -152,15 +153,15 @@ def dataset_artifacts(dataset: Mapping[str, Any], split: str) -> list[Artifact]:
     if source == "demo":
         return [Artifact("dataset demo", "generated on first use (numpy only)", True)]
     if source == "folder":
-        root = dataset.get("root")
+        root = dataset.root
         if not root:
             return [Artifact("dataset folder", "dataset.root is not set", False, "dataset.root=/path/to/audio")]
         present = Path(str(root)).expanduser().is_dir()
         fix = "folder not found: point dataset.root at a folder of audio files"
         return [Artifact("dataset folder (dataset.root)", str(root), present, fix)]
-    root = dataset_root(dataset)
-    path = root / "manifests" / f"{split}.jsonl"
-    return [Artifact(f"dataset {name} manifest ({split})", str(path), path.is_file(), manifest_maker(name, root))]
+    official = dataset_root(dataset)
+    path = official / "manifests" / f"{split}.jsonl"
+    return [Artifact(f"dataset {name} manifest ({split})", str(path), path.is_file(), manifest_maker(name, official))]
 
 
 def model_artifacts(model: Mapping[str, Any]) -> list[Artifact]:
@@ -205,26 +206,26 @@ def model_artifacts(model: Mapping[str, Any]) -> list[Artifact]:
     return out
 
 
-def _build_command(cfg: Mapping[str, Any], store: Path, features: str | None, split_key: str = "index_split") -> str:
+def _build_command(cfg: Any, store: Path, features: str | None, split_key: str = "index_split") -> str:
     """The build_index command that makes the store a command line expects. Without a dataset (a
     ``store=`` of rag_classify or rag_app) the labelled clips are the user's to name: a placeholder."""
-    from .store import holds_other_files
+    from .store.layout import holds_other_files
 
     if holds_other_files(store):
         return f"{store} holds other files, not a store: name a new folder for build_index (store=<new folder>)"
-    dataset = cfg.get("dataset") or {}
+    dataset: DatasetConfig | None = getattr(cfg, "dataset", None)  # rag_classify has none
     parts = ["build_index"]
-    if not dataset.get("name"):
+    if dataset is None or not dataset.name:
         parts.append("dataset=folder dataset.root=<your labelled clips>")
     else:
-        parts.append(f"dataset={dataset['name']}")
-        if dataset.get("manifest"):
-            parts.append(f"'dataset.manifest={dataset['manifest']}'")
-        if dataset.get("root") and (dataset.get("manifest") or dataset.get("source") == "folder"):
-            parts.append(f"dataset.root={dataset['root']}")  # an official dataset's root follows data_root
-        if cfg.get(split_key) not in (None, "index"):
-            parts.append(f"split={cfg[split_key]}")
-    encoder = (cfg.get("encoder") or {}).get("name")
+        parts.append(f"dataset={dataset.name}")
+        if dataset.manifest:
+            parts.append(f"'dataset.manifest={dataset.manifest}'")
+        if dataset.root and (dataset.manifest or dataset.source == "folder"):
+            parts.append(f"dataset.root={dataset.root}")  # an official dataset's root follows data_root
+        if getattr(cfg, split_key) != "index":
+            parts.append(f"split={getattr(cfg, split_key)}")
+    encoder = cfg.encoder.get("name")
     parts += [f"encoder={encoder}"] if encoder else []
     parts += [f"features={features}"] if features else []
     return " ".join([*parts, f"store={store}"])
@@ -239,7 +240,8 @@ def store_artifacts(
     from types import SimpleNamespace
 
     from .components import check_encoder_request
-    from .store import INFO_FILE, file_problems, read_info
+    from .store.layout import INFO_FILE
+    from .store.records import file_problems, read_info
 
     info = None
     where = str(store)
@@ -260,64 +262,76 @@ def store_artifacts(
     return out
 
 
-def artifacts(config_name: str, cfg: Mapping[str, Any]) -> list[Artifact]:
-    """Everything ``config_name`` (build_index | evaluate | rag_classify | rag_app) needs for ``cfg``."""
+def artifacts(config_name: str, cfg: Any) -> list[Artifact]:
+    """Everything ``config_name`` (build_index | evaluate | rag_classify | rag_app) needs for ``cfg``
+    (its typed config: `rag_flamingo.config.SCHEMAS`)."""
+    if isinstance(cfg, BuildIndexConfig):
+        return _build_artifacts(cfg)
+    return _query_artifacts(config_name, cfg)
+
+
+def _build_artifacts(cfg: BuildIndexConfig) -> list[Artifact]:
     from .components import as_list, store_path
     from .encoders.base import option_defaults
 
-    if config_name == "build_index":
-        split = str(cfg.get("split") or "index")
-        out = [] if cfg.get("mode") == "repair" else dataset_artifacts(cfg["dataset"], split)
-        if cfg.get("mode") in ("append", "repair", "features"):  # they work on a store that exists
-            from .store import INFO_FILE, PLANS_DIR, SHARDS_DIR
+    out = [] if cfg.mode == "repair" else dataset_artifacts(cfg.dataset, cfg.split)
+    if cfg.mode in ("append", "repair", "features"):  # they work on a store that exists
+        from .store.layout import INFO_FILE, PLANS_DIR, SHARDS_DIR
 
-            built = store_path(dict(cfg), split_key="split")
-            build = _build_command({**cfg, "mode": "build"}, built, None, split_key="split")
-            if cfg.get("mode") == "repair":  # no dataset is named with repair: the user's to say
-                build = f"nothing to repair there: build it first (build_index dataset=<yours> store={built})"
-            made = any((built / part).exists() for part in (INFO_FILE, PLANS_DIR, SHARDS_DIR))  # repairable
-            out.append(Artifact("index store (store=)", str(built), made, build))
-        encoder = cfg.get("encoder") or {}
-        if cfg.get("mode") in ("build", "append") and encoder.get("name"):
-            out += weights("retrieval encoder", {**option_defaults(encoder["name"]), **encoder}, "encoder")
-        for name in as_list(cfg.get("features")):
-            options = {**option_defaults(str(name)), "name": name, **(cfg.get("features_encoder") or {})}
-            out += weights("features encoder", options, "features_encoder")
-        return out
+        built = store_path(cfg, split_key="split")
+        build = _build_command(cfg, built, None, split_key="split")
+        if cfg.mode == "repair":  # no dataset is named with repair: the user's to say
+            build = f"nothing to repair there: build it first (build_index dataset=<yours> store={built})"
+        made = any((built / part).exists() for part in (INFO_FILE, PLANS_DIR, SHARDS_DIR))  # repairable
+        out.append(Artifact("index store (store=)", str(built), made, build))
+    encoder = cfg.encoder
+    if cfg.mode in ("build", "append") and encoder.get("name"):
+        out += weights("retrieval encoder", {**option_defaults(encoder["name"]), **encoder}, "encoder")
+    for name in as_list(cfg.features):
+        options = {**option_defaults(str(name)), "name": name, **cfg.features_encoder}
+        out += weights("features encoder", options, "features_encoder")
+    return out
+
+
+def _query_artifacts(config_name: str, cfg: EvaluateConfig | ClassifyConfig | AppConfig) -> list[Artifact]:
+    from .components import as_list, store_path
+    from .encoders.base import option_defaults
+
     out = []
     store: Path | None = None
-    if config_name == "rag_classify":  # its two required settings, named here too (with --check)
-        if not cfg.get("store"):
+    if isinstance(cfg, ClassifyConfig):  # its two required settings, named here too (with --check)
+        if not cfg.store:
             out.append(
                 Artifact("index store (store=)", "store= is required", False, "store=<the folder build_index wrote>")
             )
-        audio = cfg.get("audio")
+        audio = cfg.audio
         where = str(audio) if audio else "audio= is required"
         present = bool(audio) and Path(str(audio)).expanduser().exists()
         fix = "no such file or folder: audio=<one that exists>"
         out.append(Artifact("audio to label (audio=)", where, present, fix))
-    if cfg.get("store") or cfg.get("dataset"):
+    named = not isinstance(cfg, ClassifyConfig) and bool(cfg.dataset.name)  # rag_classify has no dataset
+    if cfg.store or named:
         from .datasets.demo import DEMO_ENCODER
         from .datasets.sources import check_split_exists
 
-        if cfg.get("dataset") and not cfg.get("store"):
-            check_split_exists(cfg["dataset"], str(cfg.get("index_split") or "index"), "index_split")
-        store = store_path(dict(cfg), encoder=DEMO_ENCODER if config_name == "rag_app" else None)
-    predictors = [str(p) for p in as_list(cfg.get("predictor"))]
-    model = cfg.get("model") or {}
+        if not isinstance(cfg, ClassifyConfig) and not cfg.store:
+            check_split_exists(cfg.dataset, cfg.index_split, "index_split")
+        store = store_path(cfg, encoder=DEMO_ENCODER if config_name == "rag_app" else None)
+    predictors = [str(p) for p in as_list(cfg.predictor)]
+    model = cfg.model
     flamingo = "flamingo" in predictors or (config_name == "rag_app" and bool(model))  # the app's Ask and Chat tabs
     if store is not None:
         from .backends import backend_name
 
         af1 = flamingo and bool(model) and backend_name(model) == "af1"
-        features = (cfg.get("flamingo") or {}).get("features") if af1 else None
-        out += store_artifacts(store, features, _build_command(cfg, store, features), cfg.get("encoder") or {})
-    if config_name == "evaluate":
+        features = cfg.flamingo.features if af1 else None
+        out += store_artifacts(store, features, _build_command(cfg, store, features), cfg.encoder)
+    if isinstance(cfg, EvaluateConfig):
         from .datasets.sources import check_split_exists
 
-        check_split_exists(cfg["dataset"], str(cfg.get("query_split") or "query"), "query_split")
-        out += dataset_artifacts(cfg["dataset"], str(cfg.get("query_split") or "query"))
-    encoder = cfg.get("encoder") or {}
+        check_split_exists(cfg.dataset, cfg.query_split, "query_split")
+        out += dataset_artifacts(cfg.dataset, cfg.query_split)
+    encoder = cfg.encoder
     if encoder.get("name"):
         out += weights("retrieval encoder", {**option_defaults(encoder["name"]), **encoder}, "encoder")
     if flamingo and model:
@@ -343,7 +357,7 @@ def report(config_name: str, found: list[Artifact]) -> str:
     return "\n".join(lines)
 
 
-def require(config_name: str, cfg: Mapping[str, Any]) -> None:
+def require(config_name: str, cfg: Any) -> None:
     """Refuse, in one line listing every missing artifact with its fetch command, before any work."""
     missing = [a for a in artifacts(config_name, cfg) if not a.present]
     if missing:

@@ -8,15 +8,18 @@
   and always answering the most frequent target), printed and plotted next to the results;
 - `markdown_table`: those results as a markdown table (printed and written to results.md);
 - `plot_metric_vs_shots`: the family's main metric against the number of shots, one line per
-  predictor that uses shots, a dashed level per predictor that does not (matplotlib, Agg).
+  predictor that uses shots, a dashed level per predictor that does not (matplotlib, Agg);
+- `plot_ours_vs_paper`: a suite's bars, the main metric of each run, ours beside the paper's figure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +27,7 @@ from . import metrics as M
 from .metrics import bootstrap as B
 from .metrics.captioning import captioning_statistic
 from .metrics.classification import canonical_reference
-from .prompts import TaskFamily
+from .tasks import TaskFamily
 
 # family -> (main metric, columns of the table)
 COLUMNS = {
@@ -184,6 +187,23 @@ def bootstrap_text(results: Sequence[dict]) -> str:
     )
 
 
+@contextlib.contextmanager
+def _figure(path: Path, size: tuple[float, float]) -> Iterator[Any]:
+    """The axes of a new figure (matplotlib, Agg), saved to ``path`` when the block ends."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size, dpi=120)
+    try:
+        yield ax
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
 def plot_metric_vs_shots(
     results: Sequence[dict], path: Path, title: str = "", chance: float | None = None
 ) -> Path | None:
@@ -204,30 +224,50 @@ def plot_metric_vs_shots(
             lines.setdefault(r["predictor"], []).append((int(r["shots"]), float(value)))
     if not any(len(points) > 1 for points in lines.values()):
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    xs = sorted({x for points in lines.values() for x, _ in points})
-    for name, points in sorted(lines.items()):
-        points.sort()
-        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=name)
-    for i, (name, level) in enumerate(sorted(levels.items())):
-        ax.axhline(level, linestyle="--", linewidth=1, label=f"{name} (no shots)", color=f"C{(len(lines) + i) % 10}")
-    if chance is not None:
-        ax.axhline(chance, linestyle=":", color="grey", linewidth=1, label="chance")
-    ax.set_xticks(xs)
-    ax.set_xlabel("shots (retrieved in-context examples)")
-    ax.set_ylabel(metric)
-    ax.set_title(title or f"{metric} vs shots")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
+    with _figure(path, (6, 4)) as ax:
+        xs = sorted({x for points in lines.values() for x, _ in points})
+        for name, points in sorted(lines.items()):
+            points.sort()
+            ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=name)
+        for i, (name, level) in enumerate(sorted(levels.items())):
+            ax.axhline(
+                level, linestyle="--", linewidth=1, label=f"{name} (no shots)", color=f"C{(len(lines) + i) % 10}"
+            )
+        if chance is not None:
+            ax.axhline(chance, linestyle=":", color="grey", linewidth=1, label="chance")
+        ax.set_xticks(xs)
+        ax.set_xlabel("shots (retrieved in-context examples)")
+        ax.set_ylabel(metric)
+        ax.set_title(title or f"{metric} vs shots")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return path
+
+
+def plot_ours_vs_paper(
+    groups: Sequence[str], ours: Sequence[Mapping[str, float | None]], paper: Sequence[float | None], path: Path
+) -> Path | None:
+    """One group of bars per run (``groups``: their tick labels): ours, one bar per label of ``ours``
+    (e.g. ``flamingo 4-shot``), and the paper's figure in black; no bar where a value is None (n/a).
+    None (no file) without runs."""
+    if not groups:
+        return None
+    labels = sorted({label for run in ours for label in run}) + ["paper"]
+    width = 0.8 / len(labels)
+    path = Path(path)
+    with _figure(path, (max(6, 1.2 * len(groups) * len(labels) / 2), 4)) as ax:
+        for j, label in enumerate(labels):
+            values = paper if label == "paper" else [run.get(label) for run in ours]
+            xs = [i + (j - (len(labels) - 1) / 2) * width for i, value in enumerate(values) if value is not None]
+            if xs:
+                ys = [float(value) for value in values if value is not None]
+                ax.bar(xs, ys, width, label=label, color="black" if label == "paper" else f"C{j % 10}")
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(list(groups), fontsize=8)
+        ax.set_title("ours vs the paper (main metric per dataset; no bar: n/a)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
     return path
 
 

@@ -6,7 +6,7 @@ For each query the retriever
 1. over-fetches ``k + overfetch`` neighbours (AF1 searches ``n_samples + 50``),
 2. drops rows that fail the ``filters`` (split, label subset, any item field),
 3. drops the query's own rows (``exclude_rows``, from `Retriever.own_rows`: the rows of the same
-   recording -- same source and group, see `rag_flamingo.store.recording_key` -- and exact copies
+   recording -- same source and group, see `rag_flamingo.store.items.recording_key` -- and exact copies
    of its audio file, by content hash; AF1 drops the query's own file),
 4. keeps one row per recording (AF1: one random manifest row per neighbour file, picked among the
    hits of that file; several captions of one recording are several rows of one recording),
@@ -39,6 +39,7 @@ row each), excluding the query's own rows, after the filters. The prompt builder
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -49,9 +50,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import RETRIEVAL_MODES
+from .config import RETRIEVAL_MODES, RetrievalConfig
 from .errors import ConfigError, StoreError
-from .store import IndexStore, item_labels, normalize_rows
+from .labels import item_labels
+from .store.index_store import IndexStore
+from .vectors import normalize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -138,12 +141,12 @@ class Retriever:
         self,
         store: IndexStore,
         encoder=None,
-        overfetch: int = 50,
-        near_duplicate_threshold: float | None = None,
-        shuffle: bool = True,
-        seed: int = 0,
-        mode: str = "knn",
-        per_class: int = 1,
+        overfetch: int = RetrievalConfig.overfetch,  # each default is the schema's (rag_flamingo.config)
+        near_duplicate_threshold: float | None = RetrievalConfig.near_duplicate_threshold,
+        shuffle: bool = RetrievalConfig.shuffle,
+        seed: int = RetrievalConfig.seed,
+        mode: str = RetrievalConfig.mode,
+        per_class: int = RetrievalConfig.per_class,
     ):
         if mode not in MODES:
             raise ConfigError(f"retrieval mode {mode!r} is unknown; use one of {', '.join(MODES)}")
@@ -171,19 +174,9 @@ class Retriever:
     # ------------------------------------------------------------------ public API
 
     @classmethod
-    def from_config(cls, store: IndexStore, encoder, options: dict | None) -> Retriever:
-        """From a ``retrieval`` config section (``rag_flamingo/conf/retrieval/``); absent keys keep the defaults."""
-        o = dict(options or {})
-        return cls(
-            store,
-            encoder,
-            overfetch=int(o.get("overfetch", 50)),
-            near_duplicate_threshold=o.get("near_duplicate_threshold"),
-            shuffle=bool(o.get("shuffle", True)),
-            seed=int(o.get("seed", 0)),
-            mode=str(o.get("mode", "knn")),
-            per_class=int(o.get("per_class", 1)),
-        )
+    def from_config(cls, store: IndexStore, encoder, options: RetrievalConfig) -> Retriever:
+        """From the ``retrieval`` section (``rag_flamingo/conf/retrieval/``)."""
+        return cls(store, encoder, **dataclasses.asdict(options))
 
     def own_rows(self, recording: str | None = None, content: str | None = None) -> frozenset[int]:
         """Store rows that are the query itself: its recording (``recording_key`` of the query with

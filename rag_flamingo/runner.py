@@ -31,10 +31,13 @@ from tqdm import tqdm
 from .audio import AudioSource, load_for_encoders, wave_for
 from .errors import AudioError, ConfigError, ManifestError
 from .jsonl import append_jsonl, read_jsonl, write_jsonl
+from .labels import item_labels
 from .predictors import Prediction, Predictor, Query
-from .prompts import TaskFamily, TaskSpec, answer_text, default_options
+from .prompts import answer_text, default_options
 from .retrieval import Retriever
-from .store import IndexStore, content_key, item_labels
+from .store.index_store import IndexStore
+from .store.items import content_key
+from .tasks import TaskFamily, TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +132,7 @@ class QueryRunner:
 
     def __init__(
         self,
-        store: IndexStore,
-        encoder,
+        encoder,  # the store's encoder (the retriever searches its store)
         retriever: Retriever,
         predictors: dict[str, Predictor],
         task: TaskSpec,
@@ -138,7 +140,7 @@ class QueryRunner:
         batch_size: int = 8,
         require_target: bool = False,
     ):
-        self.store, self.encoder, self.retriever = store, encoder, retriever
+        self.encoder, self.retriever = encoder, retriever
         self.predictors, self.task, self.labels = predictors, task, list(options) if options else None
         self.batch_size = max(1, int(batch_size))
         self.require_target = require_target

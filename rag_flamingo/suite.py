@@ -25,7 +25,7 @@ built when the index split's manifest is there, its features added when only the
 the number of queries and (predictor, shots) combinations, and a rough time from measured per-item
 costs (``costs`` in the suite YAML, each with its source; "n/a" where nothing was measured). The
 plan is printed; ``suite.dry_run=true`` stops there. Then it builds what is missing
-(`index_builder.pipeline`, ``features=<suite.features>``) and runs `rag_flamingo.evaluate.evaluate`
+(`rag_flamingo.indexing.pipeline`, ``features=<suite.features>``) and runs `rag_flamingo.evaluate.evaluate`
 twice per run (the model loaded once for the whole suite: `ModelCache`) into one folder
 ``<output_dir>/<name>`` (default ``<dataset>-<task>``): Audio Flamingo at the run's shots,
 then the training-free baselines of the task's family. Every step resumes: a complete store is
@@ -48,17 +48,18 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .cli import compose_config, one_line
-from .components import as_list, store_path, task_name
+from .components import store_path, task_name
+from .config import EvaluateConfig, SuiteConfig, SuiteRunConfig
 from .errors import ConfigError, RagFlamingoError, did_you_mean
 from .figures import COMPARISON_HEAD, as_fraction, compare, comparison_rows, figure_text, run_figures, value_text
 from .predictors import predictor_names
-from .prompts import get_task
-from .report import COLUMNS
+from .report import COLUMNS, plot_ours_vs_paper
+from .tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -105,38 +106,37 @@ def _key(override: str) -> str:
     return override.partition("=")[0].lstrip("+~")
 
 
-def base_overrides(suite: dict, overrides: list[str]) -> list[str]:
+def base_overrides(suite: SuiteConfig, overrides: list[str]) -> list[str]:
     """The suite's own overrides, then the command line's (without the ``suite`` ones)."""
     cmdline = [o for o in overrides if _key(o) != "suite" and not _key(o).startswith("suite.")]
-    return [str(o) for o in as_list(suite.get("overrides"))] + cmdline
+    return list(suite.overrides) + cmdline
 
 
-def run_overrides(suite: dict, run: dict, base: list[str], suite_dir: Path) -> list[str]:
-    out = [*base, *[str(o) for o in as_list(run.get("overrides"))], f"dataset={run['dataset']}"]
-    if run.get("task"):
-        out.append(f"task={run['task']}")
-    if suite.get("features"):
-        out.append(f"flamingo.features={suite['features']}")
+def run_overrides(suite: SuiteConfig, run: SuiteRunConfig, base: list[str], suite_dir: Path) -> list[str]:
+    out = [*base, *run.overrides, f"dataset={run.dataset}"]
+    if run.task:
+        out.append(f"task={run.task}")
+    if suite.features:
+        out.append(f"flamingo.features={suite.features}")
     return [*out, f"output_dir={suite_dir}", "overwrite=false"]
 
 
-def _suite_dir(cfg: dict) -> Path:
-    suite = cfg["suite"]
-    return Path(suite.get("output_dir") or Path("outputs") / "suite" / str(suite["name"])).expanduser()
+def _suite_dir(suite: SuiteConfig) -> Path:
+    return Path(suite.output_dir or Path("outputs") / "suite" / str(suite.name)).expanduser()
 
 
-def _count_rows(cfg: dict, role: str, task) -> int:
+def _count_rows(cfg: EvaluateConfig, role: str, task) -> int:
     """Rows of a split (the query split: as evaluate takes them); ManifestError when the manifest is
     not there. Writes nothing (`sources.peek_split`): the plan of a dry run leaves no trace."""
     from .datasets.sources import collapse_groups, peek_split, split_name
 
-    split = split_name(cfg["dataset"], cfg.get(f"{role}_split") or role)
-    rows, root, audio_exists = peek_split(cfg["dataset"], split)
+    split = split_name(cfg.dataset, cfg.query_split if role == "query" else cfg.index_split)
+    rows, root, audio_exists = peek_split(cfg.dataset, split)
     if role == "query":
         if task.family == "captioning":
             rows = collapse_groups(rows)
-        if cfg.get("limit"):
-            rows = rows[: int(cfg["limit"])]
+        if cfg.limit:
+            rows = rows[: cfg.limit]
         present = not audio_exists or any((Path(root) / r["path"]).is_file() or Path(r["path"]).is_file() for r in rows)
         if rows and not present:
             raise ConfigError(f"none of the {len(rows)} query audio files is under {root}")
@@ -145,7 +145,8 @@ def _count_rows(cfg: dict, role: str, task) -> int:
 
 def _store_state(path: Path, features: str | None) -> str:
     """ready (complete, with the features the model needs), features (only they are missing), build."""
-    from .store import INFO_FILE, read_info
+    from .store.layout import INFO_FILE
+    from .store.records import read_info
 
     if not (path / INFO_FILE).is_file():
         return "build"
@@ -188,25 +189,27 @@ def _cost(table: dict, what: str, name: str, count: int) -> float | None:
     return None if seconds is None else float(seconds) * count
 
 
-def plan_run(suite: dict, run: dict, base: list[str], suite_dir: Path) -> tuple[RunPlan, dict | None]:
+def plan_run(
+    suite: SuiteConfig, run: SuiteRunConfig, base: list[str], suite_dir: Path
+) -> tuple[RunPlan, EvaluateConfig | None]:
     """The plan of one run and its composed evaluate config (None when it cannot be composed)."""
-    dataset = str(run.get("dataset") or "")
+    dataset = run.dataset
     if not dataset:
-        raise ConfigError(f"suite {suite.get('name')}: a run has no dataset: {run}")
-    shots = sorted({int(s) for s in as_list(run.get("shots", [0]))})
-    paper, paper_other, reproduced = run_figures(run, f"suite {suite.get('name')} run {dataset}")
+        raise ConfigError(f"suite {suite.name}: a run has no dataset: {run}")
+    shots = sorted(set(run.shots))
+    paper, paper_other, reproduced = run_figures(run, f"suite {suite.name} run {dataset}")
     try:
         cfg = compose_config("evaluate", run_overrides(suite, run, base, suite_dir))
         task = get_task(task_name(cfg))
-        name = str(run.get("name") or f"{dataset}-{task.name}")
+        name = run.name or f"{dataset}-{task.name}"
         out_dir = suite_dir / name
-        cfg["output_dir"] = str(out_dir)  # the run's folder: one per dataset and task
+        cfg.output_dir = str(out_dir)  # the run's folder: one per dataset and task
     except RagFlamingoError as exc:
         plan = RunPlan(
-            str(run.get("name") or dataset),
+            run.name or dataset,
             dataset,
-            str(run.get("task") or "?"),
-            str(run.get("setting") or ""),
+            run.task or "?",
+            run.setting,
             "",
             shots,
             [],
@@ -217,32 +220,32 @@ def plan_run(suite: dict, run: dict, base: list[str], suite_dir: Path) -> tuple[
         plan.status, plan.reason = "error", one_line(exc)
         return plan, None
     family = str(task.family)
-    baselines = [str(b) for b in as_list((suite.get("baselines") or {}).get(family))]
-    if run.get("baselines") is not None:  # the run's own list (None: the family's)
-        baselines = [str(b) for b in as_list(run.get("baselines"))]
+    baselines = [str(b) for b in suite.baselines.get(family, [])]
+    if run.baselines is not None:  # the run's own list (None: the family's)
+        baselines = list(run.baselines)
     counted = [k for k in shots if k >= 1]
     metric, columns = COLUMNS[family][0], COLUMNS[family][1]
-    if run.get("metric") and str(run["metric"]) not in columns:
+    if run.metric and run.metric not in columns:
         raise ConfigError(
-            f"suite {suite.get('name')} run {name}: metric={run['metric']} is not a {family} metric"
-            f"{did_you_mean(str(run['metric']), columns)}; one of {', '.join(c for c in columns if c != 'unmatched')}"
+            f"suite {suite.name} run {name}: metric={run.metric} is not a {family} metric"
+            f"{did_you_mean(run.metric, columns)}; one of {', '.join(c for c in columns if c != 'unmatched')}"
         )
     unknown = [b for b in ([FLAMINGO] if shots else []) + baselines if b not in predictor_names()]
     plan = RunPlan(
         name=name,
         dataset=dataset,
         task=task.name,
-        setting=str(run.get("setting") or ""),
-        metric=str(run.get("metric") or metric),
+        setting=run.setting,
+        metric=run.metric or metric,
         shots=shots,
         baselines=baselines,
-        baseline_shots=counted or sorted({int(s) for s in as_list(suite.get("baseline_shots", [7]))}),
+        baseline_shots=counted or sorted(set(suite.baseline_shots)),
         paper=paper,
         paper_other=paper_other,
         reproduced=reproduced,
         output_dir=str(out_dir),
     )
-    features = suite.get("features") if shots else None
+    features = suite.features if shots else None
     if unknown:
         plan.status = "error"
         plan.reason = "; ".join(
@@ -260,8 +263,8 @@ def plan_run(suite: dict, run: dict, base: list[str], suite_dir: Path) -> tuple[
     except RagFlamingoError as exc:
         plan.status, plan.reason = "skip", one_line(exc)
     plan.combos = len(shots) * bool(shots) + len(baselines) * len(plan.baseline_shots)
-    plan.encoder = str(cfg["encoder"].get("name"))
-    plan.seconds = _estimate(plan, suite.get("costs") or {}, plan.encoder, features)
+    plan.encoder = str(cfg.encoder.get("name"))
+    plan.seconds = _estimate(plan, suite.costs, plan.encoder, features)
     return plan, cfg
 
 
@@ -278,8 +281,8 @@ def _times(parts: dict | None) -> str:
     return f"build {_duration(parts.get('build'))}, queries {_duration(parts.get('queries'))}"
 
 
-def plan_text(suite: dict, plans: list[RunPlan]) -> str:
-    kinds = list((suite.get("costs") or {}).keys())
+def plan_text(suite: SuiteConfig, plans: list[RunPlan]) -> str:
+    kinds = list(suite.costs)
     head = [
         "run",
         "setting",
@@ -292,7 +295,7 @@ def plan_text(suite: dict, plans: list[RunPlan]) -> str:
         "paper",
         "reproduced",
     ]
-    lines = [f"suite {suite['name']}: {len(plans)} runs", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines = [f"suite {suite.name}: {len(plans)} runs", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for p in plans:
         status = p.status + (f": {p.reason}" if p.reason else "")
         baselines = ", ".join(p.baselines) + (f" @ {p.baseline_shots}" if p.baselines else "") or "-"
@@ -318,7 +321,7 @@ def plan_text(suite: dict, plans: list[RunPlan]) -> str:
     )
     for kind in kinds:
         parts = {part: _total([(p.seconds.get(kind) or {}).get(part) for p in todo]) for part in ("build", "queries")}
-        source = (suite.get("costs") or {}).get(kind, {}).get("source") or "the suite's costs table"
+        source = (suite.costs.get(kind) or {}).get("source") or "the suite's costs table"
         lines.append(f"rough time on {kind}: {_times(parts)} (per-item costs: {source})")
     return "\n".join(lines)
 
@@ -330,25 +333,25 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def build_overrides(suite: dict, plan: RunPlan, base: list[str]) -> list[str]:
+def build_overrides(suite: SuiteConfig, plan: RunPlan, base: list[str]) -> list[str]:
     """The ``build_index`` command line of the run's store (mode=features when only they are missing)."""
     keep = ("encoder", "dataset", "data_root", "cache_root", "device", "progress")
     overrides = [o for o in base if _key(o).split(".")[0] in keep]
-    overrides += [str(o) for o in as_list(suite.get("build_overrides"))]
+    overrides += suite.build_overrides
     overrides += [f"dataset={plan.dataset}", f"store={plan.store}", "split=index"]
-    if FLAMINGO in plan.predictors() and suite.get("features"):
-        overrides.append(f"features={suite['features']}")
+    if FLAMINGO in plan.predictors() and suite.features:
+        overrides.append(f"features={suite.features}")
     if _store_state(Path(plan.store), None) == "ready":  # complete: only the features are missing
         overrides.append("mode=features")
     return overrides
 
 
-def build_store(suite: dict, cfg: dict, plan: RunPlan, base: list[str]) -> None:
+def build_store(suite: SuiteConfig, plan: RunPlan, base: list[str]) -> None:
     """``build_index`` for the run's index split."""
-    from index_builder.pipeline import config_from_dict, run
+    from rag_flamingo.indexing.pipeline import resolve, run
 
     overrides = build_overrides(suite, plan, base)
-    summary = run(config_from_dict(compose_config("build_index", overrides, {"output": "store"})))
+    summary = run(resolve(compose_config("build_index", overrides, {"output": "store"})))
     if summary is not None and _is_main():
         print(summary.text(), flush=True)
 
@@ -361,10 +364,10 @@ class ModelCache:
         self.parts: dict[str, tuple | None] = {}
         self.loads = 0
 
-    def get(self, cfg: dict) -> tuple | None:
+    def get(self, cfg: EvaluateConfig) -> tuple | None:
         from .components import load_model_parts
 
-        key = json.dumps([cfg.get("model"), cfg.get("device")], sort_keys=True, default=str)
+        key = json.dumps([cfg.model, cfg.device], sort_keys=True, default=str)
         if key not in self.parts:
             self.parts[key] = load_model_parts(cfg)
             self.loads += self.parts[key] is not None
@@ -372,60 +375,64 @@ class ModelCache:
 
 
 def run_one(
-    suite: dict, cfg: dict, plan: RunPlan, base: list[str], evaluate: Evaluate, models: ModelCache | None = None
+    suite: SuiteConfig,
+    cfg: EvaluateConfig,
+    plan: RunPlan,
+    base: list[str],
+    evaluate: Evaluate,
+    models: ModelCache | None = None,
 ) -> None:
     from . import distributed
 
     distributed.barrier(distributed.setup())  # every rank sees what the runs before (rank 0's part) wrote
-    features = suite.get("features") if plan.shots else None
+    features = suite.features if plan.shots else None
     if _store_state(Path(plan.store), features) != "ready":  # checked again: an earlier run may have built it
-        build_store(suite, cfg, plan, base)
+        build_store(suite, plan, base)
     summary = None
     if plan.shots:
         parts = (models or ModelCache()).get(cfg)
-        summary = evaluate(dict(cfg, predictor=[FLAMINGO], shots=list(plan.shots)), model_parts=parts)
+        summary = evaluate(replace(cfg, predictor=[FLAMINGO], shots=list(plan.shots)), model_parts=parts)
     if plan.baselines:
-        summary = evaluate(dict(cfg, predictor=list(plan.baselines), shots=list(plan.baseline_shots)))
+        summary = evaluate(replace(cfg, predictor=list(plan.baselines), shots=list(plan.baseline_shots)))
     if summary is not None:  # rank 0: the folder's scores over every (predictor, shots) in it
         plan.results = summary["results"]
 
 
-def check_suite(suite: dict) -> None:
+def check_suite(suite: SuiteConfig) -> None:
     """What the suite's schema cannot say: baselines keyed by task family, shot counts >= 0."""
-    from .prompts import TaskFamily
+    from .tasks import TaskFamily
 
     families = [f.value for f in TaskFamily]
-    for family in suite.get("baselines") or {}:
+    for family in suite.baselines:
         if family not in families:
             raise ConfigError(
-                f"suite {suite.get('name')}: baselines.{family} is not a task family"
+                f"suite {suite.name}: baselines.{family} is not a task family"
                 f"{did_you_mean(family, families)}; use {', '.join(families)}"
             )
-    counts = [("baseline_shots", as_list(suite.get("baseline_shots")))]
-    counts += [(f"runs[{i}].shots", as_list(run.get("shots"))) for i, run in enumerate(as_list(suite.get("runs")))]
+    counts = [("baseline_shots", suite.baseline_shots)]
+    counts += [(f"runs[{i}].shots", run.shots) for i, run in enumerate(suite.runs)]
     for where, shots in counts:
-        if any(int(k) < 0 for k in shots):
-            raise ConfigError(f"suite {suite.get('name')}: {where}={shots}: shot counts must be >= 0")
+        if any(k < 0 for k in shots):
+            raise ConfigError(f"suite {suite.name}: {where}={shots}: shot counts must be >= 0")
 
 
-def run_suite(cfg: dict, overrides: list[str], evaluate: Evaluate) -> dict | None:
+def run_suite(cfg: EvaluateConfig, overrides: list[str], evaluate: Evaluate) -> dict | None:
     """Plan (and unless ``suite.dry_run``) run the suite, each evaluation with ``evaluate`` (the
     caller's `rag_flamingo.evaluate.evaluate`: the suite sits below the command that runs it); rank 0
     returns what results.json holds."""
-    suite = cfg["suite"]
-    runs = as_list(suite.get("runs"))
-    if not runs:
-        raise ConfigError(f"suite {suite.get('name')} has no runs")
+    suite = cfg.suite
+    if not suite.runs:
+        raise ConfigError(f"suite {suite.name} has no runs")
     check_suite(suite)
     base = base_overrides(suite, overrides)
-    suite_dir = _suite_dir(cfg)
-    planned = [plan_run(suite, dict(run), base, suite_dir) for run in runs]
+    suite_dir = _suite_dir(suite)
+    planned = [plan_run(suite, run, base, suite_dir) for run in suite.runs]
     plans = [p for p, _ in planned]
     building: dict[str, str] = {}
     for plan in plans:  # two runs on one store (two tasks of a dataset): the first builds it
         if plan.status in ("build", "features") and plan.store in building:
             plan.status, plan.reason, plan.index_items = "ready", f"store built by {building[plan.store]}", 0
-            plan.seconds = _estimate(plan, suite.get("costs") or {}, plan.encoder, None)
+            plan.seconds = _estimate(plan, suite.costs, plan.encoder, None)
         elif plan.status in ("build", "features"):
             building[plan.store] = plan.name
             try:  # the store's build_index command line is checked now, not after the runs before it
@@ -434,7 +441,7 @@ def run_suite(cfg: dict, overrides: list[str], evaluate: Evaluate) -> dict | Non
                 plan.status, plan.reason = "error", f"build_index: {one_line(exc)}"
     if _is_main():
         print(plan_text(suite, plans), flush=True)
-    if suite.get("dry_run"):
+    if suite.dry_run:
         _refuse_failures(suite, plans)
         return None
     models = ModelCache()  # each model is loaded once, on the first run that needs it
@@ -442,13 +449,13 @@ def run_suite(cfg: dict, overrides: list[str], evaluate: Evaluate) -> dict | Non
         if run_cfg is None or plan.status not in TODO:
             continue
         if _is_main():
-            print(f"\nsuite {suite['name']}: {plan.name} ({plan.status})", flush=True)
+            print(f"\nsuite {suite.name}: {plan.name} ({plan.status})", flush=True)
         try:
             run_one(suite, run_cfg, plan, base, evaluate, models)
             plan.status, plan.reason = "done", ""
         except RagFlamingoError as exc:  # one run's problem never stops the suite
             plan.status, plan.reason = "failed", one_line(exc)
-            logger.error("suite %s: %s failed: %s", suite["name"], plan.name, plan.reason)
+            logger.error("suite %s: %s failed: %s", suite.name, plan.name, plan.reason)
     if not _is_main():
         return None
     record = write_results(suite, plans, suite_dir)
@@ -456,13 +463,13 @@ def run_suite(cfg: dict, overrides: list[str], evaluate: Evaluate) -> dict | Non
     return record
 
 
-def _refuse_failures(suite: dict, plans: list[RunPlan]) -> None:
+def _refuse_failures(suite: SuiteConfig, plans: list[RunPlan]) -> None:
     """A run that cannot be planned (error) or failed makes the command fail, naming each (after the
     plan or the results are written); skipped runs (data not there) are listed in the plan only."""
     bad = [p for p in plans if p.status in ("error", "failed")]
     if bad:
         runs = "; ".join(f"{p.name} {p.status}: {p.reason}" for p in bad)
-        raise RagFlamingoError(f"suite {suite['name']}: {len(bad)} of {len(plans)} runs did not run: {runs}")
+        raise RagFlamingoError(f"suite {suite.name}: {len(bad)} of {len(plans)} runs did not run: {runs}")
 
 
 # ----------------------------------------------------------------------------- results
@@ -491,9 +498,9 @@ def _label(entry: dict) -> str:
     return entry["predictor"] + ("" if entry["shots"] is None else f" {entry['shots']}-shot")
 
 
-def results_markdown(suite: dict, plans: list[RunPlan]) -> str:
+def results_markdown(suite: SuiteConfig, plans: list[RunPlan]) -> str:
     lines = [
-        f"# suite {suite['name']}",
+        f"# suite {suite.name}",
         "",
         "Ours: each predictor and shot count (flamingo k-shot = k retrieved examples + the query). Paper: the "
         "figure the publication reports, with its source; n/a where none was found. Every number of ours comes "
@@ -525,43 +532,6 @@ def results_markdown(suite: dict, plans: list[RunPlan]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_ours_vs_paper(plans: list[RunPlan], path: Path) -> Path | None:
-    """One group of bars per run with results: ours (each predictor/shots) and the paper's figure."""
-    rows = [p for p in plans if p.results]
-    if not rows:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = sorted({_label(e) for p in rows for e in _ours(p)}) + ["paper"]
-    width = 0.8 / len(labels)
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) * len(labels) / 2), 4), dpi=120)
-    for j, label in enumerate(labels):
-        xs, ys = [], []
-        for i, p in enumerate(rows):
-            value = (
-                (as_fraction(p.paper) if p.paper.get("comparable") else None)
-                if label == "paper"
-                else next((e["value"] for e in _ours(p) if _label(e) == label), None)
-            )
-            if value is not None:
-                xs.append(i + (j - (len(labels) - 1) / 2) * width)
-                ys.append(float(value))
-        if xs:
-            ax.bar(xs, ys, width, label=label, color="black" if label == "paper" else f"C{j % 10}")
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([f"{p.dataset}\n{p.metric}" for p in rows], fontsize=8)
-    ax.set_title("ours vs the paper (main metric per dataset; no bar: n/a)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 def _versus(plan: RunPlan) -> list[dict]:
     """Each published figure of the run with ours beside it (`figures.compare`)."""
     return [{"kind": kind, **fig, **compare(fig, plan.results, plan.metric)} for kind, fig in _figures(plan)]
@@ -571,11 +541,17 @@ def _figures(plan: RunPlan) -> list[tuple[str, dict]]:
     return [("paper", f) for f in [plan.paper, *plan.paper_other]] + [("reproduced", f) for f in plan.reproduced]
 
 
-def write_results(suite: dict, plans: list[RunPlan], suite_dir: Path) -> dict:
+def write_results(suite: SuiteConfig, plans: list[RunPlan], suite_dir: Path) -> dict:
     suite_dir.mkdir(parents=True, exist_ok=True)
-    plot = plot_ours_vs_paper(plans, suite_dir / "ours_vs_paper.png")
+    rows = [p for p in plans if p.results]
+    plot = plot_ours_vs_paper(
+        [f"{p.dataset}\n{p.metric}" for p in rows],
+        [{_label(e): e["value"] for e in _ours(p)} for p in rows],
+        [as_fraction(p.paper) if p.paper.get("comparable") else None for p in rows],
+        suite_dir / "ours_vs_paper.png",
+    )
     record = {
-        "suite": suite["name"],
+        "suite": suite.name,
         "runs": [dict(asdict(p), ours=_ours(p), versus_paper=_versus(p)) for p in plans],
         "plot": str(plot) if plot else None,
     }

@@ -22,7 +22,7 @@ import numpy as np
 
 from .audio import wave_for
 from .errors import ConfigError
-from .store import normalize_rows
+from .vectors import normalize_rows
 
 SHIFT_SECONDS = 0.025  # the largest delay (exclusive): about one STFT hop (aisfx 23 ms)
 GAIN_DB = 1.0

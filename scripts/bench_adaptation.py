@@ -28,10 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from index_builder.cli import main as build_index
+from rag_flamingo.config import PredictorOptions
 from rag_flamingo.evaluate import main as evaluate
+from rag_flamingo.labels import item_labels
 from rag_flamingo.predictors import PredictorContext, Query, build_predictor
 from rag_flamingo.retrieval import Retriever
-from rag_flamingo.store import IndexStore, item_labels
+from rag_flamingo.store.index_store import IndexStore
 
 PREDICTORS = "knn,prototype,simpleshot,tip_adapter,lda,fusion"
 TTA = 4
@@ -52,7 +54,7 @@ def support_sizes(store: IndexStore, queries: IndexStore) -> dict[str, dict[int,
     truth = [item_labels(it)[0] for it in queries.items]
     emb = queries.embeddings()
     retriever = Retriever(store, shuffle=False)
-    ctx = PredictorContext({}, store, None, retriever, lambda: None)
+    ctx = PredictorContext(PredictorOptions(), store, None, retriever, lambda: None)
     preds = {name: build_predictor(name, ctx) for name in ("knn", "prototype", "lda")}
     out: dict[str, dict[int, float]] = {name: {} for name in preds}
     for n in SIZES:

@@ -18,7 +18,7 @@ aisfx); otherwise the row says why it was skipped. To add an encoder: write a fu
 ``(workdir, args) -> BenchCase`` and decorate it with ``@bench_builder("<registered name>")``.
 
 Both sides decode the same files (ours: ``rag_flamingo.audio.load_audio``; the originals: their own
-loaders — msclap's ``torchaudio.load`` is served by the test shim in tests/support/msclap_oracle.py, i.e. soundfile)
+loaders — msclap's ``torchaudio.load`` is served by the test shim in oracles/msclap.py, i.e. soundfile)
 and run in batches of ``--batch-size``. Wall and process CPU time are reported (the CPU is shared).
 """
 
@@ -39,8 +39,7 @@ import soundfile as sf
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # test-only oracle helpers
+sys.path.insert(0, str(ROOT))  # the package and the parity oracles (oracles/)
 
 from rag_flamingo.audio import load_audio  # noqa: E402
 from rag_flamingo.encoders import available_encoders, build_encoder  # noqa: E402
@@ -71,8 +70,8 @@ def bench_builder(name: str):
 
 
 def _msclap_case(workdir: Path, args, version: str) -> BenchCase:
+    from oracles.msclap import build_msclap_clap, import_msclap, make_text_tower_dir, msclap_wrapper, randomize_
     from rag_flamingo.encoders.ms_clap import MSCLAP_2022, MSCLAP_2023, MSClapEncoder
-    from support.msclap_oracle import build_msclap_clap, import_msclap, make_text_tower_dir, msclap_wrapper, randomize_
 
     import_msclap()
     text_dir = make_text_tower_dir(workdir, "gpt2" if version == "2023" else "bert")
@@ -115,14 +114,14 @@ def _ms_clap_2022(workdir: Path, args) -> BenchCase:
 def _clapcap(workdir: Path, args) -> BenchCase:
     """Baseline: AF1's pipeline (reference data.py windowing re-implemented in the tests, from the spec)
     through the original clapcap audio encoder on all 16 windows per clip, as AF1 runs it."""
-    from rag_flamingo.encoders.clapcap import ClapcapEncoder
-    from support.msclap_oracle import (
+    from oracles.msclap import (
         build_msclap_clap,
         import_msclap,
         make_text_tower_dir,
         randomize_,
         reference_af1_clips,
     )
+    from rag_flamingo.encoders.clapcap import ClapcapEncoder
 
     msclap = import_msclap()
     text_dir = make_text_tower_dir(workdir, "gpt2")
@@ -154,9 +153,9 @@ def _clapcap(workdir: Path, args) -> BenchCase:
 def _laion_case(workdir: Path, args, amodel: str, enable_fusion: bool, hf: bool = False) -> BenchCase:
     """Stock laion_clap.CLAP_Module at its real architecture (random weights; RoBERTa of 1 layer),
     saved as a released .pt and loaded by ours; baseline = its get_audio_embedding_from_filelist."""
+    from oracles import laion as lo
     from rag_flamingo.encoders.hf_clap import convert_original_to_transformers, load_hf_clap
     from rag_flamingo.encoders.laion_clap import load_laion_clap
-    from support import laion_oracle as lo
 
     standins = lo.make_hub_standins(workdir / "hub")
     module = lo.build_clap_module(standins, amodel=amodel, enable_fusion=enable_fusion)

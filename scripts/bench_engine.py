@@ -54,7 +54,7 @@ from rag_flamingo.model import (  # noqa: E402
     postprocess_output,
     tokenize_prompts,
 )
-from rag_flamingo.store import IndexStore  # noqa: E402
+from rag_flamingo.store.index_store import IndexStore  # noqa: E402
 
 TOKENIZER = ROOT / "tests" / "fixtures" / "af1_tiny" / "tokenizer"
 CLASSES = ("tone", "chirp", "noise", "clicks")

@@ -27,10 +27,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from index_builder.faiss_index import IndexOptions
-from index_builder.pipeline import BuildConfig, run
-from index_builder.reader import decode_item, decode_spec
+from rag_flamingo.config import BuildIndexConfig, typed
 from rag_flamingo.encoders import build_encoder
+from rag_flamingo.indexing.pipeline import run
+from rag_flamingo.indexing.reader import decode_item, decode_spec
 
 
 def make_files(root: Path, count: int, seconds: float, seed: int = 0) -> list[dict]:
@@ -70,17 +70,19 @@ def bench_forward(encoder, rows, root: Path, batch_size: int) -> float:
 
 
 def bench_pipeline(args, root: Path, out: Path) -> tuple[float, float]:
-    cfg = BuildConfig(
-        output=out,
-        dataset={"name": "bench", "manifest": str(root / "manifest.jsonl"), "root": str(root)},
-        encoder={"name": args.encoder, **dict(kv.split("=", 1) for kv in args.encoder_option)},
-        index=IndexOptions(),
-        split="all",
-        shard_size=args.shard_size,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        device=args.device,
-        progress=False,
+    cfg = typed(
+        BuildIndexConfig,
+        {
+            "store": str(out),
+            "dataset": {"name": "bench", "manifest": str(root / "manifest.jsonl"), "root": str(root)},
+            "encoder": {"name": args.encoder, **dict(kv.split("=", 1) for kv in args.encoder_option)},
+            "split": "all",
+            "shard_size": args.shard_size,
+            "batch_size": args.batch_size,
+            "num_workers": args.num_workers,
+            "device": args.device or "auto",
+            "progress": False,
+        },
     )
     start = time.perf_counter()
     summary = run(cfg)

@@ -22,7 +22,11 @@ import numpy as np
 
 from rag_flamingo.prompts import build_prompt, token_counter
 from rag_flamingo.retrieval import Retriever
-from rag_flamingo.store import IndexStore, StoreInfo, item_record, normalize_rows, write_shard, write_store
+from rag_flamingo.store.index_store import IndexStore, write_store
+from rag_flamingo.store.items import item_record
+from rag_flamingo.store.records import StoreInfo
+from rag_flamingo.store.shards import write_shard
+from rag_flamingo.vectors import normalize_rows
 
 TOKENIZER = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "af1_tiny" / "tokenizer"
 

@@ -2,7 +2,7 @@
 """How the index's cost grows: build time, memory, size, recall@10 and query latency against the
 number of vectors, for every index type ``index=auto`` can choose, and which one it chooses.
 
-Each (size, type) is built by ``index_builder.faiss_index.build_index`` (the code build_index runs,
+Each (size, type) is built by ``rag_flamingo.indexing.faiss_index.build_index`` (the code build_index runs,
 recall tuning included) in a fresh subprocess, so its peak memory is its own. Vectors are synthetic,
 clustered, unit-length 512-d float32 (seeded), written once per size to a scratch folder.
 
@@ -56,11 +56,12 @@ def measure_one(path: Path, kind: str, nlist: int | None) -> dict:
     """Build one index in this process and measure it (run in a subprocess by ``main``)."""
     import faiss
 
-    from index_builder.faiss_index import IndexOptions, build_index, choose_index
+    from rag_flamingo.config import IndexConfig
+    from rag_flamingo.indexing.faiss_index import build_index, choose_index
 
     vectors = np.load(path)
     n = vectors.shape[0]
-    opts = IndexOptions(type=kind, nlist=nlist, use_gpu=False)
+    opts = IndexConfig(type=kind, nlist=nlist, use_gpu=False)
     start = time.perf_counter()
     index, report = build_index(vectors, opts)
     build_s = time.perf_counter() - start
@@ -79,7 +80,7 @@ def measure_one(path: Path, kind: str, nlist: int | None) -> dict:
         "n": n,
         "type": kind,
         "factory": report.factory,
-        "auto": choose_index(n, DIM, IndexOptions())[1],
+        "auto": choose_index(n, DIM, IndexConfig())[1],
         "build_s": round(build_s, 2),
         "peak_rss_gb": round(peak / 1024**3, 3),
         "vectors_gb": round(vectors.nbytes / 1024**3, 3),

@@ -40,7 +40,7 @@ import torch
 
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
-sys.path.insert(0, str(SCRIPTS.parent / "tests"))  # support.laion_oracle: random weights, text stand-ins
+sys.path.insert(0, str(SCRIPTS.parent))  # oracles.laion: random weights, text stand-ins
 
 NOT_COVERED = [
     "encoders' text towers (tiny local stand-ins: the machine cannot fetch roberta-base/gpt2/bert)",
@@ -120,8 +120,8 @@ def random_laion_checkpoint(work: Path, amodel: str, fusion: bool) -> tuple[Path
     """(original-format *.pt with random weights, local RoBERTa stand-in dir), made once per model."""
     from types import SimpleNamespace
 
+    from oracles import laion as lo
     from rag_flamingo.encoders.laion_clap import LaionClapConfig, LaionClapModel, load_text_side
-    from support import laion_oracle as lo
 
     text_dir = lo.make_hub_standins(work / "hub") / "roberta-base"
     path = work / f"laion_{amodel}{'_fusion' if fusion else ''}_random.pt"
@@ -136,7 +136,7 @@ def random_laion_checkpoint(work: Path, amodel: str, fusion: bool) -> tuple[Path
 
 def random_encoder_options(name: str, work: Path) -> dict:
     """build_encoder options that load ``name`` at its real size with random weights (see ENCODERS)."""
-    from support.laion_oracle import randomize_clap_
+    from oracles.laion import randomize_clap_
 
     if name == "aisfx":
         return {}
@@ -282,7 +282,8 @@ def check_build_index(device: str, size: dict, work: Path) -> dict:
 def check_faiss(device: str, size: dict) -> dict:
     import faiss
 
-    from index_builder.faiss_index import IndexOptions, build_index, exact_neighbours
+    from rag_flamingo.config import IndexConfig
+    from rag_flamingo.indexing.faiss_index import build_index, exact_neighbours
 
     n, dim = size["vectors"], 512
     rng = np.random.default_rng(0)
@@ -292,7 +293,7 @@ def check_faiss(device: str, size: dict) -> dict:
     out: dict = {"vectors": n, "dim": dim, "faiss": faiss.__version__, "threads": faiss.omp_get_max_threads()}
     for kind in ("ivf_flat", "ivf_pq"):
         start = time.perf_counter()
-        _, report = build_index(x, IndexOptions(type=kind, pq_m=size["pq_m"], recall_queries=size["queries"]))
+        _, report = build_index(x, IndexConfig(type=kind, pq_m=size["pq_m"], recall_queries=size["queries"]))
         out[kind] = {
             "factory": report.factory,
             "gpu": report.gpu,
@@ -447,7 +448,7 @@ def check_e2e(device: str, size: dict, work: Path, dry: bool) -> dict:
     from rag_flamingo.encoders import build_encoder
     from rag_flamingo.engine import RagFlamingo
     from rag_flamingo.model import GenerationSettings, af1_token_ids, load_af1_tokenizer
-    from rag_flamingo.store import IndexStore
+    from rag_flamingo.store.index_store import IndexStore
 
     work.mkdir(parents=True, exist_ok=True)
     e2e = size["e2e"]

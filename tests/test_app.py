@@ -23,7 +23,7 @@ from rag_flamingo.app.uploads import check_clip, crop_notes
 from rag_flamingo.datasets import demo
 from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.errors import AudioError, ConfigError, RagFlamingoError
-from rag_flamingo.store import IndexStore
+from rag_flamingo.store.index_store import IndexStore
 from support.clips import SR, synth, write_class
 from support.engine import TinyWindowEncoder, build_store, embed_rows
 
@@ -39,9 +39,9 @@ def app_config(*overrides: str) -> dict:
 
 def test_no_arguments_opens_the_demo_store_and_cli_errors_are_one_line(tmp_path, capsys):
     cfg = app_config()
-    assert cfg["host"] == "127.0.0.1" and cfg["port"] == 7860 and cfg["share"] is False and cfg["model"] == {}
+    assert cfg.host == "127.0.0.1" and cfg.port == 7860 and cfg.share is False and cfg.model == {}
     ctx = AppContext(cfg)
-    assert ctx.primary == paths.default_store(cfg["cache_root"], "demo", "train", "aisfx")
+    assert ctx.primary == paths.default_store(cfg.cache_root, "demo", "train", "aisfx")
     for argv, expected in [
         (["prot=1"], "did you mean 'port'"),
         (["port=abc"], "port"),
@@ -120,7 +120,7 @@ def test_stores_clips_dir_and_results_dir_are_checked_before_anything_loads(tmp_
         f"clips_dir={tmp_path / 'new' / 'clips'}",
         f"results_dir={tmp_path / 'no_results_yet'}",
     )
-    check_folders(cfg, Path(cfg["cache_root"]))
+    check_folders(cfg, Path(cfg.cache_root))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "empty", "s"]
 
 

@@ -254,7 +254,7 @@ def test_evaluate_end_to_end(kind, tmp_path, demo_store):
             "batch_size=3",
         ]
     )
-    assert backend_name(cfg["model"]) == "transformers"
+    assert backend_name(cfg.model) == "transformers"
     summary = evaluate(cfg, encoder=demo_store["enc"])
     by = {(r["predictor"], r["shots"]): r for r in summary["results"]}
     assert set(by) == {("flamingo", 0), ("flamingo", 2)} and all(r["n"] == 4 for r in by.values())

@@ -199,9 +199,9 @@ def test_readme_manifest_placeholder_and_folder_splits(tmp_path):
     from rag_flamingo.evaluate import load_config
 
     cfg = load_config(["dataset=folder", f"dataset.manifest={tmp_path}/{{split}}.jsonl", "dataset.root=/audio"])
-    assert cfg["dataset"]["manifest"] == f"{tmp_path}/{{split}}.jsonl"
+    assert cfg.dataset.manifest == f"{tmp_path}/{{split}}.jsonl"
     # a per-split manifest of your own: build_index indexes train, evaluate queries test (not all.jsonl)
-    assert split_name(cfg["dataset"], "index") == "train" and split_name(cfg["dataset"], "query") == "test"
+    assert split_name(cfg.dataset, "index") == "train" and split_name(cfg.dataset, "query") == "test"
     # one manifest, however its path is spelt (absolute, relative, through a symlink): one default store
     (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
     spelt = [
@@ -210,12 +210,12 @@ def test_readme_manifest_placeholder_and_folder_splits(tmp_path):
     ]
     assert len({store_path(c) for c in spelt}) == 1
     single = load_config(["dataset=folder", f"dataset.manifest={tmp_path}/mine.jsonl"])
-    assert split_name(single["dataset"], "index") == split_name(single["dataset"], "query") == "all"
+    assert split_name(single.dataset, "index") == split_name(single.dataset, "query") == "all"
     for split in ("train", "test"):
         (tmp_path / "clips" / split / "dog").mkdir(parents=True)
         (tmp_path / "clips" / split / "dog" / "1.wav").write_bytes(b"")
     cfg = load_config(["dataset=folder", f"dataset.root={tmp_path / 'clips'}"])
-    assert split_name(cfg["dataset"], "index") == "train" and split_name(cfg["dataset"], "query") == "test"
+    assert split_name(cfg.dataset, "index") == "train" and split_name(cfg.dataset, "query") == "test"
     name = store_path(cfg).name
     assert name.startswith("folder-clips-") and name.endswith("-train-aisfx")
     # a second folder of the same name elsewhere gets its own default store; the same folder the same one

@@ -101,7 +101,7 @@ def suggested_overrides() -> dict[str, str]:
     """``{override: where}``: every literal ``key=value`` an error message of the packages suggests,
     where ``key`` is a setting of one of the CLIs (not a Python argument) and the value is not a
     placeholder (``<name>``, ``...``, an f-string field)."""
-    settings = {key for name in SCHEMAS for key in compose_config(name, [])}
+    settings = {f.name for schema in SCHEMAS.values() for f in dataclasses.fields(schema)}
     out = {}
     for package in ("rag_flamingo", "index_builder"):
         for path in sorted((ROOT / package).rglob("*.py")):
@@ -149,7 +149,7 @@ def test_quoting_advice_works_when_pasted_into_a_shell(tmp_path, capsys, argv, e
     argv = [a.replace("{d}", str(tmp_path)) for a in argv]
     if expected is None:  # the manifest error's own advice: without + (and with it) both accepted
         for override in ("dataset.allow_outside_root=true", "+dataset.allow_outside_root=true"):
-            assert compose_config("evaluate", ["dataset=folder", override])["dataset"]["allow_outside_root"] is True
+            assert compose_config("evaluate", ["dataset=folder", override]).dataset.allow_outside_root is True
         return
     assert evaluate(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -157,4 +157,4 @@ def test_quoting_advice_works_when_pasted_into_a_shell(tmp_path, capsys, argv, e
     assert fix in err and len(err.splitlines()) == 1, err
     pasted = shlex.split(f"dataset=folder {fix}")
     cfg = compose_config("evaluate", pasted)
-    assert cfg["dataset"]["root"] == str(tmp_path / Path(fix.split("'")[1]).name)
+    assert cfg.dataset.root == str(tmp_path / Path(fix.split("'")[1]).name)

@@ -7,12 +7,17 @@ from omegaconf import OmegaConf
 
 from index_builder.manifests import DATASETS
 from rag_flamingo import paths
+from rag_flamingo.config import DatasetConfig, typed
 from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.datasets.sources import resolve_split
-from rag_flamingo.prompts import TASKS
+from rag_flamingo.tasks import TASKS
 
 CONF = Path(__file__).resolve().parents[1] / "rag_flamingo" / "conf" / "dataset"
 REPO_MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
+
+
+def ds(values) -> DatasetConfig:
+    return typed(DatasetConfig, values)
 
 
 @pytest.mark.parametrize("name", DATASETS + ("demo", "folder"))
@@ -36,7 +41,7 @@ def test_official_root_default_follows_cache_root(monkeypatch, tmp_path):
 
 def test_demo_config_resolves():
     cfg = OmegaConf.load(CONF / "demo.yaml")
-    manifest, root = resolve_split(cfg, "query")
+    manifest, root = resolve_split(ds(cfg), "query")
     assert len(read_manifest(manifest, required=("label", "captions"))) == 48 and root.is_dir()
 
 

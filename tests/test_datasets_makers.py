@@ -13,11 +13,16 @@ import soundfile as sf
 
 from index_builder.manifests import make_manifests
 from index_builder.manifests.__main__ import main
+from rag_flamingo.config import DatasetConfig, typed
 from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.datasets.sources import resolve_split
 from rag_flamingo.errors import ConfigError, ManifestError
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def ds(values) -> DatasetConfig:
+    return typed(DatasetConfig, values)
 
 
 def _csv(path: Path, header: list[str] | None, rows: list[list]) -> None:
@@ -331,7 +336,7 @@ def test_cli_and_resolve_split_end_to_end(tmp_path, capsys, monkeypatch):
     assert main(["esc50", "--metadata", str(root), "--out", str(root / "manifests")]) == 0
     assert "train: 8 rows" in capsys.readouterr().out
     monkeypatch.setenv("RAG_FLAMINGO_DATA_ROOT", str(tmp_path / "data"))
-    manifest, audio_root = resolve_split({"name": "esc50", "root": None, "splits": {"query": "test"}}, "query")
+    manifest, audio_root = resolve_split(ds({"name": "esc50", "root": None, "splits": {"query": "test"}}), "query")
     assert manifest == root / "manifests" / "test.jsonl" and audio_root == root
     assert main(["esc50", "--metadata", str(root), "--out", str(tmp_path / "o"), "--option", "bogus=1"]) == 2
     assert "unknown option(s) bogus" in capsys.readouterr().err

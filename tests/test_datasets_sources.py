@@ -9,9 +9,14 @@ import soundfile as sf
 from omegaconf import OmegaConf
 
 from rag_flamingo import paths
+from rag_flamingo.config import DatasetConfig, typed
 from rag_flamingo.datasets import sources
 from rag_flamingo.datasets.manifest import read_manifest, write_manifest
 from rag_flamingo.errors import ConfigError, ManifestError
+
+
+def ds(values) -> DatasetConfig:
+    return typed(DatasetConfig, values)
 
 
 def _wav(path: Path) -> None:
@@ -22,14 +27,14 @@ def _wav(path: Path) -> None:
 def test_demo_roles_and_cache():
     # the session's cache root (tests/conftest.py): the demo is generated once for the whole run
     cfg = OmegaConf.create({"name": "demo", "root": None, "splits": {"index": "train", "query": "test"}})
-    manifest, root = sources.resolve_split(cfg, "index")
+    manifest, root = sources.resolve_split(ds(cfg), "index")
     assert manifest == paths.cache_root() / "datasets" / "demo" / "train.jsonl" and root == manifest.parent
-    query, _ = sources.resolve_split(cfg, "query")
+    query, _ = sources.resolve_split(ds(cfg), "query")
     rows = read_manifest(query, required=("label",))
     assert all((root / r["path"]).is_file() for r in rows)
     assert len({r["label"] for r in rows}) >= 10
     with pytest.raises(ConfigError, match="no split 'dev'.*train, test"):
-        sources.resolve_split(cfg, "dev")
+        sources.resolve_split(ds(cfg), "dev")
 
 
 def test_folder_manifest_is_cached_by_folder_path(tmp_path, monkeypatch):
@@ -37,30 +42,30 @@ def test_folder_manifest_is_cached_by_folder_path(tmp_path, monkeypatch):
     data = tmp_path / "sounds"
     _wav(data / "cat" / "a.wav")
     cfg = {"name": "folder", "root": str(data), "splits": {"index": "all", "query": "all"}}
-    manifest, root = sources.resolve_split(cfg, "index")
+    manifest, root = sources.resolve_split(ds(cfg), "index")
     assert root == data.resolve() and manifest.parent.parent == tmp_path / "cache" / "datasets" / "folder"
     assert [r["id"] for r in read_manifest(manifest)] == ["cat/a"]
     _wav(data / "dog" / "b.wav")  # the folder changed: rescanned
-    assert [r["label"] for r in read_manifest(sources.resolve_split(cfg, "all")[0])] == ["cat", "dog"]
+    assert [r["label"] for r in read_manifest(sources.resolve_split(ds(cfg), "all")[0])] == ["cat", "dog"]
     other = tmp_path / "other"
     _wav(other / "c.wav")
-    assert sources.resolve_split(dict(cfg, root=str(other)), "all")[0] != manifest
+    assert sources.resolve_split(ds(dict(cfg, root=str(other))), "all")[0] != manifest
     with pytest.raises(ConfigError, match="dataset.root is not set"):
-        sources.resolve_split({"name": "folder", "root": None}, "all")
+        sources.resolve_split(ds({"name": "folder", "root": None}), "all")
     with pytest.raises(ConfigError, match="no split 'train'"):
-        sources.resolve_split(cfg, "train")
+        sources.resolve_split(ds(cfg), "train")
 
 
 def test_user_manifest(tmp_path):
     write_manifest([{"id": "x", "path": "x.wav"}], tmp_path / "m" / "train.jsonl")
     cfg = {"name": "mine", "manifest": str(tmp_path / "m" / "{split}.jsonl"), "root": None}
-    assert sources.resolve_split(cfg, "train") == (tmp_path / "m" / "train.jsonl", tmp_path / "m")
+    assert sources.resolve_split(ds(cfg), "train") == (tmp_path / "m" / "train.jsonl", tmp_path / "m")
     cfg = {"name": "folder", "manifest": {"train": str(tmp_path / "m" / "train.jsonl")}, "root": "/audio"}
-    assert sources.resolve_split(cfg, "train") == (tmp_path / "m" / "train.jsonl", Path("/audio"))
+    assert sources.resolve_split(ds(cfg), "train") == (tmp_path / "m" / "train.jsonl", Path("/audio"))
     with pytest.raises(ConfigError, match="no entry for split 'test'"):
-        sources.resolve_split(cfg, "test")
+        sources.resolve_split(ds(cfg), "test")
     with pytest.raises(ManifestError, match="manifest not found"):
-        sources.resolve_split({"name": "mine", "manifest": str(tmp_path / "nope.jsonl")}, "train")
+        sources.resolve_split(ds({"name": "mine", "manifest": str(tmp_path / "nope.jsonl")}), "train")
 
 
 def test_official_lookup_and_missing_manifest_message(tmp_path, monkeypatch):
@@ -71,7 +76,7 @@ def test_official_lookup_and_missing_manifest_message(tmp_path, monkeypatch):
         "splits": {"index": "train", "query": "test", "available": ["train", "test", "fold1"]},
     }
     with pytest.raises(ManifestError) as err:
-        sources.resolve_split(cfg, "query")
+        sources.resolve_split(ds(cfg), "query")
     message = str(err.value)
     assert "no manifest for split 'test'" in message
     assert (
@@ -82,11 +87,14 @@ def test_official_lookup_and_missing_manifest_message(tmp_path, monkeypatch):
     write_manifest(
         [{"id": "1", "path": "audio/1.wav", "label": "dog"}], tmp_path / "esc50" / "manifests" / "test.jsonl"
     )
-    assert sources.resolve_split(cfg, "query") == (tmp_path / "esc50" / "manifests" / "test.jsonl", tmp_path / "esc50")
+    assert sources.resolve_split(ds(cfg), "query") == (
+        tmp_path / "esc50" / "manifests" / "test.jsonl",
+        tmp_path / "esc50",
+    )
     with pytest.raises(ConfigError, match="no split 'fold9'"):
-        sources.resolve_split(cfg, "fold9")
+        sources.resolve_split(ds(cfg), "fold9")
     with pytest.raises(ConfigError, match="dataset.splits.index is not set"):
-        sources.resolve_split({"name": "esc50"}, "index")
+        sources.resolve_split(ds({"name": "esc50"}), "index")
 
 
 def test_collapse_groups():

@@ -9,6 +9,9 @@ checkpoint format; real audio: CPython's plucked-string test recording arranged 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import faiss
@@ -20,7 +23,7 @@ import torch
 from rag_flamingo.encoders import runtime as rt
 from rag_flamingo.encoders.aisfx import AisfxConfig, AisfxEncoder, AisfxFrontend, AisfxModel
 from rag_flamingo.errors import ConfigError
-from rag_flamingo.store import comparable_fingerprint
+from rag_flamingo.store.records import comparable_fingerprint
 
 TINY = AisfxConfig(base_channels=16, dim=128)  # a quarter of the released width
 PLUCK = Path(__file__).parent / "fixtures" / "pluck-pcm16.wav"
@@ -109,7 +112,7 @@ def test_runtime_and_precision_are_checked_and_auto_follows_the_cpu(monkeypatch)
         rt.resolve("openvino", "fp32", cpu)
     monkeypatch.setattr(rt, "openvino_available", lambda: True)
     monkeypatch.setattr(rt, "openvino_bf16", lambda: True)
-    assert rt.resolve("auto", "auto", cpu) == ("openvino", torch.float32)  # this CPU: no native bf16
+    assert rt.resolve("auto", "auto", cpu) == ("torch", torch.float32)  # openvino only when asked for
     assert rt.resolve("auto", "bf16", cpu) == ("torch", torch.bfloat16)
     with pytest.raises(ConfigError, match="needs a CPU that computes bf16"):
         rt.resolve("openvino", "bf16", cpu)
@@ -122,6 +125,25 @@ def test_runtime_and_precision_are_checked_and_auto_follows_the_cpu(monkeypatch)
 
 # ----------------------------------------------------------------------------- parity
 
+CHILD = "RAG_FLAMINGO_TEST_OPENVINO_CHILD"
+in_child = pytest.mark.skipif(os.environ.get(CHILD) != "1", reason="runs in its own process (below)")
+
+
+def test_openvino_tests_run_in_their_own_process():
+    """OpenVINO's threads, left in the test process, made a later subprocess-spawning test of the
+    suite crash (segmentation fault; not root-caused), so its tests run in a child interpreter."""
+    pytest.importorskip("openvino")
+    if os.environ.get(CHILD) == "1":
+        pytest.skip("the child itself")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "test_child_"],
+        env={**os.environ, CHILD: "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout[-3000:]
+
 
 def test_bf16_matches_fp32_on_real_recordings(tmp_path):
     waves = clips(8)
@@ -132,8 +154,8 @@ def test_bf16_matches_fp32_on_real_recordings(tmp_path):
     assert cosines(fp32, bf16.embed(waves)).min() >= 0.9999
 
 
-def test_openvino_matches_torch_and_reuses_its_cached_graph(tmp_path, monkeypatch, caplog):
-    pytest.importorskip("openvino")
+@in_child
+def test_child_openvino_matches_torch_and_reuses_its_cached_graph(tmp_path, monkeypatch, caplog):
     waves = clips(4)
     ref = tiny(tmp_path, runtime="torch", precision="fp32")
     ov = tiny(tmp_path, runtime="openvino", precision="fp32")
@@ -172,11 +194,11 @@ def test_openvino_matches_torch_and_reuses_its_cached_graph(tmp_path, monkeypatc
     np.testing.assert_allclose(repaired.embed(waves), changed.embed(waves), atol=1e-6)
 
 
-def test_a_store_built_one_way_answers_queries_embedded_the_other_way(tmp_path):
+@in_child
+def test_child_a_store_built_one_way_answers_queries_embedded_the_other_way(tmp_path):
     """Neighbour equality between runtimes: items embedded one way (torch or openvino, fp32),
     queries embedded either way find the same top-10 items for >= 99 % of queries; the
     fingerprints are accepted as the same encoder."""
-    pytest.importorskip("openvino")
     waves, questions = clips(100, longest=4.0), clips(100, first=100, longest=4.0)
     base = tiny(tmp_path, runtime="torch", precision="fp32")
     other = tiny(tmp_path, runtime="openvino", precision="fp32")
@@ -204,7 +226,7 @@ def test_a_bf16_store_is_queried_in_bf16_and_another_precision_refused(tmp_path,
     from rag_flamingo import components
     from rag_flamingo.encoders import runtime
     from rag_flamingo.errors import StoreError
-    from rag_flamingo.store import StoreInfo
+    from rag_flamingo.store.records import StoreInfo
 
     ckpt = tiny(tmp_path).checkpoint
     built = tiny(tmp_path, runtime="torch", precision="bf16").fingerprint()

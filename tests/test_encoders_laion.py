@@ -3,7 +3,7 @@
 The oracle is the stock ``laion_clap.CLAP_Module`` (HTSAT-tiny / -base, fusion ``aff_2d``, RoBERTa text
 tower of hidden size 768 with one layer), its weights randomised, saved in the released checkpoint
 format, and loaded by our strict loader. The original's random crops/chunks are pinned to our
-deterministic policies (``laion_oracle.PinnedRandom``).
+deterministic policies (``oracles.laion.PinnedRandom``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from oracles import laion as lo
 from rag_flamingo.audio import int16_roundtrip, librosa_length, load_audio
 from rag_flamingo.encoders import build_encoder
 from rag_flamingo.encoders.laion_clap import load_laion_clap
 from rag_flamingo.errors import CheckpointError, ConfigError
-from support import laion_oracle as lo
 
 SR = 48000
 COS_MIN, MAX_ABS = 0.9999, 1e-4
@@ -135,7 +135,7 @@ def test_short_files_decode_and_embed_like_the_original(tiny, standins, tmp_path
     """Clips under 5 s are tiled to 10 s, so one sample of decode length shifts every tile: files
     decoded by the index builder's reader (the encoder's rule: librosa.load's length) embed as the
     original file-list API does, at 44.1/22.05/48 kHz, mono and stereo."""
-    from index_builder.reader import decode_item, decode_spec
+    from rag_flamingo.indexing.reader import decode_item, decode_spec
 
     module, path = tiny
     enc = _ours(standins, path, batch_size=4)

@@ -15,12 +15,12 @@ import pytest
 import soundfile as sf
 import torch
 
+from oracles.msclap import build_msclap_clap, make_text_tower_dir, msclap_wrapper, randomize_, require_msclap
 from rag_flamingo.audio import load_audio, torchaudio_length
 from rag_flamingo.encoders import available_encoders, build_encoder
 from rag_flamingo.encoders.clapcap import ClapcapEncoder
 from rag_flamingo.encoders.ms_clap import MSCLAP_2022, MSCLAP_2023, MSClapEncoder, crop_starts
 from rag_flamingo.errors import CheckpointError, ConfigError
-from support.msclap_oracle import build_msclap_clap, make_text_tower_dir, msclap_wrapper, randomize_, require_msclap
 from support.signals import SR, assert_close, write_wave
 
 TEXTS = ["a dog barks loudly in the park", "rain on a roof", "birds sing while a car passes by"]
@@ -120,7 +120,7 @@ def test_short_files_decode_like_the_original(msclap_2023, tmp_path):
     tiled input (0.5-4.9 s at 48, 22.05 and 44.1 kHz; at 48 kHz 7 extra samples make soxr's own
     length one short) and, for one of them, its embedding. Mono only: for a multi-channel file the
     original concatenates the channels (we average them)."""
-    from index_builder.reader import decode_item, decode_spec
+    from rag_flamingo.indexing.reader import decode_item, decode_spec
 
     _, wrapper, ours, _, _ = msclap_2023
     spec = decode_spec(ours)
@@ -183,7 +183,7 @@ def test_hydra_encoder_configs_build(own_2023, audio_files):
     from rag_flamingo.cli import compose_config
 
     ckpt, text_dir = own_2023
-    options = dict(compose_config("build_index", ["encoder=ms_clap_2023"])["encoder"])
+    options = dict(compose_config("build_index", ["encoder=ms_clap_2023"]).encoder)
     name = options.pop("name")
     options.update(checkpoint=str(ckpt), text_model=str(text_dir), max_seconds=8.0, device="cpu")
     enc = build_encoder(name, **options)

@@ -1,5 +1,5 @@
 """clapcap (Audio Flamingo 1's audio encoder) vs the reference pipeline: AF1 windowing and
-normalisation re-implemented from AF1's foundation/data/data.py (support.msclap_oracle), fed through the original msclap
+normalisation re-implemented from AF1's foundation/data/data.py (oracles.msclap), fed through the original msclap
 ``ClapCaptionModel.clap`` (test-only oracle) with random weights saved in the released format."""
 
 from __future__ import annotations
@@ -9,11 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from rag_flamingo.audio import load_audio
-from rag_flamingo.encoders.clapcap import ClapcapEncoder
-from rag_flamingo.encoders.windows import AF1_WINDOWS
-from rag_flamingo.errors import CheckpointError
-from support.msclap_oracle import (
+from oracles.msclap import (
     build_msclap_clap,
     import_msclap,
     make_text_tower_dir,
@@ -21,6 +17,10 @@ from support.msclap_oracle import (
     reference_af1_clips,
     require_msclap,
 )
+from rag_flamingo.audio import load_audio
+from rag_flamingo.encoders.clapcap import ClapcapEncoder
+from rag_flamingo.encoders.windows import AF1_WINDOWS
+from rag_flamingo.errors import CheckpointError
 from support.signals import assert_close, write_wave
 
 SR = 44100

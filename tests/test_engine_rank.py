@@ -16,7 +16,7 @@ from rag_flamingo.engine import ClapReranker, RagFlamingo
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.evaluate import evaluate, load_config
 from rag_flamingo.model import GenerationSettings, tokenize_prompts
-from rag_flamingo.prompts import get_task
+from rag_flamingo.tasks import get_task
 from support.engine import demo_engine_parts
 
 

@@ -230,6 +230,6 @@ def test_rag_classify_with_flamingo(setup, tmp_path, capsys):
     assert lines(tmp_path / "labels.jsonl") == records
     assert capsys.readouterr().out.count("\n") == 2
     # the model is the evaluate config's `model` group, chosen by name, then key=value settings
-    chosen = classify_config(["store=x", "audio=y", "model=tiny", "model.generation.max_new_tokens=2"])["model"]
+    chosen = classify_config(["store=x", "audio=y", "model=tiny", "model.generation.max_new_tokens=2"]).model
     assert chosen["name"] == "af1_tiny" and chosen["generation"]["max_new_tokens"] == 2
-    assert classify_config(["store=x", "audio=y"])["model"]["name"] == "af1_foundation"
+    assert classify_config(["store=x", "audio=y"]).model["name"] == "af1_foundation"

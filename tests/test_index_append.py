@@ -13,7 +13,8 @@ import soundfile as sf
 from test_index_pipeline import FAST, make_folder, manifest_rows, run_cli, store_bytes, tone, write_manifest
 
 from index_builder.cli import main
-from rag_flamingo.store import IndexStore, content_key, recording_key
+from rag_flamingo.store.index_store import IndexStore
+from rag_flamingo.store.items import content_key, recording_key
 
 
 def by_id(store: IndexStore) -> dict[str, int]:
@@ -124,7 +125,7 @@ def test_changed_rows_replace_their_stored_versions(tmp_path, capsys):
 
 
 def test_an_interrupted_append_is_finished_by_rerunning_it(tmp_path, capsys, monkeypatch):
-    import index_builder.embedder as embedder
+    import rag_flamingo.indexing.embedder as embedder
 
     root = make_folder(tmp_path / "audio", per_class=2, classes=("sine", "noise"))
     common = ["dataset=folder", f"dataset.root={root}", "shard_size=2", *FAST]

@@ -6,16 +6,19 @@ import faiss
 import numpy as np
 import pytest
 
-from index_builder.faiss_index import (
-    IndexOptions,
+from rag_flamingo.config import IndexConfig, typed
+from rag_flamingo.errors import ConfigError
+from rag_flamingo.indexing.faiss_index import (
     build_index,
     choose_index,
     exact_neighbours,
     parse_bytes,
     sample_queries,
 )
-from rag_flamingo.errors import ConfigError
-from rag_flamingo.store import IndexStore, StoreInfo, normalize_rows, write_shard, write_store
+from rag_flamingo.store.index_store import IndexStore, write_store
+from rag_flamingo.store.records import StoreInfo
+from rag_flamingo.store.shards import write_shard
+from rag_flamingo.vectors import normalize_rows
 
 
 def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -44,22 +47,22 @@ def test_parse_bytes():
     ],
 )
 def test_auto_choice_follows_count_dim_and_budget(n, dim, budget, expected):
-    assert choose_index(n, dim, IndexOptions(memory_budget=budget)) == expected
+    assert choose_index(n, dim, IndexConfig(memory_budget=budget)) == expected
 
 
 def test_forced_types_and_bad_type():
-    assert choose_index(100, 64, IndexOptions(type="hnsw"))[1] == "HNSW32,Flat"
-    assert choose_index(10_000, 64, IndexOptions(type="ivf_flat"))[1] == "IVF256,Flat"
-    assert choose_index(10_000, 64, IndexOptions(type="ivf_pq"))[1].startswith("IVF256,PQ")
-    assert choose_index(10**6, 64, IndexOptions(type="flat"))[1] == "Flat"
-    with pytest.raises(ConfigError, match="index.type"):
-        IndexOptions.from_config({"type": "annoy"})
+    assert choose_index(100, 64, IndexConfig(type="hnsw"))[1] == "HNSW32,Flat"
+    assert choose_index(10_000, 64, IndexConfig(type="ivf_flat"))[1] == "IVF256,Flat"
+    assert choose_index(10_000, 64, IndexConfig(type="ivf_pq"))[1].startswith("IVF256,PQ")
+    assert choose_index(10**6, 64, IndexConfig(type="flat"))[1] == "Flat"
+    with pytest.raises(ConfigError, match="type=annoy"):
+        typed(IndexConfig, {"type": "annoy"})
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf_flat", "ivf_pq"])
 def test_each_type_meets_the_recall_it_records(kind, tmp_path):
     vectors = clustered(3000, 32)
-    opts = IndexOptions(type=kind, recall_queries=300, pq_m=8)  # pq_m: keeps PQ training short
+    opts = IndexConfig(type=kind, recall_queries=300, pq_m=8)  # pq_m: keeps PQ training short
     index, report = build_index(vectors, opts)
     assert report.type == kind and index.ntotal == len(vectors)
     if kind in ("flat", "hnsw", "ivf_flat"):
@@ -87,16 +90,16 @@ def test_each_type_meets_the_recall_it_records(kind, tmp_path):
 
 def test_tuning_raises_parameters_until_target():
     vectors = clustered(4000, 32, seed=1)
-    low, _ = build_index(vectors, IndexOptions(type="ivf_flat", recall_target=0.5, recall_queries=200))
-    _, high = build_index(vectors, IndexOptions(type="ivf_flat", recall_target=0.999, recall_queries=200))
-    _, low_report = build_index(vectors, IndexOptions(type="ivf_flat", recall_target=0.5, recall_queries=200))
+    low, _ = build_index(vectors, IndexConfig(type="ivf_flat", recall_target=0.5, recall_queries=200))
+    _, high = build_index(vectors, IndexConfig(type="ivf_flat", recall_target=0.999, recall_queries=200))
+    _, low_report = build_index(vectors, IndexConfig(type="ivf_flat", recall_target=0.5, recall_queries=200))
     assert low_report.search_params["nprobe"] < high.search_params["nprobe"]
     assert high.recall_at_10 >= 0.999
 
 
 def test_l2_metric_and_exact_neighbours():
     vectors = clustered(300, 16) * 3.0
-    index, report = build_index(vectors, IndexOptions(type="flat", metric="l2"))
+    index, report = build_index(vectors, IndexConfig(type="flat", metric="l2"))
     assert index.metric_type == faiss.METRIC_L2 and report.recall_at_10 == 1.0
     truth = exact_neighbours(vectors, np.arange(5), 3, "l2")
     assert (truth[:, 0] == np.arange(5)).all()
@@ -105,7 +108,7 @@ def test_l2_metric_and_exact_neighbours():
 def test_cosine_normalises_vectors_of_an_encoder_that_does_not():
     """metric=cosine over vectors that are not unit length: the index holds their unit versions."""
     raw = clustered(200, 16) * np.linspace(0.5, 4.0, 200, dtype=np.float32)[:, None]
-    index, _ = build_index(raw, IndexOptions(type="flat", metric="cosine"))
+    index, _ = build_index(raw, IndexConfig(type="flat", metric="cosine"))
     stored = index.reconstruct_n(0, index.ntotal)
     assert np.allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-5)
     assert np.allclose(stored, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)

@@ -10,10 +10,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from index_builder.features import write_feature_shards
 from rag_flamingo.audio import load_audio
 from rag_flamingo.encoders.clapcap import ClapcapAudioModel, ClapcapEncoder
-from rag_flamingo.store import FeatureCache, features_path, item_record, write_shard
+from rag_flamingo.indexing.features import write_feature_shards
+from rag_flamingo.store.features import FeatureCache, features_path
+from rag_flamingo.store.items import item_record
+from rag_flamingo.store.shards import write_shard
 
 
 @pytest.mark.slow

@@ -11,12 +11,16 @@ import numpy as np
 import pytest
 from test_index_pipeline import FAST, make_folder
 
-import index_builder.faiss_index as faiss_index
+import rag_flamingo.indexing.faiss_index as faiss_index
 from index_builder.cli import main
-from index_builder.faiss_index import IndexOptions, build_index, training_rows
-from index_builder.ondisk import ShardRows
+from rag_flamingo.config import IndexConfig
 from rag_flamingo.errors import StoreError
-from rag_flamingo.store import IndexStore, normalize_rows, read_all_vectors, read_info, shard_stem, write_shard
+from rag_flamingo.indexing.faiss_index import build_index, training_rows
+from rag_flamingo.indexing.ondisk import ShardRows
+from rag_flamingo.store.index_store import IndexStore
+from rag_flamingo.store.records import read_info
+from rag_flamingo.store.shards import read_all_vectors, shard_stem, write_shard
+from rag_flamingo.vectors import normalize_rows
 
 SHARD_SIZES = [700, 1300, 0, 999, 1001, 500]  # 4,500 rows, one empty shard
 
@@ -60,10 +64,10 @@ def small_blocks(monkeypatch):
 @pytest.mark.parametrize(
     "opts",
     [
-        IndexOptions(type="ivf_flat", nlist=16, recall_queries=200),  # trained on 1,600 of 4,500 rows
-        IndexOptions(type="ivf_pq", pq_m=8, recall_queries=200),
-        IndexOptions(type="flat", metric="l2", recall_queries=200),
-        IndexOptions(type="hnsw", hnsw_m=8, recall_queries=200),
+        IndexConfig(type="ivf_flat", nlist=16, recall_queries=200),  # trained on 1,600 of 4,500 rows
+        IndexConfig(type="ivf_pq", pq_m=8, recall_queries=200),
+        IndexConfig(type="flat", metric="l2", recall_queries=200),
+        IndexConfig(type="hnsw", hnsw_m=8, recall_queries=200),
     ],
     ids=["ivf_flat", "ivf_pq", "flat_l2", "hnsw"],
 )
@@ -92,7 +96,7 @@ def test_cosine_normalisation_is_decided_over_all_shards(tmp_path, small_blocks)
     vectors = clustered(sum(SHARD_SIZES), 16)
     vectors[-500:] *= 3.0
     write_shards(tmp_path, vectors)
-    opts = IndexOptions(type="flat", recall_queries=100)
+    opts = IndexConfig(type="flat", recall_queries=100)
     streamed, _ = build_index(ShardRows(tmp_path), opts)
     in_memory, _ = build_index(read_all_vectors(tmp_path), opts)
     stored = streamed.reconstruct_n(0, streamed.ntotal)

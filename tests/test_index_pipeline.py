@@ -19,7 +19,8 @@ import soundfile as sf
 
 from index_builder.cli import main
 from rag_flamingo.errors import ManifestError, StoreError
-from rag_flamingo.store import IndexStore, done_shards, read_all_shards
+from rag_flamingo.store.index_store import IndexStore
+from rag_flamingo.store.shards import done_shards, read_all_shards
 
 FAST = ["encoder.max_seconds=1.5", "num_workers=0", "progress=false", "batch_size=3"]
 FORMAT2 = Path(__file__).parent / "fixtures" / "store_format2.json"  # store.json before its records were typed
@@ -157,9 +158,9 @@ def test_manifest_errors_before_any_work(tmp_path):
     out = tmp_path / "store"
     with pytest.raises(ManifestError, match="duplicate id"):
         from index_builder.cli import load_config
-        from index_builder.pipeline import config_from_dict, run
+        from rag_flamingo.indexing.pipeline import resolve, run
 
-        run(config_from_dict(load_config([f"dataset.manifest={bad}", f"dataset.root={root}", f"output={out}", *FAST])))
+        run(resolve(load_config([f"dataset.manifest={bad}", f"dataset.root={root}", f"output={out}", *FAST])))
     assert not out.exists()
     missing = write_manifest(tmp_path / "missing.jsonl", [{"id": "a"}])
     code = subprocess.run(
@@ -204,10 +205,10 @@ def test_append_equals_rebuild_on_union(tmp_path, capsys):
     # appending with another encoder configuration is refused
     with pytest.raises(StoreError, match="built with encoder"):
         from index_builder.cli import load_config
-        from index_builder.pipeline import config_from_dict, run
+        from rag_flamingo.indexing.pipeline import resolve, run
 
         run(
-            config_from_dict(
+            resolve(
                 load_config(
                     [
                         f"dataset.manifest={second}",
@@ -311,12 +312,12 @@ def test_features_need_a_window_encoder(tmp_path):
     out = tmp_path / "store"
     run_cli(["dataset=folder", f"dataset.root={root}", f"output={out}", *FAST])
     from index_builder.cli import load_config
-    from index_builder.pipeline import config_from_dict, run
     from rag_flamingo.errors import ConfigError
+    from rag_flamingo.indexing.pipeline import resolve, run
 
     with pytest.raises(ConfigError, match="window_features"):
         run(
-            config_from_dict(
+            resolve(
                 load_config(
                     [
                         "dataset=folder",
@@ -379,7 +380,7 @@ def test_features_added_to_an_existing_store_without_re_embedding(tmp_path, capl
     # a recorded checkpoint that has gone: the append keeps its items and drops the cache, saying how
     ckpt.rename(tmp_path / "moved.pth")
     make_folder(root, per_class=2, classes=("clicks",))
-    with caplog.at_level(logging.WARNING, logger="index_builder.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="rag_flamingo.indexing.pipeline"):
         run_cli([*args, "mode=append"])
     assert "features_encoder.checkpoint=" in caplog.text
     store = IndexStore.open(out)
@@ -392,10 +393,8 @@ def test_no_usable_item_is_a_clear_error(tmp_path):
     (root / "x" / "a.wav").write_bytes(b"junk")
     sf.write(root / "x" / "b.wav", np.zeros(8000, np.float32), 8000)
     from index_builder.cli import load_config
-    from index_builder.pipeline import config_from_dict, run
+    from rag_flamingo.indexing.pipeline import resolve, run
 
     with pytest.raises(StoreError, match="none of the 2 items"):
-        run(
-            config_from_dict(load_config(["dataset=folder", f"dataset.root={root}", f"output={tmp_path / 's'}", *FAST]))
-        )
+        run(resolve(load_config(["dataset=folder", f"dataset.root={root}", f"output={tmp_path / 's'}", *FAST])))
     assert len((tmp_path / "s" / "rejected.jsonl").read_text().splitlines()) == 2

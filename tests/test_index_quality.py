@@ -1,8 +1,8 @@
-"""index_builder.quality: label precision@k with the query's own recording left out."""
+"""rag_flamingo.indexing.quality: label precision@k with the query's own recording left out."""
 
 import numpy as np
 
-from index_builder.quality import label_precision
+from rag_flamingo.indexing.quality import label_precision
 
 
 def _items(labels, groups):

@@ -18,9 +18,11 @@ from test_index_pipeline import FAST, make_folder, run_cli, store_bytes, tone, w
 from test_store_integrity import flip_byte, truncate
 
 from index_builder.cli import load_config
-from index_builder.pipeline import config_from_dict, run
 from rag_flamingo.errors import StoreError
-from rag_flamingo.store import INDEX_FILE, INFO_FILE, ITEMS_FILE, IndexStore, build_lock
+from rag_flamingo.indexing.pipeline import resolve, run
+from rag_flamingo.store.index_store import IndexStore
+from rag_flamingo.store.layout import INDEX_FILE, INFO_FILE, ITEMS_FILE
+from rag_flamingo.store.lock import build_lock
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +104,7 @@ def test_intact_store_is_reported_complete_and_untouched(built, tmp_path, capsys
 def test_second_build_of_the_same_store_refuses_at_once(tmp_path):
     root = make_folder(tmp_path / "audio", per_class=1)
     out = tmp_path / "store"
-    cfg = config_from_dict(load_config(["dataset=folder", f"dataset.root={root}", f"output={out}", *FAST]))
+    cfg = resolve(load_config(["dataset=folder", f"dataset.root={root}", f"output={out}", *FAST]))
     with build_lock(out):  # another build holds the store
         start = time.perf_counter()
         with pytest.raises(StoreError, match="another build_index is writing this store"):

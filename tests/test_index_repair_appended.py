@@ -17,7 +17,8 @@ from test_store_integrity import flip_byte, truncate
 
 from index_builder.cli import main
 from rag_flamingo.errors import StoreError
-from rag_flamingo.store import INDEX_FILE, INFO_FILE, ITEMS_FILE, REJECTED_FILE, IndexStore
+from rag_flamingo.store.index_store import IndexStore
+from rag_flamingo.store.layout import INDEX_FILE, INFO_FILE, ITEMS_FILE, REJECTED_FILE
 
 
 def all_bytes(root: Path) -> dict[str, bytes]:

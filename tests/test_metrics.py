@@ -270,8 +270,8 @@ def test_approximate_f1_hand_computed():
 
 
 def test_approximate_f1_in_the_report_with_its_interval():
-    from rag_flamingo.prompts import get_task
     from rag_flamingo.report import score_predictions
+    from rag_flamingo.tasks import get_task
 
     records = [
         {"predictor": "flamingo", "shots": 0, "id": "a", "output": "dog, barking, animal", "target": ["Dog", "Cat"]},

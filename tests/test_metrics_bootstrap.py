@@ -19,8 +19,8 @@ from rag_flamingo.metrics.bootstrap import (
     weighted_map,
 )
 from rag_flamingo.metrics.captioning import captioning_metrics, captioning_statistic
-from rag_flamingo.prompts import get_task
 from rag_flamingo.report import markdown_table, score_predictions
+from rag_flamingo.tasks import get_task
 
 WORDS = ["a", "dog", "barks", "loudly", "while", "cars", "pass", "by", "the", "street", "and", "birds", "rain"]
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from test_index_pipeline import FAST, _free_port, make_folder, manifest_rows, store_bytes, write_manifest
 
-from rag_flamingo.store import read_all_shards
+from rag_flamingo.store.shards import read_all_shards
 
 
 def node_command(port: int, args: list[str]) -> list[str]:

@@ -39,7 +39,7 @@ def test_rag_flamingo_conf_replaces_the_folder(monkeypatch, tmp_path):
     assert "shard_size: 1000" in text
     (own / "build_index.yaml").write_text(text.replace("shard_size: 1000", "shard_size: 7"))
     monkeypatch.setenv(paths.CONF_ENV, str(own))
-    assert compose_config("build_index", [])["shard_size"] == 7
+    assert compose_config("build_index", []).shard_size == 7
 
 
 def test_conf_path_adds_a_dataset(monkeypatch, tmp_path):
@@ -49,12 +49,12 @@ def test_conf_path_adds_a_dataset(monkeypatch, tmp_path):
     first, second = _user_dataset(tmp_path / "a", "mine"), _user_dataset(tmp_path / "b", "theirs")
     monkeypatch.setenv(paths.CONF_PATH_ENV, f"{first}:{second}")
     cfg = compose_config("build_index", ["dataset=mine"])
-    assert cfg["dataset"]["name"] == "mine" and cfg["dataset"]["source"] == "folder"
-    assert cfg["dataset"]["root"] == "/my/sounds"
-    assert compose_config("build_index", ["dataset=theirs"])["dataset"]["name"] == "theirs"
-    assert compose_config("evaluate", ["dataset=mine"])["dataset"]["name"] == "mine"
+    assert cfg.dataset.name == "mine" and cfg.dataset.source == "folder"
+    assert cfg.dataset.root == "/my/sounds"
+    assert compose_config("build_index", ["dataset=theirs"]).dataset.name == "theirs"
+    assert compose_config("evaluate", ["dataset=mine"]).dataset.name == "mine"
     # the shipped configs are still found, and an explicit hydra.searchpath replaces the variable
-    assert compose_config("build_index", ["dataset=esc50"])["dataset"]["name"] == "esc50"
+    assert compose_config("build_index", ["dataset=esc50"]).dataset.name == "esc50"
     override = [f"hydra.searchpath=[file://{second}]", "dataset=mine"]
     with pytest.raises((MissingConfigException, ConfigError)):
         compose_config("build_index", override)

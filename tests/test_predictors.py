@@ -17,8 +17,8 @@ from rag_flamingo.predictors import (
     labels_from_scores,
     typical_tag_count,
 )
-from rag_flamingo.prompts import get_task
 from rag_flamingo.retrieval import Shot
+from rag_flamingo.tasks import get_task
 from support.engine import TinyWindowEncoder, build_store
 
 

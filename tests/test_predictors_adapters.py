@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rag_flamingo.adapters import ShrinkageLda, SimpleShot, Support, TipAdapter
+from rag_flamingo.config import PredictorOptions
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.predictors import (
     PredictorContext,
@@ -15,7 +16,7 @@ from rag_flamingo.predictors import (
     build_predictor,
     predictor_names,
 )
-from rag_flamingo.store import normalize_rows
+from rag_flamingo.vectors import normalize_rows
 from support.engine import build_store
 
 
@@ -50,7 +51,7 @@ def test_registered_and_built_from_the_registry(tmp_path):
     store = store_of(tmp_path, x, y)
     assert {"simpleshot", "tip_adapter", "lda"} <= set(predictor_names())
     for name in ("simpleshot", "tip_adapter", "lda"):
-        pred = build_predictor(name, PredictorContext({}, store, None, None, lambda: None))
+        pred = build_predictor(name, PredictorContext(PredictorOptions(), store, None, None, lambda: None))
         assert pred.name == name and not pred.uses_shots
         out = ask(pred, x[:2])[0]
         assert out.output in {"a", "b"} and set(out.label_scores) == {"a", "b"}

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from oracles import laion as lo
 from rag_flamingo.api import answer
 from rag_flamingo.audio import decode_key, load_for_encoders, wave_for
 from rag_flamingo.datasets import demo
@@ -15,7 +16,6 @@ from rag_flamingo.encoders.laion_clap import LaionClapConfig, LaionClapModel, lo
 from rag_flamingo.engine import ClapReranker, RagFlamingo
 from rag_flamingo.model import GenerationSettings
 from rag_flamingo.predictors import Query, ZeroShotPredictor
-from support import laion_oracle as lo
 from support.engine import TinyWindowEncoder, build_store, embed_rows, tiny_flamingo
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")]

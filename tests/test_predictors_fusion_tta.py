@@ -8,11 +8,12 @@ import pytest
 from rag_flamingo.adapters import Fusion, NearestCentroid, ShrinkageLda, Support, probabilities
 from rag_flamingo.audio import decode_key
 from rag_flamingo.cli import compose_config
+from rag_flamingo.config import FusionOptions, PredictorOptions, SupportOptions
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.predictors import PredictorContext, Query, SupportPredictor, build_predictor, predictor_names
 from rag_flamingo.retrieval import Retriever
-from rag_flamingo.store import normalize_rows
 from rag_flamingo.tta import GAIN_DB, SHIFT_SECONDS, embed_views, views
+from rag_flamingo.vectors import normalize_rows
 from support.engine import TinyWindowEncoder, build_store
 
 
@@ -35,7 +36,12 @@ def store_of(tmp_path, x, labels):
 
 
 def fusion(store, **options):
-    return build_predictor("fusion", PredictorContext(options, store, None, Retriever(store, shuffle=False), None))
+    return build_predictor(
+        "fusion",
+        PredictorContext(
+            PredictorOptions(fusion=FusionOptions(**options)), store, None, Retriever(store, shuffle=False), None
+        ),
+    )
 
 
 def ask(pred, store, x, k, own=None):
@@ -155,7 +161,9 @@ def test_tta_averages_the_views_embedded_by_the_stores_encoder(tmp_path):
     )
 
     plain = SupportPredictor(ShrinkageLda(), store, encoder=encoder)
-    tta = build_predictor("lda", PredictorContext({"tta": 4}, store, encoder, None, None))
+    tta = build_predictor(
+        "lda", PredictorContext(PredictorOptions(lda=SupportOptions(tta=4)), store, encoder, None, None)
+    )
     fit = tta.fitted(frozenset())[1]
     for p, e in zip(tta.predict(queries, "classification"), expected):
         assert list(p.label_scores.values()) == pytest.approx(list(fit.scores(e[None])[0]), abs=1e-6)
@@ -167,7 +175,9 @@ def test_tta_averages_the_views_embedded_by_the_stores_encoder(tmp_path):
     with pytest.raises(ConfigError, match="no decoded audio"):
         tta.predict([Query("bare", {"id": "bare"}, {}, x[0])], "classification")
     with pytest.raises(ConfigError, match="tta must be"):
-        build_predictor("lda", PredictorContext({"tta": 0}, store, encoder, None, None))
+        build_predictor(
+            "lda", PredictorContext(PredictorOptions(lda=SupportOptions(tta=0)), store, encoder, None, None)
+        )
 
 
 def wave_of(q, encoder):
@@ -176,7 +186,7 @@ def wave_of(q, encoder):
 
 def test_the_options_are_typed_config_keys():
     cfg = compose_config("evaluate", ["predictors.lda.tta=4", "predictors.fusion.base=prototype"])
-    assert cfg["predictors"]["lda"]["tta"] == 4 and cfg["predictors"]["fusion"]["base"] == "prototype"
-    assert cfg["predictors"]["fusion"]["tta"] == 1 and cfg["predictors"]["simpleshot"]["tta"] == 1
+    assert cfg.predictors.lda.tta == 4 and cfg.predictors.fusion.base == "prototype"
+    assert cfg.predictors.fusion.tta == 1 and cfg.predictors.simpleshot.tta == 1
     with pytest.raises(ConfigError):
         compose_config("evaluate", ["predictors.lda.views=4"])

@@ -13,7 +13,7 @@ import pytest
 
 from index_builder.cli import main as build_index
 from rag_flamingo.classify import main as rag_classify
-from rag_flamingo.store import IndexStore
+from rag_flamingo.store.index_store import IndexStore
 from support.clips import write_class
 
 

@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 
+from rag_flamingo.config import PredictorOptions
 from rag_flamingo.predictors import (
     KnnPredictor,
     PredictorContext,
@@ -110,7 +111,7 @@ def test_support_predictors_with_every_labelled_row_their_own(tmp_path):
     store = build_store(tmp_path / "s", rows, np.eye(2, 3, dtype=np.float32), {"name": "toy"}, features=False)
     query = Query("q", {"id": "q"}, {}, np.array([1.0, 0, 0]), options=["a", "b"], own_rows=frozenset({0, 1}))
     for name in SUPPORT_PREDICTORS:
-        pred = build_predictor(name, PredictorContext({}, store, None, None, lambda: None))
+        pred = build_predictor(name, PredictorContext(PredictorOptions(), store, None, None, lambda: None))
         (answer,) = pred.predict([query], "classification")
         assert answer.output == "" and answer.score is None, name
         (other,) = pred.predict(

@@ -11,7 +11,6 @@ import pytest
 from rag_flamingo.errors import ConfigError, ManifestError
 from rag_flamingo.prompts import (
     DEFAULT_MAX_TOKENS,
-    TASKS,
     answer_text,
     build_prompt,
     default_options,
@@ -20,6 +19,7 @@ from rag_flamingo.prompts import (
     token_counter,
 )
 from rag_flamingo.retrieval import Shot
+from rag_flamingo.tasks import TASKS
 
 AF1_TINY = os.path.join(os.path.dirname(__file__), "fixtures", "af1_tiny")
 

@@ -12,7 +12,11 @@ import soundfile as sf
 from rag_flamingo.audio import load_audio
 from rag_flamingo.errors import ConfigError, StoreError
 from rag_flamingo.retrieval import Retriever, Shot, query_seed
-from rag_flamingo.store import IndexStore, StoreInfo, item_record, normalize_rows, write_shard, write_store
+from rag_flamingo.store.index_store import IndexStore, write_store
+from rag_flamingo.store.items import item_record
+from rag_flamingo.store.records import StoreInfo
+from rag_flamingo.store.shards import write_shard
+from rag_flamingo.vectors import normalize_rows
 
 DIM = 16
 N_GROUPS = 60

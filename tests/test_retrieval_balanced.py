@@ -9,7 +9,7 @@ from test_retrieval import DIM, N_GROUPS, ROWS_PER_GROUP, corpus, groups, make_s
 from rag_flamingo.cli import compose_config
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.retrieval import Retriever
-from rag_flamingo.store import normalize_rows
+from rag_flamingo.vectors import normalize_rows
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_bad_settings(tmp_path):
 
 def test_selectable_from_config():
     cfg = compose_config("evaluate", ["retrieval=balanced", "retrieval.per_class=2"])
-    assert cfg["retrieval"]["mode"] == "balanced" and cfg["retrieval"]["per_class"] == 2
+    assert cfg.retrieval.mode == "balanced" and cfg.retrieval.per_class == 2
 
 
 def test_a_class_short_of_its_quota_lets_the_next_class_in(tmp_path):

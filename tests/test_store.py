@@ -9,25 +9,20 @@ import numpy as np
 import pytest
 
 from rag_flamingo.errors import StoreError
-from rag_flamingo.store import (
-    INFO_FILE,
-    FeatureRecord,
-    IndexStore,
-    StoreInfo,
+from rag_flamingo.store.features import write_features
+from rag_flamingo.store.index_store import IndexStore, write_info, write_store
+from rag_flamingo.store.items import item_from_record, item_record
+from rag_flamingo.store.layout import INFO_FILE
+from rag_flamingo.store.records import FeatureRecord, StoreInfo, read_info
+from rag_flamingo.store.shards import (
     done_shards,
-    item_from_record,
-    item_record,
-    normalize_rows,
     read_all_shards,
-    read_info,
     read_rejected,
     read_shard_rejected,
-    write_features,
-    write_info,
     write_rejected,
     write_shard,
-    write_store,
 )
+from rag_flamingo.vectors import normalize_rows
 
 ROWS = [
     {"id": "a", "path": "dog/a.wav", "label": "dog", "captions": ["a dog barks"], "extra": 1},

@@ -10,7 +10,8 @@ import soundfile as sf
 from test_index_pipeline import FAST, make_folder, manifest_rows, run_cli, tone, write_manifest
 
 from rag_flamingo.errors import AudioError
-from rag_flamingo.store import IndexStore, content_key, recording_key
+from rag_flamingo.store.index_store import IndexStore
+from rag_flamingo.store.items import content_key, recording_key
 
 
 def test_content_key_is_the_bytes_and_the_segment(tmp_path):

@@ -9,17 +9,11 @@ import pytest
 from test_store import make_store
 
 from rag_flamingo.errors import StoreError
-from rag_flamingo.store import (
-    INDEX_FILE,
-    INFO_FILE,
-    ITEMS_FILE,
-    IndexStore,
-    build_lock,
-    read_info,
-    read_shard_vectors,
-    shard_problem,
-    write_info,
-)
+from rag_flamingo.store.index_store import IndexStore, write_info
+from rag_flamingo.store.layout import INDEX_FILE, INFO_FILE, ITEMS_FILE
+from rag_flamingo.store.lock import build_lock
+from rag_flamingo.store.records import read_info
+from rag_flamingo.store.shards import read_shard_vectors, shard_problem
 
 
 def truncate(path, keep: float = 0.5) -> None:

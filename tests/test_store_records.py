@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index_builder.faiss_index import IndexOptions, build_index
-from index_builder.plan import BuildPlan
+from rag_flamingo.config import IndexConfig
 from rag_flamingo.errors import StoreError
 from rag_flamingo.hashing import file_sha256
-from rag_flamingo.store import (
-    INFO_FILE,
+from rag_flamingo.indexing.faiss_index import build_index
+from rag_flamingo.indexing.plan import BuildPlan
+from rag_flamingo.store.items import item_record
+from rag_flamingo.store.layout import INFO_FILE
+from rag_flamingo.store.records import (
     BuildRecord,
     DatasetRecord,
     FeatureRecord,
@@ -23,12 +25,9 @@ from rag_flamingo.store import (
     ShardMarker,
     SourceRecord,
     StoreInfo,
-    item_record,
     read_info,
-    shard_marker,
-    shard_stem,
-    write_shard,
 )
+from rag_flamingo.store.shards import shard_marker, shard_stem, write_shard
 
 FORMAT2 = Path(__file__).parent / "fixtures" / "store_format2.json"
 
@@ -134,7 +133,7 @@ def test_source_from_manifest_and_its_dataset_part(tmp_path):
 
 def test_the_faiss_report_is_the_store_s_index_record():
     vectors = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
-    _, report = build_index(vectors, IndexOptions(type="hnsw", recall_queries=20))
+    _, report = build_index(vectors, IndexConfig(type="hnsw", recall_queries=20))
     assert isinstance(report, IndexRecord) and report.type == "hnsw" and "efSearch" in report.search_params
     info = StoreInfo(encoder={}, dim=8, count=50, index=report)
     assert info.index is report and IndexRecord.from_dict(report.to_dict()) == report

@@ -30,13 +30,13 @@ from collections import Counter
 from pathlib import Path
 
 from rag_flamingo.errors import ManifestError
+from rag_flamingo.metrics.aqa import YES_NO
 
 from .common import Splits, read_csv
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ("file_name", "QuestionText", "answer")
 AUDIO_DIR = "audio_files"
-YES_NO = ("yes", "no")
 NUMBER_WORDS = frozenset(
     [
         "zero",

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import AudioError, ConfigError
-from ..prompts import TaskFamily, get_task
+from ..labels import item_labels
 from ..runner import QueryInput, QueryRunner, label_options, plan_combos
-from ..store import IndexStore, item_labels, recording_key
+from ..store.index_store import IndexStore
+from ..store.items import recording_key
+from ..tasks import TaskFamily, get_task
 from .context import AppContext
 from .render import ShotRow, item_text, shots_text
 from .uploads import check_clip, crop_notes
@@ -64,7 +66,7 @@ def ask(
     question: str | None = None,
 ) -> AskResult:
     """Answer one uploaded clip; a user error raises a RagFlamingoError with the message to show."""
-    clip = check_clip(clip_path, float(ctx.cfg["max_upload_mb"]))
+    clip = check_clip(clip_path, ctx.cfg.max_upload_mb)
     parts = ctx.parts(store_path)
     spec = get_task(task)
     offered = task_choices(parts.store)
@@ -80,7 +82,7 @@ def ask(
         pred = ctx.predictor(parts, predictor, clap_samples)
         combos = plan_combos({predictor: pred}, [int(k)])
         runner = QueryRunner(
-            parts.store, parts.encoder, parts.retriever, {predictor: pred}, spec, label_options(spec, parts.store), 1
+            parts.encoder, parts.retriever, {predictor: pred}, spec, label_options(spec, parts.store), 1
         )
         query = QueryInput(clip.path.name, clip.path, item, recording_key({"path": clip.path.name}, clip.path.parent))
         batch = runner.run_batch([query], combos)

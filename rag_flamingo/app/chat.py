@@ -34,7 +34,7 @@ class Chat:
 
 def start_chat(ctx: AppContext, clip_path: str | Path | None) -> Chat:
     """A new dialogue about the uploaded clip (the model is loaded on first use)."""
-    clip = check_clip(clip_path, float(ctx.cfg["max_upload_mb"]))
+    clip = check_clip(clip_path, ctx.cfg.max_upload_mb)
     with ctx.lock:
         model, tokenizer, window_encoder = ctx.model_parts()
         settings, slots, rounds = ctx.chat_settings()

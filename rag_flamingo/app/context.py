@@ -9,7 +9,7 @@ shot features) is listed as unavailable with the registry's own reason.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -17,29 +17,36 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
-from ..components import build_encoder, build_engine, encoder_from_options, store_path
+from ..components import (
+    QueryParts,
+    build_encoder,
+    build_engine,
+    encoder_from_options,
+    model_settings,
+    predictor_context,
+    query_parts,
+    store_path,
+)
+from ..config import AppConfig
 from ..datasets.demo import DEMO_ENCODER
 from ..errors import ConfigError, RagFlamingoError, StoreError
-from ..predictors import Predictor, PredictorContext, build_predictor, predictor_names
-from ..retrieval import Retriever
-from ..store import INFO_FILE, IndexStore
+from ..predictors import Predictor, build_predictor, predictor_names
+from ..store.index_store import IndexStore
+from ..store.layout import INFO_FILE
 
 logger = logging.getLogger(__name__)
 
 
-def primary_store(cfg: dict) -> Path:
+def primary_store(cfg: AppConfig) -> Path:
     """``store=`` (a path or a name under ``<cache_root>/indices``), else the index store of ``dataset``
     (default: the demo store `scripts/demo.sh` builds)."""
     return store_path(cfg, encoder=DEMO_ENCODER)
 
 
 @dataclass
-class StoreParts:
-    """One opened store with what answers queries against it."""
+class StoreParts(QueryParts):
+    """One opened store with what answers queries against it, and its predictors."""
 
-    store: IndexStore
-    encoder: Any
-    retriever: Retriever
     predictors: dict[str, Predictor] = field(default_factory=dict)  # built on first use
     unavailable: dict[str, str] = field(default_factory=dict)  # predictor -> why not
 
@@ -48,9 +55,9 @@ class AppContext:
     """The app's state (see the module docstring). ``encoders``: retrieval encoders already built,
     by name (tests hand in tiny ones); each is checked against the store it serves."""
 
-    def __init__(self, cfg: dict, encoders: dict[str, Any] | None = None):
+    def __init__(self, cfg: AppConfig, encoders: dict[str, Any] | None = None):
         self.cfg = cfg
-        self.cache = Path(cfg["cache_root"]).expanduser()
+        self.cache = Path(cfg.cache_root).expanduser()
         self.primary = primary_store(cfg)
         self.lock = threading.RLock()  # one model / index job at a time (the page's queue does the same)
         self._encoders: dict[str, Any] = dict(encoders or {})
@@ -61,7 +68,7 @@ class AppContext:
     # ------------------------------------------------------------------ stores
     def store_paths(self) -> list[Path]:
         """The primary store, the configured ``stores``, and the complete stores under ``<cache_root>/indices``."""
-        found = [self.primary] + [paths.find_store(str(s), self.cache) for s in self.cfg.get("stores") or []]
+        found = [self.primary] + [paths.find_store(str(s), self.cache) for s in self.cfg.stores]
         indices = self.cache / "indices"
         if indices.is_dir():
             found += sorted(p for p in indices.iterdir() if (p / INFO_FILE).is_file())
@@ -88,10 +95,9 @@ class AppContext:
         key = Path(path).resolve()
         with self.lock:
             if key not in self._parts:
-                store = IndexStore.open(path, verify=bool(self.cfg.get("verify_store", False)))
-                encoder = self._encoder_for(store)
-                retriever = Retriever.from_config(store, encoder, self.cfg.get("retrieval"))
-                self._parts[key] = StoreParts(store, encoder, retriever)
+                store = IndexStore.open(path, verify=self.cfg.verify_store)
+                parts = query_parts(self.cfg, store, self._encoder_for(store))
+                self._parts[key] = StoreParts(parts.store, parts.encoder, parts.retriever)
             return self._parts[key]
 
     def forget(self, path: str | Path) -> None:
@@ -104,10 +110,10 @@ class AppContext:
     def _encoder_for(self, store: IndexStore):
         name = str(store.info.encoder.get("name"))
         if name not in self._encoders:
-            options = dict(self.cfg.get("encoder") or {})
+            options = dict(self.cfg.encoder)
             if options.get("name") not in (None, name):
                 options = {}  # the configured encoder is another store's; this one uses its own
-            self._encoders[name] = build_encoder({**self.cfg, "encoder": options}, store)
+            self._encoders[name] = build_encoder(dataclasses.replace(self.cfg, encoder=options), store)
         else:
             store.check_encoder(self._encoders[name].fingerprint())
         return self._encoders[name]
@@ -118,10 +124,7 @@ class AppContext:
         with self.lock:
             if name in parts.predictors and clap_samples <= 1:
                 return parts.predictors[name]
-            options = dict((self.cfg.get("predictors") or {}).get(name) or {})
-            context = PredictorContext(
-                options, parts.store, parts.encoder, parts.retriever, lambda: self.engine(parts, clap_samples)
-            )
+            context = predictor_context(self.cfg, parts, lambda: self.engine(parts, clap_samples))
             built = build_predictor(name, context)
             if clap_samples <= 1:
                 parts.predictors[name] = built
@@ -143,7 +146,7 @@ class AppContext:
     # ------------------------------------------------------------------ the model
     @property
     def has_model(self) -> bool:
-        return bool(self.cfg.get("model"))
+        return bool(self.cfg.model)
 
     def model_parts(self) -> tuple:
         """(model, tokenizer, window encoder) of the ``model`` group, loaded once."""
@@ -151,7 +154,7 @@ class AppContext:
 
         with self.lock:
             if self._model is None:
-                mc = dict(self.cfg.get("model") or {})
+                mc = model_settings(self.cfg)
                 if not mc:
                     raise ConfigError(
                         "no model configured: start rag_app with model=chat (the dialogue model) or "
@@ -169,15 +172,16 @@ class AppContext:
             if key not in self._engines:
                 if not self.has_model:
                     self.model_parts()  # the one message saying how to configure a model
-                feature = (self.cfg.get("flamingo") or {}).get("features") or "clapcap"
+                feature = self.cfg.flamingo.features
                 if feature not in parts.store.info.features:
                     where = self.store_arg(parts.store.root)
                     raise StoreError(
                         f"{parts.store.root.name} has no cached '{feature}' shot features, which flamingo "
                         f"needs: build_index ... store={where} mode=features features={feature}"
                     )
-                cfg = copy.deepcopy(self.cfg)
-                cfg.setdefault("flamingo", {}).setdefault("clap_filter", {})["samples"] = key[1]
+                clap_filter = dataclasses.replace(self.cfg.flamingo.clap_filter, samples=key[1])
+                flamingo = dataclasses.replace(self.cfg.flamingo, clap_filter=clap_filter)
+                cfg = dataclasses.replace(self.cfg, flamingo=flamingo)
                 self._engines[key] = build_engine(cfg, parts.store, parts.encoder, parts.retriever, self.model_parts())
             return self._engines[key]
 
@@ -185,5 +189,5 @@ class AppContext:
         """The model group's decoding settings and its number of audio slots, for the Chat tab."""
         from ..model.factory import generation_settings
 
-        mc = dict(self.cfg.get("model") or {})
+        mc = model_settings(self.cfg)
         return generation_settings(mc), mc.get("num_slots"), int(mc.get("max_rounds") or 4)

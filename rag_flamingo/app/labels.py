@@ -1,5 +1,5 @@
 """The New labels tab: a few uploaded clips of a new label are appended to a store with the index
-builder's append mode (`index_builder.pipeline.run`, ``mode=append``: only the new clips are
+builder's append mode (`rag_flamingo.indexing.pipeline.run`, ``mode=append``: only the new clips are
 embedded, the index is rebuilt from all shards), after which the store answers with the enlarged
 label set.
 
@@ -24,7 +24,8 @@ from ..cli import compose_config
 from ..datasets.manifest import write_manifest
 from ..errors import AudioError, ConfigError
 from ..hashing import file_sha256
-from ..store import IndexStore, item_labels
+from ..labels import item_labels
+from ..store.index_store import IndexStore
 from .context import AppContext
 from .uploads import check_clip
 
@@ -42,7 +43,7 @@ class AddResult:
 
 
 def clips_root(ctx: AppContext, store: IndexStore) -> Path:
-    given = ctx.cfg.get("clips_dir")
+    given = ctx.cfg.clips_dir
     base = Path(given).expanduser() if given else ctx.cache / "app_clips"
     return base / store.root.name
 
@@ -70,7 +71,7 @@ def add_clips(
     rows, skipped = [], []
     for f in files:
         try:
-            clip = check_clip(f, float(ctx.cfg["max_upload_mb"]))
+            clip = check_clip(f, ctx.cfg.max_upload_mb)
         except AudioError as exc:
             skipped.append(f"{Path(exc.path).name}: {exc.reason}")
             continue
@@ -93,7 +94,7 @@ def add_clips(
 
 def append_to_store(ctx: AppContext, store: IndexStore, manifest: Path, audio_root: Path):
     """``build_index store=<store> mode=append`` over ``manifest`` (the store's own encoder)."""
-    from index_builder.pipeline import config_from_dict, run
+    from rag_flamingo.indexing.pipeline import resolve, run
 
     encoder = store.info.encoder.get("name")
     cfg = compose_config(
@@ -111,10 +112,9 @@ def append_to_store(ctx: AppContext, store: IndexStore, manifest: Path, audio_ro
             "progress=false",
         ],
     )
-    options = dict(ctx.cfg.get("encoder") or {})
-    if options.get("name") == encoder:  # the app's encoder settings (a checkpoint) serve this store too
-        cfg["encoder"].update(options)
-    return run(config_from_dict(cfg))
+    if ctx.cfg.encoder.get("name") == encoder:  # the app's encoder settings (a checkpoint) serve this store too
+        cfg.encoder.update(ctx.cfg.encoder)
+    return run(resolve(cfg))
 
 
 def label_counts(store: IndexStore) -> list[list]:

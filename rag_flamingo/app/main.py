@@ -27,12 +27,13 @@ from pathlib import Path
 
 from .. import paths
 from ..cli import compose_config, export_roots, handle_flags, run_main
+from ..config import AppConfig
 from ..errors import ConfigError, StoreError
 
 CONFIG_NAME = "rag_app"
 
 
-def load_config(argv: list[str]) -> dict:
+def load_config(argv: list[str]) -> AppConfig:
     return compose_config(CONFIG_NAME, argv)
 
 
@@ -91,21 +92,21 @@ def _free_hint(port: int) -> int:
     return port + 1 if port < 65535 else 7860
 
 
-def check_folders(cfg: dict, cache: Path) -> None:
+def check_folders(cfg: AppConfig, cache: Path) -> None:
     """The other settings that name files, before anything loads: every ``stores`` entry an index
     store (a path or a name under ``<cache>/indices``), ``clips_dir`` (when given) a folder that can
     be created and written (probed: what this makes is removed again), ``results_dir`` not a file (a
     folder that does not exist yet lists nothing). ConfigError / StoreError naming the setting."""
-    from ..store import INFO_FILE
+    from ..store.layout import INFO_FILE
 
-    for given in cfg.get("stores") or []:
+    for given in cfg.stores:
         store = paths.find_store(str(given), cache)
         if not (store / INFO_FILE).is_file():
             what = "is not an index store (no store.json)" if store.is_dir() else "does not exist"
             raise StoreError(f"stores=[{given}]: {store} {what}; build it with build_index, or leave it out of stores=")
-    if cfg.get("clips_dir"):
-        paths.check_writable_folder(Path(str(cfg["clips_dir"])), "clips_dir=")
-    results = cfg.get("results_dir")
+    if cfg.clips_dir:
+        paths.check_writable_folder(Path(cfg.clips_dir), "clips_dir=")
+    results = cfg.results_dir
     if results and Path(str(results)).expanduser().exists() and not Path(str(results)).expanduser().is_dir():
         raise ConfigError(
             f"results_dir={results}: is a file, not a folder; give the folder evaluate writes to "
@@ -113,21 +114,21 @@ def check_folders(cfg: dict, cache: Path) -> None:
         )
 
 
-def serve(cfg: dict, encoders: dict | None = None, block: bool = True, upload_dir: str | None = None):
+def serve(cfg: AppConfig, encoders: dict | None = None, block: bool = True, upload_dir: str | None = None):
     """Open the stores, build the page and serve it; returns (the Blocks, the context) when not ``block``."""
     from .context import AppContext
 
-    check_address(cfg["host"], cfg["port"], bind=False)  # range and name first: no side effects
+    check_address(cfg.host, cfg.port, bind=False)  # range and name first: no side effects
     try:
         import gradio  # noqa: F401  (the optional dependency: a clear message instead of an ImportError)
     except ImportError:
         raise ConfigError('rag_app needs Gradio: pip install -e ".[app]" (scripts/setup.sh installs it)') from None
     ctx = AppContext(cfg, encoders)
     if not (ctx.primary / "store.json").is_file():
-        hint = "run scripts/demo.sh first (it builds it)" if not cfg.get("store") else "build it with build_index"
+        hint = "run scripts/demo.sh first (it builds it)" if not cfg.store else "build it with build_index"
         raise StoreError(f"no index store at {ctx.primary}: {hint}, or give store=<path or name>")
     check_folders(cfg, ctx.cache)  # stores, clips_dir, results_dir: before the encoders and models load
-    check_address(cfg["host"], cfg["port"])  # free: before the encoders and models load
+    check_address(cfg.host, cfg.port)  # free: before the encoders and models load
     if upload_dir:  # Gradio keeps uploads under GRADIO_TEMP_DIR (read when the page is built)
         os.environ["GRADIO_TEMP_DIR"] = upload_dir
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -137,10 +138,10 @@ def serve(cfg: dict, encoders: dict | None = None, block: bool = True, upload_di
     demo = build_app(ctx)
     try:
         demo.launch(
-            server_name=str(cfg["host"]),
-            server_port=int(cfg["port"]),
-            share=bool(cfg.get("share")),
-            max_file_size=f"{int(cfg['max_upload_mb'])}mb",
+            server_name=cfg.host,
+            server_port=cfg.port,
+            share=cfg.share,
+            max_file_size=f"{cfg.max_upload_mb}mb",
             prevent_thread_lock=not block,
             show_error=False,
             ssr_mode=False,
@@ -150,8 +151,8 @@ def serve(cfg: dict, encoders: dict | None = None, block: bool = True, upload_di
         if "port" not in str(exc).lower():
             raise
         raise ConfigError(
-            f"host={cfg['host']} port={cfg['port']}: cannot serve there (the port was taken meanwhile?); "
-            f"choose another, e.g. port={_free_hint(int(cfg['port']))}"
+            f"host={cfg.host} port={cfg.port}: cannot serve there (the port was taken meanwhile?); "
+            f"choose another, e.g. port={_free_hint(cfg.port)}"
         ) from None
     return demo, ctx
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import soundfile as sf
 
 from ..errors import AudioError
-from ..store import item_labels
+from ..labels import item_labels
 
 PLAYER_RATE = 16000  # enough to recognise a sound; keeps a 10 s player near 430 kB of page
 

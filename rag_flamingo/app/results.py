@@ -14,7 +14,7 @@ from ..datasets.manifest import read_manifest
 from ..errors import ConfigError, RagFlamingoError
 from ..jsonl import read_jsonl
 from ..report import chance_text, markdown_table
-from ..store import IndexStore
+from ..store.index_store import IndexStore
 from .render import ShotRow, item_text, shots_text
 
 MAX_LISTED = 2000  # predictions offered in the picker (a folder may hold many more)

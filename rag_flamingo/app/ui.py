@@ -55,7 +55,7 @@ def guarded(outputs: int, status: int) -> Callable:
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
-    seconds = float(ctx.cfg.get("player_seconds") or 10.0)
+    seconds = float(ctx.cfg.player_seconds)
     stores = [(p.name, str(p)) for p in ctx.store_paths()]
     first = str(ctx.primary)
     with gr.Blocks(title="rag-flamingo", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
@@ -92,7 +92,7 @@ def _store_view(ctx: AppContext, store: str):
 
 def _ask_tab(ctx: AppContext, stores, first: str, seconds: float) -> None:
     tasks, names, note, missing = _store_view(ctx, first)
-    default = ctx.cfg.get("predictor") if ctx.cfg.get("predictor") in names else (names or [None])[0]
+    default = ctx.cfg.predictor if ctx.cfg.predictor in names else (names or [None])[0]
     with gr.Row():
         with gr.Column(scale=1):
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Clip", elem_id="ask-audio")
@@ -103,7 +103,7 @@ def _ask_tab(ctx: AppContext, stores, first: str, seconds: float) -> None:
             task = gr.Dropdown(tasks, value=tasks[0] if tasks else None, label="Task", elem_id="ask-task")
             question = gr.Textbox(label="Question (aqa)", visible=False, elem_id="ask-question")
             predictor = gr.Dropdown(names, value=default, label="Predictor", elem_id="ask-predictor")
-            k = gr.Slider(1, 16, value=int(ctx.cfg.get("k") or 4), step=1, label="k (shots)", elem_id="ask-k")
+            k = gr.Slider(1, 16, value=ctx.cfg.k, step=1, label="k (shots)", elem_id="ask-k")
             clap = gr.Slider(
                 1,
                 8,
@@ -220,7 +220,7 @@ def _labels_tab(ctx: AppContext, stores, first: str, seconds: float) -> None:
                 sources=["upload", "microphone"], type="filepath", label="Clip to classify", elem_id="labels-query"
             )
             predictor = gr.Radio(["knn", "prototype"], value="knn", label="Predictor", elem_id="labels-predictor")
-            k = gr.Slider(1, 16, value=int(ctx.cfg.get("k") or 4), step=1, label="k (shots)")
+            k = gr.Slider(1, 16, value=ctx.cfg.k, step=1, label="k (shots)")
             classify = gr.Button("Classify", elem_id="labels-classify")
             answer = gr.Markdown(elem_id="labels-answer")
             shots = gr.HTML(elem_id="labels-shots")
@@ -258,7 +258,7 @@ def _labels_tab(ctx: AppContext, stores, first: str, seconds: float) -> None:
 
 
 def _results_tab(ctx: AppContext, seconds: float) -> None:
-    folders = [(p.name, str(p)) for p in results_tab.result_folders(ctx.cfg.get("results_dir") or "outputs/evaluate")]
+    folders = [(p.name, str(p)) for p in results_tab.result_folders(ctx.cfg.results_dir)]
     stores: dict[Path, Any] = {}
     with gr.Row():
         folder = gr.Dropdown(

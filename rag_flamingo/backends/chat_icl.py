@@ -44,8 +44,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import ConfigError, did_you_mean
-from ..prompts import TaskSpec, answer_text, format_options, get_task, icl_header, question_text
+from ..prompts import answer_text, format_options, icl_header, question_text
 from ..retrieval import Shot
+from ..tasks import TaskSpec, get_task
 
 ICL_FORMATS = ("single_turn", "multi_turn")
 AUDIO_PART = {"type": "audio"}

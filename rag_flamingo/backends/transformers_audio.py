@@ -44,6 +44,7 @@ import torch
 
 from ..audio import DecodeKey, load_audio, wave_for
 from ..checkpoints import pretrained_dir
+from ..config import FlamingoConfig
 from ..errors import AudioError, CheckpointError, ConfigError
 from ..model.generation_settings import GenerationSettings
 from ..prediction import Prediction
@@ -360,22 +361,16 @@ def load_transformers_audio(mc: Mapping[str, Any]) -> tuple[Any, Any]:
 
 
 def build_transformers_engine(
-    cfg: Mapping[str, Any], store, encoder, retriever: Retriever, model_parts: tuple | None = None
+    mc: dict, fc: FlamingoConfig, store, encoder, retriever: Retriever, model_parts: tuple | None = None
 ) -> TransformersAudioEngine:
-    """The engine of a ``model`` config with ``backend: transformers`` (see conf/model/af3.yaml);
-    ``model_parts``: (model, processor) already loaded from it."""
+    """The engine of a ``model`` group with ``backend: transformers`` (``mc``, see conf/model/af3.yaml)
+    and the ``flamingo`` section; ``model_parts``: (model, processor) already loaded from it."""
     from ..model.factory import generation_settings
 
-    mc = dict(cfg.get("model") or {})
-    if cfg.get("device") not in (None, "auto") and mc.get("device") in (None, "auto"):
-        mc["device"] = cfg["device"]
-    fc = cfg.get("flamingo") or {}
-    if int((fc.get("clap_filter") or {}).get("samples") or 1) > 1:
+    if fc.clap_filter.samples > 1:
         raise ConfigError("flamingo.clap_filter is AF1 only (model.backend=af1); drop it for this model")
-    if fc.get("decode") not in (None, "generate"):  # rank classification scores options with AF1 only
-        raise ConfigError(
-            f"flamingo.decode={fc['decode']} is AF1 only (model.backend=af1); use flamingo.decode=generate"
-        )
+    if fc.decode != "generate":  # rank classification scores options with AF1 only
+        raise ConfigError(f"flamingo.decode={fc.decode} is AF1 only (model.backend=af1); use flamingo.decode=generate")
     generation = generation_settings(mc)  # checked before any weights load
     icl_format = check_icl_format(str(mc.get("icl_format") or "single_turn"))
     if model_parts is None:
@@ -389,7 +384,7 @@ def build_transformers_engine(
         retriever=retriever,
         generation=generation,
         icl_format=icl_format,
-        max_audios=int(fc.get("audio_slots") or mc.get("max_audios") or 8),
+        max_audios=int(fc.audio_slots or mc.get("max_audios") or 8),
         max_seconds=mc.get("max_seconds"),
         max_context=mc.get("max_context"),
         name=str(mc.get("name") or ""),

@@ -27,9 +27,9 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from .. import paths
+from ..config import DatasetConfig
 from ..errors import ConfigError, ManifestError
 from ..jsonl import dumps
 from . import demo, folder
@@ -56,13 +56,13 @@ OFFICIAL_DATASETS = (
 ROLES = ("index", "query")
 
 
-def resolve_split(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
-    """``(manifest_path, audio_root)`` for one split of a dataset config (dict or DictConfig)."""
-    name = _get(dataset_cfg, "name")
+def resolve_split(dataset_cfg: DatasetConfig, split: str) -> tuple[Path, Path]:
+    """``(manifest_path, audio_root)`` for one split of a dataset config."""
+    name = dataset_cfg.name
     if not name:
         raise ConfigError("dataset.name is not set (pick a dataset, e.g. dataset=demo or dataset=folder)")
     split = split_name(dataset_cfg, split)
-    if _get(dataset_cfg, "manifest"):
+    if dataset_cfg.manifest:
         return _user_manifest(dataset_cfg, split)
     source = source_of(dataset_cfg)
     if source == "demo":
@@ -74,46 +74,46 @@ def resolve_split(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Pat
     raise ConfigError(f"dataset.source={source!r} is unknown; use demo, folder or official")
 
 
-def peek_split(dataset_cfg: Mapping[str, Any], split: str) -> tuple[list[dict], Path, bool]:
+def peek_split(dataset_cfg: DatasetConfig, split: str) -> tuple[list[dict], Path, bool]:
     """``(rows, audio_root, audio_exists)`` of one split, writing nothing (a dry run's view): a folder
     is scanned in memory, the demo's rows are known before it is generated (``audio_exists`` False:
     generated on first use). Errors as `resolve_split`."""
     from .manifest import read_manifest
 
-    if not _get(dataset_cfg, "name"):
+    if not dataset_cfg.name:
         raise ConfigError("dataset.name is not set (pick a dataset, e.g. dataset=demo or dataset=folder)")
     split = split_name(dataset_cfg, split)
     source = source_of(dataset_cfg)
-    if not _get(dataset_cfg, "manifest") and source == "demo":
+    if not dataset_cfg.manifest and source == "demo":
         _check_split(dataset_cfg, split, list(demo.SPLIT_SIZES))
-        root = Path(_get(dataset_cfg, "root") or demo.demo_root())
+        root = Path(dataset_cfg.root or demo.demo_root())
         if not demo.is_complete(root):
             return demo.demo_rows(split), root, False
-    elif not _get(dataset_cfg, "manifest") and source == "folder":
+    elif not dataset_cfg.manifest and source == "folder":
         root = _folder_root(dataset_cfg)
         splits = folder.scan_folder(root)
         _check_split(dataset_cfg, split, list(splits))
         return splits[split], root, True
     manifest, root = resolve_split(dataset_cfg, split)
-    return read_manifest(manifest, allow_outside_root=bool(_get(dataset_cfg, "allow_outside_root"))), root, True
+    return read_manifest(manifest, allow_outside_root=bool(dataset_cfg.allow_outside_root)), root, True
 
 
-def store_stem(dataset_cfg: Mapping[str, Any]) -> str:
+def store_stem(dataset_cfg: DatasetConfig) -> str:
     """The dataset's part of a default store name (`paths.default_store`): its name; for a folder of
     your own, or a manifest of your own, also that folder's (manifest's) name and a short hash of its
     resolved path, so that two folders never share a default store."""
-    name = str(_get(dataset_cfg, "name"))
-    manifest = _get(dataset_cfg, "manifest")
+    name = str(dataset_cfg.name)
+    manifest = dataset_cfg.manifest
     if manifest:  # the resolved manifest path(s) and audio root: however they are spelt, one store
         specs = dict(manifest) if isinstance(manifest, Mapping) else {"": manifest}
         paths_ = {str(k): str(Path(str(v)).expanduser().resolve()) for k, v in sorted(specs.items())}
-        root = _get(dataset_cfg, "root")
+        root = dataset_cfg.root
         where = json.dumps([paths_, str(Path(str(root)).expanduser().resolve()) if root else ""])
         label = "manifest"
         if not isinstance(manifest, Mapping):
             named = Path(paths_[""].replace("{split}", ""))
             label = named.name.removesuffix(".jsonl").strip("._-") or named.parent.name
-    elif source_of(dataset_cfg) == "folder" and _get(dataset_cfg, "root"):
+    elif source_of(dataset_cfg) == "folder" and dataset_cfg.root:
         folder_root = dataset_root(dataset_cfg).resolve()
         label, where = folder_root.name, str(folder_root)
     else:
@@ -122,43 +122,42 @@ def store_stem(dataset_cfg: Mapping[str, Any]) -> str:
     return f"{name}-{slug}-{hashlib.sha1(where.encode()).hexdigest()[:8]}"
 
 
-def check_split_exists(dataset_cfg: Mapping[str, Any], split: str, setting: str = "split") -> None:
+def check_split_exists(dataset_cfg: DatasetConfig, split: str, setting: str = "split") -> None:
     """Refuse a split the dataset does not have (``index_split=bar``), where its splits are known
     without writing anything: the demo's, an official dataset's ``splits.available``, a folder's."""
-    if _get(dataset_cfg, "manifest"):
+    if dataset_cfg.manifest:
         return  # a manifest of your own: any split its path names
     name = split_name(dataset_cfg, split)
     source = source_of(dataset_cfg)
     known: list[str] | None = None
     if source == "demo":
         known = list(demo.SPLIT_SIZES)
-    elif source == "folder" and _get(dataset_cfg, "root") and dataset_root(dataset_cfg).is_dir():
+    elif source == "folder" and dataset_cfg.root and dataset_root(dataset_cfg).is_dir():
         known = list(folder.scan_folder(dataset_root(dataset_cfg).resolve()))
     elif source == "official":
-        available = _get(_get(dataset_cfg, "splits") or {}, "available")
+        available = dataset_cfg.splits.available
         known = [str(s) for s in available] if available else None
     if known is not None and name not in known:
-        dataset = _get(dataset_cfg, "name")
+        dataset = dataset_cfg.name
         raise ConfigError(
             f"{setting}={split}: dataset {dataset!r} has no split {name!r}; available: {', '.join(known)}"
         )
 
 
-def source_of(dataset_cfg: Mapping[str, Any]) -> str:
-    name = _get(dataset_cfg, "name")
-    return _get(dataset_cfg, "source") or (name if name in ("demo", "folder") else "official")
+def source_of(dataset_cfg: DatasetConfig) -> str:
+    name = dataset_cfg.name
+    return dataset_cfg.source or (name if name in ("demo", "folder") else "official")
 
 
-def split_name(dataset_cfg: Mapping[str, Any], split: str) -> str:
+def split_name(dataset_cfg: DatasetConfig, split: str) -> str:
     """A split name; the roles ``index``/``query`` map through ``dataset.splits``. A folder's ``auto``
     is ``train`` / ``test`` when the folder has both split folders, else ``all``."""
     if split not in ROLES:
         return split
-    splits = _get(dataset_cfg, "splits") or {}
-    name = _get(splits, split)
+    name = getattr(dataset_cfg.splits, split)
     if not name:
         raise ConfigError(
-            f"dataset {_get(dataset_cfg, 'name')!r}: dataset.splits.{split} is not set "
+            f"dataset {dataset_cfg.name!r}: dataset.splits.{split} is not set "
             f"(name the split that serves as the {split} split)"
         )
     if name == "auto":
@@ -166,12 +165,12 @@ def split_name(dataset_cfg: Mapping[str, Any], split: str) -> str:
     return str(name)
 
 
-def _auto_split(dataset_cfg: Mapping[str, Any], role: str) -> str:
-    manifest = _get(dataset_cfg, "manifest")
+def _auto_split(dataset_cfg: DatasetConfig, role: str) -> str:
+    manifest = dataset_cfg.manifest
     if manifest:  # a manifest of your own: per split (a {split} path, or {split: path}) -> train/test, else all
         per_split = isinstance(manifest, Mapping) or "{split}" in str(manifest)
         return ("train" if role == "index" else "test") if per_split else folder.ALL_SPLIT
-    if source_of(dataset_cfg) != "folder" or not _get(dataset_cfg, "root"):
+    if source_of(dataset_cfg) != "folder" or not dataset_cfg.root:
         return folder.ALL_SPLIT
     found = folder.folder_splits(folder.list_audio_files(dataset_root(dataset_cfg)))
     if {"train", "test"} <= set(found):
@@ -179,10 +178,10 @@ def _auto_split(dataset_cfg: Mapping[str, Any], role: str) -> str:
     return folder.ALL_SPLIT
 
 
-def dataset_root(dataset_cfg: Mapping[str, Any]) -> Path:
+def dataset_root(dataset_cfg: DatasetConfig) -> Path:
     """``dataset.root``, defaulting to ``paths.data_root()/<name>``."""
-    root = _get(dataset_cfg, "root")
-    return Path(root).expanduser() if root else paths.data_root() / _get(dataset_cfg, "name")
+    root = dataset_cfg.root
+    return Path(root).expanduser() if root else paths.data_root() / str(dataset_cfg.name)
 
 
 def collapse_groups(rows: list[dict]) -> list[dict]:
@@ -208,19 +207,13 @@ def collapse_groups(rows: list[dict]) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _get(cfg: Any, key: str) -> Any:
-    return cfg.get(key) if cfg is not None else None
-
-
-def _check_split(dataset_cfg: Mapping[str, Any], split: str, available: list[str]) -> None:
+def _check_split(dataset_cfg: DatasetConfig, split: str, available: list[str]) -> None:
     if split not in available:
-        raise ConfigError(
-            f"dataset {_get(dataset_cfg, 'name')!r} has no split {split!r}; available: {', '.join(available)}"
-        )
+        raise ConfigError(f"dataset {dataset_cfg.name!r} has no split {split!r}; available: {', '.join(available)}")
 
 
-def _user_manifest(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
-    spec = _get(dataset_cfg, "manifest")
+def _user_manifest(dataset_cfg: DatasetConfig, split: str) -> tuple[Path, Path]:
+    spec = dataset_cfg.manifest
     if isinstance(spec, Mapping):
         if split not in spec:
             raise ConfigError(f"dataset.manifest has no entry for split {split!r} (has: {', '.join(map(str, spec))})")
@@ -228,18 +221,18 @@ def _user_manifest(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Pa
     path = Path(str(spec).replace("{split}", split)).expanduser()
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found (dataset.manifest={spec})")
-    root = _get(dataset_cfg, "root")
+    root = dataset_cfg.root
     return path, Path(root).expanduser() if root else path.parent
 
 
-def _demo(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
+def _demo(dataset_cfg: DatasetConfig, split: str) -> tuple[Path, Path]:
     _check_split(dataset_cfg, split, list(demo.SPLIT_SIZES))
-    root = demo.ensure_demo(_get(dataset_cfg, "root") or None)
+    root = demo.ensure_demo(dataset_cfg.root or None)
     return root / f"{split}.jsonl", root
 
 
-def _folder_root(dataset_cfg: Mapping[str, Any]) -> Path:
-    if not _get(dataset_cfg, "root"):
+def _folder_root(dataset_cfg: DatasetConfig) -> Path:
+    if not dataset_cfg.root:
         raise ConfigError(
             "dataset.root is not set: point it at a folder of audio files "
             "(dataset=folder dataset.root=/path/to/audio), or set dataset.manifest"
@@ -247,7 +240,7 @@ def _folder_root(dataset_cfg: Mapping[str, Any]) -> Path:
     return dataset_root(dataset_cfg).resolve()
 
 
-def _folder(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
+def _folder(dataset_cfg: DatasetConfig, split: str) -> tuple[Path, Path]:
     root = _folder_root(dataset_cfg)
     splits = folder.scan_folder(root)
     _check_split(dataset_cfg, split, list(splits))
@@ -268,10 +261,10 @@ def manifest_maker(name: str, root: Path) -> str:
     return f"python -m index_builder.manifests {name} --metadata {root} --out {root / 'manifests'} --check-audio"
 
 
-def _official(dataset_cfg: Mapping[str, Any], split: str) -> tuple[Path, Path]:
-    name = _get(dataset_cfg, "name")
+def _official(dataset_cfg: DatasetConfig, split: str) -> tuple[Path, Path]:
+    name = dataset_cfg.name
     root = dataset_root(dataset_cfg)
-    available = _get(_get(dataset_cfg, "splits") or {}, "available")
+    available = dataset_cfg.splits.available
     if available:
         _check_split(dataset_cfg, split, [str(s) for s in available])
     path = root / "manifests" / f"{split}.jsonl"

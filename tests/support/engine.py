@@ -19,15 +19,12 @@ import torch
 from torch import nn
 
 from rag_flamingo.audio import load_audio
-from rag_flamingo.store import (
-    IndexStore,
-    StoreInfo,
-    item_record,
-    normalize_rows,
-    write_features,
-    write_shard,
-    write_store,
-)
+from rag_flamingo.store.features import write_features
+from rag_flamingo.store.index_store import IndexStore, write_store
+from rag_flamingo.store.items import item_record
+from rag_flamingo.store.records import StoreInfo
+from rag_flamingo.store.shards import write_shard
+from rag_flamingo.vectors import normalize_rows
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 AF1_TINY = FIXTURES / "af1_tiny"

@@ -2,7 +2,7 @@
 ``mode=features``.
 
 Every run holds the store's write lock (rank 0 under torchrun): a second build of the same store
-refuses at once. A store is its plans (``index_builder.plan``: one per source, written before its
+refuses at once. A store is its plans (``rag_flamingo.indexing.plan``: one per source, written before its
 shards), so every mode but features starts by bringing the store in line with them (``_prepare``):
 
 - a plan file that is damaged or missing is written again from the copies its shards keep;
@@ -17,11 +17,11 @@ build:    a new store: the manifest is planned (fixed shards) -> decode/embed/wr
           index, writes items/index/rejected/store.json -> optional feature cache -> summary. On a
           store whose first plan is this command's, the run resumes or repairs it (above).
 append:   the store is resumed/repaired first; then each manifest row is looked up by its row key
-          (``store.row_key``: its recording under its source's audio root, and its id): not stored
+          (``store.items.row_key``: its recording under its source's audio root, and its id): not stored
           -> new; stored with the same content hash and fields -> unchanged (skipped); stored with
           another content or other fields -> changed: planned again under its stored id, which
           replaces the stored row (its shard drops it, so the old vector leaves the index). A new row
-          whose id another recording holds gets a namespaced id (``store.namespaced_id``). New and
+          whose id another recording holds gets a namespaced id (``store.items.namespaced_id``). New and
           changed rows are one new plan in shards after the existing ones; the index is rebuilt from
           all shards (stored vectors are read back, never re-embedded). The store's feature caches
           are filled in for the new shards with the encoder each records (``_add_features``).
@@ -43,54 +43,45 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rag_flamingo import distributed
-from rag_flamingo.components import store_path
-from rag_flamingo.datasets.manifest import read_manifest
-from rag_flamingo.datasets.sources import resolve_split, split_name
-from rag_flamingo.encoders.base import build_encoder
-from rag_flamingo.errors import AudioError, ConfigError, RagFlamingoError, StoreError
-from rag_flamingo.store import (
-    FEATURES_DIR,
-    INFO_FILE,
-    PLANS_DIR,
-    REJECTED_FILE,
-    SHARDS_DIR,
+from .. import distributed
+from ..components import store_path
+from ..config import BuildIndexConfig, IndexConfig
+from ..datasets.manifest import read_manifest
+from ..datasets.sources import resolve_split, split_name
+from ..encoders.base import build_encoder
+from ..errors import AudioError, ConfigError, RagFlamingoError, StoreError
+from ..store.features import features_path
+from ..store.index_store import store_files, write_info, write_store
+from ..store.items import content_key, item_from_record, namespaced_id, row_fields, row_key, row_recording_keys
+from ..store.layout import FEATURES_DIR, INFO_FILE, PLANS_DIR, REJECTED_FILE, SHARDS_DIR
+from ..store.lock import build_lock
+from ..store.records import (
     BuildRecord,
     FeatureRecord,
     IndexRecord,
     SourceRecord,
     StoreInfo,
-    build_lock,
     check_format,
     comparable_fingerprint,
-    content_key,
+    file_problems,
+    read_info,
+)
+from ..store.shards import (
     done_shards,
     drop_shard,
-    features_path,
-    file_problems,
-    item_from_record,
-    namespaced_id,
     read_all_shards,
-    read_info,
     read_rejected,
     read_shard_items,
     read_shard_rejected,
     read_shard_vectors,
-    row_fields,
-    row_key,
-    row_recording_keys,
     shard_marker,
     shard_problem,
-    store_files,
-    write_info,
     write_marker,
     write_rejected,
     write_shard,
-    write_store,
 )
-
 from .embedder import EmbedStats, embed_shards
-from .faiss_index import IndexOptions, build_index
+from .faiss_index import build_index
 from .features import write_feature_shards
 from .ondisk import ShardRows, read_shard_tables
 from .plan import REBUILD_HINT, BuildPlan, StorePlans, adopt_plans, drop_legacy_plan, load_plans, plan_diff
@@ -99,24 +90,6 @@ from .reader import resolve_path
 
 logger = logging.getLogger(__name__)
 MODES = ("build", "append", "repair", "features")
-
-
-@dataclass
-class BuildConfig:
-    output: Path
-    dataset: dict
-    encoder: dict
-    index: IndexOptions
-    split: str = "index"
-    mode: str = "build"
-    features: str | None = None
-    features_encoder: dict = field(default_factory=dict)
-    shard_size: int = 1000
-    batch_size: int = 32
-    num_workers: int = 2
-    device: str | None = None
-    min_seconds: float = 0.1
-    progress: bool = True
 
 
 @dataclass
@@ -180,7 +153,7 @@ class Summary:
         return "\n".join(lines)
 
 
-def run(cfg: BuildConfig) -> Summary | None:
+def run(cfg: BuildIndexConfig) -> Summary | None:
     """Run one build; returns the summary on rank 0 (None on other ranks)."""
     if cfg.mode not in MODES:
         raise ConfigError(f"mode={cfg.mode!r}; use one of {', '.join(MODES)}")
@@ -205,7 +178,7 @@ def run(cfg: BuildConfig) -> Summary | None:
 class _Run:
     """One run's state (rank 0 fills most of it)."""
 
-    cfg: BuildConfig
+    cfg: BuildIndexConfig
     ranks: distributed.Ranks
     root: Path
     encoder: Any = None  # built when first needed (a repair that embeds nothing loads no weights)
@@ -244,7 +217,7 @@ def _on_main(ranks: distributed.Ranks, step: Callable[[], None]) -> None:
         raise _Stopped
 
 
-def _build(cfg: BuildConfig, ranks: distributed.Ranks) -> Summary | None:
+def _build(cfg: BuildIndexConfig, ranks: distributed.Ranks) -> Summary | None:
     source, rows = (None, []) if cfg.mode == "repair" else _read_source(cfg, ranks)
     if not ranks.is_main:
         return _build_source(cfg, ranks, source, rows)
@@ -253,7 +226,7 @@ def _build(cfg: BuildConfig, ranks: distributed.Ranks) -> Summary | None:
 
 
 def _build_source(
-    cfg: BuildConfig, ranks: distributed.Ranks, source: SourceRecord | None, rows: list[dict]
+    cfg: BuildIndexConfig, ranks: distributed.Ranks, source: SourceRecord | None, rows: list[dict]
 ) -> Summary | None:
     run = _Run(cfg, ranks, Path(cfg.output))
     if cfg.mode != "repair":
@@ -671,7 +644,7 @@ def _counts_text(counts: dict) -> str:
     return f"{counts.get('new', 0)} new, {counts.get('unchanged', 0)} unchanged, {counts.get('changed', 0)} changed"
 
 
-def _index_options(run: _Run) -> IndexOptions:
+def _index_options(run: _Run) -> IndexConfig:
     """The command's index options; a repair keeps the store's index type and metric (unless given)."""
     opts, info = run.cfg.index, run.info
     if run.cfg.mode == "repair" and opts.type == "auto" and info is not None:
@@ -725,15 +698,15 @@ def _feature_rows(path: Path) -> int | None:
         return None
 
 
-def _read_source(cfg: BuildConfig, ranks: distributed.Ranks) -> tuple[SourceRecord, list[dict]]:
+def _read_source(cfg: BuildIndexConfig, ranks: distributed.Ranks) -> tuple[SourceRecord, list[dict]]:
     """Resolve and validate the manifest (rank 0 first: a generated dataset is made once)."""
     if not ranks.is_main:
         distributed.barrier(ranks)
     manifest, audio_root = resolve_split(cfg.dataset, cfg.split)
     if ranks.is_main:
         distributed.barrier(ranks)
-    rows = read_manifest(manifest, allow_outside_root=bool(cfg.dataset.get("allow_outside_root")))
-    name = str(cfg.dataset.get("name") or Path(manifest).stem)
+    rows = read_manifest(manifest, allow_outside_root=cfg.dataset.allow_outside_root)
+    name = cfg.dataset.name or Path(manifest).stem
     return SourceRecord.from_manifest(name, split_name(cfg.dataset, cfg.split), manifest, audio_root), rows
 
 
@@ -757,12 +730,12 @@ def _rank_device(device: str | None, ranks: distributed.Ranks) -> str | None:
 
 
 def _merge_shards(
-    cfg: BuildConfig,
+    cfg: BuildIndexConfig,
     root: Path,
     plans: StorePlans,
     fingerprint: dict,
     features: dict[str, FeatureRecord],
-    opts: IndexOptions,
+    opts: IndexConfig,
 ) -> StoreInfo:
     """Index all shards and write items/index/rejected/store.json, its sources from the plans."""
     vectors, table = _shard_vectors(root, opts)
@@ -806,7 +779,7 @@ def _merge_shards(
 
 
 def _finish_complete(
-    cfg: BuildConfig, root: Path, info: StoreInfo, status: str, stats: EmbedStats, counts: dict | None
+    cfg: BuildIndexConfig, root: Path, info: StoreInfo, status: str, stats: EmbedStats, counts: dict | None
 ) -> Summary:
     logger.info("%s is already a complete store for this dataset and encoder", root)
     wanted = cfg.index.type
@@ -818,7 +791,7 @@ def _finish_complete(
     return _summary(root, info, status, stats, counts)
 
 
-def _shard_vectors(root: Path, opts: IndexOptions) -> tuple[np.ndarray | ShardRows, pa.Table]:
+def _shard_vectors(root: Path, opts: IndexConfig) -> tuple[np.ndarray | ShardRows, pa.Table]:
     """All stored vectors in memory, or above ``index.stream_above`` items the shards read block by
     block (the index is built without holding all vectors at once), with the items table."""
     rows = ShardRows(root)
@@ -827,7 +800,7 @@ def _shard_vectors(root: Path, opts: IndexOptions) -> tuple[np.ndarray | ShardRo
     return rows, read_shard_tables(root, rows.shards)
 
 
-def _reindex(cfg: BuildConfig, root: Path, info: StoreInfo) -> StoreInfo:
+def _reindex(cfg: BuildIndexConfig, root: Path, info: StoreInfo) -> StoreInfo:
     vectors, table = _shard_vectors(root, cfg.index)
     index, report = build_index(vectors, cfg.index)
     info.index, info.metric = report, cfg.index.metric
@@ -838,7 +811,7 @@ def _reindex(cfg: BuildConfig, root: Path, info: StoreInfo) -> StoreInfo:
 # ----------------------------------------------------------------------------- features
 
 
-def _features_only(cfg: BuildConfig) -> Summary:
+def _features_only(cfg: BuildIndexConfig) -> Summary:
     root = Path(cfg.output)
     info = read_info(root)
     if info is None:
@@ -849,7 +822,7 @@ def _features_only(cfg: BuildConfig) -> Summary:
     return _summary(root, info, "features", EmbedStats())
 
 
-def _add_features(cfg: BuildConfig, root: Path, info: StoreInfo, refill: Sequence[str] = ()) -> None:
+def _add_features(cfg: BuildIndexConfig, root: Path, info: StoreInfo, refill: Sequence[str] = ()) -> None:
     """Write the feature caches the command names (``features=<name>``, ``features_encoder.*``) and
     fill in the ``refill`` caches the store already had for the shards that lack them (an append's new
     shards), each with its recorded encoder; one that cannot be rebuilt is dropped with a warning."""
@@ -933,27 +906,11 @@ def _summary(root: Path, info: StoreInfo, status: str, stats: EmbedStats, counts
     )
 
 
-def config_from_dict(cfg: dict[str, Any]) -> BuildConfig:
-    """A BuildConfig from the composed Hydra config (as a plain dict)."""
-    split = split_name(cfg["dataset"], str(cfg.get("split") or "index"))
-    store = store_path(cfg, split_key="split")
-    features = cfg.get("features")
-    return BuildConfig(
-        output=Path(store).expanduser(),
-        dataset=dict(cfg["dataset"]),
-        encoder=dict(cfg["encoder"]),
-        index=IndexOptions.from_config(cfg.get("index") or {}),
-        split=split,
-        mode=str(cfg.get("mode") or "build"),
-        features=features or None,
-        features_encoder=dict(cfg.get("features_encoder") or {}),
-        shard_size=int(cfg.get("shard_size", 1000)),
-        batch_size=int(cfg.get("batch_size", 32)),
-        num_workers=int(cfg.get("num_workers", 2)),
-        device=cfg.get("device"),
-        min_seconds=float(cfg.get("min_seconds", 0.1)),
-        progress=bool(cfg.get("progress", True)),
-    )
+def resolve(cfg: BuildIndexConfig) -> BuildIndexConfig:
+    """``cfg`` with its store folder (``store``: `components.store_path`) and its split (a role such as
+    ``index`` looked up in ``dataset.splits``) resolved: what the pipeline runs on."""
+    split = split_name(cfg.dataset, cfg.split)
+    return replace(cfg, store=str(store_path(cfg, split_key="split").expanduser()), split=split)
 
 
-__all__ = ["BuildConfig", "Summary", "run", "config_from_dict"]
+__all__ = ["Summary", "resolve", "run"]

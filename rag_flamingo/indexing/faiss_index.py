@@ -11,7 +11,7 @@ used as queries, raising efSearch (HNSW) / nprobe (IVF) until it reaches ``recal
 largest value; the chosen parameters and the achieved recall are the store's ``IndexRecord``.
 
 The vectors come as ``VectorRows``: an array in memory (``ArrayRows``) or the store's shards read a
-block at a time (``index_builder.ondisk.ShardRows``, for stores larger than memory). Both go through
+block at a time (``rag_flamingo.indexing.ondisk.ShardRows``, for stores larger than memory). Both go through
 the same steps -- normalisation decided over all rows, training on a seeded sample of rows, adding
 in blocks of ``ADD_BLOCK`` rows, exact neighbours merged block by block -- so they give the same
 index, byte for byte.
@@ -23,15 +23,16 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Protocol
 
 import faiss
 import numpy as np
 
-from rag_flamingo.config import INDEX_TYPES, IndexConfig
-from rag_flamingo.errors import ConfigError
-from rag_flamingo.store import IndexRecord, apply_search_params, normalize_rows
+from ..config import IndexConfig
+from ..errors import ConfigError
+from ..store.index_store import apply_search_params
+from ..store.records import IndexRecord
+from ..vectors import normalize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -39,21 +40,6 @@ EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 PQ_SIZES = (256, 128, 64, 48, 32, 24, 16, 8, 4)
 MIN_POINTS_PER_CENTROID = 39  # faiss warns below this
 ADD_BLOCK = 65_536  # rows per add / exact-search block (IndexIVF.add splits into 65,536 rows too)
-
-
-@dataclass
-class IndexOptions(IndexConfig):
-    """The ``index`` settings (declared, with their defaults and ranges, in `rag_flamingo.config.IndexConfig`)."""
-
-    @classmethod
-    def from_config(cls, cfg) -> IndexOptions:
-        known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
-        opts = cls(**known)
-        if opts.type not in INDEX_TYPES:
-            raise ConfigError(f"index.type={opts.type!r}; use one of {', '.join(INDEX_TYPES)}")
-        if opts.metric not in ("cosine", "l2"):
-            raise ConfigError(f"index.metric={opts.metric!r}; use cosine or l2")
-        return opts
 
 
 def parse_bytes(text: str | int | float) -> int:
@@ -67,7 +53,7 @@ def parse_bytes(text: str | int | float) -> int:
     return int(float(m.group(1)) * 1024**power)
 
 
-def choose_index(n: int, dim: int, opts: IndexOptions) -> tuple[str, str]:
+def choose_index(n: int, dim: int, opts: IndexConfig) -> tuple[str, str]:
     """(type, faiss factory string) for ``n`` vectors of ``dim`` under the options."""
     kind = opts.type
     budget = parse_bytes(opts.memory_budget)
@@ -103,7 +89,7 @@ def _check_trainable(kind: str, n: int, clusters: int, what: str) -> None:
         )
 
 
-def _auto_kind(n: int, dim: int, budget: int, opts: IndexOptions) -> str:
+def _auto_kind(n: int, dim: int, budget: int, opts: IndexConfig) -> str:
     if n < opts.flat_below:
         return "flat"
     if n < 10_000 or _hnsw_m(n, dim, budget) >= 8:
@@ -135,7 +121,7 @@ def _pq_m(n: int, dim: int, budget: int) -> int:
     return fitting[0]
 
 
-def gpu_available(opts: IndexOptions) -> bool:
+def gpu_available(opts: IndexConfig) -> bool:
     if opts.use_gpu in (False, "false", "no", "off"):
         return False
     has = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
@@ -178,7 +164,7 @@ class ArrayRows:
             yield self.vectors[start : start + size]
 
 
-def build_index(vectors: np.ndarray | VectorRows, opts: IndexOptions) -> tuple[faiss.Index, IndexRecord]:
+def build_index(vectors: np.ndarray | VectorRows, opts: IndexConfig) -> tuple[faiss.Index, IndexRecord]:
     """A trained, filled, tuned CPU index over ``vectors`` (row i = id i) and its report."""
     rows: VectorRows = ArrayRows(vectors) if isinstance(vectors, np.ndarray) else vectors
     n, dim = rows.shape
@@ -286,7 +272,7 @@ def tune_recall(
     index: faiss.Index,
     vectors: np.ndarray | VectorRows,
     kind: str,
-    opts: IndexOptions,
+    opts: IndexConfig,
     report: IndexRecord,
     prepare: Callable[[np.ndarray], np.ndarray] = _as_float32,
 ) -> None:

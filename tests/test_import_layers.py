@@ -1,4 +1,5 @@
-"""No import cycle between the modules of ``rag_flamingo/``.
+"""Imports point one way: no cycle between the modules of ``rag_flamingo/``, ``index_builder`` above
+``rag_flamingo`` (the library never imports the command), and no script reaching into ``tests/``.
 
 Every import statement counts, at module level or inside a function: an import deferred into a
 function still makes the two modules depend on each other, and deferring is how cycles hide. The
@@ -107,3 +108,33 @@ def test_the_checker_sees_function_level_cycles(tmp_path):
     (pkg / "b.py").write_text("def g():\n    from . import a\n    return a\n")
     (pkg / "c.py").write_text("from pkg.a import f\n")
     assert import_cycles(module_files(pkg, "pkg")) == [["pkg.a", "pkg.b"]]
+
+
+def imported_roots(path: Path) -> set[str]:
+    """The top-level names every import statement of a file reaches (absolute imports only)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_library_never_imports_the_build_command():
+    """index_builder (the build_index command, manifest makers) imports rag_flamingo; never the reverse."""
+    offenders = sorted(m for m, p in module_files().items() if "index_builder" in imported_roots(p))
+    assert offenders == []
+    builder = Path(__file__).resolve().parents[1] / "index_builder"
+    assert any("rag_flamingo" in imported_roots(p) for p in builder.rglob("*.py"))  # the edge that is allowed
+
+
+def test_no_script_reaches_into_tests():
+    """Scripts import the package (and each other), never the test suite's helpers."""
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    offenders = []
+    for path in sorted(scripts.glob("*.py")):
+        on_path = [line for line in path.read_text().splitlines() if "sys.path" in line and "tests" in line]
+        if {"tests", "support", "conftest"} & imported_roots(path) or on_path:
+            offenders.append(path.name)
+    assert offenders == []

@@ -14,15 +14,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rag_flamingo.store import (
-    FeatureRecord,
-    done_shards,
-    features_path,
-    item_from_record,
-    read_shard_items,
-    write_features,
-)
-
+from ..store.features import features_path, write_features
+from ..store.items import item_from_record
+from ..store.records import FeatureRecord
+from ..store.shards import done_shards, read_shard_items
 from .reader import decode_loader, decode_spec, plan_entries
 
 logger = logging.getLogger(__name__)

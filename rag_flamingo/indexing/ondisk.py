@@ -20,15 +20,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from rag_flamingo.errors import StoreError
-from rag_flamingo.store import (
-    REPAIR_HINT,
-    SHARDS_DIR,
-    done_shards,
-    read_shard_items,
-    read_shard_vectors,
-    shard_marker,
-)
+from ..errors import StoreError
+from ..store.layout import REPAIR_HINT, SHARDS_DIR
+from ..store.shards import done_shards, read_shard_items, read_shard_vectors, shard_marker
 
 
 class ShardRows:

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rag_flamingo.audio import check_usable, decode_key, load_audio
-from rag_flamingo.encoders.base import AudioEncoder
-from rag_flamingo.errors import AudioError
-from rag_flamingo.store import content_key
+from ..audio import check_usable, decode_key, load_audio
+from ..encoders.base import AudioEncoder
+from ..errors import AudioError
+from ..store.items import content_key
 
 
 @dataclass(frozen=True)

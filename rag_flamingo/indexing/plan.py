@@ -3,7 +3,7 @@
 A source's plan is a fixed assignment of rows to shards: row i of its run goes to shard
 ``first_shard + i // shard_size``, so a resumed run, an uninterrupted run and every rank of a
 distributed run agree on which row lives where. It is written to ``plans/<first_shard>.jsonl``
-(``rag_flamingo.store.write_plan_file``) before any of its shards and never changes. The plans are
+(``rag_flamingo.store.plans.write_plan_file``) before any of its shards and never changes. The plans are
 the store's authority: a shard is made again by embedding its planned rows from its source's audio
 root; items, index, rejected rows and store.json by merging the shards. Each shard's marker keeps a
 copy of its plan rows and its source, so a lost or damaged plan file is written again from them.
@@ -22,24 +22,12 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rag_flamingo.errors import StoreError
-from rag_flamingo.store import (
-    PLANS_DIR,
-    SourceRecord,
-    StoreInfo,
-    comparable_fingerprint,
-    done_shards,
-    item_from_record,
-    plan_files,
-    plan_path,
-    read_plan_file,
-    read_shard_items,
-    read_shard_rejected,
-    shard_marker,
-    shard_problem,
-    write_marker,
-    write_plan_file,
-)
+from ..errors import StoreError
+from ..store.items import item_from_record
+from ..store.layout import PLANS_DIR
+from ..store.plans import plan_files, plan_path, read_plan_file, write_plan_file
+from ..store.records import SourceRecord, StoreInfo, comparable_fingerprint
+from ..store.shards import done_shards, read_shard_items, read_shard_rejected, shard_marker, shard_problem, write_marker
 
 logger = logging.getLogger(__name__)
 

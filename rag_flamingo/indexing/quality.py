@@ -1,7 +1,7 @@
 """A quality figure of the embeddings themselves: label precision@k, leaving each item's own recording out.
 
 For a sample of labelled items, the k nearest other items (exact inner-product search, items of the
-query's own recording - ``rag_flamingo.store.recording_key``, e.g. other crops of the same file -
+query's own recording - ``rag_flamingo.store.items.recording_key``, e.g. other crops of the same file -
 excluded) are checked for a shared
 label. Chance level is the same figure for neighbours drawn at random from the other groups, so the
 two numbers side by side say whether the encoder separates the dataset's labels at all.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from rag_flamingo.store import item_labels
+from ..labels import item_labels
 
 
 def label_precision(

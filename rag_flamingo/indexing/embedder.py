@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from rag_flamingo.encoders.base import AudioEncoder
-from rag_flamingo.errors import AudioError
-from rag_flamingo.store import content_key, item_record, write_shard
-
+from ..encoders.base import AudioEncoder
+from ..errors import AudioError
+from ..store.items import content_key, item_record
+from ..store.shards import write_shard
 from .plan import BuildPlan, StorePlans
 from .reader import decode_loader, decode_spec, plan_entries, resolve_path
 
