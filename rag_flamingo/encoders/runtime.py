@@ -7,7 +7,7 @@
 - ``runtime``: ``torch`` (eager PyTorch) or ``openvino`` (the network converted once to an OpenVINO
   graph, cached, and compiled for this CPU; the optional ``fast`` extra installs it). ``auto`` is
   torch: OpenVINO fp32 measured 1.89x torch end to end in one run and 0.89x in another on a loaded
-  2-core CPU (BENCHMARKS.md "Encoders against the hardware"), and a test session that had run
+  2-core CPU (BENCHMARKS.md "Encoders against the hardware"), and a test process that had run
   OpenVINO crashed later in a subprocess-spawning test (not root-caused), so it is used only when
   asked for. bf16 with openvino needs a CPU whose OpenVINO reports bf16. A GPU device runs torch.
 
