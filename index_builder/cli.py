@@ -22,7 +22,7 @@ from pathlib import Path
 from rag_flamingo.cli import compose_config, export_roots, handle_flags, run_main
 from rag_flamingo.config import BuildIndexConfig
 from rag_flamingo.errors import ConfigError
-from rag_flamingo.paths import store_folder
+from rag_flamingo.paths import check_writable_folder, store_folder
 from rag_flamingo.preflight import require
 from rag_flamingo.store.layout import holds_other_files
 
@@ -46,6 +46,7 @@ def _run(argv: list[str]) -> None:
     export_roots(cfg)
     build = resolve(cfg)
     store_folder(build.output)
+    check_writable_folder(build.output, "store=")
     _refuse_a_folder_of_other_files(build.output)
     require(CONFIG_NAME, cfg)
     summary = run(build)

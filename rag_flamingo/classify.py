@@ -36,7 +36,7 @@ from .audio import AUDIO_EXTENSIONS
 from .cli import compose_config, handle_flags, run_main
 from .components import build_predictors, open_store, query_parts, task_name
 from .config import ClassifyConfig
-from .errors import ConfigError
+from .errors import AudioError, ConfigError
 from .jsonl import append_jsonl
 from .preflight import require
 from .runner import QueryInput, QueryRunner, plan_combos, shot_records
@@ -206,7 +206,9 @@ def _run(argv: list[str]) -> None:
         return
     cfg = load_config(argv)
     require(CONFIG_NAME, cfg)
-    classify(cfg)
+    records = classify(cfg)
+    if records and all(r.get("error") for r in records):  # a batch skips bad clips; none left is a failure
+        raise AudioError(str(cfg.audio), f"none of the {len(records)} clips could be labelled (reasons above)")
 
 
 def main(argv: list[str] | None = None) -> int:

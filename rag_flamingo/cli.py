@@ -36,22 +36,11 @@ def compose_config(config_name: str, overrides: list[str], aliases: dict[str, st
     accepted old key to its name (``output`` -> ``store``). A ``{split}`` placeholder in a value
     (``dataset.manifest=/data/{split}.jsonl``) is taken literally.
     """
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from .config import SCHEMAS, check_bool_text, check_ranges, register
+    from .config import SCHEMAS, check_ranges
 
-    register()
-    overrides = normalize_overrides(overrides, aliases)
-    parse_overrides(overrides)
-    with initialize_config_dir(config_dir=str(paths.conf_dir().resolve()), version_base="1.3", job_name=config_name):
-        groups, settings = _check_groups(config_name, overrides)
-        base = _as_dict(_compose(compose, config_name, groups))
-        for override in settings:
-            _check_key(override, base)
-            _, key, value = _split_override(override)
-            check_bool_text(SCHEMAS[config_name], key, value)
-        cfg = _compose(compose, config_name, [_plus_on_existing(o, base) for o in overrides])
+    cfg = _composed(config_name, overrides, aliases)
     OmegaConf.resolve(cfg)
     check_ranges(SCHEMAS[config_name], _as_dict(cfg))
     typed: Any = OmegaConf.to_object(cfg)  # the schema's dataclasses; open groups (encoder, model, task) dicts
@@ -60,6 +49,31 @@ def compose_config(config_name: str, overrides: list[str], aliases: dict[str, st
 
         check_model_settings(typed.model)
     return typed
+
+
+def _composed(config_name: str, overrides: list[str], aliases: dict[str, str] | None = None):
+    """The Hydra composition of ``compose_config`` with every override checked, not yet resolved."""
+    from hydra import compose, initialize_config_dir
+
+    from .config import SCHEMAS, check_bool_text, register
+
+    register()
+    overrides = normalize_overrides(overrides, aliases)
+    for ov in parse_overrides(overrides):
+        if ov.is_sweep_override():  # evaluate expands its comma lists before composing; here one value is due
+            key, values = ov.get_key_element(), ",".join(ov.sweep_string_iterator())
+            raise ConfigError(
+                f"{key}={values}: {config_name} takes one value here; a list is written {key}=[{values}], "
+                f"a value with commas is quoted: \"{key}='{values}'\""
+            )
+    with initialize_config_dir(config_dir=str(paths.conf_dir().resolve()), version_base="1.3", job_name=config_name):
+        groups, settings = _check_groups(config_name, overrides)
+        base = _as_dict(_compose(compose, config_name, groups))
+        for override in settings:
+            _check_key(override, base)
+            _, key, value = _split_override(override)
+            check_bool_text(SCHEMAS[config_name], key, value)
+        return _compose(compose, config_name, [_plus_on_existing(o, base) for o in overrides])
 
 
 def _compose(compose: Callable, config_name: str, overrides: list[str]):
@@ -102,9 +116,18 @@ def _as_dict(cfg) -> dict:
     return out
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
 def normalize_overrides(overrides: list[str], aliases: dict[str, str] | None = None) -> list[str]:
     """Aliases renamed (``output=`` -> ``store=``; an alias and its name both given is refused),
-    ``{split}`` placeholders quoted."""
+    ``{split}`` placeholders quoted, Hydra's ``-m``/``--multirun`` dropped (comma lists are expanded
+    anyway), ``~key`` (Hydra's delete) refused: a setting is set to null instead."""
+    overrides = [o for o in overrides if o not in MULTIRUN_FLAGS]
+    for o in overrides:
+        if o.startswith("~"):
+            key = o[1:].partition("=")[0]
+            raise ConfigError(f"{o}: removing a setting is not supported; set it to null instead ({key}=null)")
     heads = [_split_override(o)[1].split(".")[0] for o in overrides]
     for old, new in (aliases or {}).items():
         if old in heads and new in heads:
@@ -113,11 +136,15 @@ def normalize_overrides(overrides: list[str], aliases: dict[str, str] | None = N
     return [_literal_braces(o) for o in renamed]
 
 
-def print_config(config_name: str, overrides: list[str], aliases: dict[str, str] | None = None) -> None:
-    """``--cfg``: the composed config as YAML."""
+def print_config(
+    config_name: str, overrides: list[str], aliases: dict[str, str] | None = None, resolve: bool = False
+) -> None:
+    """``--cfg job``: the composed config as YAML (checked as a run checks it), interpolations as
+    written unless ``resolve`` (``--resolve``), as in Hydra."""
     from omegaconf import OmegaConf
 
-    print(OmegaConf.to_yaml(compose_config(config_name, overrides, aliases)))
+    compose_config(config_name, overrides, aliases)  # every check a run makes
+    print(OmegaConf.to_yaml(_composed(config_name, overrides, aliases), resolve=resolve))
 
 
 CFG_PARTS = ("job", "hydra", "all")  # Hydra's --cfg choices
@@ -156,10 +183,11 @@ def take_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
 def handle_flags(
     config_name: str, argv: list[str], aliases: dict[str, str] | None = None, list_keys: Sequence[str] = ()
 ) -> bool:
-    """Hydra's ``--cfg [job|hydra|all]`` (the composed config, always resolved, so ``--resolve`` changes
-    nothing), ``--info [all|config|defaults|searchpath]`` (where configs come from, the groups and
-    their options), and ``--check`` (`rag_flamingo.preflight`: every artifact the command line needs,
-    present or missing, with its fetch command; exit 2 when one is missing).
+    """Hydra's ``--cfg [job|hydra|all]`` (the composed config; interpolations filled in with
+    ``--resolve``; one config per run of a comma list), ``--info [all|config|defaults|searchpath]``
+    (where configs come from, the groups and their options), and ``--check`` (`rag_flamingo.preflight`:
+    every artifact the command line needs, present or missing, with its fetch command; exit 2 when one
+    is missing).
     True when a flag was handled (the command then stops)."""
     from .preflight import MissingArtifacts, artifacts, report
 
@@ -168,10 +196,14 @@ def handle_flags(
     if len(asked) > 1:
         raise ConfigError(f"{' and '.join(asked)} each print a report of their own: give one of them")
     if "cfg" in flags:
-        if flags["cfg"] in ("job", "all"):
-            print_config(config_name, rest, aliases)
-        if flags["cfg"] in ("hydra", "all"):
-            print(_hydra_config(config_name, normalize_overrides(rest, aliases), "resolve" in flags))
+        runs = expand_overrides(rest, list_keys)
+        for overrides in runs:
+            if len(runs) > 1:
+                print(f"# {config_name} {' '.join(overrides)}")
+            if flags["cfg"] in ("job", "all"):
+                print_config(config_name, overrides, aliases, "resolve" in flags)
+            if flags["cfg"] in ("hydra", "all"):
+                print(_hydra_config(config_name, normalize_overrides(overrides, aliases), "resolve" in flags))
         return True
     if "info" in flags:
         print(_info(config_name, flags["info"], normalize_overrides(rest, aliases)))
@@ -182,7 +214,7 @@ def handle_flags(
         )
     if "check" not in flags:
         if "resolve" in flags:
-            raise ConfigError("--resolve goes with --cfg (e.g. --cfg job --resolve); configs print resolved")
+            raise ConfigError("--resolve goes with --cfg (e.g. --cfg job --resolve)")
         return False
     missing = 0
     for overrides in expand_overrides(rest, list_keys):
@@ -239,11 +271,10 @@ def expand_overrides(argv: Sequence[str], list_keys: Sequence[str] = ()) -> list
 
     A comma list of a key in ``list_keys`` (evaluate: ``predictor=a,b`` / ``shots=1,4``) becomes a
     list evaluated inside one run; any other comma sweep gives one run per value (cartesian product);
-    ``-m``/``--multirun`` is accepted and changes nothing.
     """
     fixed: list[str] = []
     sweeps: list[list[str]] = []
-    for ov in parse_overrides(normalize_overrides([a for a in argv if a not in ("-m", "--multirun")])):
+    for ov in parse_overrides(normalize_overrides(list(argv))):
         key = ov.get_key_element()
         if not ov.is_sweep_override():
             fixed.append(str(ov.input_line))
@@ -391,7 +422,8 @@ def _check_key(override: str, base: dict) -> None:
             if prefix.startswith("+") and depth > 0:
                 return
             where = ".".join(parts[:depth]) or "the top level"
-            hint = did_you_mean(part, node) or f": {where} has {', '.join(sorted(map(str, node)))}"
+            known = [".".join([*parts[:depth], str(k)]) for k in node]
+            hint = did_you_mean(key, known) or f": {where} has {', '.join(sorted(map(str, node)))}"
             if not node:  # a group left unchosen (rag_classify's encoder: the store's own)
                 hint = f": {where} has no settings until one is chosen ({where}=<name> {key}=...)"
             raise ConfigError(f"unknown option {key!r}{hint}")

@@ -441,6 +441,8 @@ def typed(schema: type[T], values: Mapping | None = None) -> T:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    if values is not None and not isinstance(values, Mapping):
+        raise ConfigError(f"{schema.__name__}: settings are a mapping of names to values, not {type(values).__name__}")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), dict(values or {}))
     except OmegaConfBaseException as exc:

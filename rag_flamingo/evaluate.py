@@ -58,6 +58,7 @@ from .components import Evaluation, as_list, prepare
 from .config import EvaluateConfig, SuiteConfig
 from .errors import ConfigError
 from .hashing import file_sha256
+from .paths import check_writable_folder
 from .preflight import require
 from .runner import (
     QueryInput,
@@ -314,6 +315,8 @@ def _run(argv: list[str]) -> None:
             run_suite(cfg, overrides, evaluate)
             continue
         _refuse_suite_settings(cfg.suite)
+        where = Path(cfg.output_dir) if cfg.output_dir else Path("outputs") / "evaluate"  # the default's parent
+        check_writable_folder(where, "output_dir=")
         require(CONFIG_NAME, cfg)
         summary = evaluate(cfg)
         if summary is not None:

@@ -57,6 +57,7 @@ from .components import store_path, task_name
 from .config import EvaluateConfig, SuiteConfig, SuiteRunConfig
 from .errors import ConfigError, RagFlamingoError, did_you_mean
 from .figures import COMPARISON_HEAD, as_fraction, compare, comparison_rows, figure_text, run_figures, value_text
+from .paths import check_writable_folder
 from .predictors import predictor_names
 from .report import COLUMNS, plot_ours_vs_paper
 from .tasks import get_task
@@ -426,6 +427,8 @@ def run_suite(cfg: EvaluateConfig, overrides: list[str], evaluate: Evaluate) -> 
     check_suite(suite)
     base = base_overrides(suite, overrides)
     suite_dir = _suite_dir(suite)
+    if not suite.dry_run:
+        check_writable_folder(suite_dir, "suite.output_dir=")
     planned = [plan_run(suite, run, base, suite_dir) for run in suite.runs]
     plans = [p for p, _ in planned]
     building: dict[str, str] = {}

@@ -59,6 +59,8 @@ def bad_lines(folder_stores, tmp_path):
             (["dataset=folder"], "dataset.root is not set"),
             (["dataset=folder", f"dataset.root={tmp_path / 'nowhere'}"], "folder not found"),
             (["dataset"], "not key=value"),
+            ([f"store={a_file}/sub"], "is under"),  # a store folder that cannot be made
+            (["~index"], "removing a setting is not supported; set it to null instead (index=null)"),
         ],
         evaluate: [
             (["predictr=knn"], "did you mean 'predictor'"),
@@ -74,6 +76,9 @@ def bad_lines(folder_stores, tmp_path):
             (["limit=-1"], "limit=-1: must be >= 1"),
             (["suite.dry_run=true"], "suite.dry_run needs a suite"),
             (["suite.runs.shots=1"], "suite.runs is a list"),
+            ([f"store={store}", f"output_dir={a_file}"], f"output_dir={a_file}: is a file, not a folder"),
+            (["suite=demo", f"suite.output_dir={a_file}/x"], "suite.output_dir="),
+            (["retrieval.modee=knn"], "did you mean 'retrieval.mode'"),
             (["device=tpu"], "device=tpu: must look like auto, cpu, cuda, cuda:N or mps"),
             (["model.generation.num_beams=0"], "model.generation.num_beams=0: must be >= 1"),
             (["model.num_slots=0"], "model.num_slots=0: must be >= 1"),
@@ -110,6 +115,7 @@ def bad_lines(folder_stores, tmp_path):
                 "encoder has no settings until one is chosen (encoder=<name> encoder.max_seconds=...)",
             ),
             ([f"store={clips}", f"audio={clips}"], "holds other files, not a store"),
+            ([f"store={store}", f"audio={clips}", "predictor=knn,prototype"], "rag_classify takes one value here"),
         ],
     }
 
@@ -231,6 +237,8 @@ def test_hydras_own_flags_work_as_in_hydra(capsys):
         assert main(["--cfg", "job", "--resolve"]) == 0
         job = capsys.readouterr().out
         assert "cache_root:" in job and "hydra:" not in job and "${" not in job  # printed resolved
+        assert main(["--cfg", "job"]) == 0
+        assert "cache_root: ${oc.env:RAG_FLAMINGO_CACHE_ROOT" in capsys.readouterr().out  # as written, as in Hydra
         assert main(["--cfg", "hydra"]) == 0
         hydra = capsys.readouterr().out
         assert hydra.startswith("hydra:") and "cache_root:" not in hydra
@@ -240,6 +248,12 @@ def test_hydras_own_flags_work_as_in_hydra(capsys):
         assert main(["--info"]) == 0
         info = capsys.readouterr().out
         assert "Config search path:" in info and "encoder: aisfx," in info and "Defaults list:" in info
+    assert evaluate(["--cfg", "job", "predictor=knn,prototype", "shots=1,4", "-m"]) == 0  # lists of one run
+    listed = capsys.readouterr().out
+    assert "- knn\n- prototype" in listed and "shots:\n- 1\n- 4" in listed and "# evaluate" not in listed
+    assert build_index(["--cfg", "job", "index=flat,hnsw"]) == 0  # a sweep: one config per run
+    swept = capsys.readouterr().out
+    assert swept.count("# build_index") == 2 and "type: flat" in swept and "type: hnsw" in swept
     assert evaluate(["--resolve"]) == 2
     assert "--resolve goes with --cfg" in capsys.readouterr().err
     assert build_index(["--cfg", "--check"]) == 2
