@@ -76,17 +76,25 @@ DRUM_SOURCES = [
     ("lmms-common", "usr/share/lmms/samples/drums", "LMMS", "test"),
     ("freepats", "usr/share/midi/freepats/Drum_000", "FreepatsDrums", "test"),
 ]
-GM_FAMILIES = {  # General MIDI program // 8 -> family (the families with several freepats patches)
-    0: "piano",
-    1: "chromatic_percussion",
-    2: "organ",
-    3: "guitar",
-    4: "bass",
-    5: "strings",
-    7: "brass",
-    8: "reed",
-    9: "pipe",
-}
+GM_FAMILY_NAMES = (  # General MIDI program // 8 -> family
+    "piano",
+    "chromatic_percussion",
+    "organ",
+    "guitar",
+    "bass",
+    "strings",
+    "ensemble",
+    "brass",
+    "reed",
+    "pipe",
+    "synth_lead",
+    "synth_pad",
+    "synth_effects",
+    "ethnic",
+    "percussive",
+    "sound_effects",
+)
+GM_FAMILIES = {i: GM_FAMILY_NAMES[i] for i in (0, 1, 2, 3, 4, 5, 7, 8, 9)}  # those with several freepats patches
 INSTRUMENT_WORDS = [  # extra query sources (LMMS, Sonic Pi): file-name words -> family
     ("organ", "organ"),
     ("piano", "piano"),

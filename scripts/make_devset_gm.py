@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from make_devset import arguments, fetch, fresh, save
+from make_devset import GM_FAMILY_NAMES, arguments, fetch, fresh, save
 
 PACKAGES = {  # Debian 12 (bookworm)
     "fluid-soundfont-gm": "3.1-5.3",
@@ -62,20 +62,7 @@ DRUM_KEYS = {  # General MIDI percussion key map
     "woodblock": (76, 77),
     "triangle": (80, 81),
 }
-FAMILIES = {  # General MIDI program // 8 -> family
-    0: "piano",
-    1: "chromatic_percussion",
-    2: "organ",
-    3: "guitar",
-    4: "bass",
-    5: "strings",
-    6: "ensemble",
-    7: "brass",
-    8: "reed",
-    9: "pipe",
-    10: "synth_lead",
-    11: "synth_pad",
-}
+FAMILIES = dict(enumerate(GM_FAMILY_NAMES[:12]))  # General MIDI program // 8 -> family: the melodic ones
 PITCHES = (48, 60, 72)
 DRUM_CHANNEL = 9
 

@@ -32,6 +32,19 @@ CSS = """
 """
 
 
+def failure(fn: Callable, exc: Exception, outputs: int, status: int) -> tuple:
+    """The outputs of a handler that failed: its message in output ``status``, the others unchanged. A user
+    error is its one line; anything else is a bug: the server log gets the traceback, the page one line."""
+    if isinstance(exc, RagFlamingoError):
+        text = message(str(exc))
+    else:
+        logger.exception("rag_app: %s failed", fn.__name__)
+        text = message(f"internal error ({type(exc).__name__}: {exc}); the server log has the details")
+    out: list[Any] = [gr.update() for _ in range(outputs)]
+    out[status] = text
+    return tuple(out)
+
+
 def guarded(outputs: int, status: int) -> Callable:
     """A handler whose user errors become a message in output ``status`` (the others unchanged)."""
 
@@ -40,14 +53,9 @@ def guarded(outputs: int, status: int) -> Callable:
         def run(*args):
             try:
                 return fn(*args)
-            except RagFlamingoError as exc:
-                text = message(str(exc))
-            except Exception as exc:  # a bug: the server log has the traceback, the page one line
-                logger.exception("rag_app: %s failed", fn.__name__)
-                text = message(f"internal error ({type(exc).__name__}: {exc}); the server log has the details")
-            out: list[Any] = [gr.update() for _ in range(outputs)]
-            out[status] = text
-            return tuple(out) if outputs > 1 else out[0]
+            except Exception as exc:
+                out = failure(fn, exc, outputs, status)
+            return out if outputs > 1 else out[0]
 
         return run
 
@@ -62,15 +70,8 @@ def guarded_stream(outputs: int, status: int) -> Callable:
         def run(*args):
             try:
                 yield from fn(*args)
-                return
-            except RagFlamingoError as exc:
-                text = message(str(exc))
-            except Exception as exc:  # a bug: the server log has the traceback, the page one line
-                logger.exception("rag_app: %s failed", fn.__name__)
-                text = message(f"internal error ({type(exc).__name__}: {exc}); the server log has the details")
-            out: list[Any] = [gr.update() for _ in range(outputs)]
-            out[status] = text
-            yield tuple(out)
+            except Exception as exc:
+                yield failure(fn, exc, outputs, status)
 
         return run
 
