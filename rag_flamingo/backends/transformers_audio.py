@@ -1,6 +1,7 @@
 """`TransformersAudioEngine`: retrieval-augmented ICL for the audio-language models of transformers
 that splice audio tokens into their language model's context (Audio Flamingo 3, Music Flamingo,
-Qwen2-Audio), through each model's own processor, chat template and ``generate``.
+Qwen2-Audio; Voxtral through `rag_flamingo.backends.voxtral`), through each model's own processor,
+chat template and ``generate``.
 
     (the runner: decode at the processor's rate ─ retrieval ─ shots) ─┐
     shot audio: store.audio_path(row) ─ load_audio ────────────────────┼─ processor, one audio at a time:
@@ -392,7 +393,12 @@ def load_transformers_audio(mc: Mapping[str, Any]) -> tuple[Any, Any]:
     device_map = mc.get("device_map") or None
     extra = {"offload_folder": mc["offload_folder"]} if mc.get("offload_folder") else {}
     try:
-        processor = AutoProcessor.from_pretrained(str(folder))
+        if cls.__name__ == "VoxtralForConditionalGeneration":
+            from .voxtral import load_processor
+
+            processor = load_processor(str(folder))
+        else:
+            processor = AutoProcessor.from_pretrained(str(folder))
         model = cls.from_pretrained(str(folder), dtype=dtype, device_map=device_map, **extra)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -402,6 +408,15 @@ def load_transformers_audio(mc: Mapping[str, Any]) -> tuple[Any, Any]:
     if device_map is None:
         model.to(device)
     return model.eval(), processor
+
+
+def engine_class(processor) -> type[TransformersAudioEngine]:
+    """The engine for a model's processor: Voxtral's renders and expands its prompts itself."""
+    if type(processor).__name__ == "VoxtralProcessor":
+        from .voxtral import VoxtralEngine
+
+        return VoxtralEngine
+    return TransformersAudioEngine
 
 
 def build_transformers_engine(
@@ -423,7 +438,7 @@ def build_transformers_engine(
     if model_parts is None:
         model_parts = load_transformers_audio(mc)
     model, processor = model_parts[0], model_parts[1]
-    return TransformersAudioEngine(
+    return engine_class(processor)(
         store,
         model,
         processor,
