@@ -10,8 +10,11 @@ cd "$(dirname "$0")/.."
 VENV=${MISTRAL_ORACLE_VENV:-.venv-mistral-oracle}
 PY=${MISTRAL_ORACLE_BASE_PYTHON:-}
 if [ -z "$PY" ]; then
-  for candidate in python3.12 python3.11 python3.10; do
-    if command -v "$candidate" >/dev/null; then PY=$candidate; break; fi
+  for candidate in python3.12 python3.11 python3.10 python3; do  # the first that runs (a pyenv shim may not)
+    if "$candidate" -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 12)' 2>/dev/null; then
+      PY=$candidate
+      break
+    fi
   done
 fi
 [ -n "$PY" ] || { echo "setup_mistral_oracle.sh: no python3.10-3.12 found (set MISTRAL_ORACLE_BASE_PYTHON)" >&2; exit 2; }

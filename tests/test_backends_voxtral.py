@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,10 @@ def test_tokenizer_is_transformers_conversion_of_tekken(vox):
     for i, token in TEKKEN_SPECIAL.items():
         assert tok.convert_tokens_to_ids(token) == i
     assert vox["processor"].audio_token == "[AUDIO]" and vox["model"].config.audio_token_id == 24
+    engine = engine_of(vox)  # and nothing of the engine's imports mistral-common, installed or not
+    wave = {decode_key(engine.query_audio): load_audio(vox["root"] / vox["test"][0]["path"], 16000)}
+    assert isinstance(engine.generate(TASK, [{"id": "q"}], [[]], [wave])[0].output, str)
+    assert "mistral_common" not in sys.modules
 
 
 @pytest.mark.parametrize("seconds", [1.3, 45.0])

@@ -9,7 +9,7 @@ records) is shared; a backend is the engine the ``flamingo`` predictor calls
 - ``af1`` (default): Audio Flamingo v1, `rag_flamingo.engine.RagFlamingo` (AF1's own interleaved
   prompt, cached window features of the shots, gated cross-attention);
 - ``transformers``: an audio-language model of the transformers library that splices audio tokens
-  into its language model's context (Audio Flamingo 3, Music Flamingo, Qwen2-Audio),
+  into its language model's context (Audio Flamingo 3, Music Flamingo, Qwen2-Audio, Voxtral),
   `rag_flamingo.backends.transformers_audio.TransformersAudioEngine`, with the chat ICL formats of
   `rag_flamingo.backends.chat_icl`.
 """
