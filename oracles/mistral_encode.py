@@ -5,7 +5,8 @@ needs numpy < 2.4), never by the project's: it imports nothing of rag_flamingo.
 stdin: {"tekken": path to a tekken.json, "chats": [[{"role": "user" | "assistant", "content":
 [{"type": "audio", "path": a wav file} | {"type": "text", "text": ...}]}, ...], ...]}; stdout:
 {"ids": [[...], ...], "audios": [n, ...]}: ``MistralTokenizer.encode_chat_completion`` of each chat (the
-last message the user's) and how many audios it holds.
+last message the user's) and how many audios it holds. stdin {"data_file": name}: stdout {"path": ...},
+that file of mistral-common's own data folder (the tekken vocabularies it ships).
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ def chunk(part: dict):
 
 def main() -> None:
     request = json.load(sys.stdin)
+    if "data_file" in request:
+        import mistral_common
+
+        path = Path(mistral_common.__file__).parent / "data" / request["data_file"]
+        json.dump({"path": str(path) if path.is_file() else None}, sys.stdout)
+        return
     tokenizer = MistralTokenizer.from_file(request["tekken"])
     ids, audios = [], []
     for chat in request["chats"]:

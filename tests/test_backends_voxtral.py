@@ -8,9 +8,10 @@ tests/test_backends.py; here what is Voxtral's own:
 - each audio's features equal ``VoxtralProcessor``'s own (padded to 30 s chunks), its expansion
   ``[BEGIN_AUDIO]`` + 375 ``[AUDIO]`` per chunk;
 - the prompt ids equal mistral-common's ``encode_chat_completion`` of the same conversation (0 shots,
-  shots in one turn, a turn pair per shot, a 45 s query of two chunks), and the model answers those
-  ids + features as the engine answers. The oracle runs in its own venv (mistral-common needs
-  numpy < 2.4): scripts/setup_mistral_oracle.sh; without it that test is skipped, saying so.
+  shots in one turn, a turn pair per shot, a 45 s query of two chunks, options beyond ASCII), with the
+  tiny tekken.json and with the full-size Tekken vocabulary mistral-common ships, and the model
+  answers those ids + features as the engine answers. The oracle runs in its own venv (mistral-common
+  needs numpy < 2.4): scripts/setup_mistral_oracle.sh; without it those tests are skipped, saying so.
 """
 
 from __future__ import annotations
@@ -118,15 +119,28 @@ def oracle_chat(messages: list[dict], paths: list[str]) -> list[dict]:
     ]
 
 
-def test_prompt_ids_equal_mistral_commons_encoding(vox, tmp_path):
+def require_oracle() -> Path:
     python = oracle_python()
     if python is None:
         pytest.skip(
             "no mistral-common oracle venv (.venv-mistral-oracle or MISTRAL_ORACLE_PYTHON): "
             "run scripts/setup_mistral_oracle.sh; mistral-common needs numpy < 2.4, so it has a venv of its own"
         )
+    return python
+
+
+def run_oracle(python: Path, request: dict) -> dict:
+    done = subprocess.run([str(python), str(ORACLE_SCRIPT)], input=json.dumps(request), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def compare_with_oracle(vox, processor, tekken: Path, tmp_path: Path) -> tuple[list, dict, dict]:
+    """Our prompt ids against mistral-common's for 0 shots, shots in one turn, a turn pair per shot,
+    a 45 s query (two chunks) and options beyond ASCII: (our inputs, the oracle's answer, the engines)."""
+    python = require_oracle()
     store = vox["store"]
-    long_query = tmp_path / "long.wav"  # 45 s: two chunks
+    long_query = tmp_path / "long.wav"
     sf.write(long_query, np.random.default_rng(5).standard_normal(45 * 16000).astype(np.float32) * 0.1, 16000)
     short_query = str(vox["root"] / vox["test"][0]["path"])
     options = store.label_set()
@@ -135,11 +149,13 @@ def test_prompt_ids_equal_mistral_commons_encoding(vox, tmp_path):
         ("single_turn", [0, 13, 26], options, short_query),
         ("multi_turn", [0, 13, 26], options, short_query),
         ("single_turn", [5, 40], None, str(long_query)),
-        ("multi_turn", [7], None, str(long_query)),
+        ("multi_turn", [7], ["chien qui aboie", "pluie d'été", "sirène 🚨", "口哨"], str(long_query)),
     ]
     ours, chats, engines = [], [], {}
     for icl_format, rows, opts, query_file in cases:
-        engine = engines.setdefault(icl_format, engine_of(vox, icl_format=icl_format))
+        if icl_format not in engines:
+            engines[icl_format] = engine_of({**vox, "processor": processor}, icl_format=icl_format)
+        engine = engines[icl_format]
         shots = shots_of(store, rows)
         shot_audio = {s.row: engine.encode_audio(engine.shot_audio(s)) for s in shots}
         query = engine.encode_audio(load_audio(query_file, 16000, max_seconds=None))
@@ -148,13 +164,15 @@ def test_prompt_ids_equal_mistral_commons_encoding(vox, tmp_path):
         ours.append(engine.inputs([text], [audios]))
         messages = chat_messages(TASK, {"id": "q"}, kept, opts, icl_format)
         chats.append(oracle_chat(messages, [str(store.audio_path(s.row)) for s in kept] + [query_file]))
-    request = json.dumps({"tekken": str(vox["folder"] / "tekken.json"), "chats": chats})
-    done = subprocess.run([str(python), str(ORACLE_SCRIPT)], input=request, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    oracle = json.loads(done.stdout)
+    oracle = run_oracle(python, {"tekken": str(tekken), "chats": chats})
     for i, batch in enumerate(ours):
         assert batch["input_ids"][0].tolist() == oracle["ids"][i], f"case {cases[i][:2]}"
         assert oracle["audios"][i] == len(cases[i][1]) + 1
+    return ours, oracle, engines
+
+
+def test_prompt_ids_equal_mistral_commons_encoding(vox, tmp_path):
+    ours, oracle, engines = compare_with_oracle(vox, vox["processor"], vox["folder"] / "tekken.json", tmp_path)
     # the model answers mistral-common's ids + the features as the engine answers
     engine = engines["single_turn"]
     batch = ours[1]
@@ -167,6 +185,31 @@ def test_prompt_ids_equal_mistral_commons_encoding(vox, tmp_path):
         do_sample=False,
     )
     expected = engine.tokenizer.decode(direct[0, ids.shape[1] :], skip_special_tokens=True).strip()
-    wave = {decode_key(engine.query_audio): load_audio(short_query, 16000, max_seconds=30.0)}
-    answer = engine.generate(TASK, [{"id": "q"}], [shots_of(store, [0, 13, 26])], [wave], options)[0]
-    assert answer.output == expected
+    wave = {decode_key(engine.query_audio): load_audio(vox["root"] / vox["test"][0]["path"], 16000)}
+    answer = engine.generate(
+        TASK, [{"id": "q"}], [shots_of(vox["store"], [0, 13, 26])], [wave], vox["store"].label_set()
+    )
+    assert answer[0].output == expected
+
+
+def test_prompt_ids_equal_mistral_commons_with_a_released_tekken_vocabulary(vox, tmp_path):
+    """The same on the Tekken BPE vocabulary mistral-common ships (tekken_240911.json: 131,072 ids, the
+    released tokenizer of Mistral's 2024 models) given Voxtral's special tokens and audio settings: the
+    conversion transformers makes of a full-size vocabulary against tiktoken's encoding in mistral-common."""
+    from transformers import TokenizersBackend, VoxtralProcessor
+
+    python = require_oracle()
+    found = run_oracle(python, {"data_file": "tekken_240911.json"})["path"]
+    assert found, "mistral-common (requirements-test-oracle-mistral.txt's version) ships tekken_240911.json"
+    released = Path(found)
+    vocab = json.loads(released.read_text())
+    tiny = json.loads((vox["folder"] / "tekken.json").read_text())
+    assert vocab["config"]["default_vocab_size"] == 131072 and vocab["config"]["pattern"] == tiny["config"]["pattern"]
+    vocab["config"]["version"] = "v7"  # Voxtral's tokenizer version, with its special tokens and audio
+    vocab.pop("image", None)
+    vocab.update(special_tokens=tiny["special_tokens"], audio=tiny["audio"])
+    folder = tmp_path / "tekken"
+    folder.mkdir()
+    (folder / "tekken.json").write_text(json.dumps(vocab))
+    processor = VoxtralProcessor(vox["processor"].feature_extractor, TokenizersBackend.from_pretrained(str(folder)))
+    compare_with_oracle(vox, processor, folder / "tekken.json", tmp_path)
