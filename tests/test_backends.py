@@ -20,7 +20,7 @@ import torch
 from rag_flamingo.audio import decode_key, load_audio
 from rag_flamingo.backends import backend_name
 from rag_flamingo.backends.chat_icl import chat_messages
-from rag_flamingo.backends.transformers_audio import engine_class, load_transformers_audio
+from rag_flamingo.backends.loading import engine_class, load_transformers_audio
 from rag_flamingo.errors import CheckpointError, ConfigError
 from rag_flamingo.evaluate import evaluate, load_config
 from rag_flamingo.model import GenerationSettings

@@ -29,7 +29,7 @@ import torch
 
 from rag_flamingo.audio import decode_key, load_audio
 from rag_flamingo.backends.chat_icl import chat_messages
-from rag_flamingo.backends.transformers_audio import build_transformers_engine, load_transformers_audio
+from rag_flamingo.backends.loading import build_transformers_engine, load_transformers_audio
 from rag_flamingo.backends.voxtral import VoxtralEngine
 from rag_flamingo.config import FlamingoConfig
 from rag_flamingo.retrieval import Shot

@@ -33,7 +33,7 @@ BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 BEGIN_INST, END_INST, BEGIN_AUDIO = "[INST]", "[/INST]", "[BEGIN_AUDIO]"
 
 
-def load_processor(folder: str):
+def load_voxtral_processor(folder: str):
     """``VoxtralProcessor`` of a Voxtral repository: its feature extractor and the tokenizer transformers
     converts from tekken.json, whether or not mistral-common is installed (with it, ``AutoProcessor``
     would pick mistral-common's backend, which reads ``[INST]`` in a text as plain text)."""
