@@ -19,9 +19,10 @@ Every text part is tokenized on its own in mistral-common (a text chunk at a tim
 strings in it as plain text); here the whole prompt is tokenized at once, which gives the same ids
 because every part boundary is a special token. Not the same: a text holding a special token's
 string (a label ``[INST]``), which mistral-common reads as plain text and the tokenizer here as
-that token (so do the other backends' tokenizers with their own special strings). tests/test_backends_voxtral.py checks the prompt
-ids against mistral-common's ``encode_chat_completion`` of the same conversation (an oracle run in
-its own test-only venv: mistral-common needs numpy < 2.4).
+that token (so do the other backends' tokenizers with their own special strings).
+tests/test_backends_voxtral.py checks the prompt ids against mistral-common's
+``encode_chat_completion`` of the same conversations (an oracle run in its own test-only venv:
+mistral-common needs numpy < 2.4).
 """
 
 from __future__ import annotations
