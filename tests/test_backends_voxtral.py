@@ -30,7 +30,7 @@ import torch
 from rag_flamingo.audio import decode_key, load_audio
 from rag_flamingo.backends.chat_icl import chat_messages
 from rag_flamingo.backends.loading import build_transformers_engine, load_transformers_audio
-from rag_flamingo.backends.voxtral import VoxtralEngine
+from rag_flamingo.backends.voxtral import VoxtralEngine, tokens_per_chunk
 from rag_flamingo.config import FlamingoConfig
 from rag_flamingo.retrieval import Shot
 from support.audio_lms import TEKKEN_SPECIAL, audio_lm_store, save_tiny
@@ -105,6 +105,14 @@ def test_features_equal_the_processors_own(vox, seconds):
     assert encoded.expansion == "[BEGIN_AUDIO]" + "[AUDIO]" * (375 * chunks)
     with torch.no_grad():  # one audio embedding per [AUDIO]
         assert len(vox["model"].get_audio_features(own).pooler_output) == 375 * chunks
+
+
+def test_released_sizes_give_375_tokens_per_30_s():
+    """Voxtral-Mini's encoder (hidden 1280, 5120 per token: VoxtralEncoderConfig's defaults) on 3000
+    frames gives 375 audio tokens, as mistral-common's count for its audio settings (12.5 tokens/s x 30 s)."""
+    from transformers import VoxtralConfig
+
+    assert tokens_per_chunk(VoxtralConfig().audio_config) == 375 == int(12.5 * 30)
 
 
 def oracle_chat(messages: list[dict], paths: list[str]) -> list[dict]:

@@ -45,6 +45,12 @@ def load_voxtral_processor(folder: str):
     return VoxtralProcessor(AutoFeatureExtractor.from_pretrained(folder), TokenizersBackend.from_pretrained(folder))
 
 
+def tokens_per_chunk(audio_config, frames: int = 3000) -> int:
+    """Audio tokens of one chunk of ``frames`` mel frames: the encoder's stride-2 convolution halves
+    them, the projector takes ``intermediate_size / hidden_size`` encoder frames per token."""
+    return frames // 2 * int(audio_config.hidden_size) // int(audio_config.intermediate_size)
+
+
 class VoxtralEngine(TransformersAudioEngine):
     """`TransformersAudioEngine` for ``VoxtralForConditionalGeneration`` + ``VoxtralProcessor``."""
 
@@ -58,12 +64,10 @@ class VoxtralEngine(TransformersAudioEngine):
             if getattr(tok, name) is None:
                 setattr(tok, name, token)
         super().__init__(store, model, processor, *args, **kwargs)
-        audio = model.config.audio_config
         features = processor.feature_extractor
         self.chunk_samples = int(features.n_samples)  # 30 s: the encoder's fixed input
         self.chunk_frames = int(features.nb_max_frames)
-        # encoder: stride-2 convolution; projector: intermediate_size / hidden_size frames per token
-        self.tokens_per_chunk = self.chunk_frames // 2 * int(audio.hidden_size) // int(audio.intermediate_size)
+        self.tokens_per_chunk = tokens_per_chunk(model.config.audio_config, self.chunk_frames)
 
     def encode_audio(self, wave: np.ndarray) -> EncodedAudio:
         """``wave``'s features (one row per 30 s chunk, as ``VoxtralProcessor`` computes them) and its
