@@ -37,6 +37,7 @@ RUNTIME_OPTIONS = (
     "device",
     "batch_size",
     "precision",
+    "runtime",
     "dtype",
     "checkpoint",
     "hub_repo",
@@ -121,9 +122,25 @@ def build_encoder(cfg: QueryConfig, store: IndexStore):
     check_encoder_request(store, options)
     if cfg.device != "auto" and not options.get("device"):
         options["device"] = cfg.device
+    follow_store_precision(store, options)
     encoder = build_named(options.pop("name"), **options)
     store.check_encoder(encoder.fingerprint())
     return encoder
+
+
+def follow_store_precision(store: IndexStore | StoreView, options: dict) -> None:
+    """``precision=auto`` queries a store in the precision class it was built in: bf16 for a bf16
+    store, fp32 on a CPU with native bf16 for any other (an explicit other precision is refused by
+    ``check_encoder``)."""
+    from .devices import best_device, cpu_native_bf16
+    from .encoders.base import option_defaults
+
+    if options.get("precision") not in (None, "auto") or "precision" not in option_defaults(options["name"]):
+        return
+    if comparable_fingerprint(store.info.encoder).get("precision") == "bf16":
+        options["precision"] = "bf16"
+    elif best_device(options.get("device")).type == "cpu" and cpu_native_bf16():
+        options["precision"] = "fp32"
 
 
 def encoder_from_options(options: dict):

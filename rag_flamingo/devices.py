@@ -6,6 +6,7 @@ checkpoint conversion.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import overload
 
 import torch
@@ -69,6 +70,19 @@ def resolve_precision(precision: str | None, device: torch.device) -> torch.dtyp
     """An encoder's ``precision`` option as the dtype to autocast to: None/'auto' -> ``autocast_dtype``,
     else fp32/fp16/bf16 (or float32/float16/bfloat16). float32 means no autocast."""
     return parse_dtype(precision, "precision", autocast_dtype(device))
+
+
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (x86 AVX512-BF16 or AMX tiles, Arm BF16). Elsewhere
+    bf16 is emulated and slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own CPU query
+    if any(getattr(torch.cpu, name, lambda: False)() for name in checks):
+        return True
+    try:  # Arm (and a torch without the query): the kernel's CPU flags
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", "bf16"))
 
 
 def autocast(device: torch.device, dtype: torch.dtype):

@@ -2,7 +2,13 @@
 """Throughput of every registered encoder (clips/s, files on disk -> embeddings), next to the original
 package's file-list API on the same weights and files where an oracle exists.
 
-    python scripts/bench_encoders.py [--clips 24] [--seconds 5] [--batch-size 8] [--encoders a,b]
+    python scripts/bench_encoders.py [--clips 24] [--seconds 5] [--batch-size 8] [--encoders a,b] [--roofline]
+
+``--paths [--audio DIR]``: aisfx end to end on each runtime/precision path (``encoders.runtime``) side by
+side in one run, with parity and top-10 neighbour equality against today's torch fp32 + librosa path.
+
+``--roofline``: each encoder's FLOPs per clip (torch.utils.flop_counter) and its clips/s as a share of
+this CPU's measured dense matmul rate (fp32, and bf16: native or emulated as the CPU has it).
 
 Released weights cannot be downloaded here, so encoders whose checkpoint is not available offline
 get a *bench builder* below: the original model built at its real architecture with random weights,
@@ -229,6 +235,28 @@ def run_ours(case: BenchCase, files: list[Path], batch_size: int) -> None:
         enc.embed([load_audio(f, enc.sample_rate, max_seconds=max_seconds) for f in files[i : i + batch_size]])
 
 
+def matmul_rate(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """This CPU's dense matmul rate (GFLOP/s) at the current torch thread count: the best of
+    ``repeats`` n x n products, the ceiling every encoder's convolutions and matmuls run against."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)  # warm-up (oneDNN/BLAS kernel selection)
+    best = min(timed(lambda: torch.mm(a, b))[0] for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def clip_flops(encoder, seconds: float) -> float:
+    """FLOPs of one ``seconds``-long clip through ``encoder.embed`` (matmuls, convolutions and attention
+    as torch.utils.flop_counter counts them; the frontend's FFT and elementwise work are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    wave = np.random.default_rng(0).standard_normal(int(seconds * encoder.sample_rate)).astype(np.float32) * 0.1
+    if getattr(encoder, "runtime", "torch") != "torch":  # another runtime's work is invisible to torch
+        encoder = type(encoder)(device="cpu", runtime="torch", precision="fp32", max_seconds=encoder.max_seconds)
+    with FlopCounterMode(display=False) as counter:
+        encoder.embed([wave])
+    return float(counter.get_total_flops())
+
+
 def bench_one(name: str, workdir: Path, files: list[Path], args) -> dict:
     try:
         if name in BENCH_BUILDERS:
@@ -249,6 +277,8 @@ def bench_one(name: str, workdir: Path, files: list[Path], args) -> dict:
             base.append(timed(lambda: case.baseline(files, args.batch_size)))
     wall, cpu = min(ours)
     row.update(ours_cps=len(files) / wall, ours_cpu=cpu / len(files))
+    if args.roofline:
+        row["gflop"] = clip_flops(case.encoder, args.seconds) / 1e9
     if base:
         bwall, bcpu = min(base)
         row.update(base_cps=len(files) / bwall, base_cpu=bcpu / len(files))
@@ -264,6 +294,8 @@ def markdown(rows: list[dict], args) -> str:
         "| speed-up (CPU) | original | note |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    if args.roofline:
+        return roofline_markdown(rows, args)
     for r in rows:
         if "skipped" in r:
             out.append(f"| {r['encoder']} | skipped | | | | | | {r['skipped']} |")
@@ -278,6 +310,98 @@ def markdown(rows: list[dict], args) -> str:
     return "\n".join(out)
 
 
+# ----------------------------------------------------------------------------- aisfx's paths side by side
+
+AISFX_PATHS = {  # label -> (runtime, precision, frontend)
+    "torch fp32, librosa frontend (before)": ("torch", "fp32", "librosa"),
+    "torch fp32": ("torch", "fp32", "torch"),
+    "openvino fp32": ("openvino", "fp32", "torch"),
+    "openvino fp32, librosa frontend": ("openvino", "fp32", "librosa"),
+    "torch bf16": ("torch", "bf16", "torch"),
+}
+
+
+def bench_paths(files: list[Path], args) -> str:
+    """aisfx end to end (decode + frontend + forward) on each runtime/precision path, interleaved in
+    one run; parity against the first path (cos, max abs) and its top-10 neighbours over the files."""
+    import faiss
+
+    from rag_flamingo.encoders.aisfx import AisfxEncoder
+
+    encoders = {}
+    for label, (runtime, precision, frontend) in AISFX_PATHS.items():
+        if precision not in args.precisions.split(","):
+            continue
+        try:
+            encoders[label] = AisfxEncoder(device="cpu", runtime=runtime, precision=precision)
+        except Exception as exc:  # openvino not installed: say so, keep going
+            print(f"# {label}: skipped ({exc})", file=sys.stderr)
+            continue
+        if frontend == "librosa":
+            encoders[label].frontend.log_mel = encoders[label].frontend.librosa_log_mel  # type: ignore[method-assign]
+    waves = [load_audio(f, 44100, max_seconds=10.0) for f in files]
+    embeddings = {label: enc.embed(waves) for label, enc in encoders.items()}  # also the warm-up
+    times: dict[str, list[float]] = {label: [] for label in encoders}
+    for _ in range(args.repeats):
+        for label, enc in encoders.items():
+            times[label].append(timed(lambda enc=enc: run_ours(BenchCase(enc), files, args.batch_size))[0])
+    ref_label = next(iter(encoders))
+    ref = embeddings[ref_label]
+    index = faiss.IndexFlatIP(ref.shape[1])
+    index.add(ref)
+    _, want = index.search(ref, 10)
+    base = len(files) / min(times[ref_label])
+    out = [
+        f"aisfx, {len(files)} files ({args.audio or 'generated'}; first 10 s), batch {args.batch_size}, torch "
+        f"threads {torch.get_num_threads()}, best of {args.repeats} interleaved; CPU {cpu_name()}.",
+        "",
+        "| path | clips/s (wall) | vs before | min cos vs before | max abs vs before | same top-10 as before |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, emb in embeddings.items():
+        cps = len(files) / min(times[label])
+        _, got = index.search(emb, 10)
+        same = np.mean([set(g) == set(w) for g, w in zip(got, want)])
+        cos = float((emb * ref).sum(1).min())
+        out.append(
+            f"| {label} | {cps:.2f} | {cps / base:.2f}x | {cos:.6f} | {np.abs(emb - ref).max():.1e} | {same:.1%} |"
+        )
+    return "\n".join(out)
+
+
+def roofline_markdown(rows: list[dict], args) -> str:
+    """Each encoder's clips/s against this CPU's measured matmul rate: the share of the hardware's
+    dense-compute limit its end-to-end embedding (decode + frontend + forward) reaches."""
+    fp32, bf16 = args.peaks["fp32"], args.peaks["bf16"]
+    out = [
+        f"{args.clips} wav files of {args.seconds} s at 44.1 kHz mono, batch {args.batch_size}, torch threads "
+        f"{torch.get_num_threads()}, best of {args.repeats}; CPU {args.cpu}. Dense matmul (2048^2): fp32 "
+        f"{fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s ({'native' if args.native_bf16 else 'emulated'}).",
+        "",
+        "| encoder | GFLOP/clip | clips/s (wall) | GFLOP/s reached | share of fp32 matmul rate | fp32 limit clips/s "
+        "| bf16 limit clips/s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        if "skipped" in r:
+            out.append(f"| {r['encoder']} | skipped: {r['skipped']} | | | | | |")
+            continue
+        reached = r["gflop"] * r["ours_cps"]
+        out.append(
+            f"| {r['encoder']} | {r['gflop']:.2f} | {r['ours_cps']:.2f} | {reached:.1f} | {reached / fp32:.0%} | "
+            f"{fp32 / r['gflop']:.2f} | {bf16 / r['gflop']:.2f} |"
+        )
+    return "\n".join(out)
+
+
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--clips", type=int, default=24)
@@ -286,9 +410,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--encoders", default="", help="comma-separated names (default: all registered)")
+    p.add_argument("--roofline", action="store_true", help="FLOPs per clip and the share of the matmul rate")
+    p.add_argument("--paths", action="store_true", help="aisfx's runtime/precision paths side by side")
+    p.add_argument("--audio", default="", help="--paths: a folder of real recordings (default: generated files)")
+    p.add_argument("--precisions", default="fp32,bf16", help="--paths: the precisions to run (bf16 emulated: slow)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
+    if args.roofline:
+        from rag_flamingo.devices import cpu_native_bf16
+
+        args.cpu, args.native_bf16 = cpu_name(), cpu_native_bf16()
+        # emulated bf16 runs at ~1 GFLOP/s: a smaller product measures it in seconds, not minutes
+        args.peaks = {
+            "fp32": matmul_rate(torch.float32),
+            "bf16": matmul_rate(torch.bfloat16, 2048 if args.native_bf16 else 512),
+        }
+    if args.paths:
+        with tempfile.TemporaryDirectory(prefix="bench_encoders_") as tmp:
+            found = (
+                sorted(p for p in Path(args.audio).rglob("*") if p.suffix in (".wav", ".flac")) if args.audio else []
+            )
+            files = found[:: max(1, len(found) // args.clips)][: args.clips] or make_files(
+                Path(tmp), args.clips, args.seconds
+            )
+            print(bench_paths(files, args))
+        return
     names = [n for n in args.encoders.split(",") if n] or available_encoders()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_encoders_") as tmp:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -333,7 +334,7 @@ def test_features_need_a_window_encoder(tmp_path):
 
 
 @pytest.mark.slow
-def test_features_added_to_an_existing_store_without_re_embedding(tmp_path):
+def test_features_added_to_an_existing_store_without_re_embedding(tmp_path, caplog):
     """features=clapcap: the real clapcap class with random weights saved in the released format."""
     import torch
 
@@ -365,6 +366,25 @@ def test_features_added_to_an_existing_store_without_re_embedding(tmp_path):
     want_f, want_m = encoder.window_features([load_audio(store.audio_path(row), 44100, max_seconds=33.25)])
     np.testing.assert_array_equal(mask[row], want_m.numpy()[0])
     np.testing.assert_allclose(feats[row], want_f.numpy()[0], atol=1e-5)
+
+    # an append computes the cache for its new items with the recorded encoder (no features= given)
+    make_folder(root, per_class=1, classes=("clicks",))
+    run_cli([*args, "mode=append"])
+    store = IndexStore.open(out)
+    assert "clapcap" in store.info.features and store.features("clapcap").count == len(store) == 3
+    row = [it["id"] for it in store.items].index("clicks/clicks_0")
+    feats, mask = store.features("clapcap").get([row])
+    want_f, want_m = encoder.window_features([load_audio(store.audio_path(row), 44100, max_seconds=33.25)])
+    np.testing.assert_array_equal(mask[0], want_m.numpy()[0])
+    np.testing.assert_allclose(feats[0], want_f.numpy()[0], atol=1e-5)
+    # a recorded checkpoint that has gone: the append keeps its items and drops the cache, saying how
+    ckpt.rename(tmp_path / "moved.pth")
+    make_folder(root, per_class=2, classes=("clicks",))
+    with caplog.at_level(logging.WARNING, logger="rag_flamingo.indexing.pipeline"):
+        run_cli([*args, "mode=append"])
+    assert "features_encoder.checkpoint=" in caplog.text
+    store = IndexStore.open(out)
+    assert len(store) == 4 and "clapcap" not in store.info.features
 
 
 def test_no_usable_item_is_a_clear_error(tmp_path):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,9 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoints import checkpoint_sha256, load_strict, load_torch_file
-from ..devices import autocast, autocast_dtype, best_device
+from ..devices import autocast, best_device
 from ..errors import CheckpointError
 from .base import check_option, register_encoder
+from .runtime import OpenVinoNet, graph_dir
+from .runtime import resolve as runtime_choice
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +67,24 @@ class AisfxConfig:
 
 
 class AisfxConvBlock(nn.Module):
-    """Two 3x3 conv + BN + ReLU, then pooling (names match the checkpoint)."""
+    """Two 3x3 conv + BN + ReLU, then pooling (names match the checkpoint). ``exact_input``: the first
+    conv runs in fp32 under a reduced-precision autocast (the log-mel input rounded to bf16 costs the
+    clip embedding cos 0.9997 against fp32; kept fp32, 0.99999; the conv is 0.3 % of the FLOPs)."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, exact_input: bool = False):
         super().__init__()
+        self.exact_input = exact_input
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.bn2 = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor, pool: tuple[int, int]) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
+        if self.exact_input:
+            with torch.autocast(x.device.type, enabled=False):
+                x = F.relu(self.bn1(self.conv1(x.float())))
+        else:
+            x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.conv2(x)))
         return F.max_pool2d(x, kernel_size=pool) if pool != (1, 1) else x
 
@@ -85,7 +95,7 @@ class AisfxEmbeddingNet(nn.Module):
     def __init__(self, config: AisfxConfig):
         super().__init__()
         c = config.base_channels
-        self.conv_block1 = AisfxConvBlock(1, c)
+        self.conv_block1 = AisfxConvBlock(1, c, exact_input=True)
         self.conv_block2 = AisfxConvBlock(c, 2 * c)
         self.conv_block3 = AisfxConvBlock(2 * c, 4 * c)
         self.conv_block4 = AisfxConvBlock(4 * c, 8 * c)
@@ -156,21 +166,31 @@ def load_model(path: str | Path, config: AisfxConfig = AisfxConfig()) -> AisfxMo
 
 
 class AisfxFrontend:
-    """Waveform -> normalised log-mel frames [T, 96] -> blocks [n, 100, 96] (librosa, float32)."""
+    """Waveform -> normalised log-mel frames [T, 96] -> blocks [n, 100, 96] (float32).
+
+    The frames are librosa's ``melspectrogram`` (centred, zero-padded, periodic Hann, power 2, htk
+    bands with norm 1: the package's path) computed with ``torch.stft`` and librosa's own filter
+    bank: 3-18 ms against librosa's 21-30 ms per 10 s clip in isolation (BENCHMARKS.md), the same frames
+    to 1e-5 (tests/test_encoder_runtime.py)."""
 
     def __init__(self, config: AisfxConfig):
         self.config = config
+        c = config
+        bank = librosa.filters.mel(
+            sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax, htk=True, norm=1.0
+        )
+        self.mel_bank = torch.from_numpy(bank.astype(np.float32))
+        self.window = torch.hann_window(c.n_fft, periodic=True)
 
-    def log_mel(self, wave: np.ndarray) -> np.ndarray:
+    def librosa_log_mel(self, wave: np.ndarray) -> np.ndarray:
+        """The same frames through librosa's own STFT: the package's path (the parity reference)."""
         c = self.config
         peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-        y = wave / (peak if peak > 0 else 1.0)
         spec = librosa.feature.melspectrogram(
-            y=y.astype(np.float32),
+            y=(wave / (peak if peak > 0 else 1.0)).astype(np.float32),
             sr=c.sample_rate,
             n_fft=c.n_fft,
             hop_length=c.hop_length,
-            win_length=c.n_fft,
             n_mels=c.n_mels,
             fmin=c.fmin,
             fmax=c.fmax,
@@ -179,6 +199,18 @@ class AisfxFrontend:
             power=2.0,
         )
         return (np.log10(spec * c.log_scale + 1.0) / c.spec_max).T.astype(np.float32)
+
+    def log_mel(self, wave: np.ndarray) -> np.ndarray:
+        c = self.config
+        y = torch.from_numpy(np.ascontiguousarray(wave, np.float32))
+        peak = float(y.abs().max()) if y.numel() else 0.0
+        y = y / (peak if peak > 0 else 1.0)
+        stft = torch.stft(
+            y, c.n_fft, c.hop_length, window=self.window, center=True, pad_mode="constant", return_complex=True
+        )
+        power = stft.real.square() + stft.imag.square()
+        spec = self.mel_bank @ power
+        return (torch.log10(spec * c.log_scale + 1.0) / c.spec_max).T.contiguous().numpy()
 
     def blocks(self, frames: np.ndarray) -> np.ndarray:
         """The package's ``blocking`` with drop_partial_block=True, padding short clips."""
@@ -210,6 +242,8 @@ class AisfxEncoder:
         max_seconds: float | None = 10.0,
         device: str | None = None,
         max_blocks: int = 64,
+        runtime: str = "auto",
+        precision: str = "auto",
         config: AisfxConfig = AisfxConfig(),
     ):
         self.config = config
@@ -220,13 +254,18 @@ class AisfxEncoder:
         self.max_blocks = int(check_option("max_blocks", max_blocks, nullable=False, whole=True, ge=1))
         self.checkpoint = Path(checkpoint).expanduser() if checkpoint else default_checkpoint()
         self.device = best_device(device)
-        self.dtype = autocast_dtype(self.device)
+        self.runtime, self.dtype = runtime_choice(runtime, precision, self.device)  # `encoders.runtime`
         self.model = load_model(self.checkpoint, config).to(self.device)
         if self.device.type == "cpu":  # oneDNN convs are markedly faster channels-last on CPU
             # type-ignored: Module.to documents memory_format, but torch's overloads omit it
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.frontend = AisfxFrontend(config)
         self._sha256: str | None = None
+        self.net: Callable[[torch.Tensor], torch.Tensor] = self.model
+        if self.runtime == "openvino":
+            example = torch.zeros(self.max_blocks, config.block_frames, config.n_mels)
+            key = f"aisfx-{self.fingerprint()['checkpoint_sha256'][:16]}-{config.block_frames}x{config.n_mels}"
+            self.net = OpenVinoNet(self.model.embedding_net, example, graph_dir(self.checkpoint), key, self.dtype)
 
     def crop(self, wave: np.ndarray) -> np.ndarray:
         """The deterministic crop: the first ``max_seconds`` seconds."""
@@ -244,8 +283,8 @@ class AisfxEncoder:
         outs = []
         for start in range(0, stacked.shape[0], self.max_blocks):
             chunk = stacked[start : start + self.max_blocks].to(self.device)
-            with autocast(self.device, self.dtype):
-                outs.append(self.model(chunk).float().cpu())
+            with autocast(self.device, self.dtype if self.runtime == "torch" else torch.float32):
+                outs.append(self.net(chunk).float().cpu())
         per_block = torch.cat(outs)
         clips = torch.stack([part.mean(0) for part in torch.split(per_block, counts)])
         return F.normalize(clips, dim=1).numpy().astype(np.float32)
@@ -264,6 +303,7 @@ class AisfxEncoder:
             "max_seconds": self.max_seconds,
             "pooling": "mean over 100-frame blocks (50% hop, partial last block dropped)",
             "device": str(self.device),
+            "runtime": self.runtime,
             "dtype": str(self.dtype).replace("torch.", ""),
         }
 

@@ -23,7 +23,8 @@ append:   the store is resumed/repaired first; then each manifest row is looked 
           replaces the stored row (its shard drops it, so the old vector leaves the index). A new row
           whose id another recording holds gets a namespaced id (``store.items.namespaced_id``). New and
           changed rows are one new plan in shards after the existing ones; the index is rebuilt from
-          all shards (stored vectors are read back, never re-embedded).
+          all shards (stored vectors are read back, never re-embedded). The store's feature caches
+          are filled in for the new shards with the encoder each records (``_add_features``).
 repair:   only the above, for any store (no dataset needed): ``build_index store=<store> mode=repair``.
 features: add ``features/<name>/`` to a complete store (nothing is re-embedded).
 """
@@ -33,7 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -617,11 +618,11 @@ def _finish(run: _Run, stats: EmbedStats) -> Summary:
         return _finish_complete(cfg, root, info, status, stats, run.unchanged)
     for problem in problems:
         logger.warning("%s: %s", root, problem)
-    features = _kept_features(run, problems)
+    features, refill = _kept_features(run, problems)
     fingerprint = plans.fingerprint or run.get_encoder().fingerprint()
     info = _merge_shards(cfg, root, plans, fingerprint, features, _index_options(run))
-    if cfg.features:
-        _add_features(cfg, root, info)
+    if cfg.features or refill:
+        _add_features(cfg, root, info, refill)
     added = run.added or (resumed[-1] if resumed else None)
     counts: dict | None = run.unchanged
     if added is not None:
@@ -651,16 +652,17 @@ def _index_options(run: _Run) -> IndexConfig:
     return opts
 
 
-def _kept_features(run: _Run, problems: list[str]) -> dict[str, FeatureRecord]:
-    """The feature caches still complete and aligned after this run. A damaged feature file, and the
-    file of a shard this run rewrote (or embedded again with another row count), is removed; a cache
-    left without a shard's file is dropped from store.json, unless the command regenerates it
-    (``features=<name>``), with a warning saying how to add it again."""
+def _kept_features(run: _Run, problems: list[str]) -> tuple[dict[str, FeatureRecord], list[str]]:
+    """The feature caches kept after this run, and those of them to fill in for the shards that lack
+    a file now (appended, replaced or repaired ones). A damaged feature file, and the file of a shard
+    this run rewrote (or embedded again with another row count), is removed; a cache left without a
+    shard's file is filled in by this run (with the options the command gives for ``features=<name>``,
+    else with the checkpoint its fingerprint records: ``_add_features``)."""
     cfg, root, info, plans = run.cfg, run.root, run.info, run.plans
     assert plans is not None
     wanted = [cfg.features] if isinstance(cfg.features, str) else list(cfg.features or [])
     names = sorted(p.name for p in (root / FEATURES_DIR).glob("*") if p.is_dir())
-    keep = {}
+    keep, refill = {}, []
     for name in names:
         for rel in [p.split(" ")[0] for p in problems if p.startswith(f"{FEATURES_DIR}/{name}/")]:
             (root / rel).unlink(missing_ok=True)
@@ -671,17 +673,19 @@ def _kept_features(run: _Run, problems: list[str]) -> dict[str, FeatureRecord]:
                 path.unlink()
         described = info.features.get(name) if info is not None else None
         complete = all(features_path(root, name, s).is_file() for s in range(plans.end_shard))
-        if described is not None and (complete or name in wanted):
+        if described is not None:
             keep[name] = described
-        elif described is not None or info is None:
+            if not complete and name not in wanted:
+                refill.append(name)
+        elif info is None:
             logger.warning(
-                "%s: features/%s lack some items now (appended, replaced or repaired ones); add them with "
-                "features=%s (only the missing ones are computed)",
+                "%s: features/%s are not described in store.json; add them with features=%s "
+                "(only the missing ones are computed)",
                 root,
                 name,
                 name,
             )
-    return keep
+    return keep, refill
 
 
 def _feature_rows(path: Path) -> int | None:
@@ -818,12 +822,20 @@ def _features_only(cfg: BuildIndexConfig) -> Summary:
     return _summary(root, info, "features", EmbedStats())
 
 
-def _add_features(cfg: BuildIndexConfig, root: Path, info: StoreInfo) -> None:
+def _add_features(cfg: BuildIndexConfig, root: Path, info: StoreInfo, refill: Sequence[str] = ()) -> None:
+    """Write the feature caches the command names (``features=<name>``, ``features_encoder.*``) and
+    fill in the ``refill`` caches the store already had for the shards that lack them (an append's new
+    shards), each with its recorded encoder; one that cannot be rebuilt is dropped with a warning."""
     names = [cfg.features] if isinstance(cfg.features, str) else list(cfg.features or [])
     shard_roots = _shard_roots(root, info)
-    for name in names:
-        options = dict(cfg.features_encoder or {})
-        encoder = _encoder({"name": name, **options}, cfg.device)
+    for name in [*names, *(n for n in refill if n not in names)]:
+        if name in names:
+            encoder = _encoder({"name": name, **dict(cfg.features_encoder or {})}, cfg.device)
+        else:
+            encoder = _recorded_feature_encoder(root, name, info.features[name], cfg.device)
+            if encoder is None:
+                del info.features[name]
+                continue
         if not hasattr(encoder, "window_features"):
             raise ConfigError(f"features={name}: encoder {name!r} has no window_features()")
         described = write_feature_shards(
@@ -831,6 +843,32 @@ def _add_features(cfg: BuildIndexConfig, root: Path, info: StoreInfo) -> None:
         )
         info.features[name] = described
     write_info(root, info)
+
+
+def _recorded_feature_encoder(root: Path, name: str, record: FeatureRecord, device: str | None):
+    """The encoder a store's feature cache was written with, from the checkpoint its fingerprint
+    records (None, with a warning saying how to add the cache again, when it cannot be rebuilt)."""
+    recorded = record.fingerprint
+    options = {"checkpoint": recorded["checkpoint"]} if recorded.get("checkpoint") else {}
+    problem = ""
+    try:
+        encoder = _encoder({"name": name, **options}, device)
+        sha = encoder.fingerprint().get("checkpoint_sha256")
+        if recorded.get("checkpoint_sha256") not in (None, sha):
+            problem = f"its checkpoint {options.get('checkpoint')} has changed"
+    except RagFlamingoError as exc:
+        problem = str(exc)
+    if problem:
+        logger.warning(
+            "%s: features/%s lack the new items and cannot be computed with their recorded encoder (%s); "
+            "add them with features=%s features_encoder.checkpoint=... (only the missing ones are computed)",
+            root,
+            name,
+            problem,
+            name,
+        )
+        return None
+    return encoder
 
 
 def _shard_roots(root: Path, info: StoreInfo) -> dict[int, Path]:

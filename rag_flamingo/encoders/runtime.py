@@ -1,0 +1,142 @@
+"""How an encoder's network runs on a CPU: the runtime and the precision.
+
+- ``precision``: ``fp32``, or ``bf16`` (reduced precision, which only pays where the CPU computes
+  bf16 natively: AVX512-BF16 or AMX on x86, BF16 on Arm; elsewhere it is emulated and many times
+  slower). ``auto``: bf16 where the CPU has it natively (torch's CPU query, else /proc/cpuinfo; for
+  openvino also the runtime's own device query), else fp32; on CUDA fp16 autocast, as before.
+- ``runtime``: ``torch`` (eager PyTorch) or ``openvino`` (the network converted once to an OpenVINO
+  graph, cached, and compiled for this CPU; the optional ``fast`` extra installs it). ``auto`` is
+  torch: OpenVINO fp32 measured 1.89x torch end to end in one run and 0.89x in another on a loaded
+  2-core CPU (BENCHMARKS.md "Encoders against the hardware"), and a test process that had run
+  OpenVINO crashed later in a subprocess-spawning test (not root-caused), so it is used only when
+  asked for. bf16 with openvino needs a CPU whose OpenVINO reports bf16. A GPU device runs torch.
+
+Both paths are held to the same contract by the tests: fp32 at cos >= 0.9999 and max abs <= 1e-4 against
+torch fp32, bf16 at cos >= 0.9999. Embeddings of either path are therefore interchangeable: a store
+records the runtime and precision it was built with (fingerprint ``runtime`` / ``dtype``), and a
+query with another one is accepted (``store.comparable_fingerprint`` leaves them out).
+
+The exported graph is cached beside the checkpoint (``<checkpoint>.graphs/``; under
+``$RAG_FLAMINGO_CACHE_ROOT/graphs`` when that folder is read-only), named by the checkpoint's sha256,
+the runtime's version and the input layout, so a new checkpoint or runtime version makes a new graph.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ..devices import cpu_native_bf16, resolve_precision
+from ..errors import ConfigError, did_you_mean
+
+logger = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "torch", "openvino")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _choice(option: str, value: str | None, choices: tuple[str, ...]) -> str:
+    value = "auto" if value is None else str(value)
+    if value not in choices:
+        hint = did_you_mean(value, list(choices)) or f"; use one of {', '.join(choices)}"
+        raise ConfigError(f"encoder option {option}={value!r} is not known{hint}")
+    return value
+
+
+def openvino_available() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def openvino_bf16() -> bool:
+    """OpenVINO's own query: does its CPU plugin compute bf16 on this CPU?"""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def resolve(runtime: str | None, precision: str | None, device: torch.device) -> tuple[str, torch.dtype]:
+    """``(runtime, dtype)`` for the options as given (``auto`` resolved for this machine); a
+    combination this machine cannot run is a ConfigError saying what to use instead."""
+    runtime = _choice("runtime", runtime, RUNTIMES)
+    precision = _choice("precision", precision, PRECISIONS)
+    if device.type != "cpu":
+        if runtime == "openvino":
+            raise ConfigError("encoder option runtime=openvino runs on the CPU; use device=cpu, or runtime=torch")
+        return "torch", resolve_precision(precision, device)
+    if runtime == "openvino" and not openvino_available():
+        raise ConfigError(
+            "encoder option runtime=openvino: OpenVINO is not installed "
+            "(pip install 'rag-flamingo[fast]'), or use runtime=torch"
+        )
+    if precision == "auto":
+        dtype = torch.bfloat16 if cpu_native_bf16() and (runtime != "openvino" or openvino_bf16()) else torch.float32
+    else:
+        dtype = resolve_precision(precision, device)
+    if dtype == torch.float16:
+        raise ConfigError("encoder option precision=fp16 is for CUDA; on the CPU use fp32 or bf16")
+    if runtime == "auto":  # openvino is opt-in: its gain did not hold in every run (BENCHMARKS.md)
+        runtime = "torch"
+    if dtype == torch.bfloat16 and runtime == "openvino" and not (cpu_native_bf16() and openvino_bf16()):
+        raise ConfigError(
+            "encoder option precision=bf16 with runtime=openvino needs a CPU that computes bf16 "
+            "(OpenVINO reports none here); use precision=fp32, or runtime=torch (bf16 emulated, slow)"
+        )
+    return runtime, dtype
+
+
+def graph_dir(checkpoint: Path) -> Path:
+    """Where exported graphs of ``checkpoint`` are cached: beside it, or in the cache root when its
+    folder cannot be written."""
+    from ..paths import cache_root
+
+    beside = checkpoint.parent / f"{checkpoint.name}.graphs"
+    if os.access(beside if beside.exists() else checkpoint.parent, os.W_OK):
+        return beside
+    return cache_root() / "graphs"
+
+
+def openvino_version() -> str:
+    import openvino as ov
+
+    return ov.get_version().split("-")[0]
+
+
+class OpenVinoNet:
+    """A torch module's forward as an OpenVINO compiled model: ``net(batch) -> torch.Tensor``.
+
+    The graph is converted from the module once (``example`` gives the input layout; the first
+    dimension is dynamic) and saved as ``<graph_dir>/<key>-openvino<version>.xml`` with its weights in
+    fp32; a later process reads it back instead of converting again.
+    """
+
+    def __init__(self, module: torch.nn.Module, example: torch.Tensor, cache: Path, key: str, dtype: torch.dtype):
+        import openvino as ov
+
+        self.path = cache / f"{key}-openvino{openvino_version()}.xml"
+        core = ov.Core()
+        model = None
+        if self.path.is_file() and self.path.with_suffix(".bin").is_file():
+            try:
+                model = core.read_model(str(self.path))
+            except RuntimeError as exc:  # a damaged cache file: converted again below
+                logger.warning("%s cannot be read (%s); converting the network again", self.path, exc)
+        if model is None:
+            model = ov.convert_model(module.float().eval(), example_input=example.float())
+            model.reshape({model.inputs[0]: ov.PartialShape([-1, *example.shape[1:]])})
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f"{self.path.stem}.tmp{os.getpid()}.xml")  # renamed when whole
+            ov.save_model(model, str(tmp), compress_to_fp16=False)  # fp32 weights: the parity contract
+            tmp.with_suffix(".bin").replace(self.path.with_suffix(".bin"))
+            tmp.replace(self.path)
+            logger.info("exported %s", self.path)
+        hint = "bf16" if dtype == torch.bfloat16 else "f32"
+        threads = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, **threads})
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        out = self.compiled(batch.float().contiguous().numpy())[0]
+        return torch.from_numpy(out.copy())
