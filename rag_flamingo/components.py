@@ -178,7 +178,7 @@ def build_engine(cfg: QueryConfig, store: IndexStore, encoder, retriever: Retrie
             "model.checkpoint.path=/path/to/foundation.pt)"
         )
     if backend_name(mc) == "transformers":  # AF3, Music Flamingo, Qwen2-Audio (rag_flamingo/backends/)
-        from .backends.transformers_audio import build_transformers_engine
+        from .backends.loading import build_transformers_engine
 
         reranker = clap_reranker(cfg.flamingo, encoder)
         return build_transformers_engine(mc, cfg.flamingo, store, encoder, retriever, model_parts, reranker)

@@ -17,4 +17,6 @@ pip install -q --no-deps "aisfx==0.1.2"
 if [ "${WITH_TEST_ORACLES:-0}" = 1 ] && [ -f requirements-test-oracles.txt ]; then
   # Original CLAP packages, used only by parity tests as oracles (see tests/support/).
   pip install -q --no-deps -r requirements-test-oracles.txt
+  # mistral-common (Voxtral's prompt oracle) in a venv of its own; without it that test skips, saying so
+  scripts/setup_mistral_oracle.sh || echo "setup.sh: no mistral-common oracle venv: tests/test_backends_voxtral.py skips its oracle test" >&2
 fi

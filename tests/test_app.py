@@ -243,23 +243,24 @@ def test_chat_two_rounds_then_the_model_limit(tiny_ctx):
         chat.start_chat(AppContext(app_config(f"store={ctx.primary}")), clip)
 
 
-def test_ask_with_a_transformers_audio_lm(tmp_path):
-    """rag_app model=qwen2_audio model.checkpoint=<folder>: the Ask tab answers with the tiny Qwen2-Audio
-    (generated, and ranked over the options with flamingo.decode=rank); the Chat tab says it is AF1's."""
+@pytest.mark.parametrize(("kind", "audio_token"), [("qwen2_audio", "<|AUDIO|>"), ("voxtral", "[AUDIO]")])
+def test_ask_with_a_transformers_audio_lm(tmp_path, kind, audio_token):
+    """rag_app model=<kind> model.checkpoint=<folder>: the Ask tab answers with the tiny Qwen2-Audio or
+    Voxtral (generated, and ranked over the options with flamingo.decode=rank); the Chat tab says it is AF1's."""
     from support.audio_lms import save_tiny
 
     root = demo.ensure_demo()
     train = [{**r, "path": str(root / r["path"])} for r in read_manifest(root / "train.jsonl")]
     enc = TinyWindowEncoder()
     store = build_store(tmp_path / "store", train, embed_rows(enc, train, root), enc.fingerprint(), features=False)
-    folder = save_tiny("qwen2_audio", tmp_path / "qwen2_audio")
+    folder = save_tiny(kind, tmp_path / kind)
     clip = root / read_manifest(root / "test.jsonl")[0]["path"]
-    base = [f"store={store.root}", "model=qwen2_audio", f"model.checkpoint={folder}", "model.device=cpu"]
+    base = [f"store={store.root}", f"model={kind}", f"model.checkpoint={folder}", "model.device=cpu"]
     base.append("model.generation.max_new_tokens=3")
     ctx = AppContext(app_config(*base), encoders={enc.name: enc})
     assert "flamingo" in ctx.predictor_choices(ctx.parts(ctx.primary))[0]
     res = ask.ask(ctx, clip, ctx.primary, "classification", "flamingo", 2)
-    assert res.prompt is not None and res.prompt.count("<|AUDIO|>") == 3 and isinstance(res.output, str)
+    assert res.prompt is not None and res.prompt.count(audio_token) == 3 and isinstance(res.output, str)
     ranked = AppContext(app_config(*base, "flamingo.decode=rank"), encoders={enc.name: enc})
     res = ask.ask(ranked, clip, ranked.primary, "classification", "flamingo", 2)
     labels = sorted({r["label"] for r in train})

@@ -14,7 +14,8 @@ import torch
 
 from rag_flamingo.audio import decode_key, load_audio
 from rag_flamingo.backends.decoding import NEUTRAL, explicit_generation
-from rag_flamingo.backends.transformers_audio import TransformersAudioEngine, load_transformers_audio
+from rag_flamingo.backends.loading import load_transformers_audio
+from rag_flamingo.backends.transformers_audio import TransformersAudioEngine
 from rag_flamingo.datasets import demo
 from rag_flamingo.datasets.manifest import read_manifest
 from rag_flamingo.model import GenerationSettings

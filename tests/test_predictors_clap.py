@@ -76,7 +76,8 @@ def test_clap_filter_keeps_the_sample_nearest_the_audio(clap, tmp_path):
 def test_clap_filter_with_a_transformers_audio_lm(clap, tmp_path):
     """The same filter for the transformers backend (tiny Qwen2-Audio): N sampled answers, the one whose
     CLAP text embedding is nearest the query audio's kept, through the same `api.answer`."""
-    from rag_flamingo.backends.transformers_audio import TransformersAudioEngine, load_transformers_audio
+    from rag_flamingo.backends.loading import load_transformers_audio
+    from rag_flamingo.backends.transformers_audio import TransformersAudioEngine
     from support.audio_lms import save_tiny
 
     root = demo.ensure_demo()

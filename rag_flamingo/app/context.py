@@ -158,7 +158,7 @@ class AppContext:
     def model_parts(self) -> tuple:
         """The ``model`` group's model, loaded once: (model, tokenizer, window encoder) for AF1,
         (model, processor) for a transformers audio-LM (``model.backend=transformers``)."""
-        from ..backends.transformers_audio import load_transformers_audio
+        from ..backends.loading import load_transformers_audio
         from ..model import load_model
 
         with self.lock:

@@ -7,7 +7,7 @@ Usage (``key=value`` arguments; the config is ``rag_flamingo/conf/rag_app.yaml``
     rag_app store=my_index port=7861          # another store (a path, or a name under <cache_root>/indices)
     rag_app store=my_index model=chat         # + flamingo answers and the Chat tab (AF1 chat, hub weights)
     rag_app model=foundation model.checkpoint.path=/ckpt/foundation-hf
-    rag_app model=qwen2_audio model.checkpoint=Qwen/Qwen2-Audio-7B-Instruct   # or af3, music_flamingo
+    rag_app model=qwen2_audio model.checkpoint=Qwen/Qwen2-Audio-7B-Instruct   # or af3, music_flamingo, voxtral
 
 Tabs: Ask (a clip against a store: knn, prototype, zero_shot with a CLAP store, flamingo with a
 model and a store with cached shot features), Chat (multi-turn with the chat model), New labels

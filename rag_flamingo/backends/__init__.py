@@ -9,9 +9,10 @@ records) is shared; a backend is the engine the ``flamingo`` predictor calls
 - ``af1`` (default): Audio Flamingo v1, `rag_flamingo.engine.RagFlamingo` (AF1's own interleaved
   prompt, cached window features of the shots, gated cross-attention);
 - ``transformers``: an audio-language model of the transformers library that splices audio tokens
-  into its language model's context (Audio Flamingo 3, Music Flamingo, Qwen2-Audio),
-  `rag_flamingo.backends.transformers_audio.TransformersAudioEngine`, with the chat ICL formats of
-  `rag_flamingo.backends.chat_icl`.
+  into its language model's context (Audio Flamingo 3, Music Flamingo, Qwen2-Audio, Voxtral),
+  `rag_flamingo.backends.transformers_audio.TransformersAudioEngine` (Voxtral's:
+  `rag_flamingo.backends.voxtral.VoxtralEngine`), with the chat ICL formats of
+  `rag_flamingo.backends.chat_icl`, loaded and built from the config by `rag_flamingo.backends.loading`.
 """
 
 from __future__ import annotations

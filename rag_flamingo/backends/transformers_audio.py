@@ -1,6 +1,7 @@
 """`TransformersAudioEngine`: retrieval-augmented ICL for the audio-language models of transformers
 that splice audio tokens into their language model's context (Audio Flamingo 3, Music Flamingo,
-Qwen2-Audio), through each model's own processor, chat template and ``generate``.
+Qwen2-Audio; Voxtral through `rag_flamingo.backends.voxtral`), through each model's own processor,
+chat template and ``generate``; built from a ``model`` config by `rag_flamingo.backends.loading`.
 
     (the runner: decode at the processor's rate ─ retrieval ─ shots) ─┐
     shot audio: store.audio_path(row) ─ load_audio ────────────────────┼─ processor, one audio at a time:
@@ -50,10 +51,8 @@ import numpy as np
 import torch
 
 from ..audio import DecodeKey, load_audio, wave_for
-from ..checkpoints import pretrained_dir
-from ..config import FlamingoConfig
 from ..engine import ClapReranker, best_option, check_decode, clap_filtered, option_end_ids, ranked_rows
-from ..errors import AudioError, CheckpointError, ConfigError
+from ..errors import AudioError, ConfigError
 from ..model.generation_settings import GenerationSettings
 from ..model.scoring import answer_token_ids, score_after_prompt
 from ..prediction import Prediction
@@ -64,8 +63,6 @@ from .decoding import explicit_generation
 
 logger = logging.getLogger(__name__)
 
-# what from_pretrained reads from a hub repo (the tokenizer, processor, chat template, configs, weights)
-MODEL_FILES = ("*.json", "*.txt", "*.jinja", "*.model", "*.safetensors", "*.tiktoken")
 TEXT_KEYS = ("input_ids", "attention_mask")
 
 
@@ -354,87 +351,3 @@ class TransformersAudioEngine:
         conts = self.answer_ids(text, audios, [spec.map_label(o) for o in options])
         scores = score_after_prompt(self.model, self.inputs([text], [audios]), conts, end_ids=end_ids)
         return best_option(task, options, scores, self.decode, **record)
-
-
-# ---------------------------------------------------------------------- from config
-def model_class(name: str | None):
-    """A transformers class by name (``model.model_class``), e.g. ``Qwen2AudioForConditionalGeneration``."""
-    import transformers
-
-    if not name:
-        raise ConfigError("model.model_class is not set (e.g. AudioFlamingo3ForConditionalGeneration)")
-    cls = getattr(transformers, str(name), None)
-    if cls is None:
-        raise ConfigError(
-            f"model.model_class={name!r} is not a class of transformers {transformers.__version__}; "
-            f"upgrade transformers or check the name"
-        )
-    return cls
-
-
-def load_transformers_audio(mc: Mapping[str, Any]) -> tuple[Any, Any]:
-    """(model, processor) of a ``model`` config with ``backend: transformers``: ``checkpoint`` a hub id
-    (through the Hugging Face cache) or a local ``save_pretrained`` directory."""
-    from transformers import AutoProcessor
-
-    from ..devices import best_device
-    from ..model.factory import resolve_dtype
-
-    source = mc.get("checkpoint")
-    if not source or not isinstance(source, str):
-        raise ConfigError(
-            f"model.checkpoint={source!r}: give a hub id (e.g. nvidia/audio-flamingo-3-hf) or a local directory"
-        )
-    cls = model_class(mc.get("model_class"))
-    device = best_device(mc.get("device"))
-    dtype = resolve_dtype(mc.get("dtype"), device)
-    folder = pretrained_dir(source, f"model {source}", MODEL_FILES, mc.get("cache_dir"))
-    device_map = mc.get("device_map") or None
-    extra = {"offload_folder": mc["offload_folder"]} if mc.get("offload_folder") else {}
-    try:
-        processor = AutoProcessor.from_pretrained(str(folder))
-        model = cls.from_pretrained(str(folder), dtype=dtype, device_map=device_map, **extra)
-    except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"model {source}: cannot load {cls.__name__} and its processor from {folder} ({first})"
-        ) from exc
-    if device_map is None:
-        model.to(device)
-    return model.eval(), processor
-
-
-def build_transformers_engine(
-    mc: dict,
-    fc: FlamingoConfig,
-    store,
-    encoder,
-    retriever: Retriever,
-    model_parts: tuple | None = None,
-    reranker: ClapReranker | None = None,
-) -> TransformersAudioEngine:
-    """The engine of a ``model`` group with ``backend: transformers`` (``mc``, see conf/model/af3.yaml)
-    and the ``flamingo`` section; ``model_parts``: (model, processor) already loaded from it;
-    ``reranker``: the CLAP filter (`rag_flamingo.components.clap_reranker`)."""
-    from ..model.factory import generation_settings
-
-    generation = generation_settings(mc, clap_samples=fc.clap_filter.samples)  # checked before any weights load
-    icl_format = check_icl_format(str(mc.get("icl_format") or "single_turn"))
-    if model_parts is None:
-        model_parts = load_transformers_audio(mc)
-    model, processor = model_parts[0], model_parts[1]
-    return TransformersAudioEngine(
-        store,
-        model,
-        processor,
-        encoder,
-        retriever=retriever,
-        generation=generation,
-        icl_format=icl_format,
-        max_audios=int(fc.audio_slots or mc.get("max_audios") or 8),
-        max_seconds=mc.get("max_seconds"),
-        max_context=mc.get("max_context"),
-        name=str(mc.get("name") or ""),
-        reranker=reranker,
-        decode=fc.decode,
-    )

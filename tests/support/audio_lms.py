@@ -9,10 +9,20 @@ at 16 kHz, and the chat template of the released processor: AF3's and Music Flam
 transformers' conversion script writes it
 (https://github.com/huggingface/transformers/blob/e618a076c75e2e9ed10bdd039dce2892df5b593f/src/transformers/models/audioflamingo3/convert_audioflamingo3_to_hf.py),
 Qwen2-Audio's the processor's ``default_chat_template`` (the template of Qwen2-Audio-7B-Instruct).
+
+Voxtral's repository holds no tokenizer.json but Mistral's ``tekken.json`` (a tiktoken-style BPE:
+base64 byte tokens by rank, the special tokens by id, the audio settings), which transformers
+converts on load without mistral-common. The tiny one has the real layout: 1000 special ids, the
+named ones at their ids in Voxtral-Mini-3B-2507 (``<s>`` 1, ``</s>`` 2, ``[INST]`` 3, ``[/INST]`` 4,
+``<pad>`` 11, ``[AUDIO]`` 24, ``[BEGIN_AUDIO]`` 25, ``[TRANSCRIBE]`` 34: ``VoxtralProcessor`` fixes
+``[AUDIO]`` at 24), tekken's split pattern, its 16 kHz / 12.5 Hz audio settings with 30 s chunks,
+then the 256 bytes and merges learnt from the corpus below.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +73,41 @@ AF3_CHAT_TEMPLATE = (
     "{% endif %}"
 )
 
-KINDS = ("af3", "music_flamingo", "qwen2_audio")
+KINDS = ("af3", "music_flamingo", "qwen2_audio", "voxtral")
+
+# tekken's pre-tokenizer split (the pattern of every released tekken.json)
+TEKKEN_PATTERN = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
+    r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# the named special tokens of Voxtral-Mini-3B-2507's tekken.json by id; the other ids below 1000 are fillers
+TEKKEN_SPECIAL = {
+    0: "<unk>",
+    1: "<s>",
+    2: "</s>",
+    3: "[INST]",
+    4: "[/INST]",
+    5: "[AVAILABLE_TOOLS]",
+    6: "[/AVAILABLE_TOOLS]",
+    7: "[TOOL_RESULTS]",
+    8: "[/TOOL_RESULTS]",
+    9: "[TOOL_CALLS]",
+    10: "[IMG]",
+    11: "<pad>",
+    12: "[IMG_BREAK]",
+    13: "[IMG_END]",
+    14: "[PREFIX]",
+    15: "[MIDDLE]",
+    16: "[SUFFIX]",
+    17: "[SYSTEM_PROMPT]",
+    18: "[/SYSTEM_PROMPT]",
+    19: "[TOOL_CONTENT]",
+    24: "[AUDIO]",
+    25: "[BEGIN_AUDIO]",
+    34: "[TRANSCRIBE]",
+}
+TEKKEN_SPECIAL_IDS = 1000
 
 
 def tiny_tokenizer():
@@ -78,6 +122,74 @@ def tiny_tokenizer():
         pad_token="<|endoftext|>",
         additional_special_tokens=SPECIAL[1:],
     )
+
+
+def tiny_tekken() -> dict:
+    """A tekken.json (Mistral's tokenizer file) with a small vocabulary: the 256 bytes, then the
+    merges a byte-level BPE learns from the corpus, ranked in merge order (tiktoken's ranks)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS * 4, vocab_size=400, min_frequency=1)
+    to_byte = {c: b for b, c in bytes_to_unicode().items()}
+    tokens = [bytes([b]) for b in range(256)]
+    for merge in json.loads(bpe._tokenizer.to_str())["model"]["merges"]:
+        left, right = merge if isinstance(merge, list) else merge.split(" ")
+        token = bytes(to_byte[c] for c in left + right)
+        if token not in tokens:
+            tokens.append(token)
+    named = max(TEKKEN_SPECIAL) + 1
+    return {
+        "config": {
+            "pattern": TEKKEN_PATTERN,
+            "num_vocab_tokens": len(tokens),
+            "default_vocab_size": TEKKEN_SPECIAL_IDS + len(tokens),
+            "default_num_special_tokens": TEKKEN_SPECIAL_IDS,
+            "version": "v7",
+        },
+        "vocab": [
+            {"rank": i, "token_bytes": base64.b64encode(t).decode(), "token_str": t.decode("utf-8", "replace")}
+            for i, t in enumerate(tokens)
+        ],
+        "special_tokens": [
+            {"rank": i, "token_str": TEKKEN_SPECIAL.get(i, f"<SPECIAL_{i}>"), "is_control": True} for i in range(named)
+        ],
+        "audio": {
+            "sampling_rate": 16000,
+            "frame_rate": 12.5,
+            "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400},
+            "chunk_length_s": 30.0,
+        },
+    }
+
+
+def build_voxtral(folder: Path, seed: int = 0) -> tuple[Any, Any]:
+    """(model, processor) of a tiny Voxtral whose tokenizer is ``folder``/tekken.json (written here),
+    loaded as transformers loads Voxtral's (converted from tekken.json, no mistral-common)."""
+    import transformers as tf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tekken.json").write_text(json.dumps(tiny_tekken()))
+    tok = tf.TokenizersBackend.from_pretrained(str(folder))
+    processor = tf.VoxtralProcessor(tf.WhisperFeatureExtractor(feature_size=128), tok)
+    torch.manual_seed(seed)
+    config = tf.VoxtralConfig(
+        audio_config=dict(
+            model_type="voxtral_encoder",
+            hidden_size=32,
+            intermediate_size=128,  # 4 encoder frames per audio token, as Voxtral's 1280 -> 5120
+            num_hidden_layers=2,
+            num_attention_heads=2,
+        ),
+        text_config={**_text_config(len(tok)), "model_type": "llama", "head_dim": 8, "max_position_embeddings": 8192},
+        audio_token_id=24,
+    )
+    model = tf.VoxtralForConditionalGeneration(config)
+    model.generation_config.bos_token_id = 1  # Voxtral-Mini-3B-2507's generation_config.json
+    model.generation_config.eos_token_id = 2
+    model.generation_config.pad_token_id = 11
+    return model.eval(), processor
 
 
 def _text_config(vocab: int) -> dict:
@@ -148,9 +260,38 @@ def build(kind: str, seed: int = 0) -> tuple[Any, Any]:
 
 
 def save_tiny(kind: str, out: Path, seed: int = 0) -> Path:
-    """A local model directory like the hub repository of ``kind`` (``model.checkpoint=<it>``)."""
-    model, processor = build(kind, seed)
+    """A local model directory like the hub repository of ``kind`` (``model.checkpoint=<it>``):
+    Voxtral's with tekken.json and the feature extractor's preprocessor_config.json, no tokenizer.json."""
     out = Path(out)
+    if kind == "voxtral":
+        model, processor = build_voxtral(out, seed)
+        model.save_pretrained(out)
+        processor.feature_extractor.save_pretrained(out)
+        return out
+    model, processor = build(kind, seed)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def audio_lm_store(folder: Path) -> dict:
+    """The demo set and a store of its train split (shot audio decoded from the rows' absolute paths)
+    plus one row whose file is gone after indexing (a shot that cannot be decoded): what the
+    transformers-backend tests start from."""
+    import numpy as np
+
+    from rag_flamingo.datasets import demo
+    from rag_flamingo.datasets.manifest import read_manifest
+
+    from .engine import TinyWindowEncoder, build_store, embed_rows
+
+    root = demo.ensure_demo()
+    train = [{**r, "path": str(root / r["path"])} for r in read_manifest(root / "train.jsonl")]
+    test = read_manifest(root / "test.jsonl")
+    enc = TinyWindowEncoder()
+    embeddings = embed_rows(enc, train, root)
+    gone = {**train[0], "id": "train/gone", "path": str(root / "audio" / "gone.wav")}
+    store = build_store(
+        folder, train + [gone], np.concatenate([embeddings, embeddings[:1]]), enc.fingerprint(), features=False
+    )
+    return dict(root=root, enc=enc, store=store, test=test)
