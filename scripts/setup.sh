@@ -15,7 +15,7 @@ pip install -q -e ".[dev,app]"   # app: gradio for rag_app
 # (we use only its checkpoint file; the model code lives in rag_flamingo.encoders.aisfx).
 pip install -q --no-deps "aisfx==0.1.2"
 if [ "${WITH_TEST_ORACLES:-0}" = 1 ] && [ -f requirements-test-oracles.txt ]; then
-  # Original CLAP packages, used only by parity tests as oracles (see tests/support/).
+  # Original CLAP packages, used only by parity tests as oracles (see oracles/).
   pip install -q --no-deps -r requirements-test-oracles.txt
   # mistral-common (Voxtral's prompt oracle) in a venv of its own; without it that test skips, saying so
   scripts/setup_mistral_oracle.sh || echo "setup.sh: no mistral-common oracle venv: tests/test_backends_voxtral.py skips its oracle test" >&2
