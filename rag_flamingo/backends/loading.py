@@ -17,8 +17,9 @@ from .chat_icl import check_icl_format
 from .transformers_audio import TransformersAudioEngine
 from .voxtral import VoxtralEngine, load_voxtral_processor
 
-# what from_pretrained reads from a hub repo (the tokenizer, processor, chat template, configs, weights)
-MODEL_FILES = ("*.json", "*.txt", "*.jinja", "*.model", "*.safetensors", "*.tiktoken")
+# what from_pretrained reads from a hub repo (the tokenizer, processor, chat template, configs, weights:
+# transformers' own weight names, not a repository's other copies such as Voxtral's consolidated.safetensors)
+MODEL_FILES = ("*.json", "*.txt", "*.jinja", "*.model", "model*.safetensors", "*.tiktoken")
 
 
 def model_class(name: str | None):
