@@ -221,3 +221,17 @@ def test_prompt_ids_equal_mistral_commons_with_a_released_tekken_vocabulary(vox,
     (folder / "tekken.json").write_text(json.dumps(vocab))
     processor = VoxtralProcessor(vox["processor"].feature_extractor, TokenizersBackend.from_pretrained(str(folder)))
     compare_with_oracle(vox, processor, folder / "tekken.json", tmp_path)
+
+
+def test_a_hub_model_is_fetched_without_the_repositorys_other_weight_copies():
+    """Voxtral's repository also holds Mistral's consolidated.safetensors: never fetched (twice the disk)."""
+    from fnmatch import fnmatch
+
+    from rag_flamingo.backends.loading import MODEL_FILES
+
+    def fetched(name: str) -> bool:
+        return any(fnmatch(name, pattern) for pattern in MODEL_FILES)
+
+    assert fetched("model.safetensors") and fetched("model-00001-of-00002.safetensors")
+    assert fetched("model.safetensors.index.json") and fetched("tekken.json")
+    assert not fetched("consolidated.safetensors")
