@@ -192,6 +192,16 @@ def test_child_openvino_matches_torch_and_reuses_its_cached_graph(tmp_path, monk
         repaired = tiny(tmp_path, runtime="openvino", precision="fp32")
     assert "converting the network again" in caplog.text
     np.testing.assert_allclose(repaired.embed(waves), changed.embed(waves), atol=1e-6)
+    # weights overwritten in place, the file's size kept: the digests catch it (OpenVINO would read it)
+    weights = repaired.net.path.with_suffix(".bin")
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    weights.write_bytes(bytes(data))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rag_flamingo.encoders.runtime"):
+        rebuilt = tiny(tmp_path, runtime="openvino", precision="fp32")
+    assert "does not match the digests written with it" in caplog.text
+    np.testing.assert_allclose(rebuilt.embed(waves), changed.embed(waves), atol=1e-6)
 
 
 @in_child

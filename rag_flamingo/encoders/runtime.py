@@ -24,6 +24,7 @@ the runtime's version and the input layout, so a new checkpoint or runtime versi
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 from pathlib import Path
@@ -32,6 +33,7 @@ import torch
 
 from ..devices import cpu_native_bf16, resolve_precision
 from ..errors import ConfigError, did_you_mean
+from ..hashing import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -117,13 +119,19 @@ class OpenVinoNet:
         import openvino as ov
 
         self.path = cache / f"{key}-openvino{openvino_version()}.xml"
+        digests = self.path.with_suffix(".sha256.json")  # the graph files' sha256, written with them
         core = ov.Core()
         model = None
         if self.path.is_file() and self.path.with_suffix(".bin").is_file():
-            try:
-                model = core.read_model(str(self.path))
-            except RuntimeError as exc:  # a damaged cache file: converted again below
-                logger.warning("%s cannot be read (%s); converting the network again", self.path, exc)
+            if not digests.is_file() or json.loads(digests.read_text()) != self._digests():
+                logger.warning("%s does not match the digests written with it; converting the network again", self.path)
+            else:
+                try:
+                    model = core.read_model(str(self.path))
+                except RuntimeError as exc:  # a damaged cache file: converted again below
+                    logger.warning(
+                        "%s cannot be read (%s); converting the network again", self.path, str(exc).splitlines()[0]
+                    )
         if model is None:
             model = ov.convert_model(module.float().eval(), example_input=example.float())
             model.reshape({model.inputs[0]: ov.PartialShape([-1, *example.shape[1:]])})
@@ -132,10 +140,14 @@ class OpenVinoNet:
             ov.save_model(model, str(tmp), compress_to_fp16=False)  # fp32 weights: the parity contract
             tmp.with_suffix(".bin").replace(self.path.with_suffix(".bin"))
             tmp.replace(self.path)
+            digests.write_text(json.dumps(self._digests()))
             logger.info("exported %s", self.path)
         hint = "bf16" if dtype == torch.bfloat16 else "f32"
         threads = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
         self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, **threads})
+
+    def _digests(self) -> dict[str, str]:
+        return {p.name: file_sha256(p) for p in (self.path, self.path.with_suffix(".bin"))}
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         out = self.compiled(batch.float().contiguous().numpy())[0]
