@@ -166,6 +166,7 @@ def classify(cfg: ClassifyConfig, encoder=None, engine=None, stream=None) -> lis
         "store_fingerprint": store.fingerprint(),
         "predictor": cfg.predictor,
         "k": combos[0][1],
+        "adapt": cfg.adapt,  # a transductive mode: each label depends on the other clips of the run
     }
     records: list[dict[str, Any]] = []
     for batch in runner.batches(inputs, combos):

@@ -128,7 +128,9 @@ def score_predictions(
     queries, seeded) and ``bootstrap`` (resamples, seed, level, seconds)."""
     results = []
     for (name, shots), group in _groups(records).items():
-        used = None if shots is None else round(float(np.mean([len(r.get("shot_ids") or []) for r in group])), 2)
+        counts = [len(r.get("shot_ids") or []) for r in group]
+        # absent (not 0) when no record lists a shot: a rule that voted without retrieved shots (adapt)
+        used = None if shots is None or not any(counts) else round(float(np.mean(counts)), 2)
         scored, statistic = _score(group, task, labels)
         ci, seconds = B.bootstrap(statistic, len(group), resamples=resamples, seed=seed)
         ci = {k: v for k, v in ci.items() if scored.get(k) is not None}
@@ -303,17 +305,20 @@ def provenance_text(summary: dict) -> str:
     audio = summary.get("query_audio")
     if not summary.get("run_key") or not audio:
         return ""
+    adapt = (summary.get("run") or {}).get("adapt")
+    shift = f"adapt={adapt} (the support and queries re-expressed first: README, new labels); " if adapt else ""
     return (
-        f"run key `{summary['run_key']}` (settings in run.json); query audio: {audio['files']} files, "
+        f"{shift}run key `{summary['run_key']}` (settings in run.json); query audio: {audio['files']} files, "
         f"content digest `{audio['content_digest']}`\n\n"
     )
 
 
 def summary_text(summary: dict) -> str:
     """What ``evaluate`` prints at the end of a run."""
+    adapt = (summary.get("run") or {}).get("adapt")
     lines = [
         f"\n{summary['dataset']} / {summary['task']} ({summary['queries']} queries, "
-        f"{summary['rejected']} rejected), store {summary['store']}",
+        f"{summary['rejected']} rejected), store {summary['store']}" + (f", adapt={adapt}" if adapt else ""),
         markdown_table(summary["results"]),
     ]
     if bootstrap_text(summary["results"]):

@@ -121,3 +121,16 @@ def test_evaluate_results_carry_intervals_and_the_table_prints_them():
     assert lo < 2 / 3 < hi and set(result["ci"]) == {"accuracy", "macro_f1"}
     assert result["bootstrap"]["resamples"] == 300 and result["bootstrap"]["seed"] == 0
     assert f"0.6667 [{lo:.4f}, {hi:.4f}]" in markdown_table([result])
+
+
+def test_shots_used_is_absent_when_no_record_lists_a_shot():
+    """A rule that voted without retrieved shots (knn under adapt: exact search in the adapted space)
+    shows no shot count rather than a wrong 0."""
+    task = get_task("event_classification")
+    base = [("cough", "cough"), ("laugh", "cough"), ("laugh", "laugh")] * 4
+    voted = [{"id": f"q{i}", "predictor": "knn", "shots": 4, "output": o, "target": t} for i, (o, t) in enumerate(base)]
+    (result,) = score_predictions(voted, task, ["cough", "laugh"], resamples=50, seed=0)
+    assert result["shots_used"] is None and markdown_table([result]).splitlines()[2].endswith("| – |")
+    some = [dict(r, shot_ids=["a"] if i % 2 else []) for i, r in enumerate(voted)]
+    (result,) = score_predictions(some, task, ["cough", "laugh"], resamples=50, seed=0)
+    assert result["shots_used"] == 0.5
