@@ -215,10 +215,11 @@ class IndexStore:
         built, ours = comparable_fingerprint(self.info.encoder), comparable_fingerprint(fingerprint)
         if built != ours:
             diff = sorted(k for k in set(built) | set(ours) if built.get(k) != ours.get(k))
+            values = ", ".join(_difference(k, built.get(k), ours.get(k)) for k in diff)
             raise StoreError(
                 f"{self.root}: built with encoder {built.get('name')!r} but queried with "
-                f"{fingerprint.get('name')!r} (differs in: {', '.join(diff)}); query with "
-                f"encoder={built.get('name')} and the same checkpoint, or rebuild the store"
+                f"{fingerprint.get('name')!r} (differs in: {values}); query with "
+                f"encoder={built.get('name')} and the store's settings and checkpoint, or rebuild the store"
             )
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -232,3 +233,9 @@ class IndexStore:
         if self.info.metric == "l2":
             scores = -scores  # larger is always better for callers
         return scores, rows
+
+
+def _difference(key: str, built: object, ours: object) -> str:
+    """``key (store X, query Y)``; the key alone when a value is too long for one line (a nested record)."""
+    short = len(repr(built)) + len(repr(ours)) < 80
+    return f"{key} (store {built!r}, query {ours!r})" if short else key
