@@ -113,7 +113,7 @@ def test_encoder_check_ignores_precision_and_names_only_real_differences(tmp_pat
     make_store(tmp_path, encoder=built)
     store = IndexStore.open(tmp_path)
     store.check_encoder(dict(built, precision="torch.float32", device="cpu"))
-    with pytest.raises(StoreError, match=r"differs in: checkpoint_sha256\)"):
+    with pytest.raises(StoreError, match=r"differs in: checkpoint_sha256 \(store 'x', query 'y'\)\)"):
         store.check_encoder(dict(built, checkpoint_sha256="y", device="cpu"))
 
 
