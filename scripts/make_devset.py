@@ -29,6 +29,7 @@ reads them, and the format is a fixed header plus raw PCM per sample (64 lines b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import re
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -282,20 +284,45 @@ def fresh(root: Path) -> Path:
 
 
 def arguments(argv: list[str] | None, doc: str, default_out: str) -> argparse.Namespace:
+    """The command line, its folders checked before any download (one line and exit 2 otherwise)."""
+    from rag_flamingo.errors import ConfigError
+    from rag_flamingo.paths import check_writable_folder
+
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path(default_out), help="where the task folders go")
     p.add_argument("--work", type=Path, default=None, help="where the .deb files are kept (default: a temp dir)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        check_writable_folder(args.out, "--out ")
+        if args.work is not None:
+            check_writable_folder(args.work, "--work ")
+    except ConfigError as exc:
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return args
+
+
+@contextlib.contextmanager
+def work_folder(given: Path | None) -> Iterator[Path]:
+    """``--work``, else a temp folder removed afterwards (the packages are only read while writing)."""
+    if given is not None:
+        yield given
+        return
+    work = Path(tempfile.mkdtemp(prefix="devset-debs-"))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv, __doc__, "devset")
-    work = args.work or Path(tempfile.mkdtemp(prefix="devset-debs-"))
-    packages = fetch(PACKAGES, work)
-    tasks = {
-        task: write(collect(work, np.random.default_rng(SEED)), fresh(args.out / task), work)
-        for task, collect in (("drums", drum_files), ("instruments", instrument_files))
-    }
+    with work_folder(args.work) as work:
+        packages = fetch(PACKAGES, work)
+        tasks = {
+            task: write(collect(work, np.random.default_rng(SEED)), fresh(args.out / task), work)
+            for task, collect in (("drums", drum_files), ("instruments", instrument_files))
+        }
     save(args.out, tasks, {"packages": packages, "seed": SEED, "per_source_label": PER_SOURCE_LABEL})
     return 0
 

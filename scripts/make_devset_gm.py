@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from make_devset import GM_FAMILY_NAMES, arguments, fetch, fresh, save
+from make_devset import GM_FAMILY_NAMES, arguments, fetch, fresh, save, work_folder
 
 PACKAGES = {  # Debian 12 (bookworm)
     "fluid-soundfont-gm": "3.1-5.3",
@@ -140,9 +140,9 @@ def make(task: str, work: Path, root: Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv, __doc__, "devset_gm")
-    work = args.work or Path(tempfile.mkdtemp(prefix="devset-debs-"))
-    packages = fetch(PACKAGES, work)
-    tasks = {task: make(task, work, fresh(args.out / task)) for task in ("gm_drums", "gm_instruments")}
+    with work_folder(args.work) as work:
+        packages = fetch(PACKAGES, work)
+        tasks = {task: make(task, work, fresh(args.out / task)) for task in ("gm_drums", "gm_instruments")}
     fluidsynth = subprocess.run(["fluidsynth", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     save(args.out, tasks, {"packages": packages, "renderer": fluidsynth, "clip_seconds": CLIP_SECONDS})
     return 0
