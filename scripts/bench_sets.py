@@ -128,10 +128,21 @@ def main() -> None:
     p.add_argument("--sets", required=True, help="comma list of set folders")
     p.add_argument("--work", type=Path, default=Path("bench_sets"))
     args = p.parse_args()
+    sets = [Path(s) for s in args.sets.split(",") if s]
+    problem = next((f"--sets {s}: no train/ and test/ folders (a set made by make_devset*.py)" for s in sets
+                    if not ((s / "train").is_dir() and (s / "test").is_dir())), None)
+    try:
+        check_writable_folder(args.work, "--work ")
+    except ConfigError as exc:
+        problem = problem or str(exc)
+    if problem or not sets:
+        p.exit(2, f"{p.prog}: error: {problem or '--sets names no set folder'}\n")
     logging.basicConfig(level=logging.WARNING)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"commit {commit}, {platform.processor() or platform.machine()}, {platform.python_version()}")
-    results = {Path(s).name: correct(*stores(Path(s), args.work)) for s in args.sets.split(",")}
+    root = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    print(f"commit {commit.stdout.strip() or '(not a checkout)'}, {platform.processor() or platform.machine()}, "
+          f"{platform.python_version()}")
+    results = {s.name: correct(*stores(s, args.work)) for s in sets}
     names = list(next(iter(results.values())))
     base = "1-NN | none"
     gain = {n: {s: float(r[n].mean() - r[base].mean()) for s, r in results.items()} for n in names}
