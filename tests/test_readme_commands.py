@@ -177,3 +177,17 @@ def test_every_documented_command_runs_as_pasted(tmp_path, capsys, monkeypatch):
                 raise AssertionError(f"{where}: no rule for {prog!r}; add one here")
     assert sum(v == "ran" for v in seen.values()) >= 3, seen  # the folder build, rag_classify, the dry run
     assert len(seen) > 50, len(seen)
+
+
+def test_every_documented_import_imports():
+    """The Python snippets' ``from rag_flamingo... import ...`` lines name what the package holds."""
+    lines = [
+        line.strip()
+        for line in (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+        if re.fullmatch(
+            r"\s*(from (rag_flamingo|index_builder)\S* import [\w, ]+|import (rag_flamingo|index_builder)\S*)", line
+        )
+    ]
+    assert len(lines) >= 5
+    for line in lines:
+        exec(line, {})  # an ImportError names the line
