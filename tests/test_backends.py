@@ -318,3 +318,15 @@ def test_streamed_tokens_are_generates_tokens(tiny):
     streamer = TextIteratorStreamer(engine.tokenizer, skip_prompt=True, skip_special_tokens=True)
     answer = engine.generate(TASK, [{"id": "q"}], [shots_of(tiny["store"], [5])], [wave], streamer=streamer)[0]
     assert "".join(streamer).strip() == answer.output
+
+
+def test_a_folder_of_another_model_or_a_damaged_one_is_one_line(tmp_path):
+    """A model= that does not match the folder's config.json, and unreadable weights, are CheckpointErrors
+    before anything is built (transformers would build a default-sized model, or random weights)."""
+    folder = save_tiny("qwen2_audio", tmp_path / "qwen")
+    with pytest.raises(CheckpointError, match="holds a 'qwen2_audio' model, not"):
+        load_transformers_audio({"checkpoint": str(folder), "model_class": CLASSES["af3"], "device": "cpu"})
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="cannot load Qwen2AudioForConditionalGeneration"):
+        load_transformers_audio({"checkpoint": str(folder), "model_class": CLASSES["qwen2_audio"], "device": "cpu"})

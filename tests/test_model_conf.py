@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.model import GenerationSettings, generate
-from rag_flamingo.model.factory import checkpoint_spec, generation_settings, load_model
+from rag_flamingo.model.factory import checkpoint_spec, default_tokenizer, generation_settings, load_model
 from rag_flamingo.paths import conf_dir
 
 
@@ -24,7 +24,7 @@ def test_foundation_and_chat_configs_name_the_released_files():
     f, c = _model_cfg("foundation"), _model_cfg("chat")
     assert checkpoint_spec(f) == {"repo_id": "nvidia/audio-flamingo", "filename": "foundation.pt"}
     assert checkpoint_spec(c) == {"repo_id": "nvidia/audio-flamingo", "filename": "chat.pt"}
-    assert f.lm == f.tokenizer == "facebook/opt-iml-max-1.3b"
+    assert f.lm == default_tokenizer(checkpoint_spec(f)) == "facebook/opt-iml-max-1.3b" and f.tokenizer is None
     assert f.audio_encoder.hub_repo == "microsoft/msclap" and f.audio_encoder.filename == "clapcap_weights_2023.pth"
     # the audio encoder is named with the encoder's own options (what build_encoder("clapcap", ...) takes)
     assert set(f.audio_encoder) <= set(OmegaConf.load(conf_dir() / "encoder" / "clapcap.yaml"))

@@ -360,6 +360,11 @@ def test_save_pretrained_round_trip_and_strict_from_pretrained(tmp_path, referen
         save_file(broken, str(folder / "model.safetensors"), metadata={"format": "pt"})
         with pytest.raises(CheckpointError, match=name):
             AudioFlamingoForConditionalGeneration.from_pretrained(folder)
+    damaged = tmp_path / "damaged"  # a cut safetensors file: one line, not safetensors' own error
+    reference_model.config.save_pretrained(damaged)
+    (damaged / "model.safetensors").write_bytes((tmp_path / "m" / "model.safetensors").read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="safetensors file cannot be read"):
+        AudioFlamingoForConditionalGeneration.from_pretrained(damaged)
 
 
 def test_converted_file_is_checked(tmp_path):

@@ -5,8 +5,12 @@ others): the model class by name, the model and its processor loaded from a hub 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from safetensors import SafetensorError
 
 from ..checkpoints import pretrained_dir
 from ..config import FlamingoConfig
@@ -37,6 +41,21 @@ def model_class(name: str | None):
     return cls
 
 
+def check_model_type(folder: Path, cls: type, source: str) -> None:
+    """The folder's ``config.json`` holds the model ``cls`` is (transformers would build a default-sized
+    model of ``cls`` around other weights, or random ones): one line naming both."""
+    try:
+        found = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"model {source}: {folder / 'config.json'} cannot be read ({exc})") from None
+    want = getattr(getattr(cls, "config_class", None), "model_type", None)
+    if want and found != want:
+        raise CheckpointError(
+            f"model {source}: {folder} holds a {found!r} model, not {want!r} ({cls.__name__}); "
+            f"pick the model= that matches it (its model.model_class) or another checkpoint"
+        )
+
+
 def load_transformers_audio(mc: Mapping[str, Any]) -> tuple[Any, Any]:
     """(model, processor) of a ``model`` config with ``backend: transformers``: ``checkpoint`` a hub id
     (through the Hugging Face cache) or a local ``save_pretrained`` directory."""
@@ -56,13 +75,14 @@ def load_transformers_audio(mc: Mapping[str, Any]) -> tuple[Any, Any]:
     folder = pretrained_dir(source, f"model {source}", MODEL_FILES, mc.get("cache_dir"))
     device_map = mc.get("device_map") or None
     extra = {"offload_folder": mc["offload_folder"]} if mc.get("offload_folder") else {}
+    check_model_type(folder, cls, source)
     try:
         if cls.__name__ == "VoxtralForConditionalGeneration":
             processor = load_voxtral_processor(str(folder))
         else:
             processor = AutoProcessor.from_pretrained(str(folder))
         model = cls.from_pretrained(str(folder), dtype=dtype, device_map=device_map, **extra)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"model {source}: cannot load {cls.__name__} and its processor from {folder} ({first})"

@@ -142,10 +142,16 @@ class AudioFlamingoForConditionalGeneration(AudioFlamingoPreTrainedModel, Genera
     def from_pretrained(cls, *args: Any, **kwargs: Any):
         """transformers' ``from_pretrained``, strict: a missing, unexpected or mis-shaped key is a
         CheckpointError naming it (transformers only logs them)."""
+        from safetensors import SafetensorError
+
         from ..errors import CheckpointError
 
         want_info = kwargs.pop("output_loading_info", False)
-        loaded: Any = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        where = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        try:
+            loaded: Any = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        except SafetensorError as exc:
+            raise CheckpointError(f"{where}: its safetensors file cannot be read ({exc}); convert it again") from None
         model, info = loaded
         problems = {k: sorted(map(str, v)) for k, v in info.items() if v and k != "error_msgs"}
         if problems or info.get("error_msgs"):
