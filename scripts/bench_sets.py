@@ -37,8 +37,10 @@ import numpy as np
 
 from index_builder.cli import main as build_index
 from rag_flamingo.adapters import METHODS, NearestCentroid, NeighbourVote, Support, probabilities
+from rag_flamingo.errors import ConfigError
 from rag_flamingo.labels import item_labels
 from rag_flamingo.metrics.bootstrap import bootstrap, mean_statistic
+from rag_flamingo.paths import check_writable_folder
 from rag_flamingo.shift import MODES, adapted, item_source, propagate
 from rag_flamingo.store.index_store import IndexStore
 
@@ -129,8 +131,14 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("bench_sets"))
     args = p.parse_args()
     sets = [Path(s) for s in args.sets.split(",") if s]
-    problem = next((f"--sets {s}: no train/ and test/ folders (a set made by make_devset*.py)" for s in sets
-                    if not ((s / "train").is_dir() and (s / "test").is_dir())), None)
+    problem = next(
+        (
+            f"--sets {s}: no train/ and test/ folders (a set made by make_devset*.py)"
+            for s in sets
+            if not ((s / "train").is_dir() and (s / "test").is_dir())
+        ),
+        None,
+    )
     try:
         check_writable_folder(args.work, "--work ")
     except ConfigError as exc:
@@ -140,8 +148,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     root = Path(__file__).resolve().parents[1]
     commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    print(f"commit {commit.stdout.strip() or '(not a checkout)'}, {platform.processor() or platform.machine()}, "
-          f"{platform.python_version()}")
+    print(
+        f"commit {commit.stdout.strip() or '(not a checkout)'}, {platform.processor() or platform.machine()}, "
+        f"{platform.python_version()}"
+    )
     results = {s.name: correct(*stores(s, args.work)) for s in sets}
     names = list(next(iter(results.values())))
     base = "1-NN | none"
