@@ -52,7 +52,7 @@ def test_console_script_finds_conf_and_leaves_no_hydra_outputs(tmp_path):
     assert script, "the build_index console script is not installed (pip install -e .)"
     env = dict(os.environ, RAG_FLAMINGO_CACHE_ROOT=str(tmp_path / "c"))
     proc = subprocess.run(
-        [script, "--cfg", "dataset=esc50", "index=ivf_pq"],
+        [script, "--cfg", "job", "--resolve", "dataset=esc50", "index=ivf_pq"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -90,7 +90,7 @@ def test_wheel_installs_and_builds_the_demo_index(tmp_path):
     assert all(Path(p).is_relative_to(tmp_path / "venv") for p in installed.split()), installed
 
     build_index = tmp_path / "venv" / "bin" / "build_index"
-    composed = _run([build_index, "--cfg", "dataset=demo", "index=flat"], cwd=work, env=env)
+    composed = _run([build_index, "--cfg", "job", "--resolve", "dataset=demo", "index=flat"], cwd=work, env=env)
     assert "name: demo" in composed and "type: flat" in composed and str(tmp_path / "cache") in composed
 
     summary = _run([build_index, "dataset=demo", "num_workers=0"], cwd=work, env=env, timeout=500)
