@@ -380,6 +380,9 @@ def test_streamer_gets_generates_tokens_in_order(tiny):
     streamed = list(ChatSession(model, tok, arr[f"{m}/audio_x"], arr[f"{m}/audio_x_mask"], settings).ask_stream("hi"))
     whole = ChatSession(model, tok, arr[f"{m}/audio_x"], arr[f"{m}/audio_x_mask"], settings).ask("hi")
     assert streamed[-1] == whole and all(whole.startswith(p) for p in streamed[:-1]) and len(streamed) > 2
+    beams = GenerationSettings(max_new_tokens=8, num_beams=3)  # one sequence streams; beams are refused first
+    with pytest.raises(ConfigError, match="num_beams=3 keeps several"):
+        next(ChatSession(model, tok, arr[f"{m}/audio_x"], arr[f"{m}/audio_x_mask"], beams).ask_stream("hi"))
 
 
 def test_model_generate_takes_audio_features_directly(tiny):

@@ -299,6 +299,12 @@ def test_convert_script_writes_a_transformers_folder(tmp_path, reference_model):
         cwd=ROOT,
     )
     assert r.returncode == 0, r.stderr
+    (tmp_path / "a_file").write_text("")
+    blocked = [sys.executable, str(ROOT / "scripts" / "convert_checkpoint.py"), str(TINY / "checkpoint.pt")]
+    blocked += [str(tmp_path / "a_file" / "sub"), "--config", str(TINY / "config.json")]
+    blocked += ["--tokenizer", str(TINY / "tokenizer")]
+    refused = subprocess.run(blocked, capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "a_file" in refused.stderr
     names = {f.name for f in out.iterdir()}
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer_config.json"} <= names
     from safetensors import safe_open

@@ -74,6 +74,11 @@ class ChatSession:
         the model runs in a thread, under ``lock`` when given); the last value is `ask`'s answer."""
         from transformers import TextIteratorStreamer
 
+        if self.settings.num_beams > 1:  # transformers streams one sequence; beam search keeps several
+            raise ConfigError(
+                f"a streamed answer is one sequence; model.generation.num_beams={self.settings.num_beams} keeps "
+                f"several: use num_beams=1 to stream (or ask without streaming)"
+            )
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=False)
         done: dict[str, Any] = {}
 

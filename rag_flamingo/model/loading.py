@@ -46,6 +46,7 @@ import torch
 from ..checkpoints import CheckpointSource, key_mismatch, read_state_dict, resolve_checkpoint
 from ..devices import parse_dtype
 from ..errors import CheckpointError
+from ..paths import check_writable_folder
 from .config import AF1_LM_ID, AudioFlamingoConfig
 from .modeling import AudioFlamingo, AudioFlamingoForConditionalGeneration
 
@@ -323,10 +324,11 @@ def convert_released_checkpoint(
         tokenizer = load_af1_tokenizer(str(tokenizer), cache_dir=cache_dir)
     if tokenizer is not None:
         check_tokenizer(tokenizer, config)
-    model = load_audio_flamingo(checkpoint, config, dtype=parse_dtype(dtype, "dtype"), cache_dir=cache_dir)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out}: exists and is not a folder; the converted checkpoint is a folder")
+    check_writable_folder(out, "")  # before the weights load: a folder that cannot be made is one line
+    model = load_audio_flamingo(checkpoint, config, dtype=parse_dtype(dtype, "dtype"), cache_dir=cache_dir)
     model.save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
