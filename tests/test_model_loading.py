@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from rag_flamingo.errors import CheckpointError
+from rag_flamingo.errors import CheckpointError, ConfigError
 from rag_flamingo.model import (
     AudioFlamingoConfig,
     AudioFlamingoForConditionalGeneration,
@@ -371,6 +371,17 @@ def test_save_pretrained_round_trip_and_strict_from_pretrained(tmp_path, referen
     (damaged / "model.safetensors").write_bytes((tmp_path / "m" / "model.safetensors").read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="safetensors file cannot be read"):
         AudioFlamingoForConditionalGeneration.from_pretrained(damaged)
+
+
+def test_a_json_that_is_no_model_config_is_refused(tmp_path):
+    """Any JSON is not a model config: the released sizes are never silently assumed."""
+    other = tmp_path / "cases.json"
+    other.write_text('{"foo": 1}')
+    with pytest.raises(ConfigError, match="not an AF1 model config"):
+        AudioFlamingoConfig.from_json(other)
+    ours = tmp_path / "ours.json"  # what save_pretrained writes is one
+    ours.write_text(json.dumps(CFG.to_dict()))
+    assert AudioFlamingoConfig.from_json(ours).to_dict() == CFG.to_dict()
 
 
 def test_converted_file_is_checked(tmp_path):

@@ -167,6 +167,11 @@ class AudioFlamingoConfig(PreTrainedConfig):
             d = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path}: cannot read model config ({e})") from e
+        if not isinstance(d, dict) or ("opt_config" not in d and d.get("model_type") != cls.model_type):
+            raise ConfigError(
+                f"{path}: not an AF1 model config (neither the af1_tiny layout with opt_config nor a config.json "
+                f"with model_type {cls.model_type!r})"
+            )
         try:
             return cls.from_dict(d)
         except (KeyError, TypeError, ValueError) as e:
