@@ -404,6 +404,12 @@ class AdaptedPredictor:
         self.uses_shots, self.min_shots = knn, int(knn)
         self.support = Support.from_items(store.embeddings(), store.items, where=str(store.root))
         self.sources = [shift.item_source(store.item(int(r))) for r in self.support.rows]
+        if mode == "source" and len(set(self.sources)) < 2:
+            logger.warning(
+                "adapt=source: %s's items name no sources (no 'source' field, no '<source>__' file names), so "
+                "it only subtracts the store's mean; give the manifest a source per row to remove each one's offset",
+                store.root,
+            )
         self.n_tags = typical_tag_count(store.items)
 
     def predict(self, queries, task):

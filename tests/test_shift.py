@@ -3,6 +3,8 @@ knn's answer as k grows; the refusals."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -193,3 +195,16 @@ def test_a_source_of_one_label_is_pooled_not_centred_away():
     np.testing.assert_allclose(q, want_q, atol=1e-9)
     mixed, _ = shift.adapted("source", support, ["x", "y", "x", "y", "x", "y"], queries)
     np.testing.assert_allclose(mixed.emb, shift.space("source", emb, ["x", "y"] * 3, queries)[0], atol=1e-9)
+
+
+def test_adapt_source_on_a_store_without_sources_warns(tmp_path, caplog):
+    """No 'source' field and no '<source>__' names: adapt=source can only subtract one mean, and says so."""
+    rows, emb, _, _ = shifted_sources()
+    plain = [{k: v for k, v in r.items() if k != "path"} | {"path": f"{i}.wav"} for i, r in enumerate(rows)]
+    with caplog.at_level(logging.WARNING, logger="rag_flamingo.predictors"):
+        build_predictor("prototype", context(build_store(tmp_path / "plain", plain, emb, {"name": "toy"}), "source"))
+    assert "name no sources" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rag_flamingo.predictors"):
+        build_predictor("prototype", context(build_store(tmp_path / "named", rows, emb, {"name": "toy"}), "source"))
+    assert "name no sources" not in caplog.text
