@@ -9,6 +9,7 @@ wherever the console script is installed from, plus the user folders of ``paths.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import os
@@ -36,11 +37,15 @@ def compose_config(config_name: str, overrides: list[str], aliases: dict[str, st
     accepted old key to its name (``output`` -> ``store``). A ``{split}`` placeholder in a value
     (``dataset.manifest=/data/{split}.jsonl``) is taken literally.
     """
+    return _typed(config_name, _composed(config_name, overrides, aliases))
+
+
+def _typed(config_name: str, cfg: Any) -> Any:
+    """A composition (``_composed``) resolved, its ranges and model settings checked, as its schema."""
     from omegaconf import OmegaConf
 
     from .config import SCHEMAS, check_ranges
 
-    cfg = _composed(config_name, overrides, aliases)
     OmegaConf.resolve(cfg)
     check_ranges(SCHEMAS[config_name], _as_dict(cfg))
     typed: Any = OmegaConf.to_object(cfg)  # the schema's dataclasses; open groups (encoder, model, task) dicts
@@ -143,8 +148,9 @@ def print_config(
     written unless ``resolve`` (``--resolve``), as in Hydra."""
     from omegaconf import OmegaConf
 
-    compose_config(config_name, overrides, aliases)  # every check a run makes
-    print(OmegaConf.to_yaml(_composed(config_name, overrides, aliases), resolve=resolve))
+    cfg = _composed(config_name, overrides, aliases)
+    _typed(config_name, copy.deepcopy(cfg))  # every check a run makes, on a copy (the printed one keeps ${...})
+    print(OmegaConf.to_yaml(cfg, resolve=resolve))
 
 
 CFG_PARTS = ("job", "hydra", "all")  # Hydra's --cfg choices
