@@ -103,6 +103,16 @@ def test_batches_of_different_lengths_equal_one_at_a_time(encoder):
     assert encoder.embed([]).shape == (0, 512)
 
 
+def test_block_embeddings_pool_to_the_clip_embedding(encoder):
+    """``embed`` is the normalised mean of ``embed_blocks`` (what make_real_vectors' crops rely on)."""
+    waves = [pluck_arrangement(6.0, 44100, 4), pluck_arrangement(2.0, 44100, 5)]
+    blocks = encoder.embed_blocks(waves)
+    assert [b.shape for b in blocks] == [(4, 512), (1, 512)]  # 6 s: 259 frames -> blocks at 0, 50, 100, 150
+    pooled = np.stack([b.mean(0) / np.linalg.norm(b.mean(0)) for b in blocks])
+    np.testing.assert_allclose(pooled, encoder.embed(waves), atol=1e-6)
+    assert encoder.embed_blocks([]) == []
+
+
 def test_short_clips_are_padded_to_one_block_and_long_clips_cropped(encoder):
     frontend = AisfxFrontend(AisfxConfig())
     short = frontend(np.ones(3000, np.float32) * 0.1)

@@ -273,10 +273,20 @@ class AisfxEncoder:
             return wave
         return wave[: int(round(self.max_seconds * self.sample_rate))]
 
-    @torch.inference_mode()
     def embed(self, waveforms: list[np.ndarray]) -> np.ndarray:
         if not waveforms:
             return np.zeros((0, self.dim), np.float32)
+        clips = torch.stack([torch.from_numpy(b).mean(0) for b in self.embed_blocks(waveforms)])
+        return F.normalize(clips, dim=1).numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def embed_blocks(self, waveforms: list[np.ndarray]) -> list[np.ndarray]:
+        """Per clip, its block embeddings before pooling: float32 [blocks, dim], not normalised.
+
+        ``embed`` is the L2-normalised mean of these rows; the mean of rows i..j is the pooled
+        embedding of those blocks alone (the clip's own peak normalisation kept)."""
+        if not waveforms:
+            return []
         blocks = [self.frontend(self.crop(np.asarray(w, np.float32))) for w in waveforms]
         counts = [b.shape[0] for b in blocks]
         stacked = torch.from_numpy(np.concatenate(blocks))
@@ -285,9 +295,7 @@ class AisfxEncoder:
             chunk = stacked[start : start + self.max_blocks].to(self.device)
             with autocast(self.device, self.dtype if self.runtime == "torch" else torch.float32):
                 outs.append(self.net(chunk).float().cpu())
-        per_block = torch.cat(outs)
-        clips = torch.stack([part.mean(0) for part in torch.split(per_block, counts)])
-        return F.normalize(clips, dim=1).numpy().astype(np.float32)
+        return [part.numpy() for part in torch.split(torch.cat(outs), counts)]
 
     def fingerprint(self) -> dict:
         if self._sha256 is None:
