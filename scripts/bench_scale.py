@@ -4,17 +4,22 @@ number of vectors, for every index type ``index=auto`` can choose, and which one
 
 Each (size, type) is built by ``rag_flamingo.indexing.faiss_index.build_index`` (the code build_index runs,
 recall tuning included) in a fresh subprocess, so its peak memory is its own. Vectors are synthetic,
-clustered, unit-length 512-d float32 (seeded), written once per size to a scratch folder.
+clustered, unit-length 512-d float32 (seeded), written once per size to a scratch folder; or, with
+``--vectors``, given .npy files (one per size, e.g. real clip embeddings from
+``scripts/make_real_vectors.py``) with ``--queries``, a .npy of held-out query vectors that are not
+in the index: the tuned index is then also measured on them (``heldout_recall_at_10`` against exact
+search; the latency uses them too).
 
   python scripts/bench_scale.py --sizes 10000,100000 --out outputs/bench_scale
+  python scripts/bench_scale.py --vectors real/real_100000.npy --queries real/real_queries.npy --out outputs/bench_real
   python scripts/bench_scale.py --sizes 1000000 --types ivf_pq --nlist 1024 --out outputs/bench_scale
   python scripts/bench_scale.py --plot outputs/bench_scale/results.jsonl --png docs/bench_scale.png
 
 Figures: ``build_s`` (choose + train + add + recall tuning), ``tune_s`` (of which the recall
 tuning), ``peak_rss_gb`` (the subprocess's peak resident memory, vectors included),
 ``vectors_gb``, ``index_mb`` (serialised size = index.faiss), ``recall_at_10`` (at the tuned
-efSearch / nprobe, over 1,000 stored vectors used as queries), ``query_ms`` (median latency of one
-query at a time on one thread at the tuned setting).
+efSearch / nprobe, over 1,000 stored vectors used as queries: each finds itself), ``query_ms``
+(median latency of one query at a time on one thread at the tuned setting).
 """
 
 from __future__ import annotations
@@ -52,12 +57,12 @@ def vectors_file(scratch: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
-def measure_one(path: Path, kind: str, nlist: int | None) -> dict:
+def measure_one(path: Path, kind: str, nlist: int | None, held_out: Path | None = None) -> dict:
     """Build one index in this process and measure it (run in a subprocess by ``main``)."""
     import faiss
 
     from rag_flamingo.config import IndexConfig
-    from rag_flamingo.indexing.faiss_index import build_index, choose_index
+    from rag_flamingo.indexing.faiss_index import build_index, choose_index, recall_at_k
 
     vectors = np.load(path)
     n = vectors.shape[0]
@@ -66,8 +71,13 @@ def measure_one(path: Path, kind: str, nlist: int | None) -> dict:
     index, report = build_index(vectors, opts)
     build_s = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    rng = np.random.default_rng(1)
-    queries = vectors[rng.choice(n, 200, replace=False)]
+    extra = {}
+    if held_out is None:
+        queries = vectors[np.random.default_rng(1).choice(n, 200, replace=False)]
+    else:
+        queries = np.ascontiguousarray(np.load(held_out), dtype=np.float32)
+        _, truth = faiss.knn(queries, vectors, 10, metric=faiss.METRIC_INNER_PRODUCT)
+        extra = {"heldout_recall_at_10": round(recall_at_k(index, queries, truth, 10), 4), "heldout": len(queries)}
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     times = []
@@ -89,6 +99,8 @@ def measure_one(path: Path, kind: str, nlist: int | None) -> dict:
         "search_params": report.search_params,
         "query_ms": round(1000 * float(np.median(times)), 3),
         "threads": threads,
+        "data": path.name,
+        **extra,
     }
 
 
@@ -126,31 +138,49 @@ def plot(results: list[dict], png: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--vectors", default=None, help="comma-separated .npy files of unit vectors instead of --sizes")
+    ap.add_argument("--queries", type=Path, default=None, help="held-out query vectors (.npy) for --vectors")
     ap.add_argument("--types", default=",".join(TYPES))
     ap.add_argument("--nlist", type=int, default=None, help="force the IVF list count (default: as auto chooses)")
     ap.add_argument("--out", type=Path, default=Path("outputs/bench_scale"))
     ap.add_argument("--plot", type=Path, default=None, help="plot a results.jsonl instead of measuring")
     ap.add_argument("--png", type=Path, default=Path("docs/bench_scale.png"))
-    ap.add_argument("--one", nargs=3, metavar=("VECTORS", "TYPE", "NLIST"), help=argparse.SUPPRESS)
+    ap.add_argument("--one", nargs=4, metavar=("VECTORS", "TYPE", "NLIST", "QUERIES"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
         nlist = int(args.one[2]) or None
-        print(json.dumps(measure_one(Path(args.one[0]), args.one[1], nlist)))
+        held_out = Path(args.one[3]) if args.one[3] != "-" else None
+        print(json.dumps(measure_one(Path(args.one[0]), args.one[1], nlist, held_out)))
         return 0
     if args.plot:
         plot([json.loads(line) for line in args.plot.read_text().splitlines() if line.strip()], args.png)
         print(f"plot: {args.png}")
         return 0
+    kinds = args.types.split(",")
+    if unknown := [k for k in kinds if k not in TYPES]:
+        ap.error(f"--types: unknown {', '.join(unknown)} (choose from {', '.join(TYPES)})")
+    if args.queries is not None and not args.vectors:
+        ap.error("--queries needs --vectors (synthetic runs query stored vectors)")
+    if args.vectors:
+        inputs = [Path(p) for p in args.vectors.split(",")]
+        if missing := [str(p) for p in [*inputs, args.queries] if p is not None and not p.is_file()]:
+            ap.error(f"no such file: {', '.join(missing)}")
+    else:
+        try:
+            sizes = [int(s) for s in args.sizes.split(",")]
+        except ValueError:
+            ap.error(f"--sizes {args.sizes!r}: write whole numbers separated by commas")
     args.out.mkdir(parents=True, exist_ok=True)
+    if not args.vectors:
+        inputs = [vectors_file(args.out, n) for n in sizes]
     results = args.out / "results.jsonl"
     print(f"# {platform.processor() or platform.machine()}, python {platform.python_version()}", flush=True)
-    for n in (int(s) for s in args.sizes.split(",")):
-        path = vectors_file(args.out, n)
-        for kind in args.types.split(","):
-            cmd = [sys.executable, __file__, "--one", str(path), kind, str(args.nlist or 0)]
+    for path in inputs:
+        for kind in kinds:
+            cmd = [sys.executable, __file__, "--one", str(path), kind, str(args.nlist or 0), str(args.queries or "-")]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
-                print(f"n={n} {kind}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                print(f"{path.name} {kind}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
                 continue
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             print(json.dumps(row), flush=True)
