@@ -8,7 +8,8 @@ clustered, unit-length 512-d float32 (seeded), written once per size to a scratc
 ``--vectors``, given .npy files (one per size, e.g. real clip embeddings from
 ``scripts/make_real_vectors.py``) with ``--queries``, a .npy of held-out query vectors that are not
 in the index: the tuned index is then also measured on them (``heldout_recall_at_10`` against exact
-search; the latency uses them too).
+search; the latency uses them too), and the same efSearch / nprobe ladder is climbed again until
+they reach the recall target (``heldout_tuned``, its recall and one-query latency).
 
   python scripts/bench_scale.py --sizes 10000,100000 --out outputs/bench_scale
   python scripts/bench_scale.py --vectors real/real_100000.npy --queries real/real_queries.npy --out outputs/bench_real
@@ -62,7 +63,8 @@ def measure_one(path: Path, kind: str, nlist: int | None, held_out: Path | None 
     import faiss
 
     from rag_flamingo.config import IndexConfig
-    from rag_flamingo.indexing.faiss_index import build_index, choose_index, recall_at_k
+    from rag_flamingo.indexing.faiss_index import build_index, choose_index, recall_at_k, search_ladder
+    from rag_flamingo.store.index_store import apply_search_params
 
     vectors = np.load(path)
     n = vectors.shape[0]
@@ -71,21 +73,27 @@ def measure_one(path: Path, kind: str, nlist: int | None, held_out: Path | None 
     index, report = build_index(vectors, opts)
     build_s = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    extra = {}
+    extra: dict = {}
     if held_out is None:
         queries = vectors[np.random.default_rng(1).choice(n, 200, replace=False)]
     else:
         queries = np.ascontiguousarray(np.load(held_out), dtype=np.float32)
         _, truth = faiss.knn(queries, vectors, 10, metric=faiss.METRIC_INNER_PRODUCT)
         extra = {"heldout_recall_at_10": round(recall_at_k(index, queries, truth, 10), 4), "heldout": len(queries)}
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    times = []
-    for q in queries:
-        t0 = time.perf_counter()
-        index.search(q[None], 10)
-        times.append(time.perf_counter() - t0)
-    faiss.omp_set_num_threads(threads)
+    query_ms = one_query_ms(index, queries)
+    if held_out is not None and kind != "flat":
+        # the same ladder as the build's tuning, judged on the held-out queries
+        name, values = search_ladder(index, kind, 10)
+        for value in values:
+            apply_search_params(index, {name: value})
+            recall = recall_at_k(index, queries, truth, 10)
+            if recall >= opts.recall_target:
+                break
+        extra |= {
+            "heldout_tuned": {name: int(value)},
+            "heldout_tuned_recall": round(recall, 4),
+            "heldout_tuned_query_ms": round(one_query_ms(index, queries), 3),
+        }
     return {
         "n": n,
         "type": kind,
@@ -97,11 +105,26 @@ def measure_one(path: Path, kind: str, nlist: int | None, held_out: Path | None 
         "index_mb": round(faiss.serialize_index(index).nbytes / 1024**2, 1),
         "recall_at_10": round(report.recall_at_10, 4),
         "search_params": report.search_params,
-        "query_ms": round(1000 * float(np.median(times)), 3),
-        "threads": threads,
+        "query_ms": round(query_ms, 3),
+        "threads": faiss.omp_get_max_threads(),
         "data": path.name,
         **extra,
     }
+
+
+def one_query_ms(index, queries: np.ndarray) -> float:
+    """Median latency (ms) of one query at a time on one thread."""
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    times = []
+    for q in queries:
+        t0 = time.perf_counter()
+        index.search(q[None], 10)
+        times.append(time.perf_counter() - t0)
+    faiss.omp_set_num_threads(threads)
+    return 1000 * float(np.median(times))
 
 
 def plot(results: list[dict], png: Path) -> None:

@@ -268,6 +268,14 @@ def exact_neighbours(
     return heap.I
 
 
+def search_ladder(index: faiss.Index, kind: str, k: int) -> tuple[str, list[int]]:
+    """The search parameter the recall tuning raises and the values it tries, in order."""
+    if kind == "hnsw":
+        return "efSearch", [v for v in EF_SEARCH if v >= k] or [k]
+    nlist = faiss.extract_index_ivf(index).nlist
+    return "nprobe", sorted({min(nlist, 2**i) for i in range(int(math.log2(nlist)) + 2)})
+
+
 def tune_recall(
     index: faiss.Index,
     vectors: np.ndarray | VectorRows,
@@ -287,11 +295,7 @@ def tune_recall(
     if kind == "flat":
         report.recall_at_10 = recall_at_k(index, query_vectors, truth, k)
         return
-    if kind == "hnsw":
-        name, values = "efSearch", [v for v in EF_SEARCH if v >= k] or [k]
-    else:
-        nlist = faiss.extract_index_ivf(index).nlist
-        name, values = "nprobe", sorted({min(nlist, 2**i) for i in range(int(math.log2(nlist)) + 2)})
+    name, values = search_ladder(index, kind, k)
     recall = 0.0
     for value in values:
         apply_search_params(index, {name: value})
