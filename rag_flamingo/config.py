@@ -275,7 +275,7 @@ class IndexConfig:
     metric: str = ranged("cosine", choices=("cosine", "l2"))
     memory_budget: str = "4G"  # memory the index may use (powers of 1024: 512M, 4G)
     flat_below: int = ranged(1000, ge=0)
-    hnsw_m: int | None = ranged(None, ge=2, note="null: from the budget (auto) or 32")
+    hnsw_m: int | None = ranged(None, ge=2, note="null: 32 (index=hnsw; auto never picks HNSW)")
     ef_construction: int = ranged(80, ge=1)
     nlist: int | None = ranged(None, ge=1, note="null: from the count")
     pq_m: int | None = ranged(None, ge=1, note="null: the largest that fits memory_budget")
