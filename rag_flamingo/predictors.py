@@ -416,9 +416,16 @@ class AdaptedPredictor:
         task = get_task(task)
         _require_labels(self.name, task)
         shift.check(self.mode, len(queries))
-        support, emb = shift.adapted(
-            self.mode, self.support, self.sources, np.stack([q.embedding for q in queries]).astype(np.float64)
-        )
+        raw = np.stack([q.embedding for q in queries]).astype(np.float64)
+        if self.mode in shift.TRANSDUCTIVE and (label := shift.single_label_batch(self.support, raw)):
+            logger.warning(
+                "adapt=%s: all %d clips are nearest to %r before adapting; a batch of one label has its shared "
+                "sound centred away and its answers go wrong: label such a batch with adapt=none or adapt=source",
+                self.mode,
+                len(queries),
+                label,
+            )
+        support, emb = shift.adapted(self.mode, self.support, self.sources, raw)
         groups: dict[tuple[frozenset[int], int], list[int]] = {}
         for i, q in enumerate(queries):
             groups.setdefault((q.own_rows, len(q.shots)), []).append(i)

@@ -164,8 +164,9 @@ def test_refusals_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="one process"):
         shift.query_batch("center", 8, 100, world=2)
     assert shift.query_batch("center", 8, 100) == 100 and shift.query_batch("source", 8, 100) == 8
-    with pytest.raises(ConfigError, match="transductive"):  # the app answers one clip at a time
+    with pytest.raises(ConfigError, match="answers one clip at a time") as refused:  # no "1 given": no clip was
         serve(AppConfig(adapt="center"), block=False)
+    assert "given" not in str(refused.value)
 
 
 def test_rag_classify_refuses_a_transductive_mode_for_one_clip(tmp_path, capsys):
@@ -208,3 +209,19 @@ def test_adapt_source_on_a_store_without_sources_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="rag_flamingo.predictors"):
         build_predictor("prototype", context(build_store(tmp_path / "named", rows, emb, {"name": "toy"}), "source"))
     assert "name no sources" not in caplog.text
+
+
+def test_a_transductive_batch_nearest_to_one_label_warns(tmp_path, caplog):
+    """A batch whose clips are all nearest to one label before adapting (a folder of only kicks) is
+    centred away by a transductive mode: the run warns and names the label; a mixed batch does not."""
+    rows, emb, queries, _ = shifted_sources()
+    store = build_store(tmp_path / "store", rows, emb, {"name": "toy"}, features=False)
+    pred = build_predictor("knn", context(store, "center"))
+    with caplog.at_level(logging.WARNING, logger="rag_flamingo.predictors"):
+        ask(pred, emb[:4])  # s1's four 'a' rows: each nearest to itself, all 'a'
+    assert "nearest to 'a'" in caplog.text and "adapt=none" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rag_flamingo.predictors"):
+        ask(pred, emb[3:5])  # one 'a', one 'b'
+        ask(build_predictor("knn", context(store, "source")), emb[:4])  # query-free: no batch statistic
+    assert "nearest to" not in caplog.text
