@@ -150,7 +150,7 @@ def test_knn_accuracy_does_not_drop_as_k_grows_on_a_small_margin_set():
 def test_refusals_are_one_line(tmp_path):
     rows, emb, _, _ = shifted_sources()
     store = build_store(tmp_path / "store", rows, emb, {"name": "toy"}, features=False)
-    for name, match in (("fusion", "applies to knn"), ("zero_shot", "applies to knn")):
+    for name, match in (("zero_shot", "applies to knn"), ("flamingo", "applies to knn")):
         with pytest.raises(ConfigError, match=match):
             build_predictor(name, context(store, "center"))
     with pytest.raises(ConfigError, match="not combined"):
@@ -225,3 +225,25 @@ def test_a_transductive_batch_nearest_to_one_label_warns(tmp_path, caplog):
         ask(pred, emb[3:5])  # one 'a', one 'b'
         ask(build_predictor("knn", context(store, "source")), emb[:4])  # query-free: no batch statistic
     assert "nearest to" not in caplog.text
+
+
+def test_fusion_under_adapt_is_the_blend_in_the_adapted_space(tmp_path):
+    """adapt=center with fusion: (1 - w) lda's posteriors + w the k nearest rows' vote, both in the
+    centred space, the weight and temperature fixed by the options."""
+    from rag_flamingo.adapters import ShrinkageLda, probabilities
+    from rag_flamingo.config import FusionOptions
+
+    rows, emb, queries, truth = shifted_sources()
+    store = build_store(tmp_path / "store", rows, emb, {"name": "toy"}, features=False)
+    pred = build_predictor("fusion", context(store, "center"))
+    got = pred.predict(
+        [Query(f"q{i}", {"id": f"q{i}"}, {}, e, shots=[Shot(0, "x", 1.0, {})] * 3) for i, e in enumerate(queries)],
+        "classification",
+    )
+    support = Support.from_items(store.embeddings(), store.items)
+    sup, q = shift.adapted("center", support, [shift.item_source(r) for r in rows], queries.astype(np.float64))
+    w, t = FusionOptions.weight, FusionOptions.temperature
+    want = (1 - w) * probabilities(ShrinkageLda().fit(sup), q, t) + w * NeighbourVote(3, t).fit(sup).scores(q)
+    for p, row in zip(got, want):
+        assert p.label_scores == pytest.approx(dict(zip(sup.labels, row)), rel=1e-9)
+    assert sum(p.output == t for p, t in zip(got, truth)) == len(truth)
