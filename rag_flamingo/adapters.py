@@ -17,8 +17,8 @@ registered predictors (``simpleshot``, ``tip_adapter``, ``lda``), fitted without
   Ledoit and Wolf's closed form on the support, https://doi.org/10.1016/S0047-259X(03)00096-4) and
   uniform class priors (an unbalanced support does not bias the answer). It models which directions
   of the embedding vary within a class, which the cosine of nearest-neighbour and centroid rules
-  ignores: the best of these on the development set (BENCHMARKS.md, "How well does it adapt to new
-  labels?"). Its scores are its class posteriors.
+  ignores: the best of these alone (BENCHMARKS.md, "How well does it adapt to new labels?"), below
+  1-NN where the store holds near-copies of a clip (`Fusion` keeps them). Its scores are its class posteriors.
 - `Fusion`: a base classifier's class probabilities (lda's posteriors; for a cosine rule such as the
   nearest centroid, a softmax of its cosines at the neighbour vote's temperature, i.e. the centroids
   voting like neighbours) mixed with the retrieved neighbours' similarity-weighted vote,
@@ -280,8 +280,8 @@ def probabilities(fitted: Fitted, queries: np.ndarray, temperature: float) -> np
 
 
 class Fusion:
-    """``(1 - w) p_base + w p_vote`` (module docstring); ``w`` from ``WEIGHTS`` by cross-validation
-    accuracy on the support: base probabilities from ``FOLDS`` seeded folds (the base refitted
+    """``(1 - w) p_base + w p_vote`` (module docstring); ``w`` fixed, or (``weight`` None) from ``WEIGHTS``
+    by cross-validation accuracy on the support: base probabilities from ``FOLDS`` seeded folds (the base refitted
     without each fold), the vote of each row's ``k`` nearest other support rows (leave-one-out, as
     retrieval leaves a query's own recording out). Ties: the smallest ``w`` (the base alone first)."""
 

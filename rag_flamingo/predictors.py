@@ -11,11 +11,12 @@ Reported side by side so users see what in-context learning adds:
   nearest by cosine (CLAP encoders only: the encoder needs ``embed_text``);
 - ``simpleshot``, ``tip_adapter``, ``lda``: training-free classifiers fitted on the whole support set
   (`rag_flamingo.adapters`: SimpleShot, Tip-Adapter, shrinkage LDA), for labels the encoder was not
-  tuned for; ``lda`` is the best of them on real recordings (BENCHMARKS.md); option ``tta=N``: the
+  tuned for (``lda`` the best of them alone); option ``tta=N``: the
   query embedded as N augmented views, averaged (`rag_flamingo.tta`);
 - ``fusion``: a support-set classifier's probabilities (``base``: lda by default, or prototype,
-  simpleshot) mixed with the retrieved shots' knn vote, the weight chosen by cross-validation on
-  the support (`rag_flamingo.adapters.Fusion`).
+  simpleshot) mixed with the retrieved shots' knn vote at a fixed weight (or one chosen by
+  cross-validation on the support), `rag_flamingo.adapters.Fusion`: the recommended predictor for new
+  labels across the development sets (BENCHMARKS.md, "Across sets").
 
 Every predictor sees the same `Query` records: the retrieved shots for ``k`` (``shots`` of the
 evaluation), the retrieval embedding (from the store's encoder), the decoded audio and the store
@@ -345,8 +346,9 @@ class SupportPredictor:
 
 class FusionPredictor:
     """A support-set classifier's probabilities mixed with the retrieved shots' knn vote,
-    ``(1 - w) p_base + w p_vote`` (`rag_flamingo.adapters.Fusion`). ``w`` is chosen by
-    cross-validation on the support without the query's own rows, once per (own rows, shots)."""
+    ``(1 - w) p_base + w p_vote`` (`rag_flamingo.adapters.Fusion`). ``w`` is ``predictors.fusion.weight``,
+    or when that is null chosen by cross-validation on the support without the query's own rows, once
+    per (own rows, shots)."""
 
     name = "fusion"
     uses_shots, min_shots = True, 1
