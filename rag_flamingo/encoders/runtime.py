@@ -27,7 +27,9 @@ import importlib.util
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -60,9 +62,13 @@ def openvino_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def resolve(runtime: str | None, precision: str | None, device: torch.device) -> tuple[str, torch.dtype]:
+def resolve(
+    runtime: str | None, precision: str | None, device: torch.device, auto_bf16: bool = True
+) -> tuple[str, torch.dtype]:
     """``(runtime, dtype)`` for the options as given (``auto`` resolved for this machine); a
-    combination this machine cannot run is a ConfigError saying what to use instead."""
+    combination this machine cannot run is a ConfigError saying what to use instead. ``auto_bf16``:
+    whether ``precision=auto`` may pick bf16 on a CPU that has it (False for an encoder whose bf16
+    parity has not been measured: auto is then fp32 on the CPU)."""
     runtime = _choice("runtime", runtime, RUNTIMES)
     precision = _choice("precision", precision, PRECISIONS)
     if device.type != "cpu":
@@ -75,7 +81,8 @@ def resolve(runtime: str | None, precision: str | None, device: torch.device) ->
             "(pip install 'rag-flamingo[fast]'), or use runtime=torch"
         )
     if precision == "auto":
-        dtype = torch.bfloat16 if cpu_native_bf16() and (runtime != "openvino" or openvino_bf16()) else torch.float32
+        native = auto_bf16 and cpu_native_bf16() and (runtime != "openvino" or openvino_bf16())
+        dtype = torch.bfloat16 if native else torch.float32
     else:
         dtype = resolve_precision(precision, device)
     if dtype == torch.float16:
@@ -152,3 +159,71 @@ class OpenVinoNet:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         out = self.compiled(batch.float().contiguous().numpy())[0]
         return torch.from_numpy(out.copy())
+
+
+class Forward(torch.nn.Module):
+    """``owner.<method>`` as a module's forward: the part of a model that is converted (the owner is
+    held as a submodule, so the conversion sees its weights)."""
+
+    def __init__(self, owner: torch.nn.Module, method: str):
+        super().__init__()
+        self.owner, self.method = owner, method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self.owner, self.method)(x)
+
+
+def openvino_net(
+    module: torch.nn.Module, example: torch.Tensor, checkpoint: Path, sha256: str, name: str, dtype: torch.dtype
+) -> OpenVinoNet:
+    """``module`` converted for OpenVINO and cached beside ``checkpoint`` as
+    ``<name>-<sha256[:16]>-<input layout>``: ``name`` tells apart the networks of one checkpoint."""
+    layout = "x".join(str(d) for d in example.shape[1:])
+    return OpenVinoNet(module, example, graph_dir(checkpoint), f"{name}-{sha256[:16]}-{layout}", dtype)
+
+
+class Staged:
+    """``net(frontend(x))``: a frontend run in torch, then a converted network."""
+
+    def __init__(self, frontend: Callable[[torch.Tensor], torch.Tensor], net: OpenVinoNet):
+        self.frontend, self.net = frontend, net
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.frontend(x))
+
+
+class SplitModule(Protocol):
+    """A module whose forward is ``network(frontend(x))``."""
+
+    def frontend(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def network(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def split_network(
+    module: SplitModule,
+    runtime: str,
+    dtype: torch.dtype,
+    example: torch.Tensor,
+    checkpoint: Path,
+    sha256: str,
+    name: str,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``module`` (whose ``forward(x)`` is ``network(frontend(x))``) as ``runtime`` runs it: the module
+    itself for torch; for openvino its ``frontend`` in torch, then its ``network`` as the cached graph
+    (``example``: an input of the frontend; the network's input layout is what the frontend makes of it)."""
+    if runtime != "openvino":
+        return module
+    assert isinstance(module, torch.nn.Module), "the network is converted from a torch module"
+    with torch.no_grad():  # not inference_mode: its tensors cannot be traced
+        layout = module.frontend(example)
+    net = openvino_net(Forward(module, "network"), layout, checkpoint, sha256, name, dtype)
+    return Staged(module.frontend, net)
+
+
+def autocast_dtype(runtime: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype torch autocasts to around a network call: ``dtype`` for torch; fp32 (no autocast)
+    around a converted network, which runs in its own precision."""
+    return dtype if runtime == "torch" else torch.float32
