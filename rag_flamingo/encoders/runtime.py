@@ -1,20 +1,34 @@
 """How an encoder's network runs on a CPU: the runtime and the precision.
 
+Taken by aisfx, the LAION-CLAP encoders, MS-CLAP 2022/2023 and clapcap (an encoder without these
+options refuses ``runtime`` in one line, `encoders.base.check_options`).
+
 - ``precision``: ``fp32``, or ``bf16`` (reduced precision, which only pays where the CPU computes
   bf16 natively: AVX512-BF16 or AMX on x86, BF16 on Arm; elsewhere it is emulated and many times
   slower). ``auto``: bf16 where the CPU has it natively (torch's CPU query, else /proc/cpuinfo; for
-  openvino also the runtime's own device query), else fp32; on CUDA fp16 autocast, as before.
-- ``runtime``: ``torch`` (eager PyTorch) or ``openvino`` (the network converted once to an OpenVINO
-  graph, cached, and compiled for this CPU; the optional ``fast`` extra installs it). ``auto`` is
-  torch: OpenVINO fp32 measured 1.89x torch end to end in one run and 0.89x in another on a loaded
-  2-core CPU (BENCHMARKS.md "Encoders against the hardware"), and a test process that had run
-  OpenVINO crashed later in a subprocess-spawning test (not root-caused), so it is used only when
-  asked for. bf16 with openvino needs a CPU whose OpenVINO reports bf16. A GPU device runs torch.
+  openvino also the runtime's own device query) and the encoder's bf16 parity was measured (aisfx;
+  ``resolve(auto_bf16=...)``), else fp32; on CUDA fp16 autocast, as before.
+- ``runtime``: ``torch`` (eager PyTorch) or ``openvino`` (the network after the frontend converted
+  once to an OpenVINO graph, cached, and compiled for this CPU; the optional ``fast`` extra installs
+  it). The frontend stays in torch: aisfx's log-mel blocks, HTS-AT's log-mel + batch norm + patch
+  embed (LAION-CLAP fusion's patch embed branches on the data, which a traced graph cannot follow),
+  CNN14's log-mel + batch norm (`split_network`).
+- ``auto`` is torch, for every encoder. The rule: OpenVINO becomes the default of an encoder when it
+  is faster end to end in every measured run and safe in a process that forks afterwards. Measured
+  (BENCHMARKS.md "Encoders against the hardware", loaded 2-core AVX2 CPU): aisfx 1.89x torch in one
+  run and 0.89x in another (not reliably faster); the CLAP encoders 1.5-2.1x (HTS-AT: two runs,
+  fusion one) and 1.28x (CNN14: one run), faster every time, but a test process that had run
+  OpenVINO crashed later in a subprocess-spawning test (not root-caused) and ``build_index`` forks
+  its decoding processes after the encoder is built: not shown safe, so OpenVINO is used only when
+  asked for. bf16 with openvino needs a CPU
+  whose OpenVINO reports bf16. A GPU device runs torch.
 
-Both paths are held to the same contract by the tests: fp32 at cos >= 0.9999 and max abs <= 1e-4 against
-torch fp32, bf16 at cos >= 0.9999. Embeddings of either path are therefore interchangeable: a store
-records the runtime and precision it was built with (fingerprint ``runtime`` / ``dtype``), and a
-query with another one is accepted (``store.comparable_fingerprint`` leaves them out).
+Both runtimes are held to the same contract by the tests: fp32 at cos >= 0.9999 and max abs <= 1e-4
+against torch fp32 (every encoder above; ms_clap_2022's full-size CNN14 in BENCHMARKS.md only, its
+conversion being too slow for the tests), aisfx's bf16 at cos >= 0.9999. fp32 embeddings of either
+runtime are therefore interchangeable: a store records the runtime and precision it was built with
+(fingerprint ``runtime`` and ``dtype`` or ``precision``), and a query with another runtime is accepted
+(``store.comparable_fingerprint`` leaves them out; a bf16 store is queried in bf16).
 
 The exported graph is cached beside the checkpoint (``<checkpoint>.graphs/``; under
 ``$RAG_FLAMINGO_CACHE_ROOT/graphs`` when that folder is read-only), named by the checkpoint's sha256,
