@@ -42,6 +42,7 @@ from . import shift
 from .adapters import (
     METHODS,
     Fitted,
+    FusedVote,
     Fusion,
     Method,
     NearestCentroid,
@@ -53,7 +54,7 @@ from .adapters import (
 )
 from .adapters import probabilities as class_probabilities
 from .audio import DecodeKey
-from .config import ZERO_SHOT_TEMPLATE, KnnOptions, PredictorOptions, SupportOptions
+from .config import ZERO_SHOT_TEMPLATE, FusionOptions, KnnOptions, PredictorOptions, SupportOptions
 from .errors import ConfigError, did_you_mean
 from .labels import item_labels
 from .prediction import Prediction
@@ -352,9 +353,9 @@ class FusionPredictor:
     max_shots: int | None = None
     audio_encoders: Sequence[Any] = ()
 
-    def __init__(self, base: SupportPredictor, knn: KnnPredictor):
+    def __init__(self, base: SupportPredictor, knn: KnnPredictor, weight: float | None = FusionOptions.weight):
         self.base, self.knn, self.n_tags = base, knn, base.n_tags
-        self.fusion = Fusion(base.method, knn.temperature)
+        self.fusion = Fusion(base.method, knn.temperature, weight)
         self._weights: dict[tuple[frozenset[int], int], float] = {}
 
     def weight(self, own_rows: frozenset[int], k: int) -> float:
@@ -416,9 +417,16 @@ class AdaptedPredictor:
         task = get_task(task)
         _require_labels(self.name, task)
         shift.check(self.mode, len(queries))
-        support, emb = shift.adapted(
-            self.mode, self.support, self.sources, np.stack([q.embedding for q in queries]).astype(np.float64)
-        )
+        raw = np.stack([q.embedding for q in queries]).astype(np.float64)
+        if self.mode in shift.TRANSDUCTIVE and (label := shift.single_label_batch(self.support, raw)):
+            logger.warning(
+                "adapt=%s: all %d clips are nearest to %r before adapting; a batch of one label has its shared "
+                "sound centred away and its answers go wrong: label such a batch with adapt=none or adapt=source",
+                self.mode,
+                len(queries),
+                label,
+            )
+        support, emb = shift.adapted(self.mode, self.support, self.sources, raw)
         groups: dict[tuple[frozenset[int], int], list[int]] = {}
         for i, q in enumerate(queries):
             groups.setdefault((q.own_rows, len(q.shots)), []).append(i)
@@ -437,7 +445,7 @@ class AdaptedPredictor:
         return preds
 
 
-ADAPTABLE = ("knn", "prototype", *METHODS)
+ADAPTABLE = ("knn", "prototype", *METHODS, "fusion")
 
 
 def _adapted(name: str, ctx: PredictorContext) -> Predictor:
@@ -450,6 +458,10 @@ def _adapted(name: str, ctx: PredictorContext) -> Predictor:
     temperature = ctx.options.knn.temperature if name == "knn" else ctx.options.fusion.temperature
     if name == "knn":
         return AdaptedPredictor(name, lambda k: NeighbourVote(k, temperature), ctx.store, ctx.adapt, temperature, True)
+    if name == "fusion":
+        options = ctx.options.fusion
+        fusion = Fusion(_fusion_base(options.base)(), options.temperature, options.weight)
+        return AdaptedPredictor(name, lambda k: FusedVote(fusion, k), ctx.store, ctx.adapt, temperature, True)
     method: type = NearestCentroid if name == "prototype" else METHODS[name]
     return AdaptedPredictor(name, lambda k: method(), ctx.store, ctx.adapt, temperature, False)
 
@@ -567,14 +579,17 @@ FUSION_BASES: dict[str, type] = {"lda": ShrinkageLda, "prototype": NearestCentro
 @register_predictor("fusion")
 def _fusion(ctx: PredictorContext) -> Predictor:
     options = ctx.options.fusion
-    base = options.base
+    knn = KnnPredictor(temperature=options.temperature)
+    return FusionPredictor(_support_predictor(_fusion_base(options.base)(), ctx, options), knn, options.weight)
+
+
+def _fusion_base(base: str) -> type:
     if base not in FUSION_BASES:
         raise ConfigError(
             f"predictors.fusion.base={base!r} is not a fusion base{did_you_mean(base, FUSION_BASES)}; "
             f"use one of {', '.join(FUSION_BASES)}"
         )
-    knn = KnnPredictor(temperature=options.temperature)
-    return FusionPredictor(_support_predictor(FUSION_BASES[base](), ctx, options), knn)
+    return FUSION_BASES[base]
 
 
 @register_predictor("zero_shot")
