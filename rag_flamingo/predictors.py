@@ -409,8 +409,9 @@ class AdaptedPredictor:
         self.sources = [shift.item_source(store.item(int(r))) for r in self.support.rows]
         if mode == "source" and len(set(self.sources)) < 2:
             logger.warning(
-                "adapt=source: %s's items name no sources (no 'source' field, no '<source>__' file names), so "
-                "it only subtracts the store's mean; give the manifest a source per row to remove each one's offset",
+                "adapt=source: %s's items name fewer than two sources (by a 'source' field or '<source>__' file "
+                "names), so it only subtracts the store's mean; give the manifest a source per row to remove each "
+                "one's offset",
                 store.root,
             )
         self.n_tags = typical_tag_count(store.items)
@@ -418,7 +419,16 @@ class AdaptedPredictor:
     def predict(self, queries, task):
         task = get_task(task)
         _require_labels(self.name, task)
-        shift.check(self.mode, len(queries))
+        shift.check(self.mode)
+        if self.mode in shift.TRANSDUCTIVE and len(queries) < shift.MIN_QUERIES:  # the others were unreadable
+            logger.warning(
+                "adapt=%s labels clips together and needs at least %d readable ones; %d left after the "
+                "unreadable ones were skipped: no answer",
+                self.mode,
+                shift.MIN_QUERIES,
+                len(queries),
+            )
+            return [no_answer() for _ in queries]
         raw = np.stack([q.embedding for q in queries]).astype(np.float64)
         if self.mode in shift.TRANSDUCTIVE and (label := shift.single_label_batch(self.support, raw)):
             logger.warning(

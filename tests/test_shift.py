@@ -158,8 +158,7 @@ def test_refusals_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="adapt='bogus'"):
         build_predictor("lda", context(store, "bogus"))
     pred = build_predictor("prototype", context(store, "center"))
-    with pytest.raises(ConfigError, match="transductive"):
-        ask(pred, emb[:1])
+    assert ask(pred, emb[:1]) == [""]  # one readable clip left of a batch: no answer (warned), not a crash
     assert ask(build_predictor("prototype", context(store, "source")), emb[:1])  # query-free: one clip is fine
     with pytest.raises(ConfigError, match="one process"):
         shift.query_batch("center", 8, 100, world=2)
@@ -204,11 +203,11 @@ def test_adapt_source_on_a_store_without_sources_warns(tmp_path, caplog):
     plain = [{k: v for k, v in r.items() if k != "path"} | {"path": f"{i}.wav"} for i, r in enumerate(rows)]
     with caplog.at_level(logging.WARNING, logger="rag_flamingo.predictors"):
         build_predictor("prototype", context(build_store(tmp_path / "plain", plain, emb, {"name": "toy"}), "source"))
-    assert "name no sources" in caplog.text
+    assert "fewer than two sources" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="rag_flamingo.predictors"):
         build_predictor("prototype", context(build_store(tmp_path / "named", rows, emb, {"name": "toy"}), "source"))
-    assert "name no sources" not in caplog.text
+    assert "fewer than two sources" not in caplog.text
 
 
 def test_a_transductive_batch_nearest_to_one_label_warns(tmp_path, caplog):
