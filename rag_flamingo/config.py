@@ -60,7 +60,7 @@ class Range:
                 )
             number = isinstance(v, (int, float)) and not isinstance(v, bool)
             if number and (not math.isfinite(v) or not self._inside(v)):
-                return "must be" + self._bounds() + plural
+                return ("must be a finite number" if not math.isfinite(v) else "must be") + self._bounds() + plural
         return None
 
     def _inside(self, v: float) -> bool:
