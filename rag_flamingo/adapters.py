@@ -17,14 +17,17 @@ registered predictors (``simpleshot``, ``tip_adapter``, ``lda``), fitted without
   Ledoit and Wolf's closed form on the support, https://doi.org/10.1016/S0047-259X(03)00096-4) and
   uniform class priors (an unbalanced support does not bias the answer). It models which directions
   of the embedding vary within a class, which the cosine of nearest-neighbour and centroid rules
-  ignores: the best of these on the development set (BENCHMARKS.md, "How well does it adapt to new
-  labels?"). Its scores are its class posteriors.
+  ignores: the best of these alone (BENCHMARKS.md, "How well does it adapt to new labels?"), below
+  1-NN where the store holds near-copies of a clip (`Fusion` keeps them). Its scores are its class posteriors.
 - `Fusion`: a base classifier's class probabilities (lda's posteriors; for a cosine rule such as the
   nearest centroid, a softmax of its cosines at the neighbour vote's temperature, i.e. the centroids
   voting like neighbours) mixed with the retrieved neighbours' similarity-weighted vote,
-  ``(1 - w) p_base + w p_vote``, ``w`` chosen on the support by cross-validation: Tip-Adapter's
-  blend of a base classifier with a cache of the support's nearest examples (above), with the
-  retrieved shots as the cache and class probabilities on both sides, so ``w`` is a share in [0, 1].
+  ``(1 - w) p_base + w p_vote``: Tip-Adapter's blend of a base classifier with a cache of the
+  support's nearest examples (above), with the retrieved shots as the cache and class probabilities
+  on both sides, so ``w`` is a share in [0, 1]. ``w`` is fixed (``predictors.fusion.weight``, chosen
+  across development sets: BENCHMARKS.md "Across sets"), or, when that is null, chosen on the support
+  by cross-validation (which rates the vote by the support's own sources, so it errs under a shift of
+  source). `FusedVote` is the same blend as a `Method` over exact neighbours (for `rag_flamingo.shift`).
 
 A multi-label support item (tagging) counts as an example of each of its labels.
 """
@@ -277,8 +280,8 @@ def probabilities(fitted: Fitted, queries: np.ndarray, temperature: float) -> np
 
 
 class Fusion:
-    """``(1 - w) p_base + w p_vote`` (module docstring); ``w`` from ``WEIGHTS`` by cross-validation
-    accuracy on the support: base probabilities from ``FOLDS`` seeded folds (the base refitted
+    """``(1 - w) p_base + w p_vote`` (module docstring); ``w`` fixed, or (``weight`` None) from ``WEIGHTS``
+    by cross-validation accuracy on the support: base probabilities from ``FOLDS`` seeded folds (the base refitted
     without each fold), the vote of each row's ``k`` nearest other support rows (leave-one-out, as
     retrieval leaves a query's own recording out). Ties: the smallest ``w`` (the base alone first)."""
 
@@ -286,12 +289,19 @@ class Fusion:
     FOLDS = 5
     MAX_SELECT = 2000  # cross-validation on at most this many support rows (a seeded subset)
 
-    def __init__(self, base: Method, temperature: float = FusionOptions.temperature):
+    def __init__(
+        self, base: Method, temperature: float = FusionOptions.temperature, weight: float | None = FusionOptions.weight
+    ):
         if temperature <= 0:
             raise ConfigError(f"fusion temperature must be > 0, got {temperature}")
-        self.base, self.temperature = base, float(temperature)
+        if weight is not None and not 0 <= weight <= 1:
+            raise ConfigError(f"fusion weight must be in [0, 1] (or null: chosen on the store), got {weight}")
+        self.base, self.temperature, self.fixed = base, float(temperature), weight
 
     def weight(self, support: Support, k: int) -> float:
+        """The vote's share ``w``: the fixed one, else by cross-validation on ``support`` (`Fusion`)."""
+        if self.fixed is not None:
+            return float(self.fixed)
         n = len(support.emb)
         rng = np.random.default_rng(0)
         rows = np.arange(n) if n <= self.MAX_SELECT else np.sort(rng.choice(n, self.MAX_SELECT, replace=False))
@@ -319,3 +329,31 @@ class Fusion:
             if accuracy > best + 1e-12:
                 best, choice = accuracy, w
         return choice
+
+
+@dataclass
+class _Fused:
+    posteriors = True  # a share of two probability vectors
+    base: Fitted
+    vote: Fitted
+    weight: float
+    temperature: float
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        p_base = probabilities(self.base, queries, self.temperature)
+        return (1 - self.weight) * p_base + self.weight * self.vote.scores(queries)
+
+
+@dataclass
+class FusedVote:
+    """`Fusion`'s blend as a `Method`: the base's probabilities and the vote of the ``k`` nearest
+    support rows by exact search (for a support in another space than the index's: `rag_flamingo.shift`)."""
+
+    fusion: Fusion
+    k: int
+    name = "fusion"
+
+    def fit(self, support: Support) -> Fitted:
+        vote = NeighbourVote(self.k, self.fusion.temperature).fit(support)
+        w = self.fusion.weight(support, self.k)
+        return _Fused(self.fusion.base.fit(support), vote, w, self.fusion.temperature)

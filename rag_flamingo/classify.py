@@ -28,6 +28,7 @@ import logging
 import os
 import stat
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,10 @@ def classify(cfg: ClassifyConfig, encoder=None, engine=None, stream=None) -> lis
             f"{store.root}: the store has no labels; index labelled clips (one sub-folder per "
             f"label with dataset=folder, or 'label' in the manifest)"
         )
+    if len(labels) == 1:
+        logger.warning(
+            "%s holds one label (%r): every clip gets it; index clips of the other labels too", store.root, labels[0]
+        )
     parts = query_parts(cfg, store, encoder)
     predictors = build_predictors(cfg, [cfg.predictor], parts, engine)
     combos = plan_combos(predictors, [cfg.k])
@@ -165,9 +170,29 @@ def classify(cfg: ClassifyConfig, encoder=None, engine=None, stream=None) -> lis
         "store": str(store.root),
         "store_fingerprint": store.fingerprint(),
         "predictor": cfg.predictor,
+        **({"settings": asdict(options)} if (options := getattr(cfg.predictors, cfg.predictor, None)) else {}),
         "k": combos[0][1],
         "adapt": cfg.adapt,  # a transductive mode: each label depends on the other clips of the run
     }
+    try:
+        records = _label(runner, inputs, combos, provenance, out_path, stream)
+    except BaseException:
+        if out_path and temp_out(out_path).is_file() and not temp_out(out_path).stat().st_size:
+            temp_out(out_path).unlink()  # nothing labelled: no empty leftover
+        raise
+    if out_path:
+        try:
+            os.replace(temp_out(out_path), out_path)
+        except OSError as exc:
+            raise ConfigError(
+                f"out={cfg.out}: cannot be replaced ({exc.strerror or exc}); the labels are in {temp_out(out_path)}"
+            ) from None
+    return records
+
+
+def _label(runner: QueryRunner, inputs, combos, provenance: dict, out_path: Path | None, stream) -> list[dict]:
+    """Label ``inputs`` batch by batch: print each file's line (an unusable one on stderr) and append
+    the records to ``out``'s temporary file."""
     records: list[dict[str, Any]] = []
     for batch in runner.batches(inputs, combos):
         new: list[dict[str, Any]] = [
@@ -192,13 +217,6 @@ def classify(cfg: ClassifyConfig, encoder=None, engine=None, stream=None) -> lis
         if out_path:
             append_jsonl(temp_out(out_path), new)
         records += new
-    if out_path:
-        try:
-            os.replace(temp_out(out_path), out_path)
-        except OSError as exc:
-            raise ConfigError(
-                f"out={cfg.out}: cannot be replaced ({exc.strerror or exc}); the labels are in {temp_out(out_path)}"
-            ) from None
     return records
 
 

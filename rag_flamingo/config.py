@@ -60,7 +60,7 @@ class Range:
                 )
             number = isinstance(v, (int, float)) and not isinstance(v, bool)
             if number and (not math.isfinite(v) or not self._inside(v)):
-                return "must be" + self._bounds() + plural
+                return ("must be a finite number" if not math.isfinite(v) else "must be") + self._bounds() + plural
         return None
 
     def _inside(self, v: float) -> bool:
@@ -211,7 +211,11 @@ class SupportOptions:
 @dataclass
 class FusionOptions(SupportOptions):
     base: str = ranged("lda", choices=FUSION_BASES)  # the support-set classifier fused with the knn vote
-    temperature: float = ranged(0.1, gt=0)  # the knn vote's (and a cosine base's softmax) temperature
+    # the vote's share w in (1 - w) p_base + w p_vote, and the vote's (and a cosine base's softmax)
+    # temperature: chosen across development sets, leaving one set out (BENCHMARKS.md, "Across sets");
+    # weight null: chosen on the store by cross-validation
+    weight: float | None = ranged(0.8, ge=0, le=1)
+    temperature: float = ranged(0.03, gt=0)
 
 
 @dataclass

@@ -194,6 +194,17 @@ def run_queries(
     pending = [
         q for q in inputs if q.id not in rejected_ids and any(record_key(p, k, q.id) not in done for p, k in combos)
     ]
+    if ev.cfg.adapt in shift.TRANSDUCTIVE and pending and len(pending) < len(inputs):
+        # every label depends on the whole batch: labelling only the changed queries would give them
+        # (and keep for the others) answers of another batch than a fresh run's
+        logger.warning(
+            "adapt=%s labels all queries together: %d of %d are new or changed, so all are labelled again",
+            ev.cfg.adapt,
+            len(pending),
+            len(inputs),
+        )
+        out.clear(keep_run=True)
+        done, pending = set(), list(inputs)
     logger.info("rank %d: %d of %d queries to do (%d combos)", ranks.rank, len(pending), len(inputs), len(combos))
     labels = label_options(ev.task, ev.store)
     _warn_unknown_labels(ev, labels)

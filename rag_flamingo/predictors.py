@@ -11,11 +11,12 @@ Reported side by side so users see what in-context learning adds:
   nearest by cosine (CLAP encoders only: the encoder needs ``embed_text``);
 - ``simpleshot``, ``tip_adapter``, ``lda``: training-free classifiers fitted on the whole support set
   (`rag_flamingo.adapters`: SimpleShot, Tip-Adapter, shrinkage LDA), for labels the encoder was not
-  tuned for; ``lda`` is the best of them on real recordings (BENCHMARKS.md); option ``tta=N``: the
+  tuned for (``lda`` the best of them alone); option ``tta=N``: the
   query embedded as N augmented views, averaged (`rag_flamingo.tta`);
 - ``fusion``: a support-set classifier's probabilities (``base``: lda by default, or prototype,
-  simpleshot) mixed with the retrieved shots' knn vote, the weight chosen by cross-validation on
-  the support (`rag_flamingo.adapters.Fusion`).
+  simpleshot) mixed with the retrieved shots' knn vote at a fixed weight (or one chosen by
+  cross-validation on the support), `rag_flamingo.adapters.Fusion`: the recommended predictor for new
+  labels across the development sets (BENCHMARKS.md, "Across sets").
 
 Every predictor sees the same `Query` records: the retrieved shots for ``k`` (``shots`` of the
 evaluation), the retrieval embedding (from the store's encoder), the decoded audio and the store
@@ -42,6 +43,7 @@ from . import shift
 from .adapters import (
     METHODS,
     Fitted,
+    FusedVote,
     Fusion,
     Method,
     NearestCentroid,
@@ -53,7 +55,7 @@ from .adapters import (
 )
 from .adapters import probabilities as class_probabilities
 from .audio import DecodeKey
-from .config import ZERO_SHOT_TEMPLATE, KnnOptions, PredictorOptions, SupportOptions
+from .config import ZERO_SHOT_TEMPLATE, FusionOptions, KnnOptions, PredictorOptions, SupportOptions
 from .errors import ConfigError, did_you_mean
 from .labels import item_labels
 from .prediction import Prediction
@@ -344,17 +346,18 @@ class SupportPredictor:
 
 class FusionPredictor:
     """A support-set classifier's probabilities mixed with the retrieved shots' knn vote,
-    ``(1 - w) p_base + w p_vote`` (`rag_flamingo.adapters.Fusion`). ``w`` is chosen by
-    cross-validation on the support without the query's own rows, once per (own rows, shots)."""
+    ``(1 - w) p_base + w p_vote`` (`rag_flamingo.adapters.Fusion`). ``w`` is ``predictors.fusion.weight``,
+    or when that is null chosen by cross-validation on the support without the query's own rows, once
+    per (own rows, shots)."""
 
     name = "fusion"
     uses_shots, min_shots = True, 1
     max_shots: int | None = None
     audio_encoders: Sequence[Any] = ()
 
-    def __init__(self, base: SupportPredictor, knn: KnnPredictor):
+    def __init__(self, base: SupportPredictor, knn: KnnPredictor, weight: float | None = FusionOptions.weight):
         self.base, self.knn, self.n_tags = base, knn, base.n_tags
-        self.fusion = Fusion(base.method, knn.temperature)
+        self.fusion = Fusion(base.method, knn.temperature, weight)
         self._weights: dict[tuple[frozenset[int], int], float] = {}
 
     def weight(self, own_rows: frozenset[int], k: int) -> float:
@@ -406,8 +409,9 @@ class AdaptedPredictor:
         self.sources = [shift.item_source(store.item(int(r))) for r in self.support.rows]
         if mode == "source" and len(set(self.sources)) < 2:
             logger.warning(
-                "adapt=source: %s's items name no sources (no 'source' field, no '<source>__' file names), so "
-                "it only subtracts the store's mean; give the manifest a source per row to remove each one's offset",
+                "adapt=source: %s's items name fewer than two sources (by a 'source' field or '<source>__' file "
+                "names), so it only subtracts the store's mean; give the manifest a source per row to remove each "
+                "one's offset",
                 store.root,
             )
         self.n_tags = typical_tag_count(store.items)
@@ -415,10 +419,26 @@ class AdaptedPredictor:
     def predict(self, queries, task):
         task = get_task(task)
         _require_labels(self.name, task)
-        shift.check(self.mode, len(queries))
-        support, emb = shift.adapted(
-            self.mode, self.support, self.sources, np.stack([q.embedding for q in queries]).astype(np.float64)
-        )
+        shift.check(self.mode)
+        if self.mode in shift.TRANSDUCTIVE and len(queries) < shift.MIN_QUERIES:  # the others were unreadable
+            logger.warning(
+                "adapt=%s labels clips together and needs at least %d readable ones; %d left after the "
+                "unreadable ones were skipped: no answer",
+                self.mode,
+                shift.MIN_QUERIES,
+                len(queries),
+            )
+            return [no_answer() for _ in queries]
+        raw = np.stack([q.embedding for q in queries]).astype(np.float64)
+        if self.mode in shift.TRANSDUCTIVE and (label := shift.single_label_batch(self.support, raw)):
+            logger.warning(
+                "adapt=%s: all %d clips are nearest to %r before adapting; a batch of one label has its shared "
+                "sound centred away and its answers go wrong: label such a batch with adapt=none or adapt=source",
+                self.mode,
+                len(queries),
+                label,
+            )
+        support, emb = shift.adapted(self.mode, self.support, self.sources, raw)
         groups: dict[tuple[frozenset[int], int], list[int]] = {}
         for i, q in enumerate(queries):
             groups.setdefault((q.own_rows, len(q.shots)), []).append(i)
@@ -437,7 +457,7 @@ class AdaptedPredictor:
         return preds
 
 
-ADAPTABLE = ("knn", "prototype", *METHODS)
+ADAPTABLE = ("knn", "prototype", *METHODS, "fusion")
 
 
 def _adapted(name: str, ctx: PredictorContext) -> Predictor:
@@ -450,6 +470,10 @@ def _adapted(name: str, ctx: PredictorContext) -> Predictor:
     temperature = ctx.options.knn.temperature if name == "knn" else ctx.options.fusion.temperature
     if name == "knn":
         return AdaptedPredictor(name, lambda k: NeighbourVote(k, temperature), ctx.store, ctx.adapt, temperature, True)
+    if name == "fusion":
+        options = ctx.options.fusion
+        fusion = Fusion(_fusion_base(options.base)(), options.temperature, options.weight)
+        return AdaptedPredictor(name, lambda k: FusedVote(fusion, k), ctx.store, ctx.adapt, temperature, True)
     method: type = NearestCentroid if name == "prototype" else METHODS[name]
     return AdaptedPredictor(name, lambda k: method(), ctx.store, ctx.adapt, temperature, False)
 
@@ -567,14 +591,17 @@ FUSION_BASES: dict[str, type] = {"lda": ShrinkageLda, "prototype": NearestCentro
 @register_predictor("fusion")
 def _fusion(ctx: PredictorContext) -> Predictor:
     options = ctx.options.fusion
-    base = options.base
+    knn = KnnPredictor(temperature=options.temperature)
+    return FusionPredictor(_support_predictor(_fusion_base(options.base)(), ctx, options), knn, options.weight)
+
+
+def _fusion_base(base: str) -> type:
     if base not in FUSION_BASES:
         raise ConfigError(
             f"predictors.fusion.base={base!r} is not a fusion base{did_you_mean(base, FUSION_BASES)}; "
             f"use one of {', '.join(FUSION_BASES)}"
         )
-    knn = KnnPredictor(temperature=options.temperature)
-    return FusionPredictor(_support_predictor(FUSION_BASES[base](), ctx, options), knn)
+    return FUSION_BASES[base]
 
 
 @register_predictor("zero_shot")

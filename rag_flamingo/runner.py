@@ -311,11 +311,16 @@ class ResultFolder:
                     f"start it over, or another output_dir"
                 )
             logger.warning("overwrite=true: removing the earlier results in %s", self.root)
-            for name in self.OUTPUTS:
-                (self.root / name).unlink(missing_ok=True)
-            shutil.rmtree(self.root / "parts", ignore_errors=True)
+            self.clear()
         self.root.mkdir(parents=True, exist_ok=True)
         self.run_file.write_text(json.dumps({"key": key, "settings": settings}, indent=2, default=str))
+
+    def clear(self, keep_run: bool = False) -> None:
+        """Remove every result (merged files and parts), and run.json unless ``keep_run``."""
+        for name in self.OUTPUTS:
+            if not (keep_run and name == self.run_file.name):
+                (self.root / name).unlink(missing_ok=True)
+        shutil.rmtree(self.root / "parts", ignore_errors=True)
 
     @property
     def predictions(self) -> Path:

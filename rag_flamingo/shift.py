@@ -112,6 +112,16 @@ def space(mode: str, support: np.ndarray, sources: Sequence[str], queries: np.nd
     return _unit(support - support.mean(0)), _unit(queries - queries.mean(0))  # center, propagate
 
 
+def single_label_batch(support: Support, queries: np.ndarray) -> str | None:
+    """The label every query is nearest to *before* adapting, when they all agree and the store has
+    others: a transductive mode centres such a batch's shared sound away (a folder of only kicks came
+    out as snares and cymbals), so the caller warns. None otherwise."""
+    if len(support.labels) < 2 or len(queries) < MIN_QUERIES:
+        return None
+    nearest = support.onehot[np.argmax(_unit(np.asarray(queries, np.float64)) @ _unit(support.emb).T, axis=1)].argmax(1)
+    return support.labels[int(nearest[0])] if len(set(nearest.tolist())) == 1 else None
+
+
 def propagate(support: np.ndarray, onehot: np.ndarray, queries: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """The queries' class scores [m, labels] after spreading (module docstring); ``support`` and
     ``queries`` are unit rows of one space, ``probs`` the predictor's probabilities for the queries.

@@ -4,8 +4,9 @@ package's file-list API on the same weights and files where an oracle exists.
 
     python scripts/bench_encoders.py [--clips 24] [--seconds 5] [--batch-size 8] [--encoders a,b] [--roofline]
 
-``--paths [--audio DIR]``: aisfx end to end on each runtime/precision path (``encoders.runtime``) side by
-side in one run, with parity and top-10 neighbour equality against today's torch fp32 + librosa path.
+``--paths [--audio DIR] [--encoders aisfx,laion_clap,...]``: each encoder (default aisfx) end to end on
+each runtime/precision path (``encoders.runtime``) side by side in one run, with parity and top-10
+neighbour equality against the first path (aisfx: torch fp32 + librosa; the CLAP encoders: torch fp32).
 
 ``--roofline``: each encoder's FLOPs per clip (torch.utils.flop_counter) and its clips/s as a share of
 this CPU's measured dense matmul rate (fp32, and bf16: native or emulated as the CPU has it).
@@ -30,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ class BenchCase:
     baseline: Callable[[list[Path], int], None] | None = None  # (files, batch_size) -> None
     baseline_name: str = ""
     note: str = ""
+    options: dict = field(default_factory=dict)  # build_encoder options that load these weights again
 
 
 BENCH_BUILDERS: dict[str, Callable[[Path, argparse.Namespace], BenchCase]] = {}
@@ -97,6 +99,7 @@ def _msclap_case(workdir: Path, args, version: str) -> BenchCase:
         baseline,
         "msclap 1.3.4 CLAP.get_audio_embeddings_per_batch",
         "random weights, real architecture; text tower not built",
+        {"checkpoint": str(ckpt), "with_text": False, "batch_size": args.batch_size},
     )
 
 
@@ -144,6 +147,7 @@ def _clapcap(workdir: Path, args) -> BenchCase:
         baseline,
         "AF1 reference pipeline (16 windows/clip) on msclap's clapcap encoder",
         "ours: only real windows + one cached zero-window output",
+        {"checkpoint": str(ckpt), "batch_size": args.batch_size},
     )
 
 
@@ -179,7 +183,8 @@ def _laion_case(workdir: Path, args, amodel: str, enable_fusion: bool, hf: bool 
                 module.get_audio_embedding_from_filelist([str(f) for f in files[i : i + batch_size]])
 
     note = "random weights, real architecture; same files, batches of --batch-size"
-    return BenchCase(ours, baseline, "laion_clap 1.1.7 CLAP_Module.get_audio_embedding_from_filelist", note)
+    options = {"checkpoint": str(ckpt), "text_model": text_dir, "batch_size": args.batch_size}
+    return BenchCase(ours, baseline, "laion_clap 1.1.7 CLAP_Module.get_audio_embedding_from_filelist", note, options)
 
 
 @bench_builder("laion_clap")
@@ -310,7 +315,7 @@ def markdown(rows: list[dict], args) -> str:
     return "\n".join(out)
 
 
-# ----------------------------------------------------------------------------- aisfx's paths side by side
+# ----------------------------------------------------------------------------- runtime/precision paths side by side
 
 AISFX_PATHS = {  # label -> (runtime, precision, frontend)
     "torch fp32, librosa frontend (before)": ("torch", "fp32", "librosa"),
@@ -319,27 +324,43 @@ AISFX_PATHS = {  # label -> (runtime, precision, frontend)
     "openvino fp32, librosa frontend": ("openvino", "fp32", "librosa"),
     "torch bf16": ("torch", "bf16", "torch"),
 }
+NETWORK_PATHS = {  # the CLAP encoders: their frontends run in torch on every path
+    "torch fp32 (before)": ("torch", "fp32", "torch"),
+    "openvino fp32": ("openvino", "fp32", "torch"),
+    "torch bf16": ("torch", "bf16", "torch"),
+}
 
 
-def bench_paths(files: list[Path], args) -> str:
-    """aisfx end to end (decode + frontend + forward) on each runtime/precision path, interleaved in
-    one run; parity against the first path (cos, max abs) and its top-10 neighbours over the files."""
-    import faiss
-
-    from rag_flamingo.encoders.aisfx import AisfxEncoder
-
+def path_encoders(name: str, workdir: Path, args) -> dict[str, Any]:
+    """``name`` built once per path of its table (label -> encoder), on the weights its bench builder
+    writes (random, real architecture) or, without one, its released weights."""
+    options: dict = {}
+    if name in BENCH_BUILDERS:
+        (workdir / name).mkdir(exist_ok=True)
+        options = BENCH_BUILDERS[name](workdir / name, args).options
     encoders = {}
-    for label, (runtime, precision, frontend) in AISFX_PATHS.items():
+    for label, (runtime, precision, frontend) in (AISFX_PATHS if name == "aisfx" else NETWORK_PATHS).items():
         if precision not in args.precisions.split(","):
             continue
         try:
-            encoders[label] = AisfxEncoder(device="cpu", runtime=runtime, precision=precision)
+            encoders[label] = build_encoder(name, **options, device="cpu", runtime=runtime, precision=precision)
         except Exception as exc:  # openvino not installed: say so, keep going
-            print(f"# {label}: skipped ({exc})", file=sys.stderr)
+            print(f"# {name} {label}: skipped ({exc})", file=sys.stderr)
             continue
         if frontend == "librosa":
-            encoders[label].frontend.log_mel = encoders[label].frontend.librosa_log_mel  # type: ignore[method-assign]
-    waves = [load_audio(f, 44100, max_seconds=10.0) for f in files]
+            encoders[label].frontend.log_mel = encoders[label].frontend.librosa_log_mel
+    return encoders
+
+
+def bench_paths(name: str, workdir: Path, files: list[Path], args) -> str:
+    """``name`` end to end (decode + frontend + forward) on each runtime/precision path, interleaved in
+    one run; parity against the first path (cos, max abs) and its top-10 neighbours over the files."""
+    import faiss
+
+    encoders = path_encoders(name, workdir, args)
+    first = next(iter(encoders.values()))
+    max_seconds = getattr(first, "max_seconds", None)
+    waves = [load_audio(f, first.sample_rate, max_seconds=max_seconds) for f in files]
     embeddings = {label: enc.embed(waves) for label, enc in encoders.items()}  # also the warm-up
     times: dict[str, list[float]] = {label: [] for label in encoders}
     for _ in range(args.repeats):
@@ -351,9 +372,13 @@ def bench_paths(files: list[Path], args) -> str:
     index.add(ref)
     _, want = index.search(ref, 10)
     base = len(files) / min(times[ref_label])
+    weights = "random weights at the real size" if name in BENCH_BUILDERS else "released weights"
     out = [
-        f"aisfx, {len(files)} files ({args.audio or 'generated'}; first 10 s), batch {args.batch_size}, torch "
-        f"threads {torch.get_num_threads()}, best of {args.repeats} interleaved; CPU {cpu_name()}.",
+        f"{name} ({weights}), {len(files)} files ({args.audio or 'generated'}; up to {max_seconds} s), batch "
+        f"{args.batch_size}, torch threads {torch.get_num_threads()}, best of {args.repeats} interleaved; "
+        f"CPU {cpu_name()}. Between different files the first path's embeddings reach cos "
+        f"{float(np.max(ref @ ref.T - 2 * np.eye(len(ref)))):.6f} at most (the parity figures mean something "
+        "only when this is well below 1).",
         "",
         "| path | clips/s (wall) | vs before | min cos vs before | max abs vs before | same top-10 as before |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -411,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--encoders", default="", help="comma-separated names (default: all registered)")
     p.add_argument("--roofline", action="store_true", help="FLOPs per clip and the share of the matmul rate")
-    p.add_argument("--paths", action="store_true", help="aisfx's runtime/precision paths side by side")
+    p.add_argument("--paths", action="store_true", help="runtime/precision paths side by side (default: aisfx)")
     p.add_argument("--audio", default="", help="--paths: a folder of real recordings (default: generated files)")
     p.add_argument("--precisions", default="fp32,bf16", help="--paths: the precisions to run (bf16 emulated: slow)")
     args = p.parse_args(argv)
@@ -434,7 +459,8 @@ def main(argv: list[str] | None = None) -> None:
             files = found[:: max(1, len(found) // args.clips)][: args.clips] or make_files(
                 Path(tmp), args.clips, args.seconds
             )
-            print(bench_paths(files, args))
+            for name in [n for n in args.encoders.split(",") if n] or ["aisfx"]:
+                print(bench_paths(name, Path(tmp), files, args), "\n", flush=True)
         return
     names = [n for n in args.encoders.split(",") if n] or available_encoders()
     rows = []

@@ -97,3 +97,42 @@ def test_rag_classify_writes_through_a_symlink_out(folder_stores, tmp_path):
     assert labels == {"clicks", "hum", "whistle"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.jsonl", "real"]
     assert sorted(p.name for p in target_dir.iterdir()) == ["labels.jsonl"]
+
+
+def test_records_name_the_predictor_settings_and_a_lost_batch_leaves_no_tmp(folder_stores, tmp_path, caplog):
+    """The records say which predictor settings labelled them (fusion's weight); a transductive batch
+    left with one readable clip gives it no answer (warned) and reports the unreadable one, without
+    an empty temporary file left behind on a refusal."""
+    store, clips = folder_stores / "train_idx", folder_stores / "test"
+    out = tmp_path / "labels.jsonl"
+    args = [f"store={store}", f"audio={clips}", "predictor=fusion", "k=2", f"out={out}"]
+    assert rag_classify([*args, "predictors.fusion.weight=0.25"]) == 0
+    first = json.loads(out.read_text().splitlines()[0])
+    assert first["settings"]["weight"] == 0.25 and first["settings"]["base"] == "lda"
+    pair = tmp_path / "pair"
+    pair.mkdir()
+    (pair / "good.wav").write_bytes((clips / "hum" / "0.wav").read_bytes())
+    (pair / "broken.wav").write_text("not audio")
+    with caplog.at_level("WARNING"):
+        assert rag_classify([f"store={store}", f"audio={pair}", "adapt=center", f"out={out}"]) == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["label"] for r in recs if "broken" in r["path"]] == [None] and "error" in recs[0] | recs[1]
+    assert "needs at least 2 readable ones" in caplog.text
+    one = tmp_path / "one.jsonl"
+    assert rag_classify([f"store={store}", f"audio={pair / 'good.wav'}", "adapt=center", f"out={one}"]) == 2
+    assert not one.exists() and not (tmp_path / "one.jsonl.tmp").exists()
+
+
+def test_a_store_of_one_label_warns(folder_stores, tmp_path, caplog):
+    """Every clip gets a one-label store's label: rag_classify says so."""
+    from index_builder.cli import main as build_index
+
+    hums = tmp_path / "clips" / "hum"
+    hums.mkdir(parents=True)
+    for name in ("0.wav",):
+        (hums / name).write_bytes((folder_stores / "loo" / "hum" / name).read_bytes())
+    one = tmp_path / "one"
+    assert build_index(["dataset=folder", f"dataset.root={tmp_path / 'clips'}", "encoder=aisfx", f"store={one}"]) == 0
+    with caplog.at_level("WARNING"):
+        assert rag_classify([f"store={one}", f"audio={folder_stores / 'test'}", "k=1"]) == 0
+    assert "holds one label ('hum'): every clip gets it" in caplog.text

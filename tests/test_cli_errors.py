@@ -37,7 +37,7 @@ def bad_lines(folder_stores, tmp_path):
             ),
             (
                 ["dataset=folder", f"dataset.root={clips}", f"store={tmp_path / 'ms'}", "encoder.max_seconds=nan"],
-                "encoder option max_seconds=nan: must be > 0",
+                "encoder option max_seconds=nan: must be a finite number > 0",
             ),
             (["dataset=folder", f"dataset.root={clips}", f"store={clips}"], "holds other files, not a store"),
             (["progress=2"], "progress=2: must be true or false"),

@@ -9,9 +9,6 @@ checkpoint format; real audio: CPython's plucked-string test recording arranged 
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import faiss
@@ -24,6 +21,7 @@ from rag_flamingo.encoders import runtime as rt
 from rag_flamingo.encoders.aisfx import AisfxConfig, AisfxEncoder, AisfxFrontend, AisfxModel
 from rag_flamingo.errors import ConfigError
 from rag_flamingo.store.records import comparable_fingerprint
+from support.openvino_child import in_child, run_child_tests
 
 TINY = AisfxConfig(base_channels=16, dim=128)  # a quarter of the released width
 PLUCK = Path(__file__).parent / "fixtures" / "pluck-pcm16.wav"
@@ -125,24 +123,9 @@ def test_runtime_and_precision_are_checked_and_auto_follows_the_cpu(monkeypatch)
 
 # ----------------------------------------------------------------------------- parity
 
-CHILD = "RAG_FLAMINGO_TEST_OPENVINO_CHILD"
-in_child = pytest.mark.skipif(os.environ.get(CHILD) != "1", reason="runs in its own process (below)")
-
 
 def test_openvino_tests_run_in_their_own_process():
-    """OpenVINO's threads, left in the test process, made a later subprocess-spawning test of the
-    suite crash (segmentation fault; not root-caused), so its tests run in a child interpreter."""
-    pytest.importorskip("openvino")
-    if os.environ.get(CHILD) == "1":
-        pytest.skip("the child itself")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "test_child_"],
-        env={**os.environ, CHILD: "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout[-3000:]
+    run_child_tests(__file__, 2)
 
 
 def test_bf16_matches_fp32_on_real_recordings(tmp_path):

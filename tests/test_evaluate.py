@@ -253,3 +253,20 @@ def test_a_transductive_adapt_predicts_every_query_together(setup, tmp_path):
     ev = prepare(config(setup, tmp_path / "ranks", "predictor=lda", "limit=10", "adapt=center"), encoder=setup["enc"])
     with pytest.raises(ConfigError, match="one process"):
         run_queries(ev, ResultFolder(tmp_path / "ranks" / "eval", 0), Ranks(0, 2), progress=False)
+
+
+def test_a_resumed_transductive_run_labels_every_query_again(setup, tmp_path, caplog):
+    """A transductive run cut short (records of some queries missing): the rerun labels all queries
+    as one batch again, so its records equal a fresh run's, not those of a batch of the leftovers."""
+    extra = ("predictor=lda", "limit=10", "adapt=center")
+    evaluate(config(setup, tmp_path / "fresh", *extra), encoder=setup["enc"])
+    fresh = lines(tmp_path / "fresh" / "eval" / "predictions.jsonl")
+    evaluate(config(setup, tmp_path / "cut", *extra), encoder=setup["enc"])
+    cut = tmp_path / "cut" / "eval" / "predictions.jsonl"
+    cut.write_text("".join(json.dumps(r) + "\n" for r in lines(cut)[:3]))  # 7 of 10 queries lost
+    with caplog.at_level("WARNING", logger="rag_flamingo.evaluate"):
+        evaluate(config(setup, tmp_path / "cut", *extra), encoder=setup["enc"])
+    assert "7 of 10 are new or changed, so all are labelled again" in caplog.text
+    assert [(r["id"], r["output"], r["label_scores"]) for r in lines(cut)] == [
+        (r["id"], r["output"], r["label_scores"]) for r in fresh
+    ]

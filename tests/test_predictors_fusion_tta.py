@@ -58,12 +58,13 @@ def test_fusion_is_the_weighted_mix_of_base_probabilities_and_the_vote(tmp_path)
     assert "fusion" in predictor_names() and pred.uses_shots and pred.min_shots == 1
     q = x[:3] + 0.05
     out = ask(pred, store, q, 4)
-    w = pred.weight(frozenset(), 4)
+    w, t = pred.weight(frozenset(), 4), FusionOptions.temperature
+    assert w == FusionOptions.weight  # fixed by default (chosen across development sets), not cross-validated
     support = Support.from_items(store.embeddings(), store.items)
-    base = probabilities(NearestCentroid().fit(support), normalize_rows(q.astype(np.float64)), 0.1)
+    base = probabilities(NearestCentroid().fit(support), normalize_rows(q.astype(np.float64)), t)
     for p, b in zip(out, base):
         sims = np.array([s.score for s in p.shots])
-        weights = np.exp((sims - sims.max()) / 0.1)
+        weights = np.exp((sims - sims.max()) / t)
         vote = {
             lab: sum(wt for wt, s in zip(weights, p.shots) if s.item["label"] == lab) / weights.sum() for lab in "ab"
         }
@@ -78,7 +79,7 @@ def test_the_weight_follows_cross_validation_on_the_support(tmp_path):
     x, y = two_clusters_per_class()
     test_x, test_y = two_clusters_per_class(seed=1)
     store = store_of(tmp_path / "clusters", x, y)
-    pred = fusion(store, base="prototype")
+    pred = fusion(store, base="prototype", weight=None, temperature=0.1)
     assert pred.weight(frozenset(), 4) > 0.0
     answers = [p.output for p in ask(pred, store, test_x, 4)]
     assert np.mean([a == t for a, t in zip(answers, test_y)]) >= 0.95
@@ -89,7 +90,7 @@ def test_the_weight_follows_cross_validation_on_the_support(tmp_path):
     spread = np.array([3.0, 0.15, 0.05])
     pts = [np.array([0, s, 4.0]) + rng.normal(size=(30, 3)) * spread for s in (-0.3, 0.3)]
     lda_store = store_of(tmp_path / "spread", np.concatenate(pts).astype(np.float32), ["a"] * 30 + ["b"] * 30)
-    lda_fusion = fusion(lda_store)
+    lda_fusion = fusion(lda_store, weight=None, temperature=0.1)
     support = Support.from_items(lda_store.embeddings(), lda_store.items)
     assert lda_fusion.weight(frozenset(), 1) <= 0.3
     # written out: the chosen weight has the best cross-validated accuracy of the grid

@@ -120,7 +120,12 @@ def serve(cfg: AppConfig, encoders: dict | None = None, block: bool = True, uplo
     from .context import AppContext
 
     check_address(cfg.host, cfg.port, bind=False)  # range and name first: no side effects
-    shift.check(cfg.adapt, 1)  # the page answers one clip at a time: no transductive mode
+    shift.check(cfg.adapt)
+    if cfg.adapt in shift.TRANSDUCTIVE:  # the page answers one clip at a time
+        raise ConfigError(
+            f"adapt={cfg.adapt} is transductive (it labels a batch of clips together) and rag_app answers one clip "
+            "at a time: use adapt=none or adapt=source, or rag_classify on a folder for a batch"
+        )
     try:
         import gradio  # noqa: F401  (the optional dependency: a clear message instead of an ImportError)
     except ImportError:

@@ -39,7 +39,7 @@ from ..checkpoints import checkpoint_sha256, load_strict, load_torch_file
 from ..devices import autocast, best_device
 from ..errors import CheckpointError
 from .base import check_option, register_encoder
-from .runtime import OpenVinoNet, graph_dir
+from .runtime import autocast_dtype, openvino_net
 from .runtime import resolve as runtime_choice
 
 logger = logging.getLogger(__name__)
@@ -264,8 +264,8 @@ class AisfxEncoder:
         self.net: Callable[[torch.Tensor], torch.Tensor] = self.model
         if self.runtime == "openvino":
             example = torch.zeros(self.max_blocks, config.block_frames, config.n_mels)
-            key = f"aisfx-{self.fingerprint()['checkpoint_sha256'][:16]}-{config.block_frames}x{config.n_mels}"
-            self.net = OpenVinoNet(self.model.embedding_net, example, graph_dir(self.checkpoint), key, self.dtype)
+            sha256 = self.fingerprint()["checkpoint_sha256"]
+            self.net = openvino_net(self.model.embedding_net, example, self.checkpoint, sha256, "aisfx", self.dtype)
 
     def crop(self, wave: np.ndarray) -> np.ndarray:
         """The deterministic crop: the first ``max_seconds`` seconds."""
@@ -293,7 +293,7 @@ class AisfxEncoder:
         outs = []
         for start in range(0, stacked.shape[0], self.max_blocks):
             chunk = stacked[start : start + self.max_blocks].to(self.device)
-            with autocast(self.device, self.dtype if self.runtime == "torch" else torch.float32):
+            with autocast(self.device, autocast_dtype(self.runtime, self.dtype)):
                 outs.append(self.net(chunk).float().cpu())
         return [part.numpy() for part in torch.split(torch.cat(outs), counts)]
 

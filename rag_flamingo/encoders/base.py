@@ -77,9 +77,22 @@ def check_options(name: str, options: dict) -> None:
         return  # takes anything: its own checks apply
     known = [p.name for p in params if p.default is not p.empty]  # the required ones its factory passes
     for key in options:
+        if key == "runtime" and key not in known:
+            raise ConfigError(
+                f"encoder {name} runs in torch only: it takes no option 'runtime' "
+                f"(the encoders with runtime/precision options: {', '.join(encoders_taking('runtime'))})"
+            )
         if key not in known:
             hint = did_you_mean(key, known) or f"; it takes {', '.join(sorted(known))}"
             raise ConfigError(f"encoder {name} has no option {key!r}{hint}")
+
+
+def encoders_taking(option: str) -> list[str]:
+    """The registered encoders that take ``option``."""
+    import inspect
+
+    _import_builtin()
+    return sorted(n for n in _REGISTRY if option in inspect.signature(_OPTIONS.get(n) or _REGISTRY[n]).parameters)
 
 
 def available_encoders() -> list[str]:

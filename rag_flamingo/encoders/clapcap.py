@@ -29,9 +29,11 @@ from torch import nn
 
 from ..audio import int16_roundtrip, peak_normalize
 from ..checkpoints import CheckpointSource, checkpoint_sha256, load_strict, read_state_dict, resolve_checkpoint
-from ..devices import best_device, resolve_precision
+from ..devices import best_device
 from .base import check_batch_size, register_encoder
-from .ms_clap import HUB_REPO, MSCLAP_2023, MSClapAudioEncoder, run_batched
+from .ms_clap import HUB_REPO, MSCLAP_2023, MSClapAudioEncoder, MSClapConfig, audio_runner, run_batched
+from .runtime import autocast_dtype
+from .runtime import resolve as runtime_choice
 from .windows import AF1_WINDOWS, WindowScheme
 
 logger = logging.getLogger(__name__)
@@ -56,9 +58,9 @@ CLAPCAP_UNUSED = (
 class ClapcapAudioModel(nn.Module):
     """``clap`` = MS-CLAP 2023 audio encoder: waveform [B, 308700] -> [B, 1024]."""
 
-    def __init__(self):
+    def __init__(self, config: MSClapConfig = MSCLAP_2023):
         super().__init__()
-        self.clap = MSClapAudioEncoder(MSCLAP_2023)
+        self.clap = MSClapAudioEncoder(config)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         return self.clap(windows)
@@ -78,25 +80,32 @@ class ClapcapEncoder:
         filename: str = CLAPCAP_FILENAME,
         batch_size: int = 16,
         device: str | None = None,
+        runtime: str | None = "auto",
         precision: str | None = "auto",
         scheme: WindowScheme = AF1_WINDOWS,
+        config: MSClapConfig = MSCLAP_2023,
     ):
         self.scheme = scheme
         self.max_seconds = scheme.max_seconds  # 33.25 s: the index builder reads only that much
-        if scheme.sample_rate != self.sample_rate or scheme.window != MSCLAP_2023.clip_samples:
+        self.dim = config.d_proj
+        if scheme.sample_rate != self.sample_rate or scheme.window != config.clip_samples:
             raise ValueError("clapcap needs 7 s windows at 44.1 kHz")
         self.batch_size = check_batch_size(batch_size)
         self.source = CheckpointSource(checkpoint, hub_repo, filename)
         self.checkpoint_path = resolve_checkpoint(self.source, "clapcap checkpoint")
-        self.model = ClapcapAudioModel()
+        self.model = ClapcapAudioModel(config)
         load_strict(
             self.model, read_state_dict(self.checkpoint_path), str(self.checkpoint_path), known_unused=CLAPCAP_UNUSED
         )
         self.device = best_device(device)
-        self.dtype = resolve_precision(precision, self.device)
+        # `encoders.runtime`; precision auto stays fp32 on the CPU (bf16 parity not measured for MS-CLAP)
+        self.runtime, self.dtype = runtime_choice(runtime, precision, self.device, auto_bf16=False)
         self.model.eval().to(self.device)
         self._zero_feature: torch.Tensor | None = None
-        self._sha256: str | None = None
+        self._sha256: str | None = checkpoint_sha256(self.checkpoint_path) if self.runtime == "openvino" else None
+        self.audio = audio_runner(
+            self.model.clap, self.runtime, self.dtype, self.checkpoint_path, self._sha256, self.name
+        )
 
     def preprocess(self, wave: np.ndarray) -> np.ndarray:
         """AF1 preprocessing of one 44.1 kHz clip -> windows [n, 308700] float32 (n <= 16)."""
@@ -104,7 +113,7 @@ class ClapcapEncoder:
         return int16_roundtrip(self.scheme.split(peak_normalize(wave)))
 
     def _encode(self, windows: list[np.ndarray]) -> torch.Tensor:
-        return run_batched(self.model, windows, self.batch_size, self.device, self.dtype)
+        return run_batched(self.audio, windows, self.batch_size, self.device, autocast_dtype(self.runtime, self.dtype))
 
     def zero_window_feature(self) -> torch.Tensor:
         """The encoder output of an all-zero 7 s clip (AF1's padding windows), [1024]."""
@@ -151,6 +160,7 @@ class ClapcapEncoder:
             "preprocessing": "first 33.25 s, AF1 peak normalisation, zero-pad, int16 round-trip",
             "long_audio": "AF1 windows; audio after 33.25 s is not used",
             "pooling": "mean of L2-normalised valid window features, re-normalised",
+            "runtime": self.runtime,
             "precision": str(self.dtype),
         }
 

@@ -63,11 +63,15 @@ class Cnn14(nn.Module):
         # type-ignored: Module.to documents memory_format, but torch's overloads omit it
         self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
-    def forward(self, waveform: torch.Tensor, with_clipwise: bool = False) -> dict:
+    def mel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """[B, S] -> log-mel after bn0 [B, 1, T, mel_bins], float32, channels-last."""
         x = log_mel(self.spectrogram_extractor, self.logmel_extractor, waveform)
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
-        x = x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def forward_mel(self, x: torch.Tensor, with_clipwise: bool = False) -> dict:
+        """Log-mel after bn0 -> outputs: the convolutional network (what runtime=openvino converts)."""
         for i in range(6):
             x = getattr(self, f"conv_block{i + 1}")(x, (2, 2) if i < 5 else (1, 1))
         x = x.mean(dim=3)
@@ -77,3 +81,6 @@ class Cnn14(nn.Module):
         if with_clipwise:
             out["clipwise_output"] = torch.sigmoid(self.fc_audioset(embedding))
         return out
+
+    def forward(self, waveform: torch.Tensor, with_clipwise: bool = False) -> dict:
+        return self.forward_mel(self.mel(waveform), with_clipwise)

@@ -17,7 +17,8 @@ grouping -> mean = ``embedding`` (768-d, HTSAT's ``latent_output``).
 
 LAION-CLAP reuse: build with ``HTSATConfig(sample_rate=48000, hop_size=480, fmax=14000, ...)``;
 fusion variants can pass their own ``patch_embed`` module (called as ``patch_embed(x, **kwargs)``
-with the kwargs given to ``forward_features``) and feed precomputed mel via ``forward_mel``.
+with the kwargs given to ``tokens``) and feed precomputed mel via ``forward_mel``. ``tokens`` (frontend
+side) and ``forward_tokens`` (the Swin network) split the model where ``runtime=openvino`` converts it.
 """
 
 from __future__ import annotations
@@ -302,17 +303,22 @@ class HTSAT(nn.Module):
         x = x.permute(0, 1, 3, 2).reshape(b, ch, ff, c.freq_ratio, tt // c.freq_ratio)
         return x.permute(0, 1, 3, 2, 4).reshape(b, ch, ff * c.freq_ratio, tt // c.freq_ratio)
 
-    def forward_features(self, x: torch.Tensor, with_clipwise: bool = False, **patch_kwargs) -> dict:
-        """Image [B, 1, spec, spec] -> {'embedding', 'fine_grained_embedding'[, 'clipwise_output']}."""
+    def tokens(self, mel: torch.Tensor, **patch_kwargs) -> torch.Tensor:
+        """Log-mel after bn0 [B, 1, T, F] -> patch tokens [B, (spec/stride)², embed_dim]."""
+        proj = self.patch_embed.proj
+        assert isinstance(proj, nn.Conv2d), "patch embeds (PatchEmbed, FusionPatchEmbed) project with a Conv2d"
+        return self.patch_embed(self.reshape_wav2img(mel).to(proj.weight.dtype), **patch_kwargs)
+
+    def forward_tokens(self, x: torch.Tensor, with_clipwise: bool = False) -> dict:
+        """Patch tokens -> {'embedding', 'fine_grained_embedding'[, 'clipwise_output']}: the Swin stages,
+        norm and token grouping (a pure tensor function of fixed layout: what runtime=openvino converts)."""
         c = self.config
-        frames = x.shape[2]
-        x = self.patch_embed(x, **patch_kwargs)
         for layer in self.layers:
             x = layer(x)
         x = self.norm(x)
         b, _, ch = x.shape
         down = 2 ** (len(c.depths) - 1)
-        sf, st = frames // down // c.patch_stride[0], frames // down // c.patch_stride[1]
+        sf, st = c.spec_size // down // c.patch_stride[0], c.spec_size // down // c.patch_stride[1]
         x = x.permute(0, 2, 1).reshape(b, ch, sf, st)
         c_freq_bin = sf // c.freq_ratio
         x = x.reshape(b, ch, sf // c_freq_bin, c_freq_bin, st).permute(0, 1, 3, 2, 4).reshape(b, ch, c_freq_bin, -1)
@@ -327,9 +333,7 @@ class HTSAT(nn.Module):
 
     def forward_mel(self, mel: torch.Tensor, with_clipwise: bool = False, **patch_kwargs) -> dict:
         """Log-mel after bn0 [B, 1, T, F] -> outputs (for callers that build their own mel)."""
-        proj = self.patch_embed.proj
-        assert isinstance(proj, nn.Conv2d), "patch embeds (PatchEmbed, FusionPatchEmbed) project with a Conv2d"
-        return self.forward_features(self.reshape_wav2img(mel).to(proj.weight.dtype), with_clipwise, **patch_kwargs)
+        return self.forward_tokens(self.tokens(mel, **patch_kwargs), with_clipwise)
 
     def forward(self, waveform: torch.Tensor, with_clipwise: bool = False) -> dict:
         return self.forward_mel(self.mel(waveform), with_clipwise)

@@ -23,7 +23,9 @@ A clip's embedding is bit-identical across runs and whatever else is in the call
 steps are batch-invariant and the small-M ones (heads, poolers, AFF) run row by row; on CUDA (and for
 the transformers port) micro-batches have a fixed size, the last one padded by repeating its last row.
 CUDA runs under fp16 autocast by default (``precision``: fp16/bf16/fp32; frontend and batch norm stay
-fp32), CPU in fp32.
+fp32), CPU in fp32. ``runtime=openvino`` (`rag_flamingo.encoders.runtime`) runs the audio network after
+the patch embed (HTSAT's Swin stages, pooling, projection: ``LaionClapModel.audio_head``) as a cached
+OpenVINO graph; the frontends stay in torch (the fusion patch embed branches on the data).
 The transformers ``ClapModel`` port (encoders ``hf_clap_*``) and the converter to it are in ``hf_clap.py``;
 they reuse ``LaionClapEncoder`` and the settings here.
 """
@@ -64,6 +66,8 @@ from .base import (
 )
 from .htsat import HTSAT, HTSATConfig
 from .laion_fusion import FusionMelConfig, FusionPatchEmbed, HTKLogMel, fusion_input, repeat_pad, rowwise
+from .runtime import Forward, autocast_dtype, openvino_net
+from .runtime import resolve as runtime_choice
 from .windows import end_aligned_starts
 
 logger = logging.getLogger(__name__)
@@ -145,22 +149,56 @@ class LaionClapModel(nn.Module):
 
     needs_fixed_batches = False  # batch-invariant as is (small-M steps run row-wise)
 
-    def embed_waveforms(self, waves: torch.Tensor) -> torch.Tensor:
-        """Non-fusion: [B, 480000] -> normalised [B, joint_dim]."""
-        return F.normalize(rowwise(self.audio_projection, self.audio_branch(waves)["embedding"]).float(), dim=-1)
+    def audio_tokens(self, waves: torch.Tensor) -> torch.Tensor:
+        """Non-fusion frontend: [B, 480000] -> HTSAT patch tokens."""
+        return self.audio_branch.tokens(self.audio_branch.mel(waves))
 
-    def embed_fusion(self, mel: torch.Tensor, longer: torch.Tensor) -> torch.Tensor:
-        """Fusion: mel [B, 4, 1001, 64] (before bn0), longer [B] -> normalised [B, joint_dim]."""
+    def fusion_tokens(self, mel: torch.Tensor, longer: torch.Tensor) -> torch.Tensor:
+        """Fusion frontend: mel [B, 4, 1001, 64] (before bn0), longer [B] -> HTSAT patch tokens."""
         bn0 = self.audio_branch.bn0
         with torch.autocast(device_type=mel.device.type, enabled=False):
             mel = bn0(mel.float().transpose(1, 3)).transpose(1, 3)
-        out = self.audio_branch.forward_mel(mel, longer=longer)
-        return F.normalize(rowwise(self.audio_projection, out["embedding"]).float(), dim=-1)
+        return self.audio_branch.tokens(mel, longer=longer)
+
+    def audio_head(self, tokens: torch.Tensor) -> torch.Tensor:
+        """HTSAT patch tokens -> normalised [B, joint_dim] (the network ``runtime=openvino`` converts)."""
+        out = self.audio_branch.forward_tokens(tokens)["embedding"]
+        return F.normalize(rowwise(self.audio_projection, out).float(), dim=-1)
+
+    def embed_waveforms(self, waves: torch.Tensor) -> torch.Tensor:
+        """Non-fusion: [B, 480000] -> normalised [B, joint_dim]."""
+        return self.audio_head(self.audio_tokens(waves))
+
+    def embed_fusion(self, mel: torch.Tensor, longer: torch.Tensor) -> torch.Tensor:
+        """Fusion: mel [B, 4, 1001, 64] (before bn0), longer [B] -> normalised [B, joint_dim]."""
+        return self.audio_head(self.fusion_tokens(mel, longer))
 
     def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.text_branch(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = rowwise(self.text_branch.pooler, hidden)  # RoBERTa pooler: tanh(dense(first token))
         return F.normalize(rowwise(self.text_projection, pooled).float(), dim=-1)
+
+
+class ConvertedAudioHead:
+    """A `LaionClapModel` whose ``audio_head`` runs as a converted graph (``encoders.runtime``); the
+    frontends (mel, bn0, patch embed with the fusion's data-dependent branch) and the text tower stay
+    in torch. Micro-batches are padded to a fixed size: a row's result then does not depend on the
+    other rows, as the torch path's row-wise heads guarantee there."""
+
+    needs_fixed_batches = True
+
+    def __init__(self, model: LaionClapModel, head: Callable[[torch.Tensor], torch.Tensor]):
+        self.model, self.head = model, head
+        self.fusion_mel = model.fusion_mel
+
+    def embed_waveforms(self, waves: torch.Tensor) -> torch.Tensor:
+        return self.head(self.model.audio_tokens(waves))
+
+    def embed_fusion(self, mel: torch.Tensor, longer: torch.Tensor) -> torch.Tensor:
+        return self.head(self.model.fusion_tokens(mel, longer))
+
+    def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_tokens(input_ids, attention_mask)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -277,6 +315,7 @@ class LaionClapEncoder:
     dim: int = 512
     normalized: bool = True
     family: str = "laion_clap"  # "hf_clap": transformers.ClapModel weights, our frontend
+    runtime: str = "torch"  # encoders.runtime: "openvino" runs the audio head as a converted graph
     max_seconds: float | None = None  # audio after this is not used (the index builder reads no more)
     # the original file API decodes with librosa.load: files are decoded to its length (audio.decode_rule)
     decode_length: ClassVar[str] = "librosa"
@@ -304,7 +343,7 @@ class LaionClapEncoder:
         out = torch.empty(len(windows), self.dim)
         for rows, real in micro_batches(len(windows), self.batch_size, self._pad):
             batch = torch.stack([repeat_pad(torch.from_numpy(windows[r]), WINDOW_SAMPLES) for r in rows])
-            with autocast(self.device, self.dtype):
+            with autocast(self.device, autocast_dtype(self.runtime, self.dtype)):
                 emb = self.model.embed_waveforms(batch.to(self.device))
             out[rows[0] : rows[0] + real] = emb[:real].float().cpu()
         return out
@@ -319,7 +358,7 @@ class LaionClapEncoder:
             items += [items[-1]] * (len(rows) - real)
             mel = torch.stack([m for m, _ in items])
             longer = torch.tensor([lg for _, lg in items], device=self.device)
-            with autocast(self.device, self.dtype):
+            with autocast(self.device, autocast_dtype(self.runtime, self.dtype)):
                 emb = self.model.embed_fusion(mel, longer)
             out[rows[0] : rows[0] + real] = emb[:real].float().cpu()
         return out
@@ -394,6 +433,7 @@ class LaionClapEncoder:
             "dim": self.dim,
             "normalized": True,
             "device": str(self.device),
+            "runtime": self.runtime,
             "dtype": str(self.dtype).replace("torch.", ""),
             "batch_size": self.batch_size,
         }
@@ -433,10 +473,13 @@ def load_laion_clap(
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     shrink_antialias: bool = False,
     device: str | None = None,
-    precision: str | None = None,
+    runtime: str | None = "auto",
+    precision: str | None = "auto",
     batch_size: int | None = None,
 ) -> LaionClapEncoder:
-    """Build the encoder and load the checkpoint strictly (CheckpointError lists key problems)."""
+    """Build the encoder and load the checkpoint strictly (CheckpointError lists key problems).
+    ``runtime``/``precision``: `rag_flamingo.encoders.runtime` (``auto`` precision is fp32 on the CPU:
+    bf16 parity of these models is not measured)."""
     config = LaionClapConfig(
         amodel=amodel,
         enable_fusion=enable_fusion,
@@ -445,7 +488,7 @@ def load_laion_clap(
         shrink_antialias=shrink_antialias,
     )
     dev = best_device(device)
-    dtype, size = encoder_precision(precision, dev), default_batch_size(batch_size, dev)
+    (runtime, dtype), size = runtime_choice(runtime, precision, dev, False), default_batch_size(batch_size, dev)
     path = resolve_checkpoint(
         CheckpointSource(path=checkpoint, repo_id=hub_repo, filename=filename), what=f"LAION-CLAP checkpoint ({name})"
     )
@@ -453,6 +496,13 @@ def load_laion_clap(
     model = LaionClapModel(config, text_config)
     load_checkpoint_into(model, load_original_state_dict(path), str(path))
     model.eval().to(dev)
+    backend: ClapBackend = model
+    sha256 = checkpoint_sha256(path) if runtime == "openvino" else None
+    if sha256 is not None:
+        with torch.no_grad():  # not inference_mode: its tensors cannot be traced
+            example = model.audio_tokens(torch.zeros(1, WINDOW_SAMPLES))  # fusion makes the same layout
+        head = openvino_net(Forward(model, "audio_head"), example, path, sha256, "laion_clap-audio_head", dtype)
+        backend = ConvertedAudioHead(model, head)
     return LaionClapEncoder(
         name=name,
         config=config,
@@ -460,9 +510,11 @@ def load_laion_clap(
         device=dev,
         dtype=dtype,
         batch_size=size,
-        model=model,
+        model=backend,
         tokenizer=tokenizer,
         max_seconds=check_max_seconds(max_seconds),
+        runtime=runtime,
+        _sha256=sha256,
     )
 
 

@@ -129,7 +129,11 @@ def rowwise(fn, *xs: torch.Tensor) -> torch.Tensor:
     """``fn`` applied to one row at a time. For the small-M steps (projection heads, poolers, AFF
     gates): a BLAS matmul over M=B rows picks different kernels for different B, so a row's low bits
     would depend on how many other clips share the call; one row at a time they never do. The large
-    steps (HTSAT, RoBERTa layers: M = B x tokens) are batch-invariant as they are (tested)."""
+    steps (HTSAT, RoBERTa layers: M = B x tokens) are batch-invariant as they are (tested). While traced
+    for a converted graph (``encoders.runtime``), the whole batch at once: an unrolled loop would fix the
+    graph's batch size (the converted path pads micro-batches to a fixed size instead)."""
+    if torch.jit.is_tracing():
+        return fn(*xs)
     return torch.cat([fn(*(x[i : i + 1] for x in xs)) for i in range(xs[0].shape[0])])
 
 
@@ -162,10 +166,12 @@ class AFF(nn.Module):
 class FusionPatchEmbed(nn.Module):
     """HTSAT patch embed with AFF fusion of the three local chunks (``PatchEmbed``, ``aff_2d``).
 
-    Called by ``HTSAT.forward_features(x, longer=mask)`` with x [B, 4, spec, spec]. The local branch is
+    Called by ``HTSAT.tokens(mel, longer=mask)`` (x [B, 4, spec, spec] after the reshape). The local branch is
     computed for every row and selected with ``longer``, the AFF one row at a time (the original
     computes them on the longer rows only: same values in eval mode, but this way a clip's result does
-    not depend on the other clips of the batch).
+    not depend on the other clips of the batch). Its branch on ``longer`` depends on the data, which a
+    traced graph cannot follow: ``runtime=openvino`` converts the network after it (``HTSAT.forward_tokens``)
+    and runs this module in torch.
     """
 
     def __init__(self, img_size: int, patch_size: int, patch_stride: tuple[int, int], embed_dim: int):

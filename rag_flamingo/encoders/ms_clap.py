@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,10 +54,11 @@ from .base import (
     check_option,
     micro_batches,
     register_encoder,
-    resolve_precision,
 )
 from .cnn14 import Cnn14, Cnn14Config
-from .htsat import HTSAT, HTSAT_TINY
+from .htsat import HTSAT, HTSAT_TINY, HTSATConfig
+from .runtime import autocast_dtype, split_network
+from .runtime import resolve as runtime_choice
 from .windows import end_aligned_starts
 
 logger = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class MSClapConfig:
     sample_rate: int = SAMPLE_RATE
     transformer_embed_dim: int = 768
     d_proj: int = 1024
+    htsat: HTSATConfig = HTSAT_TINY  # the HTS-AT backbone (its num_features is out_emb)
 
     @property
     def clip_samples(self) -> int:
@@ -114,36 +117,74 @@ class Projection(nn.Module):
 
 
 class HTSATWrapper(nn.Module):
-    """msclap's ``HTSATWrapper``: holds the backbone under ``htsat``; returns the 768-d embedding."""
+    """msclap's ``HTSATWrapper``: holds the backbone under ``htsat``; returns the 768-d embedding.
+    ``frontend`` (log-mel, bn0, patch embed) and ``network`` (the Swin stages) split it where
+    ``runtime=openvino`` converts it."""
 
-    def __init__(self):
+    def __init__(self, config: HTSATConfig = HTSAT_TINY):
         super().__init__()
-        self.htsat = HTSAT(HTSAT_TINY)
+        self.htsat = HTSAT(config)
+
+    def frontend(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.htsat.tokens(self.htsat.mel(waveform))
+
+    def network(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.htsat.forward_tokens(tokens)["embedding"]
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.htsat(waveform)["embedding"]
+        return self.network(self.frontend(waveform))
 
 
 class Cnn14Wrapper(Cnn14):
+    """CNN14's embedding; ``frontend`` (log-mel, bn0) and ``network`` (the convolutions) as for HTS-AT."""
+
+    def frontend(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.mel(waveform)
+
+    def network(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.forward_mel(mel)["embedding"]
+
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(waveform)["embedding"]
+        return self.network(self.frontend(waveform))
 
 
 class MSClapAudioEncoder(nn.Module):
-    """waveform [B, clip_samples] at 44.1 kHz -> projected embedding [B, d_proj] (not normalised)."""
+    """waveform [B, clip_samples] at 44.1 kHz -> projected embedding [B, d_proj] (not normalised).
+    ``forward`` is ``network(frontend(waveform))``: the frontend runs in torch, the network in the
+    encoder's runtime (`rag_flamingo.encoders.runtime.split_network`)."""
 
     def __init__(self, config: MSClapConfig):
         super().__init__()
+        self.base: HTSATWrapper | Cnn14Wrapper
         if config.audio_backbone == "htsat":
-            self.base: nn.Module = HTSATWrapper()
+            self.base = HTSATWrapper(config.htsat)
         else:
             self.base = Cnn14Wrapper(
                 Cnn14Config(sample_rate=config.sample_rate, fmax=config.fmax, out_emb=config.out_emb)
             )
         self.projection = Projection(config.out_emb, config.d_proj)
+        self.clip_samples = config.clip_samples
+
+    def frontend(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.base.frontend(waveform)
+
+    def network(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.base.network(x))
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.base(waveform))
+        return self.network(self.frontend(waveform))
+
+
+def audio_runner(
+    audio: MSClapAudioEncoder, runtime: str, dtype: torch.dtype, checkpoint: Path, sha256: str | None, name: str
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The audio encoder as ``runtime`` runs it (its network converted for openvino, cached beside the
+    checkpoint under ``name``); ``sha256``: the checkpoint's, needed for openvino."""
+    if runtime == "torch":
+        return audio
+    assert sha256 is not None, "a converted network is keyed by its checkpoint's sha256"
+    example = torch.zeros(1, audio.clip_samples)
+    return split_network(audio, runtime, dtype, example, checkpoint, sha256, name)
 
 
 class MSClapTextEncoder(nn.Module):
@@ -256,6 +297,7 @@ class MSClapEncoder:
         max_seconds: float | None = None,
         batch_size: int = 16,
         device: str | None = None,
+        runtime: str | None = "auto",
         precision: str | None = "auto",
         name: str | None = None,
     ):
@@ -286,9 +328,13 @@ class MSClapEncoder:
             known_unused=(*LEGACY_TEXT_BUFFERS, *unused),
         )
         self.device = best_device(device)
-        self.dtype = resolve_precision(precision, self.device)
+        # `encoders.runtime`; precision auto stays fp32 on the CPU (bf16 parity not measured for MS-CLAP)
+        self.runtime, self.dtype = runtime_choice(runtime, precision, self.device, auto_bf16=False)
         self.model.eval().to(self.device)
-        self._sha256: str | None = None
+        self._sha256: str | None = checkpoint_sha256(self.checkpoint_path) if self.runtime == "openvino" else None
+        self.audio = audio_runner(
+            self.model.audio_encoder, self.runtime, self.dtype, self.checkpoint_path, self._sha256, self.name
+        )
 
     # -- audio
     def crops(self, wave: np.ndarray) -> list[np.ndarray]:
@@ -303,7 +349,7 @@ class MSClapEncoder:
         return self._project([c for w in waveforms for c in self.crops(w)])
 
     def _project(self, crops: list[np.ndarray]) -> torch.Tensor:
-        return run_batched(self.model.audio_encoder, crops, self.batch_size, self.device, self.dtype)
+        return run_batched(self.audio, crops, self.batch_size, self.device, autocast_dtype(self.runtime, self.dtype))
 
     def embed(self, waveforms: list[np.ndarray]) -> np.ndarray:
         """float32 [N, d_proj], L2-normalised; long clips pooled by ``long_audio``."""
@@ -376,6 +422,7 @@ class MSClapEncoder:
             "audio_backbone": c.audio_backbone,
             "text_model": c.text_model,
             "text_len": c.text_len,
+            "runtime": self.runtime,
             "precision": str(self.dtype),
         }
 

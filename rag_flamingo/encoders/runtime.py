@@ -1,20 +1,34 @@
 """How an encoder's network runs on a CPU: the runtime and the precision.
 
+Taken by aisfx, the LAION-CLAP encoders, MS-CLAP 2022/2023 and clapcap (an encoder without these
+options refuses ``runtime`` in one line, `encoders.base.check_options`).
+
 - ``precision``: ``fp32``, or ``bf16`` (reduced precision, which only pays where the CPU computes
   bf16 natively: AVX512-BF16 or AMX on x86, BF16 on Arm; elsewhere it is emulated and many times
   slower). ``auto``: bf16 where the CPU has it natively (torch's CPU query, else /proc/cpuinfo; for
-  openvino also the runtime's own device query), else fp32; on CUDA fp16 autocast, as before.
-- ``runtime``: ``torch`` (eager PyTorch) or ``openvino`` (the network converted once to an OpenVINO
-  graph, cached, and compiled for this CPU; the optional ``fast`` extra installs it). ``auto`` is
-  torch: OpenVINO fp32 measured 1.89x torch end to end in one run and 0.89x in another on a loaded
-  2-core CPU (BENCHMARKS.md "Encoders against the hardware"), and a test process that had run
-  OpenVINO crashed later in a subprocess-spawning test (not root-caused), so it is used only when
-  asked for. bf16 with openvino needs a CPU whose OpenVINO reports bf16. A GPU device runs torch.
+  openvino also the runtime's own device query) and the encoder's bf16 parity was measured (aisfx;
+  ``resolve(auto_bf16=...)``), else fp32; on CUDA fp16 autocast, as before.
+- ``runtime``: ``torch`` (eager PyTorch) or ``openvino`` (the network after the frontend converted
+  once to an OpenVINO graph, cached, and compiled for this CPU; the optional ``fast`` extra installs
+  it). The frontend stays in torch: aisfx's log-mel blocks, HTS-AT's log-mel + batch norm + patch
+  embed (LAION-CLAP fusion's patch embed branches on the data, which a traced graph cannot follow),
+  CNN14's log-mel + batch norm (`split_network`).
+- ``auto`` is torch, for every encoder. The rule: OpenVINO becomes the default of an encoder when it
+  is faster end to end in every measured run and safe in a process that forks afterwards. Measured
+  (BENCHMARKS.md "Encoders against the hardware", loaded 2-core AVX2 CPU): aisfx 1.89x torch in one
+  run and 0.89x in another (not reliably faster); the CLAP encoders 1.5-2.1x (HTS-AT: two runs,
+  fusion one) and 1.28x (CNN14: one run), faster every time, but a test process that had run
+  OpenVINO crashed later in a subprocess-spawning test (not root-caused) and ``build_index`` forks
+  its decoding processes after the encoder is built: not shown safe, so OpenVINO is used only when
+  asked for. bf16 with openvino needs a CPU
+  whose OpenVINO reports bf16. A GPU device runs torch.
 
-Both paths are held to the same contract by the tests: fp32 at cos >= 0.9999 and max abs <= 1e-4 against
-torch fp32, bf16 at cos >= 0.9999. Embeddings of either path are therefore interchangeable: a store
-records the runtime and precision it was built with (fingerprint ``runtime`` / ``dtype``), and a
-query with another one is accepted (``store.comparable_fingerprint`` leaves them out).
+Both runtimes are held to the same contract by the tests: fp32 at cos >= 0.9999 and max abs <= 1e-4
+against torch fp32 (every encoder above; ms_clap_2022's full-size CNN14 in BENCHMARKS.md only, its
+conversion being too slow for the tests), aisfx's bf16 at cos >= 0.9999. fp32 embeddings of either
+runtime are therefore interchangeable: a store records the runtime and precision it was built with
+(fingerprint ``runtime`` and ``dtype`` or ``precision``), and a query with another runtime is accepted
+(``store.comparable_fingerprint`` leaves them out; a bf16 store is queried in bf16).
 
 The exported graph is cached beside the checkpoint (``<checkpoint>.graphs/``; under
 ``$RAG_FLAMINGO_CACHE_ROOT/graphs`` when that folder is read-only), named by the checkpoint's sha256,
@@ -27,7 +41,9 @@ import importlib.util
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -60,9 +76,13 @@ def openvino_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def resolve(runtime: str | None, precision: str | None, device: torch.device) -> tuple[str, torch.dtype]:
+def resolve(
+    runtime: str | None, precision: str | None, device: torch.device, auto_bf16: bool = True
+) -> tuple[str, torch.dtype]:
     """``(runtime, dtype)`` for the options as given (``auto`` resolved for this machine); a
-    combination this machine cannot run is a ConfigError saying what to use instead."""
+    combination this machine cannot run is a ConfigError saying what to use instead. ``auto_bf16``:
+    whether ``precision=auto`` may pick bf16 on a CPU that has it (False for an encoder whose bf16
+    parity has not been measured: auto is then fp32 on the CPU)."""
     runtime = _choice("runtime", runtime, RUNTIMES)
     precision = _choice("precision", precision, PRECISIONS)
     if device.type != "cpu":
@@ -75,7 +95,8 @@ def resolve(runtime: str | None, precision: str | None, device: torch.device) ->
             "(pip install 'rag-flamingo[fast]'), or use runtime=torch"
         )
     if precision == "auto":
-        dtype = torch.bfloat16 if cpu_native_bf16() and (runtime != "openvino" or openvino_bf16()) else torch.float32
+        native = auto_bf16 and cpu_native_bf16() and (runtime != "openvino" or openvino_bf16())
+        dtype = torch.bfloat16 if native else torch.float32
     else:
         dtype = resolve_precision(precision, device)
     if dtype == torch.float16:
@@ -152,3 +173,71 @@ class OpenVinoNet:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         out = self.compiled(batch.float().contiguous().numpy())[0]
         return torch.from_numpy(out.copy())
+
+
+class Forward(torch.nn.Module):
+    """``owner.<method>`` as a module's forward: the part of a model that is converted (the owner is
+    held as a submodule, so the conversion sees its weights)."""
+
+    def __init__(self, owner: torch.nn.Module, method: str):
+        super().__init__()
+        self.owner, self.method = owner, method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self.owner, self.method)(x)
+
+
+def openvino_net(
+    module: torch.nn.Module, example: torch.Tensor, checkpoint: Path, sha256: str, name: str, dtype: torch.dtype
+) -> OpenVinoNet:
+    """``module`` converted for OpenVINO and cached beside ``checkpoint`` as
+    ``<name>-<sha256[:16]>-<input layout>``: ``name`` tells apart the networks of one checkpoint."""
+    layout = "x".join(str(d) for d in example.shape[1:])
+    return OpenVinoNet(module, example, graph_dir(checkpoint), f"{name}-{sha256[:16]}-{layout}", dtype)
+
+
+class Staged:
+    """``net(frontend(x))``: a frontend run in torch, then a converted network."""
+
+    def __init__(self, frontend: Callable[[torch.Tensor], torch.Tensor], net: OpenVinoNet):
+        self.frontend, self.net = frontend, net
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.frontend(x))
+
+
+class SplitModule(Protocol):
+    """A module whose forward is ``network(frontend(x))``."""
+
+    def frontend(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def network(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def split_network(
+    module: SplitModule,
+    runtime: str,
+    dtype: torch.dtype,
+    example: torch.Tensor,
+    checkpoint: Path,
+    sha256: str,
+    name: str,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``module`` (whose ``forward(x)`` is ``network(frontend(x))``) as ``runtime`` runs it: the module
+    itself for torch; for openvino its ``frontend`` in torch, then its ``network`` as the cached graph
+    (``example``: an input of the frontend; the network's input layout is what the frontend makes of it)."""
+    if runtime != "openvino":
+        return module
+    assert isinstance(module, torch.nn.Module), "the network is converted from a torch module"
+    with torch.no_grad():  # not inference_mode: its tensors cannot be traced
+        layout = module.frontend(example)
+    net = openvino_net(Forward(module, "network"), layout, checkpoint, sha256, name, dtype)
+    return Staged(module.frontend, net)
+
+
+def autocast_dtype(runtime: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype torch autocasts to around a network call: ``dtype`` for torch; fp32 (no autocast)
+    around a converted network, which runs in its own precision."""
+    return dtype if runtime == "torch" else torch.float32

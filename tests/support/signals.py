@@ -18,11 +18,15 @@ def assert_close(ours: torch.Tensor, ref: torch.Tensor, what: str) -> None:
     assert diff <= 1e-4, f"{what}: max abs diff {diff:.2e}"
 
 
-def write_wave(path, seconds: float, sr: int = SR, seed: int = 0):
+def chirp(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
+    """A chirp with a seed-dependent start frequency and tremolo, over a little noise (float32)."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(round(seconds * sr))) / sr
     f0 = 200 + 300 * seed
     wave = 0.4 * np.sin(2 * np.pi * (f0 + 150 * t) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.7 * t))
-    wave = wave + 0.05 * rng.standard_normal(t.shape)
-    sf.write(str(path), wave.astype(np.float32), sr, subtype="FLOAT")
+    return (wave + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+def write_wave(path, seconds: float, sr: int = SR, seed: int = 0):
+    sf.write(str(path), chirp(seconds, sr, seed), sr, subtype="FLOAT")
     return path
