@@ -159,7 +159,9 @@ def plot(results: list[dict], png: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from index_builder.manifests.cli_args import OneLineParser
+
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--vectors", default=None, help="comma-separated .npy files of unit vectors instead of --sizes")
     ap.add_argument("--queries", type=Path, default=None, help="held-out query vectors (.npy) for --vectors")

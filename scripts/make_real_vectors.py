@@ -118,7 +118,9 @@ def crop_vectors(blocks: list[np.ndarray], crops: np.ndarray, chunk: int = 65_53
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from index_builder.manifests.cli_args import OneLineParser
+
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--audio", type=Path, nargs="+", required=True, help="folders of recordings (searched recursively)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--sizes", default="100000,1000000")

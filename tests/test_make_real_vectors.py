@@ -1,0 +1,41 @@
+"""scripts/make_real_vectors.py: the crop set and the crop embeddings (normalised block means)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_real_vectors.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("make_real_vectors", SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_crop_up_to_the_longest_once():
+    mrv = load_script()
+    counts = [3, 1, 5]
+    crops = mrv.all_crops(counts, np.array([0, 2]), longest=2)
+    # track 0: 3 crops of 1 block + 2 of 2; track 2: 5 + 4; track 1 left out
+    assert len(crops) == 14 and len({tuple(c) for c in crops}) == 14
+    assert set(crops[:, 0]) == {0, 2} and crops[:, 2].max() == 2
+    assert all(first + length <= counts[t] for t, first, length in crops)
+    assert mrv.shortest_reaching(counts, np.array([0, 2]), 14) == 2
+    assert mrv.shortest_reaching(counts, np.array([0, 2]), 10**6) == 5  # all lengths when none reaches
+
+
+def test_crop_vectors_are_normalised_block_means():
+    mrv = load_script()
+    rng = np.random.default_rng(0)
+    blocks = [rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal((2, 8)).astype(np.float32)]
+    crops = np.array([[0, 1, 3], [1, 0, 1], [0, 0, 4]])
+    got = mrv.crop_vectors(blocks, crops, chunk=2)
+    for row, (t, first, length) in zip(got, crops):
+        mean = blocks[t][first : first + length].mean(0)
+        np.testing.assert_allclose(row, mean / np.linalg.norm(mean), atol=1e-6)
