@@ -39,6 +39,7 @@ from .components import build_predictors, open_store, query_parts, task_name
 from .config import ClassifyConfig
 from .errors import AudioError, ConfigError
 from .jsonl import append_jsonl
+from .predictors import check_adapt
 from .preflight import require
 from .runner import QueryInput, QueryRunner, plan_combos, shot_records
 from .store.items import recording_key
@@ -224,6 +225,7 @@ def _run(argv: list[str]) -> None:
     if handle_flags(CONFIG_NAME, argv):
         return
     cfg = load_config(argv)
+    check_adapt(cfg.adapt, [cfg.predictor])  # before the model weights are looked for
     require(CONFIG_NAME, cfg)
     records = classify(cfg)
     if records and all(r.get("error") for r in records):  # a batch skips bad clips; none left is a failure
