@@ -4,7 +4,8 @@ Usage (``key=value`` arguments; the config is ``rag_flamingo/conf/rag_classify.y
 in ``rag_flamingo/config.py``: ClassifyConfig)::
 
     rag_classify store=my_index audio=clip.wav                      # knn over 4 shots
-    rag_classify store=my_index audio=dir/ predictor=prototype out=labels.jsonl
+    rag_classify store=my_index audio=dir/ predictor=fusion k=16 out=labels.jsonl   # recommended, new labels
+    rag_classify store=my_index audio=dir/ predictor=fusion k=8 adapt=standardize   # a batch labelled together
     rag_classify store=my_index audio=dir/ predictor=flamingo k=7              # model=foundation (hub)
     rag_classify store=my_index audio=dir/ predictor=flamingo model.checkpoint.path=/ckpt/foundation.pt
 
@@ -20,6 +21,9 @@ that is a symlink is followed: its target gets the labels and the link stays; a 
 socket is refused). Unusable files are reported, never fatal. A file that is in the store (or an
 exact copy of one) never votes for itself; with no evidence left the label is empty (no answer).
 The encoder is the one the store was built with (``encoder.name`` from its store.json).
+``adapt=source|center|standardize|propagate`` re-expresses the store and the clips in a common space
+first (`rag_flamingo.shift`; the last three are transductive: all clips of the run labelled together).
+Which predictor to use for new labels: README, "New labels without fine-tuning".
 """
 
 from __future__ import annotations
