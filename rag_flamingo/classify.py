@@ -5,7 +5,8 @@ in ``rag_flamingo/config.py``: ClassifyConfig)::
 
     rag_classify store=my_index audio=clip.wav                      # knn over 4 shots
     rag_classify store=my_index audio=dir/ predictor=fusion k=16 out=labels.jsonl   # recommended, new labels
-    rag_classify store=my_index audio=dir/ predictor=fusion k=8 adapt=standardize   # a batch labelled together
+    rag_classify store=my_index audio=dir/ predictor=fusion k=8 adapt=standardize \\
+        predictors.fusion.weight=0.7 predictors.fusion.temperature=0.1      # a batch labelled together
     rag_classify store=my_index audio=dir/ predictor=flamingo k=7              # model=foundation (hub)
     rag_classify store=my_index audio=dir/ predictor=flamingo model.checkpoint.path=/ckpt/foundation.pt
 
