@@ -111,9 +111,14 @@ def check_encoder_request(store: IndexStore | StoreView, options: dict) -> None:
 
 
 def _same_setting(recorded: Any, value: Any) -> bool:
-    """A requested option against the store's record of it: equal, or the record is the value with its
-    description (``long_audio: 'mean: mean of normalised embeddings of 10 s windows'``)."""
-    return recorded == value or (isinstance(recorded, str) and recorded.startswith(f"{value}: "))
+    """A requested option against the store's record of it: equal; or the record is the value with its
+    description (LAION-CLAP's ``long_audio: 'mean: mean of normalised embeddings of 10 s windows'``);
+    or the record is a description alone (MS-CLAP's), which the built encoder's full fingerprint is
+    checked against instead (`build_encoder`)."""
+    if recorded == value or not isinstance(recorded, str) or " " not in recorded or " " in str(value):
+        return recorded == value
+    prefix, colon, _ = recorded.partition(": ")
+    return prefix == str(value) if colon else True
 
 
 def build_encoder(cfg: QueryConfig, store: IndexStore):

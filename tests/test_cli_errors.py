@@ -274,3 +274,5 @@ def test_an_encoder_request_matches_the_stores_described_setting():
     check_encoder_request(store, {"name": "laion_clap", "long_audio": "mean", "runtime": "openvino"})
     with pytest.raises(StoreError, match="long_audio='head'"):
         check_encoder_request(store, {"name": "laion_clap", "long_audio": "head"})
+    described = {"name": "ms_clap_2023", "long_audio": "mean of L2-normalised consecutive windows"}
+    check_encoder_request(SimpleNamespace(root="s", info=SimpleNamespace(encoder=described)), {"long_audio": "mean"})
