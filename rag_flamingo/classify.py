@@ -39,7 +39,7 @@ from typing import Any
 
 from . import shift
 from .audio import AUDIO_EXTENSIONS
-from .cli import compose_config, handle_flags, run_main
+from .cli import compose_config, export_roots, handle_flags, run_main
 from .components import build_predictors, open_store, query_parts, task_name
 from .config import ClassifyConfig
 from .errors import AudioError, ConfigError
@@ -230,6 +230,7 @@ def _run(argv: list[str]) -> None:
     if handle_flags(CONFIG_NAME, argv):
         return
     cfg = load_config(argv)
+    export_roots(cfg)  # cache_root= for everything downstream (the encoders' graph cache)
     check_adapt(cfg.adapt, [cfg.predictor])  # before the model weights are looked for
     require(CONFIG_NAME, cfg)
     records = classify(cfg)

@@ -264,7 +264,7 @@ def test_a_bf16_store_is_queried_in_bf16_and_another_precision_refused(tmp_path,
     store = Built()
     options = {"name": "aisfx", "checkpoint": str(ckpt), "device": "cpu", "config": TINY, "max_blocks": 8}
     components.follow_store_precision(store, dict(options, precision="fp32"))  # explicit: left as asked
-    with pytest.raises(StoreError, match=r"differs in: precision"):
+    with pytest.raises(StoreError, match=r"differs in: precision \(store 'bf16', query 'fp32'\)"):
         store.check_encoder(tiny(tmp_path, runtime="torch", precision="fp32").fingerprint())
     auto = dict(options, precision="auto")
     components.follow_store_precision(store, auto)

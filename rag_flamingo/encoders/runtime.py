@@ -102,6 +102,11 @@ def resolve(
         dtype = resolve_precision(precision, device)
     if dtype == torch.float16:
         raise ConfigError("encoder option precision=fp16 is for CUDA; on the CPU use fp32 or bf16")
+    if dtype == torch.bfloat16 and runtime == "torch" and not cpu_native_bf16():
+        logger.warning(
+            "encoder option precision=bf16: this CPU has no native bf16 (AVX512-BF16, AMX or Arm BF16), so torch "
+            "emulates it, several times slower than fp32 (precision=auto picks fp32 here)"
+        )
     if runtime == "auto":  # openvino is opt-in: its gain did not hold in every run (BENCHMARKS.md)
         runtime = "torch"
     if dtype == torch.bfloat16 and runtime == "openvino" and not (cpu_native_bf16() and openvino_bf16()):
