@@ -4,7 +4,9 @@ Usage (``key=value`` arguments; the config is ``rag_flamingo/conf/rag_classify.y
 in ``rag_flamingo/config.py``: ClassifyConfig)::
 
     rag_classify store=my_index audio=clip.wav                      # knn over 4 shots
-    rag_classify store=my_index audio=dir/ predictor=prototype out=labels.jsonl
+    rag_classify store=my_index audio=dir/ predictor=fusion k=16 out=labels.jsonl   # recommended, new labels
+    rag_classify store=my_index audio=dir/ predictor=fusion k=8 adapt=standardize \\
+        predictors.fusion.weight=0.7 predictors.fusion.temperature=0.1      # a batch labelled together
     rag_classify store=my_index audio=dir/ predictor=flamingo k=7              # model=foundation (hub)
     rag_classify store=my_index audio=dir/ predictor=flamingo model.checkpoint.path=/ckpt/foundation.pt
 
@@ -20,6 +22,9 @@ that is a symlink is followed: its target gets the labels and the link stays; a 
 socket is refused). Unusable files are reported, never fatal. A file that is in the store (or an
 exact copy of one) never votes for itself; with no evidence left the label is empty (no answer).
 The encoder is the one the store was built with (``encoder.name`` from its store.json).
+``adapt=source|center|standardize|propagate`` re-expresses the store and the clips in a common space
+first (`rag_flamingo.shift`; the last three are transductive: all clips of the run labelled together).
+Which predictor to use for new labels: README, "New labels without fine-tuning".
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ from typing import Any
 
 from . import shift
 from .audio import AUDIO_EXTENSIONS
-from .cli import compose_config, handle_flags, run_main
+from .cli import compose_config, export_roots, handle_flags, run_main
 from .components import build_predictors, open_store, query_parts, task_name
 from .config import ClassifyConfig
 from .errors import AudioError, ConfigError
 from .jsonl import append_jsonl
+from .predictors import check_adapt
 from .preflight import require
 from .runner import QueryInput, QueryRunner, plan_combos, shot_records
 from .store.items import recording_key
@@ -224,6 +230,8 @@ def _run(argv: list[str]) -> None:
     if handle_flags(CONFIG_NAME, argv):
         return
     cfg = load_config(argv)
+    export_roots(cfg)  # cache_root= for everything downstream (the encoders' graph cache)
+    check_adapt(cfg.adapt, [cfg.predictor])  # before the model weights are looked for
     require(CONFIG_NAME, cfg)
     records = classify(cfg)
     if records and all(r.get("error") for r in records):  # a batch skips bad clips; none left is a failure

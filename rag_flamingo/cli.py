@@ -432,8 +432,19 @@ def _check_key(override: str, base: dict) -> None:
             hint = did_you_mean(key, known) or f": {where} has {', '.join(sorted(map(str, node)))}"
             if not node:  # a group left unchosen (rag_classify's encoder: the store's own)
                 hint = f": {where} has no settings until one is chosen ({where}=<name> {key}=...)"
+            elif parts[0] == "encoder" and depth == 1:
+                _refuse_encoder_option(str(node.get("name") or ""), part)
             raise ConfigError(f"unknown option {key!r}{hint}")
         node = node[part]
+
+
+def _refuse_encoder_option(name: str, option: str) -> None:
+    """The chosen encoder's own refusal of an option its config lacks (it names the encoder and what
+    it takes, e.g. that it runs in torch only), when the encoder is registered."""
+    from .encoders.base import available_encoders, check_options
+
+    if name in available_encoders():
+        check_options(name, {option: None})
 
 
 def export_roots(cfg: Any) -> None:

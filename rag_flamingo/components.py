@@ -100,7 +100,7 @@ def check_encoder_request(store: IndexStore | StoreView, options: dict) -> None:
         and v is not None
         and k in built
         and not isinstance(built[k], dict)
-        and built[k] != v
+        and not _same_setting(built[k], v)
     )
     if differ:
         settings = ", ".join(f"{k}={options[k]!r} (store: {built[k]!r})" for k in differ)
@@ -108,6 +108,17 @@ def check_encoder_request(store: IndexStore | StoreView, options: dict) -> None:
             f"{store.root}: encoder {name or built.get('name')} differs from the store's in {settings}; "
             f"use the store's settings, or rebuild the store with these"
         )
+
+
+def _same_setting(recorded: Any, value: Any) -> bool:
+    """A requested option against the store's record of it: equal; or the record is the value with its
+    description (LAION-CLAP's ``long_audio: 'mean: mean of normalised embeddings of 10 s windows'``);
+    or the record is a description alone (MS-CLAP's), which the built encoder's full fingerprint is
+    checked against instead (`build_encoder`)."""
+    if recorded == value or not isinstance(recorded, str) or " " not in recorded or " " in str(value):
+        return recorded == value
+    prefix, colon, _ = recorded.partition(": ")
+    return prefix == str(value) if colon else True
 
 
 def build_encoder(cfg: QueryConfig, store: IndexStore):

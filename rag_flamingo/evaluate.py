@@ -59,6 +59,7 @@ from .config import EvaluateConfig, SuiteConfig
 from .errors import ConfigError
 from .hashing import file_sha256
 from .paths import check_writable_folder
+from .predictors import check_adapt
 from .preflight import require
 from .runner import (
     QueryInput,
@@ -328,6 +329,7 @@ def _run(argv: list[str]) -> None:
         _refuse_suite_settings(cfg.suite)
         where = Path(cfg.output_dir) if cfg.output_dir else Path("outputs") / "evaluate"  # the default's parent
         check_writable_folder(where, "output_dir=")
+        check_adapt(cfg.adapt, as_list(cfg.predictor))  # before the model weights are looked for
         require(CONFIG_NAME, cfg)
         summary = evaluate(cfg)
         if summary is not None:

@@ -460,10 +460,16 @@ class AdaptedPredictor:
 ADAPTABLE = ("knn", "prototype", *METHODS, "fusion")
 
 
+def check_adapt(adapt: str, names: Sequence[str]) -> None:
+    """One-line refusal of an unknown ``adapt`` mode, or one for a predictor it does not apply to (cheap:
+    the CLIs call it before checking for model weights)."""
+    shift.check(adapt)
+    if adapt != "none" and (other := next((n for n in names if n not in ADAPTABLE), None)):
+        raise ConfigError(f"adapt={adapt} applies to {', '.join(ADAPTABLE)}, not to predictor {other}")
+
+
 def _adapted(name: str, ctx: PredictorContext) -> Predictor:
-    shift.check(ctx.adapt)
-    if name not in ADAPTABLE:
-        raise ConfigError(f"adapt={ctx.adapt} applies to {', '.join(ADAPTABLE)}, not to predictor {name}")
+    check_adapt(ctx.adapt, [name])
     if getattr(getattr(ctx.options, name, None), "tta", 1) > 1:
         raise ConfigError(f"predictors.{name}.tta and adapt={ctx.adapt} are not combined; use one of them")
     # knn's vote; a cosine rule's class probabilities (for propagate) as fusion makes them

@@ -34,6 +34,7 @@ difference with 1-NN (a difference whose interval excludes 0 is real).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import platform
@@ -80,14 +81,28 @@ KEY_ROWS = [
 SOFTMAX_T = 0.1  # a cosine rule's probabilities for propagate (the knn vote's default temperature)
 
 
-def stores(root: Path, work: Path) -> tuple[IndexStore, IndexStore]:
-    out = []
+def set_problem(root: Path) -> str | None:
+    """Why ``root`` is not a set (``train/`` and ``test/`` with two or more label folders of audio each)."""
     for split in ("train", "test"):
-        target = work / f"{root.name}-{split}"
-        if not (target / "store.json").is_file():
-            args = [f"dataset.root={root}", "encoder=aisfx", f"split={split}", f"store={target}"]
-            if build_index(["dataset=folder", *args, "progress=false"]) != 0:
-                raise SystemExit(f"build_index failed for {root} {split}")
+        folder = root / split
+        if not folder.is_dir():
+            return f"--sets {root}: no {split}/ folder (a set made by make_devset*.py)"
+        labels = [d for d in folder.iterdir() if d.is_dir() and any(f.is_file() for f in d.rglob("*"))]
+        if len(labels) < 2:
+            return f"--sets {root}: {split}/ has {len(labels)} label folder(s) with files; a set needs two or more"
+    return None
+
+
+def stores(root: Path, work: Path) -> tuple[IndexStore, IndexStore]:
+    """The set's support and query stores under ``work``, named by the set folder's name and path, and
+    built (or checked current: build_index resumes, or finds nothing new) on every run."""
+    out = []
+    tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+    for split in ("train", "test"):
+        target = work / f"{root.resolve().name}-{tag}-{split}"
+        args = [f"dataset.root={root}", "encoder=aisfx", f"split={split}", f"store={target}"]
+        if build_index(["dataset=folder", *args, "progress=false"]) != 0:
+            raise SystemExit(f"build_index failed for {root} {split} (its error above)")
         out.append(IndexStore.open(target))
     return out[0], out[1]
 
@@ -165,20 +180,17 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("bench_sets"))
     args = p.parse_args()
     sets = [Path(s) for s in args.sets.split(",") if s]
-    problem = next(
-        (
-            f"--sets {s}: no train/ and test/ folders (a set made by make_devset*.py)"
-            for s in sets
-            if not ((s / "train").is_dir() and (s / "test").is_dir())
-        ),
-        None,
-    )
+    problem = next(filter(None, map(set_problem, sets)), None)
+    if not problem and len(sets) < 2:
+        problem = f"--sets names {len(sets)} set: leaving one set out needs two or more"
+    elif not problem and len({s.resolve() for s in sets}) < len(sets):
+        problem = "--sets names a set twice"
     try:
         check_writable_folder(args.work, "--work ")
     except ConfigError as exc:
         problem = problem or str(exc)
-    if problem or not sets:
-        p.exit(2, f"{p.prog}: error: {problem or '--sets names no set folder'}\n")
+    if problem:
+        p.exit(2, f"{p.prog}: error: {problem}\n")
     logging.basicConfig(level=logging.WARNING)
     root = Path(__file__).resolve().parents[1]
     commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
@@ -186,7 +198,9 @@ def main() -> None:
         f"commit {commit.stdout.strip() or '(not a checkout)'}, {platform.processor() or platform.machine()}, "
         f"{platform.python_version()}"
     )
-    results = {s.name: correct(*stores(s, args.work)) for s in sets}
+    names = [s.resolve().name for s in sets]
+    shown = names if len(set(names)) == len(names) else [f"{s.resolve().parent.name}/{s.resolve().name}" for s in sets]
+    results = {name: correct(*stores(s, args.work)) for name, s in zip(shown, sets)}
     names = list(next(iter(results.values())))
     base = "1-NN | none"
     gain = {n: {s: float(r[n].mean() - r[base].mean()) for s, r in results.items()} for n in names}

@@ -258,3 +258,21 @@ def test_hydras_own_flags_work_as_in_hydra(capsys):
     assert "--resolve goes with --cfg" in capsys.readouterr().err
     assert build_index(["--cfg", "--check"]) == 2
     assert "--cfg and --check each print a report of their own" in capsys.readouterr().err
+
+
+def test_an_encoder_request_matches_the_stores_described_setting():
+    """store.json records some settings with their description (LAION-CLAP's long_audio 'mean: mean
+    of ...'); the same setting requested by name (encoder=laion_clap: long_audio=mean) matches it, and
+    another one is still refused in one line naming both."""
+    from types import SimpleNamespace
+
+    from rag_flamingo.components import check_encoder_request
+    from rag_flamingo.errors import StoreError
+
+    built = {"name": "laion_clap", "long_audio": "mean: mean of normalised embeddings of 10 s windows"}
+    store = SimpleNamespace(root="s", info=SimpleNamespace(encoder=built))
+    check_encoder_request(store, {"name": "laion_clap", "long_audio": "mean", "runtime": "openvino"})
+    with pytest.raises(StoreError, match="long_audio='head'"):
+        check_encoder_request(store, {"name": "laion_clap", "long_audio": "head"})
+    described = {"name": "ms_clap_2023", "long_audio": "mean of L2-normalised consecutive windows"}
+    check_encoder_request(SimpleNamespace(root="s", info=SimpleNamespace(encoder=described)), {"long_audio": "mean"})

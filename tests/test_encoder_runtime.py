@@ -125,7 +125,7 @@ def test_runtime_and_precision_are_checked_and_auto_follows_the_cpu(monkeypatch)
 
 
 def test_openvino_tests_run_in_their_own_process():
-    run_child_tests(__file__, 2)
+    run_child_tests(__file__, 3)
 
 
 def test_bf16_matches_fp32_on_real_recordings(tmp_path):
@@ -188,6 +188,38 @@ def test_child_openvino_matches_torch_and_reuses_its_cached_graph(tmp_path, monk
 
 
 @in_child
+def test_child_the_graph_cache_survives_damaged_digests_and_folders_it_cannot_write(tmp_path, monkeypatch, caplog):
+    """An empty digests file: converted again (warned), not a traceback. A whole graph beside the
+    checkpoint is read even when that folder cannot be written; with no writable folder at all a new
+    graph runs uncached (warned)."""
+    import openvino
+
+    waves = clips(2)
+    first = tiny(tmp_path, runtime="openvino", precision="fp32")
+    want = first.embed(waves)
+    first.net.path.with_suffix(".sha256.json").write_text("")
+    with caplog.at_level(logging.WARNING, logger="rag_flamingo.encoders.runtime"):
+        again = tiny(tmp_path, runtime="openvino", precision="fp32")
+    assert "does not match the digests written with it" in caplog.text
+    np.testing.assert_allclose(again.embed(waves), want, atol=1e-6)
+    graph = again.net.path
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    monkeypatch.setenv("RAG_FLAMINGO_CACHE_ROOT", str(blocked / "cache"))  # under a file: cannot be made
+    monkeypatch.setattr(rt, "_writable", lambda folder: False)  # root may write anywhere: say it may not
+    with monkeypatch.context() as m:  # the cached graph is read, though its folder cannot be written
+        m.setattr(openvino, "convert_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("converted")))
+        assert tiny(tmp_path, runtime="openvino", precision="fp32").net.path == graph
+    for name in (graph, graph.with_suffix(".bin")):
+        name.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rag_flamingo.encoders.runtime"):
+        uncached = tiny(tmp_path, runtime="openvino", precision="fp32")
+    assert "not cached" in caplog.text and not graph.exists()
+    np.testing.assert_allclose(uncached.embed(waves), want, atol=1e-6)
+
+
+@in_child
 def test_child_a_store_built_one_way_answers_queries_embedded_the_other_way(tmp_path):
     """Neighbour equality between runtimes: items embedded one way (torch or openvino, fp32),
     queries embedded either way find the same top-10 items for >= 99 % of queries; the
@@ -232,7 +264,7 @@ def test_a_bf16_store_is_queried_in_bf16_and_another_precision_refused(tmp_path,
     store = Built()
     options = {"name": "aisfx", "checkpoint": str(ckpt), "device": "cpu", "config": TINY, "max_blocks": 8}
     components.follow_store_precision(store, dict(options, precision="fp32"))  # explicit: left as asked
-    with pytest.raises(StoreError, match=r"differs in: precision"):
+    with pytest.raises(StoreError, match=r"differs in: precision \(store 'bf16', query 'fp32'\)"):
         store.check_encoder(tiny(tmp_path, runtime="torch", precision="fp32").fingerprint())
     auto = dict(options, precision="auto")
     components.follow_store_precision(store, auto)

@@ -42,6 +42,19 @@ def test_encoders_without_the_option_refuse_runtime_in_one_line():
         assert name in message
 
 
+def test_the_command_line_refuses_runtime_for_such_an_encoder_in_its_words(tmp_path, capsys):
+    """encoder.runtime on an encoder whose config lacks it: the encoder's own refusal, not an unknown
+    key with a did-you-mean of another setting."""
+    from index_builder.cli import main as build_index
+
+    args = ["dataset=folder", f"dataset.root={tmp_path}", f"store={tmp_path / 's'}", "encoder=hf_clap_fused"]
+    assert build_index([*args, "encoder.runtime=openvino"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "encoder hf_clap_fused runs in torch only" in err[0], err
+    assert build_index([*args[:-1], "encoder=aisfx", "encoder.runtme=openvino"]) == 2
+    assert "encoder aisfx has no option 'runtme' (did you mean 'runtime'?)" in capsys.readouterr().err
+
+
 def calibrate_(model: torch.nn.Module, run) -> torch.nn.Module:
     """Batch-norm statistics from the test clips: ``run()`` forwards them through ``model`` in train mode."""
     for m in model.modules():
@@ -145,7 +158,7 @@ def test_child_laion_clap_openvino_matches_torch_and_caches_its_graph(tmp_path, 
     np.testing.assert_allclose(first, ov.embed(waves), atol=1e-6)  # the graph read back
     save_laion(ckpt, text_dir, fusion, seed=1)  # another checkpoint at the same path: another graph
     changed = build("openvino")
-    assert changed.model.head.path != graph and runtime.graph_dir(ckpt) == graph.parent
+    assert changed.model.head.path != graph and runtime.graph_dirs(ckpt)[0] == graph.parent
     assert_parity(changed.embed(waves), build("torch").embed(waves))
 
 

@@ -180,6 +180,9 @@ def test_rag_classify_refuses_a_transductive_mode_for_one_clip(tmp_path, capsys)
     assert len(err) == 1 and "transductive" in err[0], err
     assert rag_classify([f"store={tmp_path}/store", f"audio={clip}", "adapt=centre"]) == 2
     assert "adapt" in capsys.readouterr().err
+    # the mode's reach is checked before the model weights are looked for (they are not here)
+    assert rag_classify([f"store={tmp_path}/store", f"audio={clip}", "predictor=flamingo", "adapt=center"]) == 2
+    assert "not to predictor flamingo" in capsys.readouterr().err
 
 
 def test_a_source_of_one_label_is_pooled_not_centred_away():

@@ -31,7 +31,8 @@ runtime are therefore interchangeable: a store records the runtime and precision
 (``store.comparable_fingerprint`` leaves them out; a bf16 store is queried in bf16).
 
 The exported graph is cached beside the checkpoint (``<checkpoint>.graphs/``; under
-``$RAG_FLAMINGO_CACHE_ROOT/graphs`` when that folder is read-only), named by the checkpoint's sha256,
+``$RAG_FLAMINGO_CACHE_ROOT/graphs`` when that folder is read-only; read from either; not cached when
+neither can be written), named by the checkpoint's sha256,
 the runtime's version and the input layout, so a new checkpoint or runtime version makes a new graph.
 """
 
@@ -41,7 +42,7 @@ import importlib.util
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -101,6 +102,11 @@ def resolve(
         dtype = resolve_precision(precision, device)
     if dtype == torch.float16:
         raise ConfigError("encoder option precision=fp16 is for CUDA; on the CPU use fp32 or bf16")
+    if dtype == torch.bfloat16 and runtime == "torch" and not cpu_native_bf16():
+        logger.warning(
+            "encoder option precision=bf16: this CPU has no native bf16 (AVX512-BF16, AMX or Arm BF16), so torch "
+            "emulates it, several times slower than fp32 (precision=auto picks fp32 here)"
+        )
     if runtime == "auto":  # openvino is opt-in: its gain did not hold in every run (BENCHMARKS.md)
         runtime = "torch"
     if dtype == torch.bfloat16 and runtime == "openvino" and not (cpu_native_bf16() and openvino_bf16()):
@@ -111,15 +117,20 @@ def resolve(
     return runtime, dtype
 
 
-def graph_dir(checkpoint: Path) -> Path:
-    """Where exported graphs of ``checkpoint`` are cached: beside it, or in the cache root when its
-    folder cannot be written."""
+def graph_dirs(checkpoint: Path) -> list[Path]:
+    """Where exported graphs of ``checkpoint`` are looked for, in order: beside it, then the cache
+    root's ``graphs/`` (a new graph is written to the first of them that can be written)."""
     from ..paths import cache_root
 
-    beside = checkpoint.parent / f"{checkpoint.name}.graphs"
-    if os.access(beside if beside.exists() else checkpoint.parent, os.W_OK):
-        return beside
-    return cache_root() / "graphs"
+    return [checkpoint.parent / f"{checkpoint.name}.graphs", cache_root() / "graphs"]
+
+
+def _writable(folder: Path) -> bool:
+    """``folder`` can be written, or made: its nearest existing ancestor can be written."""
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK)
 
 
 def openvino_version() -> str:
@@ -132,40 +143,69 @@ class OpenVinoNet:
     """A torch module's forward as an OpenVINO compiled model: ``net(batch) -> torch.Tensor``.
 
     The graph is converted from the module once (``example`` gives the input layout; the first
-    dimension is dynamic) and saved as ``<graph_dir>/<key>-openvino<version>.xml`` with its weights in
-    fp32; a later process reads it back instead of converting again.
+    dimension is dynamic) and saved as ``<folder>/<key>-openvino<version>.xml`` with its weights in fp32,
+    ``folder`` the first of ``caches`` that can be written; a later process reads a whole graph back
+    from any of them instead of converting again.
     """
 
-    def __init__(self, module: torch.nn.Module, example: torch.Tensor, cache: Path, key: str, dtype: torch.dtype):
+    def __init__(
+        self, module: torch.nn.Module, example: torch.Tensor, caches: Sequence[Path], key: str, dtype: torch.dtype
+    ):
         import openvino as ov
 
-        self.path = cache / f"{key}-openvino{openvino_version()}.xml"
-        digests = self.path.with_suffix(".sha256.json")  # the graph files' sha256, written with them
+        name = f"{key}-openvino{openvino_version()}.xml"
         core = ov.Core()
         model = None
-        if self.path.is_file() and self.path.with_suffix(".bin").is_file():
-            if not digests.is_file() or json.loads(digests.read_text()) != self._digests():
-                logger.warning("%s does not match the digests written with it; converting the network again", self.path)
-            else:
-                try:
-                    model = core.read_model(str(self.path))
-                except RuntimeError as exc:  # a damaged cache file: converted again below
-                    logger.warning(
-                        "%s cannot be read (%s); converting the network again", self.path, str(exc).splitlines()[0]
-                    )
+        for cache in caches:  # a whole graph already cached (even in a read-only folder) is read
+            self.path = cache / name
+            if self.path.is_file() and self.path.with_suffix(".bin").is_file():
+                model = self._read(core)
+                if model is not None:
+                    break
         if model is None:
             model = ov.convert_model(module.float().eval(), example_input=example.float())
             model.reshape({model.inputs[0]: ov.PartialShape([-1, *example.shape[1:]])})
-            cache.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f"{self.path.stem}.tmp{os.getpid()}.xml")  # renamed when whole
-            ov.save_model(model, str(tmp), compress_to_fp16=False)  # fp32 weights: the parity contract
-            tmp.with_suffix(".bin").replace(self.path.with_suffix(".bin"))
-            tmp.replace(self.path)
-            digests.write_text(json.dumps(self._digests()))
-            logger.info("exported %s", self.path)
+            writable = next((c for c in caches if _writable(c)), None)
+            if writable is None:
+                folders = ", ".join(map(str, caches))
+                logger.warning("no writable folder for the converted graph (%s): not cached", folders)
+            else:
+                self._save(ov, model, writable / name)
         hint = "bf16" if dtype == torch.bfloat16 else "f32"
         threads = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
         self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, **threads})
+
+    def _read(self, core):
+        """The cached graph at ``self.path``, or None (warned) when its files do not match the digests
+        written with them or cannot be read: it is converted again."""
+        digests = self.path.with_suffix(".sha256.json")  # the graph files' sha256, written with them
+        try:
+            recorded = json.loads(digests.read_text())
+        except (OSError, ValueError):
+            recorded = None
+        if recorded != self._digests():
+            logger.warning("%s does not match the digests written with it; converting the network again", self.path)
+            return None
+        try:
+            return core.read_model(str(self.path))
+        except RuntimeError as exc:  # a damaged cache file
+            logger.warning("%s cannot be read (%s); converting the network again", self.path, str(exc).splitlines()[0])
+            return None
+
+    def _save(self, ov, model, path: Path) -> None:
+        """Write the graph (fp32 weights: the parity contract) and its digests, each file renamed in
+        place when whole, the digests last: a reader sees a whole graph with its digests, or none."""
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.xml")
+        ov.save_model(model, str(tmp), compress_to_fp16=False)
+        tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+        tmp.replace(path)
+        digests = path.with_suffix(".sha256.json")
+        staged = digests.with_name(f"{digests.name}.tmp{os.getpid()}")
+        staged.write_text(json.dumps(self._digests()))
+        staged.replace(digests)
+        logger.info("exported %s", path)
 
     def _digests(self) -> dict[str, str]:
         return {p.name: file_sha256(p) for p in (self.path, self.path.with_suffix(".bin"))}
@@ -193,7 +233,7 @@ def openvino_net(
     """``module`` converted for OpenVINO and cached beside ``checkpoint`` as
     ``<name>-<sha256[:16]>-<input layout>``: ``name`` tells apart the networks of one checkpoint."""
     layout = "x".join(str(d) for d in example.shape[1:])
-    return OpenVinoNet(module, example, graph_dir(checkpoint), f"{name}-{sha256[:16]}-{layout}", dtype)
+    return OpenVinoNet(module, example, graph_dirs(checkpoint), f"{name}-{sha256[:16]}-{layout}", dtype)
 
 
 class Staged:

@@ -236,6 +236,9 @@ class IndexStore:
 
 
 def _difference(key: str, built: object, ours: object) -> str:
-    """``key (store X, query Y)``; the key alone when a value is too long for one line (a nested record)."""
+    """``key (store X, query Y)``; the key alone when a value is too long for one line (a nested record).
+    An absent precision is full precision (`comparable_fingerprint` records only bf16)."""
+    if key == "precision":
+        built, ours = built or "fp32", ours or "fp32"
     short = len(repr(built)) + len(repr(ours)) < 80
     return f"{key} (store {built!r}, query {ours!r})" if short else key
