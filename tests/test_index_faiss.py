@@ -138,3 +138,26 @@ def test_the_recall_check_leaves_each_querys_own_row_out():
 
     got = without_own(np.array([[5, 1, 2], [3, 4, 5], [7, -1, -1]]), np.array([5, 9, 7]), 2)
     assert got.tolist() == [[1, 2], [3, 4], [-1, -1]]
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf_flat"])
+def test_a_stored_copy_of_a_true_neighbour_is_no_miss(kind):
+    """Every vector stored twice (a dataset with duplicate files): an index returning one copy where
+    exact search returned the other has found an equally near row; the recall check counts it, so it
+    does not climb to the largest search setting."""
+    vectors = clustered(1200, 16, seed=3)
+    doubled = np.concatenate([vectors, vectors[::-1]])
+    _, report = build_index(doubled, IndexConfig(type=kind, recall_queries=200))
+    assert report.recall_at_10 >= 0.99 and report.reached_target
+    assert next(iter(report.search_params.values())) <= 64
+
+
+def test_malformed_budgets_and_a_pq_size_that_does_not_divide_the_dimension_are_one_line():
+    from rag_flamingo.indexing.faiss_index import parse_bytes
+
+    assert parse_bytes(".5G") == 512 * 1024**2 and parse_bytes("1.5GB") == 1536 * 1024**2
+    for text in ("1.5.2G", ".", "G"):
+        with pytest.raises(ConfigError, match="write it like 512M or 4G"):
+            parse_bytes(text)
+    with pytest.raises(ConfigError, match="index.pq_m=7 must divide the embedding dimension 512"):
+        choose_index(100_000, 512, IndexConfig(type="ivf_pq", pq_m=7))

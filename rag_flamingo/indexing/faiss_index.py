@@ -53,7 +53,7 @@ def parse_bytes(text: str | int | float) -> int:
     """'4G', '512M', '1.5GB', 1024 -> bytes (powers of 1024, as autofaiss)."""
     if isinstance(text, (int, float)):
         return int(text)
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)i?B?\s*", str(text), re.IGNORECASE)
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([KMGT]?)i?B?\s*", str(text), re.IGNORECASE)
     if not m:
         raise ConfigError(f"memory size {text!r}: write it like 512M or 4G")
     power = " KMGT".index(m.group(2).upper() or " ")
@@ -75,6 +75,8 @@ def choose_index(n: int, dim: int, opts: IndexConfig) -> tuple[str, str]:
     if kind == "ivf_flat":
         return kind, f"IVF{nlist},Flat"
     m = opts.pq_m or _pq_m(n, dim, budget)
+    if dim % m:
+        raise ConfigError(f"index.pq_m={m} must divide the embedding dimension {dim} (e.g. {_pq_m(n, dim, budget)})")
     nbits = (
         8
         if n >= MIN_POINTS_PER_CENTROID * 256
@@ -237,16 +239,46 @@ def sample_queries(n: int, count: int, seed: int) -> np.ndarray:
 
 
 def recall_at_k(
-    index: faiss.Index, queries: np.ndarray, truth: np.ndarray, k: int, own: np.ndarray | None = None
+    index: faiss.Index,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    k: int,
+    own: np.ndarray | None = None,
+    exact: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> float:
     """Mean share of the exact top-k (``truth``) that ``index`` finds for the query vectors. ``own``:
     each query's own row id (a stored vector used as a query), left out of what the index finds, as
-    `without_own` leaves it out of ``truth``."""
+    `without_own` leaves it out of ``truth``. ``exact(ids) -> similarities`` (higher is nearer, per
+    query row): with it a found row as near as the k-th true neighbour counts too, so a stored copy of
+    a true neighbour (a tie) is no miss."""
     _, found = index.search(queries, k + (own is not None))
     if own is not None:
         found = without_own(found, own, k)
-    hits = [len(set(a[a >= 0]) & set(b[b >= 0])) / max(1, min(k, (b >= 0).sum())) for a, b in zip(found, truth)]
-    return float(np.mean(hits))
+    wanted = np.maximum(1, np.minimum(k, (truth >= 0).sum(1)))
+    if exact is None:
+        hits = np.array([len(set(a[a >= 0]) & set(b[b >= 0])) for a, b in zip(found, truth)])
+    else:
+        kth = np.where(truth >= 0, exact(truth), np.inf).min(1, keepdims=True)
+        near = exact(found) >= kth - 1e-5 * np.maximum(1.0, np.abs(kth))
+        hits = ((found >= 0) & near).sum(1)
+    return float(np.mean(np.minimum(hits, wanted) / wanted))
+
+
+def _similarity(
+    rows: VectorRows, query_vectors: np.ndarray, metric: str, prepare: Callable[[np.ndarray], np.ndarray]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``ids [m, j] -> [m, j]``: each query's exact similarity to those rows (cosine: inner product of
+    the prepared vectors; l2: minus the squared distance); ids < 0 give -inf."""
+
+    def exact(ids: np.ndarray) -> np.ndarray:
+        vectors = prepare(rows.take(np.maximum(ids, 0).ravel())).reshape(*ids.shape, -1)
+        if metric == "cosine":
+            sims = np.einsum("md,mjd->mj", query_vectors, vectors)
+        else:
+            sims = -((vectors - query_vectors[:, None, :]) ** 2).sum(-1)
+        return np.where(ids >= 0, sims, -np.inf)
+
+    return exact
 
 
 def without_own(ids: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
@@ -307,14 +339,15 @@ def tune_recall(
     if own is not None:
         truth = without_own(truth, own, k)
     query_vectors = prepare(rows.take(queries))
+    exact = _similarity(rows, query_vectors, opts.metric, prepare)
     if kind == "flat":
-        report.recall_at_10 = recall_at_k(index, query_vectors, truth, k, own)
+        report.recall_at_10 = recall_at_k(index, query_vectors, truth, k, own, exact)
         return
     name, values = search_ladder(index, kind, k)
     recall = 0.0
     for value in values:
         apply_search_params(index, {name: value})
-        recall = recall_at_k(index, query_vectors, truth, k, own)
+        recall = recall_at_k(index, query_vectors, truth, k, own, exact)
         report.search_params = {name: int(value)}
         if recall >= opts.recall_target:
             break
