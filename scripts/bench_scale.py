@@ -19,7 +19,7 @@ they reach the recall target (``heldout_tuned``, its recall and one-query latenc
 Figures: ``build_s`` (choose + train + add + recall tuning), ``tune_s`` (of which the recall
 tuning), ``peak_rss_gb`` (the subprocess's peak resident memory, vectors included),
 ``vectors_gb``, ``index_mb`` (serialised size = index.faiss), ``recall_at_10`` (at the tuned
-efSearch / nprobe, over 1,000 stored vectors used as queries: each finds itself), ``query_ms``
+efSearch / nprobe, over 1,000 stored vectors used as queries, each one's own row left out), ``query_ms``
 (median latency of one query at a time on one thread at the tuned setting).
 """
 
@@ -158,6 +158,20 @@ def plot(results: list[dict], png: Path) -> None:
     fig.savefig(png, dpi=90)
 
 
+def vector_problem(path: Path, error, rows: int = 1000) -> int:
+    """The dimension of the 2-D float array of finite values in ``path`` with at least ``rows`` rows (the
+    recall check samples 1,000); else ``error`` (one line) says what is wrong."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        error(f"{path}: not a .npy file of numbers (np.save of a float array)")
+    if array.ndim != 2 or array.dtype.kind != "f" or len(array) < rows:
+        error(f"{path}: {array.shape} {array.dtype}; give rows of float vectors, {rows} or more")
+    if not np.isfinite(np.asarray(array[:100_000])).all():
+        error(f"{path}: holds NaN or infinite values")
+    return int(array.shape[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     from index_builder.manifests.cli_args import OneLineParser
 
@@ -178,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_one(Path(args.one[0]), args.one[1], nlist, held_out)))
         return 0
     if args.plot:
-        plot([json.loads(line) for line in args.plot.read_text().splitlines() if line.strip()], args.png)
+        try:
+            rows = [json.loads(line) for line in args.plot.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            ap.error(f"--plot {args.plot}: not a results.jsonl this script wrote ({type(exc).__name__})")
+        plot(rows, args.png)
         print(f"plot: {args.png}")
         return 0
     kinds = args.types.split(",")
@@ -190,12 +208,20 @@ def main(argv: list[str] | None = None) -> int:
         inputs = [Path(p) for p in args.vectors.split(",")]
         if missing := [str(p) for p in [*inputs, args.queries] if p is not None and not p.is_file()]:
             ap.error(f"no such file: {', '.join(missing)}")
+        dims = {vector_problem(p, ap.error) for p in inputs}
+        if args.queries is not None and vector_problem(args.queries, ap.error, rows=1) not in dims:
+            ap.error(f"--queries {args.queries}: another dimension than the vectors ({', '.join(map(str, dims))})")
     else:
         try:
             sizes = [int(s) for s in args.sizes.split(",")]
         except ValueError:
             ap.error(f"--sizes {args.sizes!r}: write whole numbers separated by commas")
-    args.out.mkdir(parents=True, exist_ok=True)
+    if args.nlist is not None and args.nlist < 1:
+        ap.error(f"--nlist {args.nlist}: give a positive list count")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        ap.error(f"--out {args.out}: cannot be made ({exc.strerror or exc})")
     if not args.vectors:
         inputs = [vectors_file(args.out, n) for n in sizes]
     results = args.out / "results.jsonl"

@@ -117,6 +117,9 @@ def crop_vectors(blocks: list[np.ndarray], crops: np.ndarray, chunk: int = 65_53
     return out
 
 
+POSITIVE = ("held_out", "queries", "longest")  # options that must be >= 1 when given
+
+
 def main(argv: list[str] | None = None) -> int:
     from index_builder.manifests.cli_args import OneLineParser
 
@@ -129,19 +132,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--longest", type=int, default=None, help="longest crop in blocks (default: as needed)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    from rag_flamingo.errors import AudioError
+
     try:
         sizes = sorted(int(s) for s in args.sizes.split(","))
     except ValueError:
         ap.error(f"--sizes {args.sizes!r}: write whole numbers separated by commas")
+    small = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in POSITIVE and v is not None and v < 1]
+    if small or min(sizes) < 1:
+        ap.error(f"{', '.join(small) or '--sizes ' + args.sizes}: give positive whole numbers")
     if missing := [str(root) for root in args.audio if not root.is_dir()]:
         ap.error(f"--audio: no such folder: {', '.join(missing)}")
+    roots = list(dict.fromkeys(root.resolve() for root in args.audio))
+    if len(roots) < len(args.audio) or any(a != b and b.is_relative_to(a) for a in roots for b in roots):
+        ap.error("--audio names a folder twice (or one inside another): a track would be indexed and held out")
     found = sum(len(track_paths(root)) for root in args.audio)
-    if found <= args.held_out or args.held_out < 1:
-        ap.error(f"--audio: needs more than --held-out={args.held_out} audio files, found {found}")
-    args.out.mkdir(parents=True, exist_ok=True)
+    if found <= args.held_out:
+        ap.error(f"--audio: {found} audio files; --held-out {args.held_out} leaves none to index")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        ap.error(f"--out {args.out}: cannot be made ({exc.strerror or exc})")
     names, blocks, timings = [], [], []
     for root in args.audio:
-        root_names, root_blocks, timing = embed_tracks(root, args.out)
+        try:
+            root_names, root_blocks, timing = embed_tracks(root, args.out)
+        except AudioError as exc:  # the library's one-line reason, naming the file
+            ap.error(str(exc))
         names += root_names
         blocks += root_blocks
         timings.append(timing)

@@ -39,3 +39,38 @@ def test_crop_vectors_are_normalised_block_means():
     for row, (t, first, length) in zip(got, crops):
         mean = blocks[t][first : first + length].mean(0)
         np.testing.assert_allclose(row, mean / np.linalg.norm(mean), atol=1e-6)
+
+
+def test_bad_inputs_are_one_line_before_any_work(tmp_path, capsys):
+    """A folder named twice would put a held-out track in the index; non-positive counts, vector files
+    that are no float rows, queries of another dimension: one line, exit 2 (bench_scale too)."""
+    import pytest
+
+    mrv = load_script()
+    (tmp_path / "a").mkdir()
+    for argv, said in (
+        (["--audio", str(tmp_path / "a"), str(tmp_path / "a"), "--out", str(tmp_path / "o")], "names a folder twice"),
+        (["--audio", str(tmp_path / "a"), "--out", str(tmp_path / "o"), "--held-out", "0"], "--held-out 0"),
+    ):
+        with pytest.raises(SystemExit) as ended:
+            mrv.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert ended.value.code == 2 and len(err) == 1 and said in err[0], err
+    spec = importlib.util.spec_from_file_location("bench_scale", SCRIPT.with_name("bench_scale.py"))
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).random((1000, 8), dtype=np.float32))
+    np.save(tmp_path / "q.npy", np.zeros((3, 4), np.float32))
+    np.save(tmp_path / "nan.npy", np.full((1000, 8), np.nan, np.float32))
+    (tmp_path / "text.npy").write_text("not numbers")
+    for argv, said in (
+        (["--vectors", str(tmp_path / "v.npy"), "--queries", str(tmp_path / "q.npy")], "another dimension"),
+        (["--vectors", str(tmp_path / "nan.npy")], "NaN"),
+        (["--vectors", str(tmp_path / "text.npy")], "not a .npy file of numbers"),
+        (["--vectors", str(tmp_path / "q.npy")], "1000 or more"),
+    ):
+        with pytest.raises(SystemExit) as ended:
+            bench.main([*argv, "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert ended.value.code == 2 and len(err) == 1 and said in err[0], err
