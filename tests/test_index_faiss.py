@@ -161,3 +161,9 @@ def test_malformed_budgets_and_a_pq_size_that_does_not_divide_the_dimension_are_
             parse_bytes(text)
     with pytest.raises(ConfigError, match="index.pq_m=7 must divide the embedding dimension 512"):
         choose_index(100_000, 512, IndexConfig(type="ivf_pq", pq_m=7))
+
+
+def test_a_budget_no_index_fits_warns(caplog):
+    with caplog.at_level("WARNING", logger="rag_flamingo.indexing.faiss_index"):
+        _, factory = choose_index(10**9, 512, IndexConfig(memory_budget="1G"))
+    assert factory.endswith("PQ4x8") and "over the budget" in caplog.text

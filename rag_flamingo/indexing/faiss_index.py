@@ -116,6 +116,14 @@ def _pq_m(n: int, dim: int, budget: int) -> int:
         divisors = [m for m in PQ_SIZES if dim % m == 0]
         if not divisors:
             raise ConfigError(f"no PQ size divides dim {dim}; set index.pq_m")
+        logger.warning(
+            "index.memory_budget %d bytes: even PQ%d (the smallest code) needs %d for %d vectors; building it "
+            "over the budget (raise index.memory_budget)",
+            budget,
+            divisors[-1],
+            n * (divisors[-1] + 8),
+            n,
+        )
         return divisors[-1]
     return fitting[0]
 
