@@ -3,7 +3,6 @@ its traces (the build_index and evaluate runs themselves are benchmarks, not tes
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,17 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from support.scripts import load_script as load_named
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_growth.py"
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_growth", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_named("bench_growth")
 
 
 def test_sampler_sees_the_main_process_and_its_child(tmp_path: Path) -> None:

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_real_vectors.py"
+from support.scripts import load_script as load_named
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("make_real_vectors", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_named("make_real_vectors")
 
 
 def test_every_crop_up_to_the_longest_once():
@@ -56,10 +49,7 @@ def test_bad_inputs_are_one_line_before_any_work(tmp_path, capsys):
             mrv.main(argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert ended.value.code == 2 and len(err) == 1 and said in err[0], err
-    spec = importlib.util.spec_from_file_location("bench_scale", SCRIPT.with_name("bench_scale.py"))
-    assert spec and spec.loader
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_named("bench_scale")
     np.save(tmp_path / "v.npy", np.random.default_rng(0).random((1000, 8), dtype=np.float32))
     np.save(tmp_path / "q.npy", np.zeros((3, 4), np.float32))
     np.save(tmp_path / "nan.npy", np.full((1000, 8), np.nan, np.float32))

@@ -105,13 +105,9 @@ def _substitute(line: str, work: Path) -> list[str]:
 
 def _script(name: str):
     """A script of scripts/ as a module (they are files, not a package)."""
-    import importlib.util
+    from support.scripts import load_script
 
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(name)
 
 
 def _one_line_error(capsys, prog_hint: str) -> str:
