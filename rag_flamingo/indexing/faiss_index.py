@@ -272,6 +272,9 @@ def recall_at_k(
     return float(np.mean(np.minimum(hits, wanted) / wanted))
 
 
+READ_ROWS = 1024  # the recall check's re-scoring reads stored rows in groups of at most this many
+
+
 def _similarity(
     rows: VectorRows, query_vectors: np.ndarray, metric: str, prepare: Callable[[np.ndarray], np.ndarray]
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -279,11 +282,15 @@ def _similarity(
     the prepared vectors; l2: minus the squared distance); ids < 0 give -inf."""
 
     def exact(ids: np.ndarray) -> np.ndarray:
-        vectors = prepare(rows.take(np.maximum(ids, 0).ravel())).reshape(*ids.shape, -1)
-        if metric == "cosine":
-            sims = np.einsum("md,mjd->mj", query_vectors, vectors)
-        else:
-            sims = -((vectors - query_vectors[:, None, :]) ** 2).sum(-1)
+        sims = np.empty(ids.shape)
+        step = max(1, READ_ROWS // max(1, ids.shape[1]))  # at most READ_ROWS rows read at once
+        for start in range(0, len(ids), step):
+            part, q = ids[start : start + step], query_vectors[start : start + step]
+            vectors = prepare(rows.take(np.maximum(part, 0).ravel())).reshape(*part.shape, -1)
+            if metric == "cosine":
+                sims[start : start + step] = np.einsum("md,mjd->mj", q, vectors)
+            else:
+                sims[start : start + step] = -((vectors - q[:, None, :]) ** 2).sum(-1)
         return np.where(ids >= 0, sims, -np.inf)
 
     return exact
