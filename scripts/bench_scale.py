@@ -158,7 +158,7 @@ def plot(results: list[dict], png: Path) -> None:
     fig.savefig(png, dpi=90)
 
 
-def vector_problem(path: Path, error, rows: int = 1000) -> int:
+def checked_dim(path: Path, error, rows: int = 1000) -> int:
     """The dimension of the 2-D float array of finite values in ``path`` with at least ``rows`` rows (the
     recall check samples 1,000); else ``error`` (one line) says what is wrong."""
     try:
@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         inputs = [Path(p) for p in args.vectors.split(",")]
         if missing := [str(p) for p in [*inputs, args.queries] if p is not None and not p.is_file()]:
             ap.error(f"no such file: {', '.join(missing)}")
-        dims = {vector_problem(p, ap.error) for p in inputs}
-        if args.queries is not None and vector_problem(args.queries, ap.error, rows=1) not in dims:
+        dims = {checked_dim(p, ap.error) for p in inputs}
+        if args.queries is not None and checked_dim(args.queries, ap.error, rows=1) not in dims:
             ap.error(f"--queries {args.queries}: another dimension than the vectors ({', '.join(map(str, dims))})")
     else:
         try:

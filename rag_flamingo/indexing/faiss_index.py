@@ -47,6 +47,7 @@ EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 PQ_SIZES = (256, 128, 64, 48, 32, 24, 16, 8, 4)
 MIN_POINTS_PER_CENTROID = 39  # faiss warns below this
 ADD_BLOCK = 65_536  # rows per add / exact-search block (IndexIVF.add splits into 65,536 rows too)
+READ_ROWS = 1024  # the recall check's re-scoring reads stored rows in groups of at most this many
 
 
 def parse_bytes(text: str | int | float) -> int:
@@ -252,27 +253,37 @@ def recall_at_k(
     truth: np.ndarray,
     k: int,
     own: np.ndarray | None = None,
-    exact: Callable[[np.ndarray], np.ndarray] | None = None,
+    near: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> float:
     """Mean share of the exact top-k (``truth``) that ``index`` finds for the query vectors. ``own``:
     each query's own row id (a stored vector used as a query), left out of what the index finds, as
-    `without_own` leaves it out of ``truth``. ``exact(ids) -> similarities`` (higher is nearer, per
-    query row): with it a found row as near as the k-th true neighbour counts too, so a stored copy of
-    a true neighbour (a tie) is no miss."""
+    `without_own` leaves it out of ``truth``. ``near(found ids) -> bool [m, k]`` (`as_near_as_truth`):
+    with it a found row as near as the k-th true neighbour counts too, so a stored copy of a true
+    neighbour (a tie) is no miss."""
     _, found = index.search(queries, k + (own is not None))
     if own is not None:
         found = without_own(found, own, k)
     wanted = np.maximum(1, np.minimum(k, (truth >= 0).sum(1)))
-    if exact is None:
+    if near is None:
         hits = np.array([len(set(a[a >= 0]) & set(b[b >= 0])) for a, b in zip(found, truth)])
     else:
-        kth = np.where(truth >= 0, exact(truth), np.inf).min(1, keepdims=True)
-        near = exact(found) >= kth - 1e-5 * np.maximum(1.0, np.abs(kth))
-        hits = ((found >= 0) & near).sum(1)
+        hits = ((found >= 0) & near(found)).sum(1)
     return float(np.mean(np.minimum(hits, wanted) / wanted))
 
 
-READ_ROWS = 1024  # the recall check's re-scoring reads stored rows in groups of at most this many
+def as_near_as_truth(
+    rows: VectorRows,
+    query_vectors: np.ndarray,
+    truth: np.ndarray,
+    metric: str,
+    prepare: Callable[[np.ndarray], np.ndarray],
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``found ids -> bool``: whether each found row is as near its query as the k-th row of ``truth``
+    (the truth's similarities read and computed once, the found rows' per call)."""
+    exact = _similarity(rows, query_vectors, metric, prepare)
+    kth = np.where(truth >= 0, exact(truth), np.inf).min(1, keepdims=True)
+    floor = kth - 1e-5 * np.maximum(1.0, np.abs(kth))
+    return lambda found: exact(found) >= floor
 
 
 def _similarity(
@@ -354,15 +365,15 @@ def tune_recall(
     if own is not None:
         truth = without_own(truth, own, k)
     query_vectors = prepare(rows.take(queries))
-    exact = _similarity(rows, query_vectors, opts.metric, prepare)
+    near = as_near_as_truth(rows, query_vectors, truth, opts.metric, prepare)
     if kind == "flat":
-        report.recall_at_10 = recall_at_k(index, query_vectors, truth, k, own, exact)
+        report.recall_at_10 = recall_at_k(index, query_vectors, truth, k, own, near)
         return
     name, values = search_ladder(index, kind, k)
     recall = 0.0
     for value in values:
         apply_search_params(index, {name: value})
-        recall = recall_at_k(index, query_vectors, truth, k, own, exact)
+        recall = recall_at_k(index, query_vectors, truth, k, own, near)
         report.search_params = {name: int(value)}
         if recall >= opts.recall_target:
             break
